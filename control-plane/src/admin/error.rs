@@ -1,0 +1,73 @@
+//! The admin API's one error type, mapped once to status and body:
+//! `{"error":{"type":…,"message":…,"param":…}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::service::ServiceError;
+
+#[derive(Debug)]
+pub enum AdminError {
+    Unauthorized,
+    Invalid {
+        param: Option<String>,
+        message: String,
+    },
+    NotFound(String),
+    Conflict(String),
+    Internal,
+}
+
+impl From<ServiceError> for AdminError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { param, message } => AdminError::Invalid {
+                param: Some(param),
+                message,
+            },
+            ServiceError::NotFound(what) => AdminError::NotFound(what),
+            ServiceError::Conflict(what) => AdminError::Conflict(what),
+            ServiceError::Db(err) => {
+                tracing::error!(error = %err, "admin request failed in the database");
+                AdminError::Internal
+            }
+            ServiceError::Crypto(err) => {
+                tracing::error!(error = %err, "admin request failed to open a sealed secret");
+                AdminError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, kind, message, param) = match self {
+            AdminError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin token is required (Authorization: Bearer mgadm-…)".to_owned(),
+                None,
+            ),
+            AdminError::Invalid { param, message } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message, param)
+            }
+            AdminError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+                None,
+            ),
+            AdminError::Conflict(what) => (StatusCode::CONFLICT, "conflict", what, None),
+            AdminError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".to_owned(),
+                None,
+            ),
+        };
+        let body = json!({"error": {"type": kind, "message": message, "param": param}});
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,99 @@
+//! `ConfigService.Subscribe`: hello, then the latest snapshot and every later one; ACK/NACK
+//! recorded per node.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use futures_util::Stream;
+use modelgate_proto::config::v1::{
+    config_service_server::ConfigService, subscribe_request::Kind, Snapshot, SubscribeRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::service::{nodes, Services};
+
+pub struct ConfigStream {
+    pub services: Services,
+    pub shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl ConfigService for ConfigStream {
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(SubscribeRequest {
+                kind: Some(Kind::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
+        };
+        if hello.node_id.trim().is_empty() {
+            return Err(Status::invalid_argument("hello.node_id must not be empty"));
+        }
+        let hello = nodes::Hello {
+            node_id: hello.node_id,
+            labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            software_version: hello.software_version,
+            current_version: hello.current_version,
+        };
+        nodes::connected(&self.services, &hello).await?;
+        tracing::info!(node = %hello.node_id, version = hello.current_version, "data plane subscribed");
+
+        let (tx, rx) = mpsc::channel(4);
+        let services = self.services.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let node_id = hello.node_id.clone();
+            let mut snapshots = services.publisher.subscribe();
+            let mut sent = hello.current_version;
+            loop {
+                let latest = snapshots.borrow_and_update().clone();
+                if let Some(p) = latest {
+                    if p.snapshot.version != sent {
+                        if tx.send(Ok(p.wire.clone())).await.is_err() {
+                            break;
+                        }
+                        sent = p.snapshot.version;
+                    }
+                }
+                tokio::select! {
+                    changed = snapshots.changed() => if changed.is_err() { break },
+                    msg = inbound.message() => match msg {
+                        Ok(Some(SubscribeRequest { kind: Some(Kind::Ack(ack)) })) => {
+                            tracing::debug!(node = %node_id, version = ack.version, "ack");
+                            if let Err(e) = nodes::acknowledged(&services, &node_id, ack.version, None).await {
+                                tracing::warn!(node = %node_id, error = %e, "could not record ack");
+                            }
+                        }
+                        Ok(Some(SubscribeRequest { kind: Some(Kind::Nack(nack)) })) => {
+                            tracing::warn!(node = %node_id, version = nack.version, reason = %nack.reason, "nack");
+                            if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, Some(nack.reason)).await {
+                                tracing::warn!(node = %node_id, error = %e, "could not record nack");
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    },
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            if let Err(e) = nodes::disconnected(&services, &node_id).await {
+                tracing::warn!(node = %node_id, error = %e, "could not record disconnect");
+            }
+            tracing::info!(node = %node_id, "data plane stream closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,31 @@
+//! gRPC adapters (tonic): the config stream and usage ingest. Only this module touches the
+//! generated wire types on the control-plane side (besides the snapshot publisher's cached
+//! encoding).
+
+mod config;
+mod usage;
+
+pub use config::ConfigStream;
+pub use usage::UsageIngest;
+
+use crate::service::ServiceError;
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { param, message } => {
+                tonic::Status::invalid_argument(format!("{param}: {message}"))
+            }
+            ServiceError::NotFound(what) => tonic::Status::not_found(what),
+            ServiceError::Conflict(what) => tonic::Status::already_exists(what),
+            ServiceError::Db(err) => {
+                tracing::error!(error = %err, "gRPC request failed in the database");
+                tonic::Status::unavailable("storage unavailable, retry")
+            }
+            ServiceError::Crypto(err) => {
+                tracing::error!(error = %err, "gRPC request failed to open a sealed secret");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `UsageService.Report`: each batch is stored (deduplicated by event id) and committed before
+//! its acknowledgement is sent.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use modelgate_proto::usage::v1::{usage_service_server::UsageService, UsageAck, UsageBatch};
+use modelgate_shared::usage::UsageEvent;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::service::{usage, Services};
+
+pub struct UsageIngest {
+    pub services: Services,
+}
+
+#[tonic::async_trait]
+impl UsageService for UsageIngest {
+    type ReportStream = Pin<Box<dyn Stream<Item = Result<UsageAck, Status>> + Send>>;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<UsageBatch>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let services = self.services.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) | Err(_) => break,
+                };
+                let events: Vec<UsageEvent> =
+                    batch.events.into_iter().map(UsageEvent::from).collect();
+                match usage::ingest(&services, events).await {
+                    Ok(done) => {
+                        let ack = UsageAck {
+                            batch_id: batch.batch_id,
+                            inserted: u32::try_from(done.inserted).unwrap_or(u32::MAX),
+                            duplicates: u32::try_from(done.duplicates).unwrap_or(u32::MAX),
+                        };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // Not acknowledged: the data plane keeps the batch and resends it.
+                        tracing::warn!(batch = %batch.batch_id, node = %batch.node_id, error = %e, "usage batch not stored");
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,136 @@
+//! The ModelGate control plane: the system of record (teams, keys, provider accounts, prices,
+//! routing groups) in Postgres or embedded SQLite, the admin REST API, the snapshot builder that
+//! streams versioned config to data planes over gRPC, and usage ingest.
+//!
+//! Layout: `admin/` (axum handlers), `grpc/` (tonic services), `service/` (business rules),
+//! `store/` (sea-orm entities), `snapshot/` (build + publish), `crypto` (sealing secrets).
+
+pub mod admin;
+pub mod crypto;
+pub mod grpc;
+pub mod service;
+pub mod snapshot;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use modelgate_proto::config::v1::config_service_server::ConfigServiceServer;
+use modelgate_proto::usage::v1::usage_service_server::UsageServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::Sealer;
+use crate::service::Services;
+use crate::snapshot::Publisher;
+
+/// How to run a control plane.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://…` or `sqlite://path?mode=rwc`.
+    pub database_url: String,
+    /// 64 hex characters (AES-256 key) sealing secrets at rest.
+    pub master_key_hex: String,
+    pub admin_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+}
+
+/// A started control plane. Dropping it does not stop it; call [`RunningControlPlane::shutdown`].
+pub struct RunningControlPlane {
+    pub admin_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub services: Services,
+    /// Minted on first start only (no admin token existed); shown once.
+    pub bootstrap_admin_token: Option<String>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Connects to the database, migrates, initialises, publishes the current snapshot and starts
+/// the admin (HTTP) and gRPC listeners.
+pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
+    let sealer = Sealer::from_hex(&settings.master_key_hex).context("invalid master key")?;
+    let db = store::connect(&settings.database_url)
+        .await
+        .context("connecting to the database")?;
+    let services = Services {
+        db,
+        sealer,
+        publisher: Publisher::new(),
+    };
+    let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
+    services.publisher.rebuild(&services).await?;
+
+    let shutdown = CancellationToken::new();
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", settings.admin_listen))?;
+    let grpc_listener = TcpListener::bind(settings.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC on {}", settings.grpc_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let admin_app = admin::router(services.clone());
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        let result = axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+
+    let grpc_router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(ConfigServiceServer::new(grpc::ConfigStream {
+            services: services.clone(),
+            shutdown: shutdown.clone(),
+        }))
+        .add_service(UsageServiceServer::new(grpc::UsageIngest {
+            services: services.clone(),
+        }));
+    let grpc_shutdown = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let result = grpc_router
+            .serve_with_incoming_shutdown(incoming, async move { grpc_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+
+    tracing::info!(%admin_addr, %grpc_addr, "control plane started");
+    Ok(RunningControlPlane {
+        admin_addr,
+        grpc_addr,
+        services,
+        bootstrap_admin_token,
+        shutdown,
+        tasks: vec![admin_task, grpc_task],
+    })
+}
+
+impl RunningControlPlane {
+    /// Stops accepting, ends every config stream, and waits (bounded) for the servers to stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Waits until the servers stop (after a shutdown signal).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

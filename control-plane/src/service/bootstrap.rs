@@ -1,0 +1,209 @@
+//! First-start initialisation (the key-hash secret, the bootstrap admin token), admin token
+//! checks, and the demo seed that `modelgate up` uses.
+
+use chrono::Utc;
+use modelgate_shared::keys;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use super::{keys as key_service, models, providers, routes, teams, ServiceError, Services};
+use crate::store::{admin_token, api_key, provider_account, routing_group, setting, team};
+
+const KEY_HASH_SECRET: &str = "key_hash_secret";
+
+/// The server secret gateway keys are hashed with (sealed in `settings`).
+pub async fn key_hash_secret(s: &Services) -> Result<Vec<u8>, ServiceError> {
+    let row = setting::Entity::find_by_id(KEY_HASH_SECRET)
+        .one(&s.db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound("setting key_hash_secret".into()))?;
+    Ok(s.sealer.open(&row.value)?)
+}
+
+/// Creates what a fresh database lacks. Returns the bootstrap admin token when one was minted
+/// (there were no admin tokens); it is shown once and stored only hashed.
+pub async fn ensure_initialized(s: &Services) -> Result<Option<String>, ServiceError> {
+    if setting::Entity::find_by_id(KEY_HASH_SECRET)
+        .one(&s.db)
+        .await?
+        .is_none()
+    {
+        let sealed = s.sealer.seal(&keys::generate_server_secret());
+        setting::Entity::insert(setting::ActiveModel {
+            name: Set(KEY_HASH_SECRET.to_owned()),
+            value: Set(sealed),
+        })
+        .exec_without_returning(&s.db)
+        .await?;
+    }
+    let tokens = admin_token::Entity::find().count(&s.db).await?;
+    if tokens == 0 {
+        return Ok(Some(mint_admin_token(s, "bootstrap").await?));
+    }
+    Ok(None)
+}
+
+/// Mints an admin token (shown once, stored as SHA-256).
+pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, ServiceError> {
+    let token = keys::generate_admin_token();
+    admin_token::Entity::insert(admin_token::ActiveModel {
+        id: Set(modelgate_shared::new_id().to_string()),
+        name: Set(name.to_owned()),
+        token_hash: Set(keys::sha256_hex(&token.secret)),
+        prefix: Set(token.display_prefix),
+        revoked_at: Set(None),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(&s.db)
+    .await?;
+    Ok(token.secret)
+}
+
+/// Revokes every live admin token with this name (used by `modelgate up` to replace its own).
+pub async fn revoke_admin_tokens_named(s: &Services, name: &str) -> Result<(), ServiceError> {
+    admin_token::Entity::update_many()
+        .col_expr(admin_token::Column::RevokedAt, Some(Utc::now()).into())
+        .filter(admin_token::Column::Name.eq(name))
+        .filter(admin_token::Column::RevokedAt.is_null())
+        .exec(&s.db)
+        .await?;
+    Ok(())
+}
+
+/// Whether a presented admin token is valid (exists, not revoked).
+pub async fn admin_token_valid(s: &Services, presented: &str) -> Result<bool, ServiceError> {
+    let found = admin_token::Entity::find()
+        .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
+        .filter(admin_token::Column::RevokedAt.is_null())
+        .one(&s.db)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// What `modelgate up` prints.
+pub struct DemoCredentials {
+    pub api_key: String,
+    pub admin_token: String,
+    pub model: String,
+}
+
+pub const DEMO_TEAM: &str = "demo";
+pub const DEMO_MODEL: &str = "mock-small";
+const DEMO_KEY_NAME: &str = "demo (modelgate up)";
+const UP_TOKEN_NAME: &str = "modelgate up";
+
+/// Seeds the demo team, the built-in mock provider with a priced model and a route, and, when
+/// `openai_api_key` is given, OpenAI. Each run replaces the previous run's demo key and admin
+/// token (their secrets were shown once and are not recoverable).
+pub async fn seed_demo(
+    s: &Services,
+    openai_api_key: Option<String>,
+) -> Result<DemoCredentials, ServiceError> {
+    let team_id = match team::Entity::find()
+        .filter(team::Column::Name.eq(DEMO_TEAM))
+        .one(&s.db)
+        .await?
+    {
+        Some(t) => t.id,
+        None => {
+            teams::create(
+                s,
+                teams::CreateTeam {
+                    name: DEMO_TEAM.into(),
+                },
+            )
+            .await?
+            .id
+        }
+    };
+
+    let mock_id = ensure_provider(s, "mock", "mock", None).await?;
+    // Priced like a real small model (gpt-4o-mini's list price), never zero.
+    models::upsert_if_missing(s, DEMO_MODEL, 150_000, 600_000).await?;
+    ensure_route(s, DEMO_MODEL, &mock_id, DEMO_MODEL).await?;
+
+    if let Some(credential) = openai_api_key.filter(|k| !k.is_empty()) {
+        let openai_id = ensure_provider(s, "openai", "openai", Some(credential)).await?;
+        models::upsert_if_missing(s, "gpt-4o-mini", 150_000, 600_000).await?;
+        ensure_route(s, "gpt-4o-mini", &openai_id, "gpt-4o-mini").await?;
+    }
+
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Some(Utc::now()).into())
+        .filter(api_key::Column::Name.eq(DEMO_KEY_NAME))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(&s.db)
+        .await?;
+    let key = key_service::create(
+        s,
+        key_service::CreateKey {
+            team_id,
+            name: DEMO_KEY_NAME.into(),
+            environment: Some("dev".into()),
+            allowed_models: vec![],
+            expires_at: None,
+        },
+    )
+    .await?;
+
+    revoke_admin_tokens_named(s, UP_TOKEN_NAME).await?;
+    let admin_token = mint_admin_token(s, UP_TOKEN_NAME).await?;
+    Ok(DemoCredentials {
+        api_key: key.key_secret,
+        admin_token,
+        model: DEMO_MODEL.into(),
+    })
+}
+
+async fn ensure_provider(
+    s: &Services,
+    name: &str,
+    kind: &str,
+    credential: Option<String>,
+) -> Result<String, ServiceError> {
+    if let Some(p) = provider_account::Entity::find()
+        .filter(provider_account::Column::Name.eq(name))
+        .one(&s.db)
+        .await?
+    {
+        return Ok(p.id);
+    }
+    Ok(providers::create(
+        s,
+        providers::CreateProvider {
+            name: name.into(),
+            kind: kind.into(),
+            base_url: None,
+            credential,
+        },
+    )
+    .await?
+    .id)
+}
+
+async fn ensure_route(
+    s: &Services,
+    alias: &str,
+    provider_id: &str,
+    model: &str,
+) -> Result<(), ServiceError> {
+    let exists = routing_group::Entity::find()
+        .filter(routing_group::Column::Alias.eq(alias))
+        .one(&s.db)
+        .await?
+        .is_some();
+    if !exists {
+        routes::create(
+            s,
+            routes::CreateRoute {
+                alias: alias.into(),
+                deployments: vec![routes::DeploymentSpec {
+                    provider_id: provider_id.into(),
+                    model: model.into(),
+                    weight: 1,
+                }],
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The service layer: business rules. Handlers (REST, gRPC) call in here; this layer makes ids
+//! and timestamps, validates input, writes through the store, and triggers a snapshot rebuild
+//! after every committed config change.
+
+pub mod bootstrap;
+pub mod keys;
+pub mod models;
+pub mod nodes;
+pub mod providers;
+pub mod routes;
+pub mod teams;
+pub mod usage;
+
+use sea_orm::{DatabaseConnection, DbErr};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::crypto::{CryptoError, Sealer};
+use crate::snapshot::Publisher;
+
+/// What every service function needs.
+#[derive(Clone)]
+pub struct Services {
+    pub db: DatabaseConnection,
+    pub sealer: Sealer,
+    pub publisher: Publisher,
+}
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The input is invalid; `param` names the field (dotted path).
+    #[error("{param}: {message}")]
+    Invalid { param: String, message: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("crypto error: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+impl ServiceError {
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            param: param.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A page of a list: `{"data": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Cursor pagination parameters (cursor = the last id seen; ids are time-ordered UUIDv7).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PageParams {
+    pub after: Option<String>,
+    pub limit: Option<u64>,
+}
+
+impl PageParams {
+    pub const MAX_LIMIT: u64 = 1000;
+
+    pub fn limit(&self) -> Result<u64, ServiceError> {
+        match self.limit {
+            None => Ok(100),
+            Some(0) => Err(ServiceError::invalid("limit", "must be at least 1")),
+            Some(n) if n > Self::MAX_LIMIT => Err(ServiceError::invalid(
+                "limit",
+                format!("must be at most {}", Self::MAX_LIMIT),
+            )),
+            Some(n) => Ok(n),
+        }
+    }
+}
+
+/// Turns `limit + 1` fetched rows into a page.
+pub(crate) fn page<R, T>(
+    mut rows: Vec<R>,
+    limit: u64,
+    cursor_of: impl Fn(&R) -> String,
+    to_api: impl Fn(R) -> T,
+) -> Page<T> {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(&cursor_of)
+    } else {
+        None
+    };
+    Page {
+        data: rows.into_iter().map(to_api).collect(),
+        next_cursor,
+    }
+}
+
+pub(crate) fn require_name(param: &str, value: &str) -> Result<String, ServiceError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ServiceError::invalid(param, "must not be empty"));
+    }
+    if trimmed.len() > 200 {
+        return Err(ServiceError::invalid(
+            param,
+            "must be at most 200 characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Maps a unique-constraint violation to a conflict naming the resource.
+pub(crate) fn unique_violation(err: DbErr, what: &str) -> ServiceError {
+    let text = err.to_string().to_lowercase();
+    if text.contains("unique") || text.contains("duplicate") {
+        ServiceError::Conflict(format!("{what} already exists"))
+    } else {
+        ServiceError::Db(err)
+    }
+}

@@ -1,0 +1,125 @@
+//! The pricing catalog: one row per provider model, integer micro-USD per 1M tokens. Every
+//! change bumps the row's price version, which usage rows record.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{page, require_name, Page, PageParams, ServiceError, Services};
+use crate::store::model_price;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertModel {
+    pub model: String,
+    pub input_micros_per_mtok: i64,
+    pub output_micros_per_mtok: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelPrice {
+    pub id: String,
+    pub model: String,
+    pub input_micros_per_mtok: i64,
+    pub output_micros_per_mtok: i64,
+    pub price_version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<model_price::Model> for ModelPrice {
+    fn from(m: model_price::Model) -> Self {
+        ModelPrice {
+            id: m.id,
+            model: m.model,
+            input_micros_per_mtok: m.input_micros_per_mtok,
+            output_micros_per_mtok: m.output_micros_per_mtok,
+            price_version: m.price_version,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Creates the price row for a model, or updates it (with a new price version) if it exists.
+pub async fn upsert(s: &Services, input: UpsertModel) -> Result<ModelPrice, ServiceError> {
+    let name = require_name("model", &input.model)?;
+    if input.input_micros_per_mtok < 0 {
+        return Err(ServiceError::invalid(
+            "input_micros_per_mtok",
+            "must not be negative",
+        ));
+    }
+    if input.output_micros_per_mtok < 0 {
+        return Err(ServiceError::invalid(
+            "output_micros_per_mtok",
+            "must not be negative",
+        ));
+    }
+    let existing = model_price::Entity::find()
+        .filter(model_price::Column::Model.eq(name.as_str()))
+        .one(&s.db)
+        .await?;
+    let model = match existing {
+        Some(row) => {
+            let version = row.price_version + 1;
+            let mut active = row.into_active_model();
+            active.input_micros_per_mtok = Set(input.input_micros_per_mtok);
+            active.output_micros_per_mtok = Set(input.output_micros_per_mtok);
+            active.price_version = Set(version);
+            active.update(&s.db).await?
+        }
+        None => {
+            let row = model_price::ActiveModel {
+                id: Set(modelgate_shared::new_id().to_string()),
+                model: Set(name),
+                input_micros_per_mtok: Set(input.input_micros_per_mtok),
+                output_micros_per_mtok: Set(input.output_micros_per_mtok),
+                price_version: Set(1),
+                created_at: Set(Utc::now()),
+            };
+            model_price::Entity::insert(row)
+                .exec_with_returning(&s.db)
+                .await?
+        }
+    };
+    s.publisher.rebuild(s).await?;
+    Ok(model.into())
+}
+
+pub async fn list(s: &Services, params: PageParams) -> Result<Page<ModelPrice>, ServiceError> {
+    let limit = params.limit()?;
+    let mut q = model_price::Entity::find().order_by_asc(model_price::Column::Id);
+    if let Some(after) = &params.after {
+        q = q.filter(model_price::Column::Id.gt(after.as_str()));
+    }
+    let rows = q.limit(limit + 1).all(&s.db).await?;
+    Ok(page(rows, limit, |r| r.id.clone(), ModelPrice::from))
+}
+
+/// Creates a price row only if the model has none (seeding must not bump versions).
+pub async fn upsert_if_missing(
+    s: &Services,
+    model: &str,
+    input_micros_per_mtok: i64,
+    output_micros_per_mtok: i64,
+) -> Result<(), ServiceError> {
+    let exists = model_price::Entity::find()
+        .filter(model_price::Column::Model.eq(model))
+        .one(&s.db)
+        .await?
+        .is_some();
+    if !exists {
+        upsert(
+            s,
+            UpsertModel {
+                model: model.to_owned(),
+                input_micros_per_mtok,
+                output_micros_per_mtok,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Provider accounts. The credential is sealed at rest and never returned (last 4 only).
+
+use chrono::{DateTime, Utc};
+use modelgate_shared::snapshot::ProviderKind;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+
+use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
+use crate::store::provider_account;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+// Hand-written so a credential can never reach a log through `{:?}`.
+impl std::fmt::Debug for CreateProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateProvider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    pub credential_last4: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<provider_account::Model> for Provider {
+    fn from(m: provider_account::Model) -> Self {
+        Provider {
+            id: m.id,
+            name: m.name,
+            kind: m.kind,
+            base_url: m.base_url,
+            credential_last4: m.credential_last4,
+            created_at: m.created_at,
+        }
+    }
+}
+
+pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+        ProviderKind::Mock => Some("mock://builtin"),
+        ProviderKind::OpenAiCompatible => None,
+    }
+}
+
+pub async fn create(s: &Services, input: CreateProvider) -> Result<Provider, ServiceError> {
+    let name = require_name("name", &input.name)?;
+    let kind: ProviderKind = input.kind.parse().map_err(|_| {
+        let kinds: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        ServiceError::invalid("kind", format!("must be one of {}", kinds.join(", ")))
+    })?;
+    let base_url = match input.base_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ServiceError::invalid(
+                    "base_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+        _ => default_base_url(kind)
+            .ok_or_else(|| ServiceError::invalid("base_url", "is required for this kind"))?
+            .to_owned(),
+    };
+    let credential = input.credential.unwrap_or_default();
+    if kind == ProviderKind::OpenAi && credential.is_empty() {
+        return Err(ServiceError::invalid(
+            "credential",
+            "is required for openai",
+        ));
+    }
+    let last4: String = {
+        let chars: Vec<char> = credential.chars().collect();
+        chars[chars.len().saturating_sub(4)..].iter().collect()
+    };
+    let row = provider_account::ActiveModel {
+        id: Set(modelgate_shared::new_id().to_string()),
+        name: Set(name),
+        kind: Set(kind.as_str().to_owned()),
+        base_url: Set(base_url),
+        credential_ciphertext: Set(s.sealer.seal(credential.as_bytes())),
+        credential_last4: Set(last4),
+        created_at: Set(Utc::now()),
+    };
+    let model = provider_account::Entity::insert(row)
+        .exec_with_returning(&s.db)
+        .await
+        .map_err(|e| unique_violation(e, "a provider with this name"))?;
+    s.publisher.rebuild(s).await?;
+    Ok(model.into())
+}
+
+pub async fn list(s: &Services, params: PageParams) -> Result<Page<Provider>, ServiceError> {
+    let limit = params.limit()?;
+    let mut q = provider_account::Entity::find().order_by_asc(provider_account::Column::Id);
+    if let Some(after) = &params.after {
+        q = q.filter(provider_account::Column::Id.gt(after.as_str()));
+    }
+    let rows = q.limit(limit + 1).all(&s.db).await?;
+    Ok(page(rows, limit, |r| r.id.clone(), Provider::from))
+}

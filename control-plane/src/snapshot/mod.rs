@@ -1,0 +1,202 @@
+//! The snapshot builder and publisher. After every committed config change the service layer
+//! calls [`Publisher::rebuild`]: it reads the config tables, builds a canonical snapshot, and if
+//! its content hash differs from the latest version, stores a new immutable version (monotonic
+//! number) and publishes it on a `watch` channel that every config stream forwards at once.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use modelgate_proto::config::v1 as wire;
+use modelgate_shared::keys::KeyHash;
+use modelgate_shared::pricing::Price;
+use modelgate_shared::snapshot::{
+    ApiKey, Config, Deployment, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
+};
+use prost::Message;
+use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
+use tokio::sync::{watch, Mutex};
+
+use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
+use crate::store::{api_key, config_version, model_price, provider_account, routing_group};
+
+/// A published snapshot with its wire form encoded once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    pub wire: wire::Snapshot,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    tx: Arc<watch::Sender<Option<Arc<Published>>>>,
+    build_lock: Arc<Mutex<()>>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Publisher {
+    pub fn new() -> Self {
+        let (tx, _rx) = watch::channel(None);
+        Publisher {
+            tx: Arc::new(tx),
+            build_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.tx.subscribe()
+    }
+
+    pub fn latest(&self) -> Option<Arc<Published>> {
+        self.tx.borrow().clone()
+    }
+
+    /// Rebuilds from the database; publishes a new version when the content changed.
+    pub async fn rebuild(&self, s: &Services) -> Result<Arc<Published>, ServiceError> {
+        let _guard = self.build_lock.lock().await;
+        let config = load_config(s).await?;
+        let latest = config_version::Entity::find()
+            .order_by_desc(config_version::Column::Version)
+            .one(&s.db)
+            .await?;
+        let candidate = Snapshot::new(0, config);
+        let version = match &latest {
+            Some(row) if row.content_hash == candidate.content_hash => {
+                u64::try_from(row.version).unwrap_or(0)
+            }
+            _ => {
+                let next = latest.as_ref().map_or(1, |r| r.version + 1);
+                config_version::Entity::insert(config_version::ActiveModel {
+                    version: Set(next),
+                    content_hash: Set(candidate.content_hash.clone()),
+                    body: Set(redacted(&candidate.config).encode_to_vec()),
+                    created_at: Set(Utc::now()),
+                })
+                .exec_without_returning(&s.db)
+                .await?;
+                u64::try_from(next).unwrap_or(0)
+            }
+        };
+        let snapshot = Snapshot {
+            version,
+            ..candidate
+        };
+        if let Some(current) = self.tx.borrow().as_ref() {
+            if current.snapshot.version == version
+                && current.snapshot.content_hash == snapshot.content_hash
+            {
+                return Ok(current.clone());
+            }
+        }
+        let published = Arc::new(Published {
+            wire: snapshot.to_wire(),
+            snapshot,
+        });
+        tracing::info!(
+            version = published.snapshot.version,
+            hash = %published.snapshot.content_hash,
+            "snapshot published"
+        );
+        self.tx.send_replace(Some(published.clone()));
+        Ok(published)
+    }
+}
+
+/// The stored copy of a version keeps no secret.
+fn redacted(config: &Config) -> wire::Config {
+    let mut w = config.to_wire();
+    w.key_hash_secret.clear();
+    for p in &mut w.providers {
+        p.credential.clear();
+    }
+    w
+}
+
+async fn load_config(s: &Services) -> Result<Config, ServiceError> {
+    let key_hash_secret = bootstrap::key_hash_secret(s).await?;
+
+    let keys = api_key::Entity::find()
+        .all(&s.db)
+        .await?
+        .into_iter()
+        .filter_map(|k| {
+            let hash: KeyHash = hex::decode(&k.key_hash).ok()?.try_into().ok()?;
+            Some(ApiKey {
+                key_hash: hash,
+                prefix: k.prefix,
+                team_id: k.team_id,
+                environment: k.environment.parse().ok()?,
+                allowed_models: serde_json::from_str(&k.allowed_models).unwrap_or_default(),
+                revoked: k.revoked_at.is_some(),
+                expires_at: k.expires_at.map(|t| t.timestamp()),
+                name: k.name,
+                id: k.id,
+            })
+        })
+        .collect();
+
+    let mut providers = Vec::new();
+    for p in provider_account::Entity::find().all(&s.db).await? {
+        let credential =
+            String::from_utf8(s.sealer.open(&p.credential_ciphertext)?).unwrap_or_default();
+        let Ok(kind) = p.kind.parse() else {
+            tracing::warn!(provider = %p.id, kind = %p.kind, "skipping provider of unknown kind");
+            continue;
+        };
+        providers.push(ProviderAccount {
+            id: p.id,
+            name: p.name,
+            kind,
+            base_url: p.base_url,
+            credential,
+        });
+    }
+
+    let prices = model_price::Entity::find()
+        .all(&s.db)
+        .await?
+        .into_iter()
+        .map(|m| ModelPrice {
+            model: m.model,
+            price: Price {
+                input_micros_per_mtok: m.input_micros_per_mtok,
+                output_micros_per_mtok: m.output_micros_per_mtok,
+                version: u64::try_from(m.price_version).unwrap_or(0),
+            },
+        })
+        .collect();
+
+    let groups = routing_group::Entity::find()
+        .all(&s.db)
+        .await?
+        .into_iter()
+        .map(|g| {
+            let specs: Vec<DeploymentSpec> =
+                serde_json::from_str(&g.deployments).unwrap_or_default();
+            RoutingGroup {
+                id: g.id,
+                alias: g.alias,
+                deployments: specs
+                    .into_iter()
+                    .map(|d| Deployment {
+                        provider_id: d.provider_id,
+                        model: d.model,
+                        weight: d.weight,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+
+    Ok(Config {
+        key_hash_secret,
+        keys,
+        providers,
+        prices,
+        groups,
+    })
+}

@@ -1,0 +1,25 @@
+//! A gateway key row (the secret itself is never stored).
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub team_id: String,
+    pub name: String,
+    /// Hex HMAC-SHA-256 of the secret under the server key-hash secret.
+    pub key_hash: String,
+    pub prefix: String,
+    pub environment: String,
+    /// JSON array of allowed model aliases; empty means all.
+    pub allowed_models: String,
+    pub expires_at: Option<DateTimeUtc>,
+    pub revoked_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

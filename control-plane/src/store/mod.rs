@@ -1,0 +1,36 @@
+//! The store: sea-orm entities (row types) and the database connection. Row types never leave
+//! the control plane; the service layer converts them to domain or API types.
+
+pub mod admin_token;
+pub mod api_key;
+pub mod config_version;
+pub mod model_price;
+pub mod node;
+pub mod provider_account;
+pub mod routing_group;
+pub mod setting;
+pub mod team;
+pub mod usage_event;
+
+use modelgate_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+/// Connects and runs every pending migration forward.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        // One writer at a time is SQLite's model; a small pool avoids lock contention.
+        opts.max_connections(4);
+    } else {
+        opts.max_connections(16);
+    }
+    let db = Database::connect(opts).await?;
+    if url.starts_with("sqlite:") {
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+            .await?;
+    }
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}

@@ -1,0 +1,22 @@
+//! A data-plane node as last seen on the config stream.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "data_plane_nodes")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub node_id: String,
+    /// JSON object of labels.
+    pub labels: String,
+    pub software_version: String,
+    pub applied_version: i64,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub connected: bool,
+    pub last_seen: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,39 @@
+//! Gateway key authentication: keyed-hash lookup in the current snapshot (no database), then
+//! revocation and expiry checks.
+
+use axum::http::HeaderMap;
+use modelgate_shared::keys::hash_key;
+use modelgate_shared::snapshot::ApiKey;
+
+use crate::config::Runtime;
+use crate::server::error::ProxyError;
+
+/// The presented key: `Authorization: Bearer …` (OpenAI style).
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
+
+pub fn authenticate<'r>(
+    runtime: &'r Runtime,
+    headers: &HeaderMap,
+    now_unix: i64,
+) -> Result<&'r ApiKey, ProxyError> {
+    let presented = presented_key(headers).ok_or_else(ProxyError::missing_key)?;
+    let hash = hash_key(&runtime.key_hash_secret, presented);
+    let key = runtime
+        .keys
+        .get(&hash)
+        .ok_or_else(ProxyError::invalid_key)?;
+    if key.revoked {
+        return Err(ProxyError::revoked_key());
+    }
+    if key.expires_at.is_some_and(|t| t <= now_unix) {
+        return Err(ProxyError::expired_key());
+    }
+    Ok(key)
+}

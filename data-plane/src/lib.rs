@@ -1,0 +1,154 @@
+//! The ModelGate data plane: a stateless proxy. It authenticates gateway keys against the
+//! current config snapshot, routes to a provider deployment, streams the answer back, and writes
+//! one usage event per request to a local spool that is shipped to the control plane.
+//!
+//! Layout: `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
+//! surface and errors), `auth/`, `providers/` (one module per wire format), `usage/` (recorder,
+//! spool, shipper).
+
+pub mod auth;
+pub mod config;
+pub mod providers;
+pub mod server;
+pub mod usage;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{lkg, subscriber::Subscriber, Runtime};
+use crate::usage::spool::{FsyncPolicy, Spool};
+
+/// How to run a data plane.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// The control plane's gRPC endpoint, e.g. `http://127.0.0.1:9091`.
+    pub control_plane_url: String,
+    pub node_id: String,
+    pub labels: HashMap<String, String>,
+    /// Holds the last-known-good snapshot and the usage spool.
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub fsync: FsyncPolicy,
+}
+
+pub struct RunningDataPlane {
+    pub addr: SocketAddr,
+    pub runtime: config::SharedRuntime,
+    pub spool: Spool,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let initial = match lkg::load(&settings.data_dir) {
+        Ok(Some(snapshot)) => {
+            tracing::info!(
+                version = snapshot.version,
+                "serving from the last-known-good snapshot until the control plane answers"
+            );
+            Runtime::build(snapshot)
+        }
+        Ok(None) => Runtime::default(),
+        Err(e) => {
+            tracing::error!(error = %e, "ignoring an unreadable last-known-good snapshot");
+            Runtime::default()
+        }
+    };
+    let runtime: config::SharedRuntime = Arc::new(ArcSwap::from_pointee(initial));
+    let spool_dir = settings.data_dir.join("spool");
+    let spool = Spool::open(&spool_dir, settings.fsync).context("opening the usage spool")?;
+    let shutdown = CancellationToken::new();
+
+    let subscriber = Subscriber {
+        control_plane_url: settings.control_plane_url.clone(),
+        node_id: settings.node_id.clone(),
+        labels: settings.labels.clone(),
+        data_dir: settings.data_dir.clone(),
+        runtime: runtime.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let shipper = usage::shipper::Shipper {
+        control_plane_url: settings.control_plane_url.clone(),
+        node_id: settings.node_id.clone(),
+        dir: spool_dir,
+        committed: spool.committed(),
+        shutdown: shutdown.clone(),
+    };
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .context("building the upstream HTTP client")?;
+    let app = server::App {
+        runtime: runtime.clone(),
+        spool: spool.clone(),
+        client,
+        node_id: Arc::from(settings.node_id.as_str()),
+        max_body_bytes: settings.max_body_bytes,
+    };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let result = axum::serve(listener, server::router(app))
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "data plane server stopped");
+        }
+    });
+    let tasks = vec![
+        server,
+        tokio::spawn(subscriber.run()),
+        tokio::spawn(shipper.run()),
+    ];
+    tracing::info!(%addr, node = %settings.node_id, "data plane started");
+    Ok(RunningDataPlane {
+        addr,
+        runtime,
+        spool,
+        shutdown,
+        tasks,
+    })
+}
+
+impl RunningDataPlane {
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the background tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The version of the snapshot being served (0 before the first).
+    pub fn config_version(&self) -> u64 {
+        self.runtime.load().version
+    }
+}

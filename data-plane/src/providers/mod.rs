@@ -1,0 +1,85 @@
+//! Provider adapters: the only code that knows a provider's wire format. Each adapter turns a
+//! (possibly rewritten) request body into an [`UpstreamResponse`] whose body is passed to the
+//! client byte for byte.
+
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use http::{HeaderValue, StatusCode};
+use modelgate_shared::pricing::Tokens;
+use modelgate_shared::snapshot::{ProviderAccount, ProviderKind};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A failure to get a response from upstream at all (as opposed to an upstream error status).
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the provider: {0}")]
+    Connect(String),
+    #[error("the provider did not answer in time")]
+    Timeout,
+    #[error("reading the provider's response failed: {0}")]
+    Read(String),
+}
+
+pub enum Body {
+    Full(Bytes),
+    Stream(BoxStream<'static, Result<Bytes, UpstreamError>>),
+}
+
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Body,
+}
+
+/// One call to a provider.
+pub struct Call<'a> {
+    pub provider: &'a ProviderAccount,
+    /// Path below the provider's base URL, e.g. `/chat/completions`.
+    pub path: &'static str,
+    pub body: Bytes,
+    pub stream: bool,
+    pub request_id: &'a str,
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    call: Call<'_>,
+) -> Result<UpstreamResponse, UpstreamError> {
+    match call.provider.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::send(client, call).await,
+        ProviderKind::Mock => Ok(mock::chat_completions(&call.body, call.stream)),
+    }
+}
+
+#[derive(Deserialize)]
+struct UsagePeek {
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// The `usage` block of an OpenAI-format response or stream chunk, if it has a non-null one.
+pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
+    let peek: UsagePeek = serde_json::from_slice(json).ok()?;
+    peek.usage.map(|u| Tokens {
+        input: u.prompt_tokens,
+        output: u.completion_tokens,
+    })
+}
+
+/// A rough token estimate (about four characters a token) for when a provider reports nothing;
+/// usage rows built from it are flagged `estimated`.
+pub fn estimate_tokens(text_len: usize) -> u64 {
+    (text_len as u64).div_ceil(4)
+}

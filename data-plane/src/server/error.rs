@@ -1,0 +1,173 @@
+//! Proxy errors, rendered in the caller's wire format (OpenAI-style on `/v1/*`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use modelgate_shared::usage::ErrorClass;
+use serde_json::json;
+
+/// A request the gateway answers itself, without (or after failing to reach) upstream.
+#[derive(Debug)]
+pub struct ProxyError {
+    pub status: StatusCode,
+    pub class: ErrorClass,
+    /// OpenAI `error.type`.
+    pub kind: &'static str,
+    /// OpenAI `error.code`.
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    pub message: String,
+}
+
+impl ProxyError {
+    fn new(
+        status: StatusCode,
+        class: ErrorClass,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ProxyError {
+            status,
+            class,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Auth,
+            "invalid_request_error",
+            "missing_api_key",
+            "You didn't provide an API key. Send it as `Authorization: Bearer <gateway key>`.",
+        )
+    }
+    pub fn invalid_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Auth,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        )
+    }
+    pub fn revoked_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Auth,
+            "invalid_request_error",
+            "invalid_api_key",
+            "This API key has been revoked.",
+        )
+    }
+    pub fn expired_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Auth,
+            "invalid_request_error",
+            "invalid_api_key",
+            "This API key has expired.",
+        )
+    }
+    pub fn model_not_allowed(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorClass::Permission,
+            "permission_error",
+            "model_not_allowed",
+            format!("This API key is not allowed to use the model `{model}`."),
+        );
+        e.param = Some("model");
+        e
+    }
+    pub fn model_not_found(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorClass::NotFound,
+            "invalid_request_error",
+            "model_not_found",
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        );
+        e.param = Some("model");
+        e
+    }
+    pub fn invalid_json(detail: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "invalid_json",
+            format!("The request body is not valid JSON: {detail}"),
+        )
+    }
+    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "invalid_value",
+            message,
+        );
+        e.param = Some(param);
+        e
+    }
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorClass::PayloadTooLarge,
+            "invalid_request_error",
+            "request_too_large",
+            format!("The request body exceeds the gateway's limit of {limit} bytes."),
+        )
+    }
+    pub fn not_found_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorClass::NotFound,
+            "invalid_request_error",
+            "unknown_url",
+            format!("Unknown request URL: {path}."),
+        )
+    }
+    pub fn no_config() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal,
+            "server_error",
+            "no_config",
+            "The gateway has not received its configuration yet.",
+        )
+    }
+    pub fn upstream(message: impl Into<String>, timeout: bool) -> Self {
+        if timeout {
+            Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorClass::Timeout,
+                "server_error",
+                "upstream_timeout",
+                message,
+            )
+        } else {
+            Self::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorClass::ProviderError,
+                "server_error",
+                "upstream_unavailable",
+                message,
+            )
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "code": self.code, "param": self.param}})
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}

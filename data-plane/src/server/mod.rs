@@ -1,0 +1,479 @@
+//! The HTTP surface: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`.
+//! Every request, accepted or rejected, leaves exactly one usage event (see `usage::Recorder`).
+
+pub mod error;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use modelgate_shared::pricing::{cost_micros, Price, Tokens};
+use modelgate_shared::snapshot::{Deployment, ProviderAccount, RoutingGroup};
+use modelgate_shared::usage::ErrorClass;
+use rand::Rng;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth;
+use crate::config::{Runtime, SharedRuntime};
+use crate::providers::{self, sse, Call, UpstreamResponse};
+use crate::usage::spool::Spool;
+use crate::usage::Recorder;
+use error::ProxyError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    pub runtime: SharedRuntime,
+    pub spool: Spool,
+    pub client: reqwest::Client,
+    pub node_id: Arc<str>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(unknown_route)
+        .with_state(app)
+}
+
+static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
+static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
+    }
+    resp
+}
+
+/// Answers a request the gateway refuses, after writing its usage event.
+async fn reject(mut rec: Recorder, e: ProxyError) -> Response {
+    let request_id = rec.event().request_id.clone();
+    rec.fail(e.status.as_u16(), e.class, &e.message);
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    with_request_id(e.into_response(), &request_id)
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn unknown_route(State(app): State<App>, req: Request) -> Response {
+    let request_id = modelgate_shared::new_id().to_string();
+    let rec = Recorder::start(app.spool.clone(), &app.node_id, "unknown", &request_id);
+    reject(rec, ProxyError::not_found_route(req.uri().path())).await
+}
+
+async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
+    let request_id = modelgate_shared::new_id().to_string();
+    let mut rec = Recorder::start(app.spool.clone(), &app.node_id, "models", &request_id);
+    let runtime = app.runtime.load_full();
+    let key = match auth::authenticate(&runtime, &headers, unix_now()) {
+        Ok(k) => k,
+        Err(e) => return reject(rec, e).await,
+    };
+    let e = rec.event();
+    e.key_id.clone_from(&key.id);
+    e.team_id.clone_from(&key.team_id);
+    e.status = 200;
+    let mut aliases: Vec<&str> = runtime
+        .groups
+        .keys()
+        .map(String::as_str)
+        .filter(|a| key.may_use(a))
+        .collect();
+    aliases.sort_unstable();
+    let data: Vec<_> = aliases
+        .into_iter()
+        .map(|a| serde_json::json!({"id": a, "object": "model", "created": 0, "owned_by": "modelgate"}))
+        .collect();
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    let body = serde_json::json!({"object": "list", "data": data});
+    with_request_id(axum::Json(body).into_response(), &request_id)
+}
+
+#[derive(Deserialize)]
+struct ChatPeek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptionsPeek>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsPeek {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// A request that passed every check, ready to forward.
+struct Prepared<'r> {
+    group: &'r RoutingGroup,
+    deployment: &'r Deployment,
+    provider: &'r ProviderAccount,
+    price: Option<Price>,
+    body: Bytes,
+    stream: bool,
+    client_wants_usage: bool,
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ProxyError::body_too_large(limit))
+        }
+        Err(e) => Err(ProxyError::invalid_json(&format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}
+
+fn pick(group: &RoutingGroup) -> Option<&Deployment> {
+    let total: u64 = group
+        .deployments
+        .iter()
+        .map(|d| u64::from(d.weight.max(1)))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut ticket = rand::thread_rng().gen_range(0..total);
+    for d in &group.deployments {
+        let w = u64::from(d.weight.max(1));
+        if ticket < w {
+            return Some(d);
+        }
+        ticket -= w;
+    }
+    group.deployments.last()
+}
+
+/// Rewrites the body only when it must change: another model name upstream, or asking the
+/// provider for streamed usage the client did not ask for.
+fn rewrite(body: &[u8], model: Option<&str>, inject_usage: bool) -> Result<Bytes, ProxyError> {
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| ProxyError::invalid_json(&e.to_string()))?;
+    if let Some(m) = model {
+        map.insert("model".into(), m.into());
+    }
+    if inject_usage {
+        let opts = map
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), true.into());
+        }
+    }
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::invalid_json(&e.to_string()))
+}
+
+async fn prepare<'r>(
+    app: &App,
+    runtime: &'r Runtime,
+    headers: &HeaderMap,
+    body: Body,
+    rec: &mut Recorder,
+) -> Result<Prepared<'r>, ProxyError> {
+    if runtime.version == 0 {
+        return Err(ProxyError::no_config());
+    }
+    let key = auth::authenticate(runtime, headers, unix_now())?;
+    {
+        let e = rec.event();
+        e.key_id.clone_from(&key.id);
+        e.team_id.clone_from(&key.team_id);
+    }
+    let raw = read_body(body, app.max_body_bytes).await?;
+    let peek: ChatPeek<'_> = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ProxyError::invalid_param("body", e.to_string()),
+        _ => ProxyError::invalid_json(&e.to_string()),
+    })?;
+    let alias = match peek.model.as_deref() {
+        Some(m) if !m.is_empty() => m,
+        _ => {
+            return Err(ProxyError::invalid_param(
+                "model",
+                "you must provide a model parameter",
+            ))
+        }
+    };
+    rec.event().requested_model = alias.to_owned();
+    if !key.may_use(alias) {
+        return Err(ProxyError::model_not_allowed(alias));
+    }
+    let group = runtime
+        .groups
+        .get(alias)
+        .ok_or_else(|| ProxyError::model_not_found(alias))?;
+    let deployment = pick(group).ok_or_else(|| ProxyError::model_not_found(alias))?;
+    let provider = runtime
+        .providers
+        .get(&deployment.provider_id)
+        .ok_or_else(|| ProxyError::model_not_found(alias))?;
+    let stream = peek.stream == Some(true);
+    let client_wants_usage =
+        peek.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true);
+    let model_differs = deployment.model != alias;
+    let inject_usage = stream && !client_wants_usage;
+    let body = if model_differs || inject_usage {
+        rewrite(
+            &raw,
+            model_differs.then_some(deployment.model.as_str()),
+            inject_usage,
+        )?
+    } else {
+        raw
+    };
+    let price = runtime.prices.get(&deployment.model).copied();
+    let e = rec.event();
+    e.provider_id.clone_from(&provider.id);
+    e.served_model.clone_from(&deployment.model);
+    e.streamed = stream;
+    if let Some(p) = price {
+        e.price_version = p.version;
+    }
+    Ok(Prepared {
+        group,
+        deployment,
+        provider,
+        price,
+        body,
+        stream,
+        client_wants_usage,
+    })
+}
+
+fn charge(rec: &mut Recorder, tokens: Tokens, estimated: bool, price: Option<Price>) {
+    let e = rec.event();
+    e.input_tokens = tokens.input;
+    e.output_tokens = tokens.output;
+    e.estimated = estimated;
+    if let Some(p) = price {
+        e.cost_micros = cost_micros(tokens, &p);
+    }
+}
+
+async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let request_id = modelgate_shared::new_id().to_string();
+    let mut rec = Recorder::start(
+        app.spool.clone(),
+        &app.node_id,
+        "chat.completions",
+        &request_id,
+    );
+    let runtime = app.runtime.load_full();
+    let p = match prepare(&app, &runtime, &headers, body, &mut rec).await {
+        Ok(p) => p,
+        Err(e) => return reject(rec, e).await,
+    };
+    let route = format!(
+        "group={}; deployment={}/{}; attempts=1",
+        p.group.alias, p.provider.name, p.deployment.model
+    );
+    let prompt_len = p.body.len();
+    let upstream = providers::send(
+        &app.client,
+        Call {
+            provider: p.provider,
+            path: "/chat/completions",
+            body: p.body,
+            stream: p.stream,
+            request_id: &request_id,
+        },
+    )
+    .await;
+    let upstream = match upstream {
+        Ok(u) => u,
+        Err(e) => {
+            let timeout = matches!(e, providers::UpstreamError::Timeout);
+            return reject(rec, ProxyError::upstream(e.to_string(), timeout)).await;
+        }
+    };
+    rec.mark_first_byte();
+    let UpstreamResponse {
+        status,
+        content_type,
+        body,
+    } = upstream;
+    let mut resp = match body {
+        providers::Body::Full(bytes) => {
+            rec.event().status = status.as_u16();
+            if status.is_success() {
+                match providers::openai_usage(&bytes) {
+                    Some(t) => charge(&mut rec, t, false, p.price),
+                    None => charge(
+                        &mut rec,
+                        Tokens {
+                            input: providers::estimate_tokens(prompt_len),
+                            output: providers::estimate_tokens(bytes.len()),
+                        },
+                        true,
+                        p.price,
+                    ),
+                }
+            } else {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+                rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
+            }
+            if let Err(err) = rec.finish().await {
+                tracing::error!(error = %err, "usage event not written");
+            }
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r
+        }
+        providers::Body::Stream(upstream) => {
+            rec.event().status = status.as_u16();
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+            tokio::spawn(pump(
+                upstream,
+                tx,
+                rec,
+                p.client_wants_usage,
+                p.price,
+                prompt_len,
+            ));
+            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Ok(v) = HeaderValue::from_str(&route) {
+        h.insert(ROUTE_HEADER.clone(), v);
+    }
+    with_request_id(resp, &request_id)
+}
+
+#[derive(Deserialize)]
+struct ChunkPeek {
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// Forwards an upstream SSE stream event by event, reading usage from it, dropping the
+/// usage-only chunk the client did not ask for, and holding back `[DONE]` until the usage event
+/// is written. Ends the client stream with an error event if upstream breaks off.
+async fn pump(
+    mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut rec: Recorder,
+    client_wants_usage: bool,
+    price: Option<Price>,
+    prompt_len: usize,
+) {
+    let mut splitter = sse::SseSplitter::default();
+    let mut usage: Option<Tokens> = None;
+    let mut content_bytes = 0usize;
+    let mut done_event: Option<Bytes> = None;
+    let mut failure: Option<String> = None;
+    let mut client_gone = false;
+    'outer: loop {
+        let next = tokio::select! {
+            n = upstream.next() => n,
+            () = tx.closed() => { client_gone = true; break },
+        };
+        let chunk = match next {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                failure = Some(e.to_string());
+                break;
+            }
+            None => break,
+        };
+        for event in splitter.push(&chunk) {
+            let Some(data) = sse::data_of(&event) else {
+                continue;
+            };
+            if data.as_slice() == b"[DONE]" {
+                done_event = Some(event);
+                continue;
+            }
+            content_bytes += data.len();
+            let mut forward = true;
+            if memchr::memmem::find(&data, b"\"usage\"").is_some() {
+                if let Some(t) = providers::openai_usage(&data) {
+                    usage = Some(t);
+                    let usage_only = serde_json::from_slice::<ChunkPeek>(&data)
+                        .ok()
+                        .and_then(|c| c.choices)
+                        .is_some_and(|c| c.is_empty());
+                    forward = client_wants_usage || !usage_only;
+                }
+            }
+            if forward && tx.send(Ok(event)).await.is_err() {
+                client_gone = true;
+                break 'outer;
+            }
+        }
+    }
+    drop(upstream);
+    if failure.is_none() && !client_gone && done_event.is_none() {
+        failure = Some("the provider's stream ended before [DONE]".into());
+    }
+    let tokens = usage.unwrap_or(Tokens {
+        input: providers::estimate_tokens(prompt_len),
+        output: providers::estimate_tokens(content_bytes),
+    });
+    charge(&mut rec, tokens, usage.is_none(), price);
+    if client_gone {
+        rec.fail(
+            499,
+            ErrorClass::ClientCancel,
+            "the client closed the stream",
+        );
+    } else if let Some(f) = &failure {
+        rec.fail(502, ErrorClass::ProviderError, f);
+    }
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    if client_gone {
+        return;
+    }
+    let last = match failure {
+        Some(f) => {
+            let e = ProxyError::upstream(f, false);
+            Bytes::from(format!("data: {}\n\n", e.body()))
+        }
+        None => done_event.unwrap_or_else(|| Bytes::from_static(b"data: [DONE]\n\n")),
+    };
+    let _ = tx.send(Ok(last)).await;
+}
+
+/// The status a response to a refused request carries, for tests and logs.
+pub fn status_of(e: &ProxyError) -> StatusCode {
+    e.status
+}

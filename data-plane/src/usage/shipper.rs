@@ -1,0 +1,202 @@
+//! The usage shipper: reads the spool from the acknowledged cursor, sends batches over the
+//! `UsageService.Report` stream, and advances (and persists) the cursor only when the control
+//! plane acknowledged a batch as stored. Fully acknowledged segments are deleted. A batch that
+//! was sent but not acknowledged is sent again (the control plane deduplicates by event id).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modelgate_proto::usage::v1::{usage_service_client::UsageServiceClient, UsageBatch};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::spool::{self, Position};
+
+/// Events per batch.
+pub const BATCH: usize = 1000;
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const CURSOR_FILE: &str = "acked.cursor";
+
+pub struct Shipper {
+    pub control_plane_url: String,
+    pub node_id: String,
+    pub dir: PathBuf,
+    pub committed: watch::Receiver<Position>,
+    pub shutdown: CancellationToken,
+}
+
+/// The acknowledged cursor: everything before it is stored by the control plane.
+pub fn load_cursor(dir: &Path) -> Position {
+    let text = std::fs::read_to_string(dir.join(CURSOR_FILE)).unwrap_or_default();
+    let mut parts = text.split_whitespace().map(str::parse::<u64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(segment)), Some(Ok(offset))) => Position { segment, offset },
+        _ => Position::default(),
+    }
+}
+
+fn save_cursor(dir: &Path, p: Position) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{CURSOR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{} {}", p.segment, p.offset))?;
+    std::fs::rename(tmp, dir.join(CURSOR_FILE))
+}
+
+struct Connection {
+    tx: mpsc::Sender<UsageBatch>,
+    acks: tonic::Streaming<modelgate_proto::usage::v1::UsageAck>,
+}
+
+impl Shipper {
+    pub async fn run(mut self) {
+        let mut cursor = load_cursor(&self.dir);
+        let mut conn: Option<Connection> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let next = match self.next_batch(cursor).await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    // Caught up: wait for more, or stop.
+                    tokio::select! {
+                        r = self.committed.changed() => if r.is_err() { return },
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = self.shutdown.cancelled() => return,
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spool read failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let (events, end) = next;
+            if events.is_empty() {
+                // Moved past an exhausted segment.
+                self.advance(&mut cursor, end);
+                continue;
+            }
+            let count = events.len();
+            let batch = UsageBatch {
+                batch_id: modelgate_shared::new_id().to_string(),
+                node_id: self.node_id.clone(),
+                events,
+            };
+            match self.send(&mut conn, batch).await {
+                Ok(()) => {
+                    tracing::debug!(count, "usage batch acknowledged");
+                    self.advance(&mut cursor, end);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    conn = None;
+                    tracing::warn!(error = %e, "usage shipping failed; will resend");
+                    let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+                    tokio::select! {
+                        () = tokio::time::sleep(jittered) => {}
+                        () = self.shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn advance(&self, cursor: &mut Position, end: Position) {
+        let finished_segment = cursor.segment;
+        *cursor = end;
+        if let Err(e) = save_cursor(&self.dir, end) {
+            tracing::error!(error = %e, "could not persist the usage cursor");
+        }
+        if end.segment > finished_segment {
+            for s in spool::segments(&self.dir).unwrap_or_default() {
+                if s < end.segment {
+                    if let Err(e) = spool::remove_segment(&self.dir, s) {
+                        tracing::warn!(segment = s, error = %e, "could not delete shipped segment");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch after `cursor` and where it ends; `None` when caught up.
+    async fn next_batch(
+        &self,
+        cursor: Position,
+    ) -> std::io::Result<Option<(Vec<modelgate_proto::usage::v1::UsageEvent>, Position)>> {
+        let committed = *self.committed.borrow();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let segments = spool::segments(&dir)?;
+            // Start at the cursor's segment, or the oldest one still on disk.
+            let Some(&segment) = segments.iter().find(|&&s| s >= cursor.segment) else {
+                return Ok(None);
+            };
+            let offset = if segment == cursor.segment {
+                cursor.offset
+            } else {
+                0
+            };
+            let (events, end) = spool::read_records(&dir, segment, offset, BATCH)?;
+            if !events.is_empty() {
+                return Ok(Some((
+                    events,
+                    Position {
+                        segment,
+                        offset: end,
+                    },
+                )));
+            }
+            // Nothing more here: if a later segment exists, this one is finished.
+            if let Some(&later) = segments.iter().find(|&&s| s > segment) {
+                if segment < committed.segment {
+                    return Ok(Some((
+                        Vec::new(),
+                        Position {
+                            segment: later,
+                            offset: 0,
+                        },
+                    )));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    async fn send(&self, conn: &mut Option<Connection>, batch: UsageBatch) -> Result<(), String> {
+        if conn.is_none() {
+            let mut client = UsageServiceClient::connect(self.control_plane_url.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (tx, rx) = mpsc::channel(4);
+            let acks = client
+                .report(ReceiverStream::new(rx))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            *conn = Some(Connection { tx, acks });
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        let id = batch.batch_id.clone();
+        c.tx.send(batch)
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+        let ack = tokio::time::timeout(ACK_TIMEOUT, c.acks.message())
+            .await
+            .map_err(|_| "acknowledgement timed out".to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "stream ended".to_string())?;
+        if ack.batch_id != id {
+            return Err(format!(
+                "acknowledged {} while waiting for {id}",
+                ack.batch_id
+            ));
+        }
+        Ok(())
+    }
+}

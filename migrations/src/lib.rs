@@ -1,0 +1,15 @@
+//! Schema migrations for the control plane's database. They run forward automatically when the
+//! control plane starts, on Postgres and on embedded SQLite alike.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,510 @@
+//! The config snapshot: everything a data plane needs to serve requests, immutable and
+//! versioned. The control plane builds it from the database; data planes receive it over gRPC,
+//! verify it, and swap it in atomically.
+//!
+//! Conversions to and from the wire types live here, explicitly, in one place: `to_wire` and
+//! `TryFrom<wire::Snapshot>` (which is where a data plane validates what it was sent).
+
+use std::fmt;
+use std::str::FromStr;
+
+use modelgate_proto::config::v1 as wire;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::keys::KeyHash;
+use crate::pricing::Price;
+
+/// One immutable config version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub content_hash: String,
+    pub config: Config,
+}
+
+/// The config itself. Every list is sorted by id so the encoding, and so the hash, is canonical.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub key_hash_secret: Vec<u8>,
+    pub keys: Vec<ApiKey>,
+    pub providers: Vec<ProviderAccount>,
+    pub prices: Vec<ModelPrice>,
+    pub groups: Vec<RoutingGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub key_hash: KeyHash,
+    pub prefix: String,
+    pub team_id: String,
+    pub environment: Environment,
+    /// Empty means every alias.
+    pub allowed_models: Vec<String>,
+    pub revoked: bool,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn may_use(&self, alias: &str) -> bool {
+        self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == alias)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAccount {
+    pub id: String,
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub model: String,
+    pub price: Price,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingGroup {
+    pub id: String,
+    pub alias: String,
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub provider_id: String,
+    pub model: String,
+    pub weight: u32,
+}
+
+/// The wire formats a provider account can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    OpenAiCompatible,
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 3] = [Self::OpenAi, Self::OpenAiCompatible, Self::Mock];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::OpenAiCompatible => "openai-compatible",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 3] = [Self::Dev, Self::Staging, Self::Prod];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Staging => "staging",
+            Self::Prod => "prod",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("unknown value `{0}`")]
+pub struct UnknownValue(pub String);
+
+/// Why a data plane refuses a snapshot (sent back in the NACK).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidSnapshot {
+    #[error("snapshot {version} needs protocol {needed}, this data plane speaks {have}")]
+    ProtocolTooNew {
+        version: u64,
+        needed: u32,
+        have: u32,
+    },
+    #[error("snapshot {version} has no config")]
+    MissingConfig { version: u64 },
+    #[error("snapshot {version} content hash mismatch: declared {declared}, computed {computed}")]
+    HashMismatch {
+        version: u64,
+        declared: String,
+        computed: String,
+    },
+    #[error("snapshot {version}: {field}: {problem}")]
+    Field {
+        version: u64,
+        field: String,
+        problem: String,
+    },
+}
+
+/// The canonical content hash of a config: hex SHA-256 of its protobuf encoding. The encoding is
+/// canonical because `Config` has no maps and every list is sorted by the builder.
+pub fn content_hash(config: &wire::Config) -> String {
+    hex::encode(Sha256::digest(config.encode_to_vec()))
+}
+
+impl Config {
+    /// Sorts every list by id so that equal configs encode, and hash, identically.
+    pub fn canonicalize(&mut self) {
+        self.keys.sort_by(|a, b| a.id.cmp(&b.id));
+        self.providers.sort_by(|a, b| a.id.cmp(&b.id));
+        self.prices.sort_by(|a, b| a.model.cmp(&b.model));
+        self.groups.sort_by(|a, b| a.alias.cmp(&b.alias));
+    }
+
+    pub fn to_wire(&self) -> wire::Config {
+        wire::Config {
+            key_hash_secret: self.key_hash_secret.clone(),
+            keys: self.keys.iter().map(key_to_wire).collect(),
+            providers: self
+                .providers
+                .iter()
+                .map(|p| wire::ProviderAccount {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    kind: p.kind.as_str().to_owned(),
+                    base_url: p.base_url.clone(),
+                    credential: p.credential.clone(),
+                })
+                .collect(),
+            prices: self
+                .prices
+                .iter()
+                .map(|p| wire::ModelPrice {
+                    model: p.model.clone(),
+                    input_micros_per_mtok: p.price.input_micros_per_mtok,
+                    output_micros_per_mtok: p.price.output_micros_per_mtok,
+                    price_version: p.price.version,
+                })
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| wire::RoutingGroup {
+                    id: g.id.clone(),
+                    alias: g.alias.clone(),
+                    deployments: g
+                        .deployments
+                        .iter()
+                        .map(|d| wire::Deployment {
+                            provider_id: d.provider_id.clone(),
+                            model: d.model.clone(),
+                            weight: d.weight,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
+    wire::ApiKey {
+        id: k.id.clone(),
+        key_hash: k.key_hash.to_vec(),
+        prefix: k.prefix.clone(),
+        team_id: k.team_id.clone(),
+        environment: k.environment.as_str().to_owned(),
+        allowed_models: k.allowed_models.clone(),
+        revoked: k.revoked,
+        expires_at: k.expires_at.unwrap_or(0),
+        name: k.name.clone(),
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a config, computing the content hash.
+    pub fn new(version: u64, mut config: Config) -> Self {
+        config.canonicalize();
+        let content_hash = content_hash(&config.to_wire());
+        Snapshot {
+            version,
+            content_hash,
+            config,
+        }
+    }
+
+    pub fn to_wire(&self) -> wire::Snapshot {
+        wire::Snapshot {
+            version: self.version,
+            content_hash: self.content_hash.clone(),
+            min_protocol_version: crate::SNAPSHOT_PROTOCOL_VERSION,
+            config: Some(self.config.to_wire()),
+        }
+    }
+}
+
+impl TryFrom<wire::Snapshot> for Snapshot {
+    type Error = InvalidSnapshot;
+
+    /// Validates a received snapshot: protocol version, content hash, and every field.
+    fn try_from(s: wire::Snapshot) -> Result<Self, Self::Error> {
+        let version = s.version;
+        if s.min_protocol_version > crate::SNAPSHOT_PROTOCOL_VERSION {
+            return Err(InvalidSnapshot::ProtocolTooNew {
+                version,
+                needed: s.min_protocol_version,
+                have: crate::SNAPSHOT_PROTOCOL_VERSION,
+            });
+        }
+        let config = s.config.ok_or(InvalidSnapshot::MissingConfig { version })?;
+        let computed = content_hash(&config);
+        if computed != s.content_hash {
+            return Err(InvalidSnapshot::HashMismatch {
+                version,
+                declared: s.content_hash,
+                computed,
+            });
+        }
+        let field = |field: String, problem: String| InvalidSnapshot::Field {
+            version,
+            field,
+            problem,
+        };
+
+        let mut keys = Vec::with_capacity(config.keys.len());
+        for (i, k) in config.keys.into_iter().enumerate() {
+            let key_hash: KeyHash = k
+                .key_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| field(format!("keys[{i}].key_hash"), "must be 32 bytes".into()))?;
+            let environment = k.environment.parse().map_err(|e: UnknownValue| {
+                field(format!("keys[{i}].environment"), e.to_string())
+            })?;
+            keys.push(ApiKey {
+                id: k.id,
+                name: k.name,
+                key_hash,
+                prefix: k.prefix,
+                team_id: k.team_id,
+                environment,
+                allowed_models: k.allowed_models,
+                revoked: k.revoked,
+                expires_at: (k.expires_at != 0).then_some(k.expires_at),
+            });
+        }
+
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for (i, p) in config.providers.into_iter().enumerate() {
+            let kind = p
+                .kind
+                .parse()
+                .map_err(|e: UnknownValue| field(format!("providers[{i}].kind"), e.to_string()))?;
+            providers.push(ProviderAccount {
+                id: p.id,
+                name: p.name,
+                kind,
+                base_url: p.base_url,
+                credential: p.credential,
+            });
+        }
+
+        let prices = config
+            .prices
+            .into_iter()
+            .map(|p| ModelPrice {
+                model: p.model,
+                price: Price {
+                    input_micros_per_mtok: p.input_micros_per_mtok,
+                    output_micros_per_mtok: p.output_micros_per_mtok,
+                    version: p.price_version,
+                },
+            })
+            .collect();
+
+        let mut groups = Vec::with_capacity(config.groups.len());
+        for (i, g) in config.groups.into_iter().enumerate() {
+            let mut deployments = Vec::with_capacity(g.deployments.len());
+            for (j, d) in g.deployments.into_iter().enumerate() {
+                if !providers.iter().any(|p| p.id == d.provider_id) {
+                    return Err(field(
+                        format!("groups[{i}].deployments[{j}].provider_id"),
+                        format!("unknown provider `{}`", d.provider_id),
+                    ));
+                }
+                deployments.push(Deployment {
+                    provider_id: d.provider_id,
+                    model: d.model,
+                    weight: d.weight,
+                });
+            }
+            if deployments.is_empty() {
+                return Err(field(
+                    format!("groups[{i}].deployments"),
+                    "a routing group needs at least one deployment".into(),
+                ));
+            }
+            groups.push(RoutingGroup {
+                id: g.id,
+                alias: g.alias,
+                deployments,
+            });
+        }
+
+        Ok(Snapshot {
+            version,
+            content_hash: s.content_hash,
+            config: Config {
+                key_hash_secret: config.key_hash_secret,
+                keys,
+                providers,
+                prices,
+                groups,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Config {
+        Config {
+            key_hash_secret: vec![7; 32],
+            keys: vec![ApiKey {
+                id: "k1".into(),
+                name: "demo".into(),
+                key_hash: [3; 32],
+                prefix: "mg-abc".into(),
+                team_id: "t1".into(),
+                environment: Environment::Prod,
+                allowed_models: vec!["gpt-4o-mini".into()],
+                revoked: false,
+                expires_at: Some(1_900_000_000),
+            }],
+            providers: vec![ProviderAccount {
+                id: "p1".into(),
+                name: "mock".into(),
+                kind: ProviderKind::Mock,
+                base_url: String::new(),
+                credential: String::new(),
+            }],
+            prices: vec![ModelPrice {
+                model: "mock-small".into(),
+                price: Price {
+                    input_micros_per_mtok: 150_000,
+                    output_micros_per_mtok: 600_000,
+                    version: 3,
+                },
+            }],
+            groups: vec![RoutingGroup {
+                id: "g1".into(),
+                alias: "gpt-4o-mini".into(),
+                deployments: vec![Deployment {
+                    provider_id: "p1".into(),
+                    model: "mock-small".into(),
+                    weight: 1,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_the_wire() {
+        let snap = Snapshot::new(42, sample());
+        let back = Snapshot::try_from(snap.to_wire()).unwrap();
+        assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn tampered_snapshot_is_rejected_by_hash() {
+        let mut wire = Snapshot::new(1, sample()).to_wire();
+        if let Some(c) = wire.config.as_mut() {
+            c.keys[0].revoked = true;
+        }
+        assert!(matches!(
+            Snapshot::try_from(wire),
+            Err(InvalidSnapshot::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_needing_a_newer_protocol_is_rejected() {
+        let mut wire = Snapshot::new(1, sample()).to_wire();
+        wire.min_protocol_version = crate::SNAPSHOT_PROTOCOL_VERSION + 1;
+        assert!(matches!(
+            Snapshot::try_from(wire),
+            Err(InvalidSnapshot::ProtocolTooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_provider_kind_names_the_field() {
+        let mut config = sample();
+        config.canonicalize();
+        let mut wire_config = config.to_wire();
+        wire_config.providers[0].kind = "bedrock".into();
+        let wire = wire::Snapshot {
+            version: 9,
+            content_hash: content_hash(&wire_config),
+            min_protocol_version: 1,
+            config: Some(wire_config),
+        };
+        let err = Snapshot::try_from(wire).unwrap_err();
+        assert!(err.to_string().contains("providers[0].kind"), "{err}");
+    }
+
+    #[test]
+    fn hash_is_independent_of_list_order() {
+        let mut a = sample();
+        a.keys.push(ApiKey {
+            id: "k0".into(),
+            ..a.keys[0].clone()
+        });
+        let mut b = a.clone();
+        b.keys.reverse();
+        assert_eq!(
+            Snapshot::new(1, a).content_hash,
+            Snapshot::new(1, b).content_hash
+        );
+    }
+}

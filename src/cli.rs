@@ -1,0 +1,124 @@
+//! Command-line interface (clap structs only). Every flag also reads a `MODELGATE_…` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "modelgate", version, about = "ModelGate: an AI API gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a complete gateway on this machine: control plane on embedded SQLite plus one data
+    /// plane, seeded with the built-in mock provider and a demo key (works offline).
+    Up(UpArgs),
+    /// Run a control plane (admin API + config/usage gRPC).
+    ControlPlane(ControlPlaneArgs),
+    /// Run a data plane (the proxy).
+    DataPlane(DataPlaneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the database, master key, last-known-good snapshot and usage spool live.
+    #[arg(long, env = "MODELGATE_DATA_DIR", default_value = "./modelgate-data")]
+    pub data_dir: PathBuf,
+    /// The proxy's listen address (the OpenAI base URL is http://ADDR/v1).
+    #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The admin API's listen address.
+    #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// The control plane's gRPC listen address.
+    #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
+    pub grpc_listen: SocketAddr,
+    /// Registers OpenAI (route `gpt-4o-mini`) when set.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// `postgres://user@host/db` or `sqlite://path?mode=rwc`.
+    #[arg(long, env = "MODELGATE_DATABASE_URL")]
+    pub database_url: String,
+    /// 64 hex characters: the AES-256 key sealing secrets at rest.
+    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// A file holding the master key (used when `--master-key` is not given).
+    #[arg(long, env = "MODELGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
+    pub grpc_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct DataPlaneArgs {
+    #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The control plane's gRPC URL.
+    #[arg(
+        long,
+        env = "MODELGATE_CONTROL_PLANE_URL",
+        default_value = "http://127.0.0.1:9091"
+    )]
+    pub control_plane_url: String,
+    /// This node's id (defaults to a new random one).
+    #[arg(long, env = "MODELGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Labels as `key=value`, repeatable (e.g. `--label region=eu-west`).
+    #[arg(long = "label", env = "MODELGATE_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Holds the last-known-good snapshot and the usage spool.
+    #[arg(
+        long,
+        env = "MODELGATE_DATA_DIR",
+        default_value = "./modelgate-data/data-plane"
+    )]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MODELGATE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// fsync the usage spool after every group write (survives power loss, costs latency).
+    #[arg(long, env = "MODELGATE_SPOOL_FSYNC")]
+    pub spool_fsync: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_defaults_parse() {
+        let cli = Cli::try_parse_from(["modelgate", "up"]).unwrap();
+        let Command::Up(a) = cli.command else {
+            panic!("expected up")
+        };
+        assert_eq!(a.listen.port(), 8080);
+        assert_eq!(a.data_dir, PathBuf::from("./modelgate-data"));
+    }
+
+    #[test]
+    fn data_plane_labels_parse() {
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "data-plane",
+            "--label",
+            "region=eu",
+            "--label",
+            "env=prod",
+        ])
+        .unwrap();
+        let Command::DataPlane(a) = cli.command else {
+            panic!("expected data-plane")
+        };
+        assert_eq!(a.labels, vec!["region=eu", "env=prod"]);
+    }
+}

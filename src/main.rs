@@ -1,0 +1,176 @@
+//! The `modelgate` binary: parses the command line, sets up logging, and runs the chosen part.
+
+mod cli;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Parser;
+use modelgate_control_plane::crypto::Sealer;
+use modelgate_data_plane::usage::spool::FsyncPolicy;
+
+use cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up(args) => up(args).await,
+        Command::ControlPlane(args) => control_plane(args).await,
+        Command::DataPlane(args) => data_plane(args).await,
+    }
+}
+
+/// Reads the master key file, or creates it (0600) with a new random key.
+fn master_key_from_file(path: &Path, create: bool) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = Sealer::generate_master_key_hex();
+            std::fs::write(path, &key).with_context(|| format!("writing {}", path.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let master_key = match std::env::var("MODELGATE_MASTER_KEY") {
+        Ok(k) if !k.is_empty() => k,
+        _ => master_key_from_file(&data_dir.join("master.key"), true)?,
+    };
+    let db_path = data_dir.join("modelgate.db");
+    let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
+        master_key_hex: master_key,
+        admin_listen: args.admin_listen,
+        grpc_listen: args.grpc_listen,
+    })
+    .await?;
+    let demo =
+        modelgate_control_plane::service::bootstrap::seed_demo(&cp.services, args.openai_api_key)
+            .await?;
+    let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
+        listen: args.listen,
+        control_plane_url: format!("http://{}", cp.grpc_addr),
+        node_id: "local".into(),
+        labels: HashMap::from([("region".to_owned(), "local".to_owned())]),
+        data_dir: data_dir.join("data-plane"),
+        max_body_bytes: 10 * 1024 * 1024,
+        fsync: FsyncPolicy::Never,
+    })
+    .await?;
+
+    let base = format!("http://{}/v1", dp.addr);
+    println!("ModelGate is up (control plane on embedded SQLite, one data plane, mock provider).");
+    println!();
+    println!("MODELGATE_BASE_URL={base}");
+    println!("MODELGATE_API_KEY={}", demo.api_key);
+    println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
+    println!("MODELGATE_ADMIN_TOKEN={}", demo.admin_token);
+    println!();
+    println!("Try it:");
+    println!(
+        "curl -s {base}/chat/completions -H \"Authorization: Bearer {}\" -H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'",
+        demo.api_key, demo.model
+    );
+    println!();
+    println!(
+        "The key and admin token above are shown once; a restart issues new ones. Ctrl-C stops."
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    dp.shutdown().await;
+    cp.shutdown().await;
+    Ok(())
+}
+
+async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
+    let master_key = match (args.master_key, args.master_key_file) {
+        (Some(k), _) => k,
+        (None, Some(path)) => master_key_from_file(&path, false)?,
+        (None, None) => anyhow::bail!(
+            "a master key is required: set MODELGATE_MASTER_KEY (64 hex characters) or MODELGATE_MASTER_KEY_FILE"
+        ),
+    };
+    let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
+        database_url: args.database_url,
+        master_key_hex: master_key,
+        admin_listen: args.admin_listen,
+        grpc_listen: args.grpc_listen,
+    })
+    .await?;
+    if let Some(token) = &cp.bootstrap_admin_token {
+        println!("MODELGATE_ADMIN_TOKEN={token}");
+        println!("(bootstrap admin token: shown once, store it now)");
+    }
+    println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
+    shutdown_signal().await;
+    cp.shutdown().await;
+    Ok(())
+}
+
+async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
+    let mut labels = HashMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("label `{l}` must be key=value"))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
+        listen: args.listen,
+        control_plane_url: args.control_plane_url,
+        node_id: args
+            .node_id
+            .unwrap_or_else(|| format!("dp-{}", modelgate_shared::new_id().simple())),
+        labels,
+        data_dir: args.data_dir,
+        max_body_bytes: args.max_body_bytes,
+        fsync: if args.spool_fsync {
+            FsyncPolicy::Always
+        } else {
+            FsyncPolicy::Never
+        },
+    })
+    .await?;
+    println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);
+    shutdown_signal().await;
+    dp.shutdown().await;
+    Ok(())
+}

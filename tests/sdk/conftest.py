@@ -1,0 +1,60 @@
+"""Shared fixtures for the ModelGate OpenAI Python SDK compatibility suite.
+
+The suite talks to an already-running gateway described by environment
+variables (see README.md). Missing required variables are a hard failure, not
+a skip: a silently skipped compatibility suite proves nothing.
+"""
+
+import os
+
+import openai
+import pytest
+
+DEFAULT_MODEL = "mock-small"
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        pytest.fail(
+            f"environment variable {name} is not set; start a gateway "
+            "(`cargo run --release -- up`) and export the variables it prints",
+            pytrace=False,
+        )
+    return value
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    """OpenAI SDK base URL of the gateway, e.g. http://127.0.0.1:8080/v1."""
+    return _required_env("MODELGATE_BASE_URL").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """A valid gateway key (mg-...) that may use every model."""
+    return _required_env("MODELGATE_API_KEY")
+
+
+@pytest.fixture(scope="session")
+def model() -> str:
+    """Alias of the deterministic mock model served by the gateway."""
+    return os.environ.get("MODELGATE_MODEL", "").strip() or DEFAULT_MODEL
+
+
+@pytest.fixture(scope="session")
+def client(base_url: str, api_key: str) -> openai.OpenAI:
+    """Official OpenAI client pointed at the gateway: only base URL and key changed.
+
+    Retries are disabled so every failure surfaces immediately and each test
+    sends exactly the requests it describes.
+    """
+    c = openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+    )
+    yield c
+    c.close()
