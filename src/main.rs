@@ -93,25 +93,42 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     })
     .await?;
 
+    // Announce only once the data plane serves the seeded config, so the printed key works.
+    let want = cp
+        .services
+        .publisher
+        .latest()
+        .map_or(0, |p| p.snapshot.version);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dp.config_version() < want {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the data plane did not receive its config within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
     let base = format!("http://{}/v1", dp.addr);
-    println!("ModelGate is up (control plane on embedded SQLite, one data plane, mock provider).");
-    println!();
-    println!("MODELGATE_BASE_URL={base}");
-    println!("MODELGATE_API_KEY={}", demo.api_key);
-    println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
-    println!("MODELGATE_ADMIN_TOKEN={}", demo.admin_token);
-    println!();
-    println!("Try it:");
-    println!(
-        "curl -s {base}/chat/completions -H \"Authorization: Bearer {}\" -H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'",
-        demo.api_key, demo.model
+    let banner = format!(
+        "ModelGate is up (control plane on embedded SQLite, one data plane, mock provider).\n\n\
+         MODELGATE_BASE_URL={base}\n\
+         MODELGATE_API_KEY={key}\n\
+         MODELGATE_ADMIN_URL=http://{admin}\n\
+         MODELGATE_ADMIN_TOKEN={token}\n\n\
+         Try it:\n\
+         curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
+         -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
+         The key and admin token above are shown once; a restart issues new ones. Ctrl-C stops.\n",
+        key = demo.api_key,
+        admin = cp.admin_addr,
+        token = demo.admin_token,
+        model = demo.model,
     );
-    println!();
-    println!(
-        "The key and admin token above are shown once; a restart issues new ones. Ctrl-C stops."
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -91,6 +91,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         }))
         .add_service(UsageServiceServer::new(grpc::UsageIngest {
             services: services.clone(),
+            shutdown: shutdown.clone(),
         }));
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {

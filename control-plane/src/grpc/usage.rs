@@ -14,6 +14,7 @@ use crate::service::{usage, Services};
 
 pub struct UsageIngest {
     pub services: Services,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 #[tonic::async_trait]
@@ -27,9 +28,14 @@ impl UsageService for UsageIngest {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let services = self.services.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let batch = match inbound.message().await {
+                let next = tokio::select! {
+                    n = inbound.message() => n,
+                    () = shutdown.cancelled() => break,
+                };
+                let batch = match next {
                     Ok(Some(b)) => b,
                     Ok(None) | Err(_) => break,
                 };

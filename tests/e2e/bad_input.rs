@@ -1,0 +1,178 @@
+//! Bad input: each refusal has the right status and OpenAI-format error, leaves a usage row,
+//! and never reaches the upstream.
+
+use serde_json::{json, Value};
+
+use crate::support::upstream::MockUpstream;
+use crate::support::Gateway;
+
+struct Case {
+    name: &'static str,
+    key: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+    error_class: &'static str,
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() {
+    let upstream = MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let p = gw
+        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
+        .await;
+    // A route the key is not allowed to use.
+    gw.provision(&upstream.base_url(), "forbidden", "gpt-4o-mini")
+        .await;
+
+    let chat = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .into_bytes()
+    };
+    let cases = vec![
+        Case {
+            name: "missing key",
+            key: None,
+            body: chat("smart"),
+            status: 401,
+            code: "missing_api_key",
+            error_class: "auth",
+        },
+        Case {
+            name: "wrong key",
+            key: Some("mg-not-a-real-key"),
+            body: chat("smart"),
+            status: 401,
+            code: "invalid_api_key",
+            error_class: "auth",
+        },
+        Case {
+            name: "malformed JSON",
+            key: Some("VALID"),
+            body: b"{\"model\": ".to_vec(),
+            status: 400,
+            code: "invalid_json",
+            error_class: "bad_request",
+        },
+        Case {
+            name: "wrong type",
+            key: Some("VALID"),
+            body: br#"{"model": 42}"#.to_vec(),
+            status: 400,
+            code: "invalid_value",
+            error_class: "bad_request",
+        },
+        Case {
+            name: "missing model",
+            key: Some("VALID"),
+            body: br#"{"messages": []}"#.to_vec(),
+            status: 400,
+            code: "invalid_value",
+            error_class: "bad_request",
+        },
+        Case {
+            name: "unknown model",
+            key: Some("VALID"),
+            body: chat("no-such-model"),
+            status: 403,
+            code: "model_not_allowed",
+            error_class: "permission",
+        },
+        Case {
+            name: "model not allowed",
+            key: Some("VALID"),
+            body: chat("forbidden"),
+            status: 403,
+            code: "model_not_allowed",
+            error_class: "permission",
+        },
+        Case {
+            name: "oversize body",
+            key: Some("VALID"),
+            body: vec![b' '; 65 * 1024],
+            status: 413,
+            code: "request_too_large",
+            error_class: "payload_too_large",
+        },
+    ];
+
+    for case in cases {
+        let mut req = gw
+            .http
+            .post(format!("{}/chat/completions", gw.base_url()))
+            .body(case.body);
+        match case.key {
+            Some("VALID") => req = req.bearer_auth(&p.key),
+            Some(k) => req = req.bearer_auth(k),
+            None => {}
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), case.status, "{}", case.name);
+        let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            case.name
+        );
+        assert!(body["error"]["type"].is_string(), "{}", case.name);
+        let row = gw.usage_row(&request_id).await;
+        assert_eq!(row["status"], case.status, "{}", case.name);
+        assert_eq!(row["error_class"], case.error_class, "{}", case.name);
+    }
+    assert_eq!(
+        upstream.calls(),
+        0,
+        "no refused request may reach the upstream"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_model_for_an_unrestricted_key_is_a_404_model_not_found() {
+    let upstream = MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let p = gw
+        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
+        .await;
+    let key = gw
+        .create("/keys", json!({"team_id": p.team_id, "name": "all models"}))
+        .await;
+    let resp = gw
+        .chat(
+            key["key_secret"].as_str().unwrap(),
+            json!({"model": "nope", "messages": []}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+    assert_eq!(upstream.calls(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_surface_is_a_404_in_openai_format_with_a_usage_row() {
+    let gw = Gateway::start().await;
+    let resp = gw
+        .http
+        .post(format!("{}/nope", gw.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_url");
+    let row = gw.usage_row(&request_id).await;
+    assert_eq!(row["error_class"], "not_found");
+    gw.shutdown().await;
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests of the whole system: a real control plane (Postgres when
+//! `MODELGATE_TEST_DATABASE_URL` is set, SQLite otherwise), a real data plane talking gRPC to it,
+//! and mock upstreams that are real HTTP servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod admin_api;
+mod bad_input;
+mod config_distribution;
+mod proxy_and_metering;
+mod sdk;
+mod usage_ingest;

@@ -1,0 +1,309 @@
+//! Test support: a database per test (a fresh Postgres database when
+//! `MODELGATE_TEST_DATABASE_URL` is set, a temporary SQLite file otherwise), an in-process
+//! control plane and data plane on port 0, and a small admin client.
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use modelgate_control_plane::crypto::Sealer;
+use modelgate_control_plane::RunningControlPlane;
+use modelgate_data_plane::usage::spool::FsyncPolicy;
+use modelgate_data_plane::RunningDataPlane;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{json, Value};
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mg-e2e-{name}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A database for one test.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        match std::env::var("MODELGATE_TEST_DATABASE_URL") {
+            Ok(base) if !base.is_empty() => {
+                let name = format!("mg_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(&base).await.unwrap_or_else(|e| {
+                    panic!("MODELGATE_TEST_DATABASE_URL is set but Postgres is unreachable: {e}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                let (prefix, _) = base.rsplit_once('/').unwrap();
+                TestDb {
+                    url: format!("{prefix}/{name}"),
+                    postgres: Some((base, name)),
+                }
+            }
+            _ => {
+                let dir = temp_dir("sqlite");
+                TestDb {
+                    url: format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
+                    postgres: None,
+                }
+            }
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        if let Some((base, name)) = &self.postgres {
+            if let Ok(admin) = Database::connect(base).await {
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                let _ = admin.close().await;
+            }
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A whole gateway in this process: control plane, data plane, and an admin client.
+pub struct Gateway {
+    pub db: TestDb,
+    pub master_key: String,
+    pub cp: Option<RunningControlPlane>,
+    pub dp: Option<RunningDataPlane>,
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_url: String,
+    pub admin_token: String,
+    pub dp_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        let db = TestDb::new().await;
+        let master_key = Sealer::generate_master_key_hex();
+        let cp = start_control_plane(&db.url, &master_key, "127.0.0.1:0".parse().unwrap()).await;
+        let admin_token = cp
+            .bootstrap_admin_token
+            .clone()
+            .expect("a fresh database mints a bootstrap token");
+        let grpc_addr = cp.grpc_addr;
+        let admin_url = format!("http://{}", cp.admin_addr);
+        let dp_dir = temp_dir("dp");
+        let dp = start_data_plane(grpc_addr, &dp_dir).await;
+        let gw = Gateway {
+            db,
+            master_key,
+            cp: Some(cp),
+            dp: Some(dp),
+            grpc_addr,
+            admin_url,
+            admin_token,
+            dp_dir,
+            http: reqwest::Client::new(),
+        };
+        gw.wait_for_config().await;
+        gw
+    }
+
+    pub fn cp(&self) -> &RunningControlPlane {
+        self.cp.as_ref().unwrap()
+    }
+
+    pub fn dp(&self) -> &RunningDataPlane {
+        self.dp.as_ref().unwrap()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.dp().addr)
+    }
+
+    /// Waits until the data plane serves the control plane's latest snapshot.
+    pub async fn wait_for_config(&self) {
+        let Some(cp) = &self.cp else { return };
+        let want = cp.services.publisher.latest().unwrap().snapshot.version;
+        let dp = self.dp();
+        eventually(
+            Duration::from_secs(10),
+            "the data plane to apply the latest snapshot",
+            || async { (dp.config_version() >= want).then_some(()) },
+        )
+        .await;
+    }
+
+    pub async fn stop_control_plane(&mut self) {
+        if let Some(cp) = self.cp.take() {
+            cp.shutdown().await;
+        }
+    }
+
+    pub async fn stop_data_plane(&mut self) {
+        if let Some(dp) = self.dp.take() {
+            dp.shutdown().await;
+        }
+    }
+
+    /// Starts a data plane again on the same data directory (its last-known-good and spool).
+    pub async fn restart_data_plane(&mut self) {
+        self.stop_data_plane().await;
+        self.dp = Some(start_data_plane(self.grpc_addr, &self.dp_dir).await);
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.admin_url))
+            .bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.admin(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, 201, "POST {path} answered {status}: {v}");
+        v
+    }
+
+    /// Team, key, an openai-compatible provider pointing at `upstream_base`, a price and a route.
+    pub async fn provision(
+        &self,
+        upstream_base: &str,
+        alias: &str,
+        served_model: &str,
+    ) -> Provisioned {
+        let team = self
+            .create(
+                "/teams",
+                json!({"name": format!("team-{}", uuid::Uuid::now_v7().simple())}),
+            )
+            .await;
+        let team_id = team["id"].as_str().unwrap().to_owned();
+        let key = self
+            .create("/keys", json!({"team_id": team_id, "name": "app", "environment": "prod", "allowed_models": [alias]}))
+            .await;
+        let provider = self
+            .create(
+                "/providers",
+                json!({"name": format!("up-{}", uuid::Uuid::now_v7().simple()), "kind": "openai-compatible", "base_url": upstream_base, "credential": "sk-upstream-secret-1234"}),
+            )
+            .await;
+        let provider_id = provider["id"].as_str().unwrap().to_owned();
+        self.create(
+            "/models",
+            json!({"model": served_model, "input_micros_per_mtok": 2_500_000, "output_micros_per_mtok": 10_000_000}),
+        )
+        .await;
+        self.create("/routes", json!({"alias": alias, "deployments": [{"provider_id": provider_id, "model": served_model}]}))
+            .await;
+        self.wait_for_config().await;
+        Provisioned {
+            team_id,
+            key_id: key["id"].as_str().unwrap().to_owned(),
+            key: key["key_secret"].as_str().unwrap().to_owned(),
+            provider_id,
+        }
+    }
+
+    pub fn chat(&self, key: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/chat/completions", self.base_url()))
+            .bearer_auth(key)
+            .json(&body)
+    }
+
+    /// Waits for the usage row of a request to be stored by the control plane.
+    pub async fn usage_row(&self, request_id: &str) -> Value {
+        eventually(Duration::from_secs(15), "the usage row", || async {
+            let (status, v) = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/usage/events?request_id={request_id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v["data"].as_array().and_then(|rows| rows.first().cloned())
+        })
+        .await
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_data_plane().await;
+        self.stop_control_plane().await;
+        self.db.drop_database().await;
+    }
+}
+
+pub struct Provisioned {
+    pub team_id: String,
+    pub key_id: String,
+    pub key: String,
+    pub provider_id: String,
+}
+
+pub async fn start_control_plane(
+    url: &str,
+    master_key: &str,
+    grpc: std::net::SocketAddr,
+) -> RunningControlPlane {
+    modelgate_control_plane::start(modelgate_control_plane::Settings {
+        database_url: url.to_owned(),
+        master_key_hex: master_key.to_owned(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: grpc,
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn start_data_plane(
+    grpc_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> RunningDataPlane {
+    modelgate_data_plane::start(modelgate_data_plane::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        control_plane_url: format!("http://{grpc_addr}"),
+        node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
+        data_dir: dir.to_owned(),
+        max_body_bytes: 64 * 1024,
+        fsync: FsyncPolicy::Never,
+    })
+    .await
+    .unwrap()
+}

@@ -1,0 +1,117 @@
+//! A mock OpenAI upstream: a real HTTP server on loopback that answers chat completions in
+//! OpenAI's wire format (JSON or SSE), records every request body it receives, and can be told
+//! to fail.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+pub const PROMPT_TOKENS: u64 = 21;
+pub const COMPLETION_TOKENS: u64 = 7;
+pub const REPLY: &str = "Hello from the mock upstream.";
+
+#[derive(Clone, Default)]
+pub struct MockUpstream {
+    pub addr: Option<SocketAddr>,
+    received: Arc<Mutex<Vec<Value>>>,
+    fail_with: Arc<Mutex<Option<u16>>>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> MockUpstream {
+        let mut upstream = MockUpstream::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        upstream.addr = Some(listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(upstream.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        upstream
+    }
+
+    /// The base URL a provider account should use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr.unwrap())
+    }
+
+    pub fn calls(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    pub fn last_body(&self) -> Value {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn fail_with(&self, status: Option<u16>) {
+        *self.fail_with.lock().unwrap() = status;
+    }
+}
+
+/// The exact JSON body the mock answers a non-streamed request with.
+pub fn completion_body(model: &str) -> String {
+    json!({
+        "id": "chatcmpl-upstream-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "unknown_vendor_field": {"kept": true}
+    })
+    .to_string()
+}
+
+async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    up.received.lock().unwrap().push(request.clone());
+    if let Some(status) = *up.fail_with.lock().unwrap() {
+        let code = StatusCode::from_u16(status).unwrap();
+        let err = json!({"error": {"message": "mock upstream failure", "type": "server_error", "code": null, "param": null}});
+        return (code, axum::Json(err)).into_response();
+    }
+    let model = request["model"].as_str().unwrap_or("unknown").to_owned();
+    if request["stream"] != Value::Bool(true) {
+        return (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            completion_body(&model),
+        )
+            .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-upstream-2", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let mut sse = String::new();
+    sse += &chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    for word in REPLY.split_inclusive(' ') {
+        sse += &chunk(json!({"content": word}), Value::Null);
+    }
+    sse += &chunk(json!({}), json!("stop"));
+    if request["stream_options"]["include_usage"] == Value::Bool(true) {
+        sse += &format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-upstream-2", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
+                   "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}})
+        );
+    }
+    sse += "data: [DONE]\n\n";
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        sse,
+    )
+        .into_response()
+}
