@@ -127,7 +127,7 @@ async fn secrets_are_returned_once_and_never_listed() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|k| k["prefix"] == &secret[..11]));
+        .any(|k| k["prefix"] == secret[..11]));
     assert!(keys.get("next_cursor").is_some());
     gw.shutdown().await;
 }
