@@ -25,6 +25,8 @@ use crate::crypto::Sealer;
 use crate::service::Services;
 use crate::snapshot::Publisher;
 
+const REBUILD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How to run a control plane.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -89,10 +91,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             services: services.clone(),
             shutdown: shutdown.clone(),
         }))
-        .add_service(UsageServiceServer::new(grpc::UsageIngest {
-            services: services.clone(),
-            shutdown: shutdown.clone(),
-        }));
+        .add_service(
+            UsageServiceServer::new(grpc::UsageIngest {
+                services: services.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(64 * 1024 * 1024),
+        );
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
@@ -104,6 +109,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         }
     });
 
+    // Safety net: a change whose publish failed after commit (e.g. a database blip during the
+    // rebuild) is still published within this interval. No-op when nothing changed.
+    let rebuild_services = services.clone();
+    let rebuild_shutdown = shutdown.clone();
+    let rebuild_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REBUILD_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = rebuild_shutdown.cancelled() => return,
+            }
+            if let Err(e) = rebuild_services.publisher.rebuild(&rebuild_services).await {
+                tracing::warn!(error = %e, "periodic snapshot rebuild failed");
+            }
+        }
+    });
+
     tracing::info!(%admin_addr, %grpc_addr, "control plane started");
     Ok(RunningControlPlane {
         admin_addr,
@@ -111,7 +134,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![admin_task, grpc_task],
+        tasks: vec![admin_task, grpc_task, rebuild_task],
     })
 }
 

@@ -46,8 +46,13 @@ pub struct RunningDataPlane {
     pub runtime: config::SharedRuntime,
     pub spool: Spool,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+    streams: tokio_util::task::TaskTracker,
+    background: Vec<JoinHandle<()>>,
 }
+
+/// How long shutdown waits for in-flight requests and streams.
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     std::fs::create_dir_all(&settings.data_dir)
@@ -93,12 +98,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         .tcp_nodelay(true)
         .build()
         .context("building the upstream HTTP client")?;
+    let tasks = tokio_util::task::TaskTracker::new();
     let app = server::App {
         runtime: runtime.clone(),
         spool: spool.clone(),
         client,
         node_id: Arc::from(settings.node_id.as_str()),
         max_body_bytes: settings.max_body_bytes,
+        tasks: tasks.clone(),
     };
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -113,33 +120,42 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             tracing::error!(error = %e, "data plane server stopped");
         }
     });
-    let tasks = vec![
-        server,
-        tokio::spawn(subscriber.run()),
-        tokio::spawn(shipper.run()),
-    ];
+    let background = vec![tokio::spawn(subscriber.run()), tokio::spawn(shipper.run())];
     tracing::info!(%addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
         addr,
         runtime,
         spool,
         shutdown,
-        tasks,
+        server,
+        streams: tasks,
+        background,
     })
 }
 
 impl RunningDataPlane {
-    /// Stops accepting, lets in-flight requests finish (bounded), stops the background tasks.
+    /// Stops accepting, lets in-flight requests and streams finish (bounded), writes every
+    /// pending usage event to the spool, then stops the background tasks. Spooled events not yet
+    /// shipped stay on disk and are shipped by the next start.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        let abort = self.server.abort_handle();
+        if tokio::time::timeout(DRAIN, self.server).await.is_err() {
+            tracing::warn!("in-flight requests still running after the drain period");
+            abort.abort();
+        }
+        self.streams.close();
+        if tokio::time::timeout(DRAIN, self.streams.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("streams still running after the drain period");
+        }
+        if let Err(e) = self.spool.flush().await {
+            tracing::error!(error = %e, "could not flush the usage spool");
+        }
+        for task in self.background {
+            task.abort();
         }
     }
 

@@ -96,6 +96,22 @@ async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() 
             code: "request_too_large",
             error_class: "payload_too_large",
         },
+        Case {
+            name: "overlong model name",
+            key: Some("VALID"),
+            body: chat(&"m".repeat(300)),
+            status: 400,
+            code: "invalid_value",
+            error_class: "bad_request",
+        },
+        Case {
+            name: "NUL in model name",
+            key: Some("VALID"),
+            body: br#"{"model": "smart\u0000"}"#.to_vec(),
+            status: 400,
+            code: "invalid_value",
+            error_class: "bad_request",
+        },
     ];
 
     for case in cases {

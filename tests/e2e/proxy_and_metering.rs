@@ -147,6 +147,33 @@ async fn streamed_completion_keeps_the_usage_chunk_when_the_client_asked_for_it(
 }
 
 #[tokio::test]
+async fn streamed_usage_is_requested_even_when_the_client_sent_null_stream_options() {
+    let upstream = MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let p = gw
+        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
+        .await;
+    let resp = gw
+        .chat(
+            &p.key,
+            json!({"model": "smart", "stream": true, "stream_options": null, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    read_sse(resp).await;
+    assert_eq!(
+        upstream.last_body()["stream_options"]["include_usage"],
+        true
+    );
+    let row = gw.usage_row(&request_id).await;
+    assert_eq!(row["input_tokens"], PROMPT_TOKENS);
+    assert_eq!(row["estimated"], false);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn upstream_error_status_is_returned_as_is_with_one_upstream_call_and_a_usage_row() {
     let upstream = MockUpstream::start().await;
     let gw = Gateway::start().await;

@@ -55,26 +55,35 @@ pub async fn ingest(s: &Services, events: Vec<UsageEvent>) -> Result<Ingested, S
     })
 }
 
+/// Postgres text cannot hold NUL; one such event must never block its batch forever.
+fn clean(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn row(e: UsageEvent, now: chrono::DateTime<Utc>) -> usage_event::ActiveModel {
     usage_event::ActiveModel {
-        id: Set(e.id),
-        request_id: Set(e.request_id),
+        id: Set(clean(e.id)),
+        request_id: Set(clean(e.request_id)),
         started_at_ms: Set(e.started_at_ms),
         ended_at_ms: Set(e.ended_at_ms),
-        node_id: Set(e.node_id),
-        key_id: Set(e.key_id),
-        team_id: Set(e.team_id),
-        endpoint: Set(e.endpoint),
-        requested_model: Set(e.requested_model),
-        provider_id: Set(e.provider_id),
-        served_model: Set(e.served_model),
+        node_id: Set(clean(e.node_id)),
+        key_id: Set(clean(e.key_id)),
+        team_id: Set(clean(e.team_id)),
+        endpoint: Set(clean(e.endpoint)),
+        requested_model: Set(clean(e.requested_model)),
+        provider_id: Set(clean(e.provider_id)),
+        served_model: Set(clean(e.served_model)),
         status: Set(i32::from(e.status)),
-        error_class: Set(e.error_class),
-        error_message: Set(e.error_message),
+        error_class: Set(e.error_class.map(clean)),
+        error_message: Set(clean(e.error_message)),
         latency_us: Set(to_i64(e.latency_us)),
         ttfb_us: Set(to_i64(e.ttfb_us)),
         input_tokens: Set(to_i64(e.input_tokens)),

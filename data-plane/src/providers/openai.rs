@@ -1,6 +1,5 @@
 //! OpenAI and OpenAI-compatible providers: the request body is already in their format.
 
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::header::CONTENT_TYPE;
 use http::StatusCode;
@@ -30,12 +29,7 @@ pub async fn send(
                 .boxed(),
         )
     } else {
-        Body::Full(
-            resp.bytes()
-                .await
-                .map_err(classify)
-                .unwrap_or_else(|_| Bytes::new()),
-        )
+        Body::Full(resp.bytes().await.map_err(classify)?)
     };
     Ok(UpstreamResponse {
         status,

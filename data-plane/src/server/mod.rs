@@ -38,6 +38,8 @@ pub struct App {
     pub client: reqwest::Client,
     pub node_id: Arc<str>,
     pub max_body_bytes: usize,
+    /// Stream pumps outlive their handler; shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 pub fn router(app: App) -> Router {
@@ -48,6 +50,9 @@ pub fn router(app: App) -> Router {
         .fallback(unknown_route)
         .with_state(app)
 }
+
+/// Longest accepted model name: usage events carry it, so it is bounded.
+const MAX_MODEL_LEN: usize = 256;
 
 static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -183,6 +188,9 @@ fn rewrite(body: &[u8], model: Option<&str>, inject_usage: bool) -> Result<Bytes
         let opts = map
             .entry("stream_options")
             .or_insert_with(|| serde_json::json!({}));
+        if !opts.is_object() {
+            *opts = serde_json::json!({});
+        }
         if let Some(o) = opts.as_object_mut() {
             o.insert("include_usage".into(), true.into());
         }
@@ -222,6 +230,12 @@ async fn prepare<'r>(
             ))
         }
     };
+    if alias.len() > MAX_MODEL_LEN || alias.contains('\0') {
+        return Err(ProxyError::invalid_param(
+            "model",
+            format!("must be text of at most {MAX_MODEL_LEN} bytes"),
+        ));
+    }
     rec.event().requested_model = alias.to_owned();
     if !key.may_use(alias) {
         return Err(ProxyError::model_not_allowed(alias));
@@ -350,7 +364,7 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         providers::Body::Stream(upstream) => {
             rec.event().status = status.as_u16();
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-            tokio::spawn(pump(
+            app.tasks.spawn(pump(
                 upstream,
                 tx,
                 rec,
@@ -405,15 +419,20 @@ async fn pump(
             n = upstream.next() => n,
             () = tx.closed() => { client_gone = true; break },
         };
-        let chunk = match next {
-            Some(Ok(c)) => c,
+        let mut ended = false;
+        let events = match next {
+            Some(Ok(chunk)) => splitter.push(&chunk),
             Some(Err(e)) => {
                 failure = Some(e.to_string());
                 break;
             }
-            None => break,
+            // The stream is over; an unterminated last event still counts.
+            None => {
+                ended = true;
+                splitter.remainder().into_iter().collect()
+            }
         };
-        for event in splitter.push(&chunk) {
+        for event in events {
             let Some(data) = sse::data_of(&event) else {
                 continue;
             };
@@ -437,6 +456,9 @@ async fn pump(
                 client_gone = true;
                 break 'outer;
             }
+        }
+        if ended {
+            break;
         }
     }
     drop(upstream);

@@ -32,6 +32,8 @@ pub enum SpoolError {
     },
     #[error("the spool writer has stopped")]
     Stopped,
+    #[error("usage event of {0} bytes exceeds the spool's record limit")]
+    TooLarge(usize),
 }
 
 /// A position in the spool: segment number and byte offset within it.
@@ -109,7 +111,8 @@ fn parse_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let header = buf.get(pos..pos + HEADER)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD {
+    // A zero length is never written (an all-zero tail after a power loss must not parse).
+    if len == 0 || len > MAX_RECORD {
         return None;
     }
     let end = pos + HEADER + len as usize;
@@ -186,16 +189,35 @@ impl Spool {
 
     /// Appends an event and waits until it is written.
     pub async fn append(&self, event: &UsageEvent) -> Result<(), SpoolError> {
+        let payload = encode(event);
+        if payload.len() > MAX_RECORD as usize {
+            return Err(SpoolError::TooLarge(payload.len()));
+        }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send((encode(event), Some(done)))
+            .send((payload, Some(done)))
+            .map_err(|_| SpoolError::Stopped)?;
+        wait.await.map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Waits until everything appended before this call is written.
+    pub async fn flush(&self) -> Result<(), SpoolError> {
+        let (done, wait) = oneshot::channel();
+        // An empty payload is a barrier: acknowledged in order, never written.
+        self.tx
+            .send((Vec::new(), Some(done)))
             .map_err(|_| SpoolError::Stopped)?;
         wait.await.map_err(|_| SpoolError::Stopped)?
     }
 
     /// Queues an event without waiting (for paths that cannot await, such as `Drop`).
     pub fn append_detached(&self, event: &UsageEvent) {
-        if self.tx.send((encode(event), None)).is_err() {
+        let payload = encode(event);
+        if payload.len() > MAX_RECORD as usize {
+            tracing::error!(event = %event.id, "usage event too large for the spool; not written");
+            return;
+        }
+        if self.tx.send((payload, None)).is_err() {
             tracing::error!(event = %event.id, "spool writer stopped; usage event not written");
         }
     }
@@ -235,7 +257,7 @@ impl Writer {
                 }
             }
             buf.clear();
-            for (payload, _) in &batch {
+            for (payload, _) in batch.iter().filter(|(p, _)| !p.is_empty()) {
                 buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
                 buf.extend_from_slice(payload);
@@ -256,22 +278,38 @@ impl Writer {
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            // Cut any partial write so later records never follow torn bytes; failing that,
+            // continue in a fresh segment.
+            if self.file.set_len(self.position.offset).is_err() {
+                self.rotate()?;
+            }
+            return Err(e);
+        }
         if self.fsync == FsyncPolicy::Always {
             self.file.sync_data()?;
         }
         self.position.offset += buf.len() as u64;
+        self.committed.send_replace(self.position);
         if self.position.offset >= SEGMENT_BYTES {
-            let next = self.position.segment + 1;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, next))?;
-            self.position = Position {
-                segment: next,
-                offset: 0,
-            };
+            self.rotate()?;
         }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let next = self.position.segment + 1;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, next))?;
+        self.position = Position {
+            segment: next,
+            offset: 0,
+        };
         self.committed.send_replace(self.position);
         Ok(())
     }

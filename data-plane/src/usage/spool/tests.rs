@@ -94,3 +94,61 @@ fn a_flipped_bit_stops_reading_instead_of_misparsing() {
     assert!(events.is_empty());
     assert_eq!(end, 0);
 }
+
+#[tokio::test]
+async fn an_all_zero_tail_after_power_loss_is_cut_not_parsed_as_records() {
+    let dir = temp_dir("zeros");
+    let segment = {
+        let spool = Spool::open(&dir, FsyncPolicy::Always).unwrap();
+        spool.append(&event(1)).await.unwrap();
+        spool.committed().borrow().segment
+    };
+    let path = segment_path(&dir, segment);
+    let whole = std::fs::metadata(&path).unwrap().len();
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[0u8; 64]).unwrap();
+    drop(f);
+    let (events, end) = read_records(&dir, segment, 0, 100).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(end, whole);
+    Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+}
+
+#[tokio::test]
+async fn flush_waits_for_earlier_appends_and_writes_nothing_itself() {
+    let dir = temp_dir("flush");
+    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    for n in 0..10 {
+        spool.append_detached(&event(n));
+    }
+    spool.flush().await.unwrap();
+    let segment = spool.committed().borrow().segment;
+    let (events, end) = read_records(&dir, segment, 0, 100).unwrap();
+    assert_eq!(events.len(), 10);
+    assert_eq!(
+        end,
+        std::fs::metadata(segment_path(&dir, segment))
+            .unwrap()
+            .len()
+    );
+}
+
+#[tokio::test]
+async fn an_event_over_the_record_limit_is_refused_not_written() {
+    let dir = temp_dir("large");
+    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let huge = UsageEvent {
+        error_message: "x".repeat(MAX_RECORD as usize + 1),
+        ..event(1)
+    };
+    assert!(matches!(
+        spool.append(&huge).await,
+        Err(SpoolError::TooLarge(_))
+    ));
+    spool.append(&event(2)).await.unwrap();
+    let segment = spool.committed().borrow().segment;
+    let (events, _) = read_records(&dir, segment, 0, 100).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id, "event-2");
+}
