@@ -30,6 +30,7 @@ MOCK_LISTEN="${MOCK_LISTEN:-127.0.0.1:18080}"
 GW_LISTEN="${GW_LISTEN:-127.0.0.1:18090}"
 ADMIN_LISTEN="${ADMIN_LISTEN:-127.0.0.1:18091}"
 GRPC_LISTEN="${GRPC_LISTEN:-127.0.0.1:18092}"
+DP_LISTEN="${DP_LISTEN:-127.0.0.1:18093}"
 PEER_DIR="../shared/bench-peers"   # relative to the repo root (we cd'ed there)
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -96,7 +97,7 @@ fi
 [ -x "$BENCH" ] || die "$BENCH not found (build failed?)"
 [ -x "$GATEWAY" ] || die "$GATEWAY not found (build failed?)"
 
-for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN"; do
+for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LISTEN"; do
   port_busy "$addr" && die "$addr is already in use; stop what is listening there or set the *_LISTEN knobs"
 done
 
@@ -153,6 +154,18 @@ admin_post /admin/v1/routes \
   "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":$PROVIDER_ID,\"model\":\"gpt-4o-mini\"}]}" >/dev/null
 log "registered provider $PROVIDER_ID, price and route for gpt-4o-mini; waiting for the config to reach the data plane"
 sleep 1
+
+# The measured target is a data plane in its own process, attached to up's control plane, so its
+# CPU and RSS are the proxy's alone (its spool writes and usage shipping included; the control
+# plane's ingest into SQLite, which runs in the 'up' process, excluded).
+UP_PID="$GW_PID"
+"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
+  --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
+GW_PID=$!; PIDS+=("$GW_PID")
+wait_for_line "$WORK/dp.log" '^MODELGATE_BASE_URL=' 30 "$GW_PID" || die "the data plane did not start"
+BASE_URL="$(var_from "$WORK/dp.log" MODELGATE_BASE_URL)"; BASE_URL="${BASE_URL%/}"
+GW_CHAT="$BASE_URL/chat/completions"
+log "measuring data plane pid $GW_PID at $BASE_URL (control plane in 'up' pid $UP_PID)"
 
 # The data plane picks the configuration up asynchronously: poll until a request goes through.
 ok=0

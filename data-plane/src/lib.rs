@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -113,6 +114,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let addr = listener.local_addr()?;
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
+        // Streams are many small writes: without TCP_NODELAY each waits on the client's
+        // delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, server::router(app))
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
             .await;

@@ -16,6 +16,8 @@ use super::spool::{self, Position};
 
 /// Events per batch.
 pub const BATCH: usize = 1000;
+/// How long to let events accumulate after the first new one before shipping.
+const LINGER: Duration = Duration::from_millis(20);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CURSOR_FILE: &str = "acked.cursor";
 
@@ -57,12 +59,14 @@ impl Shipper {
             let next = match self.next_batch(cursor).await {
                 Ok(Some(b)) => b,
                 Ok(None) => {
-                    // Caught up: wait for more, or stop.
+                    // Caught up: wait for more, then linger so a batch can form (one read, one
+                    // round trip and one cursor write per batch, not per event).
                     tokio::select! {
                         r = self.committed.changed() => if r.is_err() { return },
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
                         () = self.shutdown.cancelled() => return,
                     }
+                    tokio::time::sleep(LINGER).await;
                     continue;
                 }
                 Err(e) => {
