@@ -8,6 +8,7 @@ mod support;
 mod admin_api;
 mod bad_input;
 mod config_distribution;
+mod crash;
 mod nack;
 mod proxy_and_metering;
 mod sdk;
