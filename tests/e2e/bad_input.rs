@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::support::upstream::MockUpstream;
 use crate::support::Gateway;
+use crate::support::{gateway_with_smart_route, request_id};
 
 struct Case {
     name: &'static str,
@@ -17,11 +17,7 @@ struct Case {
 
 #[tokio::test]
 async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
     // A route the key is not allowed to use.
     gw.provision(&upstream.base_url(), "forbidden", "gpt-4o-mini")
         .await;
@@ -126,7 +122,7 @@ async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() 
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), case.status, "{}", case.name);
-        let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let request_id = request_id(&resp);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
         assert!(
@@ -151,11 +147,7 @@ async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() 
 
 #[tokio::test]
 async fn unknown_model_for_an_unrestricted_key_is_a_404_model_not_found() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
     let key = gw
         .create("/keys", json!({"team_id": p.team_id, "name": "all models"}))
         .await;
@@ -185,7 +177,7 @@ async fn unknown_surface_is_a_404_in_openai_format_with_a_usage_row() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_url");
     let row = gw.usage_row(&request_id).await;

@@ -5,16 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::upstream::MockUpstream;
 use crate::support::{eventually, start_control_plane, Gateway};
+use crate::support::{gateway_with_smart_route, request_id};
 
 #[tokio::test]
 async fn revoked_key_is_refused_by_a_connected_data_plane_within_one_second() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
     let body = json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(
         gw.chat(&p.key, body.clone()).send().await.unwrap().status(),
@@ -75,17 +71,13 @@ async fn nodes_report_the_version_they_applied() {
 
 #[tokio::test]
 async fn data_plane_serves_without_the_control_plane_and_boots_from_last_known_good() {
-    let upstream = MockUpstream::start().await;
-    let mut gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (_upstream, mut gw, p) = gateway_with_smart_route().await;
     let body = json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]});
 
     gw.stop_control_plane().await;
     let resp = gw.chat(&p.key, body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 200, "a running data plane keeps serving");
-    let served_while_away = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let served_while_away = request_id(&resp);
 
     gw.restart_data_plane().await;
     assert!(
@@ -98,7 +90,7 @@ async fn data_plane_serves_without_the_control_plane_and_boots_from_last_known_g
         200,
         "a restarted data plane serves from last-known-good"
     );
-    let served_after_restart = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let served_after_restart = request_id(&resp);
     assert_eq!(
         gw.chat("mg-wrong", body.clone())
             .send()

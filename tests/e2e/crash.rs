@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::upstream::MockUpstream;
+use crate::support::gateway_with_smart_route;
 use crate::support::{eventually, temp_dir, Gateway};
 
 struct DataPlaneProcess {
@@ -82,11 +82,7 @@ async fn rows_by_request(gw: &Gateway, node: &str) -> HashMap<String, usize> {
 
 #[tokio::test]
 async fn kill_9_under_load_loses_no_usage_event_of_a_completed_request() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
     let dir = temp_dir("crash");
     let dp = tokio::task::spawn_blocking({
         let dir = dir.clone();

@@ -3,8 +3,9 @@
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::support::upstream::{self, MockUpstream, COMPLETION_TOKENS, PROMPT_TOKENS};
+use crate::support::upstream::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::support::Gateway;
+use crate::support::{gateway_with_smart_route, request_id};
 
 /// 21 input tokens at $2.50/M and 7 output tokens at $10.00/M, rounded half up per line:
 /// 52.5 -> 53 and 70 -> 70 micro-USD.
@@ -12,11 +13,7 @@ const EXPECTED_COST_MICROS: i64 = 53 + 70;
 
 #[tokio::test]
 async fn json_completion_is_passed_through_byte_for_byte_and_metered_at_exact_cost() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
 
     let resp = gw
         .chat(&p.key, json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}], "vendor_extension": 7}))
@@ -24,7 +21,7 @@ async fn json_completion_is_passed_through_byte_for_byte_and_metered_at_exact_co
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let route = resp.headers()["x-modelgate-route"]
         .to_str()
         .unwrap()
@@ -77,11 +74,7 @@ async fn read_sse(resp: reqwest::Response) -> Vec<String> {
 #[tokio::test]
 async fn streamed_completion_is_metered_from_the_injected_usage_chunk_which_the_client_never_sees()
 {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
 
     let resp = gw
         .chat(&p.key, json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
@@ -90,7 +83,7 @@ async fn streamed_completion_is_metered_from_the_injected_usage_chunk_which_the_
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let events = read_sse(resp).await;
 
     assert_eq!(
@@ -125,11 +118,7 @@ async fn streamed_completion_is_metered_from_the_injected_usage_chunk_which_the_
 
 #[tokio::test]
 async fn streamed_completion_keeps_the_usage_chunk_when_the_client_asked_for_it() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
 
     let resp = gw
         .chat(
@@ -148,11 +137,7 @@ async fn streamed_completion_keeps_the_usage_chunk_when_the_client_asked_for_it(
 
 #[tokio::test]
 async fn streamed_usage_is_requested_even_when_the_client_sent_null_stream_options() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
     let resp = gw
         .chat(
             &p.key,
@@ -161,7 +146,7 @@ async fn streamed_usage_is_requested_even_when_the_client_sent_null_stream_optio
         .send()
         .await
         .unwrap();
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     read_sse(resp).await;
     assert_eq!(
         upstream.last_body()["stream_options"]["include_usage"],
@@ -175,11 +160,7 @@ async fn streamed_usage_is_requested_even_when_the_client_sent_null_stream_optio
 
 #[tokio::test]
 async fn upstream_error_status_is_returned_as_is_with_one_upstream_call_and_a_usage_row() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
     upstream.fail_with(Some(400));
 
     let resp = gw
@@ -191,7 +172,7 @@ async fn upstream_error_status_is_returned_as_is_with_one_upstream_call_and_a_us
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["message"], "mock upstream failure");
     assert_eq!(upstream.calls(), 1, "a client error is never retried");
@@ -218,7 +199,7 @@ async fn unreachable_upstream_gets_a_502_in_openai_format_and_a_usage_row() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 502);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_unavailable");
     let row = gw.usage_row(&request_id).await;
@@ -228,11 +209,7 @@ async fn unreachable_upstream_gets_a_502_in_openai_format_and_a_usage_row() {
 
 #[tokio::test]
 async fn models_list_shows_only_the_aliases_the_key_may_use() {
-    let upstream = MockUpstream::start().await;
-    let gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
+    let (upstream, gw, p) = gateway_with_smart_route().await;
     let other = gw
         .provision(&upstream.base_url(), "other", "gpt-4o-mini")
         .await;

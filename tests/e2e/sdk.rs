@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
+use crate::support::request_id;
 use crate::support::temp_dir;
 
 /// A `modelgate up` child process, killed on drop.
@@ -78,7 +79,7 @@ async fn modelgate_up_serves_the_printed_demo_key_offline_through_the_mock_provi
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert!(body["choices"][0]["message"]["content"]
         .as_str()

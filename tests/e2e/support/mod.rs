@@ -269,6 +269,22 @@ impl Gateway {
     }
 }
 
+/// The usual fixture: a mock upstream, a gateway, and the alias `smart` routed to the
+/// upstream's `gpt-4o-2024` for a fresh team and key.
+pub async fn gateway_with_smart_route() -> (upstream::MockUpstream, Gateway, Provisioned) {
+    let upstream = upstream::MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let p = gw
+        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
+        .await;
+    (upstream, gw, p)
+}
+
+/// The `x-request-id` a response carries.
+pub fn request_id(resp: &reqwest::Response) -> String {
+    resp.headers()["x-request-id"].to_str().unwrap().to_owned()
+}
+
 pub struct Provisioned {
     pub team_id: String,
     pub key_id: String,
