@@ -93,12 +93,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         shutdown: shutdown.clone(),
     };
 
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .context("building the upstream HTTP client")?;
+    let client = providers::http_client();
     let tasks = tokio_util::task::TaskTracker::new();
     let app = server::App {
         runtime: runtime.clone(),

@@ -14,6 +14,8 @@ use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot};
 
+use crate::providers::openai::Endpoint;
+
 /// A snapshot indexed for O(1) lookups on the request path.
 #[derive(Debug, Default)]
 pub struct Runtime {
@@ -24,12 +26,20 @@ pub struct Runtime {
     pub providers: HashMap<String, ProviderAccount>,
     pub prices: HashMap<String, Price>,
     pub groups: HashMap<String, RoutingGroup>,
+    /// Parsed upstream endpoints of HTTP providers, by provider id.
+    pub endpoints: HashMap<String, Endpoint>,
 }
 
 impl Runtime {
     pub fn build(snapshot: Snapshot) -> Self {
         let c = snapshot.config;
+        let endpoints = c
+            .providers
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), Endpoint::for_provider(p)?)))
+            .collect();
         Runtime {
+            endpoints,
             version: snapshot.version,
             key_hash_secret: c.key_hash_secret,
             keys: c.keys.into_iter().map(|k| (k.key_hash, k)).collect(),

@@ -36,22 +36,50 @@ pub struct UpstreamResponse {
     pub body: Body,
 }
 
+/// The upstream HTTP client: hyper's pooled client over rustls (HTTP/1.1 and HTTP/2).
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// Builds the shared upstream client: TCP_NODELAY, a connect timeout, pooled keep-alive, TLS
+/// with the webpki roots (plain HTTP allowed for local and compatible hosts).
+pub fn http_client() -> HttpClient {
+    use std::time::Duration;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
+}
+
 /// One call to a provider.
 pub struct Call<'a> {
     pub provider: &'a ProviderAccount,
-    /// Path below the provider's base URL, e.g. `/chat/completions`.
-    pub path: &'static str,
+    /// Built once per snapshot for HTTP providers; `None` for the built-in mock.
+    pub endpoint: Option<&'a openai::Endpoint>,
     pub body: Bytes,
     pub stream: bool,
     pub request_id: &'a str,
 }
 
-pub async fn send(
-    client: &reqwest::Client,
-    call: Call<'_>,
-) -> Result<UpstreamResponse, UpstreamError> {
+pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamResponse, UpstreamError> {
     match call.provider.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::send(client, call).await,
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => match call.endpoint {
+            Some(endpoint) => openai::send(client, endpoint, call).await,
+            None => Err(UpstreamError::Connect(format!(
+                "provider `{}` has an invalid base URL",
+                call.provider.name
+            ))),
+        },
         ProviderKind::Mock => Ok(mock::chat_completions(&call.body, call.stream)),
     }
 }

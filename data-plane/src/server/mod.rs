@@ -35,7 +35,7 @@ use error::ProxyError;
 pub struct App {
     pub runtime: SharedRuntime,
     pub spool: Spool,
-    pub client: reqwest::Client,
+    pub client: providers::HttpClient,
     pub node_id: Arc<str>,
     pub max_body_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
@@ -314,7 +314,7 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         &app.client,
         Call {
             provider: p.provider,
-            path: "/chat/completions",
+            endpoint: runtime.endpoints.get(&p.provider.id),
             body: p.body,
             stream: p.stream,
             request_id: &request_id,
