@@ -17,7 +17,7 @@ use super::spool::{self, Position};
 /// Events per batch.
 pub const BATCH: usize = 1000;
 /// How long to let events accumulate after the first new one before shipping.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(100);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CURSOR_FILE: &str = "acked.cursor";
 
