@@ -152,9 +152,4 @@ impl RunningControlPlane {
             }
         }
     }
-
-    /// Waits until the servers stop (after a shutdown signal).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }

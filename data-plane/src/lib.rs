@@ -162,10 +162,6 @@ impl RunningDataPlane {
         }
     }
 
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// The version of the snapshot being served (0 before the first).
     pub fn config_version(&self) -> u64 {
         self.runtime.load().version

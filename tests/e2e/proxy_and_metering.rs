@@ -163,14 +163,7 @@ async fn upstream_error_status_is_returned_as_is_with_one_upstream_call_and_a_us
     let (upstream, gw, p) = gateway_with_smart_route().await;
     upstream.fail_with(Some(400));
 
-    let resp = gw
-        .chat(
-            &p.key,
-            json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.say_hi(&p.key, "smart").await;
     assert_eq!(resp.status(), 400);
     let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
@@ -190,14 +183,7 @@ async fn unreachable_upstream_gets_a_502_in_openai_format_and_a_usage_row() {
     let p = gw
         .provision("http://127.0.0.1:9/v1", "smart", "gpt-4o-2024")
         .await;
-    let resp = gw
-        .chat(
-            &p.key,
-            json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.say_hi(&p.key, "smart").await;
     assert_eq!(resp.status(), 502);
     let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();

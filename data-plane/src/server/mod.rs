@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -493,9 +493,4 @@ async fn pump(
         None => done_event.unwrap_or_else(|| Bytes::from_static(b"data: [DONE]\n\n")),
     };
     let _ = tx.send(Ok(last)).await;
-}
-
-/// The status a response to a refused request carries, for tests and logs.
-pub fn status_of(e: &ProxyError) -> StatusCode {
-    e.status
 }

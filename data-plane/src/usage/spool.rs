@@ -58,7 +58,6 @@ type Pending = (Vec<u8>, Option<oneshot::Sender<Result<(), SpoolError>>>);
 #[derive(Clone)]
 pub struct Spool {
     tx: mpsc::UnboundedSender<Pending>,
-    dir: PathBuf,
     committed: watch::Receiver<Position>,
 }
 
@@ -180,11 +179,7 @@ impl Spool {
             .name("usage-spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io)?;
-        Ok(Spool {
-            tx,
-            dir: dir.to_owned(),
-            committed,
-        })
+        Ok(Spool { tx, committed })
     }
 
     /// Appends an event and waits until it is written.
@@ -220,10 +215,6 @@ impl Spool {
         if self.tx.send((payload, None)).is_err() {
             tracing::error!(event = %event.id, "spool writer stopped; usage event not written");
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The position up to which records are written (advances after every group write).

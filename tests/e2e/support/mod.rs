@@ -246,6 +246,17 @@ impl Gateway {
             .json(&body)
     }
 
+    /// Sends the plain non-streamed request most scenarios need and waits for the response.
+    pub async fn say_hi(&self, key: &str, alias: &str) -> reqwest::Response {
+        self.chat(
+            key,
+            json!({"model": alias, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
     /// Waits for the usage row of a request to be stored by the control plane.
     pub async fn usage_row(&self, request_id: &str) -> Value {
         eventually(Duration::from_secs(15), "the usage row", || async {
