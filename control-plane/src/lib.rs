@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod crypto;
+pub mod export;
 pub mod grpc;
 pub mod service;
 pub mod snapshot;
@@ -127,6 +128,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         }
     });
 
+    let export_task = tokio::spawn(export::run(services.clone(), shutdown.clone()));
+
     tracing::info!(%admin_addr, %grpc_addr, "control plane started");
     Ok(RunningControlPlane {
         admin_addr,
@@ -134,7 +137,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![admin_task, grpc_task, rebuild_task],
+        tasks: vec![admin_task, grpc_task, rebuild_task, export_task],
     })
 }
 

@@ -25,6 +25,11 @@ pub fn generate_key() -> NewSecret {
     generate_with_prefix(KEY_PREFIX)
 }
 
+/// Generates a webhook signing secret (`whsec-…`).
+pub fn generate_signing_secret() -> String {
+    generate_with_prefix("whsec-").secret
+}
+
 /// Generates an admin API token (`mgadm-…`).
 pub fn generate_admin_token() -> NewSecret {
     generate_with_prefix(ADMIN_TOKEN_PREFIX)

@@ -28,6 +28,10 @@ pub fn router(services: Services) -> Router {
         .route("/routes", post(create_route).get(list_routes))
         .route("/nodes", get(list_nodes))
         .route("/usage/events", get(list_usage))
+        .route("/usage/daily", get(usage_daily))
+        .route("/usage/sinks", post(create_sink).get(list_sinks))
+        .route("/usage/sinks/{id}", get(get_sink).delete(delete_sink))
+        .route("/usage/sinks/{id}/rewind", post(rewind_sink))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
@@ -153,4 +157,39 @@ async fn list_usage(
     ApiQuery(filter): ApiQuery<usage::UsageFilter>,
 ) -> Result<Response> {
     Ok(Json(usage::list(&s, q, filter).await?).into_response())
+}
+
+async fn usage_daily(
+    State(s): State<Services>,
+    ApiQuery(filter): ApiQuery<usage::DailyFilter>,
+) -> Result<Response> {
+    Ok(Json(serde_json::json!({ "data": usage::daily(&s, filter).await? })).into_response())
+}
+
+async fn create_sink(
+    State(s): State<Services>,
+    ApiJson(body): ApiJson<usage::sinks::CreateSink>,
+) -> Result<Response> {
+    Ok(created(usage::sinks::create(&s, body).await?))
+}
+
+async fn list_sinks(State(s): State<Services>) -> Result<Response> {
+    Ok(Json(serde_json::json!({ "data": usage::sinks::list(&s).await? })).into_response())
+}
+
+async fn get_sink(State(s): State<Services>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(usage::sinks::get(&s, &id).await?).into_response())
+}
+
+async fn delete_sink(State(s): State<Services>, Path(id): Path<String>) -> Result<Response> {
+    usage::sinks::delete(&s, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rewind_sink(
+    State(s): State<Services>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<usage::sinks::Rewind>,
+) -> Result<Response> {
+    Ok(Json(usage::sinks::rewind(&s, &id, body).await?).into_response())
 }

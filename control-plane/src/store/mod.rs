@@ -4,12 +4,15 @@
 pub mod admin_token;
 pub mod api_key;
 pub mod config_version;
+pub mod counter;
+pub mod export_sink;
 pub mod model_price;
 pub mod node;
 pub mod provider_account;
 pub mod routing_group;
 pub mod setting;
 pub mod team;
+pub mod usage_daily;
 pub mod usage_event;
 
 use modelgate_migrations::{Migrator, MigratorTrait};

@@ -1,0 +1,285 @@
+//! Ingest: one transaction per batch that (1) takes a block of ingest sequence numbers under the
+//! counter's row lock, (2) inserts the events with `ON CONFLICT (id) DO NOTHING RETURNING id`,
+//! and (3) adds exactly the inserted events to the daily aggregates. A replayed batch inserts
+//! nothing and so changes no aggregate; there is no window between "stored" and "counted".
+//!
+//! The counter's row lock also orders ingest transactions: sequence numbers become visible in
+//! increasing order, so a consumer paging by `seq` never skips an event committed late.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use modelgate_shared::usage::UsageEvent;
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryTrait,
+    TransactionTrait,
+};
+
+use crate::service::{ServiceError, Services};
+use crate::store::{counter, usage_daily, usage_event};
+
+/// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
+const CHUNK: usize = 400;
+const SEQ_COUNTER: &str = "usage_seq";
+
+/// Outcome of ingesting one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// Stores a batch; events whose id is already stored are skipped. Commits before returning, so
+/// the caller may acknowledge the batch.
+pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingested, ServiceError> {
+    let total = events.len() as u64;
+    // An id repeated within the batch is stored and counted once.
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    events.retain(|e| seen.insert(clean(&e.id)));
+    if events.is_empty() {
+        return Ok(Ingested {
+            inserted: 0,
+            duplicates: 0,
+        });
+    }
+    let now = Utc::now();
+    let txn = s.db.begin().await?;
+    let first_seq = take_sequence(&txn, events.len()).await?;
+    let mut rows: Vec<usage_event::ActiveModel> = events
+        .iter()
+        .zip(first_seq..)
+        .map(|(e, seq)| row(e, seq, now))
+        .collect();
+    let mut inserted_ids = std::collections::HashSet::new();
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(CHUNK));
+        let chunk = std::mem::replace(&mut rows, rest);
+        let mut insert = usage_event::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(usage_event::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .into_query();
+        insert.returning_col(usage_event::Column::Id);
+        let backend = txn.get_database_backend();
+        for r in txn.query_all(backend.build(&insert)).await? {
+            inserted_ids.insert(r.try_get::<String>("", "id")?);
+        }
+    }
+    let inserted: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| inserted_ids.contains(&clean(&e.id)))
+        .collect();
+    add_to_aggregates(&txn, &inserted).await?;
+    txn.commit().await?;
+    let inserted = inserted.len() as u64;
+    Ok(Ingested {
+        inserted,
+        duplicates: total - inserted,
+    })
+}
+
+/// Reserves `n` sequence numbers and returns the first. The row lock is held to commit.
+async fn take_sequence(txn: &DatabaseTransaction, n: usize) -> Result<i64, ServiceError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut update = Query::update();
+    update
+        .table(counter::Entity)
+        .value(
+            counter::Column::Value,
+            Expr::col(counter::Column::Value).add(n),
+        )
+        .and_where(Expr::col(counter::Column::Name).eq(SEQ_COUNTER))
+        .returning_col(counter::Column::Value);
+    let backend = txn.get_database_backend();
+    let row = txn
+        .query_one(backend.build(&update))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::RecordNotFound(format!("counter {SEQ_COUNTER}")))?;
+    let last: i64 = row.try_get("", "value")?;
+    Ok(last - n + 1)
+}
+
+/// The aggregate row an event counts towards.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct DailyKey {
+    day: String,
+    key_id: String,
+    team_id: String,
+    user_id: String,
+    model: String,
+    provider_id: String,
+}
+
+#[derive(Debug, Default)]
+struct DailySums {
+    requests: i64,
+    errors: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_input_tokens: i64,
+    reasoning_tokens: i64,
+    images: i64,
+    media_ms: i64,
+    cost_micros: i64,
+}
+
+/// The UTC day of a millisecond timestamp, `YYYY-MM-DD`.
+pub(crate) fn day_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+async fn add_to_aggregates(
+    txn: &DatabaseTransaction,
+    events: &[&UsageEvent],
+) -> Result<(), ServiceError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut sums: BTreeMap<DailyKey, DailySums> = BTreeMap::new();
+    for e in events {
+        let model = if e.served_model.is_empty() {
+            &e.requested_model
+        } else {
+            &e.served_model
+        };
+        let key = DailyKey {
+            day: day_of(e.started_at_ms),
+            key_id: clean(&e.key_id),
+            team_id: clean(&e.team_id),
+            user_id: clean(&e.user_id),
+            model: clean(model),
+            provider_id: clean(&e.provider_id),
+        };
+        let s = sums.entry(key).or_default();
+        s.requests += 1;
+        s.errors += i64::from(e.status >= 400);
+        s.input_tokens += to_i64(e.input_tokens);
+        s.output_tokens += to_i64(e.output_tokens);
+        s.cached_input_tokens += to_i64(e.cached_input_tokens);
+        s.reasoning_tokens += to_i64(e.reasoning_tokens);
+        s.images += to_i64(e.images);
+        s.media_ms += to_i64(e.media_ms);
+        s.cost_micros += e.cost_micros;
+    }
+    use usage_daily::Column as C;
+    let counters = [
+        C::Requests,
+        C::Errors,
+        C::InputTokens,
+        C::OutputTokens,
+        C::CachedInputTokens,
+        C::ReasoningTokens,
+        C::Images,
+        C::MediaMs,
+        C::CostMicros,
+    ];
+    let mut on_conflict = OnConflict::columns([
+        C::Day,
+        C::KeyId,
+        C::TeamId,
+        C::UserId,
+        C::Model,
+        C::ProviderId,
+    ]);
+    for c in counters {
+        // An increment, never an overwrite.
+        let name = sea_orm::IdenStatic::as_str(&c);
+        on_conflict.value(
+            c,
+            Expr::cust(format!("usage_daily.{name} + excluded.{name}")),
+        );
+    }
+    let rows: Vec<usage_daily::ActiveModel> = sums
+        .into_iter()
+        .map(|(k, s)| usage_daily::ActiveModel {
+            day: Set(k.day),
+            key_id: Set(k.key_id),
+            team_id: Set(k.team_id),
+            user_id: Set(k.user_id),
+            model: Set(k.model),
+            provider_id: Set(k.provider_id),
+            requests: Set(s.requests),
+            errors: Set(s.errors),
+            input_tokens: Set(s.input_tokens),
+            output_tokens: Set(s.output_tokens),
+            cached_input_tokens: Set(s.cached_input_tokens),
+            reasoning_tokens: Set(s.reasoning_tokens),
+            images: Set(s.images),
+            media_ms: Set(s.media_ms),
+            cost_micros: Set(s.cost_micros),
+        })
+        .collect();
+    let mut rows = rows;
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(CHUNK));
+        let chunk = std::mem::replace(&mut rows, rest);
+        usage_daily::Entity::insert_many(chunk)
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Postgres text cannot hold NUL; one such event must never block its batch forever.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::ActiveModel {
+    let attempts = serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into());
+    usage_event::ActiveModel {
+        id: Set(clean(&e.id)),
+        seq: Set(Some(seq)),
+        schema_version: Set(i32::try_from(e.schema_version).unwrap_or(i32::MAX)),
+        request_id: Set(clean(&e.request_id)),
+        started_at_ms: Set(e.started_at_ms),
+        first_byte_at_ms: Set(e.first_byte_at_ms),
+        ended_at_ms: Set(e.ended_at_ms),
+        node_id: Set(clean(&e.node_id)),
+        region: Set(clean(&e.region)),
+        key_id: Set(clean(&e.key_id)),
+        team_id: Set(clean(&e.team_id)),
+        user_id: Set(clean(&e.user_id)),
+        application: Set(clean(&e.application)),
+        environment: Set(clean(&e.environment)),
+        endpoint: Set(clean(&e.endpoint)),
+        requested_model: Set(clean(&e.requested_model)),
+        provider_id: Set(clean(&e.provider_id)),
+        served_model: Set(clean(&e.served_model)),
+        deployment_id: Set(clean(&e.deployment_id)),
+        attempts: Set(clean(&attempts)),
+        status: Set(i32::from(e.status)),
+        error_class: Set(e.error_class.as_deref().map(clean)),
+        error_message: Set(clean(&e.error_message)),
+        latency_us: Set(to_i64(e.latency_us)),
+        ttfb_us: Set(to_i64(e.ttfb_us)),
+        input_tokens: Set(to_i64(e.input_tokens)),
+        output_tokens: Set(to_i64(e.output_tokens)),
+        cached_input_tokens: Set(to_i64(e.cached_input_tokens)),
+        reasoning_tokens: Set(to_i64(e.reasoning_tokens)),
+        images: Set(to_i64(e.images)),
+        media_ms: Set(to_i64(e.media_ms)),
+        cost_micros: Set(e.cost_micros),
+        price_version: Set(to_i64(e.price_version)),
+        streamed: Set(e.streamed),
+        estimated: Set(e.estimated),
+        fallback_used: Set(e.fallback_used),
+        traffic_class: Set(clean(&e.traffic_class)),
+        ingested_at: Set(now),
+    }
+}
