@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use modelgate_data_plane::usage::spool::{FsyncPolicy, SpoolOptions, WhenFull};
 
 #[derive(Debug, Parser)]
 #[command(name = "modelgate", version, about = "ModelGate: an AI API gateway")]
@@ -86,9 +87,36 @@ pub struct DataPlaneArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MODELGATE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// fsync the usage spool after every group write (survives power loss, costs latency).
-    #[arg(long, env = "MODELGATE_SPOOL_FSYNC")]
-    pub spool_fsync: bool,
+    /// When the usage spool reaches stable storage: `always` (fsync before acknowledging each
+    /// group write), `interval:<n>ms` (background fsync at most every n ms; a power loss takes at
+    /// most that window) or `never` (a process crash still loses nothing).
+    #[arg(long, env = "MODELGATE_SPOOL_FSYNC", default_value = "interval:10ms", value_parser = parse_fsync)]
+    pub spool_fsync: FsyncPolicy,
+    /// Bound on the usage spool's disk use, in bytes.
+    #[arg(long, env = "MODELGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// At the bound: `reject` new requests (503) or `serve-unmetered` (counted in
+    /// `modelgate_usage_unmetered_total`).
+    #[arg(long, env = "MODELGATE_SPOOL_WHEN_FULL", default_value = "reject", value_parser = parse_when_full)]
+    pub spool_when_full: WhenFull,
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    FsyncPolicy::parse(s).ok_or_else(|| "expected always, never or interval:<n>ms".to_owned())
+}
+
+fn parse_when_full(s: &str) -> Result<WhenFull, String> {
+    WhenFull::parse(s).ok_or_else(|| "expected reject or serve-unmetered".to_owned())
+}
+
+impl DataPlaneArgs {
+    pub fn spool_options(&self) -> SpoolOptions {
+        SpoolOptions {
+            fsync: self.spool_fsync,
+            max_bytes: self.spool_max_bytes,
+            when_full: self.spool_when_full,
+        }
+    }
 }
 
 #[cfg(test)]

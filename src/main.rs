@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Parser;
 use modelgate_control_plane::crypto::Sealer;
-use modelgate_data_plane::usage::spool::FsyncPolicy;
+use modelgate_data_plane::usage::spool::SpoolOptions;
 
 use cli::{Cli, Command};
 
@@ -89,7 +89,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         labels: HashMap::from([("region".to_owned(), "local".to_owned())]),
         data_dir: data_dir.join("data-plane"),
         max_body_bytes: 10 * 1024 * 1024,
-        fsync: FsyncPolicy::Never,
+        spool: SpoolOptions::default(),
     })
     .await?;
 
@@ -170,6 +170,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
             .with_context(|| format!("label `{l}` must be key=value"))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
+    let spool = args.spool_options();
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
         control_plane_url: args.control_plane_url,
@@ -179,11 +180,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         labels,
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
-        fsync: if args.spool_fsync {
-            FsyncPolicy::Always
-        } else {
-            FsyncPolicy::Never
-        },
+        spool,
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

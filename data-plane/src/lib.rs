@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{lkg, subscriber::Subscriber, Runtime};
-use crate::usage::spool::{FsyncPolicy, Spool};
+use crate::usage::spool::{Spool, SpoolOptions};
 
 /// How to run a data plane.
 #[derive(Debug, Clone)]
@@ -39,7 +39,8 @@ pub struct Settings {
     /// Holds the last-known-good snapshot and the usage spool.
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
-    pub fsync: FsyncPolicy,
+    /// Durability and disk bound of the usage spool.
+    pub spool: SpoolOptions,
 }
 
 pub struct RunningDataPlane {
@@ -74,7 +75,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     };
     let runtime: config::SharedRuntime = Arc::new(ArcSwap::from_pointee(initial));
     let spool_dir = settings.data_dir.join("spool");
-    let spool = Spool::open(&spool_dir, settings.fsync).context("opening the usage spool")?;
+    let spool = Spool::open(&spool_dir, settings.spool).context("opening the usage spool")?;
     let shutdown = CancellationToken::new();
 
     let subscriber = Subscriber {
@@ -88,7 +89,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let shipper = usage::shipper::Shipper {
         control_plane_url: settings.control_plane_url.clone(),
         node_id: settings.node_id.clone(),
-        dir: spool_dir,
+        spool: spool.clone(),
         committed: spool.committed(),
         shutdown: shutdown.clone(),
     };
@@ -99,7 +100,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         runtime: runtime.clone(),
         spool: spool.clone(),
         client,
-        node_id: Arc::from(settings.node_id.as_str()),
+        origin: Arc::new(usage::Origin {
+            node_id: settings.node_id.clone(),
+            region: settings.labels.get("region").cloned().unwrap_or_default(),
+        }),
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
     };
@@ -160,6 +164,11 @@ impl RunningDataPlane {
         for task in self.background {
             task.abort();
         }
+    }
+
+    /// Bytes of usage events spooled and not yet acknowledged by the control plane.
+    pub fn usage_backlog_bytes(&self) -> u64 {
+        usage::shipper::backlog_bytes(&self.spool)
     }
 
     /// The version of the snapshot being served (0 before the first).

@@ -9,6 +9,8 @@ mod admin_api;
 mod bad_input;
 mod config_distribution;
 mod crash;
+mod export;
+mod metering;
 mod nack;
 mod proxy_and_metering;
 mod sdk;

@@ -1,8 +1,12 @@
-//! Usage ingest over the real gRPC stream: a replayed batch is acknowledged and stored once.
+//! Usage ingest over the real gRPC stream: replays are stored and aggregated once, the pull API
+//! pages in commit order, and the daily aggregates always equal the sum of the raw rows.
+
+use std::collections::{BTreeMap, HashSet};
 
 use modelgate_proto::usage::v1::{
-    usage_service_client::UsageServiceClient, UsageBatch, UsageEvent,
+    usage_service_client::UsageServiceClient, UsageAck, UsageBatch, UsageEvent,
 };
+use serde_json::Value;
 use tokio_stream::StreamExt;
 
 use crate::support::Gateway;
@@ -11,49 +15,71 @@ fn event(request_id: &str, cost: i64) -> UsageEvent {
     UsageEvent {
         id: uuid::Uuid::now_v7().to_string(),
         request_id: request_id.to_owned(),
+        key_id: format!("key-{request_id}"),
+        team_id: "team-replay".into(),
         status: 200,
         endpoint: "chat.completions".into(),
+        served_model: "gpt-x".into(),
+        started_at_ms: 1_763_900_000_000,
         input_tokens: 10,
         output_tokens: 5,
         cost_micros: cost,
+        schema_version: 2,
         ..Default::default()
     }
 }
 
-#[tokio::test]
-async fn the_same_usage_batch_sent_twice_is_stored_once() {
-    let gw = Gateway::start().await;
-    let request_id = format!("replay-{}", uuid::Uuid::now_v7());
-    let batch = UsageBatch {
-        batch_id: "batch-1".into(),
-        node_id: "test-node".into(),
-        events: vec![
-            event(&request_id, 100),
-            event(&request_id, 250),
-            event(&request_id, 7),
-        ],
-    };
+async fn send(gw: &Gateway, batches: Vec<UsageBatch>) -> Vec<UsageAck> {
     let mut client = UsageServiceClient::connect(format!("http://{}", gw.grpc_addr))
         .await
         .unwrap();
-    let replay = UsageBatch {
-        batch_id: "batch-1-again".into(),
-        ..batch.clone()
+    let n = batches.len();
+    let mut acks = client
+        .report(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(acks.next().await.unwrap().unwrap());
+    }
+    out
+}
+
+async fn daily(gw: &Gateway, query: &str) -> Vec<Value> {
+    let (status, v) = gw
+        .admin(reqwest::Method::GET, &format!("/usage/daily?{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
+    let gw = Gateway::start().await;
+    let request_id = format!("replay-{}", uuid::Uuid::now_v7());
+    let events = vec![
+        event(&request_id, 100),
+        event(&request_id, 250),
+        event(&request_id, 7),
+    ];
+    let batch = |id: &str| UsageBatch {
+        batch_id: id.into(),
+        node_id: "test-node".into(),
+        events: events.clone(),
     };
-    let outbound = tokio_stream::iter(vec![batch, replay]);
-    let mut acks = client.report(outbound).await.unwrap().into_inner();
+    let acks = send(&gw, vec![batch("first")]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 0));
+    let key = format!("key_id=key-{request_id}");
+    let after_first = daily(&gw, &key).await;
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0]["requests"], 3);
+    assert_eq!(after_first[0]["cost_micros"], 357);
 
-    let first = acks.next().await.unwrap().unwrap();
-    assert_eq!(
-        (first.batch_id.as_str(), first.inserted, first.duplicates),
-        ("batch-1", 3, 0)
-    );
-    let second = acks.next().await.unwrap().unwrap();
-    assert_eq!(
-        (second.batch_id.as_str(), second.inserted, second.duplicates),
-        ("batch-1-again", 0, 3)
-    );
-
+    let acks = send(&gw, vec![batch("again"), batch("and-again")]).await;
+    for ack in &acks {
+        assert_eq!((ack.inserted, ack.duplicates), (0, 3), "{}", ack.batch_id);
+    }
     let (_, page) = gw
         .admin(
             reqwest::Method::GET,
@@ -61,13 +87,33 @@ async fn the_same_usage_batch_sent_twice_is_stored_once() {
             None,
         )
         .await;
-    let rows = page["data"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
-    let total: i64 = rows
-        .iter()
-        .map(|r| r["cost_micros"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 357, "replay must not double-count");
+    assert_eq!(page["data"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        daily(&gw, &key).await,
+        after_first,
+        "a replay must not change the aggregates"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_id_repeated_inside_one_batch_is_counted_once() {
+    let gw = Gateway::start().await;
+    let request_id = format!("dup-{}", uuid::Uuid::now_v7());
+    let e = event(&request_id, 40);
+    let acks = send(
+        &gw,
+        vec![UsageBatch {
+            batch_id: "b".into(),
+            node_id: "n".into(),
+            events: vec![e.clone(), e.clone(), e],
+        }],
+    )
+    .await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (1, 2));
+    let rows = daily(&gw, &format!("key_id=key-{request_id}")).await;
+    assert_eq!(rows[0]["requests"], 1);
+    assert_eq!(rows[0]["cost_micros"], 40);
     gw.shutdown().await;
 }
 
@@ -76,20 +122,15 @@ async fn usage_events_page_forward_with_a_cursor() {
     let gw = Gateway::start().await;
     let request_id = format!("paging-{}", uuid::Uuid::now_v7());
     let events: Vec<_> = (0..5).map(|i| event(&request_id, i)).collect();
-    let mut client = UsageServiceClient::connect(format!("http://{}", gw.grpc_addr))
-        .await
-        .unwrap();
-    let batch = UsageBatch {
-        batch_id: "b".into(),
-        node_id: "n".into(),
-        events,
-    };
-    let mut acks = client
-        .report(tokio_stream::iter(vec![batch]))
-        .await
-        .unwrap()
-        .into_inner();
-    acks.next().await.unwrap().unwrap();
+    send(
+        &gw,
+        vec![UsageBatch {
+            batch_id: "b".into(),
+            node_id: "n".into(),
+            events,
+        }],
+    )
+    .await;
 
     let mut seen = Vec::new();
     let mut after = String::new();
@@ -110,5 +151,189 @@ async fn usage_events_page_forward_with_a_cursor() {
         }
     }
     assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    let (status, bad) = gw
+        .admin(
+            reqwest::Method::GET,
+            "/usage/events?after=not-a-cursor",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["param"], "after");
+    gw.shutdown().await;
+}
+
+/// (day, key, team, user, model, provider): the dimensions of an aggregate row.
+type DailyKey = (String, String, String, String, String, String);
+
+/// xorshift64*: a seeded generator, so a failing run can be replayed from its printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test]
+async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload() {
+    let gw = Gateway::start().await;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("randomized workload seed: {seed}");
+    let mut rng = Rng(seed);
+    let day_ms = 86_400_000i64;
+    let mut all = Vec::new();
+    for i in 0..600 {
+        let status = [200, 200, 200, 429, 502][rng.below(5) as usize];
+        all.push(UsageEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            request_id: format!("r{i}"),
+            key_id: format!("key-{}", rng.below(3)),
+            team_id: format!("team-{}", rng.below(2)),
+            user_id: format!("user-{}", rng.below(2)),
+            provider_id: format!("prov-{}", rng.below(2)),
+            served_model: if status == 429 {
+                String::new()
+            } else {
+                format!("model-{}", rng.below(3))
+            },
+            requested_model: "alias".into(),
+            // Three consecutive UTC days, anywhere inside each.
+            started_at_ms: 1_763_856_000_000
+                + (rng.below(3) as i64) * day_ms
+                + rng.below(day_ms as u64) as i64,
+            status,
+            input_tokens: rng.below(5000),
+            output_tokens: rng.below(2000),
+            cached_input_tokens: rng.below(100),
+            reasoning_tokens: rng.below(100),
+            images: rng.below(2),
+            media_ms: rng.below(3000),
+            cost_micros: rng.below(1_000_000) as i64,
+            ..Default::default()
+        });
+    }
+    // Random batches, with replayed batches and events repeated across batches, over two
+    // concurrent streams.
+    let mut batches = Vec::new();
+    let mut i = 0;
+    while i < all.len() {
+        let n = 1 + rng.below(80) as usize;
+        let mut events: Vec<UsageEvent> = all[i..(i + n).min(all.len())].to_vec();
+        if i > 0 && rng.below(3) == 0 {
+            events.push(all[rng.below(i as u64) as usize].clone());
+        }
+        batches.push(UsageBatch {
+            batch_id: format!("b{}", batches.len()),
+            node_id: "n".into(),
+            events,
+        });
+        if rng.below(4) == 0 {
+            let replay = batches.last().unwrap().clone();
+            batches.push(replay);
+        }
+        i += n;
+    }
+    let half = batches.split_off(batches.len() / 2);
+    let (a, b) = tokio::join!(send(&gw, batches), send(&gw, half));
+    let inserted: u32 = a.iter().chain(&b).map(|ack| ack.inserted).sum();
+    assert_eq!(
+        inserted as usize,
+        all.len(),
+        "each event stored exactly once"
+    );
+
+    // Sum the raw rows, as read back through the pull API.
+    let mut expected: BTreeMap<DailyKey, [i64; 9]> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    let mut after = String::new();
+    loop {
+        let (_, page) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("/usage/events?limit=1000{after}"),
+                None,
+            )
+            .await;
+        for r in page["data"].as_array().unwrap() {
+            assert!(ids.insert(r["id"].as_str().unwrap().to_owned()));
+            let model = match r["served_model"].as_str().unwrap() {
+                "" => r["requested_model"].as_str().unwrap(),
+                m => m,
+            };
+            let day = chrono::DateTime::from_timestamp_millis(r["started_at_ms"].as_i64().unwrap())
+                .unwrap()
+                .format("%Y-%m-%d")
+                .to_string();
+            let s = |k: &str| r[k].as_str().unwrap().to_owned();
+            let sums = expected
+                .entry((
+                    day,
+                    s("key_id"),
+                    s("team_id"),
+                    s("user_id"),
+                    model.to_owned(),
+                    s("provider_id"),
+                ))
+                .or_default();
+            let n = |k: &str| r[k].as_i64().unwrap();
+            for (slot, v) in sums.iter_mut().zip([
+                1,
+                i64::from(n("status") >= 400),
+                n("input_tokens"),
+                n("output_tokens"),
+                n("cached_input_tokens"),
+                n("reasoning_tokens"),
+                n("images"),
+                n("media_ms"),
+                n("cost_micros"),
+            ]) {
+                *slot += v;
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => after = format!("&after={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), all.len());
+
+    let mut actual = BTreeMap::new();
+    for r in daily(&gw, "").await {
+        let s = |k: &str| r[k].as_str().unwrap().to_owned();
+        let n = |k: &str| r[k].as_i64().unwrap();
+        actual.insert(
+            (
+                s("day"),
+                s("key_id"),
+                s("team_id"),
+                s("user_id"),
+                s("model"),
+                s("provider_id"),
+            ),
+            [
+                n("requests"),
+                n("errors"),
+                n("input_tokens"),
+                n("output_tokens"),
+                n("cached_input_tokens"),
+                n("reasoning_tokens"),
+                n("images"),
+                n("media_ms"),
+                n("cost_micros"),
+            ],
+        );
+    }
+    assert_eq!(actual, expected, "seed {seed}");
     gw.shutdown().await;
 }

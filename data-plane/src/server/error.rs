@@ -141,6 +141,16 @@ impl ProxyError {
             "The gateway has not received its configuration yet.",
         )
     }
+    pub fn metering_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal,
+            "server_error",
+            "metering_unavailable",
+            "The gateway cannot record usage right now (its usage spool is full); \
+             retry later.",
+        )
+    }
     pub fn upstream(message: impl Into<String>, timeout: bool) -> Self {
         if timeout {
             Self::new(

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price, Tokens};
 use modelgate_shared::snapshot::{Deployment, ProviderAccount, RoutingGroup};
-use modelgate_shared::usage::ErrorClass;
+use modelgate_shared::usage::{Attempt, ErrorClass};
 use rand::Rng;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
 use crate::providers::{self, sse, Call, UpstreamResponse};
 use crate::usage::spool::Spool;
-use crate::usage::Recorder;
+use crate::usage::{Origin, Recorder};
 use error::ProxyError;
 
 /// What every handler shares.
@@ -36,7 +36,7 @@ pub struct App {
     pub runtime: SharedRuntime,
     pub spool: Spool,
     pub client: providers::HttpClient,
-    pub node_id: Arc<str>,
+    pub origin: Arc<Origin>,
     pub max_body_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
@@ -47,6 +47,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .with_state(app)
 }
@@ -78,15 +79,80 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Prometheus text exposition of the node's own gauges and counters.
+async fn metrics(State(app): State<App>) -> Response {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = app.spool.stats();
+    let backlog = {
+        let spool = app.spool.clone();
+        tokio::task::spawn_blocking(move || crate::usage::shipper::backlog_bytes(&spool))
+            .await
+            .unwrap_or(0)
+    };
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    metric(
+        "modelgate_config_version",
+        "gauge",
+        "Version of the config snapshot being served.",
+        app.runtime.load().version,
+    );
+    metric(
+        "modelgate_usage_spool_disk_bytes",
+        "gauge",
+        "Bytes of usage spool segments on disk.",
+        stats.disk_bytes.load(Relaxed),
+    );
+    metric(
+        "modelgate_usage_spool_max_bytes",
+        "gauge",
+        "Disk bound of the usage spool.",
+        app.spool.max_bytes(),
+    );
+    metric(
+        "modelgate_usage_spool_backlog_bytes",
+        "gauge",
+        "Spooled usage bytes not yet acknowledged by the control plane.",
+        backlog,
+    );
+    metric(
+        "modelgate_usage_spool_refused_total",
+        "counter",
+        "Requests refused because the usage spool was full.",
+        stats.refused.load(Relaxed),
+    );
+    metric(
+        "modelgate_usage_unmetered_total",
+        "counter",
+        "Requests served without a usage event because the usage spool was full.",
+        stats.unmetered.load(Relaxed),
+    );
+    let mut r = Response::new(Body::from(out));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let rec = Recorder::start(app.spool.clone(), &app.node_id, "unknown", &request_id);
+    let rec = Recorder::start(app.spool.clone(), &app.origin, "unknown", &request_id);
     reject(rec, ProxyError::not_found_route(req.uri().path())).await
 }
 
 async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = Recorder::start(app.spool.clone(), &app.node_id, "models", &request_id);
+    let mut rec = Recorder::start(app.spool.clone(), &app.origin, "models", &request_id);
+    if rec.refused() {
+        return reject(rec, ProxyError::metering_unavailable()).await;
+    }
     let runtime = app.runtime.load_full();
     let key = match auth::authenticate(&runtime, &headers, unix_now()) {
         Ok(k) => k,
@@ -95,6 +161,7 @@ async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
     let e = rec.event();
     e.key_id.clone_from(&key.id);
     e.team_id.clone_from(&key.team_id);
+    e.environment = key.environment.as_str().to_owned();
     e.status = 200;
     let mut aliases: Vec<&str> = runtime
         .groups
@@ -207,6 +274,9 @@ async fn prepare<'r>(
     body: Body,
     rec: &mut Recorder,
 ) -> Result<Prepared<'r>, ProxyError> {
+    if rec.refused() {
+        return Err(ProxyError::metering_unavailable());
+    }
     if runtime.version == 0 {
         return Err(ProxyError::no_config());
     }
@@ -215,6 +285,7 @@ async fn prepare<'r>(
         let e = rec.event();
         e.key_id.clone_from(&key.id);
         e.team_id.clone_from(&key.team_id);
+        e.environment = key.environment.as_str().to_owned();
     }
     let raw = read_body(body, app.max_body_bytes).await?;
     let peek: ChatPeek<'_> = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
@@ -267,6 +338,7 @@ async fn prepare<'r>(
     let e = rec.event();
     e.provider_id.clone_from(&provider.id);
     e.served_model.clone_from(&deployment.model);
+    e.deployment_id = format!("{}/{}", provider.id, deployment.model);
     e.streamed = stream;
     if let Some(p) = price {
         e.price_version = p.version;
@@ -296,7 +368,7 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(
         app.spool.clone(),
-        &app.node_id,
+        &app.origin,
         "chat.completions",
         &request_id,
     );
@@ -310,6 +382,7 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         p.group.alias, p.provider.name, p.deployment.model
     );
     let prompt_len = p.body.len();
+    let attempt_started = std::time::Instant::now();
     let upstream = providers::send(
         &app.client,
         Call {
@@ -321,11 +394,31 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         },
     )
     .await;
+    let attempt = Attempt {
+        deployment_id: rec.event().deployment_id.clone(),
+        provider_id: p.provider.id.clone(),
+        model: p.deployment.model.clone(),
+        latency_us: u64::try_from(attempt_started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..Default::default()
+    };
     let upstream = match upstream {
-        Ok(u) => u,
+        Ok(u) => {
+            let ok = u.status.is_success();
+            rec.event().attempts.push(Attempt {
+                status: u.status.as_u16(),
+                error_class: (!ok).then(|| ErrorClass::ProviderError.as_str().to_owned()),
+                ..attempt
+            });
+            u
+        }
         Err(e) => {
             let timeout = matches!(e, providers::UpstreamError::Timeout);
-            return reject(rec, ProxyError::upstream(e.to_string(), timeout)).await;
+            let error = ProxyError::upstream(e.to_string(), timeout);
+            rec.event().attempts.push(Attempt {
+                error_class: Some(error.class.as_str().to_owned()),
+                ..attempt
+            });
+            return reject(rec, error).await;
         }
     };
     rec.mark_first_byte();

@@ -8,14 +8,23 @@ pub mod spool;
 
 use std::time::Instant;
 
-use modelgate_shared::usage::{ErrorClass, UsageEvent};
+use modelgate_shared::usage::{ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
-use self::spool::{Spool, SpoolError};
+use self::spool::{Admission, Spool, SpoolError};
+
+/// Where events come from: this node.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub node_id: String,
+    /// The node's `region` label.
+    pub region: String,
+}
 
 pub struct Recorder {
     event: Option<UsageEvent>,
     started: Instant,
     spool: Spool,
+    admission: Admission,
 }
 
 pub fn now_ms() -> i64 {
@@ -23,19 +32,36 @@ pub fn now_ms() -> i64 {
 }
 
 impl Recorder {
-    pub fn start(spool: Spool, node_id: &str, endpoint: &str, request_id: &str) -> Self {
+    /// Starts a request's event. When the spool is at its disk bound the request is either
+    /// refused ([`Recorder::refused`]) or served unmetered, per the spool's policy; in both cases
+    /// no event is written (the spool counts them).
+    pub fn start(spool: Spool, origin: &Origin, endpoint: &str, request_id: &str) -> Self {
+        let admission = spool.admit();
         Recorder {
             event: Some(UsageEvent {
+                schema_version: USAGE_SCHEMA_VERSION,
                 id: modelgate_shared::new_id().to_string(),
                 request_id: request_id.to_owned(),
                 started_at_ms: now_ms(),
-                node_id: node_id.to_owned(),
+                node_id: origin.node_id.clone(),
+                region: origin.region.clone(),
                 endpoint: endpoint.to_owned(),
+                traffic_class: "interactive".to_owned(),
                 ..Default::default()
             }),
             started: Instant::now(),
             spool,
+            admission,
         }
+    }
+
+    /// The spool is full and its policy is to refuse new requests.
+    pub fn refused(&self) -> bool {
+        self.admission == Admission::Refused
+    }
+
+    fn metered(&self) -> bool {
+        self.admission == Admission::Metered
     }
 
     /// The event being filled in.
@@ -53,6 +79,7 @@ impl Recorder {
         let e = self.event();
         if e.ttfb_us == 0 {
             e.ttfb_us = us.max(1);
+            e.first_byte_at_ms = now_ms();
         }
     }
 
@@ -74,8 +101,8 @@ impl Recorder {
     /// Writes the event to the spool and waits for the write.
     pub async fn finish(mut self) -> Result<(), SpoolError> {
         match self.seal() {
-            Some(e) => self.spool.append(&e).await,
-            None => Ok(()),
+            Some(e) if self.metered() => self.spool.append(&e).await,
+            _ => Ok(()),
         }
     }
 }
@@ -94,7 +121,9 @@ impl Drop for Recorder {
             );
         }
         if let Some(e) = self.seal() {
-            self.spool.append_detached(&e);
+            if self.metered() {
+                self.spool.append_detached(&e);
+            }
         }
     }
 }

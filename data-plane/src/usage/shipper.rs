@@ -3,7 +3,7 @@
 //! plane acknowledged a batch as stored. Fully acknowledged segments are deleted. A batch that
 //! was sent but not acknowledged is sent again (the control plane deduplicates by event id).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use modelgate_proto::usage::v1::{usage_service_client::UsageServiceClient, UsageBatch};
@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::spool::{self, Position};
+use super::spool::{self, Position, Spool};
 
 /// Events per batch.
 pub const BATCH: usize = 1000;
@@ -24,9 +24,40 @@ const CURSOR_FILE: &str = "acked.cursor";
 pub struct Shipper {
     pub control_plane_url: String,
     pub node_id: String,
-    pub dir: PathBuf,
+    pub spool: Spool,
     pub committed: watch::Receiver<Position>,
     pub shutdown: CancellationToken,
+}
+
+/// Bytes written to the spool and not yet acknowledged by the control plane (0 = drained).
+pub fn backlog_bytes(spool: &Spool) -> u64 {
+    let dir = spool.dir();
+    let cursor = load_cursor(dir);
+    let committed = *spool.committed().borrow();
+    if cursor >= committed {
+        return 0;
+    }
+    let mut total = 0;
+    for s in spool::segments(dir).unwrap_or_default() {
+        if s < cursor.segment || s > committed.segment {
+            continue;
+        }
+        let len = std::fs::metadata(spool::segment_path(dir, s))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let len = if s == committed.segment {
+            committed.offset.min(len)
+        } else {
+            len
+        };
+        let from = if s == cursor.segment {
+            cursor.offset
+        } else {
+            0
+        };
+        total += len.saturating_sub(from);
+    }
+    total
 }
 
 /// The acknowledged cursor: everything before it is stored by the control plane.
@@ -52,7 +83,7 @@ struct Connection {
 
 impl Shipper {
     pub async fn run(mut self) {
-        let mut cursor = load_cursor(&self.dir);
+        let mut cursor = load_cursor(self.spool.dir());
         let mut conn: Option<Connection> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -110,13 +141,13 @@ impl Shipper {
     fn advance(&self, cursor: &mut Position, end: Position) {
         let finished_segment = cursor.segment;
         *cursor = end;
-        if let Err(e) = save_cursor(&self.dir, end) {
+        if let Err(e) = save_cursor(self.spool.dir(), end) {
             tracing::error!(error = %e, "could not persist the usage cursor");
         }
         if end.segment > finished_segment {
-            for s in spool::segments(&self.dir).unwrap_or_default() {
+            for s in spool::segments(self.spool.dir()).unwrap_or_default() {
                 if s < end.segment {
-                    if let Err(e) = spool::remove_segment(&self.dir, s) {
+                    if let Err(e) = self.spool.remove_segment(s) {
                         tracing::warn!(segment = s, error = %e, "could not delete shipped segment");
                     }
                 }
@@ -130,7 +161,7 @@ impl Shipper {
         cursor: Position,
     ) -> std::io::Result<Option<(Vec<modelgate_proto::usage::v1::UsageEvent>, Position)>> {
         let committed = *self.committed.borrow();
-        let dir = self.dir.clone();
+        let dir = self.spool.dir().to_owned();
         tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let segments = spool::segments(&dir)?;
             // Start at the cursor's segment, or the oldest one still on disk.

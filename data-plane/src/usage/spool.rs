@@ -6,22 +6,33 @@
 //! acknowledgement. Record framing: `len: u32 LE | crc32(payload): u32 LE | payload` (an encoded
 //! `UsageEvent`). A torn tail (crash mid-write) fails its length or checksum and is cut off on
 //! the next start, never mis-parsed.
+//!
+//! Durability against power loss is the [`FsyncPolicy`]; disk use is bounded by
+//! [`SpoolOptions::max_bytes`], and what happens at the bound is [`WhenFull`].
+
+mod syncer;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use modelgate_proto::usage::v1 as wire;
 use modelgate_shared::usage::UsageEvent;
 use prost::Message;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 const HEADER: usize = 8;
 /// A record larger than this is corrupt by definition.
 const MAX_RECORD: u32 = 1024 * 1024;
+/// The shipper reads at most this much of a segment at a time.
+const READ_CHUNK: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum SpoolError {
@@ -43,13 +54,114 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// When to fsync after a group write.
+/// When written records reach stable storage. Every policy acknowledges an append only after
+/// its `write` returned, so a process crash never loses an acknowledged event; the policies
+/// differ in what a power loss can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// Every group write (survives power loss).
+    /// fsync every group write before acknowledging it: nothing acknowledged is lost.
     Always,
-    /// Never explicitly (survives a process crash; the OS flushes).
+    /// fsync in the background after a group write, at most once per interval: at light load
+    /// that is every group write; under load a power loss takes at most the last interval.
+    Interval(Duration),
+    /// Never explicitly (the OS flushes when it will).
     Never,
+}
+
+impl FsyncPolicy {
+    /// The default: background fsync at most every 10 ms.
+    pub const DEFAULT: FsyncPolicy = FsyncPolicy::Interval(Duration::from_millis(10));
+
+    /// Parses `always`, `never`, or `interval:<n>ms`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "never" => Some(Self::Never),
+            _ => {
+                let ms = s.strip_prefix("interval:")?.strip_suffix("ms")?;
+                let ms: u64 = ms.parse().ok().filter(|&n| n > 0)?;
+                Some(Self::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Always => f.write_str("always"),
+            Self::Never => f.write_str("never"),
+            Self::Interval(d) => write!(f, "interval:{}ms", d.as_millis()),
+        }
+    }
+}
+
+/// What the data plane does with new requests while the spool is at its disk bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuse new requests (503): unmetered traffic is a billing hole. The default.
+    Reject,
+    /// Keep serving; count each request whose event could not be spooled as unmetered.
+    ServeUnmetered,
+}
+
+impl WhenFull {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reject" => Some(Self::Reject),
+            "serve-unmetered" => Some(Self::ServeUnmetered),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolOptions {
+    pub fsync: FsyncPolicy,
+    /// Bound on the bytes of all segments on disk (shipped segments are deleted).
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            fsync: FsyncPolicy::DEFAULT,
+            max_bytes: 1024 * 1024 * 1024,
+            when_full: WhenFull::Reject,
+        }
+    }
+}
+
+impl SpoolOptions {
+    pub fn with_fsync(fsync: FsyncPolicy) -> Self {
+        SpoolOptions {
+            fsync,
+            ..Default::default()
+        }
+    }
+}
+
+/// May a new request be admitted, given the spool's disk use?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Metered,
+    /// Serve, but the event will not be written (counted as unmetered).
+    Unmetered,
+    /// Refuse the request.
+    Refused,
+}
+
+/// Counters and gauges about the spool, for `/metrics` and logs.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    /// Bytes of all segments on disk.
+    pub disk_bytes: AtomicU64,
+    /// Requests refused because the spool was full.
+    pub refused: AtomicU64,
+    /// Requests served without a usage event because the spool was full.
+    pub unmetered: AtomicU64,
+    near_bound_logged: AtomicBool,
 }
 
 type Pending = (Vec<u8>, Option<oneshot::Sender<Result<(), SpoolError>>>);
@@ -57,11 +169,15 @@ type Pending = (Vec<u8>, Option<oneshot::Sender<Result<(), SpoolError>>>);
 /// The appending side, cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: std_mpsc::Sender<Pending>,
     committed: watch::Receiver<Position>,
+    dir: Arc<Path>,
+    stats: Arc<SpoolStats>,
+    max_bytes: u64,
+    when_full: WhenFull,
 }
 
-fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016}.seg"))
 }
 
@@ -90,7 +206,9 @@ pub fn read_records(
     let mut file = File::open(segment_path(dir, segment))?;
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
+    // A record cut by the chunk's end is read whole next time.
+    file.take(READ_CHUNK + u64::from(MAX_RECORD) + HEADER as u64)
+        .read_to_end(&mut buf)?;
     let mut events = Vec::new();
     let mut pos = 0usize;
     while events.len() < max {
@@ -132,7 +250,7 @@ pub fn valid_length(path: &Path) -> std::io::Result<u64> {
 impl Spool {
     /// Opens the spool directory: cuts any torn tail off the newest segment, then starts a new
     /// segment for this process's writes.
-    pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, options: SpoolOptions) -> Result<Spool, SpoolError> {
         let io = |source| SpoolError::Io {
             path: dir.to_owned(),
             source,
@@ -162,24 +280,94 @@ impl Spool {
             .append(true)
             .open(segment_path(dir, first))
             .map_err(io)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(SpoolStats::default());
+        let mut on_disk = 0;
+        for s in segments(dir).map_err(io)? {
+            on_disk += std::fs::metadata(segment_path(dir, s))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        stats.disk_bytes.store(on_disk, Ordering::Relaxed);
+        let (tx, rx) = std_mpsc::channel();
         let start = Position {
             segment: first,
             offset: 0,
         };
         let (committed_tx, committed) = watch::channel(start);
+        let syncer = match options.fsync {
+            FsyncPolicy::Interval(every) => Some(syncer::Syncer::start(every).map_err(io)?),
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        };
         let writer = Writer {
             dir: dir.to_owned(),
             file,
             position: start,
-            fsync,
+            fsync: options.fsync,
+            syncer,
             committed: committed_tx,
+            stats: stats.clone(),
+            max_bytes: options.max_bytes,
         };
         std::thread::Builder::new()
             .name("usage-spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io)?;
-        Ok(Spool { tx, committed })
+        Ok(Spool {
+            tx,
+            committed,
+            dir: Arc::from(dir),
+            stats,
+            max_bytes: options.max_bytes,
+            when_full: options.when_full,
+        })
+    }
+
+    /// Decides whether a new request may be served, by the spool's disk use.
+    pub fn admit(&self) -> Admission {
+        if self.stats.disk_bytes.load(Ordering::Relaxed) < self.max_bytes {
+            return Admission::Metered;
+        }
+        match self.when_full {
+            WhenFull::Reject => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Admission::Refused
+            }
+            WhenFull::ServeUnmetered => {
+                self.stats.unmetered.fetch_add(1, Ordering::Relaxed);
+                Admission::Unmetered
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &SpoolStats {
+        &self.stats
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes a fully acknowledged segment and gives its bytes back to the bound.
+    pub fn remove_segment(&self, segment: u64) -> std::io::Result<()> {
+        let path = segment_path(&self.dir, segment);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            Err(_) => Ok(()),
+            Ok(()) => {
+                let _ =
+                    self.stats
+                        .disk_bytes
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                            Some(v.saturating_sub(len))
+                        });
+                Ok(())
+            }
+        }
     }
 
     /// Appends an event and waits until it is written.
@@ -232,14 +420,17 @@ struct Writer {
     file: File,
     position: Position,
     fsync: FsyncPolicy,
+    syncer: Option<syncer::Syncer>,
     committed: watch::Sender<Position>,
+    stats: Arc<SpoolStats>,
+    max_bytes: u64,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    fn run(mut self, rx: std_mpsc::Receiver<Pending>) {
         let mut batch: Vec<Pending> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        while let Ok(first) = rx.recv() {
             batch.push(first);
             while batch.len() < 4096 {
                 match rx.try_recv() {
@@ -280,15 +471,38 @@ impl Writer {
             }
             return Err(e);
         }
-        if self.fsync == FsyncPolicy::Always {
-            self.file.sync_data()?;
+        match (&self.fsync, &self.syncer) {
+            (FsyncPolicy::Always, _) => self.file.sync_data()?,
+            (FsyncPolicy::Interval(_), Some(syncer)) => {
+                syncer.mark_dirty(self.position.segment, &self.file);
+            }
+            _ => {}
         }
         self.position.offset += buf.len() as u64;
         self.committed.send_replace(self.position);
+        self.account(buf.len() as u64);
         if self.position.offset >= SEGMENT_BYTES {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Adds written bytes to the disk gauge; logs once when use crosses 80% of the bound.
+    fn account(&self, written: u64) {
+        let used = self.stats.disk_bytes.fetch_add(written, Ordering::Relaxed) + written;
+        let near = used.saturating_mul(10) >= self.max_bytes.saturating_mul(8);
+        let logged = self.stats.near_bound_logged.load(Ordering::Relaxed);
+        if near && !logged {
+            self.stats.near_bound_logged.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                used_bytes = used,
+                max_bytes = self.max_bytes,
+                "usage spool is above 80% of its disk bound: the control plane is not taking \
+                 events as fast as they arrive"
+            );
+        } else if !near && logged && used.saturating_mul(10) < self.max_bytes.saturating_mul(7) {
+            self.stats.near_bound_logged.store(false, Ordering::Relaxed);
+        }
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -303,14 +517,6 @@ impl Writer {
         };
         self.committed.send_replace(self.position);
         Ok(())
-    }
-}
-
-/// Deletes a fully acknowledged segment.
-pub fn remove_segment(dir: &Path, segment: u64) -> std::io::Result<()> {
-    match std::fs::remove_file(segment_path(dir, segment)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 

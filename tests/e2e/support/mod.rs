@@ -2,6 +2,8 @@
 //! `MODELGATE_TEST_DATABASE_URL` is set, a temporary SQLite file otherwise), an in-process
 //! control plane and data plane on port 0, and a small admin client.
 
+pub mod load;
+pub mod tcp_proxy;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use modelgate_control_plane::crypto::Sealer;
 use modelgate_control_plane::RunningControlPlane;
-use modelgate_data_plane::usage::spool::FsyncPolicy;
+use modelgate_data_plane::usage::spool::{FsyncPolicy, SpoolOptions};
 use modelgate_data_plane::RunningDataPlane;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{json, Value};
@@ -90,6 +92,8 @@ where
 /// A whole gateway in this process: control plane, data plane, and an admin client.
 pub struct Gateway {
     pub db: TestDb,
+    /// What the control plane connects to (the test database, or a proxy in front of it).
+    pub cp_db_url: String,
     pub master_key: String,
     pub cp: Option<RunningControlPlane>,
     pub dp: Option<RunningDataPlane>,
@@ -103,8 +107,14 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start() -> Gateway {
         let db = TestDb::new().await;
+        let url = db.url.clone();
+        Gateway::start_on(db, url).await
+    }
+
+    /// A gateway whose control plane reaches the test database through `cp_db_url`.
+    pub async fn start_on(db: TestDb, cp_db_url: String) -> Gateway {
         let master_key = Sealer::generate_master_key_hex();
-        let cp = start_control_plane(&db.url, &master_key, "127.0.0.1:0".parse().unwrap()).await;
+        let cp = start_control_plane(&cp_db_url, &master_key, "127.0.0.1:0".parse().unwrap()).await;
         let admin_token = cp
             .bootstrap_admin_token
             .clone()
@@ -115,6 +125,7 @@ impl Gateway {
         let dp = start_data_plane(grpc_addr, &dp_dir).await;
         let gw = Gateway {
             db,
+            cp_db_url,
             master_key,
             cp: Some(cp),
             dp: Some(dp),
@@ -156,6 +167,39 @@ impl Gateway {
     pub async fn stop_control_plane(&mut self) {
         if let Some(cp) = self.cp.take() {
             cp.shutdown().await;
+        }
+    }
+
+    /// Starts the control plane again on the same database and gRPC address.
+    pub async fn restart_control_plane(&mut self) {
+        self.stop_control_plane().await;
+        let cp = start_control_plane(&self.cp_db_url, &self.master_key, self.grpc_addr).await;
+        self.admin_url = format!("http://{}", cp.admin_addr);
+        self.cp = Some(cp);
+    }
+
+    /// Every usage row of a key, counted by request id.
+    pub async fn usage_counts_by_request(&self, key_id: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/usage/events?limit=1000&key_id={key_id}{after}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{page}");
+            for row in page["data"].as_array().unwrap() {
+                *counts
+                    .entry(row["request_id"].as_str().unwrap().to_owned())
+                    .or_insert(0) += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => after = format!("&after={c}"),
+                None => return counts,
+            }
         }
     }
 
@@ -329,8 +373,62 @@ pub async fn start_data_plane(
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
-        fsync: FsyncPolicy::Never,
+        spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
     })
     .await
     .unwrap()
+}
+
+/// A data plane with explicit spool options.
+pub async fn start_data_plane_with(
+    grpc_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    spool: SpoolOptions,
+) -> RunningDataPlane {
+    modelgate_data_plane::start(modelgate_data_plane::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        control_plane_url: format!("http://{grpc_addr}"),
+        node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
+        data_dir: dir.to_owned(),
+        max_body_bytes: 64 * 1024,
+        spool,
+    })
+    .await
+    .unwrap()
+}
+
+/// The Postgres server tests that need one use: `MODELGATE_TEST_DATABASE_URL`, or the local
+/// server at its default address. Fails loudly (never skips) when it is unreachable.
+pub fn postgres_base_url() -> String {
+    std::env::var("MODELGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl TestDb {
+    /// A fresh database on the Postgres server of [`postgres_base_url`].
+    pub async fn postgres() -> TestDb {
+        let base = postgres_base_url();
+        let name = format!("mg_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = Database::connect(&base).await.unwrap_or_else(|e| {
+            panic!("this test needs Postgres at {base} (set MODELGATE_TEST_DATABASE_URL): {e}")
+        });
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        TestDb {
+            url: format!("{prefix}/{name}"),
+            postgres: Some((base, name)),
+        }
+    }
+}
+
+/// The NATS server the export tests publish to: `MODELGATE_TEST_NATS_URL` or the local one.
+pub fn nats_url() -> String {
+    std::env::var("MODELGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }

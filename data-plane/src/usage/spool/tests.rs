@@ -21,7 +21,7 @@ fn temp_dir(name: &str) -> PathBuf {
 #[tokio::test]
 async fn appended_events_are_read_back_in_order() {
     let dir = temp_dir("order");
-    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     for n in 0..50 {
         spool.append(&event(n)).await.unwrap();
     }
@@ -35,7 +35,7 @@ async fn appended_events_are_read_back_in_order() {
 #[tokio::test]
 async fn concurrent_appends_are_group_committed_without_loss() {
     let dir = temp_dir("group");
-    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let spool = spool.clone();
@@ -56,7 +56,7 @@ async fn concurrent_appends_are_group_committed_without_loss() {
 async fn torn_tail_is_cut_back_to_the_last_whole_record_on_open() {
     let dir = temp_dir("torn");
     let segment = {
-        let spool = Spool::open(&dir, FsyncPolicy::Always).unwrap();
+        let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Always)).unwrap();
         for n in 0..3 {
             spool.append(&event(n)).await.unwrap();
         }
@@ -69,7 +69,7 @@ async fn torn_tail_is_cut_back_to_the_last_whole_record_on_open() {
     f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
     drop(f);
 
-    let reopened = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let reopened = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
     let (events, _) = read_records(&dir, segment, 0, 100).unwrap();
     assert_eq!(events.len(), 3);
@@ -99,7 +99,7 @@ fn a_flipped_bit_stops_reading_instead_of_misparsing() {
 async fn an_all_zero_tail_after_power_loss_is_cut_not_parsed_as_records() {
     let dir = temp_dir("zeros");
     let segment = {
-        let spool = Spool::open(&dir, FsyncPolicy::Always).unwrap();
+        let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Always)).unwrap();
         spool.append(&event(1)).await.unwrap();
         spool.committed().borrow().segment
     };
@@ -111,14 +111,14 @@ async fn an_all_zero_tail_after_power_loss_is_cut_not_parsed_as_records() {
     let (events, end) = read_records(&dir, segment, 0, 100).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(end, whole);
-    Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
 }
 
 #[tokio::test]
 async fn flush_waits_for_earlier_appends_and_writes_nothing_itself() {
     let dir = temp_dir("flush");
-    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     for n in 0..10 {
         spool.append_detached(&event(n));
     }
@@ -137,7 +137,7 @@ async fn flush_waits_for_earlier_appends_and_writes_nothing_itself() {
 #[tokio::test]
 async fn an_event_over_the_record_limit_is_refused_not_written() {
     let dir = temp_dir("large");
-    let spool = Spool::open(&dir, FsyncPolicy::Never).unwrap();
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
     let huge = UsageEvent {
         error_message: "x".repeat(MAX_RECORD as usize + 1),
         ..event(1)
@@ -151,4 +151,69 @@ async fn an_event_over_the_record_limit_is_refused_not_written() {
     let (events, _) = read_records(&dir, segment, 0, 100).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, "event-2");
+}
+
+#[test]
+fn fsync_policies_parse_from_their_flag_spelling() {
+    assert_eq!(FsyncPolicy::parse("always"), Some(FsyncPolicy::Always));
+    assert_eq!(FsyncPolicy::parse("never"), Some(FsyncPolicy::Never));
+    assert_eq!(
+        FsyncPolicy::parse("interval:10ms"),
+        Some(FsyncPolicy::DEFAULT)
+    );
+    assert_eq!(FsyncPolicy::parse("interval:0ms"), None);
+    assert_eq!(FsyncPolicy::parse("interval:10"), None);
+    assert_eq!(FsyncPolicy::parse("sometimes"), None);
+    assert_eq!(FsyncPolicy::DEFAULT.to_string(), "interval:10ms");
+}
+
+#[tokio::test]
+async fn interval_fsync_acknowledges_appends_without_waiting_for_the_disk() {
+    let dir = temp_dir("interval");
+    let spool = Spool::open(
+        &dir,
+        SpoolOptions::with_fsync(FsyncPolicy::Interval(Duration::from_millis(50))),
+    )
+    .unwrap();
+    for n in 0..20 {
+        spool.append(&event(n)).await.unwrap();
+    }
+    let segment = spool.committed().borrow().segment;
+    let (events, _) = read_records(&dir, segment, 0, 100).unwrap();
+    assert_eq!(events.len(), 20);
+}
+
+#[tokio::test]
+async fn the_disk_bound_refuses_or_counts_once_reached_and_frees_with_shipped_segments() {
+    let dir = temp_dir("bound");
+    let options = SpoolOptions {
+        fsync: FsyncPolicy::Never,
+        max_bytes: 200,
+        when_full: WhenFull::Reject,
+    };
+    let spool = Spool::open(&dir, options).unwrap();
+    assert_eq!(spool.admit(), Admission::Metered);
+    while spool.stats().disk_bytes.load(Ordering::Relaxed) < 200 {
+        spool.append(&event(1)).await.unwrap();
+    }
+    assert_eq!(spool.admit(), Admission::Refused);
+    assert_eq!(spool.stats().refused.load(Ordering::Relaxed), 1);
+
+    // Reopened with the other policy, existing segments still count against the bound.
+    drop(spool);
+    let spool = Spool::open(
+        &dir,
+        SpoolOptions {
+            when_full: WhenFull::ServeUnmetered,
+            ..options
+        },
+    )
+    .unwrap();
+    assert_eq!(spool.admit(), Admission::Unmetered);
+    assert_eq!(spool.stats().unmetered.load(Ordering::Relaxed), 1);
+    for s in segments(&dir).unwrap() {
+        spool.remove_segment(s).unwrap();
+    }
+    assert_eq!(spool.stats().disk_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(spool.admit(), Admission::Metered);
 }
