@@ -8,6 +8,7 @@
 
 mod compare;
 mod load;
+mod metering;
 mod mock;
 mod procstat;
 mod stats;
@@ -43,6 +44,10 @@ enum Cmd {
     Load(LoadArgs),
     /// Run the same load directly and through the gateway and print a comparison table.
     Compare(compare::CompareArgs),
+    /// Measure usage ingest throughput into the control plane's database over gRPC.
+    Ingest(metering::IngestArgs),
+    /// Measure the data plane's usage spool append cost.
+    Spool(metering::SpoolArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -158,6 +163,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::MockUpstream(args) => mock::run(args).await,
             Cmd::Load(args) => run_load(args).await,
             Cmd::Compare(args) => compare::run(args).await,
+            Cmd::Ingest(args) => metering::ingest(args).await,
+            Cmd::Spool(args) => metering::spool(args).await,
         }
     })
 }

@@ -6,14 +6,14 @@
 //! The counter's row lock also orders ingest transactions: sequence numbers become visible in
 //! increasing order, so a consumer paging by `seq` never skips an event committed late.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
 use modelgate_shared::usage::UsageEvent;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryTrait,
-    TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait,
+    Statement, TransactionTrait,
 };
 
 use crate::service::{ServiceError, Services};
@@ -35,7 +35,7 @@ pub struct Ingested {
 pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingested, ServiceError> {
     let total = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut seen = HashSet::with_capacity(events.len());
     events.retain(|e| seen.insert(clean(&e.id)));
     if events.is_empty() {
         return Ok(Ingested {
@@ -46,12 +46,37 @@ pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingeste
     let now = Utc::now();
     let txn = s.db.begin().await?;
     let first_seq = take_sequence(&txn, events.len()).await?;
+    let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
+        insert_unnest(&txn, &events, first_seq, now).await?
+    } else {
+        insert_rows(&txn, &events, first_seq, now).await?
+    };
+    let inserted: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| inserted_ids.contains(&clean(&e.id)))
+        .collect();
+    add_to_aggregates(&txn, &inserted).await?;
+    txn.commit().await?;
+    let inserted = inserted.len() as u64;
+    Ok(Ingested {
+        inserted,
+        duplicates: total - inserted,
+    })
+}
+
+/// Portable path: multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id` in chunks.
+async fn insert_rows(
+    txn: &DatabaseTransaction,
+    events: &[UsageEvent],
+    first_seq: i64,
+    now: chrono::DateTime<Utc>,
+) -> Result<HashSet<String>, ServiceError> {
     let mut rows: Vec<usage_event::ActiveModel> = events
         .iter()
         .zip(first_seq..)
         .map(|(e, seq)| row(e, seq, now))
         .collect();
-    let mut inserted_ids = std::collections::HashSet::new();
+    let mut inserted_ids = HashSet::new();
     while !rows.is_empty() {
         let rest = rows.split_off(rows.len().min(CHUNK));
         let chunk = std::mem::replace(&mut rows, rest);
@@ -68,17 +93,152 @@ pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingeste
             inserted_ids.insert(r.try_get::<String>("", "id")?);
         }
     }
-    let inserted: Vec<&UsageEvent> = events
+    Ok(inserted_ids)
+}
+
+/// Postgres path: one statement for the whole batch, each column sent as one array and
+/// expanded by `UNNEST` — a fixed-size statement whatever the batch size, so the server parses
+/// and plans it once instead of per thousand-row VALUES list.
+async fn insert_unnest(
+    txn: &DatabaseTransaction,
+    events: &[UsageEvent],
+    first_seq: i64,
+    now: chrono::DateTime<Utc>,
+) -> Result<HashSet<String>, ServiceError> {
+    use sea_orm::sea_query::ArrayType;
+    use sea_orm::Value;
+    fn array(ty: ArrayType, values: Vec<Value>) -> Value {
+        Value::Array(ty, Some(Box::new(values)))
+    }
+    let text = |f: &dyn Fn(&UsageEvent) -> String| {
+        array(
+            ArrayType::String,
+            events.iter().map(|e| Value::from(clean(&f(e)))).collect(),
+        )
+    };
+    let big = |f: &dyn Fn(&UsageEvent) -> i64| {
+        array(
+            ArrayType::BigInt,
+            events.iter().map(|e| Value::from(f(e))).collect(),
+        )
+    };
+    let int = |f: &dyn Fn(&UsageEvent) -> i32| {
+        array(
+            ArrayType::Int,
+            events.iter().map(|e| Value::from(f(e))).collect(),
+        )
+    };
+    let flag = |f: &dyn Fn(&UsageEvent) -> bool| {
+        array(
+            ArrayType::Bool,
+            events.iter().map(|e| Value::from(f(e))).collect(),
+        )
+    };
+    let seqs = array(
+        ArrayType::BigInt,
+        (first_seq..).take(events.len()).map(Value::from).collect(),
+    );
+    // (column, SQL array type, values), in one order for the column list and UNNEST.
+    let columns: Vec<(&str, &str, Value)> = vec![
+        ("id", "text", text(&|e| e.id.clone())),
+        ("seq", "int8", seqs),
+        (
+            "schema_version",
+            "int4",
+            int(&|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)),
+        ),
+        ("request_id", "text", text(&|e| e.request_id.clone())),
+        ("started_at_ms", "int8", big(&|e| e.started_at_ms)),
+        ("first_byte_at_ms", "int8", big(&|e| e.first_byte_at_ms)),
+        ("ended_at_ms", "int8", big(&|e| e.ended_at_ms)),
+        ("node_id", "text", text(&|e| e.node_id.clone())),
+        ("region", "text", text(&|e| e.region.clone())),
+        ("key_id", "text", text(&|e| e.key_id.clone())),
+        ("team_id", "text", text(&|e| e.team_id.clone())),
+        ("user_id", "text", text(&|e| e.user_id.clone())),
+        ("application", "text", text(&|e| e.application.clone())),
+        ("environment", "text", text(&|e| e.environment.clone())),
+        ("endpoint", "text", text(&|e| e.endpoint.clone())),
+        (
+            "requested_model",
+            "text",
+            text(&|e| e.requested_model.clone()),
+        ),
+        ("provider_id", "text", text(&|e| e.provider_id.clone())),
+        ("served_model", "text", text(&|e| e.served_model.clone())),
+        ("deployment_id", "text", text(&|e| e.deployment_id.clone())),
+        ("attempts", "text", text(&|e| attempts_json(e))),
+        ("status", "int4", int(&|e| i32::from(e.status))),
+        // Arrays carry no NULLs through the binder: empty here, NULLIF'd back below.
+        (
+            "error_class",
+            "text",
+            text(&|e| e.error_class.clone().unwrap_or_default()),
+        ),
+        ("error_message", "text", text(&|e| e.error_message.clone())),
+        ("latency_us", "int8", big(&|e| to_i64(e.latency_us))),
+        ("ttfb_us", "int8", big(&|e| to_i64(e.ttfb_us))),
+        ("input_tokens", "int8", big(&|e| to_i64(e.input_tokens))),
+        ("output_tokens", "int8", big(&|e| to_i64(e.output_tokens))),
+        (
+            "cached_input_tokens",
+            "int8",
+            big(&|e| to_i64(e.cached_input_tokens)),
+        ),
+        (
+            "reasoning_tokens",
+            "int8",
+            big(&|e| to_i64(e.reasoning_tokens)),
+        ),
+        ("images", "int8", big(&|e| to_i64(e.images))),
+        ("media_ms", "int8", big(&|e| to_i64(e.media_ms))),
+        ("cost_micros", "int8", big(&|e| e.cost_micros)),
+        ("price_version", "int8", big(&|e| to_i64(e.price_version))),
+        ("streamed", "bool", flag(&|e| e.streamed)),
+        ("estimated", "bool", flag(&|e| e.estimated)),
+        ("fallback_used", "bool", flag(&|e| e.fallback_used)),
+        ("traffic_class", "text", text(&|e| e.traffic_class.clone())),
+    ];
+    let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
+    let arrays: Vec<String> = columns
         .iter()
-        .filter(|e| inserted_ids.contains(&clean(&e.id)))
+        .enumerate()
+        .map(|(i, (_, ty, _))| format!("${}::{ty}[]", i + 1))
         .collect();
-    add_to_aggregates(&txn, &inserted).await?;
-    txn.commit().await?;
-    let inserted = inserted.len() as u64;
-    Ok(Ingested {
-        inserted,
-        duplicates: total - inserted,
-    })
+    let selected: Vec<String> = names
+        .iter()
+        .map(|n| match *n {
+            "error_class" => "NULLIF(u.error_class, '')".to_owned(),
+            n => format!("u.{n}"),
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO usage_events ({names}, ingested_at) \
+         SELECT {selected}, ${now}::timestamptz FROM UNNEST({arrays}) AS u({names}) \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+        names = names.join(", "),
+        selected = selected.join(", "),
+        now = columns.len() + 1,
+        arrays = arrays.join(", ")
+    );
+    let mut values: Vec<Value> = columns.into_iter().map(|(_, _, v)| v).collect();
+    values.push(Value::from(now));
+    let rows = txn
+        .query_all(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut ids = HashSet::with_capacity(rows.len());
+    for r in rows {
+        ids.insert(r.try_get::<String>("", "id")?);
+    }
+    Ok(ids)
+}
+
+fn attempts_json(e: &UsageEvent) -> String {
+    serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())
 }
 
 /// Reserves `n` sequence numbers and returns the first. The row lock is held to commit.
@@ -241,7 +401,7 @@ fn to_i64(v: u64) -> i64 {
 }
 
 fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::ActiveModel {
-    let attempts = serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into());
+    let attempts = attempts_json(e);
     usage_event::ActiveModel {
         id: Set(clean(&e.id)),
         seq: Set(Some(seq)),

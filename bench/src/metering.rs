@@ -1,0 +1,239 @@
+//! Metering figures (printed, never asserted):
+//!
+//! * `ingest` — usage ingest throughput into the control plane's database over the real gRPC
+//!   `UsageService` stream: events/s at a given batch size and number of concurrent streams.
+//! * `spool` — the data plane's spool append cost: events/s and µs per event with many
+//!   concurrent appenders (group commit), and the latency of a lone appender.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use modelgate_data_plane::usage::spool::{FsyncPolicy, Spool, SpoolOptions};
+use modelgate_proto::usage::v1::{
+    usage_service_client::UsageServiceClient, UsageBatch, UsageEvent,
+};
+use modelgate_shared::usage::{Attempt, UsageEvent as DomainEvent, USAGE_SCHEMA_VERSION};
+use sea_orm::{ConnectionTrait, Database};
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// A Postgres server URL (a fresh database is created on it and dropped afterwards), or a
+    /// `sqlite://` URL.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub database_url: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent gRPC streams (data planes).
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Events in all.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+}
+
+fn sample_event(i: usize) -> DomainEvent {
+    let now = chrono::Utc::now().timestamp_millis();
+    DomainEvent {
+        schema_version: USAGE_SCHEMA_VERSION,
+        id: modelgate_shared::new_id().to_string(),
+        request_id: modelgate_shared::new_id().to_string(),
+        started_at_ms: now - 250,
+        first_byte_at_ms: now - 200,
+        ended_at_ms: now,
+        node_id: "bench-node".into(),
+        region: "eu-west".into(),
+        key_id: format!("key-{}", i % 50),
+        team_id: format!("team-{}", i % 5),
+        environment: "prod".into(),
+        endpoint: "chat.completions".into(),
+        requested_model: "smart".into(),
+        provider_id: "prov-1".into(),
+        served_model: format!("gpt-4o-mini-{}", i % 3),
+        deployment_id: "prov-1/gpt-4o-mini".into(),
+        attempts: vec![Attempt {
+            deployment_id: "prov-1/gpt-4o-mini".into(),
+            provider_id: "prov-1".into(),
+            model: "gpt-4o-mini".into(),
+            status: 200,
+            error_class: None,
+            latency_us: 200_000,
+        }],
+        status: 200,
+        latency_us: 250_000,
+        ttfb_us: 50_000,
+        input_tokens: 120,
+        output_tokens: 40,
+        cost_micros: 42,
+        price_version: 1,
+        traffic_class: "interactive".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let (url, cleanup) = if args.database_url.starts_with("postgres") {
+        let name = format!("mg_bench_{}", modelgate_shared::new_id().simple());
+        let admin = Database::connect(&args.database_url)
+            .await
+            .context("connecting to Postgres")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let (prefix, _) = args
+            .database_url
+            .rsplit_once('/')
+            .context("a database URL ends in /<database>")?;
+        (format!("{prefix}/{name}"), Some((admin, name)))
+    } else {
+        (args.database_url.clone(), None)
+    };
+    let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
+        database_url: url,
+        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
+        admin_listen: "127.0.0.1:0".parse()?,
+        grpc_listen: "127.0.0.1:0".parse()?,
+    })
+    .await?;
+    let endpoint = format!("http://{}", cp.grpc_addr);
+    let per_stream = args.events / args.streams.max(1);
+    // Build every batch first so the measurement is the ingest, not the generator.
+    let mut work = Vec::new();
+    for s in 0..args.streams {
+        let mut batches = Vec::new();
+        let mut i = 0;
+        while i < per_stream {
+            let n = args.batch.min(per_stream - i);
+            let events: Vec<UsageEvent> = (i..i + n)
+                .map(|j| UsageEvent::from(&sample_event(s * per_stream + j)))
+                .collect();
+            batches.push(UsageBatch {
+                batch_id: modelgate_shared::new_id().to_string(),
+                node_id: format!("bench-{s}"),
+                events,
+            });
+            i += n;
+        }
+        work.push(batches);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for batches in work {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = UsageServiceClient::connect(endpoint).await?;
+            let mut latencies = Vec::with_capacity(batches.len());
+            // One batch in flight per stream, as a data plane's shipper does.
+            for batch in batches {
+                let t = Instant::now();
+                let mut acks = client
+                    .report(tokio_stream::iter(vec![batch]))
+                    .await?
+                    .into_inner();
+                acks.message().await?.context("acknowledgement")?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let total = per_stream * args.streams;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "ingest: {total} events, batch {}, {} streams: {:.0} events/s in {:.2} s; batch ack p50 {:.1} ms, p99 {:.1} ms",
+        args.batch,
+        args.streams,
+        total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99)
+    );
+    cp.shutdown().await;
+    if let Some((admin, name)) = cleanup {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SpoolArgs {
+    /// Directory for the spool (a fresh subdirectory is used and removed).
+    #[arg(long, default_value = "/tmp")]
+    pub dir: std::path::PathBuf,
+    /// Concurrent appenders.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Events in all.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// always, never or interval:<n>ms.
+    #[arg(long, default_value = "interval:10ms")]
+    pub fsync: String,
+}
+
+pub async fn spool(args: SpoolArgs) -> anyhow::Result<()> {
+    let fsync =
+        FsyncPolicy::parse(&args.fsync).context("--fsync: always, never or interval:<n>ms")?;
+    let dir = args.dir.join(format!(
+        "mg-spool-bench-{}",
+        modelgate_shared::new_id().simple()
+    ));
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(fsync))?;
+    let event = sample_event(0);
+    let size = prost::Message::encoded_len(&UsageEvent::from(&event));
+
+    // A lone appender: the latency a request adds at low load.
+    let mut lone = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let t = Instant::now();
+        spool.append(&event).await?;
+        lone.push(t.elapsed());
+    }
+    lone.sort();
+
+    let per_task = args.events / args.concurrency.max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (spool, event) = (spool.clone(), event.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                spool.append(&event).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed();
+    let total = per_task * args.concurrency;
+    println!(
+        "spool ({fsync}): {total} events of {size} B from {} appenders: {:.0} events/s, {:.2} µs per event; lone appender p50 {:.1} µs, p99 {:.1} µs",
+        args.concurrency,
+        total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / total as f64,
+        micros(lone[lone.len() / 2]),
+        micros(lone[lone.len() * 99 / 100]),
+    );
+    drop(spool);
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
