@@ -63,6 +63,11 @@ pub fn sha256_hex(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Unkeyed SHA-256 of bytes, hex.
+pub fn sha256_hex_bytes(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// A new random server secret for keyed hashing.
 pub fn generate_server_secret() -> Vec<u8> {
     let mut bytes = vec![0u8; 32];

@@ -47,11 +47,23 @@ pub struct ApiKey {
     pub revoked: bool,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    pub disabled: bool,
+    /// The secret replaced by a rotation, and until when (unix seconds) it still works.
+    pub previous: Option<(KeyHash, i64)>,
+    pub owner_user_id: String,
+    pub application: String,
+    pub data_class: String,
+    /// Empty means every family.
+    pub endpoint_families: Vec<String>,
 }
 
 impl ApiKey {
     pub fn may_use(&self, alias: &str) -> bool {
         self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == alias)
+    }
+
+    pub fn may_call(&self, family: &str) -> bool {
+        self.endpoint_families.is_empty() || self.endpoint_families.iter().any(|f| f == family)
     }
 }
 
@@ -256,6 +268,13 @@ fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
         revoked: k.revoked,
         expires_at: k.expires_at.unwrap_or(0),
         name: k.name.clone(),
+        disabled: k.disabled,
+        previous_key_hash: k.previous.map(|(h, _)| h.to_vec()).unwrap_or_default(),
+        previous_expires_at: k.previous.map_or(0, |(_, t)| t),
+        owner_user_id: k.owner_user_id.clone(),
+        application: k.application.clone(),
+        data_class: k.data_class.clone(),
+        endpoint_families: k.endpoint_families.clone(),
     }
 }
 
@@ -319,6 +338,17 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             let environment = k.environment.parse().map_err(|e: UnknownValue| {
                 field(format!("keys[{i}].environment"), e.to_string())
             })?;
+            let previous = if k.previous_key_hash.is_empty() {
+                None
+            } else {
+                let hash: KeyHash = k.previous_key_hash.as_slice().try_into().map_err(|_| {
+                    field(
+                        format!("keys[{i}].previous_key_hash"),
+                        "must be 32 bytes".into(),
+                    )
+                })?;
+                Some((hash, k.previous_expires_at))
+            };
             keys.push(ApiKey {
                 id: k.id,
                 name: k.name,
@@ -329,6 +359,12 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 allowed_models: k.allowed_models,
                 revoked: k.revoked,
                 expires_at: (k.expires_at != 0).then_some(k.expires_at),
+                disabled: k.disabled,
+                previous,
+                owner_user_id: k.owner_user_id,
+                application: k.application,
+                data_class: k.data_class,
+                endpoint_families: k.endpoint_families,
             });
         }
 
@@ -420,6 +456,12 @@ mod tests {
                 allowed_models: vec!["gpt-4o-mini".into()],
                 revoked: false,
                 expires_at: Some(1_900_000_000),
+                disabled: false,
+                previous: Some(([4; 32], 1_800_000_000)),
+                owner_user_id: "u1".into(),
+                application: "checkout".into(),
+                data_class: "internal".into(),
+                endpoint_families: vec!["chat".into()],
             }],
             providers: vec![ProviderAccount {
                 id: "p1".into(),

@@ -10,6 +10,7 @@ mod bad_input;
 mod config_distribution;
 mod crash;
 mod export;
+mod identity;
 mod metering;
 mod nack;
 mod proxy_and_metering;

@@ -17,6 +17,8 @@ pub enum AdminError {
     },
     NotFound(String),
     Conflict(String),
+    Forbidden(String),
+    PreconditionFailed(String),
     Internal,
 }
 
@@ -29,6 +31,10 @@ impl From<ServiceError> for AdminError {
             },
             ServiceError::NotFound(what) => AdminError::NotFound(what),
             ServiceError::Conflict(what) => AdminError::Conflict(what),
+            ServiceError::Forbidden(why) => AdminError::Forbidden(why),
+            ServiceError::VersionMismatch { current } => AdminError::PreconditionFailed(format!(
+                "the resource changed (its version is now {current}); read it again and retry"
+            )),
             ServiceError::Db(err) => {
                 tracing::error!(error = %err, "admin request failed in the database");
                 AdminError::Internal
@@ -60,6 +66,13 @@ impl IntoResponse for AdminError {
                 None,
             ),
             AdminError::Conflict(what) => (StatusCode::CONFLICT, "conflict", what, None),
+            AdminError::Forbidden(why) => (StatusCode::FORBIDDEN, "permission_denied", why, None),
+            AdminError::PreconditionFailed(why) => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                why,
+                None,
+            ),
             AdminError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -22,15 +22,19 @@ where
                 param: None,
                 message: format!("could not read the request body: {e}"),
             })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error_lite::deserialize::<T>(&mut de) {
-            Ok(value) => Ok(ApiJson(value)),
-            Err((param, err)) => Err(AdminError::Invalid {
-                param,
-                message: err.to_string(),
-            }),
-        }
+        parse(&bytes).map(ApiJson)
     }
+}
+
+/// Parses a JSON body, naming the offending field on error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error_lite::deserialize::<T>(&mut de).map_err(|(param, err)| {
+        AdminError::Invalid {
+            param,
+            message: err.to_string(),
+        }
+    })
 }
 
 /// Finds the field a serde error is about: `missing field `x``, `unknown field `x``, or the

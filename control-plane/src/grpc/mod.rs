@@ -18,6 +18,10 @@ impl From<ServiceError> for tonic::Status {
             }
             ServiceError::NotFound(what) => tonic::Status::not_found(what),
             ServiceError::Conflict(what) => tonic::Status::already_exists(what),
+            ServiceError::Forbidden(why) => tonic::Status::permission_denied(why),
+            ServiceError::VersionMismatch { current } => {
+                tonic::Status::failed_precondition(format!("version is now {current}"))
+            }
             ServiceError::Db(err) => {
                 tracing::error!(error = %err, "gRPC request failed in the database");
                 tonic::Status::unavailable("storage unavailable, retry")

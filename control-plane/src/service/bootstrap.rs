@@ -5,6 +5,7 @@ use chrono::Utc;
 use modelgate_shared::keys;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
+use super::authz::{Actor, Role};
 use super::{keys as key_service, models, providers, routes, teams, ServiceError, Services};
 use crate::store::{admin_token, api_key, provider_account, routing_group, setting, team};
 
@@ -42,7 +43,7 @@ pub async fn ensure_initialized(s: &Services) -> Result<Option<String>, ServiceE
     Ok(None)
 }
 
-/// Mints an admin token (shown once, stored as SHA-256).
+/// Mints an organisation owner token (shown once, stored as SHA-256).
 pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, ServiceError> {
     let token = keys::generate_admin_token();
     admin_token::Entity::insert(admin_token::ActiveModel {
@@ -50,6 +51,8 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
         name: Set(name.to_owned()),
         token_hash: Set(keys::sha256_hex(&token.secret)),
         prefix: Set(token.display_prefix),
+        role: Set(Role::Owner.as_str().to_owned()),
+        team_id: Set(None),
         revoked_at: Set(None),
         created_at: Set(Utc::now()),
     })
@@ -69,14 +72,31 @@ pub async fn revoke_admin_tokens_named(s: &Services, name: &str) -> Result<(), S
     Ok(())
 }
 
-/// Whether a presented admin token is valid (exists, not revoked).
-pub async fn admin_token_valid(s: &Services, presented: &str) -> Result<bool, ServiceError> {
+/// The actor a presented admin token stands for, if it is live.
+pub async fn authenticate(
+    s: &Services,
+    presented: &str,
+    request_id: &str,
+) -> Result<Option<Actor>, ServiceError> {
     let found = admin_token::Entity::find()
         .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
         .filter(admin_token::Column::RevokedAt.is_null())
         .one(&s.db)
         .await?;
-    Ok(found.is_some())
+    let Some(token) = found else {
+        return Ok(None);
+    };
+    // A role this build does not know grants nothing.
+    let Ok(role) = token.role.parse::<Role>() else {
+        return Ok(None);
+    };
+    Ok(Some(Actor {
+        kind: "token",
+        id: token.id,
+        role,
+        team_id: token.team_id,
+        request_id: request_id.to_owned(),
+    }))
 }
 
 /// What `modelgate up` prints.
@@ -107,6 +127,7 @@ pub async fn seed_demo(
         None => {
             teams::create(
                 s,
+                &Actor::system(),
                 teams::CreateTeam {
                     name: DEMO_TEAM.into(),
                 },
@@ -135,12 +156,12 @@ pub async fn seed_demo(
         .await?;
     let key = key_service::create(
         s,
+        &Actor::system(),
         key_service::CreateKey {
             team_id,
             name: DEMO_KEY_NAME.into(),
             environment: Some("dev".into()),
-            allowed_models: vec![],
-            expires_at: None,
+            ..Default::default()
         },
     )
     .await?;
@@ -169,6 +190,7 @@ async fn ensure_provider(
     }
     Ok(providers::create(
         s,
+        &Actor::system(),
         providers::CreateProvider {
             name: name.into(),
             kind: kind.into(),
@@ -194,6 +216,7 @@ async fn ensure_route(
     if !exists {
         routes::create(
             s,
+            &Actor::system(),
             routes::CreateRoute {
                 alias: alias.into(),
                 deployments: vec![routes::DeploymentSpec {

@@ -2,6 +2,8 @@
 //! and timestamps, validates input, writes through the store, and triggers a snapshot rebuild
 //! after every committed config change.
 
+pub mod audit;
+pub mod authz;
 pub mod bootstrap;
 pub mod keys;
 pub mod models;
@@ -9,7 +11,9 @@ pub mod nodes;
 pub mod providers;
 pub mod routes;
 pub mod teams;
+pub mod tokens;
 pub mod usage;
+pub mod users;
 
 use sea_orm::{DatabaseConnection, DbErr};
 use serde::Serialize;
@@ -35,6 +39,12 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The actor's role or scope does not allow this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// `If-Match` named another version than the current one.
+    #[error("version mismatch (current {current})")]
+    VersionMismatch { current: i64 },
     #[error("database error: {0}")]
     Db(#[from] DbErr),
     #[error("crypto error: {0}")]

@@ -4,10 +4,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, Change};
+use super::authz::{Action, Actor};
 use super::{page, require_name, Page, PageParams, ServiceError, Services};
 use crate::store::model_price;
 
@@ -43,7 +45,12 @@ impl From<model_price::Model> for ModelPrice {
 }
 
 /// Creates the price row for a model, or updates it (with a new price version) if it exists.
-pub async fn upsert(s: &Services, input: UpsertModel) -> Result<ModelPrice, ServiceError> {
+pub async fn upsert(
+    s: &Services,
+    actor: &Actor,
+    input: UpsertModel,
+) -> Result<ModelPrice, ServiceError> {
+    actor.require(Action::ManageOrg)?;
     let name = require_name("model", &input.model)?;
     if input.input_micros_per_mtok < 0 {
         return Err(ServiceError::invalid(
@@ -57,10 +64,12 @@ pub async fn upsert(s: &Services, input: UpsertModel) -> Result<ModelPrice, Serv
             "must not be negative",
         ));
     }
+    let txn = s.db.begin().await?;
     let existing = model_price::Entity::find()
         .filter(model_price::Column::Model.eq(name.as_str()))
-        .one(&s.db)
+        .one(&txn)
         .await?;
+    let before = existing.clone().map(ModelPrice::from);
     let model = match existing {
         Some(row) => {
             let version = row.price_version + 1;
@@ -68,7 +77,7 @@ pub async fn upsert(s: &Services, input: UpsertModel) -> Result<ModelPrice, Serv
             active.input_micros_per_mtok = Set(input.input_micros_per_mtok);
             active.output_micros_per_mtok = Set(input.output_micros_per_mtok);
             active.price_version = Set(version);
-            active.update(&s.db).await?
+            active.update(&txn).await?
         }
         None => {
             let row = model_price::ActiveModel {
@@ -80,15 +89,35 @@ pub async fn upsert(s: &Services, input: UpsertModel) -> Result<ModelPrice, Serv
                 created_at: Set(Utc::now()),
             };
             model_price::Entity::insert(row)
-                .exec_with_returning(&s.db)
+                .exec_with_returning(&txn)
                 .await?
         }
     };
+    let price = ModelPrice::from(model);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "model.upsert",
+            resource_type: "model",
+            resource_id: &price.id,
+            team_id: None,
+            before: before.as_ref().and_then(audit::view),
+            after: audit::view(&price),
+        },
+    )
+    .await?;
+    txn.commit().await?;
     s.publisher.rebuild(s).await?;
-    Ok(model.into())
+    Ok(price)
 }
 
-pub async fn list(s: &Services, params: PageParams) -> Result<Page<ModelPrice>, ServiceError> {
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    params: PageParams,
+) -> Result<Page<ModelPrice>, ServiceError> {
+    actor.require(Action::ReadConfig)?;
     let limit = params.limit()?;
     let mut q = model_price::Entity::find().order_by_asc(model_price::Column::Id);
     if let Some(after) = &params.after {
@@ -113,6 +142,7 @@ pub async fn upsert_if_missing(
     if !exists {
         upsert(
             s,
+            &Actor::system(),
             UpsertModel {
                 model: model.to_owned(),
                 input_micros_per_mtok,

@@ -114,7 +114,12 @@ pub async fn disconnected(s: &Services, node_id: &str) -> Result<(), ServiceErro
     Ok(())
 }
 
-pub async fn list(s: &Services, params: PageParams) -> Result<Page<Node>, ServiceError> {
+pub async fn list(
+    s: &Services,
+    actor: &super::authz::Actor,
+    params: PageParams,
+) -> Result<Page<Node>, ServiceError> {
+    actor.require(super::authz::Action::ReadConfig)?;
     let limit = params.limit()?;
     let mut q = node::Entity::find().order_by_asc(node::Column::NodeId);
     if let Some(after) = &params.after {

@@ -2,9 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::snapshot::ProviderKind;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, Change};
+use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::provider_account;
 
@@ -62,7 +67,12 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     }
 }
 
-pub async fn create(s: &Services, input: CreateProvider) -> Result<Provider, ServiceError> {
+pub async fn create(
+    s: &Services,
+    actor: &Actor,
+    input: CreateProvider,
+) -> Result<Provider, ServiceError> {
+    actor.require(Action::ManageOrg)?;
     let name = require_name("name", &input.name)?;
     let kind: ProviderKind = input.kind.parse().map_err(|_| {
         let kinds: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -102,15 +112,36 @@ pub async fn create(s: &Services, input: CreateProvider) -> Result<Provider, Ser
         credential_last4: Set(last4),
         created_at: Set(Utc::now()),
     };
+    let txn = s.db.begin().await?;
     let model = provider_account::Entity::insert(row)
-        .exec_with_returning(&s.db)
+        .exec_with_returning(&txn)
         .await
         .map_err(|e| unique_violation(e, "a provider with this name"))?;
+    let provider = Provider::from(model);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "provider.create",
+            resource_type: "provider",
+            resource_id: &provider.id,
+            team_id: None,
+            before: None,
+            after: audit::view(&provider),
+        },
+    )
+    .await?;
+    txn.commit().await?;
     s.publisher.rebuild(s).await?;
-    Ok(model.into())
+    Ok(provider)
 }
 
-pub async fn list(s: &Services, params: PageParams) -> Result<Page<Provider>, ServiceError> {
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    params: PageParams,
+) -> Result<Page<Provider>, ServiceError> {
+    actor.require(Action::ReadConfig)?;
     let limit = params.limit()?;
     let mut q = provider_account::Entity::find().order_by_asc(provider_account::Column::Id);
     if let Some(after) = &params.after {

@@ -2,9 +2,14 @@
 //! model) that serve it.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, Change};
+use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::{provider_account, routing_group};
 
@@ -47,7 +52,12 @@ impl From<routing_group::Model> for Route {
     }
 }
 
-pub async fn create(s: &Services, input: CreateRoute) -> Result<Route, ServiceError> {
+pub async fn create(
+    s: &Services,
+    actor: &Actor,
+    input: CreateRoute,
+) -> Result<Route, ServiceError> {
+    actor.require(Action::ManageOrg)?;
     let alias = require_name("alias", &input.alias)?;
     if input.deployments.is_empty() {
         return Err(ServiceError::invalid(
@@ -80,15 +90,36 @@ pub async fn create(s: &Services, input: CreateRoute) -> Result<Route, ServiceEr
         deployments: Set(serde_json::to_string(&input.deployments).unwrap_or_default()),
         created_at: Set(Utc::now()),
     };
+    let txn = s.db.begin().await?;
     let model = routing_group::Entity::insert(row)
-        .exec_with_returning(&s.db)
+        .exec_with_returning(&txn)
         .await
         .map_err(|e| unique_violation(e, "a route with this alias"))?;
+    let route = Route::from(model);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "route.create",
+            resource_type: "route",
+            resource_id: &route.id,
+            team_id: None,
+            before: None,
+            after: audit::view(&route),
+        },
+    )
+    .await?;
+    txn.commit().await?;
     s.publisher.rebuild(s).await?;
-    Ok(model.into())
+    Ok(route)
 }
 
-pub async fn list(s: &Services, params: PageParams) -> Result<Page<Route>, ServiceError> {
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    params: PageParams,
+) -> Result<Page<Route>, ServiceError> {
+    actor.require(Action::ReadConfig)?;
     let limit = params.limit()?;
     let mut q = routing_group::Entity::find().order_by_asc(routing_group::Column::Id);
     if let Some(after) = &params.after {

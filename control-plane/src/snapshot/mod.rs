@@ -119,13 +119,29 @@ fn redacted(config: &Config) -> wire::Config {
 async fn load_config(s: &Services) -> Result<Config, ServiceError> {
     let key_hash_secret = bootstrap::key_hash_secret(s).await?;
 
+    let now = chrono::Utc::now();
     let keys = api_key::Entity::find()
         .all(&s.db)
         .await?
         .into_iter()
         .filter_map(|k| {
             let hash: KeyHash = hex::decode(&k.key_hash).ok()?.try_into().ok()?;
+            // A replaced secret travels only while its grace period lasts; the data plane
+            // enforces the end to the second.
+            let previous = match (&k.previous_key_hash, k.previous_expires_at) {
+                (Some(h), Some(until)) if until > now => {
+                    let h: KeyHash = hex::decode(h).ok()?.try_into().ok()?;
+                    Some((h, until.timestamp()))
+                }
+                _ => None,
+            };
             Some(ApiKey {
+                disabled: k.disabled_at.is_some(),
+                previous,
+                owner_user_id: k.owner_user_id.unwrap_or_default(),
+                application: k.application,
+                data_class: k.data_class,
+                endpoint_families: serde_json::from_str(&k.endpoint_families).unwrap_or_default(),
                 key_hash: hash,
                 prefix: k.prefix,
                 team_id: k.team_id,

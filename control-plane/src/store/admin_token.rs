@@ -10,6 +10,10 @@ pub struct Model {
     /// Hex SHA-256 of the token.
     pub token_hash: String,
     pub prefix: String,
+    /// owner, admin, member, viewer or billing.
+    pub role: String,
+    /// Set: the token acts only within this team.
+    pub team_id: Option<String>,
     pub revoked_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }

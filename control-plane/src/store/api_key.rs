@@ -17,6 +17,20 @@ pub struct Model {
     pub expires_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
+    pub owner_user_id: Option<String>,
+    pub application: String,
+    /// public, internal, confidential or restricted.
+    pub data_class: String,
+    /// JSON array of endpoint families the key may call; empty means all.
+    pub endpoint_families: String,
+    /// JSON object of caller-defined labels.
+    pub metadata: String,
+    pub disabled_at: Option<DateTimeUtc>,
+    /// After a rotation: the replaced secret's hash, valid until `previous_expires_at`.
+    pub previous_key_hash: Option<String>,
+    pub previous_expires_at: Option<DateTimeUtc>,
+    /// Bumped by every update (`If-Match`).
+    pub version: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,17 +3,21 @@
 
 pub mod admin_token;
 pub mod api_key;
+pub mod audit;
 pub mod config_version;
 pub mod counter;
 pub mod export_sink;
+pub mod idempotency;
 pub mod model_price;
 pub mod node;
 pub mod provider_account;
 pub mod routing_group;
 pub mod setting;
 pub mod team;
+pub mod team_member;
 pub mod usage_daily;
 pub mod usage_event;
+pub mod user;
 
 use modelgate_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
@@ -23,8 +27,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        // One writer at a time is SQLite's model; a small pool avoids lock contention.
-        opts.max_connections(4);
+        // SQLite has one writer at a time, and a transaction that reads before it writes fails
+        // with SQLITE_BUSY (no wait) if another connection wrote meanwhile. One connection
+        // serialises every transaction instead; SQLite is the single-node, zero-setup store.
+        opts.max_connections(1);
     } else {
         opts.max_connections(16);
     }

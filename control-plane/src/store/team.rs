@@ -8,6 +8,7 @@ pub struct Model {
     pub id: String,
     pub name: String,
     pub created_at: DateTimeUtc,
+    pub version: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,5 @@
 //! Gateway key authentication: keyed-hash lookup in the current snapshot (no database), then
-//! revocation and expiry checks.
+//! rotation grace, revocation, disablement and expiry checks.
 
 use axum::http::HeaderMap;
 use modelgate_shared::keys::hash_key;
@@ -25,12 +25,20 @@ pub fn authenticate<'r>(
 ) -> Result<&'r ApiKey, ProxyError> {
     let presented = presented_key(headers).ok_or_else(ProxyError::missing_key)?;
     let hash = hash_key(&runtime.key_hash_secret, presented);
-    let key = runtime
+    let entry = runtime
         .keys
         .get(&hash)
         .ok_or_else(ProxyError::invalid_key)?;
+    // A rotated-away secret works to the second its grace period ends, then never again.
+    if entry.valid_until.is_some_and(|t| t <= now_unix) {
+        return Err(ProxyError::invalid_key());
+    }
+    let key = &*entry.key;
     if key.revoked {
         return Err(ProxyError::revoked_key());
+    }
+    if key.disabled {
+        return Err(ProxyError::disabled_key());
     }
     if key.expires_at.is_some_and(|t| t <= now_unix) {
         return Err(ProxyError::expired_key());

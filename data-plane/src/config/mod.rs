@@ -16,13 +16,22 @@ use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot
 
 use crate::providers::openai::Endpoint;
 
+/// A key as found by one of its secrets.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub key: Arc<ApiKey>,
+    /// Set when found by a rotated-away secret: it works until then (unix seconds).
+    pub valid_until: Option<i64>,
+}
+
 /// A snapshot indexed for O(1) lookups on the request path.
 #[derive(Debug, Default)]
 pub struct Runtime {
     /// 0 when no snapshot has been applied yet.
     pub version: u64,
     pub key_hash_secret: Vec<u8>,
-    pub keys: HashMap<KeyHash, ApiKey>,
+    /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
+    pub keys: HashMap<KeyHash, KeyEntry>,
     pub providers: HashMap<String, ProviderAccount>,
     pub prices: HashMap<String, Price>,
     pub groups: HashMap<String, RoutingGroup>,
@@ -42,12 +51,37 @@ impl Runtime {
             endpoints,
             version: snapshot.version,
             key_hash_secret: c.key_hash_secret,
-            keys: c.keys.into_iter().map(|k| (k.key_hash, k)).collect(),
+            keys: index_keys(c.keys),
             providers: c.providers.into_iter().map(|p| (p.id.clone(), p)).collect(),
             prices: c.prices.into_iter().map(|p| (p.model, p.price)).collect(),
             groups: c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect(),
         }
     }
+}
+
+fn index_keys(keys: Vec<ApiKey>) -> HashMap<KeyHash, KeyEntry> {
+    let mut index = HashMap::with_capacity(keys.len());
+    for k in keys {
+        let key = Arc::new(k);
+        if let Some((previous, until)) = key.previous {
+            index.insert(
+                previous,
+                KeyEntry {
+                    key: key.clone(),
+                    valid_until: Some(until),
+                },
+            );
+        }
+        // The current secret wins should the two ever collide.
+        index.insert(
+            key.key_hash,
+            KeyEntry {
+                key,
+                valid_until: None,
+            },
+        );
+    }
+    index
 }
 
 /// The shared, atomically swapped current config.

@@ -63,6 +63,24 @@ impl ProxyError {
             "This API key has been revoked.",
         )
     }
+    pub fn disabled_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Auth,
+            "invalid_request_error",
+            "invalid_api_key",
+            "This API key is disabled.",
+        )
+    }
+    pub fn endpoint_not_allowed(family: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorClass::Permission,
+            "permission_error",
+            "endpoint_not_allowed",
+            format!("This API key may not call the `{family}` endpoints."),
+        )
+    }
     pub fn expired_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -75,6 +75,16 @@ async fn reject(mut rec: Recorder, e: ProxyError) -> Response {
     with_request_id(e.into_response(), &request_id)
 }
 
+/// Copies who is calling into the usage event.
+fn describe_key(rec: &mut Recorder, key: &modelgate_shared::snapshot::ApiKey) {
+    let e = rec.event();
+    e.key_id.clone_from(&key.id);
+    e.team_id.clone_from(&key.team_id);
+    e.user_id.clone_from(&key.owner_user_id);
+    e.application.clone_from(&key.application);
+    e.environment = key.environment.as_str().to_owned();
+}
+
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -158,11 +168,11 @@ async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok(k) => k,
         Err(e) => return reject(rec, e).await,
     };
-    let e = rec.event();
-    e.key_id.clone_from(&key.id);
-    e.team_id.clone_from(&key.team_id);
-    e.environment = key.environment.as_str().to_owned();
-    e.status = 200;
+    describe_key(&mut rec, key);
+    if !key.may_call("models") {
+        return reject(rec, ProxyError::endpoint_not_allowed("models")).await;
+    }
+    rec.event().status = 200;
     let mut aliases: Vec<&str> = runtime
         .groups
         .keys()
@@ -281,11 +291,9 @@ async fn prepare<'r>(
         return Err(ProxyError::no_config());
     }
     let key = auth::authenticate(runtime, headers, unix_now())?;
-    {
-        let e = rec.event();
-        e.key_id.clone_from(&key.id);
-        e.team_id.clone_from(&key.team_id);
-        e.environment = key.environment.as_str().to_owned();
+    describe_key(rec, key);
+    if !key.may_call("chat") {
+        return Err(ProxyError::endpoint_not_allowed("chat"));
     }
     let raw = read_body(body, app.max_body_bytes).await?;
     let peek: ChatPeek<'_> = serde_json::from_slice(&raw).map_err(|e| match e.classify() {

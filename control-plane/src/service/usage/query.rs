@@ -5,6 +5,7 @@ use modelgate_shared::usage::Attempt;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
+use crate::service::authz::{Action, Actor};
 use crate::service::{page, Page, PageParams, ServiceError, Services};
 use crate::store::{usage_daily, usage_event};
 
@@ -118,14 +119,19 @@ fn parse_seq(after: Option<&str>) -> Result<i64, ServiceError> {
 /// resumes from the last `seq` never misses an event.
 pub async fn list(
     s: &Services,
+    actor: &Actor,
     params: PageParams,
     filter: UsageFilter,
 ) -> Result<Page<UsageRow>, ServiceError> {
+    actor.require(Action::ReadUsage)?;
     let limit = params.limit()?;
     let after = parse_seq(params.after.as_deref())?;
     let mut q = usage_event::Entity::find()
         .filter(usage_event::Column::Seq.gt(after))
         .order_by_asc(usage_event::Column::Seq);
+    if let Some(team) = actor.scope() {
+        q = q.filter(usage_event::Column::TeamId.eq(team));
+    }
     if let Some(v) = &filter.request_id {
         q = q.filter(usage_event::Column::RequestId.eq(v.as_str()));
     }
@@ -219,11 +225,19 @@ fn check_day(param: &str, v: &str) -> Result<(), ServiceError> {
 }
 
 /// Daily aggregates matching the filter, by day then key.
-pub async fn daily(s: &Services, f: DailyFilter) -> Result<Vec<DailyRow>, ServiceError> {
+pub async fn daily(
+    s: &Services,
+    actor: &Actor,
+    f: DailyFilter,
+) -> Result<Vec<DailyRow>, ServiceError> {
+    actor.require(Action::ReadUsage)?;
     let mut q = usage_daily::Entity::find()
         .order_by_asc(usage_daily::Column::Day)
         .order_by_asc(usage_daily::Column::KeyId)
         .order_by_asc(usage_daily::Column::Model);
+    if let Some(team) = actor.scope() {
+        q = q.filter(usage_daily::Column::TeamId.eq(team));
+    }
     if let Some(v) = &f.team_id {
         q = q.filter(usage_daily::Column::TeamId.eq(v.as_str()));
     }

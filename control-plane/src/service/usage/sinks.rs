@@ -4,9 +4,13 @@
 //! sequence, advanced only after a delivery succeeded.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, QueryOrder, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::service::audit::{self, Change};
+use crate::service::authz::{Action, Actor};
 use crate::service::{require_name, unique_violation, ServiceError, Services};
 use crate::store::export_sink;
 
@@ -123,7 +127,12 @@ fn valid_subject(s: &str) -> bool {
         })
 }
 
-pub async fn create(s: &Services, input: CreateSink) -> Result<CreatedSink, ServiceError> {
+pub async fn create(
+    s: &Services,
+    actor: &Actor,
+    input: CreateSink,
+) -> Result<CreatedSink, ServiceError> {
+    actor.require(Action::ManageOrg)?;
     let name = require_name("name", &input.name)?;
     let kind = SinkKind::parse(&input.kind)
         .ok_or_else(|| ServiceError::invalid("kind", "must be one of: webhook, nats"))?;
@@ -180,6 +189,7 @@ pub async fn create(s: &Services, input: CreateSink) -> Result<CreatedSink, Serv
     if after < 0 {
         return Err(ServiceError::invalid("after", "must not be negative"));
     }
+    let txn = s.db.begin().await?;
     let model = export_sink::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
         name: Set(name),
@@ -198,16 +208,29 @@ pub async fn create(s: &Services, input: CreateSink) -> Result<CreatedSink, Serv
         last_delivery_at: Set(None),
         created_at: Set(Utc::now()),
     }
-    .insert(&s.db)
+    .insert(&txn)
     .await
     .map_err(|e| unique_violation(e, "a sink with this name"))?;
-    Ok(CreatedSink {
-        sink: model.into(),
-        secret,
-    })
+    let sink = Sink::from(model);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "sink.create",
+            resource_type: "sink",
+            resource_id: &sink.id,
+            team_id: None,
+            before: None,
+            after: audit::view(&sink),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(CreatedSink { sink, secret })
 }
 
-pub async fn list(s: &Services) -> Result<Vec<Sink>, ServiceError> {
+pub async fn list(s: &Services, actor: &Actor) -> Result<Vec<Sink>, ServiceError> {
+    actor.require(Action::ReadConfig)?;
     let rows = export_sink::Entity::find()
         .order_by_asc(export_sink::Column::Id)
         .all(&s.db)
@@ -215,7 +238,8 @@ pub async fn list(s: &Services) -> Result<Vec<Sink>, ServiceError> {
     Ok(rows.into_iter().map(Sink::from).collect())
 }
 
-pub async fn get(s: &Services, id: &str) -> Result<Sink, ServiceError> {
+pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<Sink, ServiceError> {
+    actor.require(Action::ReadConfig)?;
     Ok(find(s, id).await?.into())
 }
 
@@ -226,11 +250,28 @@ async fn find(s: &Services, id: &str) -> Result<export_sink::Model, ServiceError
         .ok_or_else(|| ServiceError::NotFound("sink".into()))
 }
 
-pub async fn delete(s: &Services, id: &str) -> Result<(), ServiceError> {
-    let res = export_sink::Entity::delete_by_id(id).exec(&s.db).await?;
-    if res.rows_affected == 0 {
-        return Err(ServiceError::NotFound("sink".into()));
-    }
+pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    let txn = s.db.begin().await?;
+    let before = export_sink::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound("sink".into()))?;
+    export_sink::Entity::delete_by_id(id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "sink.delete",
+            resource_type: "sink",
+            resource_id: id,
+            team_id: None,
+            before: audit::view(&Sink::from(before)),
+            after: None,
+        },
+    )
+    .await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -243,13 +284,36 @@ pub struct Rewind {
 
 /// Moves a sink's cursor back (or forward) to re-deliver from a point; consumers deduplicate by
 /// event id.
-pub async fn rewind(s: &Services, id: &str, input: Rewind) -> Result<Sink, ServiceError> {
+pub async fn rewind(
+    s: &Services,
+    actor: &Actor,
+    id: &str,
+    input: Rewind,
+) -> Result<Sink, ServiceError> {
+    actor.require(Action::ManageOrg)?;
     if input.after < 0 {
         return Err(ServiceError::invalid("after", "must not be negative"));
     }
-    let mut m = find(s, id).await?.into_active_model();
+    let before = find(s, id).await?;
+    let txn = s.db.begin().await?;
+    let mut m = before.clone().into_active_model();
     m.cursor = Set(input.after);
-    Ok(m.update(&s.db).await?.into())
+    let after = Sink::from(m.update(&txn).await?);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "sink.rewind",
+            resource_type: "sink",
+            resource_id: id,
+            team_id: None,
+            before: audit::view(&Sink::from(before)),
+            after: audit::view(&after),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
 }
 
 /// A sink as the exporter needs it: with its secret opened.
