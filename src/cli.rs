@@ -99,6 +99,10 @@ pub struct DataPlaneArgs {
     /// `modelgate_usage_unmetered_total`).
     #[arg(long, env = "MODELGATE_SPOOL_WHEN_FULL", default_value = "reject", value_parser = parse_when_full)]
     pub spool_when_full: WhenFull,
+    /// 64 hex characters sealing the last-known-good snapshot (it holds provider credentials);
+    /// without it, a key file `lkg.key` is generated in the data directory.
+    #[arg(long, env = "MODELGATE_LKG_KEY", hide_env_values = true)]
+    pub lkg_key: Option<String>,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {

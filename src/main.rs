@@ -90,6 +90,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.join("data-plane"),
         max_body_bytes: 10 * 1024 * 1024,
         spool: SpoolOptions::default(),
+        lkg_key_hex: None,
     })
     .await?;
 
@@ -181,6 +182,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
         spool,
+        lkg_key_hex: args.lkg_key,
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

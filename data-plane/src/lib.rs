@@ -41,6 +41,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Durability and disk bound of the usage spool.
     pub spool: SpoolOptions,
+    /// 64 hex characters sealing the last-known-good file; `None`: `lkg.key` in `data_dir`.
+    pub lkg_key_hex: Option<String>,
 }
 
 pub struct RunningDataPlane {
@@ -59,7 +61,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let initial = match lkg::load(&settings.data_dir) {
+    let lkg_sealer = lkg::sealer(&settings.data_dir, settings.lkg_key_hex.as_deref())
+        .context("loading the last-known-good key")?;
+    let initial = match lkg::load(&settings.data_dir, &lkg_sealer) {
         Ok(Some(snapshot)) => {
             tracing::info!(
                 version = snapshot.version,
@@ -83,6 +87,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         node_id: settings.node_id.clone(),
         labels: settings.labels.clone(),
         data_dir: settings.data_dir.clone(),
+        lkg_sealer,
         runtime: runtime.clone(),
         shutdown: shutdown.clone(),
     };

@@ -8,6 +8,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod crypto;
 pub mod keys;
 pub mod pricing;
 pub mod snapshot;

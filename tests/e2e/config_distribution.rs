@@ -112,18 +112,48 @@ async fn data_plane_serves_without_the_control_plane_and_boots_from_last_known_g
 }
 
 #[tokio::test]
-async fn last_known_good_file_is_a_verified_snapshot() {
-    let gw = Gateway::start().await;
-    let snapshot = modelgate_data_plane::config::lkg::load(&gw.dp_dir)
+async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential_in_clear() {
+    let (_upstream, gw, _p) = crate::support::gateway_with_smart_route().await;
+    let path = modelgate_data_plane::config::lkg::path(&gw.dp_dir);
+    let raw = eventually(
+        Duration::from_secs(5),
+        "the last-known-good file",
+        || async { std::fs::read(&path).ok() },
+    )
+    .await;
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        !raw.contains("sk-upstream-secret-1234"),
+        "the provider credential must not be in the file in clear"
+    );
+    let sealer = modelgate_data_plane::config::lkg::sealer(&gw.dp_dir, None).unwrap();
+    let snapshot = modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer)
         .unwrap()
         .expect("a last-known-good file");
     assert_eq!(snapshot.version, gw.dp().config_version());
+    assert!(
+        snapshot
+            .config
+            .providers
+            .iter()
+            .any(|p| p.credential == "sk-upstream-secret-1234"),
+        "the sealed file still carries what the node needs"
+    );
     // Corrupt one byte: the file is refused rather than served.
     let path = modelgate_data_plane::config::lkg::path(&gw.dp_dir);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    assert!(modelgate_data_plane::config::lkg::load(&gw.dp_dir).is_err());
+    assert!(modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer).is_err());
+    let other = modelgate_data_plane::config::lkg::sealer(
+        &gw.dp_dir,
+        Some(&modelgate_control_plane::crypto::Sealer::generate_master_key_hex()),
+    )
+    .unwrap();
+    assert!(
+        modelgate_data_plane::config::lkg::load(&gw.dp_dir, &other).is_err(),
+        "another key cannot open it"
+    );
     gw.shutdown().await;
 }

@@ -15,4 +15,5 @@ mod metering;
 mod nack;
 mod proxy_and_metering;
 mod sdk;
+mod secrets_at_rest;
 mod usage_ingest;

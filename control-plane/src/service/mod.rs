@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod bootstrap;
 pub mod keys;
+pub mod maintenance;
 pub mod models;
 pub mod nodes;
 pub mod providers;

@@ -25,6 +25,8 @@ pub struct Subscriber {
     pub node_id: String,
     pub labels: HashMap<String, String>,
     pub data_dir: PathBuf,
+    /// Seals the last-known-good file.
+    pub lkg_sealer: modelgate_shared::crypto::Sealer,
     pub runtime: SharedRuntime,
     pub shutdown: CancellationToken,
 }
@@ -85,7 +87,10 @@ impl Subscriber {
                 Ok(snapshot) => {
                     self.runtime.store(Arc::new(Runtime::build(snapshot)));
                     let dir = self.data_dir.clone();
-                    match tokio::task::spawn_blocking(move || lkg::save(&dir, &encoded)).await {
+                    let sealer = self.lkg_sealer.clone();
+                    match tokio::task::spawn_blocking(move || lkg::save(&dir, &sealer, &encoded))
+                        .await
+                    {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::error!(error = %e, "could not persist last-known-good")

@@ -374,6 +374,7 @@ pub async fn start_data_plane(
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
         spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
+        lkg_key_hex: None,
     })
     .await
     .unwrap()
@@ -393,6 +394,7 @@ pub async fn start_data_plane_with(
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
         spool,
+        lkg_key_hex: None,
     })
     .await
     .unwrap()
