@@ -13,6 +13,7 @@ mod export;
 mod identity;
 mod metering;
 mod nack;
+mod no_secrets_in_logs;
 mod proxy_and_metering;
 mod sdk;
 mod secrets_at_rest;

@@ -1,0 +1,133 @@
+//! No secret reaches the logs: the real `modelgate up` binary runs at debug log level while a
+//! gateway key, an admin token, an OpenAI key and a provider credential are used, created,
+//! rotated and presented wrongly; afterwards none of them appears in what it logged.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::support::temp_dir;
+
+const OPENAI_KEY: &str = "sk-openai-marker-must-not-leak-4242";
+const CREDENTIAL: &str = "sk-provider-marker-must-not-leak-7777";
+
+#[tokio::test]
+async fn debug_logs_contain_no_key_token_or_credential() {
+    let dir = temp_dir("logs");
+    let log_path = dir.join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .args(["up", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env("OPENAI_API_KEY", OPENAI_KEY)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let env = tokio::task::spawn_blocking(move || {
+        let mut env = std::collections::HashMap::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some((k, v)) = line.split_once('=') {
+                env.insert(k.trim_start_matches("export ").to_owned(), v.to_owned());
+            }
+            if line.starts_with("MODELGATE_ADMIN_TOKEN=") {
+                break;
+            }
+        }
+        env
+    })
+    .await
+    .unwrap();
+    let (base, key, admin, token) = (
+        env["MODELGATE_BASE_URL"].clone(),
+        env["MODELGATE_API_KEY"].clone(),
+        env["MODELGATE_ADMIN_URL"].clone(),
+        env["MODELGATE_ADMIN_TOKEN"].clone(),
+    );
+    let http = reqwest::Client::new();
+    let chat = |k: String| {
+        http.post(format!("{base}/chat/completions"))
+            .bearer_auth(k)
+            .json(&json!({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(chat(key.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        chat("mg-not-a-real-key-000000000000000000000000000".into())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let admin_post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{admin}/admin/v1{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let provider = admin_post(
+        "/providers",
+        json!({"name": "leaky?", "kind": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "credential": CREDENTIAL}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(provider.status(), 201);
+    let teams: serde_json::Value = http
+        .get(format!("{admin}/admin/v1/teams"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let team = teams["data"][0]["id"].as_str().unwrap().to_owned();
+    let created: serde_json::Value = admin_post("/keys", json!({"team_id": team, "name": "fresh"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = created["key_secret"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let rotated: serde_json::Value = admin_post(&format!("/keys/{id}/rotate"), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rotated = rotated["key_secret"].as_str().unwrap().to_owned();
+    // Let the snapshot reach the data plane and its last-known-good file be written.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged.contains("snapshot applied"),
+        "debug logging ran:\n{logged}"
+    );
+    for (what, secret) in [
+        ("the demo gateway key", key.as_str()),
+        ("the admin token", token.as_str()),
+        ("the OpenAI key", OPENAI_KEY),
+        ("the provider credential", CREDENTIAL),
+        ("a created key", fresh.as_str()),
+        ("a rotated key", rotated.as_str()),
+        ("a wrongly presented key", "mg-not-a-real-key"),
+    ] {
+        assert!(!logged.contains(secret), "{what} appears in the logs");
+    }
+}
