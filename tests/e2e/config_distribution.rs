@@ -115,22 +115,26 @@ async fn data_plane_serves_without_the_control_plane_and_boots_from_last_known_g
 async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential_in_clear() {
     let (_upstream, gw, _p) = crate::support::gateway_with_smart_route().await;
     let path = modelgate_data_plane::config::lkg::path(&gw.dp_dir);
-    let raw = eventually(
+    let sealer = modelgate_data_plane::config::lkg::sealer(&gw.dp_dir, None).unwrap();
+    // The file is written just after the snapshot is applied: wait for the served version.
+    let want = gw.dp().config_version();
+    let snapshot = eventually(
         Duration::from_secs(5),
         "the last-known-good file",
-        || async { std::fs::read(&path).ok() },
+        || async {
+            modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer)
+                .ok()
+                .flatten()
+                .filter(|s| s.version >= want)
+        },
     )
     .await;
+    let raw = std::fs::read(&path).unwrap();
     let raw = String::from_utf8_lossy(&raw);
     assert!(
         !raw.contains("sk-upstream-secret-1234"),
         "the provider credential must not be in the file in clear"
     );
-    let sealer = modelgate_data_plane::config::lkg::sealer(&gw.dp_dir, None).unwrap();
-    let snapshot = modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer)
-        .unwrap()
-        .expect("a last-known-good file");
-    assert_eq!(snapshot.version, gw.dp().config_version());
     assert!(
         snapshot
             .config
@@ -139,13 +143,6 @@ async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential
             .any(|p| p.credential == "sk-upstream-secret-1234"),
         "the sealed file still carries what the node needs"
     );
-    // Corrupt one byte: the file is refused rather than served.
-    let path = modelgate_data_plane::config::lkg::path(&gw.dp_dir);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
-    assert!(modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer).is_err());
     let other = modelgate_data_plane::config::lkg::sealer(
         &gw.dp_dir,
         Some(&modelgate_control_plane::crypto::Sealer::generate_master_key_hex()),
@@ -155,5 +152,11 @@ async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential
         modelgate_data_plane::config::lkg::load(&gw.dp_dir, &other).is_err(),
         "another key cannot open it"
     );
+    // Corrupt one byte: the file is refused rather than served.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(modelgate_data_plane::config::lkg::load(&gw.dp_dir, &sealer).is_err());
     gw.shutdown().await;
 }
