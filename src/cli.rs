@@ -1,10 +1,13 @@
-//! Command-line interface (clap structs only). Every flag also reads a `MODELGATE_…` variable.
+//! Command-line interface (clap structs only). Every server flag also reads a `MODELGATE_…`
+//! variable; the admin commands' structs live beside their code in `admin_cli`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use modelgate_data_plane::usage::spool::{FsyncPolicy, SpoolOptions, WhenFull};
+
+use crate::admin_cli::AdminCommand;
 
 #[derive(Debug, Parser)]
 #[command(name = "modelgate", version, about = "ModelGate: an AI API gateway")]
@@ -22,6 +25,10 @@ pub enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Run a data plane (the proxy).
     DataPlane(DataPlaneArgs),
+    /// The admin CLI: `teams`, `users`, `keys`, `providers`, `models`, `routes`, `audit`, each
+    /// a client of the admin REST API (`--admin-url`, `--admin-token`, `--output`).
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 #[derive(Debug, Args)]

@@ -1,9 +1,12 @@
-//! The `modelgate` binary: parses the command line, sets up logging, and runs the chosen part.
+//! The `modelgate` binary: parses the command line, sets up logging, and runs the chosen part
+//! (a server, or an admin command against the admin API).
 
+mod admin_cli;
 mod cli;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,7 +16,7 @@ use modelgate_data_plane::usage::spool::SpoolOptions;
 use cli::{Cli, Command};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -22,9 +25,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up(args) => up(args).await,
-        Command::ControlPlane(args) => control_plane(args).await,
-        Command::DataPlane(args) => data_plane(args).await,
+        Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
+        Command::ControlPlane(args) => control_plane(args).await.map(|()| ExitCode::SUCCESS),
+        Command::DataPlane(args) => data_plane(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Admin(command) => Ok(admin_cli::run(command).await),
     }
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod admin_api;
 mod bad_input;
+mod cli;
 mod config_distribution;
 mod crash;
 mod export;

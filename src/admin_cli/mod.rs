@@ -1,0 +1,239 @@
+//! `modelgate teams|users|keys|providers|models|routes|audit …`: the admin CLI. Every command is
+//! one or more calls to the admin REST API (never the database), printed as an aligned table
+//! or as the API's JSON.
+//!
+//! Layout: this module holds the shared options, the command tree and the dispatch; `client`
+//! the HTTP client and error mapping; `table` the formatter; one module per resource with its
+//! subcommands, request bodies and table columns.
+
+mod audit;
+mod client;
+mod keys;
+mod models;
+mod providers;
+mod routes;
+mod table;
+mod teams;
+mod users;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+
+pub use client::CliError;
+use client::{AdminClient, PAGE_SIZE};
+use table::Column;
+
+/// The admin commands, flattened into the binary's top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Teams (admin API): create, list.
+    Teams(Resource<teams::TeamsCommand>),
+    /// Users (admin API): create, list.
+    Users(Resource<users::UsersCommand>),
+    /// Gateway keys (admin API): create, list, get, revoke, rotate, disable, enable.
+    Keys(Resource<keys::KeysCommand>),
+    /// Provider accounts (admin API): create, list.
+    Providers(Resource<providers::ProvidersCommand>),
+    /// Model prices (admin API): set, list.
+    Models(Resource<models::ModelsCommand>),
+    /// Routes, model alias → deployments (admin API): create, list.
+    Routes(Resource<routes::RoutesCommand>),
+    /// The audit log of admin changes (admin API): list.
+    Audit(Resource<audit::AuditCommand>),
+}
+
+/// A resource's subcommands with the options every admin command takes.
+#[derive(Debug, Args)]
+pub struct Resource<C: Subcommand> {
+    #[command(flatten)]
+    pub options: AdminOptions,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+/// Where the admin API is, how to authenticate, how to print.
+#[derive(Debug, Args)]
+pub struct AdminOptions {
+    /// The admin API's base URL (what `modelgate up` prints as MODELGATE_ADMIN_URL).
+    #[arg(
+        long,
+        env = "MODELGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9090",
+        global = true
+    )]
+    pub admin_url: String,
+    /// An admin token (`mgadm-…`), sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "MODELGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+    /// `table` for people, `json` for scripts (the API's JSON; a list prints one JSON array of
+    /// every row).
+    #[arg(
+        long,
+        env = "MODELGATE_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        global = true
+    )]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned human-readable table.
+    Table,
+    /// The admin API's JSON, pretty-printed.
+    Json,
+}
+
+/// Options of every `list` command.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print at most this many rows (default: every row; pages are followed through
+    /// `next_cursor`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// What a command got back from the API, before printing.
+pub enum Reply {
+    /// One object (created, fetched or changed).
+    One {
+        value: Value,
+        columns: &'static [Column],
+    },
+    /// One object carrying a one-time `key_secret` (a created or rotated key).
+    WithSecret {
+        value: Value,
+        columns: &'static [Column],
+    },
+    /// Every row of a list.
+    Many {
+        rows: Vec<Value>,
+        columns: &'static [Column],
+    },
+}
+
+/// What to print: `stdout`, and a notice for stderr.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub stdout: String,
+    pub notice: Option<String>,
+}
+
+const SECRET_NOTICE: &str =
+    "Store this key secret now: it is shown once and cannot be retrieved again.";
+
+impl Reply {
+    pub fn render(&self, format: OutputFormat) -> Printed {
+        match (self, format) {
+            (Reply::One { value, .. }, OutputFormat::Json) => Printed {
+                stdout: pretty(value),
+                notice: None,
+            },
+            (Reply::WithSecret { value, .. }, OutputFormat::Json) => Printed {
+                stdout: pretty(value),
+                notice: Some(format!("note: `key_secret` is shown once. {SECRET_NOTICE}")),
+            },
+            (Reply::Many { rows, .. }, OutputFormat::Json) => Printed {
+                stdout: pretty(&Value::Array(rows.clone())),
+                notice: None,
+            },
+            (Reply::One { value, columns }, OutputFormat::Table) => Printed {
+                stdout: table::record(columns, value),
+                notice: None,
+            },
+            (Reply::WithSecret { value, columns }, OutputFormat::Table) => {
+                let mut stdout = table::record(columns, value);
+                if let Some(secret) = value.get("key_secret").and_then(Value::as_str) {
+                    stdout.push_str(&format!("\nkey_secret: {secret}\n{SECRET_NOTICE}\n"));
+                }
+                Printed {
+                    stdout,
+                    notice: None,
+                }
+            }
+            (Reply::Many { rows, columns }, OutputFormat::Table) => Printed {
+                stdout: table::rows(columns, rows),
+                notice: None,
+            },
+        }
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    text
+}
+
+/// Runs one admin command: its output on stdout, or `error: …` on stderr and exit code 1.
+pub async fn run(command: AdminCommand) -> ExitCode {
+    match execute(command).await {
+        Ok(printed) => {
+            // A closed stdout (`| head`) is not an error worth a panic or a message.
+            let mut out = std::io::stdout().lock();
+            let _ = out
+                .write_all(printed.stdout.as_bytes())
+                .and_then(|()| out.flush());
+            if let Some(notice) = printed.notice {
+                let _ = writeln!(std::io::stderr().lock(), "{notice}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "{}", e.render());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
+    match command {
+        AdminCommand::Teams(r) => r.execute().await,
+        AdminCommand::Users(r) => r.execute().await,
+        AdminCommand::Keys(r) => r.execute().await,
+        AdminCommand::Providers(r) => r.execute().await,
+        AdminCommand::Models(r) => r.execute().await,
+        AdminCommand::Routes(r) => r.execute().await,
+        AdminCommand::Audit(r) => r.execute().await,
+    }
+}
+
+/// A resource's subcommand: the API calls it makes and what came back.
+pub trait Run {
+    async fn run(self, client: &AdminClient) -> Result<Reply, CliError>;
+}
+
+impl<C: Subcommand + Run> Resource<C> {
+    async fn execute(self) -> Result<Printed, CliError> {
+        let client =
+            AdminClient::new(&self.options.admin_url, self.options.admin_token.as_deref())?;
+        let reply = self.command.run(&client).await?;
+        Ok(reply.render(self.options.output))
+    }
+}
+
+/// Lists every row of `segments` (up to `limit`) as a [`Reply::Many`].
+async fn list(
+    client: &AdminClient,
+    segments: &[&str],
+    filters: &[(&str, String)],
+    args: &ListArgs,
+    columns: &'static [Column],
+) -> Result<Reply, CliError> {
+    let rows = client
+        .list(segments, filters, args.limit, PAGE_SIZE)
+        .await?;
+    Ok(Reply::Many { rows, columns })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use clap::Parser;
+use serde_json::json;
+
+use super::*;
+use crate::cli::{Cli, Command};
+
+fn parse(args: &[&str]) -> AdminCommand {
+    let cli = Cli::try_parse_from(std::iter::once("modelgate").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    match cli.command {
+        Command::Admin(c) => c,
+        other => panic!("expected an admin command, got {other:?}"),
+    }
+}
+
+#[test]
+fn global_options_parse_before_or_after_the_subcommand() {
+    for args in [
+        &[
+            "keys",
+            "--output",
+            "json",
+            "--admin-url",
+            "http://cp:9",
+            "list",
+        ][..],
+        &[
+            "keys",
+            "list",
+            "--output",
+            "json",
+            "--admin-url",
+            "http://cp:9",
+        ][..],
+    ] {
+        let AdminCommand::Keys(r) = parse(args) else {
+            panic!("expected keys")
+        };
+        assert_eq!(r.options.output, OutputFormat::Json, "{args:?}");
+        assert_eq!(r.options.admin_url, "http://cp:9", "{args:?}");
+        assert!(matches!(
+            r.command,
+            keys::KeysCommand::List(ListArgs { limit: None })
+        ));
+    }
+}
+
+#[test]
+fn keys_create_takes_repeated_allowed_models_and_an_expiry() {
+    let AdminCommand::Keys(r) = parse(&[
+        "keys",
+        "create",
+        "--team-id",
+        "t1",
+        "--name",
+        "app",
+        "--environment",
+        "prod",
+        "--allowed-model",
+        "smart",
+        "--allowed-model",
+        "fast",
+        "--expires-at",
+        "1700000000",
+    ]) else {
+        panic!("expected keys")
+    };
+    let keys::KeysCommand::Create {
+        team_id,
+        allowed_models,
+        expires_at,
+        environment,
+        ..
+    } = r.command
+    else {
+        panic!("expected create")
+    };
+    assert_eq!(team_id, "t1");
+    assert_eq!(environment.as_deref(), Some("prod"));
+    assert_eq!(allowed_models, ["smart", "fast"]);
+    assert_eq!(expires_at, Some(1_700_000_000));
+}
+
+#[test]
+fn routes_need_at_least_one_well_formed_deployment() {
+    assert!(Cli::try_parse_from(["modelgate", "routes", "create", "--alias", "a"]).is_err());
+    assert!(Cli::try_parse_from([
+        "modelgate",
+        "routes",
+        "create",
+        "--alias",
+        "a",
+        "--deployment",
+        "no-model"
+    ])
+    .is_err());
+    let AdminCommand::Routes(r) = parse(&[
+        "routes",
+        "create",
+        "--alias",
+        "a",
+        "--deployment",
+        "p1:m1",
+        "--deployment",
+        "p2:m2:3",
+    ]) else {
+        panic!("expected routes")
+    };
+    let routes::RoutesCommand::Create { deployments, .. } = r.command else {
+        panic!("expected create")
+    };
+    assert_eq!(deployments.len(), 2);
+    assert_eq!(deployments[1].weight, Some(3));
+}
+
+#[test]
+fn list_limit_must_be_positive() {
+    assert!(Cli::try_parse_from(["modelgate", "teams", "list", "--limit", "0"]).is_err());
+    let AdminCommand::Audit(r) = parse(&[
+        "audit",
+        "list",
+        "--resource-type",
+        "key",
+        "--resource-id",
+        "k1",
+        "--limit",
+        "5",
+    ]) else {
+        panic!("expected audit")
+    };
+    let audit::AuditCommand::List {
+        resource_type,
+        resource_id,
+        list,
+    } = r.command;
+    assert_eq!(resource_type.as_deref(), Some("key"));
+    assert_eq!(resource_id.as_deref(), Some("k1"));
+    assert_eq!(list.limit, Some(5));
+}
+
+#[test]
+fn a_new_key_in_a_table_shows_its_secret_once_with_a_store_it_now_line() {
+    let key = json!({
+        "id": "k1", "name": "app", "team_id": "t1", "prefix": "mg-abc", "environment": "prod",
+        "allowed_models": ["smart"], "revoked_at": null, "expires_at": null,
+        "created_at": "2026-01-01T00:00:00Z", "key_secret": "mg-abc-SECRET"
+    });
+    let reply = Reply::WithSecret {
+        value: key.clone(),
+        columns: &[Column {
+            header: "ID",
+            cell: |v| table::field(v, "id"),
+        }],
+    };
+    let printed = reply.render(OutputFormat::Table);
+    assert_eq!(
+        printed.stdout,
+        "ID  k1\n\nkey_secret: mg-abc-SECRET\n\
+         Store this key secret now: it is shown once and cannot be retrieved again.\n"
+    );
+    assert_eq!(printed.notice, None);
+    assert_eq!(printed.stdout.matches("mg-abc-SECRET").count(), 1);
+
+    let printed = reply.render(OutputFormat::Json);
+    let parsed: Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(parsed, key);
+    assert!(printed.notice.unwrap().contains("shown once"));
+}
+
+#[test]
+fn tables_of_keys_never_show_a_secret() {
+    let key = json!({"id": "k1", "name": "app", "key_secret": "mg-abc-SECRET"});
+    for columns in [keys::LIST_COLUMNS, keys::DETAIL_COLUMNS] {
+        for reply in [
+            Reply::One {
+                value: key.clone(),
+                columns,
+            },
+            Reply::Many {
+                rows: vec![key.clone()],
+                columns,
+            },
+        ] {
+            let printed = reply.render(OutputFormat::Table);
+            assert!(printed.stdout.contains("app"), "{}", printed.stdout);
+            assert!(!printed.stdout.contains("SECRET"), "{}", printed.stdout);
+        }
+    }
+}
+
+#[test]
+fn json_lists_print_one_array_of_every_row() {
+    let reply = Reply::Many {
+        rows: vec![json!({"id": 1}), json!({"id": 2})],
+        columns: &[],
+    };
+    let printed = reply.render(OutputFormat::Json);
+    let parsed: Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(parsed, json!([{"id": 1}, {"id": 2}]));
+}

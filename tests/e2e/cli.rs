@@ -1,0 +1,340 @@
+//! The admin CLI as an operator runs it: the real `modelgate` binary, configured only through
+//! `MODELGATE_ADMIN_URL` / `MODELGATE_ADMIN_TOKEN`, against a running gateway. What it creates
+//! must work through the data plane; what the API refuses must come back on stderr.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::upstream::MockUpstream;
+use crate::support::{eventually, gateway_with_smart_route, request_id, Gateway};
+
+/// What one `modelgate …` run printed.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "modelgate failed.\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn json(self) -> Value {
+        let run = self.ok();
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", run.stdout))
+    }
+}
+
+/// Runs the binary with the gateway's admin URL and token in its environment (and `extra_env`).
+async fn modelgate(gw: &Gateway, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    command
+        .args(args)
+        .env("MODELGATE_ADMIN_URL", &gw.admin_url)
+        .env("MODELGATE_ADMIN_TOKEN", &gw.admin_token)
+        .env_remove("MODELGATE_OUTPUT")
+        .env_remove("MODELGATE_PROVIDER_CREDENTIAL")
+        .env("RUST_LOG", "warn");
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("running modelgate");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn cli_provisions_a_route_and_key_that_serve_traffic_and_are_metered() {
+    let upstream = MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let cli = |args: &'static [&'static str]| modelgate(&gw, args, &[]);
+
+    let team = modelgate(
+        &gw,
+        &["teams", "create", "--name", "cli-team", "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    assert_eq!(team["name"], "cli-team");
+
+    // The provider credential comes from the environment, not the command line.
+    let base_url = upstream.base_url();
+    let provider = modelgate(
+        &gw,
+        &[
+            "providers",
+            "create",
+            "--name",
+            "cli-upstream",
+            "--kind",
+            "openai-compatible",
+            "--base-url",
+            &base_url,
+            "--output",
+            "json",
+        ],
+        &[("MODELGATE_PROVIDER_CREDENTIAL", "sk-from-env-9876")],
+    )
+    .await
+    .json();
+    let provider_id = provider["id"].as_str().unwrap().to_owned();
+    assert_eq!(provider["credential_last4"], "9876");
+    assert_eq!(provider["base_url"], base_url.as_str());
+
+    let price = modelgate(
+        &gw,
+        &[
+            "models",
+            "set",
+            "--model",
+            "gpt-4o-2024",
+            "--input-micros-per-mtok",
+            "2500000",
+            "--output-micros-per-mtok",
+            "10000000",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(price["input_micros_per_mtok"], 2_500_000);
+    assert_eq!(price["output_micros_per_mtok"], 10_000_000);
+
+    let deployment = format!("{provider_id}:gpt-4o-2024");
+    let route = modelgate(
+        &gw,
+        &[
+            "routes",
+            "create",
+            "--alias",
+            "smart",
+            "--deployment",
+            &deployment,
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(route["deployments"][0]["provider_id"], provider_id.as_str());
+    assert_eq!(route["deployments"][0]["model"], "gpt-4o-2024");
+
+    let created = modelgate(
+        &gw,
+        &[
+            "keys",
+            "create",
+            "--team-id",
+            &team_id,
+            "--name",
+            "cli-app",
+            "--environment",
+            "prod",
+            "--allowed-model",
+            "smart",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(created.stderr.contains("shown once"), "{}", created.stderr);
+    let key = created.json();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let secret = key["key_secret"].as_str().unwrap().to_owned();
+    assert_eq!(key["allowed_models"], serde_json::json!(["smart"]));
+
+    gw.wait_for_config().await;
+    let resp = gw.say_hi(&secret, "smart").await;
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    assert_eq!(upstream.calls(), 1);
+    let row = gw.usage_row(&rid).await;
+    assert_eq!(row["key_id"], key_id.as_str());
+    assert_eq!(row["team_id"], team_id.as_str());
+    assert_eq!(row["provider_id"], provider_id.as_str());
+    assert_eq!(row["served_model"], "gpt-4o-2024");
+
+    // The human table names the key but never prints its secret.
+    let table = cli(&["keys", "list"]).await.ok().stdout;
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("NAME") && header.contains("STATUS"),
+        "{table}"
+    );
+    let line = table
+        .lines()
+        .find(|l| l.contains(&key_id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("cli-app") && line.contains("prod") && line.contains("active"),
+        "{line}"
+    );
+    assert!(
+        !table.contains(&secret),
+        "the key table printed the secret:\n{table}"
+    );
+
+    // JSON lists are one array of every row, across pages.
+    modelgate(&gw, &["teams", "create", "--name", "cli-team-2"], &[])
+        .await
+        .ok();
+    let teams = cli(&["teams", "list", "--output", "json"]).await.json();
+    let names: Vec<&str> = teams
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"cli-team") && names.contains(&"cli-team-2"),
+        "{teams}"
+    );
+    assert!(teams
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == team_id.as_str()));
+    let one = cli(&["teams", "list", "--limit", "1", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn cli_prints_the_admin_api_error_on_stderr_and_exits_non_zero() {
+    let gw = Gateway::start().await;
+
+    let unknown_team = modelgate(
+        &gw,
+        &["keys", "create", "--team-id", "no-such-team", "--name", "k"],
+        &[],
+    )
+    .await;
+    assert_eq!(unknown_team.code, Some(1), "{}", unknown_team.stderr);
+    assert_eq!(
+        unknown_team.stderr.trim(),
+        "error: no such team (param: team_id)"
+    );
+    assert_eq!(unknown_team.stdout, "");
+
+    let team = modelgate(
+        &gw,
+        &["teams", "create", "--name", "t", "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
+    let team_id = team["id"].as_str().unwrap();
+    let bad_env = modelgate(
+        &gw,
+        &[
+            "keys",
+            "create",
+            "--team-id",
+            team_id,
+            "--name",
+            "k",
+            "--environment",
+            "qa",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(bad_env.code, Some(1));
+    assert_eq!(
+        bad_env.stderr.trim(),
+        "error: must be one of dev, staging, prod (param: environment)"
+    );
+
+    let wrong_token = modelgate(
+        &gw,
+        &["teams", "list"],
+        &[("MODELGATE_ADMIN_TOKEN", "mgadm-wrong")],
+    )
+    .await;
+    assert_eq!(wrong_token.code, Some(1));
+    assert!(
+        wrong_token
+            .stderr
+            .starts_with("error: a valid admin token is required"),
+        "{}",
+        wrong_token.stderr
+    );
+
+    // Nothing listens on a port we bound and closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}");
+    let unreachable = modelgate(&gw, &["teams", "list"], &[("MODELGATE_ADMIN_URL", &url)]).await;
+    assert_eq!(unreachable.code, Some(1));
+    assert!(
+        unreachable.stderr.starts_with(&format!(
+            "error: could not connect to the admin API at {url}"
+        )),
+        "{}",
+        unreachable.stderr
+    );
+
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn cli_revoked_key_is_refused_by_the_data_plane() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
+
+    let revoked = modelgate(&gw, &["keys", "revoke", &p.key_id], &[])
+        .await
+        .ok();
+    let status = revoked
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("STATUS"))
+        .unwrap_or_else(|| panic!("{}", revoked.stdout));
+    assert!(status.ends_with("revoked"), "{}", revoked.stdout);
+
+    eventually(
+        Duration::from_secs(5),
+        "the revoked key to be refused",
+        || async { (gw.say_hi(&p.key, "smart").await.status() == 401).then_some(()) },
+    )
+    .await;
+    let got = modelgate(&gw, &["keys", "list", "--output", "json"], &[])
+        .await
+        .json();
+    let key = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == p.key_id.as_str())
+        .unwrap();
+    assert!(!key["revoked_at"].is_null(), "{key}");
+
+    gw.shutdown().await;
+}
