@@ -29,6 +29,36 @@ pub enum Command {
     /// a client of the admin REST API (`--admin-url`, `--admin-token`, `--output`).
     #[command(flatten)]
     Admin(AdminCommand),
+    /// Offline maintenance against the control plane's database.
+    #[command(name = "admin", subcommand)]
+    Maintenance(MaintenanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Re-seal every secret (provider credentials, the key-hash secret, sink secrets,
+    /// idempotency records) under a new master key, in one transaction. Stop every control
+    /// plane first; start them again with the new key.
+    RotateMasterKey(RotateMasterKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateMasterKeyArgs {
+    /// `postgres://user@host/db` or `sqlite://path?mode=rwc`.
+    #[arg(long, env = "MODELGATE_DATABASE_URL")]
+    pub database_url: String,
+    /// The current master key (64 hex characters).
+    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// A file holding the current master key (used when `--master-key` is not given).
+    #[arg(long, env = "MODELGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The new master key (64 hex characters).
+    #[arg(long, env = "MODELGATE_NEW_MASTER_KEY", hide_env_values = true)]
+    pub new_master_key: Option<String>,
+    /// A file holding the new master key.
+    #[arg(long, env = "MODELGATE_NEW_MASTER_KEY_FILE")]
+    pub new_master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

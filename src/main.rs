@@ -29,6 +29,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::ControlPlane(args) => control_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::DataPlane(args) => data_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::Admin(command) => Ok(admin_cli::run(command).await),
+        Command::Maintenance(cli::MaintenanceCommand::RotateMasterKey(args)) => {
+            rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -139,6 +142,41 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     dp.shutdown().await;
     cp.shutdown().await;
+    Ok(())
+}
+
+fn key_from(
+    what: &str,
+    value: Option<String>,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Sealer> {
+    let hex = match (value, file) {
+        (Some(k), _) => k,
+        (None, Some(path)) => master_key_from_file(&path, false)?,
+        (None, None) => anyhow::bail!("the {what} is required"),
+    };
+    Sealer::from_hex(&hex).with_context(|| format!("the {what}"))
+}
+
+async fn rotate_master_key(args: cli::RotateMasterKeyArgs) -> anyhow::Result<()> {
+    let old = key_from("current master key", args.master_key, args.master_key_file)?;
+    let new = key_from(
+        "new master key",
+        args.new_master_key,
+        args.new_master_key_file,
+    )?;
+    let n = modelgate_control_plane::service::maintenance::rotate_master_key(
+        &args.database_url,
+        &old,
+        &new,
+    )
+    .await
+    .context("re-sealing under the new master key (nothing was changed)")?;
+    println!(
+        "re-sealed under the new master key: {} provider credentials, {} settings, {} sink secrets, {} idempotency records",
+        n.provider_credentials, n.settings, n.sink_secrets, n.idempotency_records
+    );
+    println!("start every control plane with the new key now");
     Ok(())
 }
 

@@ -338,3 +338,115 @@ async fn cli_revoked_key_is_refused_by_the_data_plane() {
 
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_rotates_disables_and_enables_a_key_and_reads_users_and_the_audit_log() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let user = modelgate(
+        &gw,
+        &[
+            "users",
+            "create",
+            "--email",
+            "cli@example.com",
+            "--name",
+            "Cli",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(user["email"], "cli@example.com");
+    let users = modelgate(&gw, &["users", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert!(users
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["id"] == user["id"]));
+
+    let got = modelgate(&gw, &["keys", "get", &p.key_id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(got["status"], "active");
+    assert!(got.get("key_secret").is_none());
+
+    let rotated = modelgate(
+        &gw,
+        &[
+            "keys",
+            "rotate",
+            &p.key_id,
+            "--grace-seconds",
+            "0",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    let new_secret = rotated["key_secret"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(5), "the new secret to work", || async {
+        (gw.say_hi(&new_secret, "smart").await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gw.say_hi(&p.key, "smart").await.status(),
+        401,
+        "no grace period: the old secret stops at once"
+    );
+
+    modelgate(&gw, &["keys", "disable", &p.key_id], &[])
+        .await
+        .ok();
+    eventually(
+        Duration::from_secs(2),
+        "the disabled key to be refused",
+        || async { (gw.say_hi(&new_secret, "smart").await.status() == 401).then_some(()) },
+    )
+    .await;
+    modelgate(&gw, &["keys", "enable", &p.key_id], &[])
+        .await
+        .ok();
+    eventually(
+        Duration::from_secs(2),
+        "the enabled key to work",
+        || async { (gw.say_hi(&new_secret, "smart").await.status() == 200).then_some(()) },
+    )
+    .await;
+
+    let audit = modelgate(
+        &gw,
+        &[
+            "audit",
+            "list",
+            "--resource-type",
+            "key",
+            "--resource-id",
+            &p.key_id,
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["key.create", "key.rotate", "key.disable", "key.enable"]
+    );
+    let table = modelgate(&gw, &["audit", "list"], &[]).await.ok();
+    assert!(table.stdout.contains("key.rotate"), "{}", table.stdout);
+    assert!(!table.stdout.contains(&new_secret));
+    gw.shutdown().await;
+}

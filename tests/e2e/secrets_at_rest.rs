@@ -75,9 +75,32 @@ async fn the_credential_row_holds_no_plaintext_and_survives_a_master_key_rotatio
     assert!(rotate_master_key(&gw.db.url, &wrong, &new).await.is_err());
     assert_eq!(provider_rows_text(&gw.db.url).await, rows);
 
-    let resealed = rotate_master_key(&gw.db.url, &old, &new).await.unwrap();
-    assert!(resealed.provider_credentials >= 1);
-    assert_eq!(resealed.settings, 1, "the key-hash secret");
+    drop(old);
+    // The operator's command: `modelgate admin rotate-master-key`.
+    let url = gw.db.url.clone();
+    let (old_hex, new_for_cli) = (gw.master_key.clone(), new_hex.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+            .args(["admin", "rotate-master-key", "--database-url", &url])
+            .env("MODELGATE_MASTER_KEY", old_hex)
+            .env("MODELGATE_NEW_MASTER_KEY", new_for_cli)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 settings"),
+        "the key-hash secret: {stdout}"
+    );
+    assert!(!stdout.contains(&new_hex) && !stdout.contains(&gw.master_key));
     let after = provider_rows_text(&gw.db.url).await;
     assert_ne!(after, rows, "every sealed value changed");
     assert!(!after.contains(CREDENTIAL));
