@@ -15,6 +15,7 @@ mod identity;
 mod metering;
 mod nack;
 mod no_secrets_in_logs;
+mod openapi;
 mod proxy_and_metering;
 mod sdk;
 mod secrets_at_rest;

@@ -8,6 +8,25 @@ use serde_json::json;
 
 use crate::service::ServiceError;
 
+/// The error body every admin endpoint answers with (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// invalid_request, unauthorized, permission_denied, not_found, conflict,
+    /// precondition_failed, idempotency_key_reused or internal.
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+    /// The offending field, for invalid_request.
+    param: Option<String>,
+}
+
 #[derive(Debug)]
 pub enum AdminError {
     Unauthorized,

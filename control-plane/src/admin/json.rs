@@ -26,8 +26,16 @@ where
     }
 }
 
-/// Parses a JSON body, naming the offending field on error.
+/// Parses a JSON body, naming the offending field on error. Every admin request body is a JSON
+/// object: serde would also accept an array for a struct (its fields in order), which no client
+/// means to send.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AdminError::Invalid {
+            param: None,
+            message: "the request body must be a JSON object".into(),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error_lite::deserialize::<T>(&mut de).map_err(|(param, err)| {
         AdminError::Invalid {

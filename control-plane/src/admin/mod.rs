@@ -11,10 +11,14 @@ use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::AdminError;
+use error::ErrorBody;
 use json::{ApiJson, ApiQuery};
 
 use crate::service::audit::{self as audit_service, AuditFilter};
@@ -24,30 +28,67 @@ use crate::service::{
     Services,
 };
 
+/// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
+/// routed, so the document cannot drift from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ModelGate admin API", version = "1"),
+    servers((url = "/admin/v1")),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The admin routes with their OpenAPI document.
+fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_team, list_teams))
+        .routes(routes!(get_team))
+        .routes(routes!(add_member, list_members))
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(get_key, update_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(disable_key))
+        .routes(routes!(enable_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(create_provider, list_providers))
+        .routes(routes!(upsert_model, list_models))
+        .routes(routes!(create_route, list_routes))
+        .routes(routes!(list_nodes))
+        .routes(routes!(list_audit))
+        .routes(routes!(list_usage))
+        .routes(routes!(usage_daily))
+        .routes(routes!(create_sink, list_sinks))
+        .routes(routes!(get_sink, delete_sink))
+        .routes(routes!(rewind_sink))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of the admin API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
 pub fn router(services: Services) -> Router {
-    let api = Router::new()
-        .route("/teams", post(create_team).get(list_teams))
-        .route("/teams/{id}", get(get_team))
-        .route("/teams/{id}/members", post(add_member).get(list_members))
-        .route("/users", post(create_user).get(list_users))
-        .route("/tokens", post(create_token).get(list_tokens))
-        .route("/tokens/{id}/revoke", post(revoke_token))
-        .route("/keys", post(create_key).get(list_keys))
-        .route("/keys/{id}", get(get_key).patch(update_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
-        .route("/keys/{id}/disable", post(disable_key))
-        .route("/keys/{id}/enable", post(enable_key))
-        .route("/keys/{id}/rotate", post(rotate_key))
-        .route("/providers", post(create_provider).get(list_providers))
-        .route("/models", post(upsert_model).get(list_models))
-        .route("/routes", post(create_route).get(list_routes))
-        .route("/nodes", get(list_nodes))
-        .route("/audit", get(list_audit))
-        .route("/usage/events", get(list_usage))
-        .route("/usage/daily", get(usage_daily))
-        .route("/usage/sinks", post(create_sink).get(list_sinks))
-        .route("/usage/sinks/{id}", get(get_sink).delete(delete_sink))
-        .route("/usage/sinks/{id}/rewind", post(rewind_sink))
+    let (api, doc) = routes();
+    let doc = std::sync::Arc::new(doc);
+    let api = api
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
@@ -59,6 +100,14 @@ pub fn router(services: Services) -> Router {
         ))
         .with_state(services);
     Router::new()
+        // The document describes the API's shape only; it is served without a token.
+        .route(
+            "/admin/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .nest("/admin/v1", api)
         .route("/healthz", get(|| async { "ok" }))
 }
@@ -129,6 +178,14 @@ fn key_response(status: StatusCode, key: &keys::Key, body: impl serde::Serialize
     resp
 }
 
+#[utoipa::path(
+    post,
+    path = "/teams",
+    tag = "teams",
+    request_body = teams::CreateTeam,
+    responses((status = 201, body = teams::Team), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_team(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -137,6 +194,14 @@ async fn create_team(
     Ok(created(teams::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/teams",
+    tag = "teams",
+    params(PageParams),
+    responses((status = 200, description = "a page of teams: {data, next_cursor}", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_teams(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -145,6 +210,14 @@ async fn list_teams(
     Ok(ok(teams::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/teams/{id}",
+    tag = "teams",
+    params(("id" = String, Path)),
+    responses((status = 200, body = teams::Team), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn get_team(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -153,6 +226,15 @@ async fn get_team(
     Ok(ok(teams::get(&s, &a, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/teams/{id}/members",
+    tag = "users",
+    request_body = users::AddMember,
+    params(("id" = String, Path)),
+    responses((status = 201, body = users::Member), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn add_member(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -162,6 +244,14 @@ async fn add_member(
     Ok(created(users::add_member(&s, &a, &id, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/teams/{id}/members",
+    tag = "users",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "{data: [member]}", body = Object), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_members(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -172,6 +262,14 @@ async fn list_members(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = users::CreateUser,
+    responses((status = 201, body = users::User), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_user(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -180,6 +278,14 @@ async fn create_user(
     Ok(created(users::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    params(PageParams),
+    responses((status = 200, description = "a page of users", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_users(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -188,6 +294,14 @@ async fn list_users(
     Ok(ok(users::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = tokens::CreateToken,
+    responses((status = 201, body = tokens::CreatedToken), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_token(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -196,6 +310,14 @@ async fn create_token(
     Ok(created(tokens::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    params(PageParams),
+    responses((status = 200, description = "a page of admin tokens", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_tokens(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -204,6 +326,14 @@ async fn list_tokens(
     Ok(ok(tokens::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens/{id}/revoke",
+    tag = "tokens",
+    params(("id" = String, Path)),
+    responses((status = 200, body = tokens::Token), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn revoke_token(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -212,6 +342,14 @@ async fn revoke_token(
     Ok(ok(tokens::revoke(&s, &a, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = keys::CreateKey,
+    responses((status = 201, body = keys::CreatedKey), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -221,6 +359,14 @@ async fn create_key(
     Ok(key_response(StatusCode::CREATED, &k.key, &k))
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    params(PageParams, keys::KeyFilter),
+    responses((status = 200, description = "a page of keys", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_keys(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -230,6 +376,14 @@ async fn list_keys(
     Ok(ok(keys::list(&s, &a, q, filter).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 200, body = keys::Key), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn get_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -239,6 +393,15 @@ async fn get_key(
     Ok(key_response(StatusCode::OK, &k, &k))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/keys/{id}",
+    tag = "keys",
+    request_body = keys::UpdateKey,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the version read, e.g. \"3\"")),
+    responses((status = 200, body = keys::Key), (status = 404, body = ErrorBody), (status = 412, description = "If-Match names a stale version", body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn update_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -250,6 +413,14 @@ async fn update_key(
     Ok(key_response(StatusCode::OK, &k, &k))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/revoke",
+    tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 200, body = keys::Key), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn revoke_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -259,6 +430,14 @@ async fn revoke_key(
     Ok(key_response(StatusCode::OK, &k, &k))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/disable",
+    tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 200, body = keys::Key), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn disable_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -268,6 +447,14 @@ async fn disable_key(
     Ok(key_response(StatusCode::OK, &k, &k))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/enable",
+    tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 200, body = keys::Key), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn enable_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -277,6 +464,15 @@ async fn enable_key(
     Ok(key_response(StatusCode::OK, &k, &k))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/rotate",
+    tag = "keys",
+    request_body(content = Option<keys::Rotate>, description = "optional"),
+    params(("id" = String, Path)),
+    responses((status = 200, body = keys::CreatedKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn rotate_key(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -293,6 +489,14 @@ async fn rotate_key(
     Ok(key_response(StatusCode::OK, &k.key, &k))
 }
 
+#[utoipa::path(
+    post,
+    path = "/providers",
+    tag = "catalog",
+    request_body = providers::CreateProvider,
+    responses((status = 201, body = providers::Provider), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_provider(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -301,6 +505,14 @@ async fn create_provider(
     Ok(created(providers::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/providers",
+    tag = "catalog",
+    params(PageParams),
+    responses((status = 200, description = "a page of providers", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_providers(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -309,6 +521,14 @@ async fn list_providers(
     Ok(ok(providers::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/models",
+    tag = "catalog",
+    request_body = models::UpsertModel,
+    responses((status = 201, body = models::ModelPrice), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn upsert_model(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -317,6 +537,14 @@ async fn upsert_model(
     Ok(created(models::upsert(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "catalog",
+    params(PageParams),
+    responses((status = 200, description = "a page of model prices", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_models(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -325,6 +553,14 @@ async fn list_models(
     Ok(ok(models::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/routes",
+    tag = "catalog",
+    request_body = routes::CreateRoute,
+    responses((status = 201, body = routes::Route), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_route(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -333,6 +569,14 @@ async fn create_route(
     Ok(created(routes::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/routes",
+    tag = "catalog",
+    params(PageParams),
+    responses((status = 200, description = "a page of routes", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_routes(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -341,6 +585,14 @@ async fn list_routes(
     Ok(ok(routes::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/nodes",
+    tag = "fleet",
+    params(PageParams),
+    responses((status = 200, description = "a page of data-plane nodes", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_nodes(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -349,6 +601,14 @@ async fn list_nodes(
     Ok(ok(nodes::list(&s, &a, q).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(PageParams, AuditFilter),
+    responses((status = 200, description = "a page of audit entries", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_audit(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -358,6 +618,14 @@ async fn list_audit(
     Ok(ok(audit_service::list(&s, &a, q, filter).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/usage/events",
+    tag = "usage",
+    params(PageParams, usage::UsageFilter),
+    responses((status = 200, description = "a page of usage events in ingest order", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_usage(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -367,6 +635,14 @@ async fn list_usage(
     Ok(ok(usage::list(&s, &a, q, filter).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/usage/daily",
+    tag = "usage",
+    params(usage::DailyFilter),
+    responses((status = 200, description = "{data: [daily aggregate]}", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn usage_daily(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -377,6 +653,14 @@ async fn usage_daily(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/usage/sinks",
+    tag = "usage",
+    request_body = usage::sinks::CreateSink,
+    responses((status = 201, body = usage::sinks::CreatedSink), (status = 409, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn create_sink(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -385,12 +669,27 @@ async fn create_sink(
     Ok(created(usage::sinks::create(&s, &a, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/usage/sinks",
+    tag = "usage",
+    responses((status = 200, description = "{data: [sink]}", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn list_sinks(State(s): State<Services>, Extension(a): Extension<Actor>) -> Result<Response> {
     Ok(ok(
         serde_json::json!({ "data": usage::sinks::list(&s, &a).await? }),
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/usage/sinks/{id}",
+    tag = "usage",
+    params(("id" = String, Path)),
+    responses((status = 200, body = usage::sinks::Sink), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn get_sink(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -399,6 +698,14 @@ async fn get_sink(
     Ok(ok(usage::sinks::get(&s, &a, &id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/usage/sinks/{id}",
+    tag = "usage",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn delete_sink(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,
@@ -408,6 +715,15 @@ async fn delete_sink(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/usage/sinks/{id}/rewind",
+    tag = "usage",
+    request_body = usage::sinks::Rewind,
+    params(("id" = String, Path)),
+    responses((status = 200, body = usage::sinks::Sink), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn rewind_sink(
     State(s): State<Services>,
     Extension(a): Extension<Actor>,

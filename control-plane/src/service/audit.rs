@@ -51,7 +51,7 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub actor_type: String,
@@ -87,7 +87,8 @@ impl From<audit::Model> for AuditEntry {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,

@@ -35,7 +35,7 @@ const MAX_GRACE_SECONDS: i64 = 30 * 24 * 3600;
 const DEFAULT_GRACE_SECONDS: i64 = 3600;
 const MAX_METADATA_BYTES: usize = 4096;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub team_id: String,
@@ -62,7 +62,7 @@ pub struct CreateKey {
 
 /// A partial update: absent fields are left as they are; `expires_at` and `owner_user_id`
 /// accept `null` to clear.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     #[serde(default)]
@@ -96,7 +96,7 @@ mod double_option {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// How long the replaced secret keeps working (default 3600, at most 30 days; 0 = stop now).
@@ -104,7 +104,7 @@ pub struct Rotate {
     pub grace_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Key {
     pub id: String,
     pub team_id: String,
@@ -129,7 +129,7 @@ pub struct Key {
 }
 
 /// A created or rotated key: the only time the secret is returned.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub key: Key,
@@ -328,7 +328,8 @@ pub async fn create(
     })
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeyFilter {
     pub team_id: Option<String>,
     pub owner_user_id: Option<String>,

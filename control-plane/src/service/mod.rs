@@ -62,14 +62,15 @@ impl ServiceError {
 }
 
 /// A page of a list: `{"data": [...], "next_cursor": ...}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
 /// Cursor pagination parameters (cursor = the last id seen; ids are time-ordered UUIDv7).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     pub after: Option<String>,
     pub limit: Option<u64>,

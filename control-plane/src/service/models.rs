@@ -13,7 +13,7 @@ use super::authz::{Action, Actor};
 use super::{page, require_name, Page, PageParams, ServiceError, Services};
 use crate::store::model_price;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertModel {
     pub model: String,
@@ -21,7 +21,7 @@ pub struct UpsertModel {
     pub output_micros_per_mtok: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelPrice {
     pub id: String,
     pub model: String,

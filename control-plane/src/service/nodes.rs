@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{page, Page, PageParams, ServiceError, Services};
 use crate::store::node;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Node {
     pub node_id: String,
     pub labels: BTreeMap<String, String>,

@@ -13,7 +13,7 @@ use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::provider_account;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProvider {
     pub name: String,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for CreateProvider {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Provider {
     pub id: String,
     pub name: String,

@@ -13,7 +13,7 @@ use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::{provider_account, routing_group};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     pub provider_id: String,
@@ -26,14 +26,14 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoute {
     pub alias: String,
     pub deployments: Vec<DeploymentSpec>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Route {
     pub id: String,
     pub alias: String,

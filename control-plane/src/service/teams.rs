@@ -12,13 +12,13 @@ use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::team;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Team {
     pub id: String,
     pub name: String,

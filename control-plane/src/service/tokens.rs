@@ -14,7 +14,7 @@ use super::authz::{Action, Actor, Role};
 use super::{page, require_name, teams, Page, PageParams, ServiceError, Services};
 use crate::store::admin_token;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
@@ -23,7 +23,7 @@ pub struct CreateToken {
     pub team_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Token {
     pub id: String,
     pub name: String,
@@ -48,7 +48,7 @@ impl From<admin_token::Model> for Token {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub info: Token,

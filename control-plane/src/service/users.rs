@@ -12,7 +12,7 @@ use super::authz::{Action, Actor, Role};
 use super::{page, teams, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::{team_member, user};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub email: String,
@@ -20,7 +20,7 @@ pub struct CreateUser {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub email: String,
@@ -128,14 +128,14 @@ pub(crate) async fn find(s: &Services, id: &str) -> Result<user::Model, ServiceE
         .ok_or_else(|| ServiceError::NotFound(format!("user `{id}`")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user_id: String,
     pub role: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub team_id: String,
     pub user_id: String,

@@ -10,7 +10,7 @@ use crate::service::{page, Page, PageParams, ServiceError, Services};
 use crate::store::{usage_daily, usage_event};
 
 /// A stored usage event as the admin API and the exporters show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UsageRow {
     pub id: String,
     /// Ingest sequence: resume a pull after the last `seq` seen.
@@ -32,6 +32,8 @@ pub struct UsageRow {
     pub provider_id: String,
     pub served_model: String,
     pub deployment_id: String,
+    /// Every upstream attempt: deployment_id, provider_id, model, status, error_class, latency_us.
+    #[schema(value_type = Vec<Object>)]
     pub attempts: Vec<Attempt>,
     pub status: i32,
     pub error_class: Option<String>,
@@ -96,7 +98,8 @@ impl From<usage_event::Model> for UsageRow {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageFilter {
     pub request_id: Option<String>,
     pub key_id: Option<String>,
@@ -166,7 +169,7 @@ pub async fn events_after(
 }
 
 /// One aggregate row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DailyRow {
     pub day: String,
     pub key_id: String,
@@ -207,7 +210,8 @@ impl From<usage_daily::Model> for DailyRow {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DailyFilter {
     pub team_id: Option<String>,
     pub key_id: Option<String>,

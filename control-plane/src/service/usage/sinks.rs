@@ -37,7 +37,7 @@ impl SinkKind {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSink {
     pub name: String,
@@ -71,7 +71,7 @@ impl std::fmt::Debug for CreateSink {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Sink {
     pub id: String,
     pub name: String,
@@ -108,7 +108,7 @@ impl From<export_sink::Model> for Sink {
 }
 
 /// A created sink with its signing secret, shown this once.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedSink {
     #[serde(flatten)]
     pub sink: Sink,
@@ -275,7 +275,7 @@ pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), Service
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rewind {
     /// Re-export every event after this ingest sequence number.
