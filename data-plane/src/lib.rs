@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod providers;
+pub mod routing;
 pub mod server;
 pub mod usage;
 
@@ -111,6 +112,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         }),
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
+        health: Arc::default(),
+        retry_budget: Arc::default(),
     };
     let listener = TcpListener::bind(settings.listen)
         .await

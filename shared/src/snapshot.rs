@@ -87,6 +87,9 @@ pub struct RoutingGroup {
     pub id: String,
     pub alias: String,
     pub deployments: Vec<Deployment>,
+    /// Approved backup groups (aliases), in order.
+    pub fallbacks: Vec<String>,
+    pub policy: RoutePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,79 @@ pub struct Deployment {
     pub provider_id: String,
     pub model: String,
     pub weight: u32,
+    /// Lower tiers first.
+    pub tier: u32,
+}
+
+impl Deployment {
+    /// The deployment's identity in health state, usage attempts and headers.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.provider_id, self.model)
+    }
+}
+
+/// A group's retry, timeout and ejection policy (defaults filled in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub max_retries: u32,
+    pub first_byte_timeout_ms: u32,
+    pub total_timeout_ms: u32,
+    pub stream_idle_timeout_ms: u32,
+    pub cost_factor_milli: u32,
+    pub eject_after: u32,
+    pub base_cooldown_ms: u32,
+    pub max_cooldown_ms: u32,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            max_retries: 1,
+            first_byte_timeout_ms: 60_000,
+            total_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 120_000,
+            cost_factor_milli: 1000,
+            eject_after: 5,
+            base_cooldown_ms: 5_000,
+            max_cooldown_ms: 300_000,
+        }
+    }
+}
+
+impl RoutePolicy {
+    fn to_wire(self) -> wire::RoutePolicy {
+        wire::RoutePolicy {
+            max_retries: self.max_retries,
+            no_retries: self.max_retries == 0,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            total_timeout_ms: self.total_timeout_ms,
+            stream_idle_timeout_ms: self.stream_idle_timeout_ms,
+            cost_factor_milli: self.cost_factor_milli,
+            eject_after: self.eject_after,
+            base_cooldown_ms: self.base_cooldown_ms,
+            max_cooldown_ms: self.max_cooldown_ms,
+        }
+    }
+
+    fn from_wire(p: Option<wire::RoutePolicy>) -> Self {
+        let d = RoutePolicy::default();
+        let Some(p) = p else { return d };
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        RoutePolicy {
+            max_retries: if p.no_retries {
+                0
+            } else {
+                or(p.max_retries, d.max_retries)
+            },
+            first_byte_timeout_ms: or(p.first_byte_timeout_ms, d.first_byte_timeout_ms),
+            total_timeout_ms: or(p.total_timeout_ms, d.total_timeout_ms),
+            stream_idle_timeout_ms: or(p.stream_idle_timeout_ms, d.stream_idle_timeout_ms),
+            cost_factor_milli: or(p.cost_factor_milli, d.cost_factor_milli),
+            eject_after: or(p.eject_after, d.eject_after),
+            base_cooldown_ms: or(p.base_cooldown_ms, d.base_cooldown_ms),
+            max_cooldown_ms: or(p.max_cooldown_ms, d.max_cooldown_ms),
+        }
+    }
 }
 
 /// The wire formats a provider account can speak.
@@ -249,8 +325,11 @@ impl Config {
                             provider_id: d.provider_id.clone(),
                             model: d.model.clone(),
                             weight: d.weight,
+                            tier: d.tier,
                         })
                         .collect(),
+                    fallbacks: g.fallbacks.clone(),
+                    policy: Some(g.policy.to_wire()),
                 })
                 .collect(),
         }
@@ -410,6 +489,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                     provider_id: d.provider_id,
                     model: d.model,
                     weight: d.weight,
+                    tier: d.tier,
                 });
             }
             if deployments.is_empty() {
@@ -422,6 +502,8 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 id: g.id,
                 alias: g.alias,
                 deployments,
+                fallbacks: g.fallbacks,
+                policy: RoutePolicy::from_wire(g.policy),
             });
         }
 
@@ -485,7 +567,13 @@ mod tests {
                     provider_id: "p1".into(),
                     model: "mock-small".into(),
                     weight: 1,
+                    tier: 0,
                 }],
+                fallbacks: vec!["backup".into()],
+                policy: RoutePolicy {
+                    max_retries: 0,
+                    ..RoutePolicy::default()
+                },
             }],
         }
     }

@@ -17,6 +17,7 @@ mod nack;
 mod no_secrets_in_logs;
 mod openapi;
 mod proxy_and_metering;
+mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod usage_ingest;

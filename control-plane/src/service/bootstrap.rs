@@ -223,7 +223,10 @@ async fn ensure_route(
                     provider_id: provider_id.into(),
                     model: model.into(),
                     weight: 1,
+                    tier: 0,
                 }],
+                fallbacks: vec![],
+                policy: routes::PolicySpec::default(),
             },
         )
         .await?;

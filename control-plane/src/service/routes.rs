@@ -20,6 +20,83 @@ pub struct DeploymentSpec {
     pub model: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Lower tiers are tried first (default 0).
+    #[serde(default)]
+    pub tier: u32,
+}
+
+/// A group's policy; absent fields take the defaults (`RoutePolicy::default`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Retries of the same deployment on a transient failure (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout_ms: Option<u32>,
+    /// A fallback may cost at most this factor of the primary's price (default 1.0), in
+    /// thousandths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_factor_milli: Option<u32>,
+    /// Consecutive failures that eject a deployment (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eject_after: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_cooldown_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cooldown_ms: Option<u32>,
+}
+
+impl PolicySpec {
+    pub fn resolve(&self) -> modelgate_shared::snapshot::RoutePolicy {
+        let d = modelgate_shared::snapshot::RoutePolicy::default();
+        modelgate_shared::snapshot::RoutePolicy {
+            max_retries: self.max_retries.unwrap_or(d.max_retries),
+            first_byte_timeout_ms: self
+                .first_byte_timeout_ms
+                .unwrap_or(d.first_byte_timeout_ms),
+            total_timeout_ms: self.total_timeout_ms.unwrap_or(d.total_timeout_ms),
+            stream_idle_timeout_ms: self
+                .stream_idle_timeout_ms
+                .unwrap_or(d.stream_idle_timeout_ms),
+            cost_factor_milli: self.cost_factor_milli.unwrap_or(d.cost_factor_milli),
+            eject_after: self.eject_after.unwrap_or(d.eject_after),
+            base_cooldown_ms: self.base_cooldown_ms.unwrap_or(d.base_cooldown_ms),
+            max_cooldown_ms: self.max_cooldown_ms.unwrap_or(d.max_cooldown_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ServiceError> {
+        let check = |param: &str, v: Option<u32>, min: u32, max: u32| match v {
+            Some(v) if v < min || v > max => Err(ServiceError::invalid(
+                &format!("policy.{param}"),
+                format!("must be between {min} and {max}"),
+            )),
+            _ => Ok(()),
+        };
+        check("max_retries", self.max_retries, 0, 5)?;
+        check(
+            "first_byte_timeout_ms",
+            self.first_byte_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        check("total_timeout_ms", self.total_timeout_ms, 1, 3_600_000)?;
+        check(
+            "stream_idle_timeout_ms",
+            self.stream_idle_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        check("cost_factor_milli", self.cost_factor_milli, 1, 1_000_000)?;
+        check("eject_after", self.eject_after, 1, 1000)?;
+        check("base_cooldown_ms", self.base_cooldown_ms, 1, 3_600_000)?;
+        check("max_cooldown_ms", self.max_cooldown_ms, 1, 86_400_000)
+    }
 }
 
 fn default_weight() -> u32 {
@@ -31,6 +108,11 @@ fn default_weight() -> u32 {
 pub struct CreateRoute {
     pub alias: String,
     pub deployments: Vec<DeploymentSpec>,
+    /// Approved backup groups (existing aliases), tried in order after every tier failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub policy: PolicySpec,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -38,6 +120,8 @@ pub struct Route {
     pub id: String,
     pub alias: String,
     pub deployments: Vec<DeploymentSpec>,
+    pub fallbacks: Vec<String>,
+    pub policy: PolicySpec,
     pub created_at: DateTime<Utc>,
 }
 
@@ -47,6 +131,8 @@ impl From<routing_group::Model> for Route {
             id: m.id,
             alias: m.alias,
             deployments: serde_json::from_str(&m.deployments).unwrap_or_default(),
+            fallbacks: serde_json::from_str(&m.fallbacks).unwrap_or_default(),
+            policy: serde_json::from_str(&m.policy).unwrap_or_default(),
             created_at: m.created_at,
         }
     }
@@ -84,10 +170,30 @@ pub async fn create(
             ));
         }
     }
+    input.policy.validate()?;
+    for (i, f) in input.fallbacks.iter().enumerate() {
+        let param = format!("fallbacks[{i}]");
+        if *f == alias {
+            return Err(ServiceError::invalid(
+                &param,
+                "a group cannot fall back to itself",
+            ));
+        }
+        let exists = routing_group::Entity::find()
+            .filter(routing_group::Column::Alias.eq(f.as_str()))
+            .one(&s.db)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(ServiceError::invalid(&param, "no route with this alias"));
+        }
+    }
     let row = routing_group::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
         alias: Set(alias),
         deployments: Set(serde_json::to_string(&input.deployments).unwrap_or_default()),
+        fallbacks: Set(serde_json::to_string(&input.fallbacks).unwrap_or_else(|_| "[]".into())),
+        policy: Set(serde_json::to_string(&input.policy).unwrap_or_else(|_| "{}".into())),
         created_at: Set(Utc::now()),
     };
     let txn = s.db.begin().await?;

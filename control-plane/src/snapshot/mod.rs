@@ -202,8 +202,13 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                         provider_id: d.provider_id,
                         model: d.model,
                         weight: d.weight,
+                        tier: d.tier,
                     })
                     .collect(),
+                fallbacks: serde_json::from_str(&g.fallbacks).unwrap_or_default(),
+                policy: serde_json::from_str::<crate::service::routes::PolicySpec>(&g.policy)
+                    .unwrap_or_default()
+                    .resolve(),
             }
         })
         .collect();

@@ -53,6 +53,7 @@ pub fn chat_completions(body: &[u8], stream: bool) -> UpstreamResponse {
         return UpstreamResponse {
             status: StatusCode::OK,
             content_type: Some(HeaderValue::from_static("application/json")),
+            retry_after_secs: None,
             body: Body::Full(Bytes::from(body.to_string())),
         };
     }
@@ -85,6 +86,7 @@ pub fn chat_completions(body: &[u8], stream: bool) -> UpstreamResponse {
     UpstreamResponse {
         status: StatusCode::OK,
         content_type: Some(HeaderValue::from_static("text/event-stream")),
+        retry_after_secs: None,
         body: Body::Stream(futures_util::stream::iter(events.into_iter().map(Ok)).boxed()),
     }
 }

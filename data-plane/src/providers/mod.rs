@@ -33,6 +33,8 @@ pub enum Body {
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
+    /// `retry-after` in seconds, when the provider sent one (429, 503).
+    pub retry_after_secs: Option<u64>,
     pub body: Body,
 }
 

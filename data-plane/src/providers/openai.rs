@@ -60,6 +60,11 @@ pub async fn send(
     })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+    let retry_after_secs = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = resp.into_body();
     let body = if call.stream && status.is_success() {
         Body::Stream(
@@ -78,6 +83,7 @@ pub async fn send(
     Ok(UpstreamResponse {
         status,
         content_type,
+        retry_after_secs,
         body,
     })
 }

@@ -169,6 +169,15 @@ impl ProxyError {
              retry later.",
         )
     }
+    pub fn no_deployment(alias: &str, skipped: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::ProviderError,
+            "server_error",
+            "no_healthy_deployment",
+            format!("No deployment of `{alias}` can take the request now: {skipped}."),
+        )
+    }
     pub fn upstream(message: impl Into<String>, timeout: bool) -> Self {
         if timeout {
             Self::new(

@@ -2,6 +2,7 @@
 //! Every request, accepted or rejected, leaves exactly one usage event (see `usage::Recorder`).
 
 pub mod error;
+mod ladder;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,16 +17,17 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price, Tokens};
-use modelgate_shared::snapshot::{Deployment, ProviderAccount, RoutingGroup};
-use modelgate_shared::usage::{Attempt, ErrorClass};
-use rand::Rng;
+use modelgate_shared::snapshot::RoutingGroup;
+use modelgate_shared::usage::ErrorClass;
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
-use crate::providers::{self, sse, Call, UpstreamResponse};
+use crate::providers::{self, sse};
+use crate::routing::budget::RetryBudget;
+use crate::routing::health::HealthTable;
+use crate::routing::TrafficClass;
 use crate::usage::spool::Spool;
 use crate::usage::{Origin, Recorder};
 use error::ProxyError;
@@ -40,6 +42,9 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Passive health of every deployment this node routes to.
+    pub health: Arc<HealthTable>,
+    pub retry_budget: Arc<RetryBudget>,
 }
 
 pub fn router(app: App) -> Router {
@@ -57,6 +62,8 @@ const MAX_MODEL_LEN: usize = 256;
 
 static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
+const TRAFFIC_CLASS_HEADER: &str = "x-modelgate-traffic-class";
 
 fn with_request_id(mut resp: Response, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -208,14 +215,15 @@ struct StreamOptionsPeek {
 }
 
 /// A request that passed every check, ready to forward.
-struct Prepared<'r> {
-    group: &'r RoutingGroup,
-    deployment: &'r Deployment,
-    provider: &'r ProviderAccount,
-    price: Option<Price>,
-    body: Bytes,
-    stream: bool,
-    client_wants_usage: bool,
+/// A request that passed every gateway check, ready for the failure ladder.
+pub(crate) struct Prepared<'r> {
+    pub group: &'r RoutingGroup,
+    /// The client's body, as received.
+    pub raw: Bytes,
+    pub alias: String,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+    pub class: TrafficClass,
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
@@ -233,29 +241,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     }
 }
 
-fn pick(group: &RoutingGroup) -> Option<&Deployment> {
-    let total: u64 = group
-        .deployments
-        .iter()
-        .map(|d| u64::from(d.weight.max(1)))
-        .sum();
-    if total == 0 {
-        return None;
-    }
-    let mut ticket = rand::thread_rng().gen_range(0..total);
-    for d in &group.deployments {
-        let w = u64::from(d.weight.max(1));
-        if ticket < w {
-            return Some(d);
-        }
-        ticket -= w;
-    }
-    group.deployments.last()
-}
-
 /// Rewrites the body only when it must change: another model name upstream, or asking the
 /// provider for streamed usage the client did not ask for.
-fn rewrite(body: &[u8], model: Option<&str>, inject_usage: bool) -> Result<Bytes, ProxyError> {
+pub(crate) fn rewrite(
+    body: &[u8],
+    model: Option<&str>,
+    inject_usage: bool,
+) -> Result<Bytes, ProxyError> {
     let mut map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| ProxyError::invalid_json(&e.to_string()))?;
     if let Some(m) = model {
@@ -323,46 +315,37 @@ async fn prepare<'r>(
         .groups
         .get(alias)
         .ok_or_else(|| ProxyError::model_not_found(alias))?;
-    let deployment = pick(group).ok_or_else(|| ProxyError::model_not_found(alias))?;
-    let provider = runtime
-        .providers
-        .get(&deployment.provider_id)
-        .ok_or_else(|| ProxyError::model_not_found(alias))?;
+    let class = match headers.get(TRAFFIC_CLASS_HEADER) {
+        None => TrafficClass::Interactive,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(TrafficClass::parse)
+            .ok_or_else(|| {
+                ProxyError::invalid_param(
+                    "x-modelgate-traffic-class",
+                    "must be one of interactive, batch, eval, media",
+                )
+            })?,
+    };
     let stream = peek.stream == Some(true);
     let client_wants_usage =
         peek.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true);
-    let model_differs = deployment.model != alias;
-    let inject_usage = stream && !client_wants_usage;
-    let body = if model_differs || inject_usage {
-        rewrite(
-            &raw,
-            model_differs.then_some(deployment.model.as_str()),
-            inject_usage,
-        )?
-    } else {
-        raw
-    };
-    let price = runtime.prices.get(&deployment.model).copied();
+    let alias = alias.to_owned();
     let e = rec.event();
-    e.provider_id.clone_from(&provider.id);
-    e.served_model.clone_from(&deployment.model);
-    e.deployment_id = format!("{}/{}", provider.id, deployment.model);
     e.streamed = stream;
-    if let Some(p) = price {
-        e.price_version = p.version;
-    }
+    e.traffic_class = class.as_str().to_owned();
     Ok(Prepared {
         group,
-        deployment,
-        provider,
-        price,
-        body,
+        raw,
+        alias,
         stream,
         client_wants_usage,
+        class,
     })
 }
 
-fn charge(rec: &mut Recorder, tokens: Tokens, estimated: bool, price: Option<Price>) {
+pub(crate) fn charge(rec: &mut Recorder, tokens: Tokens, estimated: bool, price: Option<Price>) {
     let e = rec.event();
     e.input_tokens = tokens.input;
     e.output_tokens = tokens.output;
@@ -385,111 +368,7 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         Ok(p) => p,
         Err(e) => return reject(rec, e).await,
     };
-    let route = format!(
-        "group={}; deployment={}/{}; attempts=1",
-        p.group.alias, p.provider.name, p.deployment.model
-    );
-    let prompt_len = p.body.len();
-    let attempt_started = std::time::Instant::now();
-    let upstream = providers::send(
-        &app.client,
-        Call {
-            provider: p.provider,
-            endpoint: runtime.endpoints.get(&p.provider.id),
-            body: p.body,
-            stream: p.stream,
-            request_id: &request_id,
-        },
-    )
-    .await;
-    let attempt = Attempt {
-        deployment_id: rec.event().deployment_id.clone(),
-        provider_id: p.provider.id.clone(),
-        model: p.deployment.model.clone(),
-        latency_us: u64::try_from(attempt_started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ..Default::default()
-    };
-    let upstream = match upstream {
-        Ok(u) => {
-            let ok = u.status.is_success();
-            rec.event().attempts.push(Attempt {
-                status: u.status.as_u16(),
-                error_class: (!ok).then(|| ErrorClass::ProviderError.as_str().to_owned()),
-                ..attempt
-            });
-            u
-        }
-        Err(e) => {
-            let timeout = matches!(e, providers::UpstreamError::Timeout);
-            let error = ProxyError::upstream(e.to_string(), timeout);
-            rec.event().attempts.push(Attempt {
-                error_class: Some(error.class.as_str().to_owned()),
-                ..attempt
-            });
-            return reject(rec, error).await;
-        }
-    };
-    rec.mark_first_byte();
-    let UpstreamResponse {
-        status,
-        content_type,
-        body,
-    } = upstream;
-    let mut resp = match body {
-        providers::Body::Full(bytes) => {
-            rec.event().status = status.as_u16();
-            if status.is_success() {
-                match providers::openai_usage(&bytes) {
-                    Some(t) => charge(&mut rec, t, false, p.price),
-                    None => charge(
-                        &mut rec,
-                        Tokens {
-                            input: providers::estimate_tokens(prompt_len),
-                            output: providers::estimate_tokens(bytes.len()),
-                        },
-                        true,
-                        p.price,
-                    ),
-                }
-            } else {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-                rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
-            }
-            if let Err(err) = rec.finish().await {
-                tracing::error!(error = %err, "usage event not written");
-            }
-            let mut r = Response::new(Body::from(bytes));
-            *r.status_mut() = status;
-            r
-        }
-        providers::Body::Stream(upstream) => {
-            rec.event().status = status.as_u16();
-            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-            app.tasks.spawn(pump(
-                upstream,
-                tx,
-                rec,
-                p.client_wants_usage,
-                p.price,
-                prompt_len,
-            ));
-            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
-            *r.status_mut() = status;
-            r.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            r
-        }
-    };
-    let h = resp.headers_mut();
-    if let Some(ct) = content_type {
-        h.insert(http::header::CONTENT_TYPE, ct);
-    }
-    if let Ok(v) = HeaderValue::from_str(&route) {
-        h.insert(ROUTE_HEADER.clone(), v);
-    }
-    with_request_id(resp, &request_id)
+    ladder::run(&app, &runtime, rec, p, &request_id).await
 }
 
 #[derive(Deserialize)]
@@ -501,13 +380,14 @@ struct ChunkPeek {
 /// Forwards an upstream SSE stream event by event, reading usage from it, dropping the
 /// usage-only chunk the client did not ask for, and holding back `[DONE]` until the usage event
 /// is written. Ends the client stream with an error event if upstream breaks off.
-async fn pump(
+pub(crate) async fn pump(
     mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     mut rec: Recorder,
     client_wants_usage: bool,
     price: Option<Price>,
     prompt_len: usize,
+    idle_timeout: std::time::Duration,
 ) {
     let mut splitter = sse::SseSplitter::default();
     let mut usage: Option<Tokens> = None;
@@ -517,7 +397,13 @@ async fn pump(
     let mut client_gone = false;
     'outer: loop {
         let next = tokio::select! {
-            n = upstream.next() => n,
+            n = tokio::time::timeout(idle_timeout, upstream.next()) => match n {
+                Ok(n) => n,
+                Err(_) => {
+                    failure = Some("the provider's stream went idle for too long".into());
+                    break;
+                }
+            },
             () = tx.closed() => { client_gone = true; break },
         };
         let mut ended = false;

@@ -16,11 +16,25 @@ pub const PROMPT_TOKENS: u64 = 21;
 pub const COMPLETION_TOKENS: u64 = 7;
 pub const REPLY: &str = "Hello from the mock upstream.";
 
+/// What the mock does with the next requests (beyond `fail_with`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Behavior {
+    #[default]
+    Normal,
+    /// 429 with `retry-after: secs`.
+    RateLimited(u64),
+    /// Wait this long before answering.
+    SlowFirstByte(u64),
+    /// A stream that stops after its first chunk, without `[DONE]`.
+    TruncatedStream,
+}
+
 #[derive(Clone, Default)]
 pub struct MockUpstream {
     pub addr: Option<SocketAddr>,
     received: Arc<Mutex<Vec<Value>>>,
     fail_with: Arc<Mutex<Option<u16>>>,
+    behavior: Arc<Mutex<Behavior>>,
 }
 
 impl MockUpstream {
@@ -56,6 +70,10 @@ impl MockUpstream {
     pub fn fail_with(&self, status: Option<u16>) {
         *self.fail_with.lock().unwrap() = status;
     }
+
+    pub fn behave(&self, b: Behavior) {
+        *self.behavior.lock().unwrap() = b;
+    }
 }
 
 /// The exact JSON body the mock answers a non-streamed request with.
@@ -80,7 +98,35 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
         let err = json!({"error": {"message": "mock upstream failure", "type": "server_error", "code": null, "param": null}});
         return (code, axum::Json(err)).into_response();
     }
+    let behavior = *up.behavior.lock().unwrap();
+    match behavior {
+        Behavior::RateLimited(secs) => {
+            let err = json!({"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded", "param": null}});
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                axum::Json(err),
+            )
+                .into_response();
+        }
+        Behavior::SlowFirstByte(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+        }
+        Behavior::Normal | Behavior::TruncatedStream => {}
+    }
     let model = request["model"].as_str().unwrap_or("unknown").to_owned();
+    if request["stream"] == Value::Bool(true) && behavior == Behavior::TruncatedStream {
+        let first = format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]})
+        );
+        return (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            first,
+        )
+            .into_response();
+    }
     if request["stream"] != Value::Bool(true) {
         return (
             [(axum::http::header::CONTENT_TYPE, "application/json")],

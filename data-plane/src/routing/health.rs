@@ -1,0 +1,206 @@
+//! Passive outlier detection per deployment, on this node: consecutive failures (5xx, timeouts,
+//! connect errors) eject a deployment for a cooldown that doubles on every failed probe up to a
+//! cap; when the cooldown ends one request probes it (half-open) and its outcome decides. A 429
+//! with `retry-after` parks the deployment until then without counting as a failure. State is
+//! atomics per deployment; the table is only written when a deployment is first seen.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use modelgate_shared::snapshot::RoutePolicy;
+
+#[derive(Debug, Default)]
+pub struct DeploymentHealth {
+    consecutive_failures: AtomicU32,
+    /// Unix ms until which the deployment is ejected; 0 = not ejected.
+    ejected_until_ms: AtomicI64,
+    /// The cooldown the next ejection uses.
+    cooldown_ms: AtomicU64,
+    /// A half-open probe is in flight.
+    probing: AtomicBool,
+    /// Unix ms until which the provider asked us to back off (429 + retry-after).
+    rate_limited_until_ms: AtomicI64,
+}
+
+/// Whether a deployment may take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Healthy,
+    /// Its cooldown ended: this request is the one probe.
+    Probe,
+    Ejected,
+    RateLimited,
+}
+
+impl DeploymentHealth {
+    pub fn check(&self, now_ms: i64) -> Availability {
+        if self.rate_limited_until_ms.load(Ordering::Relaxed) > now_ms {
+            return Availability::RateLimited;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return Availability::Healthy;
+        }
+        if until > now_ms {
+            return Availability::Ejected;
+        }
+        // Cooldown over: exactly one request probes.
+        if self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            Availability::Probe
+        } else {
+            Availability::Ejected
+        }
+    }
+
+    pub fn is_ejected(&self, now_ms: i64) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && (until > now_ms || self.probing.load(Ordering::Relaxed))
+    }
+
+    pub fn record_success(&self, policy: &RoutePolicy) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
+        self.cooldown_ms
+            .store(u64::from(policy.base_cooldown_ms), Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+    }
+
+    pub fn record_failure(&self, policy: &RoutePolicy, now_ms: i64) {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let was_probe = self.probing.swap(false, Ordering::AcqRel);
+        if was_probe || failures >= policy.eject_after {
+            let base = u64::from(policy.base_cooldown_ms);
+            let current = match self.cooldown_ms.load(Ordering::Relaxed) {
+                0 => base,
+                c => c,
+            };
+            let cooldown = if was_probe {
+                current
+                    .saturating_mul(2)
+                    .min(u64::from(policy.max_cooldown_ms))
+            } else {
+                current
+            };
+            self.cooldown_ms.store(cooldown, Ordering::Relaxed);
+            let until = now_ms.saturating_add(i64::try_from(cooldown).unwrap_or(i64::MAX));
+            self.ejected_until_ms.store(until, Ordering::Relaxed);
+            tracing::warn!(cooldown_ms = cooldown, failures, "deployment ejected");
+        }
+    }
+
+    /// The provider said 429: park until `until_ms` (siblings take the traffic).
+    pub fn record_rate_limited(&self, until_ms: i64) {
+        self.rate_limited_until_ms
+            .fetch_max(until_ms, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Health of every deployment this node has routed to, by deployment id.
+#[derive(Debug, Default)]
+pub struct HealthTable {
+    map: RwLock<HashMap<String, Arc<DeploymentHealth>>>,
+}
+
+impl HealthTable {
+    pub fn get(&self, deployment_id: &str) -> Arc<DeploymentHealth> {
+        if let Ok(map) = self.map.read() {
+            if let Some(h) = map.get(deployment_id) {
+                return h.clone();
+            }
+        }
+        match self.map.write() {
+            Ok(mut map) => map.entry(deployment_id.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// (deployment id, consecutive failures, ejected) of every known deployment.
+    pub fn snapshot(&self, now_ms: i64) -> Vec<(String, u32, bool)> {
+        let Ok(map) = self.map.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|(id, h)| (id.clone(), h.consecutive_failures(), h.is_ejected(now_ms)))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RoutePolicy {
+        RoutePolicy {
+            eject_after: 3,
+            base_cooldown_ms: 1000,
+            max_cooldown_ms: 4000,
+            ..RoutePolicy::default()
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_a_failed_probe_doubles_the_cooldown_up_to_the_cap() {
+        let h = DeploymentHealth::default();
+        let p = policy();
+        for _ in 0..2 {
+            h.record_failure(&p, 0);
+        }
+        assert_eq!(
+            h.check(0),
+            Availability::Healthy,
+            "two failures are not enough"
+        );
+        h.record_failure(&p, 0);
+        assert_eq!(h.check(500), Availability::Ejected);
+        assert_eq!(
+            h.check(1000),
+            Availability::Probe,
+            "cooldown over: one probe"
+        );
+        assert_eq!(
+            h.check(1000),
+            Availability::Ejected,
+            "only one probe at a time"
+        );
+        h.record_failure(&p, 1000);
+        assert_eq!(
+            h.check(2999),
+            Availability::Ejected,
+            "cooldown doubled to 2 s"
+        );
+        assert_eq!(h.check(3000), Availability::Probe);
+        h.record_failure(&p, 3000);
+        assert_eq!(h.check(3000 + 3999), Availability::Ejected);
+        assert_eq!(h.check(3000 + 4000), Availability::Probe);
+        h.record_failure(&p, 7000);
+        assert_eq!(h.check(7000 + 4000), Availability::Probe, "capped at 4 s");
+        h.record_success(&p);
+        assert_eq!(
+            h.check(11_000),
+            Availability::Healthy,
+            "a good probe closes it"
+        );
+    }
+
+    #[test]
+    fn a_429_parks_the_deployment_without_ejecting_it() {
+        let h = DeploymentHealth::default();
+        h.record_rate_limited(5000);
+        assert_eq!(h.check(4999), Availability::RateLimited);
+        assert_eq!(h.check(5000), Availability::Healthy);
+        assert_eq!(h.consecutive_failures(), 0);
+    }
+}

@@ -1,0 +1,374 @@
+//! The failure ladder: walk the request's plan, attempt by attempt, recording each.
+//!
+//! | outcome of an attempt                         | next step                                   |
+//! |-----------------------------------------------|---------------------------------------------|
+//! | 2xx                                           | answer (a stream is never retried after)    |
+//! | 4xx other than 408/429                        | answer as is: a client error is never retried |
+//! | 429                                           | park the deployment until `retry-after`, next deployment |
+//! | 408, 5xx, connect error, timeout, read error  | count against health; retry the same deployment up to `max_retries` with jittered backoff, then the next |
+//! | next deployment: rest of the tier, later tiers, then approved backup groups (if the class allows) | every retry and every move takes from the node's retry budget |
+//! | nothing left, or the budget or the total timeout is spent | fail closed: 429 if every attempt was rate-limited, 504 if the last timed out, else 502 — listing what was tried |
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use modelgate_shared::pricing::Tokens;
+use modelgate_shared::usage::{Attempt, ErrorClass};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::ProxyError;
+use super::{charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER};
+use crate::config::Runtime;
+use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
+use crate::routing::plan::{self, Candidate};
+use crate::usage::{now_ms, Recorder};
+
+/// How one attempt ended, for the ladder's decision.
+enum Outcome {
+    Answer(UpstreamResponse),
+    /// Retryable on the same deployment.
+    Transient {
+        status: u16,
+        class: ErrorClass,
+        message: String,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+        response: UpstreamResponse,
+    },
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(super) async fn run(
+    app: &App,
+    runtime: &Runtime,
+    mut rec: Recorder,
+    p: Prepared<'_>,
+    request_id: &str,
+) -> Response {
+    let now = now_ms();
+    let plan = {
+        let mut rng = rand::thread_rng();
+        plan::plan(runtime, p.group, p.class, &app.health, now, &mut rng)
+    };
+    if plan.candidates.is_empty() {
+        let skipped: Vec<String> = plan
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.deployment_id, s.reason))
+            .collect();
+        let e = ProxyError::no_deployment(&p.alias, &skipped.join(", "));
+        return super::reject(rec, e).await;
+    }
+    app.retry_budget.record_request();
+    let policy = p.group.policy;
+    let deadline = Instant::now() + Duration::from_millis(u64::from(policy.total_timeout_ms));
+    let inject_usage = p.stream && !p.client_wants_usage;
+    let mut tried: Vec<String> = Vec::new();
+    let mut all_rate_limited = true;
+    let mut last_timed_out = false;
+    let mut last_rate_limited: Option<UpstreamResponse> = None;
+    let mut attempts = 0u32;
+
+    'candidates: for c in &plan.candidates {
+        let mut tries_here = 0u32;
+        loop {
+            if attempts > 0 && !app.retry_budget.try_retry() {
+                tried.push("retry budget exhausted".into());
+                break 'candidates;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                tried.push("total timeout reached".into());
+                last_timed_out = true;
+                break 'candidates;
+            }
+            if tries_here > 0 {
+                let backoff = Duration::from_millis(25u64 << tries_here.min(6))
+                    .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
+                tokio::time::sleep(backoff.min(remaining)).await;
+            }
+            attempts += 1;
+            tries_here += 1;
+            let started = Instant::now();
+            let outcome = attempt(app, runtime, c, &p, inject_usage, request_id, remaining).await;
+            let latency_us = micros(started.elapsed());
+            let mut record = |status: u16, class: Option<ErrorClass>| {
+                rec.event().attempts.push(Attempt {
+                    deployment_id: c.deployment_id.clone(),
+                    provider_id: c.provider.id.clone(),
+                    model: c.deployment.model.clone(),
+                    status,
+                    error_class: class.map(|e| e.as_str().to_owned()),
+                    latency_us,
+                });
+            };
+            match outcome {
+                Ok(Outcome::Answer(resp)) => {
+                    let status = resp.status.as_u16();
+                    let ok = resp.status.is_success();
+                    record(status, (!ok).then_some(ErrorClass::ProviderError));
+                    // A client error says nothing about the deployment's health.
+                    c.health.record_success(&policy);
+                    return answer(app, rec, &p, c, resp, attempts, request_id).await;
+                }
+                Ok(Outcome::RateLimited {
+                    retry_after_secs,
+                    response,
+                }) => {
+                    record(429, Some(ErrorClass::ProviderError));
+                    let secs = retry_after_secs.clamp(1, 300);
+                    c.health
+                        .record_rate_limited(now_ms() + i64::try_from(secs * 1000).unwrap_or(0));
+                    tried.push(format!("{}: 429", c.deployment_id));
+                    last_rate_limited = Some(response);
+                    last_timed_out = false;
+                    continue 'candidates;
+                }
+                Ok(Outcome::Transient {
+                    status,
+                    class,
+                    message,
+                }) => {
+                    record(status, Some(class));
+                    all_rate_limited = false;
+                    last_timed_out = class == ErrorClass::Timeout;
+                    c.health.record_failure(&policy, now_ms());
+                    tried.push(format!("{}: {message}", c.deployment_id));
+                    if tries_here > policy.max_retries {
+                        continue 'candidates;
+                    }
+                }
+                Err(e) => return super::reject(rec, e).await,
+            }
+        }
+    }
+
+    // Fail closed.
+    if all_rate_limited {
+        if let Some(resp) = last_rate_limited {
+            // Every attempt was told to back off: pass the provider's answer through.
+            return answer_failed(rec, &p, resp, attempts, request_id).await;
+        }
+    }
+    let message = format!(
+        "every route for `{}` failed after {attempts} attempt(s): {}",
+        p.alias,
+        tried.join("; ")
+    );
+    super::reject(rec, ProxyError::upstream(message, last_timed_out)).await
+}
+
+/// One call to one deployment, classified.
+async fn attempt(
+    app: &App,
+    runtime: &Runtime,
+    c: &Candidate<'_>,
+    p: &Prepared<'_>,
+    inject_usage: bool,
+    request_id: &str,
+    remaining: Duration,
+) -> Result<Outcome, ProxyError> {
+    let model_differs = c.deployment.model != p.alias;
+    let body = if model_differs || inject_usage {
+        rewrite(
+            &p.raw,
+            model_differs.then_some(c.deployment.model.as_str()),
+            inject_usage,
+        )?
+    } else {
+        p.raw.clone()
+    };
+    // A stream's attempt ends at its first byte (headers); a JSON answer's at its last byte.
+    let policy = &c.group.policy;
+    let limit = if p.stream {
+        Duration::from_millis(u64::from(policy.first_byte_timeout_ms))
+    } else {
+        Duration::from_millis(u64::from(policy.total_timeout_ms))
+    }
+    .min(remaining);
+    let call = providers::send(
+        &app.client,
+        Call {
+            provider: c.provider,
+            endpoint: runtime.endpoints.get(&c.provider.id),
+            body,
+            stream: p.stream,
+            request_id,
+        },
+    );
+    let result = match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(UpstreamError::Timeout),
+    };
+    Ok(match result {
+        Ok(resp) => {
+            let status = resp.status.as_u16();
+            if status == 429 {
+                Outcome::RateLimited {
+                    retry_after_secs: resp.retry_after_secs.unwrap_or(1),
+                    response: resp,
+                }
+            } else if status == 408 || resp.status.is_server_error() {
+                Outcome::Transient {
+                    status,
+                    class: ErrorClass::ProviderError,
+                    message: format!("{status}"),
+                }
+            } else {
+                Outcome::Answer(resp)
+            }
+        }
+        Err(e) => Outcome::Transient {
+            status: 0,
+            class: if matches!(e, UpstreamError::Timeout) {
+                ErrorClass::Timeout
+            } else {
+                ErrorClass::ProviderError
+            },
+            message: e.to_string(),
+        },
+    })
+}
+
+fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "group={}; deployment={}/{}; attempts={attempts}",
+        p.group.alias, c.provider.name, c.deployment.model
+    ))
+    .ok()
+}
+
+/// The deployment answered (success or a client error): meter it and hand it back.
+async fn answer(
+    app: &App,
+    mut rec: Recorder,
+    p: &Prepared<'_>,
+    c: &Candidate<'_>,
+    upstream: UpstreamResponse,
+    attempts: u32,
+    request_id: &str,
+) -> Response {
+    rec.mark_first_byte();
+    {
+        let e = rec.event();
+        e.provider_id.clone_from(&c.provider.id);
+        e.served_model.clone_from(&c.deployment.model);
+        e.deployment_id.clone_from(&c.deployment_id);
+        e.fallback_used = c.backup || attempts > 1;
+        if let Some(price) = c.price {
+            e.price_version = price.version;
+        }
+    }
+    let prompt_len = p.raw.len();
+    let UpstreamResponse {
+        status,
+        content_type,
+        body,
+        ..
+    } = upstream;
+    let mut resp = match body {
+        providers::Body::Full(bytes) => {
+            rec.event().status = status.as_u16();
+            if status.is_success() {
+                match providers::openai_usage(&bytes) {
+                    Some(t) => charge(&mut rec, t, false, c.price),
+                    None => charge(
+                        &mut rec,
+                        Tokens {
+                            input: providers::estimate_tokens(prompt_len),
+                            output: providers::estimate_tokens(bytes.len()),
+                        },
+                        true,
+                        c.price,
+                    ),
+                }
+            } else {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+                rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
+            }
+            if let Err(err) = rec.finish().await {
+                tracing::error!(error = %err, "usage event not written");
+            }
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r
+        }
+        providers::Body::Stream(upstream) => {
+            rec.event().status = status.as_u16();
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+            let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
+            app.tasks.spawn(pump(
+                upstream,
+                tx,
+                rec,
+                p.client_wants_usage,
+                c.price,
+                prompt_len,
+                idle,
+            ));
+            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Some(v) = route_header(p, c, attempts) {
+        h.insert(ROUTE_HEADER.clone(), v);
+    }
+    if c.backup {
+        if let Ok(v) = HeaderValue::from_str(&c.group.alias) {
+            h.insert(FALLBACK_HEADER.clone(), v);
+        }
+    }
+    with_request_id(resp, request_id)
+}
+
+/// Every deployment rate-limited the request: the last provider answer goes back as is (429,
+/// with its body), so the client's own backoff logic sees what the provider said.
+async fn answer_failed(
+    mut rec: Recorder,
+    p: &Prepared<'_>,
+    upstream: UpstreamResponse,
+    attempts: u32,
+    request_id: &str,
+) -> Response {
+    let status = upstream.status;
+    let bytes = match upstream.body {
+        providers::Body::Full(b) => b,
+        providers::Body::Stream(_) => Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+    rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    let mut resp = (status, bytes).into_response();
+    let h = resp.headers_mut();
+    if let Some(ct) = upstream.content_type {
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Some(secs) = upstream.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            h.insert(http::header::RETRY_AFTER, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("group={}; attempts={attempts}", p.group.alias)) {
+        h.insert(ROUTE_HEADER.clone(), v);
+    }
+    with_request_id(resp, request_id)
+}
