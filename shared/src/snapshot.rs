@@ -108,6 +108,52 @@ impl Deployment {
     }
 }
 
+/// How a tier's deployments are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbStrategy {
+    #[default]
+    Weighted,
+    /// Power of two choices on in-flight requests.
+    LeastInFlight,
+    /// Lowest moving average of time to first byte.
+    LowestLatency,
+    /// Cheapest price first.
+    LowestCost,
+}
+
+impl LbStrategy {
+    pub const ALL: [LbStrategy; 4] = [
+        LbStrategy::Weighted,
+        LbStrategy::LeastInFlight,
+        LbStrategy::LowestLatency,
+        LbStrategy::LowestCost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Weighted => "weighted",
+            Self::LeastInFlight => "least_in_flight",
+            Self::LowestLatency => "lowest_latency",
+            Self::LowestCost => "lowest_cost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// Data classes, least to most sensitive.
+pub const DATA_CLASSES: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+
+/// The rank of a data class (unknown classes rank as the most sensitive).
+pub fn data_class_rank(class: &str) -> usize {
+    DATA_CLASSES
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(DATA_CLASSES.len() - 1)
+}
+
 /// A group's retry, timeout and ejection policy (defaults filled in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutePolicy {
@@ -119,6 +165,9 @@ pub struct RoutePolicy {
     pub eject_after: u32,
     pub base_cooldown_ms: u32,
     pub max_cooldown_ms: u32,
+    pub lb: LbStrategy,
+    /// Rank in [`DATA_CLASSES`] of the most sensitive data the group may receive.
+    pub max_data_class: usize,
 }
 
 impl Default for RoutePolicy {
@@ -132,6 +181,8 @@ impl Default for RoutePolicy {
             eject_after: 5,
             base_cooldown_ms: 5_000,
             max_cooldown_ms: 300_000,
+            lb: LbStrategy::Weighted,
+            max_data_class: DATA_CLASSES.len() - 1,
         }
     }
 }
@@ -148,6 +199,12 @@ impl RoutePolicy {
             eject_after: self.eject_after,
             base_cooldown_ms: self.base_cooldown_ms,
             max_cooldown_ms: self.max_cooldown_ms,
+            lb: self.lb.as_str().to_owned(),
+            max_data_class: DATA_CLASSES
+                .get(self.max_data_class)
+                .copied()
+                .unwrap_or("restricted")
+                .to_owned(),
         }
     }
 
@@ -168,6 +225,12 @@ impl RoutePolicy {
             eject_after: or(p.eject_after, d.eject_after),
             base_cooldown_ms: or(p.base_cooldown_ms, d.base_cooldown_ms),
             max_cooldown_ms: or(p.max_cooldown_ms, d.max_cooldown_ms),
+            lb: LbStrategy::parse(&p.lb).unwrap_or_default(),
+            max_data_class: if p.max_data_class.is_empty() {
+                d.max_data_class
+            } else {
+                data_class_rank(&p.max_data_class)
+            },
         }
     }
 }

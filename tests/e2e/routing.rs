@@ -344,3 +344,133 @@ async fn the_retry_budget_caps_upstream_calls_during_a_total_outage() {
     );
     gw.shutdown().await;
 }
+
+/// `smart` over upstreams a and b in one tier, with a policy.
+async fn one_tier(
+    policy: Value,
+    model_a: &str,
+    model_b: &str,
+) -> (Gateway, MockUpstream, MockUpstream, Provisioned) {
+    let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = Gateway::start().await;
+    let (pa, pb) = (
+        provider(&gw, &a.base_url()).await,
+        provider(&gw, &b.base_url()).await,
+    );
+    price(&gw, model_a, 3_000_000, 6_000_000).await;
+    if model_b != model_a {
+        price(&gw, model_b, 1_000_000, 2_000_000).await;
+    }
+    gw.create(
+        "/routes",
+        json!({"alias": "smart", "policy": policy, "deployments": [
+            {"provider_id": pa, "model": model_a}, {"provider_id": pb, "model": model_b}]}),
+    )
+    .await;
+    let k = key(&gw).await;
+    gw.wait_for_config().await;
+    (gw, a, b, k)
+}
+
+#[tokio::test]
+async fn lowest_cost_balancing_sends_every_request_to_the_cheaper_deployment() {
+    let (gw, a, b, k) = one_tier(json!({"lb": "lowest_cost"}), "dear", "cheap").await;
+    for _ in 0..10 {
+        assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
+    }
+    assert_eq!((a.calls(), b.calls()), (0, 10));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn lowest_latency_balancing_prefers_the_faster_deployment_once_measured() {
+    let (gw, a, b, k) = one_tier(json!({"lb": "lowest_latency"}), "m", "m").await;
+    a.behave(Behavior::SlowFirstByte(150));
+    for _ in 0..12 {
+        assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
+    }
+    // Each is measured once; after that the fast one takes everything.
+    assert_eq!(
+        a.calls(),
+        1,
+        "the slow deployment is used only to measure it"
+    );
+    assert_eq!(b.calls(), 11);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_keys_data_class_bounds_the_groups_it_may_reach() {
+    let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = Gateway::start().await;
+    let (pa, pb) = (
+        provider(&gw, &a.base_url()).await,
+        provider(&gw, &b.base_url()).await,
+    );
+    gw.create(
+        "/routes",
+        json!({"alias": "public-only", "policy": {"max_data_class": "internal"},
+               "deployments": [{"provider_id": pb, "model": "m"}]}),
+    )
+    .await;
+    gw.create(
+        "/routes",
+        json!({"alias": "smart", "fallbacks": ["public-only"], "policy": {"max_retries": 0},
+               "deployments": [{"provider_id": pa, "model": "m"}]}),
+    )
+    .await;
+    let k = key(&gw).await;
+    let secret = gw
+        .create(
+            "/keys",
+            json!({"team_id": k.team_id, "name": "secret", "data_class": "confidential"}),
+        )
+        .await["key_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gw.wait_for_config().await;
+    let direct = gw.say_hi(&secret, "public-only").await;
+    assert_eq!(direct.status(), 403);
+    let body: Value = direct.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "data_class_not_allowed");
+    a.fail_with(Some(500));
+    assert_eq!(
+        gw.say_hi(&secret, "smart").await.status(),
+        502,
+        "no fallback across the boundary"
+    );
+    assert_eq!(b.calls(), 0);
+    assert_eq!(
+        gw.say_hi(&k.key, "smart").await.status(),
+        200,
+        "an internal key may fall back"
+    );
+    assert_eq!(b.calls(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn deployment_health_is_exported_as_metrics() {
+    let policy = json!({"max_retries": 0, "eject_after": 1, "base_cooldown_ms": 60000});
+    let (gw, a, _b, k) = two_tiers(policy).await;
+    a.fail_with(Some(500));
+    assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
+    let text = reqwest::get(format!("http://{}/metrics", gw.dp().addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("modelgate_deployment_ejected{"))
+        .collect();
+    assert_eq!(ejected.len(), 2, "{text}");
+    assert_eq!(
+        ejected.iter().filter(|l| l.ends_with(" 1")).count(),
+        1,
+        "{text}"
+    );
+    gw.shutdown().await;
+}

@@ -28,8 +28,7 @@ pub const ENDPOINT_FAMILIES: [&str; 8] = [
     "video",
     "models",
 ];
-/// Data classes, least to most sensitive.
-pub const DATA_CLASSES: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+pub use modelgate_shared::snapshot::DATA_CLASSES;
 /// Longest rotation grace period.
 const MAX_GRACE_SECONDS: i64 = 30 * 24 * 3600;
 const DEFAULT_GRACE_SECONDS: i64 = 3600;

@@ -49,6 +49,13 @@ pub struct PolicySpec {
     pub base_cooldown_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cooldown_ms: Option<u32>,
+    /// weighted (default), least_in_flight, lowest_latency or lowest_cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<String>,
+    /// The most sensitive data class the group may receive (public, internal, confidential,
+    /// restricted; default restricted = any). Keys of a more sensitive class cannot reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_data_class: Option<String>,
 }
 
 impl PolicySpec {
@@ -67,6 +74,15 @@ impl PolicySpec {
             eject_after: self.eject_after.unwrap_or(d.eject_after),
             base_cooldown_ms: self.base_cooldown_ms.unwrap_or(d.base_cooldown_ms),
             max_cooldown_ms: self.max_cooldown_ms.unwrap_or(d.max_cooldown_ms),
+            lb: self
+                .lb
+                .as_deref()
+                .and_then(modelgate_shared::snapshot::LbStrategy::parse)
+                .unwrap_or_default(),
+            max_data_class: self.max_data_class.as_deref().map_or(
+                d.max_data_class,
+                modelgate_shared::snapshot::data_class_rank,
+            ),
         }
     }
 
@@ -95,7 +111,24 @@ impl PolicySpec {
         check("cost_factor_milli", self.cost_factor_milli, 1, 1_000_000)?;
         check("eject_after", self.eject_after, 1, 1000)?;
         check("base_cooldown_ms", self.base_cooldown_ms, 1, 3_600_000)?;
-        check("max_cooldown_ms", self.max_cooldown_ms, 1, 86_400_000)
+        check("max_cooldown_ms", self.max_cooldown_ms, 1, 86_400_000)?;
+        if let Some(lb) = &self.lb {
+            if modelgate_shared::snapshot::LbStrategy::parse(lb).is_none() {
+                return Err(ServiceError::invalid(
+                    "policy.lb",
+                    "must be one of weighted, least_in_flight, lowest_latency, lowest_cost",
+                ));
+            }
+        }
+        if let Some(c) = &self.max_data_class {
+            if !modelgate_shared::snapshot::DATA_CLASSES.contains(&c.as_str()) {
+                return Err(ServiceError::invalid(
+                    "policy.max_data_class",
+                    "must be one of public, internal, confidential, restricted",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,19 @@ pub struct DeploymentHealth {
     probing: AtomicBool,
     /// Unix ms until which the provider asked us to back off (429 + retry-after).
     rate_limited_until_ms: AtomicI64,
+    /// Attempts to this deployment in progress on this node.
+    in_flight: AtomicU32,
+    /// Moving average of time to first byte, µs (0 = no sample yet).
+    ewma_ttfb_us: AtomicU64,
+}
+
+/// Counts an attempt in flight until dropped.
+pub struct InFlight(Arc<DeploymentHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Whether a deployment may take a request now.
@@ -103,6 +116,40 @@ impl DeploymentHealth {
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Folds a time-to-first-byte sample into the average (weight 1/5).
+    pub fn record_ttfb(&self, us: u64) {
+        let old = self.ewma_ttfb_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            us.max(1)
+        } else {
+            (old * 4 + us) / 5
+        };
+        self.ewma_ttfb_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    pub fn ewma_ttfb_us(&self) -> u64 {
+        self.ewma_ttfb_us.load(Ordering::Relaxed)
+    }
+}
+
+/// One deployment's health as metrics show it.
+#[derive(Debug, Clone)]
+pub struct HealthView {
+    pub deployment_id: String,
+    pub consecutive_failures: u32,
+    pub ejected: bool,
+    pub in_flight: u32,
+    pub ewma_ttfb_us: u64,
 }
 
 /// Health of every deployment this node has routed to, by deployment id.
@@ -124,16 +171,22 @@ impl HealthTable {
         }
     }
 
-    /// (deployment id, consecutive failures, ejected) of every known deployment.
-    pub fn snapshot(&self, now_ms: i64) -> Vec<(String, u32, bool)> {
+    /// Every known deployment's health, by id.
+    pub fn snapshot(&self, now_ms: i64) -> Vec<HealthView> {
         let Ok(map) = self.map.read() else {
             return Vec::new();
         };
         let mut out: Vec<_> = map
             .iter()
-            .map(|(id, h)| (id.clone(), h.consecutive_failures(), h.is_ejected(now_ms)))
+            .map(|(id, h)| HealthView {
+                deployment_id: id.clone(),
+                consecutive_failures: h.consecutive_failures(),
+                ejected: h.is_ejected(now_ms),
+                in_flight: h.in_flight(),
+                ewma_ttfb_us: h.ewma_ttfb_us(),
+            })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
         out
     }
 }

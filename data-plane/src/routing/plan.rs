@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::{Deployment, ProviderAccount, RoutingGroup};
+use modelgate_shared::snapshot::{Deployment, LbStrategy, ProviderAccount, RoutingGroup};
 use rand::Rng;
 
 use super::health::{Availability, DeploymentHealth, HealthTable};
@@ -28,7 +28,8 @@ pub struct Candidate<'r> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub deployment_id: String,
-    /// ejected, rate_limited, cost_guardrail, unknown_provider or class_forbids_model_change.
+    /// ejected, rate_limited, cost_guardrail, data_class, unknown_provider or
+    /// class_forbids_model_change.
     pub reason: &'static str,
 }
 
@@ -58,15 +59,61 @@ fn weighted_order<'a, R: Rng>(mut tier: Vec<&'a Deployment>, rng: &mut R) -> Vec
     out
 }
 
-/// A group's deployments: tiers ascending, weighted random within each.
-fn ordered<'a, R: Rng>(group: &'a RoutingGroup, rng: &mut R) -> Vec<&'a Deployment> {
+/// Orders one tier by the group's strategy.
+fn order_tier<'a, R: Rng>(
+    tier: Vec<&'a Deployment>,
+    strategy: LbStrategy,
+    runtime: &Runtime,
+    health: &HealthTable,
+    rng: &mut R,
+) -> Vec<&'a Deployment> {
+    match strategy {
+        LbStrategy::Weighted => weighted_order(tier, rng),
+        LbStrategy::LeastInFlight => {
+            // Power of two choices for the first pick, then the rest by load.
+            let mut rest = weighted_order(tier, rng);
+            if rest.len() >= 2 {
+                let (a, b) = (
+                    health.get(&rest[0].id()).in_flight(),
+                    health.get(&rest[1].id()).in_flight(),
+                );
+                if b < a {
+                    rest.swap(0, 1);
+                }
+                let mut tail: Vec<_> = rest.split_off(1);
+                tail.sort_by_key(|d| health.get(&d.id()).in_flight());
+                rest.extend(tail);
+            }
+            rest
+        }
+        LbStrategy::LowestLatency => {
+            // Unmeasured deployments first, so every one gets measured.
+            let mut v = weighted_order(tier, rng);
+            v.sort_by_key(|d| health.get(&d.id()).ewma_ttfb_us());
+            v
+        }
+        LbStrategy::LowestCost => {
+            let mut v = weighted_order(tier, rng);
+            v.sort_by_key(|d| runtime.prices.get(&d.model).map_or(i64::MAX, blended));
+            v
+        }
+    }
+}
+
+/// A group's deployments: tiers ascending, each ordered by the group's strategy.
+fn ordered<'a, R: Rng>(
+    group: &'a RoutingGroup,
+    runtime: &Runtime,
+    health: &HealthTable,
+    rng: &mut R,
+) -> Vec<&'a Deployment> {
     let mut tiers: Vec<u32> = group.deployments.iter().map(|d| d.tier).collect();
     tiers.sort_unstable();
     tiers.dedup();
     let mut out = Vec::with_capacity(group.deployments.len());
     for t in tiers {
         let tier: Vec<&Deployment> = group.deployments.iter().filter(|d| d.tier == t).collect();
-        out.extend(weighted_order(tier, rng));
+        out.extend(order_tier(tier, group.policy.lb, runtime, health, rng));
     }
     out
 }
@@ -76,19 +123,28 @@ fn blended(p: &Price) -> i64 {
         .saturating_add(p.output_micros_per_mtok)
 }
 
+/// Who is asking, as routing needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub class: TrafficClass,
+    /// Rank of the key's data class.
+    pub data_class: usize,
+}
+
 pub fn plan<'r, R: Rng>(
     runtime: &'r Runtime,
     group: &'r RoutingGroup,
-    class: TrafficClass,
+    request: Request,
     health: &HealthTable,
     now_ms: i64,
     rng: &mut R,
 ) -> Plan<'r> {
+    let class = request.class;
     let mut plan = Plan {
         candidates: Vec::new(),
         skipped: Vec::new(),
     };
-    let primary = ordered(group, rng);
+    let primary = ordered(group, runtime, health, rng);
     // The model identity an `eval` request is pinned to: the first choice's.
     let pinned_model = primary.first().map(|d| d.model.as_str());
     let primary_price = primary
@@ -154,7 +210,16 @@ pub fn plan<'r, R: Rng>(
             let Some(backup) = runtime.groups.get(alias) else {
                 continue;
             };
-            for d in ordered(backup, rng) {
+            if request.data_class > backup.policy.max_data_class {
+                for d in &backup.deployments {
+                    plan.skipped.push(Skipped {
+                        deployment_id: d.id(),
+                        reason: "data_class",
+                    });
+                }
+                continue;
+            }
+            for d in ordered(backup, runtime, health, rng) {
                 add(backup, d, true, &mut plan);
             }
         }
@@ -186,10 +251,12 @@ mod tests {
             policy: Default::default(),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let runtime = Runtime::default();
+        let health = HealthTable::default();
         let mut heavy_first = 0;
         let n = 20_000;
         for _ in 0..n {
-            let order = ordered(&group, &mut rng);
+            let order = ordered(&group, &runtime, &health, &mut rng);
             assert_eq!(order[2].provider_id, "backup", "tier 1 comes last");
             if order[0].provider_id == "heavy" {
                 heavy_first += 1;

@@ -169,6 +169,15 @@ impl ProxyError {
              retry later.",
         )
     }
+    pub fn data_class_not_allowed(alias: &str, class: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorClass::Permission,
+            "permission_error",
+            "data_class_not_allowed",
+            format!("`{alias}` may not receive data of this key's class ({class})."),
+        )
+    }
     pub fn no_deployment(alias: &str, skipped: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

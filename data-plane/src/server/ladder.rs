@@ -56,7 +56,11 @@ pub(super) async fn run(
     let now = now_ms();
     let plan = {
         let mut rng = rand::thread_rng();
-        plan::plan(runtime, p.group, p.class, &app.health, now, &mut rng)
+        let request = plan::Request {
+            class: p.class,
+            data_class: p.data_class,
+        };
+        plan::plan(runtime, p.group, request, &app.health, now, &mut rng)
     };
     if plan.candidates.is_empty() {
         let skipped: Vec<String> = plan
@@ -98,7 +102,9 @@ pub(super) async fn run(
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
+            let in_flight = c.health.start();
             let outcome = attempt(app, runtime, c, &p, inject_usage, request_id, remaining).await;
+            drop(in_flight);
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
                 rec.event().attempts.push(Attempt {
@@ -117,6 +123,7 @@ pub(super) async fn run(
                     record(status, (!ok).then_some(ErrorClass::ProviderError));
                     // A client error says nothing about the deployment's health.
                     c.health.record_success(&policy);
+                    c.health.record_ttfb(latency_us);
                     return answer(app, rec, &p, c, resp, attempts, request_id).await;
                 }
                 Ok(Outcome::RateLimited {

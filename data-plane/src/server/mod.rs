@@ -150,6 +150,63 @@ async fn metrics(State(app): State<App>) -> Response {
         "Requests served without a usage event because the usage spool was full.",
         stats.unmetered.load(Relaxed),
     );
+    metric(
+        "modelgate_retry_budget_denied_total",
+        "counter",
+        "Retries or fallbacks refused by the node's retry budget.",
+        app.retry_budget.denied(),
+    );
+    let health = app.health.snapshot(crate::usage::now_ms());
+    if !health.is_empty() {
+        out.push_str(
+            "# HELP modelgate_deployment_ejected 1 while a deployment is ejected by outlier detection.\n\
+             # TYPE modelgate_deployment_ejected gauge\n",
+        );
+        for h in &health {
+            let _ = writeln!(
+                out,
+                "modelgate_deployment_ejected{{deployment=\"{}\"}} {}",
+                h.deployment_id.replace('"', "'"),
+                u8::from(h.ejected)
+            );
+        }
+        out.push_str(
+            "# HELP modelgate_deployment_consecutive_failures Consecutive failed attempts.\n\
+             # TYPE modelgate_deployment_consecutive_failures gauge\n",
+        );
+        for h in &health {
+            let _ = writeln!(
+                out,
+                "modelgate_deployment_consecutive_failures{{deployment=\"{}\"}} {}",
+                h.deployment_id.replace('"', "'"),
+                h.consecutive_failures
+            );
+        }
+        out.push_str(
+            "# HELP modelgate_deployment_in_flight Attempts in progress.\n\
+             # TYPE modelgate_deployment_in_flight gauge\n",
+        );
+        for h in &health {
+            let _ = writeln!(
+                out,
+                "modelgate_deployment_in_flight{{deployment=\"{}\"}} {}",
+                h.deployment_id.replace('"', "'"),
+                h.in_flight
+            );
+        }
+        out.push_str(
+            "# HELP modelgate_deployment_ttfb_ewma_seconds Moving average time to first byte.\n\
+             # TYPE modelgate_deployment_ttfb_ewma_seconds gauge\n",
+        );
+        for h in &health {
+            let _ = writeln!(
+                out,
+                "modelgate_deployment_ttfb_ewma_seconds{{deployment=\"{}\"}} {:.6}",
+                h.deployment_id.replace('"', "'"),
+                h.ewma_ttfb_us as f64 / 1e6
+            );
+        }
+    }
     let mut r = Response::new(Body::from(out));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -224,6 +281,8 @@ pub(crate) struct Prepared<'r> {
     pub stream: bool,
     pub client_wants_usage: bool,
     pub class: TrafficClass,
+    /// Rank of the key's data class.
+    pub data_class: usize,
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
@@ -328,6 +387,10 @@ async fn prepare<'r>(
                 )
             })?,
     };
+    let data_class = modelgate_shared::snapshot::data_class_rank(&key.data_class);
+    if data_class > group.policy.max_data_class {
+        return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
+    }
     let stream = peek.stream == Some(true);
     let client_wants_usage =
         peek.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true);
@@ -342,6 +405,7 @@ async fn prepare<'r>(
         stream,
         client_wants_usage,
         class,
+        data_class,
     })
 }
 
