@@ -11,6 +11,7 @@ mod load;
 mod metering;
 mod mock;
 mod procstat;
+mod route;
 mod stats;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Cmd {
     Ingest(metering::IngestArgs),
     /// Measure the data plane's usage spool append cost.
     Spool(metering::SpoolArgs),
+    /// Measure the routing decision for a group of many deployments.
+    Route(route::RouteArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Compare(args) => compare::run(args).await,
             Cmd::Ingest(args) => metering::ingest(args).await,
             Cmd::Spool(args) => metering::spool(args).await,
+            Cmd::Route(args) => route::run(args),
         }
     })
 }

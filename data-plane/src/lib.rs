@@ -112,7 +112,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         }),
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
-        health: Arc::default(),
         retry_budget: Arc::default(),
     };
     let listener = TcpListener::bind(settings.listen)

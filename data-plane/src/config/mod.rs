@@ -15,6 +15,17 @@ use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot};
 
 use crate::providers::openai::Endpoint;
+use crate::routing::health::{DeploymentHealth, HealthTable};
+
+/// A routing group's deployments, indexed for the routing decision: aligned with
+/// `RoutingGroup::deployments`, built once per snapshot so a request allocates nothing to plan.
+#[derive(Debug, Default)]
+pub struct GroupIndex {
+    /// `provider_id/model` of each deployment.
+    pub ids: Vec<String>,
+    pub health: Vec<Arc<DeploymentHealth>>,
+    pub prices: Vec<Option<Price>>,
+}
 
 /// A key as found by one of its secrets.
 #[derive(Debug)]
@@ -37,11 +48,39 @@ pub struct Runtime {
     pub groups: HashMap<String, RoutingGroup>,
     /// Parsed upstream endpoints of HTTP providers, by provider id.
     pub endpoints: HashMap<String, Endpoint>,
+    /// Routing indexes by group alias.
+    pub routes: HashMap<String, GroupIndex>,
+    /// Deployment health on this node; carried from one runtime to the next.
+    pub health: Arc<HealthTable>,
 }
 
 impl Runtime {
     pub fn build(snapshot: Snapshot) -> Self {
+        Self::build_with_health(snapshot, Arc::default())
+    }
+
+    /// Builds a runtime that keeps the previous runtime's deployment health.
+    pub fn build_with_health(snapshot: Snapshot, health: Arc<HealthTable>) -> Self {
         let c = snapshot.config;
+        let prices: HashMap<String, Price> =
+            c.prices.into_iter().map(|p| (p.model, p.price)).collect();
+        let routes = c
+            .groups
+            .iter()
+            .map(|g| {
+                let ids: Vec<String> = g.deployments.iter().map(|d| d.id()).collect();
+                let index = GroupIndex {
+                    health: ids.iter().map(|id| health.get(id)).collect(),
+                    prices: g
+                        .deployments
+                        .iter()
+                        .map(|d| prices.get(&d.model).copied())
+                        .collect(),
+                    ids,
+                };
+                (g.alias.clone(), index)
+            })
+            .collect();
         let endpoints = c
             .providers
             .iter()
@@ -53,8 +92,10 @@ impl Runtime {
             key_hash_secret: c.key_hash_secret,
             keys: index_keys(c.keys),
             providers: c.providers.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            prices: c.prices.into_iter().map(|p| (p.model, p.price)).collect(),
+            prices,
             groups: c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect(),
+            routes,
+            health,
         }
     }
 }

@@ -85,7 +85,9 @@ impl Subscriber {
             let encoded = wire.encode_to_vec();
             let reply = match Snapshot::try_from(wire) {
                 Ok(snapshot) => {
-                    self.runtime.store(Arc::new(Runtime::build(snapshot)));
+                    let health = self.runtime.load().health.clone();
+                    self.runtime
+                        .store(Arc::new(Runtime::build_with_health(snapshot, health)));
                     let dir = self.data_dir.clone();
                     let sealer = self.lkg_sealer.clone();
                     match tokio::task::spawn_blocking(move || lkg::save(&dir, &sealer, &encoded))

@@ -1,8 +1,13 @@
-//! The ordered list of deployments a request may try: the group's tiers in order, weighted
-//! random order within a tier, then — if the traffic class allows — each approved backup group
-//! the same way. Deployments that are ejected or rate-limited are skipped, as are backup
-//! deployments costing more than the group's cost guardrail allows; every skip is recorded with
-//! its reason.
+//! The ordered deployments a request may try: the group's tiers in order, each tier ordered by
+//! the group's load-balancing strategy, then — if the traffic class and the key's data class
+//! allow — each approved backup group the same way. Deployments that are ejected or
+//! rate-limited are skipped, as are backup deployments costing more than the group's cost
+//! guardrail allows; every skip is recorded with its reason.
+//!
+//! A plan holds at most [`MAX_CANDIDATES`] deployments: no request makes more attempts than
+//! that, so a group of a thousand deployments costs a partial selection per tier, not a sort.
+//! Everything per deployment (id, health, price) comes from the runtime's `GroupIndex`; planning
+//! allocates only the plan itself.
 
 use std::sync::Arc;
 
@@ -10,17 +15,20 @@ use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{Deployment, LbStrategy, ProviderAccount, RoutingGroup};
 use rand::Rng;
 
-use super::health::{Availability, DeploymentHealth, HealthTable};
+use super::health::{Availability, DeploymentHealth};
 use super::TrafficClass;
-use crate::config::Runtime;
+use crate::config::{GroupIndex, Runtime};
+
+/// The most deployments one request's plan lists.
+pub const MAX_CANDIDATES: usize = 16;
 
 pub struct Candidate<'r> {
     pub group: &'r RoutingGroup,
     pub deployment: &'r Deployment,
-    pub deployment_id: String,
+    pub deployment_id: &'r str,
     pub provider: &'r ProviderAccount,
     pub price: Option<Price>,
-    pub health: Arc<DeploymentHealth>,
+    pub health: &'r Arc<DeploymentHealth>,
     /// Served by an approved backup group, not the requested one.
     pub backup: bool,
 }
@@ -38,91 +46,6 @@ pub struct Plan<'r> {
     pub skipped: Vec<Skipped>,
 }
 
-/// Deployments of one tier in weighted random order (each draw proportional to weight among
-/// those left).
-fn weighted_order<'a, R: Rng>(mut tier: Vec<&'a Deployment>, rng: &mut R) -> Vec<&'a Deployment> {
-    let mut out = Vec::with_capacity(tier.len());
-    while !tier.is_empty() {
-        let total: u64 = tier.iter().map(|d| u64::from(d.weight.max(1))).sum();
-        let mut ticket = rng.gen_range(0..total);
-        let mut pick = tier.len() - 1;
-        for (i, d) in tier.iter().enumerate() {
-            let w = u64::from(d.weight.max(1));
-            if ticket < w {
-                pick = i;
-                break;
-            }
-            ticket -= w;
-        }
-        out.push(tier.swap_remove(pick));
-    }
-    out
-}
-
-/// Orders one tier by the group's strategy.
-fn order_tier<'a, R: Rng>(
-    tier: Vec<&'a Deployment>,
-    strategy: LbStrategy,
-    runtime: &Runtime,
-    health: &HealthTable,
-    rng: &mut R,
-) -> Vec<&'a Deployment> {
-    match strategy {
-        LbStrategy::Weighted => weighted_order(tier, rng),
-        LbStrategy::LeastInFlight => {
-            // Power of two choices for the first pick, then the rest by load.
-            let mut rest = weighted_order(tier, rng);
-            if rest.len() >= 2 {
-                let (a, b) = (
-                    health.get(&rest[0].id()).in_flight(),
-                    health.get(&rest[1].id()).in_flight(),
-                );
-                if b < a {
-                    rest.swap(0, 1);
-                }
-                let mut tail: Vec<_> = rest.split_off(1);
-                tail.sort_by_key(|d| health.get(&d.id()).in_flight());
-                rest.extend(tail);
-            }
-            rest
-        }
-        LbStrategy::LowestLatency => {
-            // Unmeasured deployments first, so every one gets measured.
-            let mut v = weighted_order(tier, rng);
-            v.sort_by_key(|d| health.get(&d.id()).ewma_ttfb_us());
-            v
-        }
-        LbStrategy::LowestCost => {
-            let mut v = weighted_order(tier, rng);
-            v.sort_by_key(|d| runtime.prices.get(&d.model).map_or(i64::MAX, blended));
-            v
-        }
-    }
-}
-
-/// A group's deployments: tiers ascending, each ordered by the group's strategy.
-fn ordered<'a, R: Rng>(
-    group: &'a RoutingGroup,
-    runtime: &Runtime,
-    health: &HealthTable,
-    rng: &mut R,
-) -> Vec<&'a Deployment> {
-    let mut tiers: Vec<u32> = group.deployments.iter().map(|d| d.tier).collect();
-    tiers.sort_unstable();
-    tiers.dedup();
-    let mut out = Vec::with_capacity(group.deployments.len());
-    for t in tiers {
-        let tier: Vec<&Deployment> = group.deployments.iter().filter(|d| d.tier == t).collect();
-        out.extend(order_tier(tier, group.policy.lb, runtime, health, rng));
-    }
-    out
-}
-
-fn blended(p: &Price) -> i64 {
-    p.input_micros_per_mtok
-        .saturating_add(p.output_micros_per_mtok)
-}
-
 /// Who is asking, as routing needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
@@ -131,96 +54,172 @@ pub struct Request {
     pub data_class: usize,
 }
 
+fn blended(p: &Price) -> i64 {
+    p.input_micros_per_mtok
+        .saturating_add(p.output_micros_per_mtok)
+}
+
+/// Indices of one tier's deployments in the order the strategy prefers, at most `k` of them.
+/// Weighted order uses Efraimidis–Spirakis keys (`-ln(u) / weight`, smallest first): one random
+/// draw per deployment gives a weighted random permutation.
+fn order_tier<R: Rng>(
+    group: &RoutingGroup,
+    index: &GroupIndex,
+    tier: &[usize],
+    k: usize,
+    rng: &mut R,
+) -> Vec<usize> {
+    let mut keyed: Vec<(u64, f64, usize)> = tier
+        .iter()
+        .map(|&i| {
+            let w = f64::from(group.deployments[i].weight.max(1));
+            let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+            let random = -u.ln() / w;
+            let primary = match group.policy.lb {
+                LbStrategy::Weighted | LbStrategy::LeastInFlight => 0,
+                // Unmeasured (0) first, so every deployment gets measured.
+                LbStrategy::LowestLatency => index.health[i].ewma_ttfb_us(),
+                LbStrategy::LowestCost => index.prices[i]
+                    .as_ref()
+                    .map_or(u64::MAX, |p| u64::try_from(blended(p)).unwrap_or(0)),
+            };
+            (primary, random, i)
+        })
+        .collect();
+    let cmp =
+        |a: &(u64, f64, usize), b: &(u64, f64, usize)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1));
+    let k = k.min(keyed.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < keyed.len() {
+        keyed.select_nth_unstable_by(k - 1, cmp);
+        keyed.truncate(k);
+    }
+    keyed.sort_unstable_by(cmp);
+    let mut out: Vec<usize> = keyed.into_iter().map(|(_, _, i)| i).collect();
+    if group.policy.lb == LbStrategy::LeastInFlight && out.len() >= 2 {
+        // Power of two choices: of two weighted random picks, the less loaded goes first; the
+        // rest follow by load.
+        if index.health[out[1]].in_flight() < index.health[out[0]].in_flight() {
+            out.swap(0, 1);
+        }
+        out[1..].sort_by_key(|&i| index.health[i].in_flight());
+    }
+    out
+}
+
+/// A group's deployment indices: tiers ascending, each ordered by the strategy, at most `k`.
+fn ordered<R: Rng>(group: &RoutingGroup, index: &GroupIndex, k: usize, rng: &mut R) -> Vec<usize> {
+    let mut tiers: Vec<u32> = group.deployments.iter().map(|d| d.tier).collect();
+    tiers.sort_unstable();
+    tiers.dedup();
+    let mut out = Vec::with_capacity(k.min(group.deployments.len()));
+    let mut members = Vec::new();
+    for t in tiers {
+        if out.len() >= k {
+            break;
+        }
+        members.clear();
+        members.extend((0..group.deployments.len()).filter(|&i| group.deployments[i].tier == t));
+        out.extend(order_tier(group, index, &members, k - out.len(), rng));
+    }
+    out
+}
+
 pub fn plan<'r, R: Rng>(
     runtime: &'r Runtime,
     group: &'r RoutingGroup,
     request: Request,
-    health: &HealthTable,
     now_ms: i64,
     rng: &mut R,
 ) -> Plan<'r> {
-    let class = request.class;
     let mut plan = Plan {
         candidates: Vec::new(),
         skipped: Vec::new(),
     };
-    let primary = ordered(group, runtime, health, rng);
+    let Some(primary_index) = runtime.routes.get(&group.alias) else {
+        return plan;
+    };
+    // Look further than the plan's size so skipped deployments do not starve it.
+    let look = MAX_CANDIDATES * 2;
+    let primary = ordered(group, primary_index, look, rng);
     // The model identity an `eval` request is pinned to: the first choice's.
-    let pinned_model = primary.first().map(|d| d.model.as_str());
+    let pinned_model = primary
+        .first()
+        .map(|&i| group.deployments[i].model.as_str());
     let primary_price = primary
         .first()
-        .and_then(|d| runtime.prices.get(&d.model))
+        .and_then(|&i| primary_index.prices[i].as_ref())
         .map(blended);
 
-    let add = |g: &'r RoutingGroup, d: &'r Deployment, backup: bool, plan: &mut Plan<'r>| {
-        let deployment_id = d.id();
-        if class == TrafficClass::Eval && Some(d.model.as_str()) != pinned_model {
-            plan.skipped.push(Skipped {
-                deployment_id,
-                reason: "class_forbids_model_change",
-            });
+    let add = |g: &'r RoutingGroup,
+               index: &'r GroupIndex,
+               i: usize,
+               backup: bool,
+               plan: &mut Plan<'r>| {
+        if plan.candidates.len() >= MAX_CANDIDATES {
             return;
         }
-        let Some(provider) = runtime.providers.get(&d.provider_id) else {
+        let d = &g.deployments[i];
+        let deployment_id = index.ids[i].as_str();
+        let skip = |plan: &mut Plan<'r>, reason| {
             plan.skipped.push(Skipped {
-                deployment_id,
-                reason: "unknown_provider",
+                deployment_id: deployment_id.to_owned(),
+                reason,
             });
-            return;
         };
-        let price = runtime.prices.get(&d.model).copied();
+        if request.class == TrafficClass::Eval && Some(d.model.as_str()) != pinned_model {
+            return skip(plan, "class_forbids_model_change");
+        }
+        let Some(provider) = runtime.providers.get(&d.provider_id) else {
+            return skip(plan, "unknown_provider");
+        };
+        let price = index.prices[i];
         if backup {
             let factor = i64::from(group.policy.cost_factor_milli);
             if let (Some(primary), Some(p)) = (primary_price, price.as_ref()) {
                 if blended(p).saturating_mul(1000) > primary.saturating_mul(factor) {
-                    plan.skipped.push(Skipped {
-                        deployment_id,
-                        reason: "cost_guardrail",
-                    });
-                    return;
+                    return skip(plan, "cost_guardrail");
                 }
             }
         }
-        let h = health.get(&deployment_id);
-        match h.check(now_ms) {
+        let health = &index.health[i];
+        match health.check(now_ms) {
             Availability::Healthy | Availability::Probe => plan.candidates.push(Candidate {
                 group: g,
                 deployment: d,
                 deployment_id,
                 provider,
                 price,
-                health: h,
+                health,
                 backup,
             }),
-            Availability::Ejected => plan.skipped.push(Skipped {
-                deployment_id,
-                reason: "ejected",
-            }),
-            Availability::RateLimited => plan.skipped.push(Skipped {
-                deployment_id,
-                reason: "rate_limited",
-            }),
+            Availability::Ejected => skip(plan, "ejected"),
+            Availability::RateLimited => skip(plan, "rate_limited"),
         }
     };
-    for d in primary {
-        add(group, d, false, &mut plan);
+    for i in primary {
+        add(group, primary_index, i, false, &mut plan);
     }
-    if class.may_use_backup_groups() {
+    if request.class.may_use_backup_groups() {
         for alias in &group.fallbacks {
-            let Some(backup) = runtime.groups.get(alias) else {
+            let (Some(backup), Some(index)) =
+                (runtime.groups.get(alias), runtime.routes.get(alias))
+            else {
                 continue;
             };
             if request.data_class > backup.policy.max_data_class {
-                for d in &backup.deployments {
+                for id in &index.ids {
                     plan.skipped.push(Skipped {
-                        deployment_id: d.id(),
+                        deployment_id: id.clone(),
                         reason: "data_class",
                     });
                 }
                 continue;
             }
-            for d in ordered(backup, runtime, health, rng) {
-                add(backup, d, true, &mut plan);
+            for i in ordered(backup, index, look, rng) {
+                add(backup, index, i, true, &mut plan);
             }
         }
     }
@@ -250,15 +249,21 @@ mod tests {
             fallbacks: vec![],
             policy: Default::default(),
         };
+        let index = GroupIndex {
+            ids: group.deployments.iter().map(Deployment::id).collect(),
+            health: (0..3).map(|_| Arc::default()).collect(),
+            prices: vec![None; 3],
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let runtime = Runtime::default();
-        let health = HealthTable::default();
         let mut heavy_first = 0;
         let n = 20_000;
         for _ in 0..n {
-            let order = ordered(&group, &runtime, &health, &mut rng);
-            assert_eq!(order[2].provider_id, "backup", "tier 1 comes last");
-            if order[0].provider_id == "heavy" {
+            let order = ordered(&group, &index, 16, &mut rng);
+            assert_eq!(
+                group.deployments[order[2]].provider_id, "backup",
+                "tier 1 comes last"
+            );
+            if group.deployments[order[0]].provider_id == "heavy" {
                 heavy_first += 1;
             }
         }

@@ -60,7 +60,7 @@ pub(super) async fn run(
             class: p.class,
             data_class: p.data_class,
         };
-        plan::plan(runtime, p.group, request, &app.health, now, &mut rng)
+        plan::plan(runtime, p.group, request, now, &mut rng)
     };
     if plan.candidates.is_empty() {
         let skipped: Vec<String> = plan
@@ -108,7 +108,7 @@ pub(super) async fn run(
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
                 rec.event().attempts.push(Attempt {
-                    deployment_id: c.deployment_id.clone(),
+                    deployment_id: c.deployment_id.to_owned(),
                     provider_id: c.provider.id.clone(),
                     model: c.deployment.model.clone(),
                     status,
@@ -268,7 +268,7 @@ async fn answer(
         let e = rec.event();
         e.provider_id.clone_from(&c.provider.id);
         e.served_model.clone_from(&c.deployment.model);
-        e.deployment_id.clone_from(&c.deployment_id);
+        c.deployment_id.clone_into(&mut e.deployment_id);
         e.fallback_used = c.backup || attempts > 1;
         if let Some(price) = c.price {
             e.price_version = price.version;

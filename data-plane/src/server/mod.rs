@@ -26,7 +26,6 @@ use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
-use crate::routing::health::HealthTable;
 use crate::routing::TrafficClass;
 use crate::usage::spool::Spool;
 use crate::usage::{Origin, Recorder};
@@ -42,8 +41,6 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
-    /// Passive health of every deployment this node routes to.
-    pub health: Arc<HealthTable>,
     pub retry_budget: Arc<RetryBudget>,
 }
 
@@ -156,7 +153,7 @@ async fn metrics(State(app): State<App>) -> Response {
         "Retries or fallbacks refused by the node's retry budget.",
         app.retry_budget.denied(),
     );
-    let health = app.health.snapshot(crate::usage::now_ms());
+    let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
     if !health.is_empty() {
         out.push_str(
             "# HELP modelgate_deployment_ejected 1 while a deployment is ejected by outlier detection.\n\
