@@ -134,23 +134,34 @@ async fn metric(base: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
-#[tokio::test]
-async fn a_full_spool_refuses_new_requests_without_calling_upstream() {
+/// A provisioned gateway whose data plane's spool is bounded at one byte (its first event
+/// fills it); returns the upstream, the gateway, the key and the data plane's base address.
+async fn gateway_with_a_one_byte_spool(
+    fsync: FsyncPolicy,
+    when_full: WhenFull,
+) -> (MockUpstream, Gateway, Provisioned, String) {
     let upstream = MockUpstream::start().await;
     let mut gw = Gateway::start().await;
     let p = gw
         .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
         .await;
     gw.stop_data_plane().await;
-    // A bound of one byte: the first event fills it.
     let options = SpoolOptions {
-        fsync: FsyncPolicy::Never,
+        fsync,
         max_bytes: 1,
-        when_full: WhenFull::Reject,
+        when_full,
     };
     gw.dp = Some(start_data_plane_with(gw.grpc_addr, &temp_dir("full"), options).await);
     gw.wait_for_config().await;
     let node = format!("http://{}", gw.dp().addr);
+    (upstream, gw, p, node)
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_new_requests_without_calling_upstream() {
+    // A bound of one byte: the first event fills it.
+    let (upstream, gw, p, node) =
+        gateway_with_a_one_byte_spool(FsyncPolicy::Never, WhenFull::Reject).await;
 
     assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
     let calls = upstream.calls();
@@ -173,20 +184,11 @@ async fn a_full_spool_refuses_new_requests_without_calling_upstream() {
 
 #[tokio::test]
 async fn a_full_spool_can_be_told_to_serve_and_count_unmetered_requests() {
-    let upstream = MockUpstream::start().await;
-    let mut gw = Gateway::start().await;
-    let p = gw
-        .provision(&upstream.base_url(), "smart", "gpt-4o-2024")
-        .await;
-    gw.stop_data_plane().await;
-    let options = SpoolOptions {
-        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
-        max_bytes: 1,
-        when_full: WhenFull::ServeUnmetered,
-    };
-    gw.dp = Some(start_data_plane_with(gw.grpc_addr, &temp_dir("unmetered"), options).await);
-    gw.wait_for_config().await;
-    let node = format!("http://{}", gw.dp().addr);
+    let (_upstream, gw, p, node) = gateway_with_a_one_byte_spool(
+        FsyncPolicy::Interval(Duration::from_millis(10)),
+        WhenFull::ServeUnmetered,
+    )
+    .await;
 
     let metered = gw.say_hi(&p.key, "smart").await;
     assert_eq!(metered.status(), 200);

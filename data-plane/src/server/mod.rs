@@ -26,6 +26,7 @@ use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
+use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
 use crate::usage::spool::Spool;
 use crate::usage::{Origin, Recorder};
@@ -93,6 +94,9 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// A per-deployment gauge: name, help text, and how to read it from a deployment's health.
+type DeploymentGauge = (&'static str, &'static str, fn(&HealthView) -> f64);
+
 /// Prometheus text exposition of the node's own gauges and counters.
 async fn metrics(State(app): State<App>) -> Response {
     use std::fmt::Write as _;
@@ -154,54 +158,35 @@ async fn metrics(State(app): State<App>) -> Response {
         app.retry_budget.denied(),
     );
     let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
+    let per_deployment: [DeploymentGauge; 4] = [
+        (
+            "modelgate_deployment_ejected",
+            "1 while a deployment is ejected by outlier detection.",
+            |h| f64::from(u8::from(h.ejected)),
+        ),
+        (
+            "modelgate_deployment_consecutive_failures",
+            "Consecutive failed attempts.",
+            |h| f64::from(h.consecutive_failures),
+        ),
+        (
+            "modelgate_deployment_in_flight",
+            "Attempts in progress.",
+            |h| f64::from(h.in_flight),
+        ),
+        (
+            "modelgate_deployment_ttfb_ewma_seconds",
+            "Moving average time to first byte.",
+            |h| h.ewma_ttfb_us as f64 / 1e6,
+        ),
+    ];
     if !health.is_empty() {
-        out.push_str(
-            "# HELP modelgate_deployment_ejected 1 while a deployment is ejected by outlier detection.\n\
-             # TYPE modelgate_deployment_ejected gauge\n",
-        );
-        for h in &health {
-            let _ = writeln!(
-                out,
-                "modelgate_deployment_ejected{{deployment=\"{}\"}} {}",
-                h.deployment_id.replace('"', "'"),
-                u8::from(h.ejected)
-            );
-        }
-        out.push_str(
-            "# HELP modelgate_deployment_consecutive_failures Consecutive failed attempts.\n\
-             # TYPE modelgate_deployment_consecutive_failures gauge\n",
-        );
-        for h in &health {
-            let _ = writeln!(
-                out,
-                "modelgate_deployment_consecutive_failures{{deployment=\"{}\"}} {}",
-                h.deployment_id.replace('"', "'"),
-                h.consecutive_failures
-            );
-        }
-        out.push_str(
-            "# HELP modelgate_deployment_in_flight Attempts in progress.\n\
-             # TYPE modelgate_deployment_in_flight gauge\n",
-        );
-        for h in &health {
-            let _ = writeln!(
-                out,
-                "modelgate_deployment_in_flight{{deployment=\"{}\"}} {}",
-                h.deployment_id.replace('"', "'"),
-                h.in_flight
-            );
-        }
-        out.push_str(
-            "# HELP modelgate_deployment_ttfb_ewma_seconds Moving average time to first byte.\n\
-             # TYPE modelgate_deployment_ttfb_ewma_seconds gauge\n",
-        );
-        for h in &health {
-            let _ = writeln!(
-                out,
-                "modelgate_deployment_ttfb_ewma_seconds{{deployment=\"{}\"}} {:.6}",
-                h.deployment_id.replace('"', "'"),
-                h.ewma_ttfb_us as f64 / 1e6
-            );
+        for (name, help, value) in per_deployment {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+            for h in &health {
+                let label = h.deployment_id.replace(['"', '\\', '\n'], "_");
+                let _ = writeln!(out, "{name}{{deployment=\"{label}\"}} {}", value(h));
+            }
         }
     }
     let mut r = Response::new(Body::from(out));

@@ -33,22 +33,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         match std::env::var("MODELGATE_TEST_DATABASE_URL") {
-            Ok(base) if !base.is_empty() => {
-                let name = format!("mg_test_{}", uuid::Uuid::now_v7().simple());
-                let admin = Database::connect(&base).await.unwrap_or_else(|e| {
-                    panic!("MODELGATE_TEST_DATABASE_URL is set but Postgres is unreachable: {e}")
-                });
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                admin.close().await.unwrap();
-                let (prefix, _) = base.rsplit_once('/').unwrap();
-                TestDb {
-                    url: format!("{prefix}/{name}"),
-                    postgres: Some((base, name)),
-                }
-            }
+            Ok(base) if !base.is_empty() => TestDb::on_postgres(base).await,
             _ => {
                 let dir = temp_dir("sqlite");
                 TestDb {
@@ -412,7 +397,12 @@ pub fn postgres_base_url() -> String {
 impl TestDb {
     /// A fresh database on the Postgres server of [`postgres_base_url`].
     pub async fn postgres() -> TestDb {
-        let base = postgres_base_url();
+        TestDb::on_postgres(postgres_base_url()).await
+    }
+
+    /// Creates a fresh database on the Postgres server `base` points at; fails loudly if it is
+    /// unreachable.
+    async fn on_postgres(base: String) -> TestDb {
         let name = format!("mg_test_{}", uuid::Uuid::now_v7().simple());
         let admin = Database::connect(&base).await.unwrap_or_else(|e| {
             panic!("this test needs Postgres at {base} (set MODELGATE_TEST_DATABASE_URL): {e}")
