@@ -140,6 +140,9 @@ pub struct DataPlaneArgs {
     /// without it, a key file `lkg.key` is generated in the data directory.
     #[arg(long, env = "MODELGATE_LKG_KEY", hide_env_values = true)]
     pub lkg_key: Option<String>,
+    /// How often to report deployment health to the control plane (its fleet view), in ms.
+    #[arg(long, env = "MODELGATE_HEALTH_REPORT_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub health_report_interval_ms: u64,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {

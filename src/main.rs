@@ -98,6 +98,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         max_body_bytes: 10 * 1024 * 1024,
         spool: SpoolOptions::default(),
         lkg_key_hex: None,
+        health_report_interval: std::time::Duration::from_secs(5),
     })
     .await?;
 
@@ -225,6 +226,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         spool,
         lkg_key_hex: args.lkg_key,
+        health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

@@ -61,6 +61,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         db,
         sealer,
         publisher: Publisher::new(),
+        fleet: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     services.publisher.rebuild(&services).await?;

@@ -44,6 +44,8 @@ pub struct Settings {
     pub spool: SpoolOptions,
     /// 64 hex characters sealing the last-known-good file; `None`: `lkg.key` in `data_dir`.
     pub lkg_key_hex: Option<String>,
+    /// How often the node reports its deployments' health to the control plane.
+    pub health_report_interval: Duration,
 }
 
 pub struct RunningDataPlane {
@@ -91,6 +93,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         lkg_sealer,
         runtime: runtime.clone(),
         shutdown: shutdown.clone(),
+        health_report_interval: settings.health_report_interval,
     };
     let shipper = usage::shipper::Shipper {
         control_plane_url: settings.control_plane_url.clone(),
@@ -100,12 +103,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         shutdown: shutdown.clone(),
     };
 
-    let client = providers::http_client();
     let tasks = tokio_util::task::TaskTracker::new();
     let app = server::App {
         runtime: runtime.clone(),
         spool: spool.clone(),
-        client,
         origin: Arc::new(usage::Origin {
             node_id: settings.node_id.clone(),
             region: settings.labels.get("region").cloned().unwrap_or_default(),

@@ -4,6 +4,7 @@
 //!   with its explicit conversions to and from the wire types in `modelgate-proto`.
 //! - [`keys`]: gateway key generation and keyed hashing (HMAC-SHA-256).
 //! - [`pricing`]: exact cost arithmetic in integer micro-USD.
+//! - [`routing`]: traffic classes and the cost guardrail (used by routing and by explain).
 //! - [`usage`]: the usage event, one per request.
 //!
 //! Nothing here does I/O.
@@ -11,6 +12,7 @@
 pub mod crypto;
 pub mod keys;
 pub mod pricing;
+pub mod routing;
 pub mod snapshot;
 pub mod usage;
 

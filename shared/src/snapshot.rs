@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::keys::KeyHash;
 use crate::pricing::Price;
+use crate::routing::TrafficClass;
 
 /// One immutable config version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +56,29 @@ pub struct ApiKey {
     pub data_class: String,
     /// Empty means every family.
     pub endpoint_families: Vec<String>,
+    /// The class of a request that names none.
+    pub traffic_class: TrafficClass,
+    /// Classes a request may ask for by header; empty means any.
+    pub allowed_traffic_classes: Vec<TrafficClass>,
 }
 
 impl ApiKey {
+    /// The traffic class of a request that asked for `requested` (by header), if the key allows
+    /// it; a request that asked for nothing gets the key's class.
+    pub fn traffic_class_for(&self, requested: Option<TrafficClass>) -> Option<TrafficClass> {
+        match requested {
+            None => Some(self.traffic_class),
+            Some(c)
+                if c == self.traffic_class
+                    || self.allowed_traffic_classes.is_empty()
+                    || self.allowed_traffic_classes.contains(&c) =>
+            {
+                Some(c)
+            }
+            Some(_) => None,
+        }
+    }
+
     pub fn may_use(&self, alias: &str) -> bool {
         self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == alias)
     }
@@ -168,6 +189,7 @@ pub struct RoutePolicy {
     pub lb: LbStrategy,
     /// Rank in [`DATA_CLASSES`] of the most sensitive data the group may receive.
     pub max_data_class: usize,
+    pub connect_timeout_ms: u32,
 }
 
 impl Default for RoutePolicy {
@@ -183,6 +205,7 @@ impl Default for RoutePolicy {
             max_cooldown_ms: 300_000,
             lb: LbStrategy::Weighted,
             max_data_class: DATA_CLASSES.len() - 1,
+            connect_timeout_ms: 5_000,
         }
     }
 }
@@ -205,6 +228,7 @@ impl RoutePolicy {
                 .copied()
                 .unwrap_or("restricted")
                 .to_owned(),
+            connect_timeout_ms: self.connect_timeout_ms,
         }
     }
 
@@ -231,6 +255,7 @@ impl RoutePolicy {
             } else {
                 data_class_rank(&p.max_data_class)
             },
+            connect_timeout_ms: or(p.connect_timeout_ms, d.connect_timeout_ms),
         }
     }
 }
@@ -417,6 +442,12 @@ fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
         application: k.application.clone(),
         data_class: k.data_class.clone(),
         endpoint_families: k.endpoint_families.clone(),
+        traffic_class: k.traffic_class.as_str().to_owned(),
+        allowed_traffic_classes: k
+            .allowed_traffic_classes
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
     }
 }
 
@@ -491,6 +522,21 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 })?;
                 Some((hash, k.previous_expires_at))
             };
+            let class = |name: &str, at: String| {
+                TrafficClass::parse(name)
+                    .ok_or_else(|| field(at, format!("unknown traffic class `{name}`")))
+            };
+            let traffic_class = if k.traffic_class.is_empty() {
+                TrafficClass::default()
+            } else {
+                class(&k.traffic_class, format!("keys[{i}].traffic_class"))?
+            };
+            let allowed_traffic_classes = k
+                .allowed_traffic_classes
+                .iter()
+                .enumerate()
+                .map(|(j, c)| class(c, format!("keys[{i}].allowed_traffic_classes[{j}]")))
+                .collect::<Result<Vec<_>, _>>()?;
             keys.push(ApiKey {
                 id: k.id,
                 name: k.name,
@@ -507,6 +553,8 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 application: k.application,
                 data_class: k.data_class,
                 endpoint_families: k.endpoint_families,
+                traffic_class,
+                allowed_traffic_classes,
             });
         }
 
@@ -607,6 +655,8 @@ mod tests {
                 application: "checkout".into(),
                 data_class: "internal".into(),
                 endpoint_families: vec!["chat".into()],
+                traffic_class: TrafficClass::Batch,
+                allowed_traffic_classes: vec![TrafficClass::Eval],
             }],
             providers: vec![ProviderAccount {
                 id: "p1".into(),

@@ -27,6 +27,14 @@ pub enum KeysCommand {
         /// When the key stops working, in Unix seconds (UTC).
         #[arg(long, value_name = "UNIX_SECONDS")]
         expires_at: Option<i64>,
+        /// The traffic class of requests that name none: interactive (the default), batch,
+        /// eval or media.
+        #[arg(long)]
+        traffic_class: Option<String>,
+        /// A class requests may ask for with `x-modelgate-traffic-class` (repeatable); without
+        /// any, every class.
+        #[arg(long = "allow-traffic-class", value_name = "CLASS")]
+        allowed_traffic_classes: Vec<String>,
     },
     /// List keys (never their secrets).
     List(ListArgs),
@@ -150,6 +158,10 @@ pub(super) const DETAIL_COLUMNS: &[Column] = &[
         },
     },
     Column {
+        header: "TRAFFIC CLASS",
+        cell: |v| field(v, "traffic_class"),
+    },
+    Column {
         header: "EXPIRES",
         cell: |v| time(v, "expires_at"),
     },
@@ -190,12 +202,23 @@ impl Run for KeysCommand {
                 environment,
                 allowed_models,
                 expires_at,
+                traffic_class,
+                allowed_traffic_classes,
             } => {
                 let mut body = Map::new();
                 body.insert("team_id".into(), json!(team_id));
                 body.insert("name".into(), json!(name));
                 if let Some(env) = environment {
                     body.insert("environment".into(), json!(env));
+                }
+                if let Some(class) = traffic_class {
+                    body.insert("traffic_class".into(), json!(class));
+                }
+                if !allowed_traffic_classes.is_empty() {
+                    body.insert(
+                        "allowed_traffic_classes".into(),
+                        json!(allowed_traffic_classes),
+                    );
                 }
                 if !allowed_models.is_empty() {
                     body.insert("allowed_models".into(), json!(allowed_models));

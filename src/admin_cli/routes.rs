@@ -1,4 +1,5 @@
-//! `modelgate routes create|list`: model alias → deployments.
+//! `modelgate routes create|list|explain`: model alias → deployments, and what the gateway would
+//! do with a request.
 
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
@@ -26,6 +27,23 @@ pub enum RoutesCommand {
     },
     /// List routes.
     List(ListArgs),
+    /// What would happen to a request with this key: allowed or why not, and the ordered
+    /// deployments it may try with their price and fleet health. Calls no upstream.
+    Explain {
+        /// The gateway key's id.
+        #[arg(long)]
+        key_id: String,
+        /// The model alias the request names.
+        #[arg(long)]
+        model: String,
+        /// The endpoint family (chat, responses, embeddings, images, messages,
+        /// generate_content, video).
+        #[arg(long, default_value = "chat")]
+        surface: String,
+        /// As if sent with `x-modelgate-traffic-class`.
+        #[arg(long)]
+        traffic_class: Option<String>,
+    },
 }
 
 /// One `--deployment` value.
@@ -109,6 +127,76 @@ const COLUMNS: &[Column] = &[
     },
 ];
 
+/// `1. provider/model (group, tier 0, 75.0%, unavailable)`, one per line.
+fn candidates(v: &Value) -> String {
+    let Some(list) = v.get("candidates").and_then(Value::as_array) else {
+        return NONE.to_owned();
+    };
+    if list.is_empty() {
+        return NONE.to_owned();
+    }
+    list.iter()
+        .map(|c| {
+            let mut notes = vec![field(c, "group"), format!("tier {}", field(c, "tier"))];
+            if let Some(share) = c.get("weight_share_milli").and_then(Value::as_u64) {
+                notes.push(format!("{}.{}%", share / 10, share % 10));
+            }
+            if c.get("backup").and_then(Value::as_bool) == Some(true) {
+                notes.push("backup".into());
+            }
+            if c.pointer("/health/available").and_then(Value::as_bool) == Some(false) {
+                notes.push("unavailable".into());
+            }
+            format!(
+                "{}. {} ({})",
+                field(c, "position"),
+                field(c, "deployment_id"),
+                notes.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `deployment: reason`, one per line.
+fn skipped(v: &Value) -> String {
+    match v.get("skipped").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|s| format!("{}: {}", field(s, "deployment_id"), field(s, "reason")))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => NONE.to_owned(),
+    }
+}
+
+const EXPLAIN_COLUMNS: &[Column] = &[
+    Column {
+        header: "ALLOWED",
+        cell: |v| field(v, "allowed"),
+    },
+    Column {
+        header: "REASON",
+        cell: |v| field(v, "reason"),
+    },
+    Column {
+        header: "MESSAGE",
+        cell: |v| field(v, "message"),
+    },
+    Column {
+        header: "TRAFFIC CLASS",
+        cell: |v| field(v, "traffic_class"),
+    },
+    Column {
+        header: "CANDIDATES",
+        cell: candidates,
+    },
+    Column {
+        header: "SKIPPED",
+        cell: skipped,
+    },
+];
+
 impl Run for RoutesCommand {
     async fn run(self, client: &AdminClient) -> Result<Reply, CliError> {
         match self {
@@ -124,6 +212,26 @@ impl Run for RoutesCommand {
                 })
             }
             RoutesCommand::List(args) => list(client, &["routes"], &[], &args, COLUMNS).await,
+            RoutesCommand::Explain {
+                key_id,
+                model,
+                surface,
+                traffic_class,
+            } => {
+                let mut body = json!({
+                    "key_id": key_id,
+                    "surface": surface,
+                    "request": {"model": model},
+                });
+                if let Some(class) = traffic_class {
+                    body["traffic_class"] = json!(class);
+                }
+                let value = client.post(&["explain"], Some(&body)).await?;
+                Ok(Reply::One {
+                    value,
+                    columns: EXPLAIN_COLUMNS,
+                })
+            }
         }
     }
 }

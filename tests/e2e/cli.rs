@@ -450,3 +450,73 @@ async fn cli_rotates_disables_and_enables_a_key_and_reads_users_and_the_audit_lo
     assert!(!table.stdout.contains(&new_secret));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_creates_an_eval_key_and_explains_its_route() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let key = modelgate(
+        &gw,
+        &[
+            "keys",
+            "create",
+            "--team-id",
+            &p.team_id,
+            "--name",
+            "evals",
+            "--traffic-class",
+            "eval",
+            "--allow-traffic-class",
+            "eval",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(key["traffic_class"], "eval");
+    assert_eq!(key["allowed_traffic_classes"], serde_json::json!(["eval"]));
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    gw.wait_for_config().await;
+
+    let explained = modelgate(
+        &gw,
+        &[
+            "routes", "explain", "--key-id", &key_id, "--model", "smart", "--output", "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(explained["allowed"], true, "{explained}");
+    assert_eq!(explained["traffic_class"], "eval");
+    assert_eq!(
+        explained["candidates"][0]["deployment_id"],
+        format!("{}/gpt-4o-2024", p.provider_id)
+    );
+
+    // As a table, a refusal reads as one: the class this key may not use.
+    let table = modelgate(
+        &gw,
+        &[
+            "routes",
+            "explain",
+            "--key-id",
+            &key_id,
+            "--model",
+            "smart",
+            "--traffic-class",
+            "batch",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(
+        table.stdout.contains("traffic_class_not_allowed"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("ALLOWED"), "{}", table.stdout);
+    gw.shutdown().await;
+}

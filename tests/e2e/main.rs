@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod config_distribution;
 mod crash;
+mod explain;
 mod export;
 mod identity;
 mod metering;

@@ -48,11 +48,18 @@ impl ConfigService for ScriptedControlPlane {
                 if tx.send(Ok(snapshot.clone())).await.is_err() {
                     return;
                 }
-                match inbound.message().await {
-                    Ok(Some(SubscribeRequest { kind: Some(reply) })) => {
-                        me.replies.lock().unwrap().push(reply)
+                // The answer to this snapshot; health reports may come in between.
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(SubscribeRequest {
+                            kind: Some(Kind::Health(_)),
+                        })) => continue,
+                        Ok(Some(SubscribeRequest { kind: Some(reply) })) => {
+                            me.replies.lock().unwrap().push(reply);
+                            break;
+                        }
+                        _ => return,
                     }
-                    _ => return,
                 }
             }
             // Hold the stream open.

@@ -11,7 +11,7 @@ use crate::support::upstream::{Behavior, MockUpstream};
 use crate::support::{eventually, request_id, Gateway, Provisioned};
 
 /// A provider account for an upstream (or any base URL).
-async fn provider(gw: &Gateway, base_url: &str) -> String {
+pub(crate) async fn provider(gw: &Gateway, base_url: &str) -> String {
     gw.create(
         "/providers",
         json!({"name": format!("p-{}", uuid::Uuid::now_v7().simple()), "kind": "openai-compatible",
@@ -23,7 +23,7 @@ async fn provider(gw: &Gateway, base_url: &str) -> String {
         .to_owned()
 }
 
-async fn price(gw: &Gateway, model: &str, input: i64, output: i64) {
+pub(crate) async fn price(gw: &Gateway, model: &str, input: i64, output: i64) {
     gw.create(
         "/models",
         json!({"model": model, "input_micros_per_mtok": input, "output_micros_per_mtok": output}),
@@ -32,7 +32,7 @@ async fn price(gw: &Gateway, model: &str, input: i64, output: i64) {
 }
 
 /// A team and a key allowed every alias.
-async fn key(gw: &Gateway) -> Provisioned {
+pub(crate) async fn key(gw: &Gateway) -> Provisioned {
     let team = gw
         .create(
             "/teams",

@@ -24,8 +24,8 @@ use json::{ApiJson, ApiQuery};
 use crate::service::audit::{self as audit_service, AuditFilter};
 use crate::service::authz::Actor;
 use crate::service::{
-    bootstrap, keys, models, nodes, providers, routes, teams, tokens, usage, users, PageParams,
-    Services,
+    bootstrap, explain, fleet, keys, models, nodes, providers, routes, teams, tokens, usage, users,
+    PageParams, Services,
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
@@ -71,6 +71,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(upsert_model, list_models))
         .routes(routes!(create_route, list_routes))
         .routes(routes!(list_nodes))
+        .routes(routes!(deployment_health))
+        .routes(routes!(explain_request))
         .routes(routes!(list_audit))
         .routes(routes!(list_usage))
         .routes(routes!(usage_daily))
@@ -599,6 +601,38 @@ async fn list_nodes(
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> Result<Response> {
     Ok(ok(nodes::list(&s, &a, q).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/health/deployments",
+    tag = "fleet",
+    responses((status = 200, description = "every deployment's health across the connected data planes", body = [fleet::DeploymentFleetHealth]), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn deployment_health(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+) -> Result<Response> {
+    Ok(ok(
+        serde_json::json!({ "data": fleet::deployments(&s, &a)? }),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/explain",
+    tag = "fleet",
+    request_body = explain::ExplainRequest,
+    responses((status = 200, description = "what the data plane would do with the request: allowed or why not, the ordered candidates with health and price", body = explain::Explanation), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody), (status = 404, description = "no such key", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn explain_request(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiJson(body): ApiJson<explain::ExplainRequest>,
+) -> Result<Response> {
+    Ok(ok(explain::explain(&s, &a, body).await?))
 }
 
 #[utoipa::path(

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::service::{nodes, Services};
+use crate::service::{fleet, nodes, Services};
 
 pub struct ConfigStream {
     pub services: Services,
@@ -83,12 +83,23 @@ impl ConfigService for ConfigStream {
                                 tracing::warn!(node = %node_id, error = %e, "could not record nack");
                             }
                         }
+                        Ok(Some(SubscribeRequest { kind: Some(Kind::Health(report)) })) => {
+                            services.fleet.record(&node_id, report.deployments.into_iter().map(|d| fleet::NodeDeploymentHealth {
+                                deployment_id: d.deployment_id,
+                                ejected: d.ejected,
+                                rate_limited_until_ms: d.rate_limited_until_ms,
+                                consecutive_failures: d.consecutive_failures,
+                                in_flight: d.in_flight,
+                                ewma_ttfb_us: d.ewma_ttfb_us,
+                            }).collect());
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,
                     },
                     () = shutdown.cancelled() => break,
                 }
             }
+            services.fleet.forget(&node_id);
             if let Err(e) = nodes::disconnected(&services, &node_id).await {
                 tracing::warn!(node = %node_id, error = %e, "could not record disconnect");
             }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use modelgate_shared::keys;
+use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::Environment;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
@@ -57,6 +58,12 @@ pub struct CreateKey {
     pub endpoint_families: Vec<String>,
     #[serde(default)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// interactive (default), batch, eval or media: the class of a request that names none.
+    #[serde(default)]
+    pub traffic_class: Option<String>,
+    /// Classes a request may ask for with `x-modelgate-traffic-class`; empty or absent means any.
+    #[serde(default)]
+    pub allowed_traffic_classes: Vec<String>,
 }
 
 /// A partial update: absent fields are left as they are; `expires_at` and `owner_user_id`
@@ -80,6 +87,10 @@ pub struct UpdateKey {
     pub endpoint_families: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub traffic_class: Option<String>,
+    #[serde(default)]
+    pub allowed_traffic_classes: Option<Vec<String>>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -117,6 +128,8 @@ pub struct Key {
     pub owner_user_id: Option<String>,
     pub application: String,
     pub data_class: String,
+    pub traffic_class: String,
+    pub allowed_traffic_classes: Vec<String>,
     pub metadata: serde_json::Value,
     pub expires_at: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
@@ -159,6 +172,9 @@ impl From<api_key::Model> for Key {
             owner_user_id: m.owner_user_id,
             application: m.application,
             data_class: m.data_class,
+            traffic_class: m.traffic_class,
+            allowed_traffic_classes: serde_json::from_str(&m.allowed_traffic_classes)
+                .unwrap_or_default(),
             metadata: serde_json::from_str(&m.metadata).unwrap_or_default(),
             expires_at: m.expires_at,
             disabled_at: m.disabled_at,
@@ -203,6 +219,33 @@ fn check_data_class(v: &str) -> Result<(), ServiceError> {
             format!("must be one of {}", DATA_CLASSES.join(", ")),
         ))
     }
+}
+
+fn check_traffic_classes(default: Option<&str>, allowed: &[String]) -> Result<(), ServiceError> {
+    let names = || {
+        TrafficClass::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(d) = default {
+        if TrafficClass::parse(d).is_none() {
+            return Err(ServiceError::invalid(
+                "traffic_class",
+                format!("must be one of {}", names()),
+            ));
+        }
+    }
+    for (i, c) in allowed.iter().enumerate() {
+        if TrafficClass::parse(c).is_none() {
+            return Err(ServiceError::invalid(
+                &format!("allowed_traffic_classes[{i}]"),
+                format!("must be one of {}", names()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_application(v: &str) -> Result<String, ServiceError> {
@@ -254,6 +297,8 @@ pub async fn create(
     check_families(&input.endpoint_families)?;
     let data_class = input.data_class.unwrap_or_else(|| "internal".into());
     check_data_class(&data_class)?;
+    let traffic_class = input.traffic_class.unwrap_or_else(|| "interactive".into());
+    check_traffic_classes(Some(&traffic_class), &input.allowed_traffic_classes)?;
     let application = check_application(input.application.as_deref().unwrap_or(""))?;
     let metadata = metadata_json(&input.metadata.unwrap_or_default())?;
     if let Some(exp) = input.expires_at {
@@ -296,6 +341,10 @@ pub async fn create(
             serde_json::to_string(&input.endpoint_families).unwrap_or_else(|_| "[]".into())
         ),
         metadata: Set(metadata),
+        traffic_class: Set(traffic_class),
+        allowed_traffic_classes: Set(
+            serde_json::to_string(&input.allowed_traffic_classes).unwrap_or_else(|_| "[]".into())
+        ),
         disabled_at: Set(None),
         previous_key_hash: Set(None),
         previous_expires_at: Set(None),
@@ -454,6 +503,10 @@ pub async fn update(
     if let Some(d) = &input.data_class {
         check_data_class(d)?;
     }
+    check_traffic_classes(
+        input.traffic_class.as_deref(),
+        input.allowed_traffic_classes.as_deref().unwrap_or_default(),
+    )?;
     let application = input
         .application
         .as_deref()
@@ -485,6 +538,13 @@ pub async fn update(
         }
         if let Some(v) = input.data_class {
             k.data_class = Set(v);
+        }
+        if let Some(v) = input.traffic_class {
+            k.traffic_class = Set(v);
+        }
+        if let Some(v) = &input.allowed_traffic_classes {
+            k.allowed_traffic_classes =
+                Set(serde_json::to_string(v).unwrap_or_else(|_| "[]".into()));
         }
         if let Some(v) = application {
             k.application = Set(v);

@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod authz;
 pub mod bootstrap;
+pub mod explain;
+pub mod fleet;
 pub mod keys;
 pub mod maintenance;
 pub mod models;
@@ -29,6 +31,8 @@ pub struct Services {
     pub db: DatabaseConnection,
     pub sealer: Sealer,
     pub publisher: Publisher,
+    /// The latest deployment-health report of every connected data plane.
+    pub fleet: std::sync::Arc<fleet::FleetHealth>,
 }
 
 #[derive(Debug, Error)]

@@ -38,6 +38,9 @@ pub struct PolicySpec {
     pub total_timeout_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_idle_timeout_ms: Option<u32>,
+    /// TCP and TLS connect timeout to the group's providers (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u32>,
     /// A fallback may cost at most this factor of the primary's price (default 1.0), in
     /// thousandths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +86,7 @@ impl PolicySpec {
                 d.max_data_class,
                 modelgate_shared::snapshot::data_class_rank,
             ),
+            connect_timeout_ms: self.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
         }
     }
 
@@ -108,6 +112,7 @@ impl PolicySpec {
             1,
             3_600_000,
         )?;
+        check("connect_timeout_ms", self.connect_timeout_ms, 1, 600_000)?;
         check("cost_factor_milli", self.cost_factor_milli, 1, 1_000_000)?;
         check("eject_after", self.eject_after, 1, 1000)?;
         check("base_cooldown_ms", self.base_cooldown_ms, 1, 3_600_000)?;

@@ -9,6 +9,7 @@ use chrono::Utc;
 use modelgate_proto::config::v1 as wire;
 use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
+use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::{
     ApiKey, Config, Deployment, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
 };
@@ -142,6 +143,16 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 application: k.application,
                 data_class: k.data_class,
                 endpoint_families: serde_json::from_str(&k.endpoint_families).unwrap_or_default(),
+                // A class that does not parse leaves the key out (fails closed): the service
+                // validates classes, so only a hand-edited row can get here.
+                traffic_class: TrafficClass::parse(&k.traffic_class)?,
+                allowed_traffic_classes: serde_json::from_str::<Vec<String>>(
+                    &k.allowed_traffic_classes,
+                )
+                .ok()?
+                .iter()
+                .map(|c| TrafficClass::parse(c))
+                .collect::<Option<Vec<_>>>()?,
                 key_hash: hash,
                 prefix: k.prefix,
                 team_id: k.team_id,

@@ -29,6 +29,10 @@ pub struct Model {
     /// After a rotation: the replaced secret's hash, valid until `previous_expires_at`.
     pub previous_key_hash: Option<String>,
     pub previous_expires_at: Option<DateTimeUtc>,
+    /// interactive, batch, eval or media: the class of a request that names none.
+    pub traffic_class: String,
+    /// JSON array of classes a request may ask for by header; empty means any.
+    pub allowed_traffic_classes: String,
     /// Bumped by every update (`If-Match`).
     pub version: i64,
 }

@@ -15,16 +15,19 @@ use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot};
 
 use crate::providers::openai::Endpoint;
+use crate::providers::{Clients, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
 
 /// A routing group's deployments, indexed for the routing decision: aligned with
 /// `RoutingGroup::deployments`, built once per snapshot so a request allocates nothing to plan.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupIndex {
     /// `provider_id/model` of each deployment.
     pub ids: Vec<String>,
     pub health: Vec<Arc<DeploymentHealth>>,
     pub prices: Vec<Option<Price>>,
+    /// The upstream client with the group's connect timeout.
+    pub client: HttpClient,
 }
 
 /// A key as found by one of its secrets.
@@ -52,15 +55,22 @@ pub struct Runtime {
     pub routes: HashMap<String, GroupIndex>,
     /// Deployment health on this node; carried from one runtime to the next.
     pub health: Arc<HealthTable>,
+    /// Upstream clients by connect timeout; carried from one runtime to the next.
+    pub clients: Arc<Clients>,
 }
 
 impl Runtime {
     pub fn build(snapshot: Snapshot) -> Self {
-        Self::build_with_health(snapshot, Arc::default())
+        Self::build_with(snapshot, Arc::default(), Arc::default())
     }
 
-    /// Builds a runtime that keeps the previous runtime's deployment health.
-    pub fn build_with_health(snapshot: Snapshot, health: Arc<HealthTable>) -> Self {
+    /// Builds the runtime that follows `previous`, keeping its deployment health and its
+    /// upstream connection pools.
+    pub fn build_after(snapshot: Snapshot, previous: &Runtime) -> Self {
+        Self::build_with(snapshot, previous.health.clone(), previous.clients.clone())
+    }
+
+    fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let c = snapshot.config;
         let prices: HashMap<String, Price> =
             c.prices.into_iter().map(|p| (p.model, p.price)).collect();
@@ -77,6 +87,7 @@ impl Runtime {
                         .map(|d| prices.get(&d.model).copied())
                         .collect(),
                     ids,
+                    client: clients.get(g.policy.connect_timeout_ms),
                 };
                 (g.alias.clone(), index)
             })
@@ -96,6 +107,7 @@ impl Runtime {
             groups: c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect(),
             routes,
             health,
+            clients,
         }
     }
 }

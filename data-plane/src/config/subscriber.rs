@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modelgate_proto::config::v1::{
-    config_service_client::ConfigServiceClient, subscribe_request::Kind, Ack, Hello, Nack,
-    SubscribeRequest,
+    config_service_client::ConfigServiceClient, subscribe_request::Kind, Ack, DeploymentHealth,
+    HealthReport, Hello, Nack, SubscribeRequest,
 };
 use modelgate_shared::snapshot::Snapshot;
 use prost::Message;
@@ -29,6 +29,8 @@ pub struct Subscriber {
     pub lkg_sealer: modelgate_shared::crypto::Sealer,
     pub runtime: SharedRuntime,
     pub shutdown: CancellationToken,
+    /// How often deployment health is reported on the stream.
+    pub health_report_interval: Duration,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -75,6 +77,13 @@ impl Subscriber {
             })),
         };
         let _ = tx.send(hello).await;
+        // Reports end with the session: the sender fails once the stream's receiver is gone.
+        let reporter = tokio::spawn(report_health(
+            self.runtime.clone(),
+            tx.clone(),
+            self.health_report_interval,
+        ));
+        let _stop_reporter = AbortOnDrop(reporter);
         let mut stream = client
             .subscribe(ReceiverStream::new(rx))
             .await?
@@ -85,9 +94,8 @@ impl Subscriber {
             let encoded = wire.encode_to_vec();
             let reply = match Snapshot::try_from(wire) {
                 Ok(snapshot) => {
-                    let health = self.runtime.load().health.clone();
-                    self.runtime
-                        .store(Arc::new(Runtime::build_with_health(snapshot, health)));
+                    let next = Runtime::build_after(snapshot, &self.runtime.load());
+                    self.runtime.store(Arc::new(next));
                     let dir = self.data_dir.clone();
                     let sealer = self.lkg_sealer.clone();
                     match tokio::task::spawn_blocking(move || lkg::save(&dir, &sealer, &encoded))
@@ -119,5 +127,51 @@ impl Subscriber {
             }
         }
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the node's view of every deployment's health every `interval` (the control plane's
+/// fleet view and the explain endpoint read it).
+async fn report_health(
+    runtime: SharedRuntime,
+    tx: mpsc::Sender<SubscribeRequest>,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = crate::usage::now_ms();
+        let deployments = runtime
+            .load()
+            .health
+            .snapshot(now)
+            .into_iter()
+            .map(|h| DeploymentHealth {
+                deployment_id: h.deployment_id,
+                ejected: h.ejected,
+                rate_limited_until_ms: h.rate_limited_until_ms,
+                consecutive_failures: h.consecutive_failures,
+                in_flight: h.in_flight,
+                ewma_ttfb_us: h.ewma_ttfb_us,
+            })
+            .collect();
+        let report = SubscribeRequest {
+            kind: Some(Kind::Health(HealthReport {
+                at_ms: now,
+                deployments,
+            })),
+        };
+        if tx.send(report).await.is_err() {
+            return;
+        }
     }
 }

@@ -44,13 +44,13 @@ pub type HttpClient = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
-/// Builds the shared upstream client: TCP_NODELAY, a connect timeout, pooled keep-alive, TLS
+/// Builds an upstream client: TCP_NODELAY, the given connect timeout, pooled keep-alive, TLS
 /// with the webpki roots (plain HTTP allowed for local and compatible hosts).
-pub fn http_client() -> HttpClient {
+pub fn http_client(connect_timeout: std::time::Duration) -> HttpClient {
     use std::time::Duration;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -61,6 +61,28 @@ pub fn http_client() -> HttpClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https)
+}
+
+/// One upstream client per distinct connect timeout, so each routing group gets its own
+/// timeout while groups with the same timeout share a connection pool. Looked up when a
+/// snapshot is indexed, never per request; carried from one runtime to the next so pools
+/// survive config changes.
+#[derive(Debug, Default)]
+pub struct Clients {
+    by_connect_timeout_ms: std::sync::Mutex<std::collections::HashMap<u32, HttpClient>>,
+}
+
+impl Clients {
+    pub fn get(&self, connect_timeout_ms: u32) -> HttpClient {
+        let timeout = std::time::Duration::from_millis(u64::from(connect_timeout_ms));
+        match self.by_connect_timeout_ms.lock() {
+            Ok(mut map) => map
+                .entry(connect_timeout_ms)
+                .or_insert_with(|| http_client(timeout))
+                .clone(),
+            Err(_) => http_client(timeout),
+        }
+    }
 }
 
 /// One call to a provider.

@@ -137,6 +137,16 @@ impl DeploymentHealth {
         self.ewma_ttfb_us.store(new.max(1), Ordering::Relaxed);
     }
 
+    /// When a 429 parking ends, if the deployment is parked at `now_ms` (0 otherwise).
+    pub fn rate_limited_until(&self, now_ms: i64) -> i64 {
+        let until = self.rate_limited_until_ms.load(Ordering::Relaxed);
+        if until > now_ms {
+            until
+        } else {
+            0
+        }
+    }
+
     pub fn ewma_ttfb_us(&self) -> u64 {
         self.ewma_ttfb_us.load(Ordering::Relaxed)
     }
@@ -148,6 +158,8 @@ pub struct HealthView {
     pub deployment_id: String,
     pub consecutive_failures: u32,
     pub ejected: bool,
+    /// Parked after a 429 until this unix millisecond; 0 when not parked.
+    pub rate_limited_until_ms: i64,
     pub in_flight: u32,
     pub ewma_ttfb_us: u64,
 }
@@ -182,6 +194,7 @@ impl HealthTable {
                 deployment_id: id.clone(),
                 consecutive_failures: h.consecutive_failures(),
                 ejected: h.is_ejected(now_ms),
+                rate_limited_until_ms: h.rate_limited_until(now_ms),
                 in_flight: h.in_flight(),
                 ewma_ttfb_us: h.ewma_ttfb_us(),
             })

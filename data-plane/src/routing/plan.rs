@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use modelgate_shared::pricing::Price;
+use modelgate_shared::routing::{blended, within_cost_guardrail};
 use modelgate_shared::snapshot::{Deployment, LbStrategy, ProviderAccount, RoutingGroup};
 use rand::Rng;
 
@@ -29,6 +30,8 @@ pub struct Candidate<'r> {
     pub provider: &'r ProviderAccount,
     pub price: Option<Price>,
     pub health: &'r Arc<DeploymentHealth>,
+    /// The upstream client with the group's connect timeout.
+    pub client: &'r crate::providers::HttpClient,
     /// Served by an approved backup group, not the requested one.
     pub backup: bool,
 }
@@ -52,11 +55,6 @@ pub struct Request {
     pub class: TrafficClass,
     /// Rank of the key's data class.
     pub data_class: usize,
-}
-
-fn blended(p: &Price) -> i64 {
-    p.input_micros_per_mtok
-        .saturating_add(p.output_micros_per_mtok)
 }
 
 /// Indices of one tier's deployments in the order the strategy prefers, at most `k` of them.
@@ -169,20 +167,21 @@ pub fn plan<'r, R: Rng>(
                 reason,
             });
         };
-        if request.class == TrafficClass::Eval && Some(d.model.as_str()) != pinned_model {
+        if !request.class.may_change_model() && Some(d.model.as_str()) != pinned_model {
             return skip(plan, "class_forbids_model_change");
         }
         let Some(provider) = runtime.providers.get(&d.provider_id) else {
             return skip(plan, "unknown_provider");
         };
         let price = index.prices[i];
-        if backup {
-            let factor = i64::from(group.policy.cost_factor_milli);
-            if let (Some(primary), Some(p)) = (primary_price, price.as_ref()) {
-                if blended(p).saturating_mul(1000) > primary.saturating_mul(factor) {
-                    return skip(plan, "cost_guardrail");
-                }
-            }
+        if backup
+            && !within_cost_guardrail(
+                primary_price,
+                price.as_ref(),
+                group.policy.cost_factor_milli,
+            )
+        {
+            return skip(plan, "cost_guardrail");
         }
         let health = &index.health[i];
         match health.check(now_ms) {
@@ -193,6 +192,7 @@ pub fn plan<'r, R: Rng>(
                 provider,
                 price,
                 health,
+                client: &index.client,
                 backup,
             }),
             Availability::Ejected => skip(plan, "ejected"),
@@ -253,6 +253,7 @@ mod tests {
             ids: group.deployments.iter().map(Deployment::id).collect(),
             health: (0..3).map(|_| Arc::default()).collect(),
             prices: vec![None; 3],
+            client: crate::providers::http_client(std::time::Duration::from_secs(1)),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut heavy_first = 0;

@@ -178,6 +178,18 @@ impl ProxyError {
             format!("`{alias}` may not receive data of this key's class ({class})."),
         )
     }
+    pub fn traffic_class_not_allowed(class: crate::routing::TrafficClass) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorClass::Permission,
+            "permission_error",
+            "traffic_class_not_allowed",
+            format!(
+                "This key may not send `{}` traffic (x-modelgate-traffic-class).",
+                class.as_str()
+            ),
+        )
+    }
     pub fn no_deployment(alias: &str, skipped: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

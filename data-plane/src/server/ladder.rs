@@ -103,7 +103,7 @@ pub(super) async fn run(
             tries_here += 1;
             let started = Instant::now();
             let in_flight = c.health.start();
-            let outcome = attempt(app, runtime, c, &p, inject_usage, request_id, remaining).await;
+            let outcome = attempt(runtime, c, &p, inject_usage, request_id, remaining).await;
             drop(in_flight);
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
@@ -175,7 +175,6 @@ pub(super) async fn run(
 
 /// One call to one deployment, classified.
 async fn attempt(
-    app: &App,
     runtime: &Runtime,
     c: &Candidate<'_>,
     p: &Prepared<'_>,
@@ -202,7 +201,7 @@ async fn attempt(
     }
     .min(remaining);
     let call = providers::send(
-        &app.client,
+        c.client,
         Call {
             provider: c.provider,
             endpoint: runtime.endpoints.get(&c.provider.id),

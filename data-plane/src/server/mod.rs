@@ -37,7 +37,6 @@ use error::ProxyError;
 pub struct App {
     pub runtime: SharedRuntime,
     pub spool: Spool,
-    pub client: providers::HttpClient,
     pub origin: Arc<Origin>,
     pub max_body_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
@@ -356,19 +355,23 @@ async fn prepare<'r>(
         .groups
         .get(alias)
         .ok_or_else(|| ProxyError::model_not_found(alias))?;
-    let class = match headers.get(TRAFFIC_CLASS_HEADER) {
-        None => TrafficClass::Interactive,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(TrafficClass::parse)
-            .ok_or_else(|| {
-                ProxyError::invalid_param(
-                    "x-modelgate-traffic-class",
-                    "must be one of interactive, batch, eval, media",
-                )
-            })?,
+    let requested = match headers.get(TRAFFIC_CLASS_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(TrafficClass::parse)
+                .ok_or_else(|| {
+                    ProxyError::invalid_param(
+                        TRAFFIC_CLASS_HEADER,
+                        "must be one of interactive, batch, eval, media",
+                    )
+                })?,
+        ),
     };
+    let class = key
+        .traffic_class_for(requested)
+        .ok_or_else(|| ProxyError::traffic_class_not_allowed(requested.unwrap_or_default()))?;
     let data_class = modelgate_shared::snapshot::data_class_rank(&key.data_class);
     if data_class > group.policy.max_data_class {
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));

@@ -360,6 +360,7 @@ pub async fn start_data_plane(
         max_body_bytes: 64 * 1024,
         spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
         lkg_key_hex: None,
+        health_report_interval: std::time::Duration::from_millis(200),
     })
     .await
     .unwrap()
@@ -380,6 +381,7 @@ pub async fn start_data_plane_with(
         max_body_bytes: 64 * 1024,
         spool,
         lkg_key_hex: None,
+        health_report_interval: std::time::Duration::from_millis(200),
     })
     .await
     .unwrap()

@@ -1,0 +1,469 @@
+//! `POST /explain`: what the data plane would do with a request from a given key, answered from
+//! the latest published snapshot and the fleet's health reports, without calling upstream.
+//!
+//! The checks run in the data plane's order (key state, endpoint family, model, traffic class,
+//! data class) and the first one that fails is the answer. For an allowed request the candidate
+//! list is the plan's order with its random parts made deterministic: tiers ascending; within a
+//! tier by the group's strategy (weighted and least-in-flight by weight, heaviest first, with
+//! each deployment's share of the tier; lowest-latency by the fleet's mean time to first byte,
+//! unmeasured first; lowest-cost by price); then each approved backup group the traffic class
+//! and data class allow. The same shared rules (`modelgate_shared::routing`) decide the cost
+//! guardrail and the traffic class as on the data plane.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use modelgate_shared::pricing::Price;
+use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
+use modelgate_shared::snapshot::{data_class_rank, Config, Deployment, LbStrategy, RoutingGroup};
+use serde::{Deserialize, Serialize};
+
+use super::authz::{Action, Actor};
+use super::fleet::DeploymentFleetHealth;
+use super::keys::ENDPOINT_FAMILIES;
+use super::{ServiceError, Services};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    pub key_id: String,
+    /// The request body as the application would send it (its `model` is read).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    /// The endpoint family: chat (default), responses, embeddings, images, messages,
+    /// generate_content or video.
+    #[serde(default)]
+    pub surface: Option<String>,
+    /// The model alias, for surfaces that carry it outside the body (Gemini's URL path).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// As if sent with `x-modelgate-traffic-class`.
+    #[serde(default)]
+    pub traffic_class: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Explanation {
+    pub allowed: bool,
+    /// Why the request would be refused: the error code the data plane would answer with.
+    pub reason: Option<String>,
+    /// The refusal's HTTP status and message, as the application would see them.
+    pub status: Option<u16>,
+    pub message: Option<String>,
+    pub snapshot_version: u64,
+    pub key: Option<KeyView>,
+    pub surface: String,
+    pub model: Option<String>,
+    pub traffic_class: Option<String>,
+    pub group: Option<GroupView>,
+    /// The deployments the request may try, in order.
+    pub candidates: Vec<CandidateView>,
+    /// Deployments left out, and why.
+    pub skipped: Vec<SkippedView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub team_id: String,
+    pub environment: String,
+    pub data_class: String,
+    pub traffic_class: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GroupView {
+    pub alias: String,
+    pub lb: String,
+    pub fallbacks: Vec<String>,
+    pub max_retries: u32,
+    pub cost_factor_milli: u32,
+    pub connect_timeout_ms: u32,
+    pub first_byte_timeout_ms: u32,
+    pub total_timeout_ms: u32,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CandidateView {
+    /// 1-based position in the plan.
+    pub position: usize,
+    pub group: String,
+    /// Served by an approved backup group rather than the requested one.
+    pub backup: bool,
+    pub deployment_id: String,
+    pub provider_id: String,
+    pub provider_name: String,
+    pub provider_kind: String,
+    pub model: String,
+    pub tier: u32,
+    pub weight: u32,
+    /// This deployment's share of its tier's weight, in thousandths (weighted strategies).
+    pub weight_share_milli: Option<u32>,
+    pub price: Option<PriceView>,
+    pub health: HealthSummary,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PriceView {
+    pub input_micros_per_mtok: i64,
+    pub output_micros_per_mtok: i64,
+    pub price_version: u64,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct HealthSummary {
+    /// Nodes that have reported this deployment (0: no node has routed to it yet).
+    pub nodes_reporting: u32,
+    pub nodes_ejected: u32,
+    pub nodes_rate_limited: u32,
+    pub in_flight: u32,
+    pub ttfb_ewma_ms: Option<f64>,
+    /// False when every reporting node has it ejected or parked: requests would skip it.
+    pub available: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SkippedView {
+    pub group: String,
+    pub deployment_id: String,
+    /// class_forbids_model_change, unknown_provider, cost_guardrail, data_class or
+    /// unknown_group. (An unhealthy deployment stays in the list with `health.available`
+    /// false: health is per node, and each node skips it on its own view.)
+    pub reason: String,
+}
+
+pub async fn explain(
+    s: &Services,
+    actor: &Actor,
+    input: ExplainRequest,
+) -> Result<Explanation, ServiceError> {
+    actor.require(Action::ReadConfig)?;
+    let surface = input.surface.unwrap_or_else(|| "chat".into());
+    if !ENDPOINT_FAMILIES.contains(&surface.as_str()) {
+        return Err(ServiceError::invalid(
+            "surface",
+            format!("must be one of {}", ENDPOINT_FAMILIES.join(", ")),
+        ));
+    }
+    let requested_class = input
+        .traffic_class
+        .as_deref()
+        .map(|c| {
+            TrafficClass::parse(c).ok_or_else(|| {
+                ServiceError::invalid(
+                    "traffic_class",
+                    "must be one of interactive, batch, eval, media",
+                )
+            })
+        })
+        .transpose()?;
+    let model = input.model.or_else(|| {
+        input
+            .request
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    });
+    let published = s
+        .publisher
+        .latest()
+        .ok_or_else(|| ServiceError::NotFound("published snapshot".into()))?;
+    let config = &published.snapshot.config;
+    let key = config
+        .keys
+        .iter()
+        .find(|k| k.id == input.key_id)
+        .ok_or_else(|| ServiceError::NotFound(format!("key {}", input.key_id)))?;
+    actor.require_team(&key.team_id, "key")?;
+
+    let mut out = Explanation {
+        allowed: false,
+        reason: None,
+        status: None,
+        message: None,
+        snapshot_version: published.snapshot.version,
+        key: Some(KeyView {
+            id: key.id.clone(),
+            team_id: key.team_id.clone(),
+            environment: key.environment.as_str().to_owned(),
+            data_class: key.data_class.clone(),
+            traffic_class: key.traffic_class.as_str().to_owned(),
+        }),
+        surface: surface.clone(),
+        model: model.clone(),
+        traffic_class: None,
+        group: None,
+        candidates: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let refuse = |mut out: Explanation, status: u16, reason: &str, message: String| {
+        out.status = Some(status);
+        out.reason = Some(reason.to_owned());
+        out.message = Some(message);
+        Ok(out)
+    };
+
+    let now = Utc::now().timestamp();
+    if key.revoked {
+        return refuse(
+            out,
+            401,
+            "invalid_api_key",
+            "the key has been revoked".into(),
+        );
+    }
+    if key.disabled {
+        return refuse(out, 401, "invalid_api_key", "the key is disabled".into());
+    }
+    if key.expires_at.is_some_and(|t| t <= now) {
+        return refuse(out, 401, "invalid_api_key", "the key has expired".into());
+    }
+    if !key.may_call(&surface) {
+        return refuse(
+            out,
+            403,
+            "endpoint_not_allowed",
+            format!("the key may not call the `{surface}` endpoints"),
+        );
+    }
+    let Some(alias) = model.filter(|m| !m.is_empty()) else {
+        return refuse(
+            out,
+            400,
+            "invalid_request_error",
+            "the request names no model".into(),
+        );
+    };
+    if !key.may_use(&alias) {
+        return refuse(
+            out,
+            403,
+            "model_not_allowed",
+            format!("the key may not use `{alias}`"),
+        );
+    }
+    let Some(group) = config.groups.iter().find(|g| g.alias == alias) else {
+        return refuse(
+            out,
+            404,
+            "model_not_found",
+            format!("no routing group is named `{alias}`"),
+        );
+    };
+    out.group = Some(GroupView {
+        alias: group.alias.clone(),
+        lb: group.policy.lb.as_str().to_owned(),
+        fallbacks: group.fallbacks.clone(),
+        max_retries: group.policy.max_retries,
+        cost_factor_milli: group.policy.cost_factor_milli,
+        connect_timeout_ms: group.policy.connect_timeout_ms,
+        first_byte_timeout_ms: group.policy.first_byte_timeout_ms,
+        total_timeout_ms: group.policy.total_timeout_ms,
+    });
+    let Some(class) = key.traffic_class_for(requested_class) else {
+        return refuse(
+            out,
+            403,
+            "traffic_class_not_allowed",
+            format!(
+                "the key may not send `{}` traffic",
+                requested_class.unwrap_or_default().as_str()
+            ),
+        );
+    };
+    out.traffic_class = Some(class.as_str().to_owned());
+    let data_class = data_class_rank(&key.data_class);
+    if data_class > group.policy.max_data_class {
+        return refuse(
+            out,
+            403,
+            "data_class_not_allowed",
+            format!(
+                "`{alias}` may not receive data of this key's class ({})",
+                key.data_class
+            ),
+        );
+    }
+
+    let fleet = s.fleet.view();
+    let planner = Planner {
+        config,
+        fleet: &fleet,
+        class,
+        data_class,
+    };
+    planner.plan(group, &mut out);
+    if out.candidates.iter().any(|c| c.health.available) {
+        out.allowed = true;
+    } else {
+        return refuse(
+            out,
+            503,
+            "no_healthy_deployment",
+            format!("no deployment of `{alias}` is available"),
+        );
+    }
+    Ok(out)
+}
+
+struct Planner<'a> {
+    config: &'a Config,
+    fleet: &'a BTreeMap<String, DeploymentFleetHealth>,
+    class: TrafficClass,
+    data_class: usize,
+}
+
+impl Planner<'_> {
+    fn price(&self, model: &str) -> Option<Price> {
+        self.config
+            .prices
+            .iter()
+            .find(|p| p.model == model)
+            .map(|p| p.price)
+    }
+
+    fn health(&self, id: &str) -> HealthSummary {
+        match self.fleet.get(id) {
+            None => HealthSummary {
+                available: true,
+                ..Default::default()
+            },
+            Some(h) => HealthSummary {
+                nodes_reporting: h.nodes_reporting,
+                nodes_ejected: h.nodes_ejected,
+                nodes_rate_limited: h.nodes_rate_limited,
+                in_flight: h.in_flight,
+                ttfb_ewma_ms: h.ttfb_ewma_ms,
+                available: h.available_somewhere(),
+            },
+        }
+    }
+
+    /// A group's deployments in the order the plan would prefer, with weight shares.
+    fn ordered<'g>(&self, group: &'g RoutingGroup) -> Vec<(&'g Deployment, Option<u32>)> {
+        let mut tiers: Vec<u32> = group.deployments.iter().map(|d| d.tier).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let mut out = Vec::with_capacity(group.deployments.len());
+        for t in tiers {
+            let mut members: Vec<&Deployment> =
+                group.deployments.iter().filter(|d| d.tier == t).collect();
+            let total: u64 = members.iter().map(|d| u64::from(d.weight.max(1))).sum();
+            match group.policy.lb {
+                LbStrategy::Weighted | LbStrategy::LeastInFlight => {
+                    members.sort_by_key(|d| std::cmp::Reverse(d.weight));
+                }
+                LbStrategy::LowestLatency => members.sort_by_key(|d| {
+                    self.fleet
+                        .get(&d.id())
+                        .and_then(|h| h.ttfb_ewma_ms)
+                        .map_or(0, |ms| (ms * 1000.0) as u64)
+                }),
+                LbStrategy::LowestCost => {
+                    members.sort_by_key(|d| self.price(&d.model).map_or(i64::MAX, |p| blended(&p)))
+                }
+            }
+            let weighted = matches!(
+                group.policy.lb,
+                LbStrategy::Weighted | LbStrategy::LeastInFlight
+            );
+            for d in members {
+                let share = weighted
+                    .then(|| u32::try_from(u64::from(d.weight.max(1)) * 1000 / total).ok())
+                    .flatten();
+                out.push((d, share));
+            }
+        }
+        out
+    }
+
+    fn plan(&self, group: &RoutingGroup, out: &mut Explanation) {
+        let primary = self.ordered(group);
+        let pinned_model = primary.first().map(|(d, _)| d.model.clone());
+        let primary_price = primary
+            .first()
+            .and_then(|(d, _)| self.price(&d.model))
+            .map(|p| blended(&p));
+        let add = |out: &mut Explanation,
+                   g: &RoutingGroup,
+                   d: &Deployment,
+                   share: Option<u32>,
+                   backup: bool| {
+            let id = d.id();
+            let skip = |out: &mut Explanation, reason: &str| {
+                out.skipped.push(SkippedView {
+                    group: g.alias.clone(),
+                    deployment_id: id.clone(),
+                    reason: reason.to_owned(),
+                });
+            };
+            if !self.class.may_change_model() && Some(&d.model) != pinned_model.as_ref() {
+                return skip(out, "class_forbids_model_change");
+            }
+            let Some(provider) = self.config.providers.iter().find(|p| p.id == d.provider_id)
+            else {
+                return skip(out, "unknown_provider");
+            };
+            let price = self.price(&d.model);
+            if backup
+                && !within_cost_guardrail(
+                    primary_price,
+                    price.as_ref(),
+                    group.policy.cost_factor_milli,
+                )
+            {
+                return skip(out, "cost_guardrail");
+            }
+            let health = self.health(&id);
+            out.candidates.push(CandidateView {
+                position: out.candidates.len() + 1,
+                group: g.alias.clone(),
+                backup,
+                deployment_id: id.clone(),
+                provider_id: provider.id.clone(),
+                provider_name: provider.name.clone(),
+                provider_kind: provider.kind.as_str().to_owned(),
+                model: d.model.clone(),
+                tier: d.tier,
+                weight: d.weight,
+                weight_share_milli: share,
+                price: price.map(|p| PriceView {
+                    input_micros_per_mtok: p.input_micros_per_mtok,
+                    output_micros_per_mtok: p.output_micros_per_mtok,
+                    price_version: p.version,
+                }),
+                health,
+            });
+        };
+        for (d, share) in primary {
+            add(out, group, d, share, false);
+        }
+        if !self.class.may_use_backup_groups() {
+            return;
+        }
+        for alias in &group.fallbacks {
+            let Some(backup) = self.config.groups.iter().find(|g| &g.alias == alias) else {
+                out.skipped.push(SkippedView {
+                    group: alias.clone(),
+                    deployment_id: String::new(),
+                    reason: "unknown_group".into(),
+                });
+                continue;
+            };
+            if self.data_class > backup.policy.max_data_class {
+                for d in &backup.deployments {
+                    out.skipped.push(SkippedView {
+                        group: alias.clone(),
+                        deployment_id: d.id(),
+                        reason: "data_class".into(),
+                    });
+                }
+                continue;
+            }
+            for (d, share) in self.ordered(backup) {
+                add(out, backup, d, share, true);
+            }
+        }
+    }
+}
