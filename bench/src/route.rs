@@ -52,6 +52,8 @@ fn runtime(args: &RouteArgs, lb: LbStrategy) -> Runtime {
             model: format!("m{i}"),
             weight: 1 + (i % 5) as u32,
             tier: (i as u32) % args.tiers.max(1),
+            max_in_flight: 0,
+            rpm: 0,
         })
         .collect();
     let group = RoutingGroup {

@@ -120,6 +120,10 @@ pub struct Deployment {
     pub weight: u32,
     /// Lower tiers first.
     pub tier: u32,
+    /// Per data plane: attempts in flight at once; 0 = no limit.
+    pub max_in_flight: u32,
+    /// Per data plane: attempts per minute (a bucket of that size); 0 = no limit.
+    pub rpm: u32,
 }
 
 impl Deployment {
@@ -414,6 +418,8 @@ impl Config {
                             model: d.model.clone(),
                             weight: d.weight,
                             tier: d.tier,
+                            max_in_flight: d.max_in_flight,
+                            rpm: d.rpm,
                         })
                         .collect(),
                     fallbacks: g.fallbacks.clone(),
@@ -601,6 +607,8 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                     model: d.model,
                     weight: d.weight,
                     tier: d.tier,
+                    max_in_flight: d.max_in_flight,
+                    rpm: d.rpm,
                 });
             }
             if deployments.is_empty() {
@@ -681,6 +689,8 @@ mod tests {
                     model: "mock-small".into(),
                     weight: 1,
                     tier: 0,
+                    max_in_flight: 2,
+                    rpm: 600,
                 }],
                 fallbacks: vec!["backup".into()],
                 policy: RoutePolicy {

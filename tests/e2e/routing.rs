@@ -474,3 +474,62 @@ async fn deployment_health_is_exported_as_metrics() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deployment_at_its_own_rpm_passes_traffic_to_the_next_without_an_upstream_call() {
+    let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = Gateway::start().await;
+    let (pa, pb) = (
+        provider(&gw, &a.base_url()).await,
+        provider(&gw, &b.base_url()).await,
+    );
+    gw.create(
+        "/routes",
+        json!({"alias": "smart", "deployments": [
+            {"provider_id": pa, "model": "m", "tier": 0, "rpm": 2},
+            {"provider_id": pb, "model": "m", "tier": 1}]}),
+    )
+    .await;
+    let k = key(&gw).await;
+    gw.wait_for_config().await;
+    for _ in 0..3 {
+        assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
+    }
+    assert_eq!(
+        (a.calls(), b.calls()),
+        (2, 1),
+        "a's bucket holds 2 a minute"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_every_deployment_is_at_its_limit_the_request_fails_closed_with_503() {
+    let a = MockUpstream::start().await;
+    let gw = Gateway::start().await;
+    let pa = provider(&gw, &a.base_url()).await;
+    gw.create(
+        "/routes",
+        json!({"alias": "smart", "deployments": [{"provider_id": pa, "model": "m", "rpm": 1}]}),
+    )
+    .await;
+    let k = key(&gw).await;
+    gw.wait_for_config().await;
+    assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
+    let resp = gw.say_hi(&k.key, "smart").await;
+    assert_eq!(resp.status(), 503);
+    let id = request_id(&resp);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_healthy_deployment");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deployment_limit"),
+        "{body}"
+    );
+    assert_eq!(a.calls(), 1);
+    let row = gw.usage_row(&id).await;
+    assert_eq!(row["status"], 503);
+    gw.shutdown().await;
+}

@@ -224,6 +224,8 @@ async fn ensure_route(
                     model: model.into(),
                     weight: 1,
                     tier: 0,
+                    max_in_flight: 0,
+                    rpm: 0,
                 }],
                 fallbacks: vec![],
                 policy: routes::PolicySpec::default(),

@@ -100,6 +100,9 @@ pub struct CandidateView {
     pub weight: u32,
     /// This deployment's share of its tier's weight, in thousandths (weighted strategies).
     pub weight_share_milli: Option<u32>,
+    /// The deployment's own limits per data plane (absent: none).
+    pub max_in_flight: Option<u32>,
+    pub rpm: Option<u32>,
     pub price: Option<PriceView>,
     pub health: HealthSummary,
 }
@@ -428,6 +431,8 @@ impl Planner<'_> {
                 tier: d.tier,
                 weight: d.weight,
                 weight_share_milli: share,
+                max_in_flight: (d.max_in_flight > 0).then_some(d.max_in_flight),
+                rpm: (d.rpm > 0).then_some(d.rpm),
                 price: price.map(|p| PriceView {
                     input_micros_per_mtok: p.input_micros_per_mtok,
                     output_micros_per_mtok: p.output_micros_per_mtok,

@@ -23,6 +23,18 @@ pub struct DeploymentSpec {
     /// Lower tiers are tried first (default 0).
     #[serde(default)]
     pub tier: u32,
+    /// Per data plane: attempts in flight at once (absent or 0: no limit). A deployment at its
+    /// limit is passed over for the next one, as if rate limited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_in_flight: u32,
+    /// Per data plane: attempts per minute, as a bucket of that size refilled evenly (absent or
+    /// 0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rpm: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A group's policy; absent fields take the defaults (`RoutePolicy::default`).
@@ -195,6 +207,12 @@ pub async fn create(
             return Err(ServiceError::invalid(
                 &format!("deployments[{i}].weight"),
                 "must be at least 1",
+            ));
+        }
+        if d.rpm > 10_000_000 {
+            return Err(ServiceError::invalid(
+                &format!("deployments[{i}].rpm"),
+                "must be at most 10000000",
             ));
         }
         let exists = provider_account::Entity::find_by_id(d.provider_id.as_str())

@@ -214,6 +214,8 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                         model: d.model,
                         weight: d.weight,
                         tier: d.tier,
+                        max_in_flight: d.max_in_flight,
+                        rpm: d.rpm,
                     })
                     .collect(),
                 fallbacks: serde_json::from_str(&g.fallbacks).unwrap_or_default(),

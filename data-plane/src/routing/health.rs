@@ -25,6 +25,9 @@ pub struct DeploymentHealth {
     in_flight: AtomicU32,
     /// Moving average of time to first byte, µs (0 = no sample yet).
     ewma_ttfb_us: AtomicU64,
+    /// The deployment's own rate limit (GCRA): the theoretical arrival time of the next
+    /// attempt, in µs since the Unix epoch.
+    rate_tat_us: AtomicI64,
 }
 
 /// Counts an attempt in flight until dropped.
@@ -124,6 +127,49 @@ impl DeploymentHealth {
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Starts an attempt if the deployment's own limits allow it on this node: fewer than
+    /// `max_in_flight` attempts in progress (0 = no limit) and a token in its `rpm` bucket
+    /// (0 = no limit). `None` when either is spent; nothing is taken then.
+    pub fn try_start(
+        self: &Arc<Self>,
+        max_in_flight: u32,
+        rpm: u32,
+        now_us: i64,
+    ) -> Option<InFlight> {
+        let guard = self.start();
+        if max_in_flight > 0 && self.in_flight.load(Ordering::Relaxed) > max_in_flight {
+            return None;
+        }
+        if rpm > 0 && !self.take_rate_token(rpm, now_us) {
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// GCRA: each attempt advances the theoretical arrival time by 60 s / `rpm`; an attempt is
+    /// allowed while that time is at most a full minute ahead of now, so a burst of `rpm` goes
+    /// through at once and the bucket then refills evenly. Lock-free (one CAS loop).
+    fn take_rate_token(&self, rpm: u32, now_us: i64) -> bool {
+        let interval = 60_000_000 / i64::from(rpm.max(1));
+        let tolerance = 60_000_000 - interval;
+        let mut tat = self.rate_tat_us.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now_us);
+            if start - now_us > tolerance {
+                return false;
+            }
+            match self.rate_tat_us.compare_exchange_weak(
+                tat,
+                start + interval,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => tat = current,
+            }
+        }
     }
 
     /// Folds a time-to-first-byte sample into the average (weight 1/5).
@@ -268,5 +314,29 @@ mod tests {
         assert_eq!(h.check(4999), Availability::RateLimited);
         assert_eq!(h.check(5000), Availability::Healthy);
         assert_eq!(h.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn the_rate_bucket_lets_a_burst_of_rpm_through_then_refills_evenly() {
+        let h = Arc::new(DeploymentHealth::default());
+        let t0 = 1_000_000_000_000;
+        let admitted = (0..5).filter(|_| h.try_start(0, 3, t0).is_some()).count();
+        assert_eq!(admitted, 3, "a burst of rpm");
+        // One token comes back every 20 s.
+        assert!(h.try_start(0, 3, t0 + 19_999_000).is_none());
+        assert!(h.try_start(0, 3, t0 + 20_000_000).is_some());
+        assert!(h.try_start(0, 3, t0 + 20_000_000).is_none());
+    }
+
+    #[test]
+    fn in_flight_is_capped_and_a_refused_start_takes_nothing() {
+        let h = Arc::new(DeploymentHealth::default());
+        let first = h.try_start(2, 0, 0).expect("first");
+        let second = h.try_start(2, 0, 0).expect("second");
+        assert!(h.try_start(2, 0, 0).is_none());
+        assert_eq!(h.in_flight(), 2, "the refused start was undone");
+        drop(first);
+        assert!(h.try_start(2, 0, 0).is_some());
+        drop(second);
     }
 }

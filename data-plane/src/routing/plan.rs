@@ -237,6 +237,8 @@ mod tests {
             model: "m".into(),
             weight,
             tier,
+            max_in_flight: 0,
+            rpm: 0,
         }
     }
 

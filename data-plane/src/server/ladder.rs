@@ -27,6 +27,10 @@ use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::plan::{self, Candidate};
 use crate::usage::{now_ms, Recorder};
 
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 /// How one attempt ended, for the ladder's decision.
 enum Outcome {
     Answer(UpstreamResponse),
@@ -81,9 +85,19 @@ pub(super) async fn run(
     let mut last_rate_limited: Option<UpstreamResponse> = None;
     let mut attempts = 0u32;
 
+    let mut at_limit: Vec<String> = Vec::new();
     'candidates: for c in &plan.candidates {
         let mut tries_here = 0u32;
         loop {
+            // The deployment's own limits on this node: at its limit it is passed over, like a
+            // rate-limited one, without an attempt.
+            let Some(in_flight) =
+                c.health
+                    .try_start(c.deployment.max_in_flight, c.deployment.rpm, now_us())
+            else {
+                at_limit.push(format!("{} (deployment_limit)", c.deployment_id));
+                continue 'candidates;
+            };
             if attempts > 0 && !app.retry_budget.try_retry() {
                 tried.push("retry budget exhausted".into());
                 break 'candidates;
@@ -102,7 +116,6 @@ pub(super) async fn run(
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
-            let in_flight = c.health.start();
             let outcome = attempt(runtime, c, &p, inject_usage, request_id, remaining).await;
             drop(in_flight);
             let latency_us = micros(started.elapsed());
@@ -159,6 +172,12 @@ pub(super) async fn run(
     }
 
     // Fail closed.
+    if attempts == 0 && !at_limit.is_empty() {
+        // Every deployment was at its own limit: nothing was tried upstream.
+        let e = ProxyError::no_deployment(&p.alias, &at_limit.join(", "));
+        return super::reject(rec, e).await;
+    }
+    tried.extend(at_limit);
     if all_rate_limited {
         if let Some(resp) = last_rate_limited {
             // Every attempt was told to back off: pass the provider's answer through.
