@@ -141,3 +141,6 @@ pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
 pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
 }
+
+#[cfg(test)]
+mod tests;
