@@ -339,6 +339,35 @@ async fn csv_import_is_exact_and_equivalent_to_the_litellm_import() {
     assert_eq!(diff["unchanged"], 7);
     assert_eq!(catalog(&gw).await, after);
 
+    // LiteLLM has no status: a row disabled here stays disabled through a re-import.
+    let disable = "model,provider,family,input_per_mtok_usd,output_per_mtok_usd,cached_input_per_mtok_usd,context_window,max_output_tokens,status\n\
+                   sample-claude,anthropic,chat,3,15,0.30,200000,8192,disabled\n";
+    let diff = import(&gw, "csv", disable, false).await;
+    assert_eq!(diff["changed"].as_array().unwrap().len(), 1, "{diff}");
+    assert_eq!(diff["changed"][0]["before"]["status"], "active");
+    assert_eq!(diff["changed"][0]["after"]["status"], "disabled");
+    let diff = import(&gw, "litellm", &read(LITELLM_SAMPLE), false).await;
+    assert_eq!(diff["changed"], json!([]), "{diff}");
+    assert_eq!(diff["unchanged"], 7);
+    let after = catalog(&gw).await;
+    assert_eq!(
+        after[&key("anthropic", "sample-claude")]["status"],
+        "disabled"
+    );
+
+    // A row twice in one file counts once; the second is reported.
+    let twice = "model,provider,input_per_mtok_usd\nnew-model,openai,1\nnew-model,openai,2\n";
+    let diff = import(&gw, "csv", twice, true).await;
+    assert_eq!(diff["added"].as_array().unwrap().len(), 1, "{diff}");
+    assert_eq!(diff["added"][0]["input_micros_per_mtok"], 1_000_000);
+    assert!(
+        diff["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than once"),
+        "{diff}"
+    );
+
     // A malformed file is refused whole, naming the field.
     let (status, err) = gw
         .admin(

@@ -28,6 +28,8 @@
 //! (RFC 4180, `""` for a quote). An unknown column name refuses the whole file.
 //!
 //! Neither format carries per-size image prices: a row keeps the `image_prices` map it has.
+//! LiteLLM fields the catalog has no unit for (cache writes, tiered prices above a context
+//! size, per-character or per-pixel prices) are ignored.
 
 use std::collections::BTreeMap;
 

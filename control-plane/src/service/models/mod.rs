@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Change};
 use super::authz::{Action, Actor};
-use super::{page, require_name, Page, PageParams, ServiceError, Services};
+use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
 use crate::store::{counter, model_price, model_price_version};
 
 /// The counter that numbers price versions.
@@ -312,12 +312,22 @@ enum Applied {
 /// Takes the next catalog-wide price version. The counter's row lock is held to commit, so
 /// versions are handed out in commit order.
 async fn next_version(txn: &DatabaseTransaction) -> Result<i64, ServiceError> {
+    bump_version(txn, 1).await
+}
+
+/// Takes the counter's row lock without taking a number: a change reads the rows it compares
+/// against only after this, so two concurrent changes never compare against stale rows.
+async fn lock_versions(txn: &DatabaseTransaction) -> Result<(), ServiceError> {
+    bump_version(txn, 0).await.map(drop)
+}
+
+async fn bump_version(txn: &DatabaseTransaction, by: i64) -> Result<i64, ServiceError> {
     let mut update = Query::update();
     update
         .table(counter::Entity)
         .value(
             counter::Column::Value,
-            Expr::col(counter::Column::Value).add(1),
+            Expr::col(counter::Column::Value).add(by),
         )
         .and_where(Expr::col(counter::Column::Name).eq(VERSION_COUNTER))
         .returning_col(counter::Column::Value);
@@ -386,7 +396,8 @@ async fn apply(
             };
             model_price::Entity::insert(row)
                 .exec_with_returning(txn)
-                .await?
+                .await
+                .map_err(|e| unique_violation(e, "a price row for this provider and model"))?
         }
     };
     model_price_version::Entity::insert(model_price_version::ActiveModel {
@@ -455,6 +466,7 @@ pub async fn upsert(
     actor.require(Action::ManageOrg)?;
     let entry = CatalogEntry::from(input).validated()?;
     let txn = s.db.begin().await?;
+    lock_versions(&txn).await?;
     let existing = find_row(&txn, &entry.provider, &entry.model).await?;
     let applied = apply(&txn, actor, "model.upsert", entry, existing).await?;
     txn.commit().await?;
@@ -604,6 +616,9 @@ pub async fn import_catalog(
     let parsed = import::parse(request.format, &request.content)?;
     let mut skipped = parsed.skipped;
     let txn = s.db.begin().await?;
+    if !request.dry_run {
+        lock_versions(&txn).await?;
+    }
     let mut existing: HashMap<(String, String), model_price::Model> = model_price::Entity::find()
         .all(&txn)
         .await?
@@ -624,7 +639,7 @@ pub async fn import_catalog(
             skipped.push(import::Skipped {
                 model: row.entry.model,
                 reason: format!(
-                    "provider `{}` appears more than once in the file; the first row counts",
+                    "appears more than once for provider `{}`; the first row counts",
                     row.entry.provider
                 ),
             });
