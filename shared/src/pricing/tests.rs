@@ -217,3 +217,37 @@ fn decimals_that_are_not_exact_or_not_numbers_are_refused() {
     check("99999999999999999999", 0, Err("large"));
     check("10000000", 12, Err("large"));
 }
+
+#[test]
+fn every_spelling_of_a_value_scales_to_the_same_integer() {
+    // n × 10^-k written three ways (exponent, plain decimal, padded with zeros) all scale back
+    // to n with scale k; one more digit of precision is refused.
+    let mut n: i64 = 1;
+    while n < 1_000_000_000_000 {
+        for k in 0..=12u32 {
+            let exp = format!("{n}e-{k}");
+            let digits = format!("{n:0>width$}", width = k as usize + 1);
+            let (whole, frac) = digits.split_at(digits.len() - k as usize);
+            let plain = if k == 0 {
+                whole.to_owned()
+            } else {
+                format!("{whole}.{frac}")
+            };
+            let padded = format!("00{plain}{}", if k == 0 { ".000" } else { "000" });
+            for text in [&exp, &plain, &padded] {
+                assert_eq!(parse_decimal_scaled(text, k), Ok(n), "{text} × 10^{k}");
+            }
+            if n % 10 != 0 {
+                let finer = format!("{n}e-{}", k + 1);
+                assert!(
+                    matches!(
+                        parse_decimal_scaled(&finer, k),
+                        Err(DecimalError::TooPrecise(_))
+                    ),
+                    "{finer} × 10^{k}"
+                );
+            }
+        }
+        n = n * 7 + 3;
+    }
+}
