@@ -39,10 +39,13 @@ fn runtime(args: &RouteArgs, lb: LbStrategy) -> Runtime {
     let prices = (0..args.deployments)
         .map(|i| ModelPrice {
             model: format!("m{i}"),
+            provider: String::new(),
+            family: "chat".into(),
             price: Price {
                 input_micros_per_mtok: 100_000 + i as i64,
                 output_micros_per_mtok: 400_000,
                 version: 1,
+                ..Price::default()
             },
         })
         .collect();

@@ -7,6 +7,7 @@ mod m20261123_000001_foundation;
 mod m20261123_000002_metering;
 mod m20261123_000003_identity;
 mod m20261123_000004_routing;
+mod m20261123_000005_pricing_catalog;
 mod m20261123_000006_key_traffic_classes;
 
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_metering::Migration),
             Box::new(m20261123_000003_identity::Migration),
             Box::new(m20261123_000004_routing::Migration),
+            Box::new(m20261123_000005_pricing_catalog::Migration),
             Box::new(m20261123_000006_key_traffic_classes::Migration),
         ]
     }

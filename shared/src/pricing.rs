@@ -1,104 +1,187 @@
-//! Exact cost arithmetic: prices are integer micro-USD per million tokens, costs integer
-//! micro-USD. No floating point anywhere (R-4.6).
+//! Exact cost arithmetic: prices are integer micro-USD (per million tokens, per image, per
+//! second), costs integer micro-USD. No floating point anywhere (R-4.6): prices imported from
+//! decimal text go through [`parse_decimal_scaled`], never through `f64`.
+//!
+//! ## What a usage line counts
+//!
+//! Providers report totals that already contain their parts: OpenAI's `prompt_tokens` includes
+//! `prompt_tokens_details.cached_tokens`, and `completion_tokens` includes
+//! `completion_tokens_details.reasoning_tokens`. [`Tokens`] keeps that convention:
+//! `input` and `output` are the provider's totals, `cached_input` is the part of `input` read
+//! from the cache and `reasoning` the part of `output` spent reasoning. The cost charges each
+//! token once, at the most specific price:
+//!
+//! ```text
+//! (input - cached_input) × input      + cached_input × cached_input_or_input
+//! (output - reasoning)   × output     + reasoning    × reasoning_or_output
+//! images × per_image                  + media_ms / 1000 × per_second
+//! ```
+//!
+//! A unit price of 0 for cached input or reasoning means "no separate price": those tokens are
+//! charged at the input or output price. Every line is rounded half up on its own and the sum
+//! saturates at `i64::MAX` instead of overflowing.
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-/// Prices for one model, in micro-USD per 1M tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Prices of one catalog row. Token prices are micro-USD per 1M tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
     pub input_micros_per_mtok: i64,
     pub output_micros_per_mtok: i64,
-    /// The catalog version this price came from; recorded on every usage row.
+    /// Cached (prompt-cache read) input tokens; 0 means "charged at the input price".
+    #[serde(default)]
+    pub cached_input_micros_per_mtok: i64,
+    /// Reasoning tokens; 0 means "charged at the output price".
+    #[serde(default)]
+    pub reasoning_micros_per_mtok: i64,
+    /// Micro-USD per generated image (the catalog row's default size and quality).
+    #[serde(default)]
+    pub per_image_micros: i64,
+    /// Micro-USD per second of audio or video.
+    #[serde(default)]
+    pub per_second_micros: i64,
+    /// The catalog-wide price version these prices are; recorded on every usage row.
     pub version: u64,
 }
 
-/// Token counts of one request.
+/// What one request consumed, as the provider reported it (see the module doc for how the
+/// parts relate to the totals).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tokens {
+    /// Every input (prompt) token, cached ones included.
     pub input: u64,
+    /// Every output (completion) token, reasoning ones included.
     pub output: u64,
+    /// The part of `input` read from the provider's prompt cache.
+    pub cached_input: u64,
+    /// The part of `output` the model spent reasoning.
+    pub reasoning: u64,
+    pub images: u64,
+    /// Audio or video duration in milliseconds.
+    pub media_ms: u64,
 }
 
-/// Cost in micro-USD, rounded half up per line (input and output each), so a bill is the sum of
-/// its parts. Saturates instead of overflowing.
-pub fn cost_micros(tokens: Tokens, price: &Price) -> i64 {
-    line(tokens.input, price.input_micros_per_mtok)
-        .saturating_add(line(tokens.output, price.output_micros_per_mtok))
+/// Cost in micro-USD: each line rounded half up on its own, so a bill is the sum of its parts.
+/// Saturates instead of overflowing.
+pub fn cost_micros(usage: Tokens, price: &Price) -> i64 {
+    let cached = usage.cached_input.min(usage.input);
+    let reasoning = usage.reasoning.min(usage.output);
+    let cached_rate = or_else(
+        price.cached_input_micros_per_mtok,
+        price.input_micros_per_mtok,
+    );
+    let reasoning_rate = or_else(
+        price.reasoning_micros_per_mtok,
+        price.output_micros_per_mtok,
+    );
+    [
+        per_million(usage.input - cached, price.input_micros_per_mtok),
+        per_million(cached, cached_rate),
+        per_million(usage.output - reasoning, price.output_micros_per_mtok),
+        per_million(reasoning, reasoning_rate),
+        scaled(usage.images, price.per_image_micros, 1),
+        scaled(usage.media_ms, price.per_second_micros, 1_000),
+    ]
+    .into_iter()
+    .fold(0i64, i64::saturating_add)
 }
 
-fn line(tokens: u64, micros_per_mtok: i64) -> i64 {
-    if micros_per_mtok <= 0 || tokens == 0 {
+fn or_else(specific: i64, general: i64) -> i64 {
+    if specific > 0 {
+        specific
+    } else {
+        general
+    }
+}
+
+fn per_million(count: u64, micros_per_mtok: i64) -> i64 {
+    scaled(count, micros_per_mtok, 1_000_000)
+}
+
+/// `count × unit_micros / divisor`, rounded half up.
+fn scaled(count: u64, unit_micros: i64, divisor: u128) -> i64 {
+    if unit_micros <= 0 || count == 0 {
         return 0;
     }
-    let product = u128::from(tokens) * micros_per_mtok as u128;
-    let rounded = (product + 500_000) / 1_000_000;
+    let product = u128::from(count) * unit_micros as u128;
+    let rounded = (product + divisor / 2) / divisor;
     i64::try_from(rounded).unwrap_or(i64::MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn price(input: i64, output: i64) -> Price {
-        Price {
-            input_micros_per_mtok: input,
-            output_micros_per_mtok: output,
-            version: 1,
-        }
-    }
-
-    #[test]
-    fn cost_is_exact_for_whole_millions() {
-        // $0.15 / 1M input, $0.60 / 1M output.
-        let p = price(150_000, 600_000);
-        let c = cost_micros(
-            Tokens {
-                input: 2_000_000,
-                output: 1_000_000,
-            },
-            &p,
-        );
-        assert_eq!(c, 300_000 + 600_000);
-    }
-
-    #[test]
-    fn cost_rounds_half_up_per_line() {
-        let p = price(150_000, 600_000);
-        // 10 input tokens at 0.15 micro-USD each = 1.5 -> 2; 3 output at 0.6 = 1.8 -> 2.
-        assert_eq!(
-            cost_micros(
-                Tokens {
-                    input: 10,
-                    output: 3
-                },
-                &p
-            ),
-            4
-        );
-        assert_eq!(
-            cost_micros(
-                Tokens {
-                    input: 3,
-                    output: 0
-                },
-                &p
-            ),
-            0
-        );
-    }
-
-    #[test]
-    fn cost_saturates_instead_of_overflowing() {
-        let p = price(i64::MAX, i64::MAX);
-        assert_eq!(
-            cost_micros(
-                Tokens {
-                    input: u64::MAX,
-                    output: u64::MAX
-                },
-                &p
-            ),
-            i64::MAX
-        );
-    }
+/// Why a decimal could not be turned into an exact integer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecimalError {
+    #[error("`{0}` is not a decimal number")]
+    Syntax(String),
+    #[error("`{0}` is negative")]
+    Negative(String),
+    #[error(
+        "`{0}` is more precise than the catalog's unit (it would need fractions of a micro-USD)"
+    )]
+    TooPrecise(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
 }
+
+/// Parses decimal text (`12`, `0.15`, `2.5e-06`, `1E3`) exactly and returns it multiplied by
+/// `10^scale` as an integer: e.g. USD per token with `scale` 12 is micro-USD per 1M tokens
+/// (`2.5e-06` → 2_500_000), USD with `scale` 6 is micro-USD. A value that is not a whole
+/// number after scaling is refused ([`DecimalError::TooPrecise`]) rather than rounded; so is a
+/// negative one.
+pub fn parse_decimal_scaled(text: &str, scale: u32) -> Result<i64, DecimalError> {
+    let syntax = || DecimalError::Syntax(text.to_owned());
+    let s = text.trim();
+    let (s, negative) = match s.as_bytes().first() {
+        Some(b'-') => (&s[1..], true),
+        Some(b'+') => (&s[1..], false),
+        _ => (s, false),
+    };
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(at) => {
+            let exp: i64 = s[at + 1..].parse().map_err(|_| syntax())?;
+            (&s[..at], exp)
+        }
+        None => (s, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return Err(syntax());
+    }
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(syntax());
+    }
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    if negative {
+        return Err(DecimalError::Negative(text.to_owned()));
+    }
+    // value = digits × 10^power
+    let trimmed = digits.trim_end_matches('0');
+    let zeros = (digits.len() - trimmed.len()) as i64;
+    let power = exponent
+        .checked_sub(fraction.len() as i64)
+        .and_then(|p| p.checked_add(i64::from(scale)))
+        .and_then(|p| p.checked_add(zeros))
+        .ok_or_else(|| DecimalError::TooLarge(text.to_owned()))?;
+    if power < 0 {
+        return Err(DecimalError::TooPrecise(text.to_owned()));
+    }
+    let too_large = || DecimalError::TooLarge(text.to_owned());
+    if trimmed.len() > 19 || power > 18 {
+        return Err(too_large());
+    }
+    let base: i64 = trimmed.parse().map_err(|_| too_large())?;
+    let factor = 10i64.checked_pow(power as u32).ok_or_else(too_large)?;
+    base.checked_mul(factor).ok_or_else(too_large)
+}
+
+#[cfg(test)]
+mod tests;

@@ -75,6 +75,7 @@ mod tests {
             input_micros_per_mtok: input,
             output_micros_per_mtok: output,
             version: 1,
+            ..Default::default()
         }
     }
 

@@ -97,10 +97,44 @@ pub struct ProviderAccount {
     pub credential: String,
 }
 
+/// One pricing catalog row as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelPrice {
     pub model: String,
+    /// The provider kind the row prices (`openai`, `mock`, ...); empty means any provider. A
+    /// deployment takes the row of its provider's kind, else the row for any provider.
+    pub provider: String,
+    /// The endpoint family (`chat`, `embeddings`, ...); empty in snapshots of protocol 3.
+    pub family: String,
     pub price: Price,
+}
+
+impl Config {
+    /// A deployment's price: the catalog row of its provider's kind, else the row for any
+    /// provider (the data plane indexes the same rule into a map per snapshot).
+    pub fn price_of(&self, provider_kind: &str, model: &str) -> Option<Price> {
+        let row = |kind: &str| {
+            self.prices
+                .iter()
+                .find(|p| p.model == model && p.provider == kind)
+                .map(|p| p.price)
+        };
+        row(provider_kind).or_else(|| row(""))
+    }
+}
+
+impl ModelPrice {
+    /// Whether a data plane of protocol 3 would misread this row (it knows only model, input,
+    /// output and version).
+    fn needs_protocol_4(&self) -> bool {
+        let p = &self.price;
+        !self.provider.is_empty()
+            || !self.family.is_empty()
+            || p.cached_input_micros_per_mtok != 0
+            || p.reasoning_micros_per_mtok != 0
+            || p.per_image_micros != 0
+            || p.per_second_micros != 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,8 +409,20 @@ impl Config {
     pub fn canonicalize(&mut self) {
         self.keys.sort_by(|a, b| a.id.cmp(&b.id));
         self.providers.sort_by(|a, b| a.id.cmp(&b.id));
-        self.prices.sort_by(|a, b| a.model.cmp(&b.model));
+        self.prices
+            .sort_by(|a, b| (&a.model, &a.provider).cmp(&(&b.model, &b.provider)));
         self.groups.sort_by(|a, b| a.alias.cmp(&b.alias));
+    }
+
+    /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
+    /// newer fields (provider, family, cached input, reasoning, image, second), else 3, so a
+    /// control plane keeps feeding older data planes until the catalog needs more.
+    pub fn min_protocol_version(&self) -> u32 {
+        if self.prices.iter().any(ModelPrice::needs_protocol_4) {
+            4
+        } else {
+            3
+        }
     }
 
     pub fn to_wire(&self) -> wire::Config {
@@ -402,6 +448,12 @@ impl Config {
                     input_micros_per_mtok: p.price.input_micros_per_mtok,
                     output_micros_per_mtok: p.price.output_micros_per_mtok,
                     price_version: p.price.version,
+                    cached_input_micros_per_mtok: p.price.cached_input_micros_per_mtok,
+                    reasoning_micros_per_mtok: p.price.reasoning_micros_per_mtok,
+                    per_image_micros: p.price.per_image_micros,
+                    per_second_micros: p.price.per_second_micros,
+                    provider: p.provider.clone(),
+                    family: p.family.clone(),
                 })
                 .collect(),
             groups: self
@@ -473,7 +525,7 @@ impl Snapshot {
         wire::Snapshot {
             version: self.version,
             content_hash: self.content_hash.clone(),
-            min_protocol_version: crate::SNAPSHOT_PROTOCOL_VERSION,
+            min_protocol_version: self.config.min_protocol_version(),
             config: Some(self.config.to_wire()),
         }
     }
@@ -584,9 +636,19 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             .into_iter()
             .map(|p| ModelPrice {
                 model: p.model,
+                provider: if p.provider == "*" {
+                    String::new()
+                } else {
+                    p.provider
+                },
+                family: p.family,
                 price: Price {
                     input_micros_per_mtok: p.input_micros_per_mtok,
                     output_micros_per_mtok: p.output_micros_per_mtok,
+                    cached_input_micros_per_mtok: p.cached_input_micros_per_mtok,
+                    reasoning_micros_per_mtok: p.reasoning_micros_per_mtok,
+                    per_image_micros: p.per_image_micros,
+                    per_second_micros: p.per_second_micros,
                     version: p.price_version,
                 },
             })
@@ -675,9 +737,15 @@ mod tests {
             }],
             prices: vec![ModelPrice {
                 model: "mock-small".into(),
+                provider: "mock".into(),
+                family: "chat".into(),
                 price: Price {
                     input_micros_per_mtok: 150_000,
                     output_micros_per_mtok: 600_000,
+                    cached_input_micros_per_mtok: 75_000,
+                    reasoning_micros_per_mtok: 700_000,
+                    per_image_micros: 40_000,
+                    per_second_micros: 6_000,
                     version: 3,
                 },
             }],
@@ -744,6 +812,24 @@ mod tests {
         };
         let err = Snapshot::try_from(wire).unwrap_err();
         assert!(err.to_string().contains("providers[0].kind"), "{err}");
+    }
+
+    #[test]
+    fn catalog_fields_raise_the_protocol_only_when_used() {
+        let mut legacy = sample();
+        legacy.prices[0] = ModelPrice {
+            model: "mock-small".into(),
+            provider: String::new(),
+            family: String::new(),
+            price: Price {
+                input_micros_per_mtok: 1,
+                output_micros_per_mtok: 2,
+                version: 1,
+                ..Price::default()
+            },
+        };
+        assert_eq!(Snapshot::new(1, legacy).to_wire().min_protocol_version, 3);
+        assert_eq!(Snapshot::new(1, sample()).to_wire().min_protocol_version, 4);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum AdminCommand {
     Keys(Resource<keys::KeysCommand>),
     /// Provider accounts (admin API): create, list.
     Providers(Resource<providers::ProvidersCommand>),
-    /// Model prices (admin API): set, list.
+    /// The pricing catalog (admin API): set, list, versions, import.
     Models(Resource<models::ModelsCommand>),
     /// Routes, model alias → deployments (admin API): create, list.
     Routes(Resource<routes::RoutesCommand>),
@@ -119,6 +119,8 @@ pub enum Reply {
         rows: Vec<Value>,
         columns: &'static [Column],
     },
+    /// A value with its own text rendering (an import diff).
+    Text { value: Value, text: String },
 }
 
 /// What to print: `stdout`, and a notice for stderr.
@@ -162,6 +164,14 @@ impl Reply {
             }
             (Reply::Many { rows, columns }, OutputFormat::Table) => Printed {
                 stdout: table::rows(columns, rows),
+                notice: None,
+            },
+            (Reply::Text { value, .. }, OutputFormat::Json) => Printed {
+                stdout: pretty(value),
+                notice: None,
+            },
+            (Reply::Text { text, .. }, OutputFormat::Table) => Printed {
+                stdout: text.clone(),
                 notice: None,
             },
         }

@@ -198,3 +198,69 @@ fn json_lists_print_one_array_of_every_row() {
     let parsed: Value = serde_json::from_str(&printed.stdout).unwrap();
     assert_eq!(parsed, json!([{"id": 1}, {"id": 2}]));
 }
+
+#[test]
+fn models_import_takes_a_file_an_optional_format_and_dry_run() {
+    let AdminCommand::Models(r) = parse(&["models", "import", "prices.csv", "--dry-run"]) else {
+        panic!("expected models")
+    };
+    let models::ModelsCommand::Import {
+        file,
+        format,
+        dry_run,
+    } = r.command
+    else {
+        panic!("expected import")
+    };
+    assert_eq!(file, std::path::PathBuf::from("prices.csv"));
+    assert_eq!(format, None);
+    assert!(dry_run);
+
+    let AdminCommand::Models(r) = parse(&["models", "import", "x", "--format", "litellm"]) else {
+        panic!("expected models")
+    };
+    let models::ModelsCommand::Import {
+        format, dry_run, ..
+    } = r.command
+    else {
+        panic!("expected import")
+    };
+    assert_eq!(format, Some(models::ImportFormat::Litellm));
+    assert!(!dry_run);
+}
+
+#[test]
+fn an_import_diff_prints_a_summary_and_one_line_per_row() {
+    let entry = |input: i64| {
+        json!({"model": "m", "provider": "openai", "family": "chat", "input_micros_per_mtok": input,
+               "output_micros_per_mtok": 10, "cached_input_micros_per_mtok": 0,
+               "reasoning_micros_per_mtok": 0, "per_image_micros": 0, "image_prices": {},
+               "per_second_micros": 0, "context_window": 0, "max_output_tokens": 0,
+               "status": "active"})
+    };
+    let mut added = entry(5);
+    added["model"] = json!("new");
+    added["price_version"] = json!(3);
+    let diff = json!({
+        "dry_run": false,
+        "added": [added],
+        "changed": [{"model": "m", "provider": "openai", "before": entry(1), "after": entry(2),
+                     "before_version": 1, "after_version": 4}],
+        "unchanged": 2,
+        "skipped": [{"model": "bad\nrow", "reason": "too precise"}],
+    });
+    let reply = Reply::Text {
+        text: models::render_diff(&diff),
+        value: diff.clone(),
+    };
+    assert_eq!(
+        reply.render(OutputFormat::Table).stdout,
+        "1 added, 1 changed, 2 unchanged, 1 skipped\n\
+         ACTION   PROVIDER  MODEL    VERSION  DETAIL\n\
+         added    openai    new      3        input_micros_per_mtok=5 output_micros_per_mtok=10\n\
+         changed  openai    m        1 -> 4   input_micros_per_mtok: 1 -> 2\n\
+         skipped  -         bad row  -        too precise\n"
+    );
+    let printed: Value = serde_json::from_str(&reply.render(OutputFormat::Json).stdout).unwrap();
+    assert_eq!(printed, diff);
+}

@@ -452,6 +452,81 @@ async fn cli_rotates_disables_and_enables_a_key_and_reads_users_and_the_audit_lo
 }
 
 #[tokio::test]
+async fn cli_imports_a_price_file_and_prints_the_diff() {
+    use crate::pricing::{CSV_SAMPLE, LITELLM_SAMPLE};
+    let gw = Gateway::start().await;
+
+    // A dry run prints the diff as a table and changes nothing.
+    let dry = modelgate(&gw, &["models", "import", LITELLM_SAMPLE, "--dry-run"], &[])
+        .await
+        .ok();
+    assert!(
+        dry.stdout
+            .starts_with("dry run (nothing changed): 7 added, 0 changed, 0 unchanged, 2 skipped\n"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("ACTION"), "{}", dry.stdout);
+    let chat_line = dry
+        .stdout
+        .lines()
+        .find(|l| l.contains("sample-chat"))
+        .unwrap();
+    assert!(
+        chat_line.starts_with("added") && chat_line.contains("input_micros_per_mtok=2500000"),
+        "{chat_line}"
+    );
+    assert!(
+        dry.stdout
+            .lines()
+            .any(|l| l.starts_with("skipped") && l.contains("sample-too-precise")),
+        "{}",
+        dry.stdout
+    );
+    let listed = modelgate(&gw, &["models", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(listed, serde_json::json!([]));
+
+    // The real import, as JSON (the format comes from the file's extension).
+    let diff = modelgate(
+        &gw,
+        &["models", "import", LITELLM_SAMPLE, "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(diff["dry_run"], false);
+    assert_eq!(diff["added"].as_array().unwrap().len(), 7, "{diff}");
+    let listed = modelgate(&gw, &["models", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 7);
+
+    // The equivalent CSV (format given explicitly) changes nothing.
+    let again = modelgate(
+        &gw,
+        &["models", "import", CSV_SAMPLE, "--format", "csv"],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(
+        again
+            .stdout
+            .starts_with("0 added, 0 changed, 7 unchanged, 1 skipped\n"),
+        "{}",
+        again.stdout
+    );
+
+    // A file whose format cannot be told is refused before any call.
+    let unknown = modelgate(&gw, &["models", "import", "prices.txt"], &[]).await;
+    assert_eq!(unknown.code, Some(1));
+    assert!(unknown.stderr.contains("--format"), "{}", unknown.stderr);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn cli_creates_an_eval_key_and_explains_its_route() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     let key = modelgate(

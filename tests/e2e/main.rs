@@ -17,6 +17,7 @@ mod metering;
 mod nack;
 mod no_secrets_in_logs;
 mod openapi;
+mod pricing;
 mod proxy_and_metering;
 mod routing;
 mod sdk;

@@ -69,6 +69,9 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(rotate_key))
         .routes(routes!(create_provider, list_providers))
         .routes(routes!(upsert_model, list_models))
+        .routes(routes!(import_models))
+        .routes(routes!(model_versions))
+        .routes(routes!(price_version))
         .routes(routes!(create_route, list_routes))
         .routes(routes!(list_nodes))
         .routes(routes!(deployment_health))
@@ -553,6 +556,74 @@ async fn list_models(
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> Result<Response> {
     Ok(ok(models::list(&s, &a, q).await?))
+}
+
+/// A whole LiteLLM price map is a few MB, over the 2 MiB other bodies are held to.
+const IMPORT_MAX_BODY: usize = 32 * 1024 * 1024;
+
+#[utoipa::path(
+    post,
+    path = "/models/import",
+    tag = "catalog",
+    request_body = models::ImportRequest,
+    responses((status = 200, description = "what the import changed (or, on a dry run, would change)", body = models::ImportDiff), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn import_models(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    body: axum::body::Body,
+) -> Result<Response> {
+    let bytes = axum::body::to_bytes(body, IMPORT_MAX_BODY)
+        .await
+        .map_err(|_| AdminError::Invalid {
+            param: None,
+            message: format!(
+                "could not read the request body (at most {} MiB)",
+                IMPORT_MAX_BODY >> 20
+            ),
+        })?;
+    let request: models::ImportRequest = json::parse(&bytes)?;
+    Ok(ok(models::import_catalog(&s, &a, request).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/models/{id}/versions",
+    tag = "catalog",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "every price version of the row, oldest first (`data`)", body = Object), (status = 404, body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn model_versions(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let data = models::versions(&s, &a, &id).await?;
+    Ok(ok(crate::service::Page {
+        data,
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/price-versions/{version}",
+    tag = "catalog",
+    params(("version" = i64, Path, description = "a catalog-wide price version, as usage rows record it")),
+    responses((status = 200, body = models::PriceVersion), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn price_version(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(version): Path<String>,
+) -> Result<Response> {
+    let version: i64 = version
+        .parse()
+        .map_err(|_| crate::service::ServiceError::invalid("version", "must be a whole number"))?;
+    Ok(ok(models::version(&s, &a, version).await?))
 }
 
 #[utoipa::path(

@@ -318,12 +318,14 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn price(&self, model: &str) -> Option<Price> {
-        self.config
-            .prices
+    fn price(&self, d: &Deployment) -> Option<Price> {
+        let kind = self
+            .config
+            .providers
             .iter()
-            .find(|p| p.model == model)
-            .map(|p| p.price)
+            .find(|p| p.id == d.provider_id)
+            .map_or("", |p| p.kind.as_str());
+        self.config.price_of(kind, &d.model)
     }
 
     fn health(&self, id: &str) -> HealthSummary {
@@ -364,7 +366,7 @@ impl Planner<'_> {
                         .map_or(0, |ms| (ms * 1000.0) as u64)
                 }),
                 LbStrategy::LowestCost => {
-                    members.sort_by_key(|d| self.price(&d.model).map_or(i64::MAX, |p| blended(&p)))
+                    members.sort_by_key(|d| self.price(d).map_or(i64::MAX, |p| blended(&p)))
                 }
             }
             let weighted = matches!(
@@ -386,7 +388,7 @@ impl Planner<'_> {
         let pinned_model = primary.first().map(|(d, _)| d.model.clone());
         let primary_price = primary
             .first()
-            .and_then(|(d, _)| self.price(&d.model))
+            .and_then(|(d, _)| self.price(d))
             .map(|p| blended(&p));
         let add = |out: &mut Explanation,
                    g: &RoutingGroup,
@@ -408,7 +410,7 @@ impl Planner<'_> {
             else {
                 return skip(out, "unknown_provider");
             };
-            let price = self.price(&d.model);
+            let price = self.price(d);
             if backup
                 && !within_cost_guardrail(
                     primary_price,

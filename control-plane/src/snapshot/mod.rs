@@ -14,7 +14,7 @@ use modelgate_shared::snapshot::{
     ApiKey, Config, Deployment, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
 };
 use prost::Message;
-use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{watch, Mutex};
 
 use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
@@ -183,15 +183,27 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
         });
     }
 
+    // A disabled catalog row prices nothing; `*` (any provider) travels as "".
     let prices = model_price::Entity::find()
+        .filter(model_price::Column::Status.ne("disabled"))
         .all(&s.db)
         .await?
         .into_iter()
         .map(|m| ModelPrice {
             model: m.model,
+            provider: if m.provider == "*" {
+                String::new()
+            } else {
+                m.provider
+            },
+            family: m.family,
             price: Price {
                 input_micros_per_mtok: m.input_micros_per_mtok,
                 output_micros_per_mtok: m.output_micros_per_mtok,
+                cached_input_micros_per_mtok: m.cached_input_micros_per_mtok,
+                reasoning_micros_per_mtok: m.reasoning_micros_per_mtok,
+                per_image_micros: m.per_image_micros,
+                per_second_micros: m.per_second_micros,
                 version: u64::try_from(m.price_version).unwrap_or(0),
             },
         })

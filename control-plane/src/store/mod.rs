@@ -9,6 +9,7 @@ pub mod counter;
 pub mod export_sink;
 pub mod idempotency;
 pub mod model_price;
+pub mod model_price_version;
 pub mod node;
 pub mod provider_account;
 pub mod routing_group;

@@ -47,7 +47,8 @@ pub struct Runtime {
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
     pub keys: HashMap<KeyHash, KeyEntry>,
     pub providers: HashMap<String, ProviderAccount>,
-    pub prices: HashMap<String, Price>,
+    /// Catalog prices by (provider kind, model); an empty kind is the row for any provider.
+    pub prices: HashMap<(String, String), Price>,
     pub groups: HashMap<String, RoutingGroup>,
     /// Parsed upstream endpoints of HTTP providers, by provider id.
     pub endpoints: HashMap<String, Endpoint>,
@@ -72,8 +73,16 @@ impl Runtime {
 
     fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let c = snapshot.config;
-        let prices: HashMap<String, Price> =
-            c.prices.into_iter().map(|p| (p.model, p.price)).collect();
+        let prices: HashMap<(String, String), Price> = c
+            .prices
+            .into_iter()
+            .map(|p| ((p.provider, p.model), p.price))
+            .collect();
+        let kinds: HashMap<&str, &'static str> = c
+            .providers
+            .iter()
+            .map(|p| (p.id.as_str(), p.kind.as_str()))
+            .collect();
         let routes = c
             .groups
             .iter()
@@ -84,7 +93,10 @@ impl Runtime {
                     prices: g
                         .deployments
                         .iter()
-                        .map(|d| prices.get(&d.model).copied())
+                        .map(|d| {
+                            let kind = kinds.get(d.provider_id.as_str()).copied();
+                            price_for(&prices, kind, &d.model)
+                        })
                         .collect(),
                     ids,
                     client: clients.get(g.policy.connect_timeout_ms),
@@ -110,6 +122,17 @@ impl Runtime {
             clients,
         }
     }
+}
+
+/// A deployment's price: the catalog row of its provider's kind, else the row for any provider.
+fn price_for(
+    prices: &HashMap<(String, String), Price>,
+    kind: Option<&str>,
+    model: &str,
+) -> Option<Price> {
+    kind.and_then(|k| prices.get(&(k.to_owned(), model.to_owned())))
+        .or_else(|| prices.get(&(String::new(), model.to_owned())))
+        .copied()
 }
 
 fn index_keys(keys: Vec<ApiKey>) -> HashMap<KeyHash, KeyEntry> {

@@ -119,14 +119,42 @@ struct OpenAiUsage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 /// The `usage` block of an OpenAI-format response or stream chunk, if it has a non-null one.
+/// OpenAI counts `prompt_tokens_details.cached_tokens` inside `prompt_tokens` and
+/// `completion_tokens_details.reasoning_tokens` inside `completion_tokens`, which is the
+/// convention [`Tokens`] keeps.
 pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
     let peek: UsagePeek = serde_json::from_slice(json).ok()?;
     peek.usage.map(|u| Tokens {
         input: u.prompt_tokens,
         output: u.completion_tokens,
+        cached_input: u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+        reasoning: u
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0),
+        ..Tokens::default()
     })
 }
 
@@ -135,3 +163,6 @@ pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
 pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
 }
+
+#[cfg(test)]
+mod tests;

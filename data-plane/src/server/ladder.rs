@@ -310,6 +310,7 @@ async fn answer(
                         Tokens {
                             input: providers::estimate_tokens(prompt_len),
                             output: providers::estimate_tokens(bytes.len()),
+                            ..Tokens::default()
                         },
                         true,
                         c.price,

@@ -398,6 +398,10 @@ pub(crate) fn charge(rec: &mut Recorder, tokens: Tokens, estimated: bool, price:
     let e = rec.event();
     e.input_tokens = tokens.input;
     e.output_tokens = tokens.output;
+    e.cached_input_tokens = tokens.cached_input;
+    e.reasoning_tokens = tokens.reasoning;
+    e.images = tokens.images;
+    e.media_ms = tokens.media_ms;
     e.estimated = estimated;
     if let Some(p) = price {
         e.cost_micros = cost_micros(tokens, &p);
@@ -504,6 +508,7 @@ pub(crate) async fn pump(
     let tokens = usage.unwrap_or(Tokens {
         input: providers::estimate_tokens(prompt_len),
         output: providers::estimate_tokens(content_bytes),
+        ..Tokens::default()
     });
     charge(&mut rec, tokens, usage.is_none(), price);
     if client_gone {

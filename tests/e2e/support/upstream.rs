@@ -35,6 +35,8 @@ pub struct MockUpstream {
     received: Arc<Mutex<Vec<Value>>>,
     fail_with: Arc<Mutex<Option<u16>>>,
     behavior: Arc<Mutex<Behavior>>,
+    /// `(cached_tokens, reasoning_tokens)` to report in usage details, if any.
+    details: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl MockUpstream {
@@ -74,17 +76,38 @@ impl MockUpstream {
     pub fn behave(&self, b: Behavior) {
         *self.behavior.lock().unwrap() = b;
     }
+
+    /// From now on, usage blocks carry `prompt_tokens_details.cached_tokens` and
+    /// `completion_tokens_details.reasoning_tokens` (parts of the prompt and completion totals,
+    /// as OpenAI counts them).
+    pub fn report_details(&self, cached_tokens: u64, reasoning_tokens: u64) {
+        *self.details.lock().unwrap() = Some((cached_tokens, reasoning_tokens));
+    }
+}
+
+/// The usage block the mock reports.
+fn usage(details: Option<(u64, u64)>) -> Value {
+    let mut u = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    if let Some((cached, reasoning)) = details {
+        u["prompt_tokens_details"] = json!({"cached_tokens": cached, "audio_tokens": 0});
+        u["completion_tokens_details"] = json!({"reasoning_tokens": reasoning, "audio_tokens": 0});
+    }
+    u
 }
 
 /// The exact JSON body the mock answers a non-streamed request with.
 pub fn completion_body(model: &str) -> String {
+    completion_body_with(model, None)
+}
+
+fn completion_body_with(model: &str, details: Option<(u64, u64)>) -> String {
     json!({
         "id": "chatcmpl-upstream-1",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "usage": usage(details),
         "unknown_vendor_field": {"kept": true}
     })
     .to_string()
@@ -99,6 +122,7 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
         return (code, axum::Json(err)).into_response();
     }
     let behavior = *up.behavior.lock().unwrap();
+    let details = *up.details.lock().unwrap();
     match behavior {
         Behavior::RateLimited(secs) => {
             let err = json!({"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded", "param": null}});
@@ -130,7 +154,7 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
     if request["stream"] != Value::Bool(true) {
         return (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            completion_body(&model),
+            completion_body_with(&model, details),
         )
             .into_response();
     }
@@ -151,7 +175,7 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
         sse += &format!(
             "data: {}\n\n",
             json!({"id": "chatcmpl-upstream-2", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-                   "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}})
+                   "usage": usage(details)})
         );
     }
     sse += "data: [DONE]\n\n";
