@@ -168,6 +168,9 @@ pub struct RoutePolicy {
     pub lb: LbStrategy,
     /// Rank in [`DATA_CLASSES`] of the most sensitive data the group may receive.
     pub max_data_class: usize,
+    /// When translating between wire formats, drop a parameter the target cannot carry instead
+    /// of rejecting the request with a 400 naming it.
+    pub drop_unsupported: bool,
 }
 
 impl Default for RoutePolicy {
@@ -183,6 +186,7 @@ impl Default for RoutePolicy {
             max_cooldown_ms: 300_000,
             lb: LbStrategy::Weighted,
             max_data_class: DATA_CLASSES.len() - 1,
+            drop_unsupported: false,
         }
     }
 }
@@ -205,6 +209,7 @@ impl RoutePolicy {
                 .copied()
                 .unwrap_or("restricted")
                 .to_owned(),
+            drop_unsupported: self.drop_unsupported,
         }
     }
 
@@ -231,6 +236,7 @@ impl RoutePolicy {
             } else {
                 data_class_rank(&p.max_data_class)
             },
+            drop_unsupported: p.drop_unsupported,
         }
     }
 }
@@ -240,16 +246,24 @@ impl RoutePolicy {
 pub enum ProviderKind {
     OpenAi,
     OpenAiCompatible,
+    /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
+    Anthropic,
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 3] = [Self::OpenAi, Self::OpenAiCompatible, Self::Mock];
+    pub const ALL: [ProviderKind; 4] = [
+        Self::OpenAi,
+        Self::OpenAiCompatible,
+        Self::Anthropic,
+        Self::Mock,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai-compatible",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }
