@@ -8,6 +8,11 @@
 //! | 408, 5xx, connect error, timeout, read error  | count against health; retry the same deployment up to `max_retries` with jittered backoff, then the next |
 //! | next deployment: rest of the tier, later tiers, then approved backup groups (if the class allows) | every retry and every move takes from the node's retry budget |
 //! | nothing left, or the budget or the total timeout is spent | fail closed: 429 if every attempt was rate-limited, 504 if the last timed out, else 502 — listing what was tried |
+//!
+//! Each attempt speaks the deployment's wire format: the client's body is forwarded as is (or
+//! with the model renamed) when the formats match, and translated (`crate::translate`) when they
+//! differ; the answer — JSON, error body or stream, event by event — is translated back to the
+//! client's format and marked with `x-modelgate-translated`.
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +20,20 @@ use axum::body::Body;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use modelgate_shared::pricing::Tokens;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ProxyError;
-use super::{charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER};
+use super::{
+    charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER,
+    TRANSLATED_HEADER,
+};
 use crate::config::Runtime;
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::plan::{self, Candidate};
+use crate::surfaces::Surface;
+use crate::translate::{self, stream::StreamTranslator, Usage};
 use crate::usage::{now_ms, Recorder};
 
 /// How one attempt ended, for the ladder's decision.
@@ -69,7 +78,7 @@ pub(super) async fn run(
             .map(|s| format!("{} ({})", s.deployment_id, s.reason))
             .collect();
         let e = ProxyError::no_deployment(&p.alias, &skipped.join(", "));
-        return super::reject(rec, e).await;
+        return super::reject(p.surface, rec, e).await;
     }
     app.retry_budget.record_request();
     let policy = p.group.policy;
@@ -78,7 +87,7 @@ pub(super) async fn run(
     let mut tried: Vec<String> = Vec::new();
     let mut all_rate_limited = true;
     let mut last_timed_out = false;
-    let mut last_rate_limited: Option<UpstreamResponse> = None;
+    let mut last_rate_limited: Option<(Surface, UpstreamResponse)> = None;
     let mut attempts = 0u32;
 
     'candidates: for c in &plan.candidates {
@@ -135,7 +144,7 @@ pub(super) async fn run(
                     c.health
                         .record_rate_limited(now_ms() + i64::try_from(secs * 1000).unwrap_or(0));
                     tried.push(format!("{}: 429", c.deployment_id));
-                    last_rate_limited = Some(response);
+                    last_rate_limited = Some((p.surface.upstream_for(c.provider.kind), response));
                     last_timed_out = false;
                     continue 'candidates;
                 }
@@ -153,16 +162,16 @@ pub(super) async fn run(
                         continue 'candidates;
                     }
                 }
-                Err(e) => return super::reject(rec, e).await,
+                Err(e) => return super::reject(p.surface, rec, e).await,
             }
         }
     }
 
     // Fail closed.
     if all_rate_limited {
-        if let Some(resp) = last_rate_limited {
+        if let Some((from, resp)) = last_rate_limited {
             // Every attempt was told to back off: pass the provider's answer through.
-            return answer_failed(rec, &p, resp, attempts, request_id).await;
+            return answer_failed(rec, &p, from, resp, attempts, request_id).await;
         }
     }
     let message = format!(
@@ -170,7 +179,12 @@ pub(super) async fn run(
         p.alias,
         tried.join("; ")
     );
-    super::reject(rec, ProxyError::upstream(message, last_timed_out)).await
+    super::reject(
+        p.surface,
+        rec,
+        ProxyError::upstream(message, last_timed_out),
+    )
+    .await
 }
 
 /// One call to one deployment, classified.
@@ -183,16 +197,8 @@ async fn attempt(
     request_id: &str,
     remaining: Duration,
 ) -> Result<Outcome, ProxyError> {
-    let model_differs = c.deployment.model != p.alias;
-    let body = if model_differs || inject_usage {
-        rewrite(
-            &p.raw,
-            model_differs.then_some(c.deployment.model.as_str()),
-            inject_usage,
-        )?
-    } else {
-        p.raw.clone()
-    };
+    let format = p.surface.upstream_for(c.provider.kind);
+    let body = body_for(p, c, format, inject_usage)?;
     // A stream's attempt ends at its first byte (headers); a JSON answer's at its last byte.
     let policy = &c.group.policy;
     let limit = if p.stream {
@@ -207,8 +213,11 @@ async fn attempt(
             provider: c.provider,
             endpoint: runtime.endpoints.get(&c.provider.id),
             body,
+            format,
             stream: p.stream,
             request_id,
+            anthropic_version: p.anthropic_version.as_ref(),
+            anthropic_beta: p.anthropic_beta.as_ref(),
         },
     );
     let result = match tokio::time::timeout(limit, call).await {
@@ -245,12 +254,71 @@ async fn attempt(
     })
 }
 
+/// The body for one deployment: the client's own when the format and model match, the model
+/// renamed (and, for an OpenAI stream, usage requested) when only that differs, else translated.
+fn body_for(
+    p: &Prepared<'_>,
+    c: &Candidate<'_>,
+    format: Surface,
+    inject_usage: bool,
+) -> Result<Bytes, ProxyError> {
+    let model = c.deployment.model.as_str();
+    let drop = c.group.policy.drop_unsupported;
+    let translated = match (p.surface, format) {
+        (Surface::OpenAiChat, Surface::AnthropicMessages) => {
+            translate::request::openai_to_anthropic(&p.raw, model, drop)?
+        }
+        (Surface::AnthropicMessages, Surface::OpenAiChat) => {
+            translate::request::anthropic_to_openai(&p.raw, model, drop)?
+        }
+        (Surface::OpenAiChat, Surface::OpenAiChat)
+        | (Surface::AnthropicMessages, Surface::AnthropicMessages) => {
+            let model_differs = model != p.alias;
+            let inject = inject_usage && format == Surface::OpenAiChat;
+            return if model_differs || inject {
+                rewrite(&p.raw, model_differs.then_some(model), inject)
+            } else {
+                Ok(p.raw.clone())
+            };
+        }
+    };
+    serde_json::to_vec(&translated)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::invalid_json(&e.to_string()))
+}
+
+fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
+    (from != to)
+        .then(|| HeaderValue::from_str(&format!("{}->{}", from.as_str(), to.as_str())).ok())
+        .flatten()
+}
+
 fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "group={}; deployment={}/{}; attempts={attempts}",
         p.group.alias, c.provider.name, c.deployment.model
     ))
     .ok()
+}
+
+/// A whole answer (or error body) from the provider's format to the client's. An answer that
+/// cannot be read is replaced by a 502-style error body in the client's format.
+fn translate_full(from: Surface, to: Surface, status: http::StatusCode, bytes: &[u8]) -> Bytes {
+    use translate::response as r;
+    let v = match (status.is_success(), from, to) {
+        (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
+        (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
+        (false, _, Surface::OpenAiChat) => Some(r::error_to_openai(status, bytes)),
+        (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
+        (true, _, _) => None,
+    };
+    let v = v.unwrap_or_else(|| {
+        to.error_body(&ProxyError::upstream(
+            "the provider's answer could not be translated",
+            false,
+        ))
+    });
+    Bytes::from(v.to_string())
 }
 
 /// The deployment answered (success or a client error): meter it and hand it back.
@@ -275,23 +343,30 @@ async fn answer(
         }
     }
     let prompt_len = p.raw.len();
+    let format = p.surface.upstream_for(c.provider.kind);
+    let translated = translated_header(format, p.surface);
     let UpstreamResponse {
         status,
-        content_type,
+        mut content_type,
         body,
         ..
     } = upstream;
     let mut resp = match body {
         providers::Body::Full(bytes) => {
             rec.event().status = status.as_u16();
+            let usage = match format {
+                Surface::OpenAiChat => translate::response::openai_usage(&bytes),
+                Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
+            };
             if status.is_success() {
-                match providers::openai_usage(&bytes) {
-                    Some(t) => charge(&mut rec, t, false, c.price),
+                match usage {
+                    Some(u) => charge(&mut rec, u, false, c.price),
                     None => charge(
                         &mut rec,
-                        Tokens {
+                        Usage {
                             input: providers::estimate_tokens(prompt_len),
                             output: providers::estimate_tokens(bytes.len()),
+                            cached_input: 0,
                         },
                         true,
                         c.price,
@@ -301,6 +376,12 @@ async fn answer(
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
                 rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
             }
+            let bytes = if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                translate_full(format, p.surface, status, &bytes)
+            } else {
+                bytes
+            };
             if let Err(err) = rec.finish().await {
                 tracing::error!(error = %err, "usage event not written");
             }
@@ -312,14 +393,12 @@ async fn answer(
             rec.event().status = status.as_u16();
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
+            if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("text/event-stream"));
+            }
+            let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
             app.tasks.spawn(pump(
-                upstream,
-                tx,
-                rec,
-                p.client_wants_usage,
-                c.price,
-                prompt_len,
-                idle,
+                upstream, tx, rec, p.surface, translator, c.price, prompt_len, idle,
             ));
             let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
             *r.status_mut() = status;
@@ -337,6 +416,9 @@ async fn answer(
     if let Some(v) = route_header(p, c, attempts) {
         h.insert(ROUTE_HEADER.clone(), v);
     }
+    if let Some(v) = translated {
+        h.insert(TRANSLATED_HEADER.clone(), v);
+    }
     if c.backup {
         if let Ok(v) = HeaderValue::from_str(&c.group.alias) {
             h.insert(FALLBACK_HEADER.clone(), v);
@@ -350,11 +432,13 @@ async fn answer(
 async fn answer_failed(
     mut rec: Recorder,
     p: &Prepared<'_>,
+    from: Surface,
     upstream: UpstreamResponse,
     attempts: u32,
     request_id: &str,
 ) -> Response {
     let status = upstream.status;
+    let mut content_type = upstream.content_type;
     let bytes = match upstream.body {
         providers::Body::Full(b) => b,
         providers::Body::Stream(_) => Bytes::new(),
@@ -364,9 +448,16 @@ async fn answer_failed(
     if let Err(err) = rec.finish().await {
         tracing::error!(error = %err, "usage event not written");
     }
+    // The body is in the last deployment's format; the client gets its own.
+    let bytes = if from != p.surface {
+        content_type = Some(HeaderValue::from_static("application/json"));
+        translate_full(from, p.surface, status, &bytes)
+    } else {
+        bytes
+    };
     let mut resp = (status, bytes).into_response();
     let h = resp.headers_mut();
-    if let Some(ct) = upstream.content_type {
+    if let Some(ct) = content_type {
         h.insert(http::header::CONTENT_TYPE, ct);
     }
     if let Some(secs) = upstream.retry_after_secs {
