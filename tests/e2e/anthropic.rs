@@ -654,3 +654,46 @@ async fn a_stream_cut_mid_way_ends_the_translated_stream_with_an_error_event() {
     assert_eq!(evs.last().unwrap().0.as_deref(), Some("error"), "{text}");
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_route_with_drop_unsupported_drops_what_the_target_cannot_carry() {
+    let s = setup().await;
+    let route = s
+        .gw
+        .create("/routes", json!({"alias": "an-lenient", "policy": {"drop_unsupported": true},
+                                  "deployments": [{"provider_id": s.anthropic_provider, "model": "claude-up"}]}))
+        .await;
+    assert_eq!(route["policy"]["drop_unsupported"], true, "{route}");
+    s.gw.create("/routes", json!({"alias": "oa-lenient", "policy": {"drop_unsupported": true},
+                                  "deployments": [{"provider_id": s.openai_provider, "model": "gpt-up"}]}))
+        .await;
+    s.gw.wait_for_config().await;
+
+    let resp = s
+        .chat(json!({"model": "an-lenient", "seed": 7, "logprobs": true,
+                     "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = s.anthropic.last_body();
+    assert!(
+        sent.get("seed").is_none() && sent.get("logprobs").is_none(),
+        "{sent}"
+    );
+
+    let resp = s
+        .messages(json!({"model": "oa-lenient", "max_tokens": 5, "top_k": 3,
+                         "thinking": {"type": "enabled", "budget_tokens": 1024},
+                         "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = s.openai.last_body();
+    assert!(
+        sent.get("thinking").is_none() && sent.get("top_k").is_none(),
+        "{sent}"
+    );
+    s.gw.shutdown().await;
+}

@@ -288,9 +288,15 @@ fn body_for(
 }
 
 fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
-    (from != to)
-        .then(|| HeaderValue::from_str(&format!("{}->{}", from.as_str(), to.as_str())).ok())
-        .flatten()
+    match (from, to) {
+        (Surface::OpenAiChat, Surface::AnthropicMessages) => {
+            Some(HeaderValue::from_static("openai-chat->anthropic-messages"))
+        }
+        (Surface::AnthropicMessages, Surface::OpenAiChat) => {
+            Some(HeaderValue::from_static("anthropic-messages->openai-chat"))
+        }
+        _ => None,
+    }
 }
 
 fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
@@ -301,9 +307,14 @@ fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<He
     .ok()
 }
 
-/// A whole answer (or error body) from the provider's format to the client's. An answer that
-/// cannot be read is replaced by a 502-style error body in the client's format.
-fn translate_full(from: Surface, to: Surface, status: http::StatusCode, bytes: &[u8]) -> Bytes {
+/// A whole answer (or error body) from the provider's format to the client's, with its status.
+/// A successful answer that cannot be read becomes a 502 in the client's format.
+fn translate_full(
+    from: Surface,
+    to: Surface,
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> (http::StatusCode, Bytes) {
     use translate::response as r;
     let v = match (status.is_success(), from, to) {
         (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
@@ -312,13 +323,13 @@ fn translate_full(from: Surface, to: Surface, status: http::StatusCode, bytes: &
         (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
         (true, _, _) => None,
     };
-    let v = v.unwrap_or_else(|| {
-        to.error_body(&ProxyError::upstream(
-            "the provider's answer could not be translated",
-            false,
-        ))
-    });
-    Bytes::from(v.to_string())
+    match v {
+        Some(v) => (status, Bytes::from(v.to_string())),
+        None => {
+            let e = ProxyError::upstream("the provider's answer could not be translated", false);
+            (e.status, Bytes::from(to.error_body(&e).to_string()))
+        }
+    }
 }
 
 /// The deployment answered (success or a client error): meter it and hand it back.
@@ -358,6 +369,12 @@ async fn answer(
                 Surface::OpenAiChat => translate::response::openai_usage(&bytes),
                 Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
             };
+            let (status, bytes) = if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                translate_full(format, p.surface, status, &bytes)
+            } else {
+                (status, bytes)
+            };
             if status.is_success() {
                 match usage {
                     Some(u) => charge(&mut rec, u, false, c.price),
@@ -376,12 +393,6 @@ async fn answer(
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
                 rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
             }
-            let bytes = if translated.is_some() {
-                content_type = Some(HeaderValue::from_static("application/json"));
-                translate_full(format, p.surface, status, &bytes)
-            } else {
-                bytes
-            };
             if let Err(err) = rec.finish().await {
                 tracing::error!(error = %err, "usage event not written");
             }
@@ -451,7 +462,7 @@ async fn answer_failed(
     // The body is in the last deployment's format; the client gets its own.
     let bytes = if from != p.surface {
         content_type = Some(HeaderValue::from_static("application/json"));
-        translate_full(from, p.surface, status, &bytes)
+        translate_full(from, p.surface, status, &bytes).1
     } else {
         bytes
     };
