@@ -3,9 +3,10 @@
 //! format ([`messages`]) — it is always called in the client's own format. For demos
 //! (`modelgate up` works offline), tests and load tests.
 //!
-//! Tools (Anthropic format): when `tool_choice` names a tool (or is `any`), or tools are given
-//! and the last user message mentions one by name, the answer is a `tool_use` block whose input
-//! fills the schema's required properties with placeholder values.
+//! Tools (either format): when `tool_choice` names a tool (or is `any`/`required`), or tools are
+//! given and the last user message mentions one by name, the answer calls that tool (a
+//! `tool_use` block, or `tool_calls`) with an input that fills the schema's required properties
+//! with placeholder values.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -31,8 +32,18 @@ pub fn chat_completions(body: &[u8], stream: bool) -> UpstreamResponse {
         }
     }
     let echo: String = last_user.chars().take(200).collect();
-    let content = format!("{LABEL} (model {model}). You said: {echo}");
-    let completion_tokens = estimate_tokens(content.len());
+    let tool = chosen_tool(&openai_tools_as_anthropic(&request), &last_user);
+    let content = match &tool {
+        Some((name, _)) => format!("{LABEL} (model {model}). Calling the tool `{name}`."),
+        None => format!("{LABEL} (model {model}). You said: {echo}"),
+    };
+    let call_id = format!("call_mock_{}", modelgate_shared::new_id().simple());
+    let arguments = tool.as_ref().map(|(_, input)| input.to_string());
+    let completion_tokens = estimate_tokens(content.len())
+        + arguments
+            .as_ref()
+            .map_or(0, |a| estimate_tokens(a.len()) + 5);
+    let finish = if tool.is_some() { "tool_calls" } else { "stop" };
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -49,8 +60,13 @@ pub fn chat_completions(body: &[u8], stream: bool) -> UpstreamResponse {
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": match (&tool, &arguments) {
+                    (Some((name, _)), Some(args)) => json!({"role": "assistant", "content": content,
+                        "tool_calls": [{"id": call_id, "type": "function",
+                                        "function": {"name": name, "arguments": args}}]}),
+                    _ => json!({"role": "assistant", "content": content}),
+                },
+                "finish_reason": finish,
             }],
             "usage": usage,
             "system_fingerprint": "modelgate-mock",
@@ -79,7 +95,21 @@ pub fn chat_completions(body: &[u8], stream: bool) -> UpstreamResponse {
     for piece in words.chunks(4) {
         events.push(chunk(json!({"content": piece.concat()}), Value::Null));
     }
-    events.push(chunk(json!({}), json!("stop")));
+    if let (Some((name, _)), Some(args)) = (&tool, &arguments) {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                   "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        let (a, b) = args.split_at(args.len() / 2);
+        for part in [a, b] {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    events.push(chunk(json!({}), json!(finish)));
     if include_usage {
         let c = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -193,6 +223,28 @@ pub fn messages(body: &[u8], stream: bool) -> UpstreamResponse {
     }
 }
 
+/// An OpenAI request's `tools` and `tool_choice` in Anthropic's shape, for [`chosen_tool`].
+fn openai_tools_as_anthropic(request: &Value) -> Value {
+    let Some(tools) = request["tools"].as_array() else {
+        return Value::Null;
+    };
+    let tools: Vec<Value> = tools
+        .iter()
+        .map(
+            |t| json!({"name": t["function"]["name"], "input_schema": t["function"]["parameters"]}),
+        )
+        .collect();
+    let choice = match &request["tool_choice"] {
+        Value::String(s) if s == "required" => json!({"type": "any"}),
+        Value::String(s) if s == "none" => json!({"type": "none"}),
+        Value::Object(o) => {
+            json!({"type": "tool", "name": o.get("function").map_or(Value::Null, |f| f["name"].clone())})
+        }
+        _ => json!({"type": "auto"}),
+    };
+    json!({"tools": tools, "tool_choice": choice})
+}
+
 /// The tool an Anthropic request asks the mock to call, with a placeholder input.
 fn chosen_tool(request: &Value, last_user: &str) -> Option<(String, Value)> {
     let tools = request["tools"].as_array()?;
@@ -249,6 +301,41 @@ fn content_text(content: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_mock_calls_the_named_tool_with_an_object_input() {
+        let r = messages(
+            br#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"weather?"}],
+                 "tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}},"required":["city","days"]}}],
+                 "tool_choice":{"type":"tool","name":"get_weather"}}"#,
+            false,
+        );
+        let Body::Full(bytes) = r.body else {
+            panic!("expected a full body")
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(v["content"][1]["type"], "tool_use");
+        assert_eq!(v["content"][1]["input"], json!({"city": "mock", "days": 1}));
+        assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn openai_mock_calls_a_tool_the_user_names() {
+        let r = chat_completions(
+            br#"{"model":"m","messages":[{"role":"user","content":"use get_time please"}],
+                 "tools":[{"type":"function","function":{"name":"get_time","parameters":{"type":"object"}}}]}"#,
+            false,
+        );
+        let Body::Full(bytes) = r.body else {
+            panic!("expected a full body")
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        let call = &v["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_time");
+        assert_eq!(call["function"]["arguments"], "{}");
+    }
 
     #[test]
     fn mock_answer_is_labelled_and_reports_consistent_usage() {

@@ -485,6 +485,8 @@ pub(crate) async fn pump(
         }
     }
     drop(upstream);
+    // An error event the provider sent was already forwarded (in the client's format).
+    let reported = translator.upstream_error.is_some();
     if failure.is_none() && !client_gone && translator.terminal.is_none() {
         failure = Some(match translator.upstream_error.take() {
             Some(e) => format!("the provider reported an error in the stream: {e}"),
@@ -514,6 +516,7 @@ pub(crate) async fn pump(
     }
     let last = match (failure, translator.terminal.take()) {
         (None, Some(done)) => done,
+        (Some(_), None) if reported => return,
         (Some(f), _) => client.error_event(&ProxyError::upstream(f, false)),
         (None, None) => return,
     };
