@@ -697,3 +697,66 @@ async fn a_route_with_drop_unsupported_drops_what_the_target_cannot_carry() {
     );
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_failure_ladder_moves_across_formats_and_translates_whatever_answers() {
+    let s = setup().await;
+    s.gw.create(
+        "/routes",
+        json!({"alias": "mixed", "policy": {"max_retries": 1},
+        "deployments": [
+            {"provider_id": s.openai_provider, "model": "gpt-up", "tier": 0},
+            {"provider_id": s.anthropic_provider, "model": "claude-up", "tier": 1}]}),
+    )
+    .await;
+    s.gw.wait_for_config().await;
+
+    // The OpenAI deployment fails (500, retried once); the Anthropic one answers, translated.
+    s.openai.fail_with(Some(500));
+    let resp = s
+        .chat(json!({"model": "mixed", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-modelgate-translated"],
+        "anthropic-messages->openai-chat"
+    );
+    let id = request_id(&resp);
+    let u = understand(Client::OpenAi, true, &sse_text(resp).await);
+    assert_eq!(u.text, anthropic_upstream::REPLY);
+    assert_eq!(s.openai.calls(), 2);
+    assert_eq!(s.anthropic.calls(), 1);
+    let row = s.gw.usage_row(&id).await;
+    assert_eq!(row["provider_id"], s.anthropic_provider.as_str());
+    assert_eq!(row["attempts"].as_array().unwrap().len(), 3, "{row}");
+    assert_eq!(row["fallback_used"], true);
+    assert_eq!(row["input_tokens"], 21);
+
+    // Every deployment rate-limits: the last provider's 429 comes back in the caller's format.
+    s.openai.fail_with(None);
+    s.openai.behave(upstream::Behavior::RateLimited(1));
+    s.anthropic.fail_with(Some(429));
+    let resp = s
+        .messages(json!({"model": "mixed", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    let resp = s
+        .chat(json!({"model": "mixed", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    // Both deployments are now parked until their retry-after: the gateway's own 503, in the
+    // OpenAI shape this time.
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "no_healthy_deployment", "{v}");
+    assert!(v.get("type").is_none(), "OpenAI shape: {v}");
+    s.gw.shutdown().await;
+}
