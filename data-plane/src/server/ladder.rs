@@ -89,6 +89,7 @@ pub(super) async fn run(
     let mut last_timed_out = false;
     let mut last_rate_limited: Option<(Surface, UpstreamResponse)> = None;
     let mut attempts = 0u32;
+    let mut bodies = Bodies::default();
 
     'candidates: for c in &plan.candidates {
         let mut tries_here = 0u32;
@@ -112,7 +113,12 @@ pub(super) async fn run(
             tries_here += 1;
             let started = Instant::now();
             let in_flight = c.health.start();
-            let outcome = attempt(app, runtime, c, &p, inject_usage, request_id, remaining).await;
+            let body = match bodies.get(&p, c, inject_usage) {
+                Ok(b) => b,
+                // A request the deployment's format cannot carry is refused before any call.
+                Err(e) => return super::reject(p.surface, rec, e).await,
+            };
+            let outcome = attempt(app, runtime, c, &p, body, request_id, remaining).await;
             drop(in_flight);
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
@@ -193,12 +199,11 @@ async fn attempt(
     runtime: &Runtime,
     c: &Candidate<'_>,
     p: &Prepared<'_>,
-    inject_usage: bool,
+    body: Bytes,
     request_id: &str,
     remaining: Duration,
 ) -> Result<Outcome, ProxyError> {
     let format = p.surface.upstream_for(c.provider.kind);
-    let body = body_for(p, c, format, inject_usage)?;
     // A stream's attempt ends at its first byte (headers); a JSON answer's at its last byte.
     let policy = &c.group.policy;
     let limit = if p.stream {
@@ -252,6 +257,32 @@ async fn attempt(
             message: e.to_string(),
         },
     })
+}
+
+/// Request bodies already rewritten or translated for this request, by (format, provider
+/// model), so retries and moves to a deployment of the same format and model reuse them. The
+/// client's own body is never stored (it is a cheap clone), so a pass-through allocates nothing.
+#[derive(Default)]
+struct Bodies<'r>(Vec<(Surface, &'r str, Bytes)>);
+
+impl<'r> Bodies<'r> {
+    fn get(
+        &mut self,
+        p: &Prepared<'_>,
+        c: &Candidate<'r>,
+        inject_usage: bool,
+    ) -> Result<Bytes, ProxyError> {
+        let format = p.surface.upstream_for(c.provider.kind);
+        let model = c.deployment.model.as_str();
+        if let Some((_, _, b)) = self.0.iter().find(|(f, m, _)| *f == format && *m == model) {
+            return Ok(b.clone());
+        }
+        let body = body_for(p, c, format, inject_usage)?;
+        if body.as_ptr() != p.raw.as_ptr() {
+            self.0.push((format, model, body.clone()));
+        }
+        Ok(body)
+    }
 }
 
 /// The body for one deployment: the client's own when the format and model match, the model
