@@ -760,3 +760,50 @@ async fn the_failure_ladder_moves_across_formats_and_translates_whatever_answers
     assert!(v.get("type").is_none(), "OpenAI shape: {v}");
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_providers_error_event_mid_stream_reaches_the_client_once_in_its_format() {
+    let s = setup().await;
+    s.anthropic.error_mid_stream(true);
+
+    let resp = s
+        .messages(json!({"model": "an", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&resp);
+    let text = sse_text(resp).await;
+    let errors: Vec<_> = events(&text)
+        .into_iter()
+        .filter(|(n, _)| n.as_deref() == Some("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].1.contains("overloaded_error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    let row = s.gw.usage_row(&id).await;
+    assert_eq!(row["status"], 502);
+    assert!(
+        row["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("Overloaded"),
+        "{row}"
+    );
+
+    let resp = s
+        .chat(
+            json!({"model": "an", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let text = sse_text(resp).await;
+    let errors: Vec<_> = events(&text)
+        .into_iter()
+        .filter(|(_, d)| d.starts_with("{\"error\""))
+        .collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].1.contains("Overloaded"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    s.gw.shutdown().await;
+}

@@ -27,6 +27,7 @@ pub struct AnthropicUpstream {
     received: Arc<Mutex<Vec<(Value, HeaderMap)>>>,
     fail_with: Arc<Mutex<Option<u16>>>,
     cut_stream: Arc<Mutex<bool>>,
+    error_mid_stream: Arc<Mutex<bool>>,
 }
 
 impl AnthropicUpstream {
@@ -73,6 +74,11 @@ impl AnthropicUpstream {
 
     pub fn cut_streams(&self, cut: bool) {
         *self.cut_stream.lock().unwrap() = cut;
+    }
+
+    /// Streams send an `overloaded_error` event after their first delta, then end.
+    pub fn error_mid_stream(&self, on: bool) {
+        *self.error_mid_stream.lock().unwrap() = on;
     }
 }
 
@@ -171,13 +177,19 @@ async fn messages(
             .into_response();
     }
     let mut sse = stream_body(&model, with_tool);
-    if *up.cut_stream.lock().unwrap() {
+    let error_mid_stream = *up.error_mid_stream.lock().unwrap();
+    if *up.cut_stream.lock().unwrap() || error_mid_stream {
         // Keep message_start, the first block's start and ping, one delta; drop the rest.
         let cut = sse
             .match_indices("\n\n")
             .nth(3)
             .map_or(sse.len(), |(i, _)| i + 2);
         sse.truncate(cut);
+    }
+    if error_mid_stream {
+        sse += &event(
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        );
     }
     (
         [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
