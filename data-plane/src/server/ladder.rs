@@ -109,15 +109,15 @@ pub(super) async fn run(
                     .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
                 tokio::time::sleep(backoff.min(remaining)).await;
             }
-            attempts += 1;
-            tries_here += 1;
-            let started = Instant::now();
-            let in_flight = c.health.start();
             let body = match bodies.get(&p, c, inject_usage) {
                 Ok(b) => b,
                 // A request the deployment's format cannot carry is refused before any call.
                 Err(e) => return super::reject(p.surface, rec, e).await,
             };
+            attempts += 1;
+            tries_here += 1;
+            let started = Instant::now();
+            let in_flight = c.health.start();
             let outcome = attempt(app, runtime, c, &p, body, request_id, remaining).await;
             drop(in_flight);
             let latency_us = micros(started.elapsed());
