@@ -1,6 +1,8 @@
-//! Provider adapters: the only code that knows a provider's wire format. Each adapter turns a
-//! (possibly rewritten) request body into an [`UpstreamResponse`] whose body is passed to the
-//! client byte for byte.
+//! Provider adapters: how to call each kind of provider (URI, auth and version headers). Each
+//! adapter sends a body already in the provider's format (the client's own, rewritten, or
+//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the ladder passes it
+//! to the client byte for byte when the client speaks the same format, and translates it back
+//! otherwise.
 
 pub mod anthropic;
 pub mod mock;
