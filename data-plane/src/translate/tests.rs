@@ -438,3 +438,53 @@ fn a_stream_without_its_last_event_has_no_terminal() {
     let (_, t) = run_stream(cut, Surface::AnthropicMessages, Surface::OpenAiChat, false);
     assert!(t.terminal.is_none());
 }
+
+#[test]
+fn openai_chunks_with_null_ids_continue_the_open_tool_call_and_errors_become_error_events() {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "model": "gpt", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let mut sse = chunk(json!({"role": "assistant", "content": "Hi"}), Value::Null);
+    sse += &chunk(
+        json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]}),
+        Value::Null,
+    );
+    sse += &chunk(
+        json!({"tool_calls": [{"index": 0, "id": null, "function": {"arguments": ":1}"}}]}),
+        Value::Null,
+    );
+    sse += "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
+    let (out, t) = run_stream(&sse, Surface::OpenAiChat, Surface::AnthropicMessages, true);
+    assert!(t.terminal.is_none());
+    assert_eq!(t.upstream_error.as_deref(), Some("boom"));
+    let events = datas(&out);
+    let starts = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .count();
+    assert_eq!(starts, 2, "one text block, one tool block: {events:?}");
+    let json: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(json, "{\"a\":1}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["error"]["message"], "boom");
+    assert!(out.last().unwrap().starts_with(b"event: error\n"));
+}
+
+#[test]
+fn openai_client_without_include_usage_gets_no_usage_chunk_from_anthropic() {
+    let (out, t) = run_stream(
+        fixture!("stream_text_tool_use.sse"),
+        Surface::AnthropicMessages,
+        Surface::OpenAiChat,
+        false,
+    );
+    assert!(datas(&out).iter().all(|c| c.get("usage").is_none()));
+    assert!(t.usage.is_some(), "usage is still read for metering");
+}
