@@ -807,3 +807,60 @@ async fn a_providers_error_event_mid_stream_reaches_the_client_once_in_its_forma
     assert!(!text.contains("[DONE]"), "{text}");
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_limited_to_chat_may_not_call_messages_and_vice_versa() {
+    let s = setup().await;
+    let team = s.gw.create("/teams", json!({"name": "families"})).await;
+    let chat_only =
+        s.gw.create(
+            "/keys",
+            json!({"team_id": team["id"], "name": "chat-only", "endpoint_families": ["chat"]}),
+        )
+        .await;
+    let messages_only = s
+        .gw
+        .create("/keys", json!({"team_id": team["id"], "name": "messages-only", "endpoint_families": ["messages"]}))
+        .await;
+    s.gw.wait_for_config().await;
+
+    let resp = s
+        .gw
+        .http
+        .post(format!("{}/messages", s.gw.base_url()))
+        .header("x-api-key", chat_only["key_secret"].as_str().unwrap())
+        .json(&json!({"model": "an", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "permission_error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("messages"),
+        "{v}"
+    );
+
+    let key = messages_only["key_secret"].as_str().unwrap();
+    let resp =
+        s.gw.chat(
+            key,
+            json!({"model": "an", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = s
+        .gw
+        .http
+        .post(format!("{}/messages", s.gw.base_url()))
+        .bearer_auth(key)
+        .json(&json!({"model": "an", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a Bearer key works on /v1/messages too");
+    assert_eq!(s.anthropic.calls(), 1);
+    s.gw.shutdown().await;
+}
