@@ -3,14 +3,18 @@
 //! one usage event per request to a local spool that is shipped to the control plane.
 //!
 //! Layout: `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
-//! surface and errors), `auth/`, `providers/` (one module per wire format), `usage/` (recorder,
-//! spool, shipper).
+//! routes, request preparation, the failure ladder, the SSE pump), `surfaces/` (one module per
+//! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
+//! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
+//! format), `usage/` (recorder, spool, shipper).
 
 pub mod auth;
 pub mod config;
 pub mod providers;
 pub mod routing;
 pub mod server;
+pub mod surfaces;
+pub mod translate;
 pub mod usage;
 
 use std::collections::HashMap;

@@ -228,6 +228,9 @@ pub struct RoutePolicy {
     /// Rank in [`DATA_CLASSES`] of the most sensitive data the group may receive.
     pub max_data_class: usize,
     pub connect_timeout_ms: u32,
+    /// When translating between wire formats, drop a parameter the target cannot carry instead
+    /// of rejecting the request with a 400 naming it.
+    pub drop_unsupported: bool,
 }
 
 impl Default for RoutePolicy {
@@ -244,6 +247,7 @@ impl Default for RoutePolicy {
             lb: LbStrategy::Weighted,
             max_data_class: DATA_CLASSES.len() - 1,
             connect_timeout_ms: 5_000,
+            drop_unsupported: false,
         }
     }
 }
@@ -267,6 +271,7 @@ impl RoutePolicy {
                 .unwrap_or("restricted")
                 .to_owned(),
             connect_timeout_ms: self.connect_timeout_ms,
+            drop_unsupported: self.drop_unsupported,
         }
     }
 
@@ -294,6 +299,7 @@ impl RoutePolicy {
                 data_class_rank(&p.max_data_class)
             },
             connect_timeout_ms: or(p.connect_timeout_ms, d.connect_timeout_ms),
+            drop_unsupported: p.drop_unsupported,
         }
     }
 }
@@ -303,16 +309,24 @@ impl RoutePolicy {
 pub enum ProviderKind {
     OpenAi,
     OpenAiCompatible,
+    /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
+    Anthropic,
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 3] = [Self::OpenAi, Self::OpenAiCompatible, Self::Mock];
+    pub const ALL: [ProviderKind; 4] = [
+        Self::OpenAi,
+        Self::OpenAiCompatible,
+        Self::Anthropic,
+        Self::Mock,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai-compatible",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }

@@ -14,11 +14,12 @@ pub enum ProvidersCommand {
         /// The account's name (unique).
         #[arg(long)]
         name: String,
-        /// `openai`, `openai-compatible` or `mock`.
+        /// `openai`, `openai-compatible`, `anthropic` or `mock`.
         #[arg(long)]
         kind: String,
         /// The API base URL, e.g. `http://127.0.0.1:8000/v1` (required for
-        /// `openai-compatible`; the others have a default).
+        /// `openai-compatible`; the others have a default). For `anthropic` it is the host root,
+        /// e.g. `https://api.anthropic.com`: the gateway calls `{base_url}/v1/messages`.
         #[arg(long)]
         base_url: Option<String>,
         /// The provider API key. Prefer the environment variable, which keeps it out of the

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_api;
+mod anthropic;
 mod bad_input;
 mod cli;
 mod config_distribution;

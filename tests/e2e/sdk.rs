@@ -86,6 +86,22 @@ async fn modelgate_up_serves_the_printed_demo_key_offline_through_the_mock_provi
         .unwrap()
         .contains("ModelGate mock"));
 
+    // The same demo alias answers on the Anthropic surface, in Anthropic's format.
+    let resp = http
+        .post(format!("{}/messages", up.env["MODELGATE_BASE_URL"]))
+        .header("x-api-key", &up.env["MODELGATE_API_KEY"])
+        .json(&json!({"model": "mock-small", "max_tokens": 32, "messages": [{"role": "user", "content": "ping"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let message: Value = resp.json().await.unwrap();
+    assert_eq!(message["type"], "message");
+    assert!(message["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("ModelGate mock"));
+
     let row = crate::support::eventually(
         std::time::Duration::from_secs(15),
         "the demo usage row",
@@ -114,7 +130,7 @@ async fn modelgate_up_serves_the_printed_demo_key_offline_through_the_mock_provi
 }
 
 #[tokio::test]
-async fn official_openai_python_sdk_works_against_the_gateway() {
+async fn official_openai_and_anthropic_python_sdks_work_against_the_gateway() {
     let up = tokio::task::spawn_blocking(modelgate_up).await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh");
     let env = up.env.clone();
@@ -128,6 +144,6 @@ async fn official_openai_python_sdk_works_against_the_gateway() {
     })
     .await
     .unwrap();
-    assert!(status.success(), "the OpenAI SDK suite failed: {status}");
+    assert!(status.success(), "the SDK suite failed: {status}");
     drop(up);
 }

@@ -1,4 +1,5 @@
-"""Shared fixtures for the ModelGate OpenAI Python SDK compatibility suite.
+"""Shared fixtures for the ModelGate SDK compatibility suite (official OpenAI and Anthropic
+Python SDKs).
 
 The suite talks to an already-running gateway described by environment
 variables (see README.md). Missing required variables are a hard failure, not
@@ -7,6 +8,7 @@ a skip: a silently skipped compatibility suite proves nothing.
 
 import os
 
+import anthropic
 import openai
 import pytest
 
@@ -52,6 +54,24 @@ def client(base_url: str, api_key: str) -> openai.OpenAI:
     """
     c = openai.OpenAI(
         base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+    )
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def anthropic_client(base_url: str, api_key: str) -> anthropic.Anthropic:
+    """Official Anthropic client pointed at the gateway: only base URL and key changed.
+
+    The Anthropic SDK appends `/v1/messages` itself, so its base URL is the gateway's root;
+    the gateway key goes in `x-api-key`, as with Anthropic.
+    """
+    root = base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+    c = anthropic.Anthropic(
+        base_url=root,
         api_key=api_key,
         max_retries=0,
         timeout=REQUEST_TIMEOUT_SECONDS,

@@ -141,3 +141,31 @@ def test_malformed_json_body_gets_400_with_openai_error_shape(base_url, api_key)
     assert isinstance(error.get("type"), str) and error["type"], error
     assert "code" in error, error
     assert "param" in error, error
+
+
+def test_tools_return_a_tool_call_with_json_arguments(client, model):
+    import json
+
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What's the weather in Paris?"}],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}},
+                        "required": ["city"],
+                    },
+                },
+            }
+        ],
+        tool_choice="required",
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)

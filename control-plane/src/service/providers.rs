@@ -62,6 +62,7 @@ impl From<provider_account::Model> for Provider {
 pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     match kind {
         ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+        ProviderKind::Anthropic => Some("https://api.anthropic.com"),
         ProviderKind::Mock => Some("mock://builtin"),
         ProviderKind::OpenAiCompatible => None,
     }
@@ -93,10 +94,10 @@ pub async fn create(
             .to_owned(),
     };
     let credential = input.credential.unwrap_or_default();
-    if kind == ProviderKind::OpenAi && credential.is_empty() {
+    if matches!(kind, ProviderKind::OpenAi | ProviderKind::Anthropic) && credential.is_empty() {
         return Err(ServiceError::invalid(
             "credential",
-            "is required for openai",
+            format!("is required for {kind}"),
         ));
     }
     let last4: String = {

@@ -71,6 +71,10 @@ pub struct PolicySpec {
     /// restricted; default restricted = any). Keys of a more sensitive class cannot reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_data_class: Option<String>,
+    /// When a request is translated to another provider's wire format, drop parameters the
+    /// target cannot carry instead of answering 400 naming them (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_unsupported: Option<bool>,
 }
 
 impl PolicySpec {
@@ -99,6 +103,7 @@ impl PolicySpec {
                 modelgate_shared::snapshot::data_class_rank,
             ),
             connect_timeout_ms: self.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
+            drop_unsupported: self.drop_unsupported.unwrap_or(d.drop_unsupported),
         }
     }
 

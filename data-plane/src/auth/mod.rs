@@ -8,13 +8,18 @@ use modelgate_shared::snapshot::ApiKey;
 use crate::config::Runtime;
 use crate::server::error::ProxyError;
 
-/// The presented key: `Authorization: Bearer …` (OpenAI style).
+/// The presented key: `Authorization: Bearer …` (OpenAI style), else `x-api-key` (Anthropic
+/// style). Accepted on every route.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?
+            .trim();
+        return (!token.is_empty()).then_some(token);
+    }
+    let token = headers.get("x-api-key")?.to_str().ok()?.trim();
     (!token.is_empty()).then_some(token)
 }
 

@@ -14,8 +14,7 @@ use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot};
 
-use crate::providers::openai::Endpoint;
-use crate::providers::{Clients, HttpClient};
+use crate::providers::{Clients, Endpoint, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
 
 /// A routing group's deployments, indexed for the routing decision: aligned with

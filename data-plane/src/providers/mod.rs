@@ -1,18 +1,24 @@
-//! Provider adapters: the only code that knows a provider's wire format. Each adapter turns a
-//! (possibly rewritten) request body into an [`UpstreamResponse`] whose body is passed to the
-//! client byte for byte.
+//! Provider adapters: how to call each kind of provider (URI, auth and version headers). Each
+//! adapter sends a body already in the provider's format (the client's own, rewritten, or
+//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the ladder passes it
+//! to the client byte for byte when the client speaks the same format, and translates it back
+//! otherwise.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;
 pub mod sse;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
-use modelgate_shared::pricing::Tokens;
+use http_body_util::{BodyExt, Full};
 use modelgate_shared::snapshot::{ProviderAccount, ProviderKind};
-use serde::Deserialize;
 use thiserror::Error;
+
+use crate::surfaces::Surface;
 
 /// A failure to get a response from upstream at all (as opposed to an upstream error status).
 #[derive(Debug, Error)]
@@ -85,76 +91,106 @@ impl Clients {
     }
 }
 
+/// A provider account's parsed endpoint, built once per snapshot.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    OpenAi(openai::Endpoint),
+    Anthropic(anthropic::Endpoint),
+}
+
+impl Endpoint {
+    /// `None` for the built-in mock and for an account whose base URL is not a valid URI.
+    pub fn for_provider(p: &ProviderAccount) -> Option<Endpoint> {
+        match p.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                openai::Endpoint::for_provider(p).map(Endpoint::OpenAi)
+            }
+            ProviderKind::Anthropic => {
+                anthropic::Endpoint::for_provider(p).map(Endpoint::Anthropic)
+            }
+            ProviderKind::Mock => None,
+        }
+    }
+}
+
 /// One call to a provider.
 pub struct Call<'a> {
     pub provider: &'a ProviderAccount,
     /// Built once per snapshot for HTTP providers; `None` for the built-in mock.
-    pub endpoint: Option<&'a openai::Endpoint>,
+    pub endpoint: Option<&'a Endpoint>,
+    /// The body, already in the provider's format.
     pub body: Bytes,
+    /// The format of `body` (the mock answers in either).
+    pub format: Surface,
     pub stream: bool,
     pub request_id: &'a str,
+    /// The Anthropic client's `anthropic-version` and `anthropic-beta` headers, if any.
+    pub anthropic_version: Option<&'a HeaderValue>,
+    pub anthropic_beta: Option<&'a HeaderValue>,
 }
 
 pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamResponse, UpstreamError> {
-    match call.provider.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => match call.endpoint {
-            Some(endpoint) => openai::send(client, endpoint, call).await,
-            None => Err(UpstreamError::Connect(format!(
-                "provider `{}` has an invalid base URL",
-                call.provider.name
-            ))),
-        },
-        ProviderKind::Mock => Ok(mock::chat_completions(&call.body, call.stream)),
+    match (call.provider.kind, call.endpoint) {
+        (ProviderKind::Mock, _) => Ok(match call.format {
+            Surface::OpenAiChat => mock::chat_completions(&call.body, call.stream),
+            Surface::AnthropicMessages => mock::messages(&call.body, call.stream),
+        }),
+        (_, Some(Endpoint::OpenAi(e))) => openai::send(client, e, call).await,
+        (_, Some(Endpoint::Anthropic(e))) => anthropic::send(client, e, call).await,
+        (_, None) => Err(UpstreamError::Connect(format!(
+            "provider `{}` has an invalid base URL",
+            call.provider.name
+        ))),
     }
 }
 
-#[derive(Deserialize)]
-struct UsagePeek {
-    usage: Option<OpenAiUsage>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
-    completion_tokens_details: Option<CompletionDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct CompletionDetails {
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
-
-/// The `usage` block of an OpenAI-format response or stream chunk, if it has a non-null one.
-/// OpenAI counts `prompt_tokens_details.cached_tokens` inside `prompt_tokens` and
-/// `completion_tokens_details.reasoning_tokens` inside `completion_tokens`, which is the
-/// convention [`Tokens`] keeps.
-pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
-    let peek: UsagePeek = serde_json::from_slice(json).ok()?;
-    peek.usage.map(|u| Tokens {
-        input: u.prompt_tokens,
-        output: u.completion_tokens,
-        cached_input: u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0),
-        reasoning: u
-            .completion_tokens_details
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0),
-        ..Tokens::default()
+/// Sends a prepared request (URI, auth and format headers set) and reads the answer: a stream
+/// for a successful streamed call, the whole body otherwise.
+pub(crate) async fn execute(
+    client: &HttpClient,
+    mut req: http::request::Builder,
+    call: Call<'_>,
+) -> Result<UpstreamResponse, UpstreamError> {
+    if let Ok(id) = HeaderValue::from_str(call.request_id) {
+        req = req.header("x-request-id", id);
+    }
+    let req = req
+        .body(Full::new(call.body))
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let resp = client.request(req).await.map_err(|e| {
+        if e.is_connect() {
+            UpstreamError::Connect(e.to_string())
+        } else {
+            UpstreamError::Read(e.to_string())
+        }
+    })?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+    let retry_after_secs = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = resp.into_body();
+    let body = if call.stream && status.is_success() {
+        Body::Stream(
+            body.into_data_stream()
+                .map_err(|e| UpstreamError::Read(e.to_string()))
+                .boxed(),
+        )
+    } else {
+        Body::Full(
+            body.collect()
+                .await
+                .map_err(|e| UpstreamError::Read(e.to_string()))?
+                .to_bytes(),
+        )
+    };
+    Ok(UpstreamResponse {
+        status,
+        content_type,
+        retry_after_secs,
+        body,
     })
 }
 
@@ -163,6 +199,3 @@ pub fn openai_usage(json: &[u8]) -> Option<Tokens> {
 pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,14 +1,13 @@
-//! OpenAI and OpenAI-compatible providers: the request body is already in their format.
+//! OpenAI and OpenAI-compatible providers: `POST {base_url}/chat/completions` with
+//! `Authorization: Bearer`.
 //!
 //! Endpoints (URI and `Authorization` header) are built once per snapshot, not per request.
 
-use futures_util::{StreamExt, TryStreamExt};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderValue, Request, Uri};
 use modelgate_shared::snapshot::ProviderAccount;
 
-use super::{Body, Call, HttpClient, UpstreamError, UpstreamResponse};
+use super::{execute, Call, HttpClient, UpstreamError, UpstreamResponse};
 
 /// Where and how to call one provider account's chat completions.
 #[derive(Debug, Clone)]
@@ -45,45 +44,5 @@ pub async fn send(
     if let Some(auth) = &endpoint.authorization {
         req = req.header(AUTHORIZATION, auth.clone());
     }
-    if let Ok(id) = HeaderValue::from_str(call.request_id) {
-        req = req.header("x-request-id", id);
-    }
-    let req = req
-        .body(Full::new(call.body))
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|e| {
-        if e.is_connect() {
-            UpstreamError::Connect(e.to_string())
-        } else {
-            UpstreamError::Read(e.to_string())
-        }
-    })?;
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-    let retry_after_secs = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = resp.into_body();
-    let body = if call.stream && status.is_success() {
-        Body::Stream(
-            body.into_data_stream()
-                .map_err(|e| UpstreamError::Read(e.to_string()))
-                .boxed(),
-        )
-    } else {
-        Body::Full(
-            body.collect()
-                .await
-                .map_err(|e| UpstreamError::Read(e.to_string()))?
-                .to_bytes(),
-        )
-    };
-    Ok(UpstreamResponse {
-        status,
-        content_type,
-        retry_after_secs,
-        body,
-    })
+    execute(client, req, call).await
 }

@@ -1,9 +1,10 @@
-//! Proxy errors, rendered in the caller's wire format (OpenAI-style on `/v1/*`).
+//! Proxy errors: typed classification (status, error class, OpenAI-style kind and code). Each
+//! client surface renders them in its own format (see `crate::surfaces`).
+
+use std::borrow::Cow;
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use modelgate_shared::usage::ErrorClass;
-use serde_json::json;
 
 /// A request the gateway answers itself, without (or after failing to reach) upstream.
 #[derive(Debug)]
@@ -14,7 +15,7 @@ pub struct ProxyError {
     pub kind: &'static str,
     /// OpenAI `error.code`.
     pub code: &'static str,
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     pub message: String,
 }
 
@@ -42,7 +43,7 @@ impl ProxyError {
             ErrorClass::Auth,
             "invalid_request_error",
             "missing_api_key",
-            "You didn't provide an API key. Send it as `Authorization: Bearer <gateway key>`.",
+            "You didn't provide an API key. Send it as `Authorization: Bearer <gateway key>` or `x-api-key: <gateway key>`.",
         )
     }
     pub fn invalid_key() -> Self {
@@ -98,7 +99,7 @@ impl ProxyError {
             "model_not_allowed",
             format!("This API key is not allowed to use the model `{model}`."),
         );
-        e.param = Some("model");
+        e.param = Some(Cow::Borrowed("model"));
         e
     }
     pub fn model_not_found(model: &str) -> Self {
@@ -109,7 +110,7 @@ impl ProxyError {
             "model_not_found",
             format!("The model `{model}` does not exist or you do not have access to it."),
         );
-        e.param = Some("model");
+        e.param = Some(Cow::Borrowed("model"));
         e
     }
     pub fn invalid_json(detail: &str) -> Self {
@@ -129,7 +130,25 @@ impl ProxyError {
             "invalid_value",
             message,
         );
-        e.param = Some(param);
+        e.param = Some(Cow::Borrowed(param));
+        e
+    }
+    pub fn invalid_param_owned(param: String, message: impl Into<String>) -> Self {
+        let mut e = Self::invalid_param("body", message);
+        e.param = Some(Cow::Owned(param));
+        e
+    }
+    /// A parameter the target provider's wire format cannot carry (and the route's policy does
+    /// not allow dropping).
+    pub fn unsupported_param(param: String, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "unsupported_parameter",
+            message,
+        );
+        e.param = Some(Cow::Owned(param));
         e
     }
     pub fn body_too_large(limit: usize) -> Self {
@@ -217,15 +236,5 @@ impl ProxyError {
                 message,
             )
         }
-    }
-
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "code": self.code, "param": self.param}})
-    }
-}
-
-impl IntoResponse for ProxyError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
     }
 }

@@ -8,6 +8,11 @@
 //! | 408, 5xx, connect error, timeout, read error  | count against health; retry the same deployment up to `max_retries` with jittered backoff, then the next |
 //! | next deployment: rest of the tier, later tiers, then approved backup groups (if the class allows) | every retry and every move takes from the node's retry budget |
 //! | nothing left, or the budget or the total timeout is spent | fail closed: 429 if every attempt was rate-limited, 504 if the last timed out, else 502 — listing what was tried |
+//!
+//! Each attempt speaks the deployment's wire format: the client's body is forwarded as is (or
+//! with the model renamed) when the formats match, and translated (`crate::translate`) when they
+//! differ; the answer — JSON, error body or stream, event by event — is translated back to the
+//! client's format and marked with `x-modelgate-translated`.
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +20,20 @@ use axum::body::Body;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use modelgate_shared::pricing::Tokens;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ProxyError;
-use super::{charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER};
+use super::{
+    charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER,
+    TRANSLATED_HEADER,
+};
 use crate::config::Runtime;
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::plan::{self, Candidate};
+use crate::surfaces::Surface;
+use crate::translate::{self, stream::StreamTranslator, Usage};
 use crate::usage::{now_ms, Recorder};
 
 fn now_us() -> i64 {
@@ -73,7 +82,7 @@ pub(super) async fn run(
             .map(|s| format!("{} ({})", s.deployment_id, s.reason))
             .collect();
         let e = ProxyError::no_deployment(&p.alias, &skipped.join(", "));
-        return super::reject(rec, e).await;
+        return super::reject(p.surface, rec, e).await;
     }
     app.retry_budget.record_request();
     let policy = p.group.policy;
@@ -82,8 +91,9 @@ pub(super) async fn run(
     let mut tried: Vec<String> = Vec::new();
     let mut all_rate_limited = true;
     let mut last_timed_out = false;
-    let mut last_rate_limited: Option<UpstreamResponse> = None;
+    let mut last_rate_limited: Option<(Surface, UpstreamResponse)> = None;
     let mut attempts = 0u32;
+    let mut bodies = Bodies::default();
 
     let mut at_limit: Vec<String> = Vec::new();
     'candidates: for c in &plan.candidates {
@@ -113,10 +123,15 @@ pub(super) async fn run(
                     .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
                 tokio::time::sleep(backoff.min(remaining)).await;
             }
+            let body = match bodies.get(&p, c, inject_usage) {
+                Ok(b) => b,
+                // A request the deployment's format cannot carry is refused before any call.
+                Err(e) => return super::reject(p.surface, rec, e).await,
+            };
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
-            let outcome = attempt(runtime, c, &p, inject_usage, request_id, remaining).await;
+            let outcome = attempt(runtime, c, &p, body, request_id, remaining).await;
             drop(in_flight);
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
@@ -148,7 +163,7 @@ pub(super) async fn run(
                     c.health
                         .record_rate_limited(now_ms() + i64::try_from(secs * 1000).unwrap_or(0));
                     tried.push(format!("{}: 429", c.deployment_id));
-                    last_rate_limited = Some(response);
+                    last_rate_limited = Some((p.surface.upstream_for(c.provider.kind), response));
                     last_timed_out = false;
                     continue 'candidates;
                 }
@@ -166,7 +181,7 @@ pub(super) async fn run(
                         continue 'candidates;
                     }
                 }
-                Err(e) => return super::reject(rec, e).await,
+                Err(e) => return super::reject(p.surface, rec, e).await,
             }
         }
     }
@@ -175,13 +190,13 @@ pub(super) async fn run(
     if attempts == 0 && !at_limit.is_empty() {
         // Every deployment was at its own limit: nothing was tried upstream.
         let e = ProxyError::no_deployment(&p.alias, &at_limit.join(", "));
-        return super::reject(rec, e).await;
+        return super::reject(p.surface, rec, e).await;
     }
     tried.extend(at_limit);
     if all_rate_limited {
-        if let Some(resp) = last_rate_limited {
+        if let Some((from, resp)) = last_rate_limited {
             // Every attempt was told to back off: pass the provider's answer through.
-            return answer_failed(rec, &p, resp, attempts, request_id).await;
+            return answer_failed(rec, &p, from, resp, attempts, request_id).await;
         }
     }
     let message = format!(
@@ -189,7 +204,12 @@ pub(super) async fn run(
         p.alias,
         tried.join("; ")
     );
-    super::reject(rec, ProxyError::upstream(message, last_timed_out)).await
+    super::reject(
+        p.surface,
+        rec,
+        ProxyError::upstream(message, last_timed_out),
+    )
+    .await
 }
 
 /// One call to one deployment, classified.
@@ -197,20 +217,11 @@ async fn attempt(
     runtime: &Runtime,
     c: &Candidate<'_>,
     p: &Prepared<'_>,
-    inject_usage: bool,
+    body: Bytes,
     request_id: &str,
     remaining: Duration,
 ) -> Result<Outcome, ProxyError> {
-    let model_differs = c.deployment.model != p.alias;
-    let body = if model_differs || inject_usage {
-        rewrite(
-            &p.raw,
-            model_differs.then_some(c.deployment.model.as_str()),
-            inject_usage,
-        )?
-    } else {
-        p.raw.clone()
-    };
+    let format = p.surface.upstream_for(c.provider.kind);
     // A stream's attempt ends at its first byte (headers); a JSON answer's at its last byte.
     let policy = &c.group.policy;
     let limit = if p.stream {
@@ -225,8 +236,11 @@ async fn attempt(
             provider: c.provider,
             endpoint: runtime.endpoints.get(&c.provider.id),
             body,
+            format,
             stream: p.stream,
             request_id,
+            anthropic_version: p.anthropic_version.as_ref(),
+            anthropic_beta: p.anthropic_beta.as_ref(),
         },
     );
     let result = match tokio::time::timeout(limit, call).await {
@@ -263,12 +277,108 @@ async fn attempt(
     })
 }
 
+/// Request bodies already rewritten or translated for this request, by (format, provider
+/// model), so retries and moves to a deployment of the same format and model reuse them. The
+/// client's own body is never stored (it is a cheap clone), so a pass-through allocates nothing.
+#[derive(Default)]
+struct Bodies<'r>(Vec<(Surface, &'r str, Bytes)>);
+
+impl<'r> Bodies<'r> {
+    fn get(
+        &mut self,
+        p: &Prepared<'_>,
+        c: &Candidate<'r>,
+        inject_usage: bool,
+    ) -> Result<Bytes, ProxyError> {
+        let format = p.surface.upstream_for(c.provider.kind);
+        let model = c.deployment.model.as_str();
+        if let Some((_, _, b)) = self.0.iter().find(|(f, m, _)| *f == format && *m == model) {
+            return Ok(b.clone());
+        }
+        let body = body_for(p, c, format, inject_usage)?;
+        if body.as_ptr() != p.raw.as_ptr() {
+            self.0.push((format, model, body.clone()));
+        }
+        Ok(body)
+    }
+}
+
+/// The body for one deployment: the client's own when the format and model match, the model
+/// renamed (and, for an OpenAI stream, usage requested) when only that differs, else translated.
+fn body_for(
+    p: &Prepared<'_>,
+    c: &Candidate<'_>,
+    format: Surface,
+    inject_usage: bool,
+) -> Result<Bytes, ProxyError> {
+    let model = c.deployment.model.as_str();
+    let drop = c.group.policy.drop_unsupported;
+    let translated = match (p.surface, format) {
+        (Surface::OpenAiChat, Surface::AnthropicMessages) => {
+            translate::request::openai_to_anthropic(&p.raw, model, drop)?
+        }
+        (Surface::AnthropicMessages, Surface::OpenAiChat) => {
+            translate::request::anthropic_to_openai(&p.raw, model, drop)?
+        }
+        (Surface::OpenAiChat, Surface::OpenAiChat)
+        | (Surface::AnthropicMessages, Surface::AnthropicMessages) => {
+            let model_differs = model != p.alias;
+            let inject = inject_usage && format == Surface::OpenAiChat;
+            return if model_differs || inject {
+                rewrite(&p.raw, model_differs.then_some(model), inject)
+            } else {
+                Ok(p.raw.clone())
+            };
+        }
+    };
+    serde_json::to_vec(&translated)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::invalid_json(&e.to_string()))
+}
+
+fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
+    match (from, to) {
+        (Surface::OpenAiChat, Surface::AnthropicMessages) => {
+            Some(HeaderValue::from_static("openai-chat->anthropic-messages"))
+        }
+        (Surface::AnthropicMessages, Surface::OpenAiChat) => {
+            Some(HeaderValue::from_static("anthropic-messages->openai-chat"))
+        }
+        _ => None,
+    }
+}
+
 fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "group={}; deployment={}/{}; attempts={attempts}",
         p.group.alias, c.provider.name, c.deployment.model
     ))
     .ok()
+}
+
+/// A whole answer (or error body) from the provider's format to the client's, with its status.
+/// A successful answer that cannot be read becomes a 502 in the client's format.
+fn translate_full(
+    from: Surface,
+    to: Surface,
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> (http::StatusCode, Bytes) {
+    use translate::response as r;
+    let v = match (status.is_success(), from, to) {
+        (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
+        (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
+        (false, _, Surface::OpenAiChat) => Some(r::error_to_openai(status, bytes)),
+        (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
+        (true, _, _) => None,
+    };
+    match v {
+        Some(v) => (status, Bytes::from(v.to_string())),
+        None => {
+            let e = ProxyError::upstream("the provider's answer could not be translated", false);
+            (e.status, Bytes::from(to.error_body(&e).to_string()))
+        }
+    }
 }
 
 /// The deployment answered (success or a client error): meter it and hand it back.
@@ -293,24 +403,36 @@ async fn answer(
         }
     }
     let prompt_len = p.raw.len();
+    let format = p.surface.upstream_for(c.provider.kind);
+    let translated = translated_header(format, p.surface);
     let UpstreamResponse {
         status,
-        content_type,
+        mut content_type,
         body,
         ..
     } = upstream;
     let mut resp = match body {
         providers::Body::Full(bytes) => {
             rec.event().status = status.as_u16();
+            let usage = match format {
+                Surface::OpenAiChat => translate::response::openai_usage(&bytes),
+                Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
+            };
+            let (status, bytes) = if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                translate_full(format, p.surface, status, &bytes)
+            } else {
+                (status, bytes)
+            };
             if status.is_success() {
-                match providers::openai_usage(&bytes) {
-                    Some(t) => charge(&mut rec, t, false, c.price),
+                match usage {
+                    Some(u) => charge(&mut rec, u, false, c.price),
                     None => charge(
                         &mut rec,
-                        Tokens {
+                        Usage {
                             input: providers::estimate_tokens(prompt_len),
                             output: providers::estimate_tokens(bytes.len()),
-                            ..Tokens::default()
+                            ..Usage::default()
                         },
                         true,
                         c.price,
@@ -331,14 +453,12 @@ async fn answer(
             rec.event().status = status.as_u16();
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
+            if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("text/event-stream"));
+            }
+            let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
             app.tasks.spawn(pump(
-                upstream,
-                tx,
-                rec,
-                p.client_wants_usage,
-                c.price,
-                prompt_len,
-                idle,
+                upstream, tx, rec, p.surface, translator, c.price, prompt_len, idle,
             ));
             let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
             *r.status_mut() = status;
@@ -356,6 +476,9 @@ async fn answer(
     if let Some(v) = route_header(p, c, attempts) {
         h.insert(ROUTE_HEADER.clone(), v);
     }
+    if let Some(v) = translated {
+        h.insert(TRANSLATED_HEADER.clone(), v);
+    }
     if c.backup {
         if let Ok(v) = HeaderValue::from_str(&c.group.alias) {
             h.insert(FALLBACK_HEADER.clone(), v);
@@ -369,11 +492,13 @@ async fn answer(
 async fn answer_failed(
     mut rec: Recorder,
     p: &Prepared<'_>,
+    from: Surface,
     upstream: UpstreamResponse,
     attempts: u32,
     request_id: &str,
 ) -> Response {
     let status = upstream.status;
+    let mut content_type = upstream.content_type;
     let bytes = match upstream.body {
         providers::Body::Full(b) => b,
         providers::Body::Stream(_) => Bytes::new(),
@@ -383,9 +508,16 @@ async fn answer_failed(
     if let Err(err) = rec.finish().await {
         tracing::error!(error = %err, "usage event not written");
     }
+    // The body is in the last deployment's format; the client gets its own.
+    let bytes = if from != p.surface {
+        content_type = Some(HeaderValue::from_static("application/json"));
+        translate_full(from, p.surface, status, &bytes).1
+    } else {
+        bytes
+    };
     let mut resp = (status, bytes).into_response();
     let h = resp.headers_mut();
-    if let Some(ct) = upstream.content_type {
+    if let Some(ct) = content_type {
         h.insert(http::header::CONTENT_TYPE, ct);
     }
     if let Some(secs) = upstream.retry_after_secs {

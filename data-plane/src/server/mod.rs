@@ -1,10 +1,11 @@
-//! The HTTP surface: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`.
+//! The HTTP server: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
+//! `GET /v1/models`. What differs per client format (peeking a request, rendering an error) lives
+//! in `crate::surfaces`; translation between formats in `crate::translate`.
 //! Every request, accepted or rejected, leaves exactly one usage event (see `usage::Recorder`).
 
 pub mod error;
 mod ladder;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,10 +17,9 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use modelgate_shared::pricing::{cost_micros, Price, Tokens};
+use modelgate_shared::pricing::{cost_micros, Price};
 use modelgate_shared::snapshot::RoutingGroup;
 use modelgate_shared::usage::ErrorClass;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::auth;
@@ -28,6 +28,9 @@ use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
+use crate::surfaces::{self, Surface};
+use crate::translate::stream::StreamTranslator;
+use crate::translate::Usage;
 use crate::usage::spool::Spool;
 use crate::usage::{Origin, Recorder};
 use error::ProxyError;
@@ -47,6 +50,7 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -54,12 +58,11 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Longest accepted model name: usage events carry it, so it is bounded.
-const MAX_MODEL_LEN: usize = 256;
-
 static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
+/// Set when the request was translated to another wire format: `openai-chat->anthropic-messages`.
+static TRANSLATED_HEADER: HeaderName = HeaderName::from_static("x-modelgate-translated");
 const TRAFFIC_CLASS_HEADER: &str = "x-modelgate-traffic-class";
 
 fn with_request_id(mut resp: Response, request_id: &str) -> Response {
@@ -69,14 +72,15 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
     resp
 }
 
-/// Answers a request the gateway refuses, after writing its usage event.
-async fn reject(mut rec: Recorder, e: ProxyError) -> Response {
+/// Answers a request the gateway refuses, in the caller's format, after writing its usage
+/// event.
+async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
     let request_id = rec.event().request_id.clone();
     rec.fail(e.status.as_u16(), e.class, &e.message);
     if let Err(err) = rec.finish().await {
         tracing::error!(error = %err, "usage event not written");
     }
-    with_request_id(e.into_response(), &request_id)
+    with_request_id(surface.error_response(&e), &request_id)
 }
 
 /// Copies who is calling into the usage event.
@@ -199,23 +203,33 @@ async fn metrics(State(app): State<App>) -> Response {
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let rec = Recorder::start(app.spool.clone(), &app.origin, "unknown", &request_id);
-    reject(rec, ProxyError::not_found_route(req.uri().path())).await
+    reject(
+        Surface::OpenAiChat,
+        rec,
+        ProxyError::not_found_route(req.uri().path()),
+    )
+    .await
 }
 
 async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(app.spool.clone(), &app.origin, "models", &request_id);
     if rec.refused() {
-        return reject(rec, ProxyError::metering_unavailable()).await;
+        return reject(Surface::OpenAiChat, rec, ProxyError::metering_unavailable()).await;
     }
     let runtime = app.runtime.load_full();
     let key = match auth::authenticate(&runtime, &headers, unix_now()) {
         Ok(k) => k,
-        Err(e) => return reject(rec, e).await,
+        Err(e) => return reject(Surface::OpenAiChat, rec, e).await,
     };
     describe_key(&mut rec, key);
     if !key.may_call("models") {
-        return reject(rec, ProxyError::endpoint_not_allowed("models")).await;
+        return reject(
+            Surface::OpenAiChat,
+            rec,
+            ProxyError::endpoint_not_allowed("models"),
+        )
+        .await;
     }
     rec.event().status = 200;
     let mut aliases: Vec<&str> = runtime
@@ -236,25 +250,10 @@ async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
     with_request_id(axum::Json(body).into_response(), &request_id)
 }
 
-#[derive(Deserialize)]
-struct ChatPeek<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptionsPeek>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptionsPeek {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
-/// A request that passed every check, ready to forward.
 /// A request that passed every gateway check, ready for the failure ladder.
 pub(crate) struct Prepared<'r> {
+    /// The format the client speaks (requests in, answers and errors out).
+    pub surface: Surface,
     pub group: &'r RoutingGroup,
     /// The client's body, as received.
     pub raw: Bytes,
@@ -264,6 +263,9 @@ pub(crate) struct Prepared<'r> {
     pub class: TrafficClass,
     /// Rank of the key's data class.
     pub data_class: usize,
+    /// An Anthropic client's `anthropic-version` and `anthropic-beta`, forwarded to Anthropic.
+    pub anthropic_version: Option<HeaderValue>,
+    pub anthropic_beta: Option<HeaderValue>,
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
@@ -312,6 +314,7 @@ pub(crate) fn rewrite(
 async fn prepare<'r>(
     app: &App,
     runtime: &'r Runtime,
+    surface: Surface,
     headers: &HeaderMap,
     body: Body,
     rec: &mut Recorder,
@@ -324,29 +327,15 @@ async fn prepare<'r>(
     }
     let key = auth::authenticate(runtime, headers, unix_now())?;
     describe_key(rec, key);
-    if !key.may_call("chat") {
-        return Err(ProxyError::endpoint_not_allowed("chat"));
+    if !key.may_call(surface.family()) {
+        return Err(ProxyError::endpoint_not_allowed(surface.family()));
     }
     let raw = read_body(body, app.max_body_bytes).await?;
-    let peek: ChatPeek<'_> = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ProxyError::invalid_param("body", e.to_string()),
-        _ => ProxyError::invalid_json(&e.to_string()),
-    })?;
-    let alias = match peek.model.as_deref() {
-        Some(m) if !m.is_empty() => m,
-        _ => {
-            return Err(ProxyError::invalid_param(
-                "model",
-                "you must provide a model parameter",
-            ))
-        }
+    let peek = match surface {
+        Surface::OpenAiChat => surfaces::openai_chat::peek(&raw)?,
+        Surface::AnthropicMessages => surfaces::anthropic_messages::peek(&raw)?,
     };
-    if alias.len() > MAX_MODEL_LEN || alias.contains('\0') {
-        return Err(ProxyError::invalid_param(
-            "model",
-            format!("must be text of at most {MAX_MODEL_LEN} bytes"),
-        ));
-    }
+    let alias = peek.model.as_str();
     rec.event().requested_model = alias.to_owned();
     if !key.may_use(alias) {
         return Err(ProxyError::model_not_allowed(alias));
@@ -376,78 +365,90 @@ async fn prepare<'r>(
     if data_class > group.policy.max_data_class {
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
     }
-    let stream = peek.stream == Some(true);
-    let client_wants_usage =
-        peek.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true);
-    let alias = alias.to_owned();
+    let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
     e.traffic_class = class.as_str().to_owned();
+    let (anthropic_version, anthropic_beta) = match surface {
+        Surface::AnthropicMessages => (
+            headers.get(&providers::anthropic::VERSION).cloned(),
+            headers.get(&providers::anthropic::BETA).cloned(),
+        ),
+        Surface::OpenAiChat => (None, None),
+    };
     Ok(Prepared {
+        surface,
         group,
         raw,
-        alias,
+        alias: peek.model,
         stream,
-        client_wants_usage,
+        client_wants_usage: peek.client_wants_usage,
         class,
         data_class,
+        anthropic_version,
+        anthropic_beta,
     })
 }
 
-pub(crate) fn charge(rec: &mut Recorder, tokens: Tokens, estimated: bool, price: Option<Price>) {
+/// Meters a request: tokens by type, and their cost at the deployment's catalog price (cached
+/// input and reasoning at their own rates where the catalog has them).
+pub(crate) fn charge(rec: &mut Recorder, usage: Usage, estimated: bool, price: Option<Price>) {
     let e = rec.event();
-    e.input_tokens = tokens.input;
-    e.output_tokens = tokens.output;
-    e.cached_input_tokens = tokens.cached_input;
-    e.reasoning_tokens = tokens.reasoning;
-    e.images = tokens.images;
-    e.media_ms = tokens.media_ms;
+    e.input_tokens = usage.input;
+    e.output_tokens = usage.output;
+    e.cached_input_tokens = usage.cached_input;
+    e.reasoning_tokens = usage.reasoning;
+    e.images = usage.images;
+    e.media_ms = usage.media_ms;
     e.estimated = estimated;
     if let Some(p) = price {
-        e.cost_micros = cost_micros(tokens, &p);
+        e.cost_micros = cost_micros(usage, &p);
     }
 }
 
 async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiChat, headers, body).await
+}
+
+async fn messages(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::AnthropicMessages, headers, body).await
+}
+
+async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(
         app.spool.clone(),
         &app.origin,
-        "chat.completions",
+        surface.endpoint(),
         &request_id,
     );
     let runtime = app.runtime.load_full();
-    let p = match prepare(&app, &runtime, &headers, body, &mut rec).await {
+    let p = match prepare(&app, &runtime, surface, &headers, body, &mut rec).await {
         Ok(p) => p,
-        Err(e) => return reject(rec, e).await,
+        Err(e) => return reject(surface, rec, e).await,
     };
     ladder::run(&app, &runtime, rec, p, &request_id).await
 }
 
-#[derive(Deserialize)]
-struct ChunkPeek {
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
-}
-
-/// Forwards an upstream SSE stream event by event, reading usage from it, dropping the
-/// usage-only chunk the client did not ask for, and holding back `[DONE]` until the usage event
-/// is written. Ends the client stream with an error event if upstream breaks off.
+/// Forwards an upstream SSE stream event by event through `translator` (pass-through or
+/// translation to the client's format), reading usage from it, and holding back the stream's
+/// last event until the usage event is written. Ends the client stream with an error event in
+/// the client's format if upstream breaks off.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pump(
     mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     mut rec: Recorder,
-    client_wants_usage: bool,
+    client: Surface,
+    mut translator: StreamTranslator,
     price: Option<Price>,
     prompt_len: usize,
     idle_timeout: std::time::Duration,
 ) {
     let mut splitter = sse::SseSplitter::default();
-    let mut usage: Option<Tokens> = None;
-    let mut content_bytes = 0usize;
-    let mut done_event: Option<Bytes> = None;
     let mut failure: Option<String> = None;
     let mut client_gone = false;
+    let mut out: Vec<Bytes> = Vec::with_capacity(4);
     'outer: loop {
         let next = tokio::select! {
             n = tokio::time::timeout(idle_timeout, upstream.next()) => match n {
@@ -473,28 +474,12 @@ pub(crate) async fn pump(
             }
         };
         for event in events {
-            let Some(data) = sse::data_of(&event) else {
-                continue;
-            };
-            if data.as_slice() == b"[DONE]" {
-                done_event = Some(event);
-                continue;
-            }
-            content_bytes += data.len();
-            let mut forward = true;
-            if memchr::memmem::find(&data, b"\"usage\"").is_some() {
-                if let Some(t) = providers::openai_usage(&data) {
-                    usage = Some(t);
-                    let usage_only = serde_json::from_slice::<ChunkPeek>(&data)
-                        .ok()
-                        .and_then(|c| c.choices)
-                        .is_some_and(|c| c.is_empty());
-                    forward = client_wants_usage || !usage_only;
+            translator.event(event, &mut out);
+            for e in out.drain(..) {
+                if tx.send(Ok(e)).await.is_err() {
+                    client_gone = true;
+                    break 'outer;
                 }
-            }
-            if forward && tx.send(Ok(event)).await.is_err() {
-                client_gone = true;
-                break 'outer;
             }
         }
         if ended {
@@ -502,15 +487,20 @@ pub(crate) async fn pump(
         }
     }
     drop(upstream);
-    if failure.is_none() && !client_gone && done_event.is_none() {
-        failure = Some("the provider's stream ended before [DONE]".into());
+    // An error event the provider sent was already forwarded (in the client's format).
+    let reported = translator.upstream_error.is_some();
+    if failure.is_none() && !client_gone && translator.terminal.is_none() {
+        failure = Some(match translator.upstream_error.take() {
+            Some(e) => format!("the provider reported an error in the stream: {e}"),
+            None => "the provider's stream ended before its last event".into(),
+        });
     }
-    let tokens = usage.unwrap_or(Tokens {
+    let usage = translator.usage.unwrap_or(Usage {
         input: providers::estimate_tokens(prompt_len),
-        output: providers::estimate_tokens(content_bytes),
-        ..Tokens::default()
+        output: providers::estimate_tokens(translator.content_bytes),
+        ..Usage::default()
     });
-    charge(&mut rec, tokens, usage.is_none(), price);
+    charge(&mut rec, usage, translator.usage.is_none(), price);
     if client_gone {
         rec.fail(
             499,
@@ -526,12 +516,11 @@ pub(crate) async fn pump(
     if client_gone {
         return;
     }
-    let last = match failure {
-        Some(f) => {
-            let e = ProxyError::upstream(f, false);
-            Bytes::from(format!("data: {}\n\n", e.body()))
-        }
-        None => done_event.unwrap_or_else(|| Bytes::from_static(b"data: [DONE]\n\n")),
+    let last = match (failure, translator.terminal.take()) {
+        (None, Some(done)) => done,
+        (Some(_), None) if reported => return,
+        (Some(f), _) => client.error_event(&ProxyError::upstream(f, false)),
+        (None, None) => return,
     };
     let _ = tx.send(Ok(last)).await;
 }

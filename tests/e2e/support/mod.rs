@@ -2,6 +2,7 @@
 //! `MODELGATE_TEST_DATABASE_URL` is set, a temporary SQLite file otherwise), an in-process
 //! control plane and data plane on port 0, and a small admin client.
 
+pub mod anthropic_upstream;
 pub mod load;
 pub mod tcp_proxy;
 pub mod upstream;

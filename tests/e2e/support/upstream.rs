@@ -95,6 +95,24 @@ fn usage(details: Option<(u64, u64)>) -> Value {
     u
 }
 
+/// Arguments of the tool call the mock makes when a request has tools.
+pub const TOOL_ARGUMENTS: &str = r#"{"city":"Paris","unit":"celsius"}"#;
+
+/// The exact JSON body of a non-streamed answer to a request with tools: a `get_weather` call.
+pub fn tool_call_body(model: &str) -> String {
+    json!({
+        "id": "chatcmpl-upstream-3",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_mock_1", "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS}}]},
+            "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+    })
+    .to_string()
+}
+
 /// The exact JSON body the mock answers a non-streamed request with.
 pub fn completion_body(model: &str) -> String {
     completion_body_with(model, None)
@@ -151,10 +169,16 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
         )
             .into_response();
     }
+    let with_tool = request["tools"].is_array();
     if request["stream"] != Value::Bool(true) {
+        let body = if with_tool {
+            tool_call_body(&model)
+        } else {
+            completion_body_with(&model, details)
+        };
         return (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            completion_body_with(&model, details),
+            body,
         )
             .into_response();
     }
@@ -167,10 +191,25 @@ async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Respon
     };
     let mut sse = String::new();
     sse += &chunk(json!({"role": "assistant", "content": ""}), Value::Null);
-    for word in REPLY.split_inclusive(' ') {
-        sse += &chunk(json!({"content": word}), Value::Null);
+    if with_tool {
+        sse += &chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_mock_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            Value::Null,
+        );
+        let (a, b) = TOOL_ARGUMENTS.split_at(10);
+        for part in [a, b] {
+            sse += &chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                Value::Null,
+            );
+        }
+        sse += &chunk(json!({}), json!("tool_calls"));
+    } else {
+        for word in REPLY.split_inclusive(' ') {
+            sse += &chunk(json!({"content": word}), Value::Null);
+        }
+        sse += &chunk(json!({}), json!("stop"));
     }
-    sse += &chunk(json!({}), json!("stop"));
     if request["stream_options"]["include_usage"] == Value::Bool(true) {
         sse += &format!(
             "data: {}\n\n",

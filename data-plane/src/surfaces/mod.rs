@@ -1,0 +1,126 @@
+//! Client-facing surfaces: one module per wire format a client may speak to the gateway.
+//! Each knows how to peek its request (model, stream, usage wishes) without building a JSON
+//! tree, and how to render a [`ProxyError`] in its own error format. The classification of an
+//! error (status, [`ErrorClass`](modelgate_shared::usage::ErrorClass)) is the same everywhere;
+//! only the rendering differs.
+//!
+//! | surface            | route                      | error body                                   |
+//! |--------------------|----------------------------|----------------------------------------------|
+//! | `openai_chat`      | `POST /v1/chat/completions`| `{"error":{"message","type","param","code"}}`|
+//! | `anthropic_messages` | `POST /v1/messages`      | `{"type":"error","error":{"type","message"}}`|
+
+pub mod anthropic_messages;
+pub mod openai_chat;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use modelgate_shared::snapshot::ProviderKind;
+
+use crate::server::error::ProxyError;
+
+/// A wire format, as spoken by a client or by a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    OpenAiChat,
+    AnthropicMessages,
+}
+
+impl Surface {
+    /// Name used in the `x-modelgate-translated` header (`from->to`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::OpenAiChat => "openai-chat",
+            Surface::AnthropicMessages => "anthropic-messages",
+        }
+    }
+
+    /// The usage event's `endpoint` and the key's endpoint family.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Surface::OpenAiChat => "chat.completions",
+            Surface::AnthropicMessages => "messages",
+        }
+    }
+
+    pub fn family(self) -> &'static str {
+        match self {
+            Surface::OpenAiChat => "chat",
+            Surface::AnthropicMessages => "messages",
+        }
+    }
+
+    /// The format a deployment of `kind` is called in, for a client speaking `self`. The
+    /// built-in mock speaks every surface, so it is always called in the client's format.
+    pub fn upstream_for(self, kind: ProviderKind) -> Surface {
+        match kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Surface::OpenAiChat,
+            ProviderKind::Anthropic => Surface::AnthropicMessages,
+            ProviderKind::Mock => self,
+        }
+    }
+
+    /// The error's JSON body in this surface's format.
+    pub fn error_body(self, e: &ProxyError) -> serde_json::Value {
+        match self {
+            Surface::OpenAiChat => openai_chat::error_body(e),
+            Surface::AnthropicMessages => anthropic_messages::error_body(e),
+        }
+    }
+
+    /// The error as a response in this surface's format (same status everywhere).
+    pub fn error_response(self, e: &ProxyError) -> Response {
+        (e.status, axum::Json(self.error_body(e))).into_response()
+    }
+
+    /// The SSE event that ends a stream which failed after its first byte.
+    pub fn error_event(self, e: &ProxyError) -> Bytes {
+        match self {
+            Surface::OpenAiChat => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
+            Surface::AnthropicMessages => {
+                Bytes::from(format!("event: error\ndata: {}\n\n", self.error_body(e)))
+            }
+        }
+    }
+}
+
+/// What the gateway needs to know of a request before routing it.
+#[derive(Debug)]
+pub struct Peeked {
+    pub model: String,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`; Anthropic streams always carry usage.
+    pub client_wants_usage: bool,
+}
+
+/// A JSON parse failure as the right error: a type error names the body, anything else is
+/// malformed JSON.
+pub(crate) fn parse_error(e: &serde_json::Error) -> ProxyError {
+    match e.classify() {
+        serde_json::error::Category::Data => ProxyError::invalid_param("body", e.to_string()),
+        _ => ProxyError::invalid_json(&e.to_string()),
+    }
+}
+
+/// Longest accepted model name: usage events carry it, so it is bounded.
+pub const MAX_MODEL_LEN: usize = 256;
+
+pub(crate) fn check_model(model: Option<&str>) -> Result<String, ProxyError> {
+    match model {
+        Some(m) if !m.is_empty() => {
+            if m.len() > MAX_MODEL_LEN || m.contains('\0') {
+                return Err(ProxyError::invalid_param(
+                    "model",
+                    format!("must be text of at most {MAX_MODEL_LEN} bytes"),
+                ));
+            }
+            Ok(m.to_owned())
+        }
+        _ => Err(ProxyError::invalid_param(
+            "model",
+            "you must provide a model parameter",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;
