@@ -10,6 +10,8 @@
 
 pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod providers;
 pub mod routing;
 pub mod server;

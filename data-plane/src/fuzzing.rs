@@ -1,0 +1,74 @@
+//! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies,
+//! provider answers and error bodies, and provider SSE streams. Each takes arbitrary bytes and
+//! must never panic. The cargo-fuzz targets in `fuzz/` call these under libFuzzer (nightly);
+//! `data-plane/tests/fuzz.rs` runs them for a bounded number of seeded inputs on the stable
+//! toolchain as part of the test suite.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::providers::sse::{self, SseSplitter};
+use crate::surfaces::{anthropic_messages, openai_chat, Surface};
+use crate::translate::{request, response, stream::StreamTranslator};
+
+const SURFACES: [Surface; 2] = [Surface::OpenAiChat, Surface::AnthropicMessages];
+
+/// An upstream SSE stream, arriving in chunks of a size the first byte picks. Checks that the
+/// events framed do not depend on where the stream was split, then runs them through every
+/// stream translation.
+pub fn sse_stream(data: &[u8]) {
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 31) + 1;
+    let whole = frame(body, body.len().max(1));
+    let chunked = frame(body, chunk);
+    assert_eq!(
+        whole, chunked,
+        "SSE framing must not depend on chunk boundaries"
+    );
+    for event in &whole {
+        let _ = sse::data_of(event);
+    }
+    for upstream in SURFACES {
+        for client in SURFACES {
+            for wants_usage in [false, true] {
+                let mut t = StreamTranslator::new(upstream, client, wants_usage);
+                let mut out = Vec::new();
+                for event in &whole {
+                    t.event(event.clone(), &mut out);
+                }
+            }
+        }
+    }
+}
+
+fn frame(body: &[u8], chunk: usize) -> Vec<Bytes> {
+    let mut splitter = SseSplitter::default();
+    let mut events = Vec::new();
+    for part in body.chunks(chunk) {
+        events.extend(splitter.push(part));
+    }
+    events.extend(splitter.remainder());
+    events
+}
+
+/// A request body as a client would send it, and a response or error body as a provider
+/// would: every peek, translation and usage reader over the same bytes.
+pub fn bodies(data: &[u8]) {
+    let _ = openai_chat::peek(data);
+    let _ = anthropic_messages::peek(data);
+    for drop in [false, true] {
+        let _ = request::openai_to_anthropic(data, "m", drop);
+        let _ = request::anthropic_to_openai(data, "m", drop);
+    }
+    let _ = response::anthropic_to_openai(data);
+    let _ = response::openai_to_anthropic(data);
+    let _ = response::openai_usage(data);
+    let _ = response::anthropic_usage(data);
+    let _ = response::error_message(data);
+    for status in [StatusCode::BAD_REQUEST, StatusCode::TOO_MANY_REQUESTS] {
+        let _ = response::error_to_openai(status, data);
+        let _ = response::error_to_anthropic(status, data);
+    }
+}
