@@ -864,3 +864,36 @@ async fn a_key_limited_to_chat_may_not_call_messages_and_vice_versa() {
     assert_eq!(s.anthropic.calls(), 1);
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deployment_whose_format_cannot_carry_a_parameter_is_passed_over_for_one_that_can() {
+    let s = setup().await;
+    // Anthropic first: it cannot carry OpenAI's `seed`; the OpenAI deployment can.
+    s.gw.create(
+        "/routes",
+        json!({"alias": "anthropic-first", "deployments": [
+            {"provider_id": s.anthropic_provider, "model": "claude-up", "tier": 0},
+            {"provider_id": s.openai_provider, "model": "gpt-up", "tier": 1}]}),
+    )
+    .await;
+    s.gw.wait_for_config().await;
+    let resp = s
+        .chat(json!({"model": "anthropic-first", "seed": 1, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!((s.anthropic.calls(), s.openai.calls()), (0, 1));
+
+    // Where no deployment can carry it, the client gets the 400 naming it, and no call is made.
+    let resp = s
+        .chat(json!({"model": "an", "seed": 1, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "seed", "{v}");
+    assert_eq!((s.anthropic.calls(), s.openai.calls()), (0, 1));
+    s.gw.shutdown().await;
+}

@@ -19,7 +19,9 @@ pub struct Endpoint {
 impl Endpoint {
     /// `None` when the account's base URL is not a valid URI.
     pub fn for_provider(p: &ProviderAccount) -> Option<Endpoint> {
-        let chat_completions = format!("{}/chat/completions", p.base_url).parse().ok()?;
+        let chat_completions = format!("{}/chat/completions", p.base_url.trim_end_matches('/'))
+            .parse()
+            .ok()?;
         let authorization = (!p.credential.is_empty())
             .then(|| HeaderValue::from_str(&format!("Bearer {}", p.credential)).ok())
             .flatten()

@@ -58,18 +58,33 @@ impl DeploymentHealth {
         if until == 0 {
             return Availability::Healthy;
         }
-        if until > now_ms {
+        if until > now_ms || self.probing.load(Ordering::Relaxed) {
             return Availability::Ejected;
         }
-        // Cooldown over: exactly one request probes.
-        if self
-            .probing
+        // Cooldown over: one request may probe (claimed with `claim` when it is attempted).
+        Availability::Probe
+    }
+
+    /// Just before an attempt: true for a healthy deployment; for one whose cooldown ended,
+    /// true for exactly one caller (the half-open probe), which must end in `record_success`,
+    /// `record_failure`, `record_rate_limited` or `release_probe`.
+    pub fn claim(&self, now_ms: i64) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until > now_ms {
+            return false;
+        }
+        self.probing
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-        {
-            Availability::Probe
-        } else {
-            Availability::Ejected
+    }
+
+    /// A claimed probe that was not attempted after all: the next request may probe.
+    pub fn release_probe(&self) {
+        if self.ejected_until_ms.load(Ordering::Relaxed) != 0 {
+            self.probing.store(false, Ordering::Release);
         }
     }
 
@@ -138,8 +153,9 @@ impl DeploymentHealth {
         rpm: u32,
         now_us: i64,
     ) -> Option<InFlight> {
-        let guard = self.start();
-        if max_in_flight > 0 && self.in_flight.load(Ordering::Relaxed) > max_in_flight {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.clone());
+        if max_in_flight > 0 && before >= max_in_flight {
             return None;
         }
         if rpm > 0 && !self.take_rate_token(rpm, now_us) {
@@ -284,9 +300,12 @@ mod tests {
         );
         assert_eq!(
             h.check(1000),
-            Availability::Ejected,
-            "only one probe at a time"
+            Availability::Probe,
+            "planning claims nothing"
         );
+        assert!(h.claim(1000), "the attempt claims the probe");
+        assert!(!h.claim(1000), "only one probe at a time");
+        assert_eq!(h.check(1000), Availability::Ejected);
         h.record_failure(&p, 1000);
         assert_eq!(
             h.check(2999),
@@ -294,9 +313,11 @@ mod tests {
             "cooldown doubled to 2 s"
         );
         assert_eq!(h.check(3000), Availability::Probe);
+        assert!(h.claim(3000));
         h.record_failure(&p, 3000);
         assert_eq!(h.check(3000 + 3999), Availability::Ejected);
         assert_eq!(h.check(3000 + 4000), Availability::Probe);
+        assert!(h.claim(7000));
         h.record_failure(&p, 7000);
         assert_eq!(h.check(7000 + 4000), Availability::Probe, "capped at 4 s");
         h.record_success(&p);
@@ -305,6 +326,25 @@ mod tests {
             Availability::Healthy,
             "a good probe closes it"
         );
+    }
+
+    #[test]
+    fn a_probe_listed_in_a_plan_but_never_attempted_does_not_eject_for_good() {
+        let h = DeploymentHealth::default();
+        let p = policy();
+        for _ in 0..3 {
+            h.record_failure(&p, 0);
+        }
+        // Plans list it (cooldown over) but serve from a sibling: nothing is claimed.
+        for _ in 0..5 {
+            assert_eq!(h.check(1000), Availability::Probe);
+        }
+        // A claimed probe that is not attempted is given back.
+        assert!(h.claim(1000));
+        h.release_probe();
+        assert!(h.claim(1000), "the next request may probe");
+        h.record_success(&p);
+        assert_eq!(h.check(1000), Availability::Healthy);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::config::Runtime;
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
+use crate::routing::health::InFlight;
 use crate::routing::plan::{self, Candidate};
 use crate::surfaces::Surface;
 use crate::translate::{self, stream::StreamTranslator, Usage};
@@ -96,21 +97,21 @@ pub(super) async fn run(
     let mut bodies = Bodies::default();
 
     let mut at_limit: Vec<String> = Vec::new();
+    // Why the first deployment whose format cannot carry the request refused it; the answer if
+    // no deployment could be tried at all.
+    let mut untranslatable: Option<ProxyError> = None;
     'candidates: for c in &plan.candidates {
         let mut tries_here = 0u32;
         loop {
-            // The deployment's own limits on this node: at its limit it is passed over, like a
-            // rate-limited one, without an attempt.
-            let Some(in_flight) =
-                c.health
-                    .try_start(c.deployment.max_in_flight, c.deployment.rpm, now_us())
-            else {
-                at_limit.push(format!("{} (deployment_limit)", c.deployment_id));
-                continue 'candidates;
-            };
             if attempts > 0 && !app.retry_budget.try_retry() {
                 tried.push("retry budget exhausted".into());
                 break 'candidates;
+            }
+            if tries_here > 0 {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let backoff = Duration::from_millis(25u64 << tries_here.min(6))
+                    .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
+                tokio::time::sleep(backoff.min(remaining)).await;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -118,21 +119,35 @@ pub(super) async fn run(
                 last_timed_out = true;
                 break 'candidates;
             }
-            if tries_here > 0 {
-                let backoff = Duration::from_millis(25u64 << tries_here.min(6))
-                    .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
-                tokio::time::sleep(backoff.min(remaining)).await;
-            }
             let body = match bodies.get(&p, c, inject_usage) {
                 Ok(b) => b,
-                // A request the deployment's format cannot carry is refused before any call.
-                Err(e) => return super::reject(p.surface, rec, e).await,
+                // This deployment's format cannot carry the request: another may.
+                Err(e) => {
+                    tried.push(format!("{}: {}", c.deployment_id, e.message));
+                    untranslatable.get_or_insert(e);
+                    continue 'candidates;
+                }
+            };
+            // An ejected deployment whose cooldown ended is tried by one request only (the
+            // half-open probe), claimed here, where the attempt is sure to follow.
+            if !c.health.claim(now_ms()) {
+                tried.push(format!("{}: ejected", c.deployment_id));
+                continue 'candidates;
+            }
+            // The deployment's own limits on this node: at its limit it is passed over, like a
+            // rate-limited one, without an attempt.
+            let Some(in_flight) =
+                c.health
+                    .try_start(c.deployment.max_in_flight, c.deployment.rpm, now_us())
+            else {
+                c.health.release_probe();
+                at_limit.push(format!("{} (deployment_limit)", c.deployment_id));
+                continue 'candidates;
             };
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
             let outcome = attempt(runtime, c, &p, body, request_id, remaining).await;
-            drop(in_flight);
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
                 rec.event().attempts.push(Attempt {
@@ -152,7 +167,8 @@ pub(super) async fn run(
                     // A client error says nothing about the deployment's health.
                     c.health.record_success(&policy);
                     c.health.record_ttfb(latency_us);
-                    return answer(app, rec, &p, c, resp, attempts, request_id).await;
+                    // The attempt stays in flight until its answer (a whole stream) is done.
+                    return answer(app, rec, &p, c, resp, attempts, request_id, in_flight).await;
                 }
                 Ok(Outcome::RateLimited {
                     retry_after_secs,
@@ -181,12 +197,21 @@ pub(super) async fn run(
                         continue 'candidates;
                     }
                 }
-                Err(e) => return super::reject(p.surface, rec, e).await,
+                Err(e) => {
+                    c.health.release_probe();
+                    return super::reject(p.surface, rec, e).await;
+                }
             }
         }
     }
 
     // Fail closed.
+    if attempts == 0 {
+        if let Some(e) = untranslatable {
+            // No deployment could carry the request: a client error, with no upstream call.
+            return super::reject(p.surface, rec, e).await;
+        }
+    }
     if attempts == 0 && !at_limit.is_empty() {
         // Every deployment was at its own limit: nothing was tried upstream.
         let e = ProxyError::no_deployment(&p.alias, &at_limit.join(", "));
@@ -281,7 +306,8 @@ async fn attempt(
 /// model), so retries and moves to a deployment of the same format and model reuse them. The
 /// client's own body is never stored (it is a cheap clone), so a pass-through allocates nothing.
 #[derive(Default)]
-struct Bodies<'r>(Vec<(Surface, &'r str, Bytes)>);
+/// Bodies already built for this request, by (format, model, drop_unsupported).
+struct Bodies<'r>(Vec<(Surface, &'r str, bool, Bytes)>);
 
 impl<'r> Bodies<'r> {
     fn get(
@@ -292,12 +318,17 @@ impl<'r> Bodies<'r> {
     ) -> Result<Bytes, ProxyError> {
         let format = p.surface.upstream_for(c.provider.kind);
         let model = c.deployment.model.as_str();
-        if let Some((_, _, b)) = self.0.iter().find(|(f, m, _)| *f == format && *m == model) {
+        let drop = c.group.policy.drop_unsupported;
+        if let Some((.., b)) = self
+            .0
+            .iter()
+            .find(|(f, m, d, _)| *f == format && *m == model && *d == drop)
+        {
             return Ok(b.clone());
         }
         let body = body_for(p, c, format, inject_usage)?;
         if body.as_ptr() != p.raw.as_ptr() {
-            self.0.push((format, model, body.clone()));
+            self.0.push((format, model, drop, body.clone()));
         }
         Ok(body)
     }
@@ -318,7 +349,11 @@ fn body_for(
             translate::request::openai_to_anthropic(&p.raw, model, drop)?
         }
         (Surface::AnthropicMessages, Surface::OpenAiChat) => {
-            translate::request::anthropic_to_openai(&p.raw, model, drop)?
+            let mut v = translate::request::anthropic_to_openai(&p.raw, model, drop)?;
+            if c.provider.kind == modelgate_shared::snapshot::ProviderKind::OpenAi {
+                translate::request::use_max_completion_tokens(&mut v);
+            }
+            v
         }
         (Surface::OpenAiChat, Surface::OpenAiChat)
         | (Surface::AnthropicMessages, Surface::AnthropicMessages) => {
@@ -382,6 +417,7 @@ fn translate_full(
 }
 
 /// The deployment answered (success or a client error): meter it and hand it back.
+#[allow(clippy::too_many_arguments)] // one caller, the ladder; each argument is distinct state
 async fn answer(
     app: &App,
     mut rec: Recorder,
@@ -390,6 +426,7 @@ async fn answer(
     upstream: UpstreamResponse,
     attempts: u32,
     request_id: &str,
+    in_flight: InFlight,
 ) -> Response {
     rec.mark_first_byte();
     {
@@ -445,6 +482,7 @@ async fn answer(
             if let Err(err) = rec.finish().await {
                 tracing::error!(error = %err, "usage event not written");
             }
+            drop(in_flight);
             let mut r = Response::new(Body::from(bytes));
             *r.status_mut() = status;
             r
@@ -457,9 +495,13 @@ async fn answer(
                 content_type = Some(HeaderValue::from_static("text/event-stream"));
             }
             let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
-            app.tasks.spawn(pump(
+            let pumped = pump(
                 upstream, tx, rec, p.surface, translator, c.price, prompt_len, idle,
-            ));
+            );
+            app.tasks.spawn(async move {
+                pumped.await;
+                drop(in_flight);
+            });
             let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
             *r.status_mut() = status;
             r.headers_mut().insert(

@@ -482,25 +482,41 @@ pub(crate) async fn pump(
                 }
             }
         }
-        if ended {
+        // The last event is in: what follows (a lingering connection) cannot change the answer.
+        if ended || translator.terminal.is_some() {
             break;
         }
     }
     drop(upstream);
     // An error event the provider sent was already forwarded (in the client's format).
     let reported = translator.upstream_error.is_some();
-    if failure.is_none() && !client_gone && translator.terminal.is_none() {
+    if failure.is_none() && !client_gone && (translator.terminal.is_none() || reported) {
         failure = Some(match translator.upstream_error.take() {
             Some(e) => format!("the provider reported an error in the stream: {e}"),
             None => "the provider's stream ended before its last event".into(),
         });
     }
-    let usage = translator.usage.unwrap_or(Usage {
+    let estimate = Usage {
         input: providers::estimate_tokens(prompt_len),
         output: providers::estimate_tokens(translator.content_bytes),
         ..Usage::default()
-    });
-    charge(&mut rec, usage, translator.usage.is_none(), price);
+    };
+    let (usage, estimated) = match translator.usage {
+        // A complete stream's own report is the truth.
+        Some(u) if translator.terminal.is_some() => (u, false),
+        // Cut short (client gone, provider broke off): the report may predate most of the
+        // output (Anthropic's `message_start` says 1 output token), so take at least the
+        // estimate from what was streamed, and say it is an estimate.
+        Some(u) => (
+            Usage {
+                output: u.output.max(estimate.output),
+                ..u
+            },
+            true,
+        ),
+        None => (estimate, true),
+    };
+    charge(&mut rec, usage, estimated, price);
     if client_gone {
         rec.fail(
             499,
@@ -518,7 +534,10 @@ pub(crate) async fn pump(
     }
     let last = match (failure, translator.terminal.take()) {
         (None, Some(done)) => done,
-        (Some(_), None) if reported => return,
+        // The provider's error was forwarded; an OpenAI stream still ends with `[DONE]`, an
+        // Anthropic one ends at its `error` event.
+        (Some(_), Some(done)) if reported && client == Surface::OpenAiChat => done,
+        (Some(_), _) if reported => return,
         (Some(f), _) => client.error_event(&ProxyError::upstream(f, false)),
         (None, None) => return,
     };

@@ -119,6 +119,11 @@ pub fn openai_to_anthropic(raw: &[u8], model: &str, drop: bool) -> Result<Value,
             }
             // Anthropic streams always carry usage.
             "stream_options" => {}
+            // OpenAI takes a temperature up to 2, Anthropic up to 1.
+            "temperature" if v.as_f64().is_some_and(|t| t > 1.0) => {
+                unsupported.reject("temperature", "Anthropic accepts a temperature from 0 to 1")?;
+                out.insert(k.clone(), json!(1.0));
+            }
             "temperature" | "top_p" => {
                 if !v.is_null() {
                     out.insert(k.clone(), v.clone());
@@ -303,6 +308,16 @@ pub fn openai_to_anthropic(raw: &[u8], model: &str, drop: bool) -> Result<Value,
     }
     out.insert("messages".into(), Value::Array(turns));
     Ok(Value::Object(out))
+}
+
+/// OpenAI's own API wants `max_completion_tokens` (its reasoning models refuse `max_tokens`);
+/// OpenAI-compatible servers keep `max_tokens`.
+pub fn use_max_completion_tokens(request: &mut Value) {
+    if let Some(o) = request.as_object_mut() {
+        if let Some(v) = o.remove("max_tokens") {
+            o.insert("max_completion_tokens".into(), v);
+        }
+    }
 }
 
 /// Anthropic Messages request → OpenAI chat completions request. A stream always asks for usage

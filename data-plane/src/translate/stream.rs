@@ -119,7 +119,10 @@ impl StreamTranslator {
             }
             Mode::OpenAiToAnthropic(t) => {
                 if data.as_slice() == b"[DONE]" {
-                    t.finish(self.usage, out, &mut self.terminal);
+                    // After an error event nothing follows it: the stream ends there.
+                    if self.upstream_error.is_none() {
+                        t.finish(self.usage, out, &mut self.terminal);
+                    }
                     return;
                 }
                 self.content_bytes += data.len();
@@ -402,14 +405,22 @@ impl OpenAiToAnthropic {
         }
         if let Some(calls) = delta["tool_calls"].as_array() {
             for c in calls {
+                // A call is its `index`: later chunks of it may repeat the id (some
+                // OpenAI-compatible servers do) and still continue the same block.
                 let call = c["index"].as_u64().unwrap_or(0);
                 let index = match self.open {
-                    Some((i, Open::Tool(t))) if t == call && c["id"].is_null() => i,
-                    _ => self.open(
-                        Open::Tool(call),
-                        json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": {}}),
-                        out,
-                    ),
+                    Some((i, Open::Tool(t))) if t == call => i,
+                    _ => {
+                        let id = match c["id"].as_str().filter(|id| !id.is_empty()) {
+                            Some(id) => id.to_owned(),
+                            None => format!("toolu_{}_{call}", self.id),
+                        };
+                        self.open(
+                            Open::Tool(call),
+                            json!({"type": "tool_use", "id": id, "name": c["function"]["name"], "input": {}}),
+                            out,
+                        )
+                    }
                 };
                 if let Some(args) = c["function"]["arguments"]
                     .as_str()

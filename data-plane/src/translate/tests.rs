@@ -528,3 +528,80 @@ fn openai_usage_without_details_or_with_null_ones_has_no_parts() {
         None
     );
 }
+
+#[test]
+fn a_tool_call_whose_chunks_repeat_its_id_stays_one_block_and_an_error_ends_the_stream() {
+    let chunk = |delta: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "model": "gpt", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+        )
+    };
+    let mut sse = chunk(
+        json!({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]}),
+    );
+    sse += &chunk(
+        json!({"tool_calls": [{"index": 0, "id": "call_1", "function": {"arguments": ":1}"}}]}),
+    );
+    sse +=
+        &chunk(json!({"tool_calls": [{"index": 1, "function": {"name": "g", "arguments": "{}"}}]}));
+    sse += "data: {\"error\":{\"message\":\"boom\"}}\n\ndata: [DONE]\n\n";
+    let (out, t) = run_stream(&sse, Surface::OpenAiChat, Surface::AnthropicMessages, false);
+    let events = datas(&out);
+    let blocks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .map(|e| &e["content_block"])
+        .collect();
+    assert_eq!(blocks.len(), 2, "two calls, two blocks: {events:?}");
+    assert_eq!(blocks[0]["id"], "call_1");
+    assert!(
+        blocks[1]["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "a call without an id gets one: {:?}",
+        blocks[1]
+    );
+    let first: String = events
+        .iter()
+        .filter(|e| e["index"] == 0)
+        .filter_map(|e| e["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(first, "{\"a\":1}");
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "error",
+        "nothing after the error"
+    );
+    assert!(
+        t.terminal.is_none(),
+        "[DONE] after an error does not finish the message"
+    );
+}
+
+#[test]
+fn a_temperature_above_one_is_named_for_anthropic_or_clamped_by_policy() {
+    let raw =
+        json!({"model": "m", "temperature": 1.5, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+    let e = request::openai_to_anthropic(raw.as_bytes(), "c", false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("temperature"));
+    let v = request::openai_to_anthropic(raw.as_bytes(), "c", true).unwrap();
+    assert_eq!(v["temperature"], 1.0);
+    let ok =
+        json!({"model": "m", "temperature": 0.7, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+    assert_eq!(
+        request::openai_to_anthropic(ok.as_bytes(), "c", false).unwrap()["temperature"],
+        0.7
+    );
+}
+
+#[test]
+fn openai_itself_gets_max_completion_tokens() {
+    let mut v = to_openai(
+        json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(v["max_tokens"], 9);
+    request::use_max_completion_tokens(&mut v);
+    assert_eq!(v["max_completion_tokens"], 9);
+    assert!(v.get("max_tokens").is_none());
+}
