@@ -82,10 +82,13 @@ fn image_block(part: &Value, param: &str) -> Result<Value, ProxyError> {
 
 fn user_blocks(content: &Value, param: &str) -> Result<Vec<Value>, ProxyError> {
     match content {
+        // Anthropic refuses empty text blocks; an empty part carries nothing.
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
         Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
         Value::Array(parts) => parts
             .iter()
             .enumerate()
+            .filter(|(_, p)| !(p["type"] == "text" && p["text"] == ""))
             .map(|(i, p)| {
                 let here = format!("{param}[{i}]");
                 match p["type"].as_str() {
@@ -231,7 +234,8 @@ pub fn openai_to_anthropic(raw: &[u8], model: &str, drop: bool) -> Result<Value,
     }
     if parallel == Some(false) {
         let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if let Some(c) = choice.as_object_mut() {
+        // `none` takes no options: with no tool to call there is nothing to parallelise.
+        if let Some(c) = choice.as_object_mut().filter(|c| c["type"] != "none") {
             c.insert("disable_parallel_tool_use".into(), true.into());
         }
     }
