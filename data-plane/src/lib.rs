@@ -120,6 +120,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
         retry_budget: Arc::default(),
+        videos_metered: Arc::default(),
     };
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -312,14 +312,17 @@ pub enum ProviderKind {
     /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
     Anthropic,
     Mock,
+    /// Azure OpenAI: `{base_url}/openai/deployments/{model}/...?api-version=...` with `api-key`.
+    AzureOpenAi,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
+    pub const ALL: [ProviderKind; 5] = [
         Self::OpenAi,
         Self::OpenAiCompatible,
         Self::Anthropic,
         Self::Mock,
+        Self::AzureOpenAi,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -328,6 +331,7 @@ impl ProviderKind {
             Self::OpenAiCompatible => "openai-compatible",
             Self::Anthropic => "anthropic",
             Self::Mock => "mock",
+            Self::AzureOpenAi => "azure-openai",
         }
     }
 }

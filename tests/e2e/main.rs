@@ -17,6 +17,7 @@ mod identity;
 mod metering;
 mod nack;
 mod no_secrets_in_logs;
+mod openai_surfaces;
 mod openapi;
 mod pricing;
 mod proxy_and_metering;

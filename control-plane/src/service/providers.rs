@@ -64,7 +64,8 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
         ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
         ProviderKind::Anthropic => Some("https://api.anthropic.com"),
         ProviderKind::Mock => Some("mock://builtin"),
-        ProviderKind::OpenAiCompatible => None,
+        // Each Azure resource has its own host: `https://{resource}.openai.azure.com`.
+        ProviderKind::OpenAiCompatible | ProviderKind::AzureOpenAi => None,
     }
 }
 
@@ -94,7 +95,11 @@ pub async fn create(
             .to_owned(),
     };
     let credential = input.credential.unwrap_or_default();
-    if matches!(kind, ProviderKind::OpenAi | ProviderKind::Anthropic) && credential.is_empty() {
+    if matches!(
+        kind,
+        ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::AzureOpenAi
+    ) && credential.is_empty()
+    {
         return Err(ServiceError::invalid(
             "credential",
             format!("is required for {kind}"),

@@ -123,6 +123,18 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// The catalog price of `model` at a provider of `kind`, for paths that have no
+    /// precomputed deployment price (video job polls; not the request hot path).
+    pub fn price(
+        &self,
+        kind: modelgate_shared::snapshot::ProviderKind,
+        model: &str,
+    ) -> Option<Price> {
+        price_for(&self.prices, Some(kind.as_str()), model)
+    }
+}
+
 /// A deployment's price: the catalog row of its provider's kind, else the row for any provider.
 fn price_for(
     prices: &HashMap<(String, String), Price>,

@@ -5,7 +5,9 @@
 //! otherwise.
 
 pub mod anthropic;
+pub mod azure;
 pub mod mock;
+pub mod mock_openai;
 pub mod openai;
 pub mod sse;
 
@@ -94,8 +96,10 @@ impl Clients {
 /// A provider account's parsed endpoint, built once per snapshot.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
-    OpenAi(openai::Endpoint),
+    /// Boxed: it holds a URI per surface.
+    OpenAi(Box<openai::Endpoint>),
     Anthropic(anthropic::Endpoint),
+    Azure(azure::Endpoint),
 }
 
 impl Endpoint {
@@ -103,11 +107,12 @@ impl Endpoint {
     pub fn for_provider(p: &ProviderAccount) -> Option<Endpoint> {
         match p.kind {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-                openai::Endpoint::for_provider(p).map(Endpoint::OpenAi)
+                openai::Endpoint::for_provider(p).map(|e| Endpoint::OpenAi(Box::new(e)))
             }
             ProviderKind::Anthropic => {
                 anthropic::Endpoint::for_provider(p).map(Endpoint::Anthropic)
             }
+            ProviderKind::AzureOpenAi => azure::Endpoint::for_provider(p).map(Endpoint::Azure),
             ProviderKind::Mock => None,
         }
     }
@@ -122,6 +127,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// The format of `body` (the mock answers in either).
     pub format: Surface,
+    /// The deployment's model name (Azure's deployment name).
+    pub model: &'a str,
     pub stream: bool,
     pub request_id: &'a str,
     /// The Anthropic client's `anthropic-version` and `anthropic-beta` headers, if any.
@@ -134,9 +141,14 @@ pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamRespons
         (ProviderKind::Mock, _) => Ok(match call.format {
             Surface::OpenAiChat => mock::chat_completions(&call.body, call.stream),
             Surface::AnthropicMessages => mock::messages(&call.body, call.stream),
+            Surface::OpenAiResponses => mock_openai::responses(&call.body, call.stream),
+            Surface::OpenAiEmbeddings => mock_openai::embeddings(&call.body),
+            Surface::OpenAiImages => mock_openai::images(&call.body),
+            Surface::OpenAiVideos => mock_openai::create_video(&call.body, call.model),
         }),
         (_, Some(Endpoint::OpenAi(e))) => openai::send(client, e, call).await,
         (_, Some(Endpoint::Anthropic(e))) => anthropic::send(client, e, call).await,
+        (_, Some(Endpoint::Azure(e))) => azure::send(client, e, call).await,
         (_, None) => Err(UpstreamError::Connect(format!(
             "provider `{}` has an invalid base URL",
             call.provider.name

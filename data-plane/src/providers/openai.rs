@@ -1,27 +1,34 @@
-//! OpenAI and OpenAI-compatible providers: `POST {base_url}/chat/completions` with
+//! OpenAI and OpenAI-compatible providers: `POST {base_url}/chat/completions` (and
+//! `/responses`, `/embeddings`, `/images/generations` for those surfaces) with
 //! `Authorization: Bearer`.
 //!
-//! Endpoints (URI and `Authorization` header) are built once per snapshot, not per request.
+//! Endpoints (URIs and `Authorization` header) are built once per snapshot, not per request.
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Request, Uri};
 use modelgate_shared::snapshot::ProviderAccount;
 
 use super::{execute, Call, HttpClient, UpstreamError, UpstreamResponse};
+use crate::surfaces::Surface;
 
-/// Where and how to call one provider account's chat completions.
+/// Where and how to call one provider account.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub chat_completions: Uri,
+    pub responses: Uri,
+    pub embeddings: Uri,
+    pub images_generations: Uri,
+    pub videos: Uri,
+    /// `{base_url}` without a trailing slash, for per-job video URIs.
+    pub base_url: String,
     pub authorization: Option<HeaderValue>,
 }
 
 impl Endpoint {
     /// `None` when the account's base URL is not a valid URI.
     pub fn for_provider(p: &ProviderAccount) -> Option<Endpoint> {
-        let chat_completions = format!("{}/chat/completions", p.base_url.trim_end_matches('/'))
-            .parse()
-            .ok()?;
+        let base = p.base_url.trim_end_matches('/');
+        let uri = |path: &str| format!("{base}/{path}").parse::<Uri>().ok();
         let authorization = (!p.credential.is_empty())
             .then(|| HeaderValue::from_str(&format!("Bearer {}", p.credential)).ok())
             .flatten()
@@ -30,9 +37,25 @@ impl Endpoint {
                 v
             });
         Some(Endpoint {
-            chat_completions,
+            chat_completions: uri("chat/completions")?,
+            responses: uri("responses")?,
+            embeddings: uri("embeddings")?,
+            images_generations: uri("images/generations")?,
+            videos: uri("videos")?,
+            base_url: p.base_url.trim_end_matches('/').to_owned(),
             authorization,
         })
+    }
+
+    /// The URI a body in `format` is posted to.
+    pub fn uri(&self, format: Surface) -> &Uri {
+        match format {
+            Surface::OpenAiResponses => &self.responses,
+            Surface::OpenAiEmbeddings => &self.embeddings,
+            Surface::OpenAiImages => &self.images_generations,
+            Surface::OpenAiVideos => &self.videos,
+            Surface::OpenAiChat | Surface::AnthropicMessages => &self.chat_completions,
+        }
     }
 }
 
@@ -41,7 +64,7 @@ pub async fn send(
     endpoint: &Endpoint,
     call: Call<'_>,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let mut req = Request::post(endpoint.chat_completions.clone())
+    let mut req = Request::post(endpoint.uri(call.format).clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(auth) = &endpoint.authorization {
         req = req.header(AUTHORIZATION, auth.clone());

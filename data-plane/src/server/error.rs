@@ -218,6 +218,15 @@ impl ProxyError {
             format!("No deployment of `{alias}` can take the request now: {skipped}."),
         )
     }
+    pub fn video_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorClass::NotFound,
+            "invalid_request_error",
+            "video_not_found",
+            format!("No video job `{id}` is known to this gateway."),
+        )
+    }
     pub fn upstream(message: impl Into<String>, timeout: bool) -> Self {
         if timeout {
             Self::new(

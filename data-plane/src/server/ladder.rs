@@ -33,9 +33,10 @@ use crate::config::Runtime;
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::health::InFlight;
 use crate::routing::plan::{self, Candidate};
-use crate::surfaces::Surface;
+use crate::surfaces::{self, Surface};
 use crate::translate::{self, stream::StreamTranslator, Usage};
 use crate::usage::{now_ms, Recorder};
+use modelgate_shared::snapshot::ProviderKind;
 
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -262,6 +263,7 @@ async fn attempt(
             endpoint: runtime.endpoints.get(&c.provider.id),
             body,
             format,
+            model: &c.deployment.model,
             stream: p.stream,
             request_id,
             anthropic_version: p.anthropic_version.as_ref(),
@@ -344,6 +346,17 @@ fn body_for(
 ) -> Result<Bytes, ProxyError> {
     let model = c.deployment.model.as_str();
     let drop = c.group.policy.drop_unsupported;
+    if p.surface.passthrough_only() && c.provider.kind == ProviderKind::Anthropic {
+        return Err(ProxyError::invalid_param_owned(
+            "model".to_owned(),
+            format!(
+                "`{}` is served by an Anthropic deployment, which has no {} endpoint; \
+                 route this model to an OpenAI-format deployment",
+                p.alias,
+                p.surface.endpoint()
+            ),
+        ));
+    }
     let translated = match (p.surface, format) {
         (Surface::OpenAiChat, Surface::AnthropicMessages) => {
             translate::request::openai_to_anthropic(&p.raw, model, drop)?
@@ -355,8 +368,7 @@ fn body_for(
             }
             v
         }
-        (Surface::OpenAiChat, Surface::OpenAiChat)
-        | (Surface::AnthropicMessages, Surface::AnthropicMessages) => {
+        (from, to) if from == to => {
             let model_differs = model != p.alias;
             let inject = inject_usage && format == Surface::OpenAiChat;
             return if model_differs || inject {
@@ -364,6 +376,13 @@ fn body_for(
             } else {
                 Ok(p.raw.clone())
             };
+        }
+        // Pass-through surfaces are never translated (`Surface::upstream_for`).
+        (from, to) => {
+            return Err(ProxyError::upstream(
+                format!("no translation from {} to {}", from.as_str(), to.as_str()),
+                false,
+            ))
         }
     };
     serde_json::to_vec(&translated)
@@ -403,8 +422,8 @@ fn translate_full(
     let v = match (status.is_success(), from, to) {
         (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
         (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
-        (false, _, Surface::OpenAiChat) => Some(r::error_to_openai(status, bytes)),
         (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
+        (false, _, _) => Some(r::error_to_openai(status, bytes)),
         (true, _, _) => None,
     };
     match v {
@@ -454,6 +473,11 @@ async fn answer(
             let usage = match format {
                 Surface::OpenAiChat => translate::response::openai_usage(&bytes),
                 Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
+                Surface::OpenAiResponses => surfaces::openai_responses::usage(&bytes),
+                Surface::OpenAiEmbeddings => surfaces::openai_embeddings::usage(&bytes),
+                Surface::OpenAiImages => surfaces::openai_images::usage(&bytes),
+                // Video jobs are served by `server::videos`, never by the ladder.
+                Surface::OpenAiVideos => None,
             };
             let (status, bytes) = if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("application/json"));
@@ -468,7 +492,15 @@ async fn answer(
                         &mut rec,
                         Usage {
                             input: providers::estimate_tokens(prompt_len),
-                            output: providers::estimate_tokens(bytes.len()),
+                            // Embeddings and images have no output tokens to estimate.
+                            output: if matches!(
+                                p.surface,
+                                Surface::OpenAiEmbeddings | Surface::OpenAiImages
+                            ) {
+                                0
+                            } else {
+                                providers::estimate_tokens(bytes.len())
+                            },
                             ..Usage::default()
                         },
                         true,

@@ -1,10 +1,12 @@
 //! The HTTP server: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
-//! `GET /v1/models`. What differs per client format (peeking a request, rendering an error) lives
+//! `POST /v1/responses`, `POST /v1/embeddings`, `POST /v1/images/generations` (OpenAI,
+//! pass-through), `GET /v1/models`. What differs per client format (peeking a request, rendering an error) lives
 //! in `crate::surfaces`; translation between formats in `crate::translate`.
 //! Every request, accepted or rejected, leaves exactly one usage event (see `usage::Recorder`).
 
 pub mod error;
 mod ladder;
+pub mod videos;
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
-use crate::surfaces::{self, Surface};
+use crate::surfaces::Surface;
 use crate::translate::stream::StreamTranslator;
 use crate::translate::Usage;
 use crate::usage::spool::Spool;
@@ -45,12 +47,20 @@ pub struct App {
     /// Stream pumps outlive their handler; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
     pub retry_budget: Arc<RetryBudget>,
+    /// Video jobs this node has already metered.
+    pub videos_metered: Arc<videos::MeteredJobs>,
 }
 
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/images/generations", post(images_generations))
+        .route("/v1/videos", post(videos::create))
+        .route("/v1/videos/{id}", get(videos::retrieve))
+        .route("/v1/videos/{id}/content", get(videos::content))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -331,10 +341,7 @@ async fn prepare<'r>(
         return Err(ProxyError::endpoint_not_allowed(surface.family()));
     }
     let raw = read_body(body, app.max_body_bytes).await?;
-    let peek = match surface {
-        Surface::OpenAiChat => surfaces::openai_chat::peek(&raw)?,
-        Surface::AnthropicMessages => surfaces::anthropic_messages::peek(&raw)?,
-    };
+    let peek = surface.peek(&raw)?;
     let alias = peek.model.as_str();
     rec.event().requested_model = alias.to_owned();
     if !key.may_use(alias) {
@@ -374,7 +381,7 @@ async fn prepare<'r>(
             headers.get(&providers::anthropic::VERSION).cloned(),
             headers.get(&providers::anthropic::BETA).cloned(),
         ),
-        Surface::OpenAiChat => (None, None),
+        _ => (None, None),
     };
     Ok(Prepared {
         surface,
@@ -412,6 +419,18 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
 
 async fn messages(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     serve(app, Surface::AnthropicMessages, headers, body).await
+}
+
+async fn responses(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiResponses, headers, body).await
+}
+
+async fn embeddings(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiEmbeddings, headers, body).await
+}
+
+async fn images_generations(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiImages, headers, body).await
 }
 
 async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Response {

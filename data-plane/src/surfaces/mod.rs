@@ -8,9 +8,20 @@
 //! |--------------------|----------------------------|----------------------------------------------|
 //! | `openai_chat`      | `POST /v1/chat/completions`| `{"error":{"message","type","param","code"}}`|
 //! | `anthropic_messages` | `POST /v1/messages`      | `{"type":"error","error":{"type","message"}}`|
+//! | `openai_responses` | `POST /v1/responses`       | OpenAI's (stream errors: `event: error`)     |
+//! | `openai_embeddings`| `POST /v1/embeddings`      | OpenAI's                                     |
+//! | `openai_images`    | `POST /v1/images/generations` | OpenAI's                                  |
+//!
+//! Responses, embeddings and images are pass-through surfaces: they are only served by
+//! deployments that speak OpenAI's format (openai, openai-compatible, azure-openai, mock); an
+//! anthropic deployment refuses them with a 400 naming the reason (see [`Surface::passthrough_only`]).
 
 pub mod anthropic_messages;
 pub mod openai_chat;
+pub mod openai_embeddings;
+pub mod openai_images;
+pub mod openai_responses;
+pub mod openai_videos;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,6 +34,11 @@ use crate::server::error::ProxyError;
 pub enum Surface {
     OpenAiChat,
     AnthropicMessages,
+    OpenAiResponses,
+    OpenAiEmbeddings,
+    OpenAiImages,
+    /// `POST /v1/videos` (job creation; polls and downloads are handled in `server::videos`).
+    OpenAiVideos,
 }
 
 impl Surface {
@@ -31,6 +47,10 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "openai-chat",
             Surface::AnthropicMessages => "anthropic-messages",
+            Surface::OpenAiResponses => "openai-responses",
+            Surface::OpenAiEmbeddings => "openai-embeddings",
+            Surface::OpenAiImages => "openai-images",
+            Surface::OpenAiVideos => "openai-videos",
         }
     }
 
@@ -39,6 +59,10 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "chat.completions",
             Surface::AnthropicMessages => "messages",
+            Surface::OpenAiResponses => "responses",
+            Surface::OpenAiEmbeddings => "embeddings",
+            Surface::OpenAiImages => "images.generations",
+            Surface::OpenAiVideos => "videos",
         }
     }
 
@@ -46,14 +70,35 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "chat",
             Surface::AnthropicMessages => "messages",
+            Surface::OpenAiResponses => "responses",
+            Surface::OpenAiEmbeddings => "embeddings",
+            Surface::OpenAiImages => "images",
+            Surface::OpenAiVideos => "video",
         }
+    }
+
+    /// Surfaces served only by deployments speaking OpenAI's format, never translated.
+    pub fn passthrough_only(self) -> bool {
+        matches!(
+            self,
+            Surface::OpenAiResponses
+                | Surface::OpenAiEmbeddings
+                | Surface::OpenAiImages
+                | Surface::OpenAiVideos
+        )
     }
 
     /// The format a deployment of `kind` is called in, for a client speaking `self`. The
     /// built-in mock speaks every surface, so it is always called in the client's format.
     pub fn upstream_for(self, kind: ProviderKind) -> Surface {
+        if self.passthrough_only() {
+            // Never translated; a deployment that cannot take it refuses it before any call.
+            return self;
+        }
         match kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Surface::OpenAiChat,
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::AzureOpenAi => {
+                Surface::OpenAiChat
+            }
             ProviderKind::Anthropic => Surface::AnthropicMessages,
             ProviderKind::Mock => self,
         }
@@ -62,7 +107,11 @@ impl Surface {
     /// The error's JSON body in this surface's format.
     pub fn error_body(self, e: &ProxyError) -> serde_json::Value {
         match self {
-            Surface::OpenAiChat => openai_chat::error_body(e),
+            Surface::OpenAiChat
+            | Surface::OpenAiResponses
+            | Surface::OpenAiEmbeddings
+            | Surface::OpenAiImages
+            | Surface::OpenAiVideos => openai_chat::error_body(e),
             Surface::AnthropicMessages => anthropic_messages::error_body(e),
         }
     }
@@ -75,7 +124,11 @@ impl Surface {
     /// The SSE event that ends a stream which failed after its first byte.
     pub fn error_event(self, e: &ProxyError) -> Bytes {
         match self {
-            Surface::OpenAiChat => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
+            Surface::OpenAiChat
+            | Surface::OpenAiEmbeddings
+            | Surface::OpenAiImages
+            | Surface::OpenAiVideos => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
+            Surface::OpenAiResponses => openai_responses::error_event(e),
             Surface::AnthropicMessages => {
                 Bytes::from(format!("event: error\ndata: {}\n\n", self.error_body(e)))
             }
@@ -90,6 +143,20 @@ pub struct Peeked {
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`; Anthropic streams always carry usage.
     pub client_wants_usage: bool,
+}
+
+impl Surface {
+    /// Peeks a request body in this surface's format.
+    pub fn peek(self, raw: &[u8]) -> Result<Peeked, ProxyError> {
+        match self {
+            Surface::OpenAiChat => openai_chat::peek(raw),
+            Surface::AnthropicMessages => anthropic_messages::peek(raw),
+            Surface::OpenAiResponses => openai_responses::peek(raw),
+            Surface::OpenAiEmbeddings => openai_embeddings::peek(raw),
+            Surface::OpenAiImages => openai_images::peek(raw),
+            Surface::OpenAiVideos => openai_videos::peek(raw),
+        }
+    }
 }
 
 /// A JSON parse failure as the right error: a type error names the body, anything else is

@@ -29,8 +29,12 @@ pub struct StreamTranslator {
 }
 
 enum Mode {
-    OpenAiPass { client_wants_usage: bool },
+    OpenAiPass {
+        client_wants_usage: bool,
+    },
     AnthropicPass,
+    /// OpenAI Responses, passed through; usage from its terminal event.
+    ResponsesPass,
     AnthropicToOpenAi(AnthropicToOpenAi),
     OpenAiToAnthropic(OpenAiToAnthropic),
 }
@@ -49,6 +53,9 @@ impl StreamTranslator {
             (Surface::OpenAiChat, Surface::AnthropicMessages) => {
                 Mode::OpenAiToAnthropic(OpenAiToAnthropic::default())
             }
+            (Surface::OpenAiResponses, _) => Mode::ResponsesPass,
+            // Embeddings and images are never streamed; pass anything through as OpenAI.
+            _ => Mode::OpenAiPass { client_wants_usage },
         };
         StreamTranslator {
             mode,
@@ -83,6 +90,21 @@ impl StreamTranslator {
                 }
                 if forward {
                     out.push(event);
+                }
+            }
+            Mode::ResponsesPass => {
+                use crate::surfaces::openai_responses::{stream_event, StreamEvent};
+                self.content_bytes += data.len();
+                match stream_event(&data) {
+                    StreamEvent::Terminal(usage) => {
+                        self.usage = usage;
+                        self.terminal = Some(event);
+                    }
+                    StreamEvent::Error(message) => {
+                        self.upstream_error = Some(message);
+                        out.push(event);
+                    }
+                    StreamEvent::Other => out.push(event),
                 }
             }
             Mode::AnthropicPass => {

@@ -4,6 +4,7 @@
 
 pub mod anthropic_upstream;
 pub mod load;
+pub mod openai_upstream;
 pub mod tcp_proxy;
 pub mod upstream;
 

@@ -1,0 +1,503 @@
+//! Video generation as asynchronous jobs, in OpenAI's video API shape:
+//!
+//! - `POST /v1/videos` creates a job on a deployment of the requested model (the plan's
+//!   candidates in order; a deployment that cannot take video jobs, or fails with 408/429/5xx or
+//!   a transport error, passes the request on to the next). The job object comes back with the
+//!   gateway's own id, [`GatewayJobId`]: `mgv.{provider_id}.{hex(model)}.{upstream_id}`, so any
+//!   data-plane node can route a poll without shared state.
+//! - `GET /v1/videos/{id}` polls the owning provider; the job's `id` is rewritten again.
+//! - `GET /v1/videos/{id}/content` streams the finished video back (query passed through).
+//!
+//! Metering: every request leaves its own usage event, at no cost, except the poll that first
+//! sees the job `completed`: that one carries `media_ms` (the job's `seconds`) priced at the
+//! deployment model's `per_second_micros`. "Once" holds on a node through [`MeteredJobs`], and
+//! across nodes and restarts through the event's id, derived from the job id: the control
+//! plane stores events by id, so a second charging event for the same job is dropped at ingest.
+//!
+//! Supported providers: openai, openai-compatible and the built-in mock. Azure OpenAI and
+//! Anthropic deployments are passed over for video jobs. Polls need only the `video` endpoint
+//! family on the key; the job id itself is the capability (provider ids are unguessable).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use modelgate_shared::snapshot::ProviderKind;
+use modelgate_shared::usage::{Attempt, ErrorClass};
+
+use super::error::ProxyError;
+use super::{charge, describe_key, prepare, reject, unix_now, with_request_id, App};
+use crate::auth;
+use crate::providers::{self, mock_openai, Call, Endpoint, UpstreamResponse};
+use crate::routing::plan;
+use crate::surfaces::openai_videos::{self, GatewayJobId};
+use crate::surfaces::Surface;
+use crate::translate::Usage;
+use crate::usage::{now_ms, Recorder};
+
+const SURFACE: Surface = Surface::OpenAiVideos;
+/// Connect timeout for polls and downloads (they have no routing group of their own).
+const CONNECT_TIMEOUT_MS: u32 = 10_000;
+/// Limit on a poll, and on a download's first byte.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the node's memory of metered jobs; past it the set starts over (the event id
+/// still prevents a double charge at ingest).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Gateway job ids already metered by this node.
+#[derive(Debug, Default)]
+pub struct MeteredJobs(Mutex<HashSet<String>>);
+
+impl MeteredJobs {
+    /// True the first time `id` is offered.
+    fn first(&self, id: &str) -> bool {
+        match self.0.lock() {
+            Ok(mut set) => {
+                if set.contains(id) {
+                    return false;
+                }
+                if set.len() >= MAX_REMEMBERED {
+                    set.clear();
+                }
+                set.insert(id.to_owned())
+            }
+            // A poisoned set: rely on the event id alone.
+            Err(_) => true,
+        }
+    }
+}
+
+/// The usage event id of a job's charge: a UUID derived from the gateway job id.
+pub fn charge_event_id(job_id: &str) -> String {
+    let hash = |seed: u64| {
+        job_id.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hash(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    bytes[8..].copy_from_slice(&hash(0x84222325_cbf29ce4).to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8: custom
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
+fn json_content_type() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+fn call<'a>(
+    provider: &'a modelgate_shared::snapshot::ProviderAccount,
+    model: &'a str,
+    body: Bytes,
+    stream: bool,
+    request_id: &'a str,
+) -> Call<'a> {
+    Call {
+        provider,
+        endpoint: None,
+        body,
+        format: SURFACE,
+        model,
+        stream,
+        request_id,
+        anthropic_version: None,
+        anthropic_beta: None,
+    }
+}
+
+/// Reads a full upstream body (a stream is drained).
+async fn full_body(body: providers::Body) -> Bytes {
+    use futures_util::StreamExt;
+    match body {
+        providers::Body::Full(b) => b,
+        providers::Body::Stream(mut s) => {
+            let mut out = Vec::new();
+            while let Some(Ok(chunk)) = s.next().await {
+                out.extend_from_slice(&chunk);
+            }
+            Bytes::from(out)
+        }
+    }
+}
+
+/// A job object from upstream with its `id` replaced by the gateway's.
+fn with_gateway_id(v: &mut serde_json::Value, job: &GatewayJobId<'_>) -> Option<String> {
+    let id = job.encode();
+    *v.get_mut("id")? = serde_json::Value::String(id.clone());
+    Some(id)
+}
+
+fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Bytes) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, content_type.unwrap_or_else(json_content_type));
+    r
+}
+
+pub(super) async fn create(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let request_id = modelgate_shared::new_id().to_string();
+    let mut rec = Recorder::start(
+        app.spool.clone(),
+        &app.origin,
+        SURFACE.endpoint(),
+        &request_id,
+    );
+    let runtime = app.runtime.load_full();
+    let p = match prepare(&app, &runtime, SURFACE, &headers, body, &mut rec).await {
+        Ok(p) => p,
+        Err(e) => return reject(SURFACE, rec, e).await,
+    };
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(json_content_type);
+    let plan = {
+        let mut rng = rand::thread_rng();
+        let request = plan::Request {
+            class: p.class,
+            data_class: p.data_class,
+        };
+        plan::plan(&runtime, p.group, request, now_ms(), &mut rng)
+    };
+    let mut tried: Vec<String> = plan
+        .skipped
+        .iter()
+        .map(|s| format!("{} ({})", s.deployment_id, s.reason))
+        .collect();
+    for c in &plan.candidates {
+        let kind = c.provider.kind;
+        let endpoint = match (kind, runtime.endpoints.get(&c.provider.id)) {
+            (ProviderKind::Mock, _) => None,
+            (ProviderKind::OpenAi | ProviderKind::OpenAiCompatible, Some(Endpoint::OpenAi(e))) => {
+                Some(e)
+            }
+            _ => {
+                tried.push(format!(
+                    "{}: video jobs are not supported for {kind} providers",
+                    c.deployment_id
+                ));
+                continue;
+            }
+        };
+        let model = c.deployment.model.as_str();
+        let body = if model == p.alias {
+            p.raw.clone()
+        } else {
+            match openai_videos::with_model(&p.raw, model) {
+                Ok(b) => b,
+                Err(e) => return reject(SURFACE, rec, e).await,
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = match endpoint {
+            None => Ok(mock_openai::create_video(&body, model)),
+            Some(e) => {
+                let mut req =
+                    Request::post(e.videos.clone()).header(CONTENT_TYPE, content_type.clone());
+                if let Some(auth) = &e.authorization {
+                    req = req.header(AUTHORIZATION, auth.clone());
+                }
+                let limit = Duration::from_millis(u64::from(c.group.policy.total_timeout_ms));
+                let send = providers::execute(
+                    c.client,
+                    req,
+                    call(c.provider, model, body, false, &request_id),
+                );
+                match tokio::time::timeout(limit, send).await {
+                    Ok(r) => r,
+                    Err(_) => Err(providers::UpstreamError::Timeout),
+                }
+            }
+        };
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let status = result.as_ref().map_or(0, |r| r.status.as_u16());
+        let failed = !(200..300).contains(&status);
+        rec.event().attempts.push(Attempt {
+            deployment_id: c.deployment_id.to_owned(),
+            provider_id: c.provider.id.clone(),
+            model: model.to_owned(),
+            status,
+            error_class: failed.then(|| ErrorClass::ProviderError.as_str().to_owned()),
+            latency_us,
+        });
+        let resp = match result {
+            Ok(r) if !(r.status.is_server_error() || matches!(status, 408 | 429)) => r,
+            Ok(_) => {
+                tried.push(format!("{}: {status}", c.deployment_id));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{}: {e}", c.deployment_id));
+                continue;
+            }
+        };
+        rec.mark_first_byte();
+        {
+            let e = rec.event();
+            e.provider_id.clone_from(&c.provider.id);
+            e.served_model = model.to_owned();
+            c.deployment_id.clone_into(&mut e.deployment_id);
+            e.status = status;
+            e.fallback_used = c.backup || e.attempts.len() > 1;
+        }
+        let UpstreamResponse {
+            status: http_status,
+            content_type,
+            body,
+            ..
+        } = resp;
+        let bytes = full_body(body).await;
+        if !http_status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+            rec.fail(status, ErrorClass::ProviderError, &text);
+            if let Err(err) = rec.finish().await {
+                tracing::error!(error = %err, "usage event not written");
+            }
+            return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
+        }
+        let job = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|mut v| {
+                let upstream_id = v["id"].as_str()?.to_owned();
+                let gid = GatewayJobId {
+                    provider_id: c.provider.id.as_str().into(),
+                    model: model.to_owned(),
+                    upstream_id: upstream_id.into(),
+                };
+                // Only ids the gateway can route back are accepted.
+                GatewayJobId::decode(&gid.encode())?;
+                with_gateway_id(&mut v, &gid)?;
+                Some(v)
+            });
+        let Some(job) = job else {
+            let e = ProxyError::upstream("the provider's video job could not be read", false);
+            return reject(SURFACE, rec, e).await;
+        };
+        // Creating a job costs nothing; the finished job is charged when first seen completed.
+        charge(&mut rec, Usage::default(), false, c.price);
+        if let Some(price) = c.price {
+            rec.event().price_version = price.version;
+        }
+        if let Err(err) = rec.finish().await {
+            tracing::error!(error = %err, "usage event not written");
+        }
+        return with_request_id(axum::Json(job).into_response(), &request_id);
+    }
+    let e = if plan.candidates.is_empty() || rec.event().attempts.is_empty() {
+        ProxyError::no_deployment(&p.alias, &tried.join(", "))
+    } else {
+        ProxyError::upstream(
+            format!("every route for `{}` failed: {}", p.alias, tried.join("; ")),
+            false,
+        )
+    };
+    reject(SURFACE, rec, e).await
+}
+
+pub(super) async fn retrieve(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    job_request(app, id, headers, None).await
+}
+
+pub(super) async fn content(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    job_request(app, id, headers, Some(query.unwrap_or_default())).await
+}
+
+/// A poll (`content: None`) or a download (`content: Some(query)`).
+async fn job_request(
+    app: App,
+    id: String,
+    headers: HeaderMap,
+    content: Option<String>,
+) -> Response {
+    let request_id = modelgate_shared::new_id().to_string();
+    let endpoint = if content.is_some() {
+        "videos.content"
+    } else {
+        "videos.retrieve"
+    };
+    let mut rec = Recorder::start(app.spool.clone(), &app.origin, endpoint, &request_id);
+    let runtime = app.runtime.load_full();
+    if rec.refused() {
+        return reject(SURFACE, rec, ProxyError::metering_unavailable()).await;
+    }
+    if runtime.version == 0 {
+        return reject(SURFACE, rec, ProxyError::no_config()).await;
+    }
+    let key = match auth::authenticate(&runtime, &headers, unix_now()) {
+        Ok(k) => k,
+        Err(e) => return reject(SURFACE, rec, e).await,
+    };
+    describe_key(&mut rec, key);
+    if !key.may_call(SURFACE.family()) {
+        return reject(
+            SURFACE,
+            rec,
+            ProxyError::endpoint_not_allowed(SURFACE.family()),
+        )
+        .await;
+    }
+    let Some(job) = GatewayJobId::decode(&id) else {
+        return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
+    };
+    let Some(provider) = runtime.providers.get(job.provider_id.as_ref()) else {
+        return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
+    };
+    {
+        let e = rec.event();
+        e.provider_id.clone_from(&provider.id);
+        e.served_model.clone_from(&job.model);
+        e.requested_model.clone_from(&job.model);
+    }
+    let upstream = job.upstream_id.as_ref();
+    let started = std::time::Instant::now();
+    let result = match (provider.kind, runtime.endpoints.get(&provider.id)) {
+        (ProviderKind::Mock, _) => Ok(match content {
+            Some(_) => mock_openai::video_content(upstream),
+            None => mock_openai::poll_video(upstream, &job.model),
+        }),
+        (ProviderKind::OpenAi | ProviderKind::OpenAiCompatible, Some(Endpoint::OpenAi(e))) => {
+            let uri = match &content {
+                Some(q) if !q.is_empty() => format!("{}/videos/{upstream}/content?{q}", e.base_url),
+                Some(_) => format!("{}/videos/{upstream}/content", e.base_url),
+                None => format!("{}/videos/{upstream}", e.base_url),
+            };
+            let mut req = Request::get(uri);
+            if let Some(auth) = &e.authorization {
+                req = req.header(AUTHORIZATION, auth.clone());
+            }
+            let client = runtime.clients.get(CONNECT_TIMEOUT_MS);
+            let send = providers::execute(
+                &client,
+                req,
+                call(
+                    provider,
+                    &job.model,
+                    Bytes::new(),
+                    content.is_some(),
+                    &request_id,
+                ),
+            );
+            match tokio::time::timeout(CALL_TIMEOUT, send).await {
+                Ok(r) => r,
+                Err(_) => Err(providers::UpstreamError::Timeout),
+            }
+        }
+        _ => return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await,
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let timeout = matches!(e, providers::UpstreamError::Timeout);
+            return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), timeout)).await;
+        }
+    };
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let status = resp.status.as_u16();
+    rec.mark_first_byte();
+    rec.event().attempts.push(Attempt {
+        deployment_id: String::new(),
+        provider_id: provider.id.clone(),
+        model: job.model.clone(),
+        status,
+        error_class: (!resp.status.is_success())
+            .then(|| ErrorClass::ProviderError.as_str().to_owned()),
+        latency_us,
+    });
+    rec.event().status = status;
+    let UpstreamResponse {
+        status: http_status,
+        content_type,
+        body,
+        ..
+    } = resp;
+    if !http_status.is_success() {
+        let bytes = full_body(body).await;
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+        rec.fail(status, ErrorClass::ProviderError, &text);
+        if let Err(err) = rec.finish().await {
+            tracing::error!(error = %err, "usage event not written");
+        }
+        return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
+    }
+    if content.is_some() {
+        // The video itself: streamed through as it arrives.
+        if let Err(err) = rec.finish().await {
+            tracing::error!(error = %err, "usage event not written");
+        }
+        let body = match body {
+            providers::Body::Full(b) => Body::from(b),
+            providers::Body::Stream(s) => Body::from_stream(s),
+        };
+        let mut r = Response::new(body);
+        if let Some(ct) = content_type {
+            r.headers_mut().insert(CONTENT_TYPE, ct);
+        }
+        return with_request_id(r, &request_id);
+    }
+    let bytes = full_body(body).await;
+    let Some(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(serde_json::Value::is_object)
+    else {
+        let e = ProxyError::upstream("the provider's video job could not be read", false);
+        return reject(SURFACE, rec, e).await;
+    };
+    let gateway_id = with_gateway_id(&mut v, &job).unwrap_or_else(|| job.encode());
+    if v["status"] == "completed" && app.videos_metered.first(&gateway_id) {
+        let price = runtime.price(provider.kind, &job.model);
+        let seconds = openai_videos::job_seconds(&v);
+        let media_ms = seconds.map_or(0, |s| (s * 1000.0).round() as u64);
+        charge(
+            &mut rec,
+            Usage {
+                media_ms,
+                ..Usage::default()
+            },
+            seconds.is_none(),
+            price,
+        );
+        let e = rec.event();
+        e.id = charge_event_id(&gateway_id);
+        if let Some(price) = price {
+            e.price_version = price.version;
+        }
+    }
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    with_request_id(axum::Json(v).into_response(), &request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_metered_once_per_node_and_its_charge_event_id_is_stable() {
+        let m = MeteredJobs::default();
+        assert!(m.first("mgv.a.00.x"));
+        assert!(!m.first("mgv.a.00.x"));
+        assert!(m.first("mgv.a.00.y"));
+        assert_eq!(charge_event_id("j1"), charge_event_id("j1"));
+        assert_ne!(charge_event_id("j1"), charge_event_id("j2"));
+        assert!(uuid::Uuid::parse_str(&charge_event_id("j1")).is_ok());
+    }
+}
