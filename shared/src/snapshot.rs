@@ -311,14 +311,17 @@ pub enum ProviderKind {
     OpenAiCompatible,
     /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
     Anthropic,
+    /// Google's Gemini API (`POST {base_url}/v1beta/models/{model}:generateContent`).
+    Gemini,
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
+    pub const ALL: [ProviderKind; 5] = [
         Self::OpenAi,
         Self::OpenAiCompatible,
         Self::Anthropic,
+        Self::Gemini,
         Self::Mock,
     ];
 
@@ -327,6 +330,7 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai-compatible",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
             Self::Mock => "mock",
         }
     }

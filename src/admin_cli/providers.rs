@@ -14,12 +14,14 @@ pub enum ProvidersCommand {
         /// The account's name (unique).
         #[arg(long)]
         name: String,
-        /// `openai`, `openai-compatible`, `anthropic` or `mock`.
+        /// `openai`, `openai-compatible`, `anthropic`, `gemini` or `mock`.
         #[arg(long)]
         kind: String,
         /// The API base URL, e.g. `http://127.0.0.1:8000/v1` (required for
         /// `openai-compatible`; the others have a default). For `anthropic` it is the host root,
-        /// e.g. `https://api.anthropic.com`: the gateway calls `{base_url}/v1/messages`.
+        /// e.g. `https://api.anthropic.com`: the gateway calls `{base_url}/v1/messages`; for
+        /// `gemini` too (`https://generativelanguage.googleapis.com`, the default): the gateway
+        /// calls `{base_url}/v1beta/models/{model}:generateContent`.
         #[arg(long)]
         base_url: Option<String>,
         /// The provider API key. Prefer the environment variable, which keeps it out of the

@@ -63,6 +63,7 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     match kind {
         ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
         ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+        ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
         ProviderKind::Mock => Some("mock://builtin"),
         ProviderKind::OpenAiCompatible => None,
     }
@@ -94,7 +95,11 @@ pub async fn create(
             .to_owned(),
     };
     let credential = input.credential.unwrap_or_default();
-    if matches!(kind, ProviderKind::OpenAi | ProviderKind::Anthropic) && credential.is_empty() {
+    if matches!(
+        kind,
+        ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Gemini
+    ) && credential.is_empty()
+    {
         return Err(ServiceError::invalid(
             "credential",
             format!("is required for {kind}"),

@@ -5,6 +5,7 @@
 //! otherwise.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod sse;
@@ -96,6 +97,7 @@ impl Clients {
 pub enum Endpoint {
     OpenAi(openai::Endpoint),
     Anthropic(anthropic::Endpoint),
+    Gemini(gemini::Endpoint),
 }
 
 impl Endpoint {
@@ -108,6 +110,7 @@ impl Endpoint {
             ProviderKind::Anthropic => {
                 anthropic::Endpoint::for_provider(p).map(Endpoint::Anthropic)
             }
+            ProviderKind::Gemini => gemini::Endpoint::for_provider(p).map(Endpoint::Gemini),
             ProviderKind::Mock => None,
         }
     }
@@ -123,6 +126,8 @@ pub struct Call<'a> {
     /// The format of `body` (the mock answers in either).
     pub format: Surface,
     pub stream: bool,
+    /// The deployment's model name (Gemini puts it in the URL).
+    pub model: &'a str,
     pub request_id: &'a str,
     /// The Anthropic client's `anthropic-version` and `anthropic-beta` headers, if any.
     pub anthropic_version: Option<&'a HeaderValue>,
@@ -134,9 +139,11 @@ pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamRespons
         (ProviderKind::Mock, _) => Ok(match call.format {
             Surface::OpenAiChat => mock::chat_completions(&call.body, call.stream),
             Surface::AnthropicMessages => mock::messages(&call.body, call.stream),
+            Surface::Gemini => mock::generate_content(&call.body, call.model, call.stream),
         }),
         (_, Some(Endpoint::OpenAi(e))) => openai::send(client, e, call).await,
         (_, Some(Endpoint::Anthropic(e))) => anthropic::send(client, e, call).await,
+        (_, Some(Endpoint::Gemini(e))) => gemini::send(client, e, call).await,
         (_, None) => Err(UpstreamError::Connect(format!(
             "provider `{}` has an invalid base URL",
             call.provider.name

@@ -51,6 +51,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{*rest}", post(generate_content))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -316,6 +317,7 @@ async fn prepare<'r>(
     runtime: &'r Runtime,
     surface: Surface,
     headers: &HeaderMap,
+    uri: &http::Uri,
     body: Body,
     rec: &mut Recorder,
 ) -> Result<Prepared<'r>, ProxyError> {
@@ -325,15 +327,31 @@ async fn prepare<'r>(
     if runtime.version == 0 {
         return Err(ProxyError::no_config());
     }
-    let key = auth::authenticate(runtime, headers, unix_now())?;
+    // Gemini names the model and the method in the URL, and may carry the key in the query.
+    let gemini_call = match surface {
+        Surface::Gemini => {
+            let rest = uri
+                .path()
+                .strip_prefix("/v1beta/models/")
+                .unwrap_or_default();
+            Some(surfaces::gemini::parse_path(rest, uri.query())?)
+        }
+        Surface::OpenAiChat | Surface::AnthropicMessages => None,
+    };
+    let presented = match &gemini_call {
+        Some(call) => auth::presented_google_key(headers, call.key.as_deref()),
+        None => auth::presented_key(headers),
+    };
+    let key = auth::authenticate_presented(runtime, presented, unix_now())?;
     describe_key(rec, key);
     if !key.may_call(surface.family()) {
         return Err(ProxyError::endpoint_not_allowed(surface.family()));
     }
     let raw = read_body(body, app.max_body_bytes).await?;
-    let peek = match surface {
-        Surface::OpenAiChat => surfaces::openai_chat::peek(&raw)?,
-        Surface::AnthropicMessages => surfaces::anthropic_messages::peek(&raw)?,
+    let peek = match (surface, &gemini_call) {
+        (Surface::Gemini, Some(call)) => surfaces::gemini::peek(&raw, call)?,
+        (Surface::AnthropicMessages, _) => surfaces::anthropic_messages::peek(&raw)?,
+        _ => surfaces::openai_chat::peek(&raw)?,
     };
     let alias = peek.model.as_str();
     rec.event().requested_model = alias.to_owned();
@@ -374,7 +392,7 @@ async fn prepare<'r>(
             headers.get(&providers::anthropic::VERSION).cloned(),
             headers.get(&providers::anthropic::BETA).cloned(),
         ),
-        Surface::OpenAiChat => (None, None),
+        Surface::OpenAiChat | Surface::Gemini => (None, None),
     };
     Ok(Prepared {
         surface,
@@ -414,7 +432,26 @@ async fn messages(State(app): State<App>, headers: HeaderMap, body: Body) -> Res
     serve(app, Surface::AnthropicMessages, headers, body).await
 }
 
+async fn generate_content(
+    State(app): State<App>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_at(app, Surface::Gemini, headers, &uri, body).await
+}
+
 async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Response {
+    serve_at(app, surface, headers, &http::Uri::from_static("/"), body).await
+}
+
+async fn serve_at(
+    app: App,
+    surface: Surface,
+    headers: HeaderMap,
+    uri: &http::Uri,
+    body: Body,
+) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(
         app.spool.clone(),
@@ -423,7 +460,7 @@ async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Re
         &request_id,
     );
     let runtime = app.runtime.load_full();
-    let p = match prepare(&app, &runtime, surface, &headers, body, &mut rec).await {
+    let p = match prepare(&app, &runtime, surface, &headers, uri, body, &mut rec).await {
         Ok(p) => p,
         Err(e) => return reject(surface, rec, e).await,
     };
@@ -475,6 +512,15 @@ pub(crate) async fn pump(
         };
         for event in events {
             translator.event(event, &mut out);
+            for e in out.drain(..) {
+                if tx.send(Ok(e)).await.is_err() {
+                    client_gone = true;
+                    break 'outer;
+                }
+            }
+        }
+        if ended {
+            translator.end(&mut out);
             for e in out.drain(..) {
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;

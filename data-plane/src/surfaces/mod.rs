@@ -8,8 +8,10 @@
 //! |--------------------|----------------------------|----------------------------------------------|
 //! | `openai_chat`      | `POST /v1/chat/completions`| `{"error":{"message","type","param","code"}}`|
 //! | `anthropic_messages` | `POST /v1/messages`      | `{"type":"error","error":{"type","message"}}`|
+//! | `gemini`           | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` | `{"error":{"code","message","status"}}` |
 
 pub mod anthropic_messages;
+pub mod gemini;
 pub mod openai_chat;
 
 use axum::response::{IntoResponse, Response};
@@ -23,6 +25,8 @@ use crate::server::error::ProxyError;
 pub enum Surface {
     OpenAiChat,
     AnthropicMessages,
+    /// Google Gemini `generateContent`.
+    Gemini,
 }
 
 impl Surface {
@@ -31,6 +35,7 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "openai-chat",
             Surface::AnthropicMessages => "anthropic-messages",
+            Surface::Gemini => "gemini",
         }
     }
 
@@ -39,6 +44,7 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "chat.completions",
             Surface::AnthropicMessages => "messages",
+            Surface::Gemini => "generate_content",
         }
     }
 
@@ -46,6 +52,7 @@ impl Surface {
         match self {
             Surface::OpenAiChat => "chat",
             Surface::AnthropicMessages => "messages",
+            Surface::Gemini => "generate_content",
         }
     }
 
@@ -55,6 +62,7 @@ impl Surface {
         match kind {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Surface::OpenAiChat,
             ProviderKind::Anthropic => Surface::AnthropicMessages,
+            ProviderKind::Gemini => Surface::Gemini,
             ProviderKind::Mock => self,
         }
     }
@@ -64,6 +72,7 @@ impl Surface {
         match self {
             Surface::OpenAiChat => openai_chat::error_body(e),
             Surface::AnthropicMessages => anthropic_messages::error_body(e),
+            Surface::Gemini => gemini::error_body(e),
         }
     }
 
@@ -75,7 +84,9 @@ impl Surface {
     /// The SSE event that ends a stream which failed after its first byte.
     pub fn error_event(self, e: &ProxyError) -> Bytes {
         match self {
-            Surface::OpenAiChat => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
+            Surface::OpenAiChat | Surface::Gemini => {
+                Bytes::from(format!("data: {}\n\n", self.error_body(e)))
+            }
             Surface::AnthropicMessages => {
                 Bytes::from(format!("event: error\ndata: {}\n\n", self.error_body(e)))
             }
