@@ -215,6 +215,21 @@ async fn generate_content_passes_through_to_a_gemini_deployment_byte_for_byte_wi
     assert_eq!(row["cost_micros"], cost(input, output, cached, reasoning));
     assert_eq!(row["estimated"], false);
 
+    // Google's stable version path (the google-genai SDK's default) is served the same way.
+    let resp =
+        s.gw.http
+            .post(format!("{}/v1/models/gm:generateContent", root(&s.gw)))
+            .header("x-goog-api-key", &s.key)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        gemini_upstream::response_body("gemini-up", false)
+    );
+
     // Streamed through an alias, the key in `?key=`: the deployment's model goes in the URL,
     // the chunks pass as they come, the last chunk's usage is the total.
     let resp =

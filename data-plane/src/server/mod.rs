@@ -52,6 +52,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
         .route("/v1beta/models/{*rest}", post(generate_content))
+        // Google's stable version (the google-genai SDK's default) has the same wire format.
+        .route("/v1/models/{*rest}", post(generate_content))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -330,9 +332,10 @@ async fn prepare<'r>(
     // Gemini names the model and the method in the URL, and may carry the key in the query.
     let gemini_call = match surface {
         Surface::Gemini => {
-            let rest = uri
-                .path()
+            let path = uri.path();
+            let rest = path
                 .strip_prefix("/v1beta/models/")
+                .or_else(|| path.strip_prefix("/v1/models/"))
                 .unwrap_or_default();
             Some(surfaces::gemini::parse_path(rest, uri.query())?)
         }

@@ -1,5 +1,6 @@
 //! Google Gemini (`POST /v1beta/models/{model}:generateContent` and
-//! `:streamGenerateContent?alt=sse`). The model alias and whether to stream come from the URL,
+//! `:streamGenerateContent?alt=sse`; the same under `/v1/models/`, Google's stable version and
+//! the `google-genai` SDK's default). The model alias and whether to stream come from the URL,
 //! not the body. The gateway key may be sent as `x-goog-api-key` or `?key=` (as Google's SDKs
 //! do), besides the generic `Authorization: Bearer` / `x-api-key`.
 //!
