@@ -311,16 +311,19 @@ pub enum ProviderKind {
     OpenAiCompatible,
     /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
     Anthropic,
+    /// Google's Gemini API (`POST {base_url}/v1beta/models/{model}:generateContent`).
+    Gemini,
     Mock,
     /// Azure OpenAI: `{base_url}/openai/deployments/{model}/...?api-version=...` with `api-key`.
     AzureOpenAi,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 5] = [
+    pub const ALL: [ProviderKind; 6] = [
         Self::OpenAi,
         Self::OpenAiCompatible,
         Self::Anthropic,
+        Self::Gemini,
         Self::Mock,
         Self::AzureOpenAi,
     ];
@@ -330,6 +333,7 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai-compatible",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
             Self::Mock => "mock",
             Self::AzureOpenAi => "azure-openai",
         }

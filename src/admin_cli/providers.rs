@@ -14,14 +14,16 @@ pub enum ProvidersCommand {
         /// The account's name (unique).
         #[arg(long)]
         name: String,
-        /// `openai`, `openai-compatible`, `anthropic`, `azure-openai` or `mock`.
+        /// `openai`, `openai-compatible`, `anthropic`, `azure-openai`, `gemini` or `mock`.
         #[arg(long)]
         kind: String,
         /// The API base URL, e.g. `http://127.0.0.1:8000/v1` (required for
         /// `openai-compatible`; the others have a default). For `anthropic` it is the host root,
-        /// e.g. `https://api.anthropic.com`: the gateway calls `{base_url}/v1/messages`. For
-        /// `azure-openai` it is the resource root, `https://{resource}.openai.azure.com`,
-        /// optionally with `?api-version=...` (default 2024-10-21).
+        /// e.g. `https://api.anthropic.com`: the gateway calls `{base_url}/v1/messages`; for
+        /// `gemini` too (`https://generativelanguage.googleapis.com`, the default): the gateway
+        /// calls `{base_url}/v1beta/models/{model}:generateContent`. For `azure-openai` it is the
+        /// resource root, `https://{resource}.openai.azure.com`, optionally with
+        /// `?api-version=...` (default 2024-10-21).
         #[arg(long)]
         base_url: Option<String>,
         /// The provider API key. Prefer the environment variable, which keeps it out of the

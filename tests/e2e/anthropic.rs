@@ -86,7 +86,7 @@ fn cost(input: u64, output: u64) -> i64 {
     line(input, PRICE.0) + line(output, PRICE.1)
 }
 
-async fn sse_text(resp: reqwest::Response) -> String {
+pub(crate) async fn sse_text(resp: reqwest::Response) -> String {
     let mut text = String::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -96,7 +96,7 @@ async fn sse_text(resp: reqwest::Response) -> String {
 }
 
 /// `(event name, data)` of each SSE event.
-fn events(text: &str) -> Vec<(Option<String>, String)> {
+pub(crate) fn events(text: &str) -> Vec<(Option<String>, String)> {
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
@@ -186,7 +186,7 @@ async fn messages_pass_through_to_an_anthropic_deployment_byte_for_byte_with_cac
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Client {
+pub(crate) enum Client {
     OpenAi,
     Anthropic,
 }
@@ -200,13 +200,13 @@ enum Mode {
 
 /// What the client understood of an answer: its text and its tool call (name, arguments).
 #[derive(Debug, Default)]
-struct Understood {
-    text: String,
-    tool: Option<(String, Value)>,
-    finish: String,
+pub(crate) struct Understood {
+    pub text: String,
+    pub tool: Option<(String, Value)>,
+    pub finish: String,
 }
 
-fn understand(client: Client, stream: bool, body: &str) -> Understood {
+pub(crate) fn understand(client: Client, stream: bool, body: &str) -> Understood {
     let mut u = Understood::default();
     match (client, stream) {
         (Client::OpenAi, false) => {

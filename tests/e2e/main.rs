@@ -13,6 +13,7 @@ mod config_distribution;
 mod crash;
 mod explain;
 mod export;
+mod gemini;
 mod identity;
 mod metering;
 mod nack;

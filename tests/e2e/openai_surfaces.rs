@@ -306,6 +306,7 @@ async fn each_surface_needs_its_endpoint_family_on_the_key() {
             json!({"team_id": s.team_id, "name": "chat-only", "endpoint_families": ["chat"]}),
         )
         .await;
+    s.gw.wait_for_config().await;
     let secret = chat_only["key_secret"].as_str().unwrap();
     for (path, body, family) in [
         (
@@ -404,7 +405,7 @@ async fn an_anthropic_deployment_refuses_pass_through_surfaces_with_a_400_naming
         assert_eq!(resp.status(), 400, "{path}");
         let v: Value = resp.json().await.unwrap();
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("Anthropic"), "{msg}");
+        assert!(msg.contains("`anthropic` provider"), "{msg}");
     }
     s.gw.shutdown().await;
 }

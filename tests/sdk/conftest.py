@@ -11,6 +11,8 @@ import os
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 DEFAULT_MODEL = "mock-small"
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -78,3 +80,19 @@ def anthropic_client(base_url: str, api_key: str) -> anthropic.Anthropic:
     )
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def gemini_client(base_url: str, api_key: str) -> genai.Client:
+    """Official Google Gen AI client pointed at the gateway: only base URL and key changed.
+
+    The SDK appends `/v1beta/models/{model}:generateContent` itself, so its base URL is the
+    gateway's root; the gateway key travels as `x-goog-api-key`, as with Google.
+    """
+    root = base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+    return genai.Client(
+        api_key=api_key,
+        http_options=genai_types.HttpOptions(
+            base_url=root, timeout=int(REQUEST_TIMEOUT_SECONDS * 1000)
+        ),
+    )

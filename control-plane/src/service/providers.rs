@@ -63,6 +63,7 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     match kind {
         ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
         ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+        ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
         ProviderKind::Mock => Some("mock://builtin"),
         // Each Azure resource has its own host: `https://{resource}.openai.azure.com`.
         ProviderKind::OpenAiCompatible | ProviderKind::AzureOpenAi => None,
@@ -97,7 +98,10 @@ pub async fn create(
     let credential = input.credential.unwrap_or_default();
     if matches!(
         kind,
-        ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::AzureOpenAi
+        ProviderKind::OpenAi
+            | ProviderKind::Anthropic
+            | ProviderKind::AzureOpenAi
+            | ProviderKind::Gemini
     ) && credential.is_empty()
     {
         return Err(ServiceError::invalid(

@@ -23,12 +23,38 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The key as Google's clients present it: `x-goog-api-key`, else `?key=` (passed in by the
+/// Gemini surface), else the generic sources of [`presented_key`]. Only the Gemini surface
+/// reads these.
+pub fn presented_google_key<'h>(
+    headers: &'h HeaderMap,
+    query_key: Option<&'h str>,
+) -> Option<&'h str> {
+    if let Some(v) = headers.get("x-goog-api-key") {
+        let token = v.to_str().ok()?.trim();
+        return (!token.is_empty()).then_some(token);
+    }
+    match query_key.map(str::trim) {
+        Some(k) if !k.is_empty() => Some(k),
+        _ => presented_key(headers),
+    }
+}
+
 pub fn authenticate<'r>(
     runtime: &'r Runtime,
     headers: &HeaderMap,
     now_unix: i64,
 ) -> Result<&'r ApiKey, ProxyError> {
-    let presented = presented_key(headers).ok_or_else(ProxyError::missing_key)?;
+    authenticate_presented(runtime, presented_key(headers), now_unix)
+}
+
+/// Authenticates a key already read from the request (`None`: no key was presented).
+pub fn authenticate_presented<'r>(
+    runtime: &'r Runtime,
+    presented: Option<&str>,
+    now_unix: i64,
+) -> Result<&'r ApiKey, ProxyError> {
+    let presented = presented.ok_or_else(ProxyError::missing_key)?;
     let hash = hash_key(&runtime.key_hash_secret, presented);
     let entry = runtime
         .keys

@@ -3,7 +3,9 @@
 //! format ([`messages`]) — it is always called in the client's own format. For demos
 //! (`modelgate up` works offline), tests and load tests.
 //!
-//! Tools (either format): when `tool_choice` names a tool (or is `any`/`required`), or tools are
+//! Gemini requests ([`generate_content`]) are answered in Gemini's format.
+//!
+//! Tools (any format): when `tool_choice` names a tool (or is `any`/`required`), or tools are
 //! given and the last user message mentions one by name, the answer calls that tool (a
 //! `tool_use` block, or `tool_calls`) with an input that fills the schema's required properties
 //! with placeholder values.
@@ -215,6 +217,82 @@ pub fn messages(body: &[u8], stream: bool) -> UpstreamResponse {
         "delta": {"stop_reason": stop_reason, "stop_sequence": null},
         "usage": {"output_tokens": output_tokens}})));
     events.push(event(json!({"type": "message_stop"})));
+    UpstreamResponse {
+        status: StatusCode::OK,
+        content_type: Some(HeaderValue::from_static("text/event-stream")),
+        retry_after_secs: None,
+        body: Body::Stream(futures_util::stream::iter(events.into_iter().map(Ok)).boxed()),
+    }
+}
+
+/// Answers a Gemini `generateContent` request body: the request is read through the OpenAI
+/// chat translation (so tools, `toolConfig` mode `ANY` and a function named in the last user
+/// text work as in the other formats), and the answer is written in Gemini's format — streamed
+/// as `alt=sse` chunks (text in pieces, then the function call with `finishReason` and the
+/// totals in `usageMetadata`).
+pub fn generate_content(body: &[u8], model: &str, stream: bool) -> UpstreamResponse {
+    use crate::translate::gemini as g;
+    let chat = match g::gemini_to_openai(body, model, false, true) {
+        Ok(v) => v.to_string(),
+        Err(e) => {
+            let body = g::error_json(e.status, &e.message);
+            return UpstreamResponse {
+                status: e.status,
+                content_type: Some(HeaderValue::from_static("application/json")),
+                retry_after_secs: None,
+                body: Body::Full(Bytes::from(body.to_string())),
+            };
+        }
+    };
+    let answer = match chat_completions(chat.as_bytes(), false).body {
+        Body::Full(b) => g::response_openai_to_gemini(&b).unwrap_or(Value::Null),
+        Body::Stream(_) => Value::Null,
+    };
+    if !stream {
+        return UpstreamResponse {
+            status: StatusCode::OK,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            retry_after_secs: None,
+            body: Body::Full(Bytes::from(answer.to_string())),
+        };
+    }
+    let candidate = &answer["candidates"][0];
+    let parts = candidate["content"]["parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let usage = &answer["usageMetadata"];
+    let prompt_only = json!({"promptTokenCount": usage["promptTokenCount"],
+        "totalTokenCount": usage["promptTokenCount"]});
+    let chunk = |parts: Value, finish: Option<&Value>, usage: &Value| {
+        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(f) = finish {
+            c["finishReason"] = f.clone();
+        }
+        let v = json!({"candidates": [c], "usageMetadata": usage,
+            "modelVersion": answer["modelVersion"], "responseId": answer["responseId"]});
+        Bytes::from(format!("data: {v}\r\n\r\n"))
+    };
+    let mut events = Vec::new();
+    let text = parts
+        .iter()
+        .find_map(|p| p["text"].as_str())
+        .unwrap_or_default();
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    for piece in words.chunks(4) {
+        events.push(chunk(json!([{"text": piece.concat()}]), None, &prompt_only));
+    }
+    let calls: Vec<Value> = parts
+        .iter()
+        .filter(|p| p.get("functionCall").is_some())
+        .cloned()
+        .collect();
+    let last = if calls.is_empty() {
+        json!([{"text": ""}])
+    } else {
+        Value::Array(calls)
+    };
+    events.push(chunk(last, Some(&candidate["finishReason"]), usage));
     UpstreamResponse {
         status: StatusCode::OK,
         content_type: Some(HeaderValue::from_static("text/event-stream")),

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod mock;
 pub mod mock_openai;
 pub mod openai;
@@ -100,6 +101,7 @@ pub enum Endpoint {
     OpenAi(Box<openai::Endpoint>),
     Anthropic(anthropic::Endpoint),
     Azure(azure::Endpoint),
+    Gemini(gemini::Endpoint),
 }
 
 impl Endpoint {
@@ -113,6 +115,7 @@ impl Endpoint {
                 anthropic::Endpoint::for_provider(p).map(Endpoint::Anthropic)
             }
             ProviderKind::AzureOpenAi => azure::Endpoint::for_provider(p).map(Endpoint::Azure),
+            ProviderKind::Gemini => gemini::Endpoint::for_provider(p).map(Endpoint::Gemini),
             ProviderKind::Mock => None,
         }
     }
@@ -127,7 +130,7 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// The format of `body` (the mock answers in either).
     pub format: Surface,
-    /// The deployment's model name (Azure's deployment name).
+    /// The deployment's model name (Azure's deployment name; Gemini puts it in the URL).
     pub model: &'a str,
     pub stream: bool,
     pub request_id: &'a str,
@@ -145,10 +148,12 @@ pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamRespons
             Surface::OpenAiEmbeddings => mock_openai::embeddings(&call.body),
             Surface::OpenAiImages => mock_openai::images(&call.body),
             Surface::OpenAiVideos => mock_openai::create_video(&call.body, call.model),
+            Surface::Gemini => mock::generate_content(&call.body, call.model, call.stream),
         }),
         (_, Some(Endpoint::OpenAi(e))) => openai::send(client, e, call).await,
         (_, Some(Endpoint::Anthropic(e))) => anthropic::send(client, e, call).await,
         (_, Some(Endpoint::Azure(e))) => azure::send(client, e, call).await,
+        (_, Some(Endpoint::Gemini(e))) => gemini::send(client, e, call).await,
         (_, None) => Err(UpstreamError::Connect(format!(
             "provider `{}` has an invalid base URL",
             call.provider.name

@@ -54,7 +54,11 @@ impl Endpoint {
             Surface::OpenAiEmbeddings => &self.embeddings,
             Surface::OpenAiImages => &self.images_generations,
             Surface::OpenAiVideos => &self.videos,
-            Surface::OpenAiChat | Surface::AnthropicMessages => &self.chat_completions,
+            // A Gemini-format body never reaches an OpenAI endpoint (`upstream_for`); chat is
+            // the safe default.
+            Surface::OpenAiChat | Surface::AnthropicMessages | Surface::Gemini => {
+                &self.chat_completions
+            }
         }
     }
 }

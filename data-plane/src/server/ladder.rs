@@ -346,17 +346,27 @@ fn body_for(
 ) -> Result<Bytes, ProxyError> {
     let model = c.deployment.model.as_str();
     let drop = c.group.policy.drop_unsupported;
-    if p.surface.passthrough_only() && c.provider.kind == ProviderKind::Anthropic {
+    if p.surface.passthrough_only()
+        && !matches!(
+            c.provider.kind,
+            ProviderKind::OpenAi
+                | ProviderKind::OpenAiCompatible
+                | ProviderKind::AzureOpenAi
+                | ProviderKind::Mock
+        )
+    {
         return Err(ProxyError::invalid_param_owned(
             "model".to_owned(),
             format!(
-                "`{}` is served by an Anthropic deployment, which has no {} endpoint; \
+                "`{}` is served by an `{}` provider, which has no {} endpoint; \
                  route this model to an OpenAI-format deployment",
                 p.alias,
+                c.provider.kind,
                 p.surface.endpoint()
             ),
         ));
     }
+    use translate::gemini as g;
     let translated = match (p.surface, format) {
         (Surface::OpenAiChat, Surface::AnthropicMessages) => {
             translate::request::openai_to_anthropic(&p.raw, model, drop)?
@@ -368,6 +378,27 @@ fn body_for(
             }
             v
         }
+        (Surface::OpenAiChat, Surface::Gemini) => g::openai_to_gemini(&p.raw, drop)?,
+        (Surface::Gemini, Surface::OpenAiChat) => {
+            g::gemini_to_openai(&p.raw, model, p.stream, drop)?
+        }
+        // Anthropic ⇄ Gemini pivots through the OpenAI chat form.
+        (Surface::AnthropicMessages, Surface::Gemini) => {
+            let chat = translate::request::anthropic_to_openai(&p.raw, model, drop)?;
+            match chat {
+                serde_json::Value::Object(m) => g::openai_map_to_gemini(&m, drop)?,
+                _ => return Err(ProxyError::invalid_json("the body must be a JSON object")),
+            }
+        }
+        (Surface::Gemini, Surface::AnthropicMessages) => {
+            let chat = g::gemini_to_openai(&p.raw, model, p.stream, drop)?;
+            let chat =
+                serde_json::to_vec(&chat).map_err(|e| ProxyError::invalid_json(&e.to_string()))?;
+            translate::request::openai_to_anthropic(&chat, model, drop)?
+        }
+        // The model is in Gemini's URL, and Gemini streams always carry usage: the client's
+        // body goes as it is.
+        (Surface::Gemini, Surface::Gemini) => return Ok(p.raw.clone()),
         (from, to) if from == to => {
             let model_differs = model != p.alias;
             let inject = inject_usage && format == Surface::OpenAiChat;
@@ -391,15 +422,18 @@ fn body_for(
 }
 
 fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
-    match (from, to) {
-        (Surface::OpenAiChat, Surface::AnthropicMessages) => {
-            Some(HeaderValue::from_static("openai-chat->anthropic-messages"))
-        }
-        (Surface::AnthropicMessages, Surface::OpenAiChat) => {
-            Some(HeaderValue::from_static("anthropic-messages->openai-chat"))
-        }
-        _ => None,
-    }
+    use Surface::{AnthropicMessages as A, Gemini as G, OpenAiChat as O};
+    let v = match (from, to) {
+        (O, A) => "openai-chat->anthropic-messages",
+        (A, O) => "anthropic-messages->openai-chat",
+        (O, G) => "openai-chat->gemini",
+        (G, O) => "gemini->openai-chat",
+        (A, G) => "anthropic-messages->gemini",
+        (G, A) => "gemini->anthropic-messages",
+        // Same format, or a pass-through surface (responses, embeddings, images, videos).
+        _ => return None,
+    };
+    Some(HeaderValue::from_static(v))
 }
 
 fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
@@ -418,11 +452,26 @@ fn translate_full(
     status: http::StatusCode,
     bytes: &[u8],
 ) -> (http::StatusCode, Bytes) {
+    use translate::gemini as g;
     use translate::response as r;
+    // Anthropic ⇄ Gemini answers pivot through the OpenAI chat form.
+    let via_openai = |chat: Option<serde_json::Value>,
+                      back: fn(&[u8]) -> Option<serde_json::Value>| {
+        chat.and_then(|c| back(c.to_string().as_bytes()))
+    };
     let v = match (status.is_success(), from, to) {
         (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
         (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
+        (true, Surface::Gemini, Surface::OpenAiChat) => g::response_gemini_to_openai(bytes),
+        (true, Surface::OpenAiChat, Surface::Gemini) => g::response_openai_to_gemini(bytes),
+        (true, Surface::Gemini, Surface::AnthropicMessages) => {
+            via_openai(g::response_gemini_to_openai(bytes), r::openai_to_anthropic)
+        }
+        (true, Surface::AnthropicMessages, Surface::Gemini) => {
+            via_openai(r::anthropic_to_openai(bytes), g::response_openai_to_gemini)
+        }
         (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
+        (false, _, Surface::Gemini) => Some(g::error_to_gemini(status, bytes)),
         (false, _, _) => Some(r::error_to_openai(status, bytes)),
         (true, _, _) => None,
     };
@@ -478,6 +527,7 @@ async fn answer(
                 Surface::OpenAiImages => surfaces::openai_images::usage(&bytes),
                 // Video jobs are served by `server::videos`, never by the ladder.
                 Surface::OpenAiVideos => None,
+                Surface::Gemini => translate::gemini::gemini_usage(&bytes),
             };
             let (status, bytes) = if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("application/json"));

@@ -30,7 +30,7 @@ use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
-use crate::surfaces::Surface;
+use crate::surfaces::{self, Surface};
 use crate::translate::stream::StreamTranslator;
 use crate::translate::Usage;
 use crate::usage::spool::Spool;
@@ -61,6 +61,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/videos", post(videos::create))
         .route("/v1/videos/{id}", get(videos::retrieve))
         .route("/v1/videos/{id}/content", get(videos::content))
+        .route("/v1beta/models/{*rest}", post(generate_content))
+        // Google's stable version (the google-genai SDK's default) has the same wire format.
+        .route("/v1/models/{*rest}", post(generate_content))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -326,6 +329,7 @@ async fn prepare<'r>(
     runtime: &'r Runtime,
     surface: Surface,
     headers: &HeaderMap,
+    uri: &http::Uri,
     body: Body,
     rec: &mut Recorder,
 ) -> Result<Prepared<'r>, ProxyError> {
@@ -335,13 +339,32 @@ async fn prepare<'r>(
     if runtime.version == 0 {
         return Err(ProxyError::no_config());
     }
-    let key = auth::authenticate(runtime, headers, unix_now())?;
+    // Gemini names the model and the method in the URL, and may carry the key in the query.
+    let gemini_call = match surface {
+        Surface::Gemini => {
+            let path = uri.path();
+            let rest = path
+                .strip_prefix("/v1beta/models/")
+                .or_else(|| path.strip_prefix("/v1/models/"))
+                .unwrap_or_default();
+            Some(surfaces::gemini::parse_path(rest, uri.query())?)
+        }
+        _ => None,
+    };
+    let presented = match &gemini_call {
+        Some(call) => auth::presented_google_key(headers, call.key.as_deref()),
+        None => auth::presented_key(headers),
+    };
+    let key = auth::authenticate_presented(runtime, presented, unix_now())?;
     describe_key(rec, key);
     if !key.may_call(surface.family()) {
         return Err(ProxyError::endpoint_not_allowed(surface.family()));
     }
     let raw = read_body(body, app.max_body_bytes).await?;
-    let peek = surface.peek(&raw)?;
+    let peek = match (surface, &gemini_call) {
+        (Surface::Gemini, Some(call)) => surfaces::gemini::peek(&raw, call)?,
+        _ => surface.peek(&raw)?,
+    };
     let alias = peek.model.as_str();
     rec.event().requested_model = alias.to_owned();
     if !key.may_use(alias) {
@@ -433,7 +456,26 @@ async fn images_generations(State(app): State<App>, headers: HeaderMap, body: Bo
     serve(app, Surface::OpenAiImages, headers, body).await
 }
 
+async fn generate_content(
+    State(app): State<App>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_at(app, Surface::Gemini, headers, &uri, body).await
+}
+
 async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Response {
+    serve_at(app, surface, headers, &http::Uri::from_static("/"), body).await
+}
+
+async fn serve_at(
+    app: App,
+    surface: Surface,
+    headers: HeaderMap,
+    uri: &http::Uri,
+    body: Body,
+) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(
         app.spool.clone(),
@@ -442,7 +484,7 @@ async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Re
         &request_id,
     );
     let runtime = app.runtime.load_full();
-    let p = match prepare(&app, &runtime, surface, &headers, body, &mut rec).await {
+    let p = match prepare(&app, &runtime, surface, &headers, uri, body, &mut rec).await {
         Ok(p) => p,
         Err(e) => return reject(surface, rec, e).await,
     };
@@ -494,6 +536,15 @@ pub(crate) async fn pump(
         };
         for event in events {
             translator.event(event, &mut out);
+            for e in out.drain(..) {
+                if tx.send(Ok(e)).await.is_err() {
+                    client_gone = true;
+                    break 'outer;
+                }
+            }
+        }
+        if ended {
+            translator.end(&mut out);
             for e in out.drain(..) {
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;

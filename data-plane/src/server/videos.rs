@@ -143,7 +143,12 @@ fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Byt
     r
 }
 
-pub(super) async fn create(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn create(
+    State(app): State<App>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
     let mut rec = Recorder::start(
         app.spool.clone(),
@@ -152,7 +157,7 @@ pub(super) async fn create(State(app): State<App>, headers: HeaderMap, body: Bod
         &request_id,
     );
     let runtime = app.runtime.load_full();
-    let p = match prepare(&app, &runtime, SURFACE, &headers, body, &mut rec).await {
+    let p = match prepare(&app, &runtime, SURFACE, &headers, &uri, body, &mut rec).await {
         Ok(p) => p,
         Err(e) => return reject(SURFACE, rec, e).await,
     };

@@ -15,8 +15,10 @@
 //! Responses, embeddings and images are pass-through surfaces: they are only served by
 //! deployments that speak OpenAI's format (openai, openai-compatible, azure-openai, mock); an
 //! anthropic deployment refuses them with a 400 naming the reason (see [`Surface::passthrough_only`]).
+//! | `gemini`           | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` | `{"error":{"code","message","status"}}` |
 
 pub mod anthropic_messages;
+pub mod gemini;
 pub mod openai_chat;
 pub mod openai_embeddings;
 pub mod openai_images;
@@ -39,6 +41,8 @@ pub enum Surface {
     OpenAiImages,
     /// `POST /v1/videos` (job creation; polls and downloads are handled in `server::videos`).
     OpenAiVideos,
+    /// Google Gemini `generateContent`.
+    Gemini,
 }
 
 impl Surface {
@@ -51,6 +55,7 @@ impl Surface {
             Surface::OpenAiEmbeddings => "openai-embeddings",
             Surface::OpenAiImages => "openai-images",
             Surface::OpenAiVideos => "openai-videos",
+            Surface::Gemini => "gemini",
         }
     }
 
@@ -63,6 +68,7 @@ impl Surface {
             Surface::OpenAiEmbeddings => "embeddings",
             Surface::OpenAiImages => "images.generations",
             Surface::OpenAiVideos => "videos",
+            Surface::Gemini => "generate_content",
         }
     }
 
@@ -74,6 +80,7 @@ impl Surface {
             Surface::OpenAiEmbeddings => "embeddings",
             Surface::OpenAiImages => "images",
             Surface::OpenAiVideos => "video",
+            Surface::Gemini => "generate_content",
         }
     }
 
@@ -100,6 +107,7 @@ impl Surface {
                 Surface::OpenAiChat
             }
             ProviderKind::Anthropic => Surface::AnthropicMessages,
+            ProviderKind::Gemini => Surface::Gemini,
             ProviderKind::Mock => self,
         }
     }
@@ -113,6 +121,7 @@ impl Surface {
             | Surface::OpenAiImages
             | Surface::OpenAiVideos => openai_chat::error_body(e),
             Surface::AnthropicMessages => anthropic_messages::error_body(e),
+            Surface::Gemini => gemini::error_body(e),
         }
     }
 
@@ -127,7 +136,8 @@ impl Surface {
             Surface::OpenAiChat
             | Surface::OpenAiEmbeddings
             | Surface::OpenAiImages
-            | Surface::OpenAiVideos => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
+            | Surface::OpenAiVideos
+            | Surface::Gemini => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
             Surface::OpenAiResponses => openai_responses::error_event(e),
             Surface::AnthropicMessages => {
                 Bytes::from(format!("event: error\ndata: {}\n\n", self.error_body(e)))
@@ -155,6 +165,11 @@ impl Surface {
             Surface::OpenAiEmbeddings => openai_embeddings::peek(raw),
             Surface::OpenAiImages => openai_images::peek(raw),
             Surface::OpenAiVideos => openai_videos::peek(raw),
+            // Gemini's model is in the URL: `gemini::peek` takes the parsed path.
+            Surface::Gemini => Err(ProxyError::invalid_param(
+                "model",
+                "the Gemini surface names the model in its URL",
+            )),
         }
     }
 }

@@ -56,3 +56,53 @@ fn anthropic_peek_requires_max_tokens_and_model() {
     assert!(p.stream && p.client_wants_usage);
     assert_eq!(p.model, "m");
 }
+
+#[test]
+fn gemini_errors_use_googles_shape_and_status_names() {
+    let check = |e: ProxyError, code: u16, status: &str| {
+        let v = Surface::Gemini.error_body(&e);
+        assert_eq!(v["error"]["code"], code);
+        assert_eq!(v["error"]["status"], status);
+        assert_eq!(v["error"]["message"], e.message.as_str());
+    };
+    check(ProxyError::invalid_json("x"), 400, "INVALID_ARGUMENT");
+    check(ProxyError::invalid_key(), 401, "UNAUTHENTICATED");
+    check(ProxyError::model_not_allowed("m"), 403, "PERMISSION_DENIED");
+    check(ProxyError::model_not_found("m"), 404, "NOT_FOUND");
+    check(ProxyError::upstream("x", false), 502, "UNAVAILABLE");
+    check(ProxyError::upstream("x", true), 504, "DEADLINE_EXCEEDED");
+    let event = Surface::Gemini.error_event(&ProxyError::upstream("cut", false));
+    assert!(event.starts_with(b"data: {\"error\""));
+}
+
+#[test]
+fn gemini_paths_name_the_model_and_the_method() {
+    let c = gemini::parse_path("gemini-2.0-flash:generateContent", None).unwrap();
+    assert_eq!(
+        (c.model.as_str(), c.stream, c.key),
+        ("gemini-2.0-flash", false, None)
+    );
+    let c = gemini::parse_path(
+        "team%2Fmodel:streamGenerateContent",
+        Some("alt=sse&key=mg-123"),
+    )
+    .unwrap();
+    assert_eq!(c.model, "team/model");
+    assert!(c.stream);
+    assert_eq!(c.key.as_deref(), Some("mg-123"));
+    let e = gemini::parse_path("m:streamGenerateContent", None).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("alt"));
+    let e = gemini::parse_path("m:countTokens", None).unwrap_err();
+    assert_eq!(e.status, StatusCode::NOT_FOUND);
+    assert!(gemini::parse_path("no-method", None).is_err());
+}
+
+#[test]
+fn gemini_peek_requires_contents() {
+    let call = gemini::parse_path("m:generateContent", None).unwrap();
+    assert!(gemini::peek(br#"{"contents":[{"parts":[{"text":"x"}]}]}"#, &call).is_ok());
+    let e = gemini::peek(br#"{"contents":[]}"#, &call).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("contents"));
+    assert!(gemini::peek(br#"{"generationConfig":{}}"#, &call).is_err());
+    assert!(gemini::peek(b"{\"contents\": ", &call).is_err());
+}

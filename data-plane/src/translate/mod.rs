@@ -15,6 +15,7 @@
 //!   Anthropic `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`) and
 //!   `cached_input_tokens` the part read from cache.
 
+pub mod gemini;
 pub mod request;
 pub mod response;
 pub mod stream;

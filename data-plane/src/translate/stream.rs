@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::gemini::{self, GeminiToOpenAi, OpenAiToGemini};
 use super::response::{
     anthropic_stop_to_openai, anthropic_usage_json, openai_finish_to_anthropic, openai_usage,
     openai_usage_json, AnthropicUsage,
@@ -37,6 +38,27 @@ enum Mode {
     ResponsesPass,
     AnthropicToOpenAi(AnthropicToOpenAi),
     OpenAiToAnthropic(OpenAiToAnthropic),
+    /// Gemini to a Gemini client: each chunk is held until the next arrives, so the last one
+    /// (Gemini streams have no terminal event) can wait for the usage event.
+    GeminiPass {
+        held: Option<Bytes>,
+        finished: bool,
+    },
+    GeminiToOpenAi {
+        t: GeminiToOpenAi,
+        include_usage: bool,
+    },
+    /// Through the OpenAI chunk form.
+    GeminiToAnthropic {
+        g: GeminiToOpenAi,
+        a: OpenAiToAnthropic,
+    },
+    OpenAiToGemini(OpenAiToGemini),
+    /// Through the OpenAI chunk form.
+    AnthropicToGemini {
+        a: AnthropicToOpenAi,
+        g: OpenAiToGemini,
+    },
 }
 
 impl StreamTranslator {
@@ -53,6 +75,25 @@ impl StreamTranslator {
             (Surface::OpenAiChat, Surface::AnthropicMessages) => {
                 Mode::OpenAiToAnthropic(OpenAiToAnthropic::default())
             }
+            (Surface::Gemini, Surface::Gemini) => Mode::GeminiPass {
+                held: None,
+                finished: false,
+            },
+            (Surface::Gemini, Surface::OpenAiChat) => Mode::GeminiToOpenAi {
+                t: GeminiToOpenAi::default(),
+                include_usage: client_wants_usage,
+            },
+            (Surface::Gemini, Surface::AnthropicMessages) => Mode::GeminiToAnthropic {
+                g: GeminiToOpenAi::default(),
+                a: OpenAiToAnthropic::default(),
+            },
+            (Surface::OpenAiChat, Surface::Gemini) => {
+                Mode::OpenAiToGemini(OpenAiToGemini::default())
+            }
+            (Surface::AnthropicMessages, Surface::Gemini) => Mode::AnthropicToGemini {
+                a: AnthropicToOpenAi::default(),
+                g: OpenAiToGemini::default(),
+            },
             (Surface::OpenAiResponses, _) => Mode::ResponsesPass,
             // Embeddings and images are never streamed; pass anything through as OpenAI.
             _ => Mode::OpenAiPass { client_wants_usage },
@@ -156,6 +197,131 @@ impl StreamTranslator {
                 };
                 t.chunk(&v, out, &mut self.upstream_error);
             }
+            Mode::GeminiPass { held, finished } => {
+                self.content_bytes += data.len();
+                if memchr::memmem::find(&data, b"sageMetadata\"").is_some() {
+                    if let Some(u) = gemini::gemini_usage(&data) {
+                        self.usage = Some(u);
+                    }
+                }
+                if is_openai_error(&data) {
+                    self.upstream_error = Some(super::response::error_message(&data));
+                }
+                if gemini::has_finish_reason(&data) {
+                    *finished = true;
+                }
+                if let Some(prev) = held.replace(event) {
+                    out.push(prev);
+                }
+            }
+            Mode::GeminiToOpenAi { t, .. } => {
+                self.content_bytes += data.len();
+                if let Some(u) = gemini::gemini_usage(&data) {
+                    self.usage = Some(u);
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+                    return;
+                };
+                let mut chunks = Vec::with_capacity(2);
+                if let Some(e) = t.event(&v, &mut chunks) {
+                    self.upstream_error = Some(e);
+                }
+                out.extend(chunks.iter().map(openai_event));
+            }
+            Mode::GeminiToAnthropic { g, a } => {
+                self.content_bytes += data.len();
+                if let Some(u) = gemini::gemini_usage(&data) {
+                    self.usage = Some(u);
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+                    return;
+                };
+                let mut chunks = Vec::with_capacity(2);
+                // An error is reported by the Anthropic translator below.
+                let _ = g.event(&v, &mut chunks);
+                for c in &chunks {
+                    a.chunk(c, out, &mut self.upstream_error);
+                }
+            }
+            Mode::OpenAiToGemini(g) => {
+                if data.as_slice() == b"[DONE]" {
+                    self.terminal = Some(g.finish(self.usage));
+                    return;
+                }
+                self.content_bytes += data.len();
+                if let Some(u) = openai_usage(&data) {
+                    self.usage = Some(u);
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+                    return;
+                };
+                if let Some(e) = g.chunk(&v, out) {
+                    self.upstream_error = Some(e);
+                }
+            }
+            Mode::AnthropicToGemini { a, g } => {
+                self.content_bytes += data.len();
+                let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+                    return;
+                };
+                if let Ok(peek) = serde_json::from_slice::<AnthropicEventPeek>(&data) {
+                    track_anthropic_usage(&mut self.usage, &peek);
+                }
+                let mut chunks = Vec::with_capacity(2);
+                let mut done = None;
+                a.event(
+                    &v,
+                    self.usage,
+                    &mut chunks,
+                    &mut done,
+                    &mut self.upstream_error,
+                );
+                for c in chunks {
+                    let Some(d) = sse::data_of(&c) else { continue };
+                    if let Ok(cv) = serde_json::from_slice::<Value>(&d) {
+                        let _ = g.chunk(&cv, out);
+                    }
+                }
+                if done.is_some() {
+                    self.terminal = Some(g.finish(self.usage));
+                }
+            }
+        }
+    }
+
+    /// The upstream stream ended without breaking off. Gemini streams have no terminal event:
+    /// a Gemini stream that gave a finish reason is complete, and its closing events are
+    /// made here (held back like a terminal event).
+    pub fn end(&mut self, out: &mut Vec<Bytes>) {
+        match &mut self.mode {
+            Mode::GeminiPass { held, finished } => {
+                if *finished {
+                    self.terminal = held.take();
+                } else if let Some(h) = held.take() {
+                    out.push(h);
+                }
+            }
+            Mode::GeminiToOpenAi { t, include_usage } if t.finished => {
+                let mut last = Vec::new();
+                if *include_usage {
+                    last.extend_from_slice(&openai_event(
+                        &t.usage_chunk(self.usage.unwrap_or_default()),
+                    ));
+                }
+                last.extend_from_slice(b"data: [DONE]\n\n");
+                self.terminal = Some(Bytes::from(last));
+            }
+            Mode::GeminiToAnthropic { g, a } if g.finished => {
+                let mut events = Vec::with_capacity(3);
+                let mut stop = None;
+                a.finish(self.usage, &mut events, &mut stop);
+                let mut last = Vec::new();
+                for e in events.iter().chain(stop.iter()) {
+                    last.extend_from_slice(e);
+                }
+                self.terminal = Some(Bytes::from(last));
+            }
+            _ => {}
         }
     }
 }

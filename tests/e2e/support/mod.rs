@@ -3,6 +3,7 @@
 //! control plane and data plane on port 0, and a small admin client.
 
 pub mod anthropic_upstream;
+pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
 pub mod tcp_proxy;

@@ -1,0 +1,117 @@
+//! Google Gemini (`POST /v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`; the same under `/v1/models/`, Google's stable version and
+//! the `google-genai` SDK's default). The model alias and whether to stream come from the URL,
+//! not the body. The gateway key may be sent as `x-goog-api-key` or `?key=` (as Google's SDKs
+//! do), besides the generic `Authorization: Bearer` / `x-api-key`.
+//!
+//! Streaming is served as server-sent events only: `:streamGenerateContent` without
+//! `alt=sse` (Google's JSON-array stream) is refused with a 400 naming `alt`.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::{check_model, parse_error, Peeked};
+use crate::server::error::ProxyError;
+use crate::translate::gemini::error_json;
+
+/// What the URL says: `{model}:{method}` and the query.
+#[derive(Debug)]
+pub struct PathCall {
+    pub model: String,
+    pub stream: bool,
+    /// `?key=`, the gateway key as Google's clients may send it.
+    pub key: Option<String>,
+}
+
+/// Reads `{model}:generateContent` / `{model}:streamGenerateContent` (the part of the path
+/// after `/v1beta/models/`) and the query string.
+pub fn parse_path(rest: &str, query: Option<&str>) -> Result<PathCall, ProxyError> {
+    let (model, method) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| ProxyError::not_found_route(&format!("/v1beta/models/{rest}")))?;
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => {
+            return Err(ProxyError::not_found_route(&format!(
+                "/v1beta/models/{rest}"
+            )))
+        }
+    };
+    let model = percent_decode(model);
+    let mut alt_sse = false;
+    let mut key = None;
+    for pair in query.unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("alt", v)) => alt_sse = v == "sse",
+            Some(("key", v)) if !v.is_empty() => key = Some(percent_decode(v)),
+            _ => {}
+        }
+    }
+    let call = PathCall {
+        model: check_model(Some(&model))?,
+        stream,
+        key,
+    };
+    if stream && !alt_sse {
+        return Err(ProxyError::invalid_param(
+            "alt",
+            "streamGenerateContent is served as server-sent events only: add `?alt=sse`",
+        ));
+    }
+    Ok(call)
+}
+
+/// `%xx` escapes decoded (model names and keys are ASCII in practice); a malformed escape is
+/// kept as is.
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    contents: Option<Vec<IgnoredAny>>,
+}
+
+/// Checks the body is a JSON object with a `contents` array; model and stream are the URL's.
+pub fn peek(raw: &[u8], call: &PathCall) -> Result<Peeked, ProxyError> {
+    let p: Peek = serde_json::from_slice(raw).map_err(|e| parse_error(&e))?;
+    match p.contents {
+        Some(c) if !c.is_empty() => {}
+        _ => {
+            return Err(ProxyError::invalid_param(
+                "contents",
+                "* GenerateContentRequest.contents: contents is not specified",
+            ))
+        }
+    }
+    Ok(Peeked {
+        model: call.model.clone(),
+        stream: call.stream,
+        // Gemini streams carry `usageMetadata` in every chunk.
+        client_wants_usage: true,
+    })
+}
+
+pub fn error_body(e: &ProxyError) -> serde_json::Value {
+    error_json(e.status, &e.message)
+}
