@@ -106,3 +106,35 @@ fn gemini_peek_requires_contents() {
     assert!(gemini::peek(br#"{"generationConfig":{}}"#, &call).is_err());
     assert!(gemini::peek(b"{\"contents\": ", &call).is_err());
 }
+
+#[test]
+fn responses_stream_events_yield_usage_only_from_terminal_events() {
+    use openai_responses::{stream_event, StreamEvent};
+    assert_eq!(
+        stream_event(br#"{"type":"response.output_text.delta","delta":"usage"}"#),
+        StreamEvent::Other
+    );
+    let done = br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":1}}}}"#;
+    let StreamEvent::Terminal(Some(u)) = stream_event(done) else {
+        panic!("expected a terminal event with usage");
+    };
+    assert_eq!(
+        (u.input, u.cached_input, u.output, u.reasoning),
+        (7, 2, 5, 1)
+    );
+    assert_eq!(
+        stream_event(br#"{"type":"error","message":"boom"}"#),
+        StreamEvent::Error("boom".into())
+    );
+}
+
+#[test]
+fn images_are_counted_from_data_and_tokens_taken_when_reported() {
+    let u =
+        openai_images::usage(br#"{"data":[{},{}],"usage":{"input_tokens":3,"output_tokens":9}}"#)
+            .unwrap();
+    assert_eq!((u.images, u.input, u.output), (2, 3, 9));
+    assert!(openai_images::usage(br#"{"error":{}}"#).is_none());
+    let e = openai_embeddings::usage(br#"{"usage":{"prompt_tokens":4,"total_tokens":4}}"#).unwrap();
+    assert_eq!((e.input, e.output), (4, 0));
+}
