@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod providers;
+pub mod quota;
 pub mod routing;
 pub mod server;
 pub mod surfaces;
@@ -118,6 +119,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
         retry_budget: Arc::default(),
+        quotas: quota::Quotas::new(&settings.node_id, &settings.control_plane_url)
+            .context("the control plane URL")?,
     };
     let listener = TcpListener::bind(settings.listen)
         .await
