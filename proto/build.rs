@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "modelgate/config/v1/config.proto",
         "modelgate/usage/v1/usage.proto",
+        "modelgate/quota/v1/quota.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

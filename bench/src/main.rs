@@ -11,6 +11,7 @@ mod load;
 mod metering;
 mod mock;
 mod procstat;
+mod quota;
 mod route;
 mod stats;
 
@@ -51,6 +52,8 @@ enum Cmd {
     Spool(metering::SpoolArgs),
     /// Measure the routing decision for a group of many deployments.
     Route(route::RouteArgs),
+    /// Measure the hot-path budget check (reserve + settle).
+    Quota(quota::QuotaArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -169,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Ingest(args) => metering::ingest(args).await,
             Cmd::Spool(args) => metering::spool(args).await,
             Cmd::Route(args) => route::run(args),
+            Cmd::Quota(args) => quota::run(args).await,
         }
     })
 }

@@ -77,6 +77,7 @@ fn runtime(args: &RouteArgs, lb: LbStrategy) -> Runtime {
             providers,
             prices,
             groups: vec![group],
+            budgets: vec![],
         },
     ))
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use modelgate_proto::config::v1::config_service_server::ConfigServiceServer;
+use modelgate_proto::quota::v1::quota_service_server::QuotaServiceServer;
 use modelgate_proto::usage::v1::usage_service_server::UsageServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -62,6 +63,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         sealer,
         publisher: Publisher::new(),
         fleet: Default::default(),
+        allocator: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -99,7 +101,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
                 shutdown: shutdown.clone(),
             })
             .max_decoding_message_size(64 * 1024 * 1024),
-        );
+        )
+        .add_service(QuotaServiceServer::new(grpc::QuotaAllocator {
+            services: services.clone(),
+        }));
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);

@@ -13,6 +13,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod providers;
+pub mod quota;
 pub mod routing;
 pub mod server;
 pub mod surfaces;
@@ -121,6 +122,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         tasks: tasks.clone(),
         retry_budget: Arc::default(),
         videos_metered: Arc::default(),
+        quotas: quota::Quotas::new(&settings.node_id, &settings.control_plane_url)
+            .context("the control plane URL")?,
     };
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -9,6 +9,7 @@ mod m20261123_000003_identity;
 mod m20261123_000004_routing;
 mod m20261123_000005_pricing_catalog;
 mod m20261123_000006_key_traffic_classes;
+mod m20261123_000007_quotas;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_routing::Migration),
             Box::new(m20261123_000005_pricing_catalog::Migration),
             Box::new(m20261123_000006_key_traffic_classes::Migration),
+            Box::new(m20261123_000007_quotas::Migration),
         ]
     }
 }

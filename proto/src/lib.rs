@@ -15,3 +15,9 @@ pub mod usage {
         tonic::include_proto!("modelgate.usage.v1");
     }
 }
+
+pub mod quota {
+    pub mod v1 {
+        tonic::include_proto!("modelgate.quota.v1");
+    }
+}

@@ -6,19 +6,21 @@
 //! - [`pricing`]: exact cost arithmetic in integer micro-USD.
 //! - [`routing`]: traffic classes and the cost guardrail (used by routing and by explain).
 //! - [`usage`]: the usage event, one per request.
+//! - [`quota`]: budget definitions, calendar periods, worst-case cost of a request.
 //!
 //! Nothing here does I/O.
 
 pub mod crypto;
 pub mod keys;
 pub mod pricing;
+pub mod quota;
 pub mod routing;
 pub mod snapshot;
 pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a
 /// higher `min_protocol_version` is NACKed rather than misapplied.
-pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 4;
+pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 5;
 
 /// A new time-ordered unique id (UUIDv7), used for every resource and event.
 pub fn new_id() -> uuid::Uuid {

@@ -33,6 +33,8 @@ pub struct Config {
     pub providers: Vec<ProviderAccount>,
     pub prices: Vec<ModelPrice>,
     pub groups: Vec<RoutingGroup>,
+    /// Spend budgets (protocol 5): definitions only, spend is leased from the control plane.
+    pub budgets: Vec<crate::quota::Budget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,13 +436,17 @@ impl Config {
         self.prices
             .sort_by(|a, b| (&a.model, &a.provider).cmp(&(&b.model, &b.provider)));
         self.groups.sort_by(|a, b| a.alias.cmp(&b.alias));
+        self.budgets.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
     /// newer fields (provider, family, cached input, reasoning, image, second), else 3, so a
     /// control plane keeps feeding older data planes until the catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
-        if self.prices.iter().any(ModelPrice::needs_protocol_4) {
+        // A data plane that does not know budgets would serve past them: it must NACK.
+        if !self.budgets.is_empty() {
+            5
+        } else if self.prices.iter().any(ModelPrice::needs_protocol_4) {
             4
         } else {
             3
@@ -500,8 +506,63 @@ impl Config {
                     policy: Some(g.policy.to_wire()),
                 })
                 .collect(),
+            budgets: self.budgets.iter().map(budget_to_wire).collect(),
         }
     }
+}
+
+fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
+    use crate::quota::WhenUnreachable;
+    let (when, allowance) = match b.when_unreachable {
+        WhenUnreachable::FailClosed => ("fail_closed", 0),
+        WhenUnreachable::FailOpen { allowance_micros } => ("fail_open", allowance_micros),
+    };
+    wire::Budget {
+        id: b.id.clone(),
+        scope_kind: b.scope.as_str().to_owned(),
+        scope_id: b.scope_id.clone(),
+        amount_micros: b.amount_micros,
+        period: b.period.as_str().to_owned(),
+        enforcement: b.enforcement.as_str().to_owned(),
+        when_unreachable: when.to_owned(),
+        fail_open_allowance_micros: allowance,
+    }
+}
+
+fn budget_from_wire(
+    version: u64,
+    i: usize,
+    b: wire::Budget,
+) -> Result<crate::quota::Budget, InvalidSnapshot> {
+    use crate::quota::{Budget, WhenUnreachable};
+    let bad = |f: &str, e: UnknownValue| InvalidSnapshot::Field {
+        version,
+        field: format!("budgets[{i}].{f}"),
+        problem: e.to_string(),
+    };
+    let when_unreachable = match b.when_unreachable.as_str() {
+        "fail_closed" | "" => WhenUnreachable::FailClosed,
+        "fail_open" => WhenUnreachable::FailOpen {
+            allowance_micros: b.fail_open_allowance_micros.max(0),
+        },
+        other => return Err(bad("when_unreachable", UnknownValue(other.to_owned()))),
+    };
+    if b.amount_micros < 0 {
+        return Err(InvalidSnapshot::Field {
+            version,
+            field: format!("budgets[{i}].amount_micros"),
+            problem: "must not be negative".into(),
+        });
+    }
+    Ok(Budget {
+        scope: b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+        period: b.period.parse().map_err(|e| bad("period", e))?,
+        enforcement: b.enforcement.parse().map_err(|e| bad("enforcement", e))?,
+        id: b.id,
+        scope_id: b.scope_id,
+        amount_micros: b.amount_micros,
+        when_unreachable,
+    })
 }
 
 fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
@@ -676,6 +737,13 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             })
             .collect();
 
+        let budgets = config
+            .budgets
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| budget_from_wire(version, i, b))
+            .collect::<Result<Vec<_>, _>>()?;
+
         let mut groups = Vec::with_capacity(config.groups.len());
         for (i, g) in config.groups.into_iter().enumerate() {
             let mut deployments = Vec::with_capacity(g.deployments.len());
@@ -719,6 +787,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 providers,
                 prices,
                 groups,
+                budgets,
             },
         })
     }
@@ -788,6 +857,7 @@ mod tests {
                     ..RoutePolicy::default()
                 },
             }],
+            budgets: vec![],
         }
     }
 

@@ -14,6 +14,9 @@ pub enum ErrorClass {
     Timeout,
     ClientCancel,
     Internal,
+    /// Refused before forwarding: a hard budget would be crossed (or the cost is unknown and
+    /// the policy rejects).
+    BudgetExceeded,
 }
 
 impl ErrorClass {
@@ -28,6 +31,7 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::ClientCancel => "client_cancel",
             Self::Internal => "internal",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 }

@@ -8,6 +8,7 @@ mod support;
 mod admin_api;
 mod anthropic;
 mod bad_input;
+mod budgets;
 mod cli;
 mod config_distribution;
 mod crash;

@@ -24,8 +24,8 @@ use json::{ApiJson, ApiQuery};
 use crate::service::audit::{self as audit_service, AuditFilter};
 use crate::service::authz::Actor;
 use crate::service::{
-    bootstrap, explain, fleet, keys, models, nodes, providers, routes, teams, tokens, usage, users,
-    PageParams, Services,
+    bootstrap, budgets, explain, fleet, keys, models, nodes, providers, routes, teams, tokens,
+    usage, users, PageParams, Services,
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
@@ -57,6 +57,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_team, list_teams))
         .routes(routes!(get_team))
+        .routes(routes!(create_budget))
+        .routes(routes!(get_budget))
         .routes(routes!(add_member, list_members))
         .routes(routes!(create_user, list_users))
         .routes(routes!(create_token, list_tokens))
@@ -181,6 +183,38 @@ fn key_response(status: StatusCode, key: &keys::Key, body: impl serde::Serialize
         resp.headers_mut().insert(axum::http::header::ETAG, v);
     }
     resp
+}
+
+#[utoipa::path(
+    post,
+    path = "/budgets",
+    tag = "budgets",
+    request_body = budgets::CreateBudget,
+    responses((status = 201, body = budgets::Budget), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn create_budget(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiJson(body): ApiJson<budgets::CreateBudget>,
+) -> Result<Response> {
+    Ok(created(budgets::create(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/budgets/{id}",
+    tag = "budgets",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the budget with spent, reserved, remaining, period and per-node allocations", body = budgets::Budget), (status = 404, body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_budget(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(budgets::get(&s, &a, &id).await?))
 }
 
 #[utoipa::path(

@@ -3,9 +3,11 @@
 //! encoding).
 
 mod config;
+mod quota;
 mod usage;
 
 pub use config::ConfigStream;
+pub use quota::QuotaAllocator;
 pub use usage::UsageIngest;
 
 use crate::service::ServiceError;

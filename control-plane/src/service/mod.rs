@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod bootstrap;
+pub mod budgets;
 pub mod explain;
 pub mod fleet;
 pub mod keys;
@@ -33,6 +34,8 @@ pub struct Services {
     pub publisher: Publisher,
     /// The latest deployment-health report of every connected data plane.
     pub fleet: std::sync::Arc<fleet::FleetHealth>,
+    /// Budget leases granted to data planes (in memory).
+    pub allocator: std::sync::Arc<budgets::Allocator>,
 }
 
 #[derive(Debug, Error)]

@@ -18,7 +18,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use tokio::sync::{watch, Mutex};
 
 use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
-use crate::store::{api_key, config_version, model_price, provider_account, routing_group};
+use crate::store::{api_key, budget, config_version, model_price, provider_account, routing_group};
 
 /// A published snapshot with its wire form encoded once for every subscriber.
 #[derive(Debug)]
@@ -238,11 +238,37 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
         })
         .collect();
 
+    let budgets = budget::Entity::find()
+        .all(&s.db)
+        .await?
+        .into_iter()
+        .filter_map(|b| {
+            use modelgate_shared::quota::{Budget, WhenUnreachable};
+            // A row that does not parse is left out; the service validates every field.
+            Some(Budget {
+                scope: b.scope_kind.parse().ok()?,
+                period: b.period.parse().ok()?,
+                enforcement: b.enforcement.parse().ok()?,
+                when_unreachable: if b.when_unreachable == "fail_open" {
+                    WhenUnreachable::FailOpen {
+                        allowance_micros: b.fail_open_allowance_micros,
+                    }
+                } else {
+                    WhenUnreachable::FailClosed
+                },
+                id: b.id,
+                scope_id: b.scope_id,
+                amount_micros: b.amount_micros,
+            })
+        })
+        .collect();
+
     Ok(Config {
         key_hash_secret,
         keys,
         providers,
         prices,
         groups,
+        budgets,
     })
 }

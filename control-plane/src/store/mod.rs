@@ -4,6 +4,8 @@
 pub mod admin_token;
 pub mod api_key;
 pub mod audit;
+pub mod budget;
+pub mod budget_period;
 pub mod config_version;
 pub mod counter;
 pub mod export_sink;

@@ -57,6 +57,8 @@ pub struct Runtime {
     pub health: Arc<HealthTable>,
     /// Upstream clients by connect timeout; carried from one runtime to the next.
     pub clients: Arc<Clients>,
+    /// Budget definitions (their spend state lives in `crate::quota`, across snapshots).
+    pub budgets: Vec<modelgate_shared::quota::Budget>,
 }
 
 impl Runtime {
@@ -119,6 +121,7 @@ impl Runtime {
             routes,
             health,
             clients,
+            budgets: c.budgets,
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct ProxyError {
     pub code: &'static str,
     pub param: Option<Cow<'static, str>>,
     pub message: String,
+    /// Sent as `retry-after` (seconds) when set.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ProxyError {
@@ -34,6 +36,7 @@ impl ProxyError {
             code,
             param: None,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -167,6 +170,34 @@ impl ProxyError {
             "invalid_request_error",
             "unknown_url",
             format!("Unknown request URL: {path}."),
+        )
+    }
+    /// A hard budget would be crossed by this request's worst-case cost.
+    pub fn budget_exceeded(budget_id: &str, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::BudgetExceeded,
+            "insufficient_quota",
+            "budget_exceeded",
+            format!(
+                "Budget `{budget_id}` has not enough left for this request's worst-case cost; \
+                 it was not forwarded."
+            ),
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+    /// The key has a hard budget but this request's cost cannot be bounded.
+    pub fn cost_not_estimable(why: &str) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::BudgetExceeded,
+            "insufficient_quota",
+            "budget_exceeded",
+            format!(
+                "This key has a hard budget and the request's cost cannot be bounded ({why}); \
+                 it was not forwarded."
+            ),
         )
     }
     pub fn no_config() -> Self {

@@ -49,6 +49,8 @@ pub struct App {
     pub retry_budget: Arc<RetryBudget>,
     /// Video jobs this node has already metered.
     pub videos_metered: Arc<videos::MeteredJobs>,
+    /// This node's budget slices (leased from the control plane).
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 pub fn router(app: App) -> Router {
@@ -76,6 +78,10 @@ static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
 /// Set when the request was translated to another wire format: `openai-chat->anthropic-messages`.
 static TRANSLATED_HEADER: HeaderName = HeaderName::from_static("x-modelgate-translated");
+/// Micro-USD left of the key's tightest hard budget (the control plane's last figure less what
+/// this node has reserved since), on answers to keys that have one.
+static BUDGET_REMAINING_HEADER: HeaderName =
+    HeaderName::from_static("x-modelgate-budget-remaining");
 const TRAFFIC_CLASS_HEADER: &str = "x-modelgate-traffic-class";
 
 fn with_request_id(mut resp: Response, request_id: &str) -> Response {
@@ -279,6 +285,8 @@ pub(crate) struct Prepared<'r> {
     /// An Anthropic client's `anthropic-version` and `anthropic-beta`, forwarded to Anthropic.
     pub anthropic_version: Option<HeaderValue>,
     pub anthropic_beta: Option<HeaderValue>,
+    /// What is left of the key's tightest hard budget, as this node knows it.
+    pub budget_remaining: Option<i64>,
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
@@ -395,6 +403,22 @@ async fn prepare<'r>(
     if data_class > group.policy.max_data_class {
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
     }
+    let mut budget_remaining = None;
+    if !runtime.budgets.is_empty() {
+        let cost = worst_case(runtime, alias, &raw, peek.max_output_tokens);
+        let reservation = app
+            .quotas
+            .reserve(&runtime.budgets, key, cost, chrono::Utc::now())
+            .await
+            .map_err(|r| match r {
+                crate::quota::Refusal::Exceeded { budget_id } => {
+                    ProxyError::budget_exceeded(&budget_id, 60)
+                }
+                crate::quota::Refusal::NotEstimable { why } => ProxyError::cost_not_estimable(why),
+            })?;
+        rec.hold(reservation);
+        budget_remaining = app.quotas.remaining(&runtime.budgets, key);
+    }
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
@@ -417,7 +441,30 @@ async fn prepare<'r>(
         data_class,
         anthropic_version,
         anthropic_beta,
+        budget_remaining,
     })
+}
+
+/// The most a request can cost on any deployment of its group: every prompt byte as an input
+/// token plus the client's output bound, at the dearest deployment's price.
+fn worst_case(
+    runtime: &Runtime,
+    alias: &str,
+    raw: &[u8],
+    max_output_tokens: Option<u64>,
+) -> Result<i64, &'static str> {
+    let index = runtime.routes.get(alias).ok_or("no route")?;
+    let Some(max_out) = max_output_tokens else {
+        return Err("no max_tokens");
+    };
+    let mut worst: Option<i64> = None;
+    for price in &index.prices {
+        let price = price.as_ref().ok_or("a deployment has no price")?;
+        let c = modelgate_shared::quota::worst_case_cost(price, raw.len() as u64, Some(max_out))
+            .ok_or("no max_tokens")?;
+        worst = Some(worst.map_or(c, |w| w.max(c)));
+    }
+    worst.ok_or("no deployment")
 }
 
 /// Meters a request: tokens by type, and their cost at the deployment's catalog price (cached
@@ -488,7 +535,13 @@ async fn serve_at(
         Ok(p) => p,
         Err(e) => return reject(surface, rec, e).await,
     };
-    ladder::run(&app, &runtime, rec, p, &request_id).await
+    let remaining = p.budget_remaining;
+    let mut resp = ladder::run(&app, &runtime, rec, p, &request_id).await;
+    if let Some(r) = remaining {
+        resp.headers_mut()
+            .insert(BUDGET_REMAINING_HEADER.clone(), HeaderValue::from(r));
+    }
+    resp
 }
 
 /// Forwards an upstream SSE stream event by event through `translator` (pass-through or

@@ -25,8 +25,8 @@ struct Peek<'a> {
 pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
     let p: Peek<'_> = serde_json::from_slice(raw).map_err(|e| parse_error(&e))?;
     let model = check_model(p.model.as_deref())?;
-    match p.max_tokens {
-        Some(n) if n > 0 => {}
+    let max_output_tokens = match p.max_tokens {
+        Some(n) if n > 0 => n,
         Some(_) => {
             return Err(ProxyError::invalid_param(
                 "max_tokens",
@@ -39,12 +39,13 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
                 "max_tokens: Field required",
             ))
         }
-    }
+    };
     let stream = p.stream == Some(true);
     Ok(Peeked {
         model,
         stream,
         client_wants_usage: stream,
+        max_output_tokens: Some(max_output_tokens),
     })
 }
 

@@ -90,6 +90,14 @@ fn percent_decode(s: &str) -> String {
 struct Peek {
     #[serde(default)]
     contents: Option<Vec<IgnoredAny>>,
+    #[serde(default, rename = "generationConfig")]
+    generation_config: Option<GenerationConfigPeek>,
+}
+
+#[derive(Deserialize)]
+struct GenerationConfigPeek {
+    #[serde(default, rename = "maxOutputTokens")]
+    max_output_tokens: Option<u64>,
 }
 
 /// Checks the body is a JSON object with a `contents` array; model and stream are the URL's.
@@ -109,6 +117,7 @@ pub fn peek(raw: &[u8], call: &PathCall) -> Result<Peeked, ProxyError> {
         stream: call.stream,
         // Gemini streams carry `usageMetadata` in every chunk.
         client_wants_usage: true,
+        max_output_tokens: p.generation_config.and_then(|g| g.max_output_tokens),
     })
 }
 

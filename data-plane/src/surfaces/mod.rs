@@ -127,7 +127,12 @@ impl Surface {
 
     /// The error as a response in this surface's format (same status everywhere).
     pub fn error_response(self, e: &ProxyError) -> Response {
-        (e.status, axum::Json(self.error_body(e))).into_response()
+        let mut r = (e.status, axum::Json(self.error_body(e))).into_response();
+        if let Some(secs) = e.retry_after_secs {
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        r
     }
 
     /// The SSE event that ends a stream which failed after its first byte.
@@ -153,6 +158,9 @@ pub struct Peeked {
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`; Anthropic streams always carry usage.
     pub client_wants_usage: bool,
+    /// The output bound the client set (`max_completion_tokens`, `max_tokens`), used to
+    /// reserve a request's worst-case cost against a budget.
+    pub max_output_tokens: Option<u64>,
 }
 
 impl Surface {

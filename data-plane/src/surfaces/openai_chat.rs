@@ -16,6 +16,10 @@ struct Peek<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptionsPeek>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -30,6 +34,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         model: check_model(p.model.as_deref())?,
         stream: p.stream == Some(true),
         client_wants_usage: p.stream_options.and_then(|o| o.include_usage) == Some(true),
+        max_output_tokens: p.max_completion_tokens.or(p.max_tokens),
     })
 }
 

@@ -30,6 +30,8 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         model,
         stream: false,
         client_wants_usage: false,
+        // Embeddings produce no output tokens.
+        max_output_tokens: Some(0),
     })
 }
 

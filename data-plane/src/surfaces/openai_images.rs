@@ -43,6 +43,8 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         model,
         stream: false,
         client_wants_usage: false,
+        // Priced per image, not per output token: a budget cannot bound it from tokens.
+        max_output_tokens: None,
     })
 }
 

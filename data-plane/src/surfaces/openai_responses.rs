@@ -19,6 +19,8 @@ struct Peek<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
@@ -29,6 +31,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         stream,
         // A Responses stream always ends with `response.completed`, which carries usage.
         client_wants_usage: stream,
+        max_output_tokens: p.max_output_tokens,
     })
 }
 

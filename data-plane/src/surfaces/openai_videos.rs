@@ -73,6 +73,8 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         model,
         stream: false,
         client_wants_usage: false,
+        // Priced per second when the job completes: not bounded up front.
+        max_output_tokens: None,
     })
 }
 

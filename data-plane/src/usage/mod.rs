@@ -25,6 +25,8 @@ pub struct Recorder {
     started: Instant,
     spool: Spool,
     admission: Admission,
+    /// Budget reserved for this request; settled to the event's cost when it is written.
+    reservation: Option<crate::quota::Reservation>,
 }
 
 pub fn now_ms() -> i64 {
@@ -52,6 +54,15 @@ impl Recorder {
             started: Instant::now(),
             spool,
             admission,
+            reservation: None,
+        }
+    }
+
+    /// Holds `r` until the event is written, then settles it to the event's cost. If the
+    /// request is dropped before a cost is known, the whole reservation stays charged.
+    pub fn hold(&mut self, r: crate::quota::Reservation) {
+        if !r.is_empty() {
+            self.reservation = Some(r);
         }
     }
 
@@ -93,6 +104,17 @@ impl Recorder {
     fn seal(&mut self) -> Option<UsageEvent> {
         let latency = self.elapsed_us();
         let mut e = self.event.take()?;
+        if let Some(r) = self.reservation.take() {
+            // A request that ended without a metered cost (cancelled before any usage was
+            // read) keeps its reservation: the upstream may still bill it.
+            if e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str())
+                && e.cost_micros == 0
+            {
+                drop(r);
+            } else {
+                r.settle(e.cost_micros);
+            }
+        }
         e.ended_at_ms = now_ms();
         e.latency_us = latency;
         Some(e)

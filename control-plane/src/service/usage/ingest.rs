@@ -17,7 +17,7 @@ use sea_orm::{
 };
 
 use crate::service::{ServiceError, Services};
-use crate::store::{counter, usage_daily, usage_event};
+use crate::store::{budget, budget_period, counter, usage_daily, usage_event};
 
 /// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
 const CHUNK: usize = 400;
@@ -56,6 +56,7 @@ pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingeste
         .filter(|e| inserted_ids.contains(&clean(&e.id)))
         .collect();
     add_to_aggregates(&txn, &inserted).await?;
+    add_to_budgets(&txn, &inserted).await?;
     txn.commit().await?;
     let inserted = inserted.len() as u64;
     Ok(Ingested {
@@ -381,6 +382,65 @@ async fn add_to_aggregates(
         let chunk = std::mem::replace(&mut rows, rest);
         usage_daily::Entity::insert_many(chunk)
             .on_conflict(on_conflict.clone())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds each inserted event's cost to the period row of every budget whose scope matches it
+/// (the period the request started in). An increment on a per-period row, never an overwrite:
+/// a new period is a new row.
+async fn add_to_budgets(
+    txn: &DatabaseTransaction,
+    events: &[&UsageEvent],
+) -> Result<(), ServiceError> {
+    use modelgate_shared::quota::{period_start, Period};
+    if !events.iter().any(|e| e.cost_micros != 0) {
+        return Ok(());
+    }
+    let budgets = budget::Entity::find().all(txn).await?;
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    let mut sums: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.cost_micros != 0) {
+        let started = chrono::DateTime::from_timestamp_millis(e.started_at_ms).unwrap_or_default();
+        for b in &budgets {
+            let scoped = match b.scope_kind.as_str() {
+                "key" => &e.key_id,
+                "team" => &e.team_id,
+                "user" => &e.user_id,
+                "environment" => &e.environment,
+                _ => continue,
+            };
+            if *scoped != b.scope_id {
+                continue;
+            }
+            let period: Period = b.period.parse().unwrap_or(Period::Total);
+            *sums
+                .entry((b.id.clone(), period_start(started, period)))
+                .or_default() += e.cost_micros;
+        }
+    }
+    use budget_period::Column as C;
+    let mut on_conflict = OnConflict::columns([C::BudgetId, C::PeriodStart]);
+    on_conflict.value(
+        C::SpentMicros,
+        Expr::cust("budget_periods.spent_micros + excluded.spent_micros"),
+    );
+    let rows: Vec<budget_period::ActiveModel> = sums
+        .into_iter()
+        .map(|((budget_id, start), spent)| budget_period::ActiveModel {
+            budget_id: Set(budget_id),
+            period_start: Set(start),
+            spent_micros: Set(spent),
+            alerts_fired: Set(0),
+        })
+        .collect();
+    if !rows.is_empty() {
+        budget_period::Entity::insert_many(rows)
+            .on_conflict(on_conflict)
             .exec_without_returning(txn)
             .await?;
     }

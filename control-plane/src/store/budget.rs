@@ -1,0 +1,23 @@
+//! A spend budget on one scope (key, team, user or environment).
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "budgets")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub scope_kind: String,
+    pub scope_id: String,
+    pub amount_micros: i64,
+    pub period: String,
+    pub enforcement: String,
+    pub when_unreachable: String,
+    pub fail_open_allowance_micros: i64,
+    pub alert_webhook_url: Option<String>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

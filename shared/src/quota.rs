@@ -1,0 +1,153 @@
+//! Budgets: their definition (carried in the snapshot), the calendar periods they reset on, and
+//! the worst-case cost a request may reserve before it is forwarded. Pure; the clock is an input.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+
+use crate::snapshot::UnknownValue;
+
+/// What a budget is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    Key,
+    Team,
+    User,
+    Environment,
+}
+
+/// How long a budget's amount lasts before a fresh period starts (calendar-aligned, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    Day,
+    /// ISO weeks: Monday 00:00 UTC.
+    Week,
+    Month,
+    /// Never resets.
+    Total,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Reject before forwarding once the reservation would cross the amount.
+    Hard,
+    /// Alert only.
+    Soft,
+}
+
+/// What a data plane does when its allocation is spent and the control plane cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnreachable {
+    FailClosed,
+    /// Keep admitting up to this many micro-USD beyond the last grant.
+    FailOpen {
+        allowance_micros: i64,
+    },
+}
+
+/// A budget definition as the snapshot carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    pub id: String,
+    pub scope: ScopeKind,
+    pub scope_id: String,
+    pub amount_micros: i64,
+    pub period: Period,
+    pub enforcement: Enforcement,
+    pub when_unreachable: WhenUnreachable,
+}
+
+macro_rules! names {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl FromStr for $t {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s { $($s => Ok(Self::$v),)* other => Err(UnknownValue(other.to_owned())) }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(ScopeKind { Key => "key", Team => "team", User => "user", Environment => "environment" });
+names!(Period { Day => "day", Week => "week", Month => "month", Total => "total" });
+names!(Enforcement { Hard => "hard", Soft => "soft" });
+
+/// The start (unix seconds, UTC) of the period that contains `now`. `Total` has one period
+/// starting at 0. Rollover is by a new period row keyed by this value, never by resetting one.
+pub fn period_start(now: DateTime<Utc>, period: Period) -> i64 {
+    let day = now.date_naive();
+    let start: NaiveDate = match period {
+        Period::Total => return 0,
+        Period::Day => day,
+        Period::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+        Period::Month => day.with_day(1).unwrap_or(day),
+    };
+    Utc.from_utc_datetime(&start.and_time(chrono::NaiveTime::MIN))
+        .timestamp()
+}
+
+/// The worst case a request can cost, in micro-USD: every prompt byte counted as a token (a
+/// byte-level BPE never makes more tokens than bytes) plus `max_output_tokens` output tokens.
+/// `None` when the output cannot be bounded (no `max_tokens` and no catalog limit).
+pub fn worst_case_cost(
+    price: &crate::pricing::Price,
+    prompt_bytes: u64,
+    max_output_tokens: Option<u64>,
+) -> Option<i64> {
+    let output = max_output_tokens?;
+    let tokens = crate::pricing::Tokens {
+        input: prompt_bytes,
+        output,
+        ..Default::default()
+    };
+    Some(crate::pricing::cost_micros(tokens, price))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn periods_are_calendar_aligned_in_utc() {
+        let now = at("2026-11-25T13:45:00Z"); // a Wednesday
+        let check = |p, want: &str| assert_eq!(period_start(now, p), at(want).timestamp(), "{p}");
+        check(Period::Day, "2026-11-25T00:00:00Z");
+        check(Period::Week, "2026-11-23T00:00:00Z");
+        check(Period::Month, "2026-11-01T00:00:00Z");
+        assert_eq!(period_start(now, Period::Total), 0);
+    }
+
+    #[test]
+    fn one_second_across_midnight_is_a_new_day_period() {
+        let before = period_start(at("2026-11-30T23:59:59Z"), Period::Day);
+        let after = period_start(at("2026-12-01T00:00:00Z"), Period::Day);
+        assert_eq!(after - before, 86_400);
+        assert_ne!(
+            period_start(at("2026-11-30T23:59:59Z"), Period::Month),
+            period_start(at("2026-12-01T00:00:00Z"), Period::Month)
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in [Period::Day, Period::Week, Period::Month, Period::Total] {
+            assert_eq!(p.as_str().parse::<Period>().unwrap(), p);
+        }
+        assert!("year".parse::<Period>().is_err());
+    }
+}
