@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
-use modelgate_shared::quota::{period_start, Budget, Enforcement, ScopeKind, WhenUnreachable};
+use modelgate_shared::quota::{period_start, Budget, Enforcement, WhenUnreachable};
 use modelgate_shared::snapshot::ApiKey;
 use tonic::transport::Channel;
 
@@ -117,13 +117,7 @@ fn lock(m: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
 
 /// Whether `budget` applies to requests made with `key`.
 pub fn applies(budget: &Budget, key: &ApiKey) -> bool {
-    let id = match budget.scope {
-        ScopeKind::Key => key.id.as_str(),
-        ScopeKind::Team => key.team_id.as_str(),
-        ScopeKind::User => key.owner_user_id.as_str(),
-        ScopeKind::Environment => key.environment.as_str(),
-    };
-    !id.is_empty() && id == budget.scope_id
+    budget.applies_to(key)
 }
 
 impl Quotas {

@@ -58,6 +58,20 @@ pub struct Budget {
     pub when_unreachable: WhenUnreachable,
 }
 
+impl Budget {
+    /// Whether this budget applies to requests made with `key` (its key, team, owner user or
+    /// environment is the budget's scope).
+    pub fn applies_to(&self, key: &crate::snapshot::ApiKey) -> bool {
+        let id = match self.scope {
+            ScopeKind::Key => key.id.as_str(),
+            ScopeKind::Team => key.team_id.as_str(),
+            ScopeKind::User => key.owner_user_id.as_str(),
+            ScopeKind::Environment => key.environment.as_str(),
+        };
+        !id.is_empty() && id == self.scope_id
+    }
+}
+
 macro_rules! names {
     ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
         impl $t {

@@ -427,3 +427,87 @@ async fn the_groups_connect_timeout_gives_up_on_a_silent_host_before_the_total_t
     assert_eq!(b.calls(), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn explain_shows_the_keys_budgets_with_what_is_spent_and_refuses_when_one_is_used_up() {
+    let f = fixture().await;
+    let k = key(&f.gw).await;
+    // $1 a day for the team: explain lists it, and after one answer (21 prompt tokens at 1 µ$,
+    // 7 completion tokens at 2 µ$) shows the spend.
+    f.gw.create(
+        "/budgets",
+        json!({"scope": {"team_id": k.team_id}, "amount_micros": 1_000_000, "period": "day",
+               "enforcement": "hard"}),
+    )
+    .await;
+    f.gw.wait_for_config().await;
+    let v = explain(
+        &f.gw,
+        json!({"key_id": k.key_id, "request": {"model": "smart"}}),
+    )
+    .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let b = &v["budgets"][0];
+    assert_eq!(b["amount_micros"], 1_000_000, "{v}");
+    assert_eq!(b["spent_micros"], 0);
+
+    let resp = f
+        .gw
+        .chat(
+            &k.key,
+            json!({"model": "smart", "max_tokens": 7, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = f.gw.usage_row(&request_id(&resp)).await;
+    let cost = row["cost_micros"].as_i64().unwrap();
+    assert!(cost > 0);
+    let v = explain(
+        &f.gw,
+        json!({"key_id": k.key_id, "request": {"model": "smart"}}),
+    )
+    .await;
+    assert_eq!(v["budgets"][0]["spent_micros"], cost, "{v}");
+
+    // A budget with nothing left: explain refuses as the data plane does. With no input price
+    // the worst case (7 output tokens at 2 µ$) is the actual cost, so a 14 µ$ budget pays for
+    // exactly one answer.
+    price(&f.gw, "gpt-z", 0, 2_000_000).await;
+    f.gw.create(
+        "/routes",
+        json!({"alias": "exact", "deployments": [{"provider_id": f.pa, "model": "gpt-z"}]}),
+    )
+    .await;
+    let k2 = key(&f.gw).await;
+    f.gw.create(
+        "/budgets",
+        json!({"scope": {"key_id": k2.key_id}, "amount_micros": 14, "period": "total",
+               "enforcement": "hard"}),
+    )
+    .await;
+    f.gw.wait_for_config().await;
+    let ask = || {
+        f.gw.chat(
+            &k2.key,
+            json!({"model": "exact", "max_tokens": 7, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    let resp = ask().send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = f.gw.usage_row(&request_id(&resp)).await;
+    assert_eq!(row["cost_micros"], 14, "{row}");
+    let v = explain(
+        &f.gw,
+        json!({"key_id": k2.key_id, "request": {"model": "exact"}}),
+    )
+    .await;
+    assert_eq!(v["budgets"][0]["spent_micros"], 14, "{v}");
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reason"], "budget_exceeded");
+    assert_eq!(v["status"], 429);
+    let resp = ask().send().await.unwrap();
+    assert_eq!(resp.status(), 429, "the data plane agrees");
+    f.gw.shutdown().await;
+}

@@ -205,6 +205,18 @@ pub async fn create(
     Ok(view)
 }
 
+/// The current view (spent, reserved, remaining) of each budget id, for explain.
+pub async fn views(s: &Services, ids: &[&str]) -> Result<Vec<Budget>, ServiceError> {
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(m) = budget::Entity::find_by_id(*id).one(&s.db).await? {
+            out.push(view(s, m, now).await?);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<Budget, ServiceError> {
     actor.require(Action::ReadConfig)?;
     let model = budget::Entity::find_by_id(id)

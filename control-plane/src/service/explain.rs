@@ -61,6 +61,9 @@ pub struct Explanation {
     pub candidates: Vec<CandidateView>,
     /// Deployments left out, and why.
     pub skipped: Vec<SkippedView>,
+    /// The budgets that apply to the key (its own, its team's, its owner's, its environment's),
+    /// with what is spent, reserved by data planes, and left in the current period.
+    pub budgets: Vec<super::budgets::Budget>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -199,7 +202,15 @@ pub async fn explain(
         group: None,
         candidates: Vec::new(),
         skipped: Vec::new(),
+        budgets: Vec::new(),
     };
+    let applying: Vec<&str> = config
+        .budgets
+        .iter()
+        .filter(|b| b.applies_to(key))
+        .map(|b| b.id.as_str())
+        .collect();
+    out.budgets = super::budgets::views(s, &applying).await?;
     let refuse = |mut out: Explanation, status: u16, reason: &str, message: String| {
         out.status = Some(status);
         out.reason = Some(reason.to_owned());
@@ -289,6 +300,14 @@ pub async fn explain(
         );
     }
 
+    if let Some(b) = out
+        .budgets
+        .iter()
+        .find(|b| b.enforcement == "hard" && b.amount_micros <= b.spent_micros)
+    {
+        let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
+        return refuse(out, 429, "budget_exceeded", message);
+    }
     let fleet = s.fleet.view();
     let planner = Planner {
         config,
