@@ -28,6 +28,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::request::{bad, text_of_parts};
 use super::response::{error_message, openai_usage, openai_usage_json};
 use super::{obj, Unsupported, Usage};
 use crate::server::error::ProxyError;
@@ -62,12 +63,6 @@ fn field<'v>(v: &'v Value, camel_name: &str, snake_name: &str) -> &'v Value {
     }
 }
 
-fn bad(param: impl Into<String>, message: impl Into<String>) -> ProxyError {
-    let param = param.into();
-    let message = message.into();
-    ProxyError::unsupported_param(param.clone(), format!("`{param}`: {message}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
@@ -87,37 +82,6 @@ fn push_content(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>) {
         }
     }
     contents.push(json!({"role": role, "parts": parts}));
-}
-
-fn openai_text(v: &Value, param: &str) -> Result<String, ProxyError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => {
-            let mut out = String::new();
-            for (i, p) in parts.iter().enumerate() {
-                match (p["type"].as_str(), p["text"].as_str()) {
-                    (Some("text"), Some(t)) => {
-                        if !out.is_empty() {
-                            out.push('\n');
-                        }
-                        out.push_str(t);
-                    }
-                    _ => {
-                        return Err(bad(
-                            format!("{param}[{i}]"),
-                            "only text content can be carried here",
-                        ))
-                    }
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(ProxyError::invalid_param_owned(
-            param.to_owned(),
-            "must be a string or an array of content parts",
-        )),
-    }
 }
 
 fn openai_user_parts(content: &Value, param: &str) -> Result<Vec<Value>, ProxyError> {
@@ -305,7 +269,7 @@ pub(crate) fn openai_map_to_gemini(req: &Obj, drop: bool) -> Result<Value, Proxy
                 if !system.is_empty() {
                     system.push_str("\n\n");
                 }
-                system.push_str(&openai_text(&m["content"], &param)?);
+                system.push_str(&text_of_parts(&m["content"], &param)?);
             }
             Some("user") => {
                 push_content(
@@ -316,7 +280,7 @@ pub(crate) fn openai_map_to_gemini(req: &Obj, drop: bool) -> Result<Value, Proxy
             }
             Some("assistant") => {
                 let mut parts = Vec::new();
-                let text = openai_text(&m["content"], &param)?;
+                let text = text_of_parts(&m["content"], &param)?;
                 if !text.is_empty() {
                     parts.push(json!({"text": text}));
                 }
@@ -357,7 +321,7 @@ pub(crate) fn openai_map_to_gemini(req: &Obj, drop: bool) -> Result<Value, Proxy
                             "must name a tool call of an earlier assistant message",
                         )
                     })?;
-                let text = openai_text(&m["content"], &param)?;
+                let text = text_of_parts(&m["content"], &param)?;
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"result": text}),

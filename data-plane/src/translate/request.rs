@@ -9,13 +9,15 @@ use crate::server::error::ProxyError;
 
 type Obj = Map<String, Value>;
 
-fn bad(param: impl Into<String>, message: impl Into<String>) -> ProxyError {
+pub(crate) fn bad(param: impl Into<String>, message: impl Into<String>) -> ProxyError {
     let param = param.into();
     let message = message.into();
     ProxyError::unsupported_param(param.clone(), format!("`{param}`: {message}"))
 }
 
-fn text_of_parts(v: &Value, param: &str) -> Result<String, ProxyError> {
+/// The text of OpenAI-style content: a string, or text parts joined by newlines; any other
+/// part cannot be carried.
+pub(crate) fn text_of_parts(v: &Value, param: &str) -> Result<String, ProxyError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Ok(String::new()),
