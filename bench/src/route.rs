@@ -78,6 +78,7 @@ fn runtime(args: &RouteArgs, lb: LbStrategy) -> Runtime {
             prices,
             groups: vec![group],
             budgets: vec![],
+            rate_limits: vec![],
         },
     ))
 }

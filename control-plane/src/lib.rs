@@ -64,6 +64,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         publisher: Publisher::new(),
         fleet: Default::default(),
         allocator: Default::default(),
+        rate_ledger: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     services.publisher.rebuild(&services).await?;

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod providers;
 pub mod quota;
 pub mod routing;
@@ -123,6 +124,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         retry_budget: Arc::default(),
         videos_metered: Arc::default(),
         quotas: quota::Quotas::new(&settings.node_id, &settings.control_plane_url)
+            .context("the control plane URL")?,
+        limits: limits::Limits::new(&settings.node_id, &settings.control_plane_url)
             .context("the control plane URL")?,
     };
     let listener = TcpListener::bind(settings.listen)

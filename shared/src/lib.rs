@@ -7,11 +7,38 @@
 //! - [`routing`]: traffic classes and the cost guardrail (used by routing and by explain).
 //! - [`usage`]: the usage event, one per request.
 //! - [`quota`]: budget definitions, calendar periods, worst-case cost of a request.
+//! - [`limits`]: rate limits (requests and tokens per minute, concurrent requests).
 //!
 //! Nothing here does I/O.
 
+/// `as_str`, `FromStr` and `Display` for a fieldless enum from its variants' names.
+macro_rules! names {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl ::std::str::FromStr for $t {
+            type Err = $crate::snapshot::UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    other => Err($crate::snapshot::UnknownValue(other.to_owned())),
+                }
+            }
+        }
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod crypto;
 pub mod keys;
+pub mod limits;
 pub mod pricing;
 pub mod quota;
 pub mod routing;
@@ -20,7 +47,7 @@ pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a
 /// higher `min_protocol_version` is NACKed rather than misapplied.
-pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 5;
+pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 6;
 
 /// A new time-ordered unique id (UUIDv7), used for every resource and event.
 pub fn new_id() -> uuid::Uuid {

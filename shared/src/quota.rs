@@ -1,12 +1,7 @@
 //! Budgets: their definition (carried in the snapshot), the calendar periods they reset on, and
 //! the worst-case cost a request may reserve before it is forwarded. Pure; the clock is an input.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-
-use crate::snapshot::UnknownValue;
 
 /// What a budget is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,27 +65,6 @@ impl Budget {
         };
         !id.is_empty() && id == self.scope_id
     }
-}
-
-macro_rules! names {
-    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-        }
-        impl FromStr for $t {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, UnknownValue> {
-                match s { $($s => Ok(Self::$v),)* other => Err(UnknownValue(other.to_owned())) }
-            }
-        }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
 }
 
 names!(ScopeKind { Key => "key", Team => "team", User => "user", Environment => "environment" });

@@ -35,6 +35,9 @@ pub struct Config {
     pub groups: Vec<RoutingGroup>,
     /// Spend budgets (protocol 5): definitions only, spend is leased from the control plane.
     pub budgets: Vec<crate::quota::Budget>,
+    /// Rate limits (protocol 6): definitions only, their windows are leased from the control
+    /// plane.
+    pub rate_limits: Vec<crate::limits::RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,14 +440,18 @@ impl Config {
             .sort_by(|a, b| (&a.model, &a.provider).cmp(&(&b.model, &b.provider)));
         self.groups.sort_by(|a, b| a.alias.cmp(&b.alias));
         self.budgets.sort_by(|a, b| a.id.cmp(&b.id));
+        self.rate_limits.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
     /// newer fields (provider, family, cached input, reasoning, image, second), else 3, so a
     /// control plane keeps feeding older data planes until the catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
-        // A data plane that does not know budgets would serve past them: it must NACK.
-        if !self.budgets.is_empty() {
+        // A data plane that does not know budgets or rate limits would serve past them: it
+        // must NACK.
+        if !self.rate_limits.is_empty() {
+            6
+        } else if !self.budgets.is_empty() {
             5
         } else if self.prices.iter().any(ModelPrice::needs_protocol_4) {
             4
@@ -507,8 +514,48 @@ impl Config {
                 })
                 .collect(),
             budgets: self.budgets.iter().map(budget_to_wire).collect(),
+            rate_limits: self.rate_limits.iter().map(rate_limit_to_wire).collect(),
         }
     }
+}
+
+fn rate_limit_to_wire(l: &crate::limits::RateLimit) -> wire::RateLimit {
+    wire::RateLimit {
+        id: l.id.clone(),
+        scope_kind: l.scope.as_str().to_owned(),
+        scope_id: l.scope_id.clone(),
+        model: l.model.clone().unwrap_or_default(),
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_concurrent: l.max_concurrent,
+        when_unreachable: l.when_unreachable.as_str().to_owned(),
+    }
+}
+
+fn rate_limit_from_wire(
+    version: u64,
+    i: usize,
+    l: wire::RateLimit,
+) -> Result<crate::limits::RateLimit, InvalidSnapshot> {
+    use crate::limits::{LimitFallback, RateLimit};
+    let bad = |f: &str, e: UnknownValue| InvalidSnapshot::Field {
+        version,
+        field: format!("rate_limits[{i}].{f}"),
+        problem: e.to_string(),
+    };
+    Ok(RateLimit {
+        scope: l.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+        when_unreachable: match l.when_unreachable.as_str() {
+            "" => LimitFallback::FailOpen,
+            other => other.parse().map_err(|e| bad("when_unreachable", e))?,
+        },
+        id: l.id,
+        scope_id: l.scope_id,
+        model: Some(l.model).filter(|m| !m.is_empty()),
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_concurrent: l.max_concurrent,
+    })
 }
 
 fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
@@ -743,6 +790,12 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             .enumerate()
             .map(|(i, b)| budget_from_wire(version, i, b))
             .collect::<Result<Vec<_>, _>>()?;
+        let rate_limits = config
+            .rate_limits
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| rate_limit_from_wire(version, i, l))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut groups = Vec::with_capacity(config.groups.len());
         for (i, g) in config.groups.into_iter().enumerate() {
@@ -788,6 +841,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 prices,
                 groups,
                 budgets,
+                rate_limits,
             },
         })
     }
@@ -858,6 +912,16 @@ mod tests {
                 },
             }],
             budgets: vec![],
+            rate_limits: vec![crate::limits::RateLimit {
+                id: "l1".into(),
+                scope: crate::limits::LimitScope::Team,
+                scope_id: "t1".into(),
+                model: Some("gpt-4o-mini".into()),
+                rpm: 60,
+                tpm: 10_000,
+                max_concurrent: 4,
+                when_unreachable: crate::limits::LimitFallback::FailClosed,
+            }],
         }
     }
 
@@ -920,8 +984,13 @@ mod tests {
                 ..Price::default()
             },
         };
+        legacy.rate_limits.clear();
         assert_eq!(Snapshot::new(1, legacy).to_wire().min_protocol_version, 3);
-        assert_eq!(Snapshot::new(1, sample()).to_wire().min_protocol_version, 4);
+        let mut catalog = sample();
+        catalog.rate_limits.clear();
+        assert_eq!(Snapshot::new(1, catalog).to_wire().min_protocol_version, 4);
+        // Rate limits need a data plane that enforces them.
+        assert_eq!(Snapshot::new(1, sample()).to_wire().min_protocol_version, 6);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum ErrorClass {
     /// Refused before forwarding: a hard budget would be crossed (or the cost is unknown and
     /// the policy rejects).
     BudgetExceeded,
+    /// Refused before forwarding: a rate limit (requests or tokens per minute, concurrent
+    /// requests) of the key, its team, its user or the model is reached.
+    RateLimited,
 }
 
 impl ErrorClass {
@@ -32,6 +35,7 @@ impl ErrorClass {
             Self::ClientCancel => "client_cancel",
             Self::Internal => "internal",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

@@ -23,6 +23,7 @@ mod openai_surfaces;
 mod openapi;
 mod pricing;
 mod proxy_and_metering;
+mod rate_limits;
 mod routing;
 mod sdk;
 mod secrets_at_rest;

@@ -24,8 +24,8 @@ use json::{ApiJson, ApiQuery};
 use crate::service::audit::{self as audit_service, AuditFilter};
 use crate::service::authz::Actor;
 use crate::service::{
-    bootstrap, budgets, explain, fleet, keys, models, nodes, providers, routes, teams, tokens,
-    usage, users, PageParams, Services,
+    bootstrap, budgets, explain, fleet, keys, limits, models, nodes, providers, routes, teams,
+    tokens, usage, users, PageParams, Services,
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
@@ -59,6 +59,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_team))
         .routes(routes!(create_budget))
         .routes(routes!(get_budget))
+        .routes(routes!(create_rate_limit, list_rate_limits))
+        .routes(routes!(get_rate_limit, delete_rate_limit))
         .routes(routes!(add_member, list_members))
         .routes(routes!(create_user, list_users))
         .routes(routes!(create_token, list_tokens))
@@ -199,6 +201,71 @@ async fn create_budget(
     ApiJson(body): ApiJson<budgets::CreateBudget>,
 ) -> Result<Response> {
     Ok(created(budgets::create(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/rate-limits",
+    tag = "rate-limits",
+    request_body = limits::CreateRateLimit,
+    responses((status = 201, body = limits::RateLimit), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn create_rate_limit(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiJson(body): ApiJson<limits::CreateRateLimit>,
+) -> Result<Response> {
+    Ok(created(limits::create(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/rate-limits",
+    tag = "rate-limits",
+    params(PageParams),
+    responses((status = 200, description = "a page of rate limits with their current windows: {data, next_cursor}", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_rate_limits(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> Result<Response> {
+    Ok(ok(limits::list(&s, &a, q).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/rate-limits/{id}",
+    tag = "rate-limits",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the limit with each measure's current window: granted, consumed, per-node allocations", body = limits::RateLimit), (status = 404, body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_rate_limit(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(limits::get(&s, &a, &id).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/rate-limits/{id}",
+    tag = "rate-limits",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn delete_rate_limit(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    limits::delete(&s, &a, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(

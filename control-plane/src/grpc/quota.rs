@@ -1,11 +1,13 @@
-//! `QuotaService.Allocate`: budget leases for data planes (see `service::budgets`).
+//! `QuotaService`: budget leases (see `service::budgets`) and rate-limit leases (see
+//! `service::limits`) for data planes.
 
 use modelgate_proto::quota::v1::{
-    quota_service_server::QuotaService, AllocateRequest, AllocateResponse,
+    quota_service_server::QuotaService, AllocateRequest, AllocateResponse, RateRequest,
+    RateResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::service::{budgets, Services};
+use crate::service::{budgets, limits, Services};
 
 pub struct QuotaAllocator {
     pub services: Services,
@@ -35,6 +37,32 @@ impl QuotaService for QuotaAllocator {
             period_start: grant.period_start,
             lease_ttl_ms: i64::try_from(grant.lease_ttl.as_millis()).unwrap_or(i64::MAX),
             remaining_micros: grant.remaining_micros,
+        }))
+    }
+
+    async fn allocate_rate(
+        &self,
+        request: Request<RateRequest>,
+    ) -> Result<Response<RateResponse>, Status> {
+        let r = request.into_inner();
+        let grant = limits::allocate(
+            &self.services,
+            limits::RateAsk {
+                node: r.node_id,
+                limit_id: r.limit_id,
+                measure: limits::parse_measure(&r.measure)?,
+                window_start: r.window_start,
+                consumed: r.consumed,
+                want: r.want,
+                need: r.need,
+            },
+        )
+        .await?;
+        Ok(Response::new(RateResponse {
+            granted_total: grant.granted_total,
+            window_start: grant.window_start,
+            lease_ttl_ms: i64::try_from(grant.lease_ttl.as_millis()).unwrap_or(i64::MAX),
+            remaining: grant.remaining,
         }))
     }
 }

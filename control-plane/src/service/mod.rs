@@ -9,6 +9,7 @@ pub mod budgets;
 pub mod explain;
 pub mod fleet;
 pub mod keys;
+pub mod limits;
 pub mod maintenance;
 pub mod models;
 pub mod nodes;
@@ -36,6 +37,8 @@ pub struct Services {
     pub fleet: std::sync::Arc<fleet::FleetHealth>,
     /// Budget leases granted to data planes (in memory).
     pub allocator: std::sync::Arc<budgets::Allocator>,
+    /// Rate-limit leases granted to data planes (in memory).
+    pub rate_ledger: std::sync::Arc<limits::Ledger>,
 }
 
 #[derive(Debug, Error)]

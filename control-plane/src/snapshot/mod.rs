@@ -18,7 +18,9 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use tokio::sync::{watch, Mutex};
 
 use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
-use crate::store::{api_key, budget, config_version, model_price, provider_account, routing_group};
+use crate::store::{
+    api_key, budget, config_version, model_price, provider_account, rate_limit, routing_group,
+};
 
 /// A published snapshot with its wire form encoded once for every subscriber.
 #[derive(Debug)]
@@ -263,6 +265,13 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
         })
         .collect();
 
+    let rate_limits = rate_limit::Entity::find()
+        .all(&s.db)
+        .await?
+        .iter()
+        .filter_map(crate::service::limits::to_domain)
+        .collect();
+
     Ok(Config {
         key_hash_secret,
         keys,
@@ -270,5 +279,6 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
         prices,
         groups,
         budgets,
+        rate_limits,
     })
 }

@@ -14,6 +14,7 @@ pub mod model_price;
 pub mod model_price_version;
 pub mod node;
 pub mod provider_account;
+pub mod rate_limit;
 pub mod routing_group;
 pub mod setting;
 pub mod team;

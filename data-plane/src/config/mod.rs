@@ -59,6 +59,8 @@ pub struct Runtime {
     pub clients: Arc<Clients>,
     /// Budget definitions (their spend state lives in `crate::quota`, across snapshots).
     pub budgets: Vec<modelgate_shared::quota::Budget>,
+    /// Rate-limit definitions (their counts live in `crate::limits`, across snapshots).
+    pub rate_limits: Vec<modelgate_shared::limits::RateLimit>,
 }
 
 impl Runtime {
@@ -122,6 +124,7 @@ impl Runtime {
             health,
             clients,
             budgets: c.budgets,
+            rate_limits: c.rate_limits,
         }
     }
 }

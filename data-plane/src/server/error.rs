@@ -187,6 +187,31 @@ impl ProxyError {
         e.retry_after_secs = Some(retry_after_secs);
         e
     }
+    /// A rate limit of the key, its team, its user or the model is reached.
+    pub fn rate_limit_exceeded(hit: &crate::limits::Limited) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::RateLimited,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached: {} = {} on {} `{}`{} (limit `{}`); retry after {} s.",
+                hit.measure.limit_name(),
+                hit.amount,
+                hit.scope.as_str(),
+                hit.scope_id,
+                hit.model
+                    .as_deref()
+                    .map(|m| format!(" for model `{m}`"))
+                    .unwrap_or_default(),
+                hit.limit_id,
+                hit.retry_after_secs,
+            ),
+        );
+        e.param = Some(hit.measure.limit_name().into());
+        e.retry_after_secs = Some(hit.retry_after_secs);
+        e
+    }
     /// The key has a hard budget but this request's cost cannot be bounded.
     pub fn cost_not_estimable(why: &str) -> Self {
         Self::new(

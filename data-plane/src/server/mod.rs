@@ -51,6 +51,8 @@ pub struct App {
     pub videos_metered: Arc<videos::MeteredJobs>,
     /// This node's budget slices (leased from the control plane).
     pub quotas: Arc<crate::quota::Quotas>,
+    /// This node's rate-limit shares (leased from the control plane).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 pub fn router(app: App) -> Router {
@@ -402,6 +404,17 @@ async fn prepare<'r>(
     let data_class = modelgate_shared::snapshot::data_class_rank(&key.data_class);
     if data_class > group.policy.max_data_class {
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
+    }
+    if !runtime.rate_limits.is_empty() {
+        // Tokens are estimated (prompt bytes / 4 plus the output bound) and settled to the
+        // actual count when the usage event is written.
+        let tokens = raw.len() as u64 / 4 + peek.max_output_tokens.unwrap_or(0);
+        let admission = app
+            .limits
+            .admit(&runtime.rate_limits, key, alias, tokens, unix_now())
+            .await
+            .map_err(|hit| ProxyError::rate_limit_exceeded(&hit))?;
+        rec.hold_limits(admission);
     }
     let mut budget_remaining = None;
     if !runtime.budgets.is_empty() {

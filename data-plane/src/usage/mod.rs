@@ -27,6 +27,9 @@ pub struct Recorder {
     admission: Admission,
     /// Budget reserved for this request; settled to the event's cost when it is written.
     reservation: Option<crate::quota::Reservation>,
+    /// Rate-limit shares taken by this request: tokens settled to the event's count when it is
+    /// written, slots given back then.
+    limits: Option<crate::limits::Admission>,
 }
 
 pub fn now_ms() -> i64 {
@@ -55,6 +58,7 @@ impl Recorder {
             spool,
             admission,
             reservation: None,
+            limits: None,
         }
     }
 
@@ -63,6 +67,13 @@ impl Recorder {
     pub fn hold(&mut self, r: crate::quota::Reservation) {
         if !r.is_empty() {
             self.reservation = Some(r);
+        }
+    }
+
+    /// Holds the request's rate-limit shares until the event is written.
+    pub fn hold_limits(&mut self, a: crate::limits::Admission) {
+        if !a.is_empty() {
+            self.limits = Some(a);
         }
     }
 
@@ -113,6 +124,13 @@ impl Recorder {
                 drop(r);
             } else {
                 r.settle(e.cost_micros);
+            }
+        }
+        if let Some(mut a) = self.limits.take() {
+            // A request cancelled before any usage was read keeps its token estimate.
+            let tokens = e.input_tokens + e.output_tokens;
+            if tokens > 0 {
+                a.settle_tokens(tokens);
             }
         }
         e.ended_at_ms = now_ms();

@@ -37,6 +37,9 @@ pub struct MockUpstream {
     behavior: Arc<Mutex<Behavior>>,
     /// `(cached_tokens, reasoning_tokens)` to report in usage details, if any.
     details: Arc<Mutex<Option<(u64, u64)>>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockUpstream {
@@ -71,6 +74,11 @@ impl MockUpstream {
 
     pub fn fail_with(&self, status: Option<u16>) {
         *self.fail_with.lock().unwrap() = status;
+    }
+
+    /// The most requests the mock was ever answering at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn behave(&self, b: Behavior) {
@@ -131,7 +139,20 @@ fn completion_body_with(model: &str, details: Option<(u64, u64)>) -> String {
     .to_string()
 }
 
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = up.in_flight.fetch_add(1, SeqCst) + 1;
+    up.peak.fetch_max(now, SeqCst);
+    let _in_flight = InFlight(up.in_flight.clone());
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     up.received.lock().unwrap().push(request.clone());
     if let Some(status) = *up.fail_with.lock().unwrap() {

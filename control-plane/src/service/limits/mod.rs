@@ -1,0 +1,332 @@
+//! Rate limits: definitions on a key, team, user or model alias, and the ledger
+//! that leases each data plane a share of every minute's requests and tokens and of the
+//! concurrent-request slots (see [`ledger`] for the invariant).
+
+pub mod ledger;
+
+use chrono::{DateTime, Utc};
+use modelgate_shared::limits::{window_start, LimitFallback, LimitScope, Measure};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, Change};
+use super::authz::{Action, Actor};
+use super::{page, Page, PageParams, ServiceError, Services};
+use crate::store::rate_limit;
+
+pub use ledger::{Ledger, RateAsk, RateGrant};
+
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitScopeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// A model alias: every request for it counts, whoever makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRateLimit {
+    pub scope: LimitScopeSpec,
+    /// With a key, team or user scope: count only requests for this alias.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Requests per minute (0 or absent: not limited).
+    #[serde(default)]
+    pub rpm: u64,
+    /// Input plus output tokens per minute (0 or absent: not limited).
+    #[serde(default)]
+    pub tpm: u64,
+    /// Requests in flight at once (0 or absent: not limited).
+    #[serde(default)]
+    pub max_concurrent: u32,
+    /// fail_open (default: each node holds the whole limit alone while the control plane is
+    /// unreachable) | fail_closed (stop when the node's lease is spent)
+    #[serde(default)]
+    pub when_unreachable: Option<String>,
+}
+
+/// One measure's state in the current window across the fleet.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeasureState {
+    /// requests | tokens | concurrent
+    pub measure: String,
+    pub limit: u64,
+    /// Unix seconds of the current minute (0 for concurrent).
+    pub window_start: i64,
+    /// Leased to data planes in this window (slots held, for concurrent).
+    pub granted: i64,
+    /// Reported taken by data planes in this window.
+    pub consumed: i64,
+    pub allocations: Vec<ledger::NodeShare>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RateLimit {
+    pub id: String,
+    pub scope: LimitScopeSpec,
+    pub model: Option<String>,
+    pub rpm: u64,
+    pub tpm: u64,
+    pub max_concurrent: u32,
+    pub when_unreachable: String,
+    pub created_at: DateTime<Utc>,
+    /// The limited measures now, fleet-wide.
+    pub state: Vec<MeasureState>,
+}
+
+fn scope_of(m: &rate_limit::Model) -> LimitScopeSpec {
+    let id = Some(m.scope_id.clone());
+    match m.scope_kind.as_str() {
+        "key" => LimitScopeSpec {
+            key_id: id,
+            ..LimitScopeSpec::default()
+        },
+        "team" => LimitScopeSpec {
+            team_id: id,
+            ..LimitScopeSpec::default()
+        },
+        "user" => LimitScopeSpec {
+            user_id: id,
+            ..LimitScopeSpec::default()
+        },
+        _ => LimitScopeSpec {
+            model: id,
+            ..LimitScopeSpec::default()
+        },
+    }
+}
+
+/// The domain form of a stored row (`None` if a field does not parse; the service validates
+/// every field on the way in).
+pub fn to_domain(m: &rate_limit::Model) -> Option<modelgate_shared::limits::RateLimit> {
+    Some(modelgate_shared::limits::RateLimit {
+        id: m.id.clone(),
+        scope: m.scope_kind.parse().ok()?,
+        scope_id: m.scope_id.clone(),
+        model: m.model.clone(),
+        rpm: u64::try_from(m.rpm).ok()?,
+        tpm: u64::try_from(m.tpm).ok()?,
+        max_concurrent: u32::try_from(m.max_concurrent).ok()?,
+        when_unreachable: m.when_unreachable.parse().ok()?,
+    })
+}
+
+fn shape(s: &Services, m: rate_limit::Model, now: i64) -> RateLimit {
+    let state = to_domain(&m)
+        .map(|d| {
+            d.measures()
+                .map(|measure| {
+                    let start = window_start(measure, now);
+                    let (granted, consumed, allocations) =
+                        s.rate_ledger.state(&m.id, measure, start);
+                    MeasureState {
+                        measure: measure.as_str().to_owned(),
+                        limit: d.amount(measure),
+                        window_start: start,
+                        granted,
+                        consumed,
+                        allocations,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RateLimit {
+        id: m.id.clone(),
+        scope: scope_of(&m),
+        model: m.model.clone(),
+        rpm: u64::try_from(m.rpm).unwrap_or(0),
+        tpm: u64::try_from(m.tpm).unwrap_or(0),
+        max_concurrent: u32::try_from(m.max_concurrent).unwrap_or(0),
+        when_unreachable: m.when_unreachable,
+        created_at: m.created_at,
+        state,
+    }
+}
+
+pub async fn create(
+    s: &Services,
+    actor: &Actor,
+    input: CreateRateLimit,
+) -> Result<RateLimit, ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    let scopes = [
+        (LimitScope::Key, &input.scope.key_id),
+        (LimitScope::Team, &input.scope.team_id),
+        (LimitScope::User, &input.scope.user_id),
+        (LimitScope::Model, &input.scope.model),
+    ];
+    let mut named = scopes
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+    let (kind, scope_id) = match (named.next(), named.next()) {
+        (Some(one), None) if !one.1.trim().is_empty() => one,
+        _ => {
+            return Err(ServiceError::invalid(
+                "scope",
+                "name exactly one of key_id, team_id, user_id, model",
+            ))
+        }
+    };
+    let model = input.model.filter(|m| !m.trim().is_empty());
+    if kind == LimitScope::Model && model.is_some() {
+        return Err(ServiceError::invalid(
+            "model",
+            "a limit on a model alias already names its model",
+        ));
+    }
+    if input.rpm == 0 && input.tpm == 0 && input.max_concurrent == 0 {
+        return Err(ServiceError::invalid(
+            "rpm",
+            "set at least one of rpm, tpm, max_concurrent",
+        ));
+    }
+    let too_big = |v: u64| i64::try_from(v).is_err();
+    if too_big(input.rpm) || too_big(input.tpm) {
+        return Err(ServiceError::invalid("rpm", "too large"));
+    }
+    let fallback: LimitFallback = input
+        .when_unreachable
+        .as_deref()
+        .unwrap_or("fail_open")
+        .parse()
+        .map_err(|_| ServiceError::invalid("when_unreachable", "one of fail_open, fail_closed"))?;
+    let row = rate_limit::ActiveModel {
+        id: Set(modelgate_shared::new_id().to_string()),
+        scope_kind: Set(kind.as_str().to_owned()),
+        scope_id: Set(scope_id.clone()),
+        model: Set(model),
+        rpm: Set(i64::try_from(input.rpm).unwrap_or(i64::MAX)),
+        tpm: Set(i64::try_from(input.tpm).unwrap_or(i64::MAX)),
+        max_concurrent: Set(i64::from(input.max_concurrent)),
+        when_unreachable: Set(fallback.as_str().to_owned()),
+        created_at: Set(Utc::now()),
+    };
+    let txn = s.db.begin().await?;
+    let model = rate_limit::Entity::insert(row)
+        .exec_with_returning(&txn)
+        .await?;
+    let view = shape(s, model, Utc::now().timestamp());
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "rate_limit.create",
+            resource_type: "rate_limit",
+            resource_id: &view.id,
+            team_id: view.scope.team_id.as_deref(),
+            before: None,
+            after: audit::view(&view),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.publisher.rebuild(s).await?;
+    Ok(view)
+}
+
+async fn find(s: &Services, actor: &Actor, id: &str) -> Result<rate_limit::Model, ServiceError> {
+    let model = rate_limit::Entity::find_by_id(id)
+        .one(&s.db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("rate limit `{id}`")))?;
+    if model.scope_kind == "team" {
+        actor.require_team(&model.scope_id, &format!("rate limit `{id}`"))?;
+    }
+    Ok(model)
+}
+
+pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<RateLimit, ServiceError> {
+    actor.require(Action::ReadConfig)?;
+    let model = find(s, actor, id).await?;
+    Ok(shape(s, model, Utc::now().timestamp()))
+}
+
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    params: PageParams,
+) -> Result<Page<RateLimit>, ServiceError> {
+    actor.require(Action::ReadConfig)?;
+    let limit = params.limit()?;
+    let mut q = rate_limit::Entity::find().order_by_asc(rate_limit::Column::Id);
+    if let Some(after) = &params.after {
+        q = q.filter(rate_limit::Column::Id.gt(after.as_str()));
+    }
+    if let Some(own) = actor.scope() {
+        q = q
+            .filter(rate_limit::Column::ScopeKind.eq("team"))
+            .filter(rate_limit::Column::ScopeId.eq(own));
+    }
+    let rows = q.limit(limit + 1).all(&s.db).await?;
+    let now = Utc::now().timestamp();
+    Ok(page(rows, limit, |r| r.id.clone(), |r| shape(s, r, now)))
+}
+
+pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    let model = find(s, actor, id).await?;
+    let before = shape(s, model.clone(), Utc::now().timestamp());
+    let txn = s.db.begin().await?;
+    model.delete(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "rate_limit.delete",
+            resource_type: "rate_limit",
+            resource_id: id,
+            team_id: before.scope.team_id.as_deref(),
+            before: audit::view(&before),
+            after: None,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.publisher.rebuild(s).await?;
+    Ok(())
+}
+
+/// The limit ids that apply to a request made with `key` for `alias`, for explain.
+pub fn applying<'a>(
+    limits: &'a [modelgate_shared::limits::RateLimit],
+    key: &'a modelgate_shared::snapshot::ApiKey,
+    alias: &'a str,
+) -> impl Iterator<Item = &'a modelgate_shared::limits::RateLimit> {
+    limits.iter().filter(move |l| l.applies_to(key, alias))
+}
+
+/// `QuotaService.AllocateRate`: a data plane reports what it took of one measure and asks for
+/// more (or, for concurrent slots, gives some back).
+pub async fn allocate(s: &Services, ask: RateAsk) -> Result<RateGrant, ServiceError> {
+    let m = rate_limit::Entity::find_by_id(ask.limit_id.as_str())
+        .one(&s.db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("rate limit `{}`", ask.limit_id)))?;
+    let limit = to_domain(&m)
+        .ok_or_else(|| ServiceError::Conflict(format!("rate limit `{}` is invalid", m.id)))?;
+    let amount = i64::try_from(limit.amount(ask.measure)).unwrap_or(i64::MAX);
+    let now = Utc::now().timestamp();
+    Ok(s.rate_ledger.grant(
+        amount,
+        &ask,
+        window_start(ask.measure, now),
+        std::time::Instant::now(),
+    ))
+}
+
+/// The measures of a limit, for callers that parse one from the wire.
+pub fn parse_measure(s: &str) -> Result<Measure, ServiceError> {
+    s.parse()
+        .map_err(|_| ServiceError::invalid("measure", "one of requests, tokens, concurrent"))
+}
