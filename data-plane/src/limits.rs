@@ -14,6 +14,7 @@
 //! (inline, single-flight per measure).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ const CHUNK_DIVISOR: i64 = 10;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Renew a lease in the background when it has less than this left.
 const RENEW_BEFORE: Duration = Duration::from_secs(5);
+/// How long a node keeps concurrency slots it does not use before giving them back.
+const IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// Rate-limit state of this node, kept across snapshots (by limit id).
 pub struct Limits {
@@ -48,6 +51,8 @@ struct Counter {
     local: Mutex<Local>,
     /// Single flight for lease calls.
     call: tokio::sync::Mutex<()>,
+    /// A check for idle slots to give back is scheduled.
+    linger: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -113,7 +118,7 @@ pub struct Admission {
 
 struct Taken {
     counters: Arc<LimitCounters>,
-    limit: RateLimit,
+    limit: Arc<RateLimit>,
     measure: Measure,
     window: i64,
     amount: i64,
@@ -167,12 +172,28 @@ impl Drop for Admission {
                 l.consumed = (l.consumed - 1).max(0);
                 (l.granted - l.consumed, l.consumed == 0)
             };
-            // Idle slots go back to the fleet: all of them once the node is idle here, else
-            // what exceeds twice a chunk.
-            if let Some(limits) = &self.limits {
-                if spare > 0 && (idle || spare > 2 * chunk(&t.limit, Measure::Concurrent, 1)) {
-                    limits.release_slots(&t.counters, &t.limit);
-                }
+            // Unused slots go back to the fleet: what exceeds twice a chunk at once, and all of
+            // them once the node has stayed idle for a moment (so steady sequential traffic
+            // keeps its slot instead of calling the control plane per request).
+            let Some(limits) = &self.limits else {
+                continue;
+            };
+            if spare > 2 * chunk(&t.limit, Measure::Concurrent, 1) {
+                limits.release_slots(&t.counters, &t.limit);
+            } else if idle && spare > 0 && !counter.linger.swap(true, Ordering::AcqRel) {
+                let (limits, counters, limit) = (limits.clone(), t.counters.clone(), t.limit);
+                tokio::spawn(async move {
+                    tokio::time::sleep(IDLE_LINGER).await;
+                    let counter = &counters.measures[slot(Measure::Concurrent)];
+                    counter.linger.store(false, Ordering::Release);
+                    let still_idle = {
+                        let l = lock(&counter.local);
+                        l.consumed == 0 && l.granted > 0
+                    };
+                    if still_idle {
+                        limits.release_slots(&counters, &limit);
+                    }
+                });
             }
         }
     }
@@ -191,6 +212,19 @@ impl Limits {
         }))
     }
 
+    /// Gives this node a share of every measure of `limit` without asking the control plane
+    /// (benchmarks and tests).
+    #[doc(hidden)]
+    pub fn prime(&self, limit: &RateLimit, now_secs: i64, share: i64, lease: Duration) {
+        let counters = self.counters(&limit.id);
+        for m in Measure::ALL {
+            let mut l = lock(&counters.measures[slot(m)].local);
+            l.roll(window_start(m, now_secs));
+            l.granted = share;
+            l.lease_until = Some(Instant::now() + lease);
+        }
+    }
+
     fn counters(&self, id: &str) -> Arc<LimitCounters> {
         if let Ok(m) = self.counters.read() {
             if let Some(c) = m.get(id) {
@@ -206,6 +240,7 @@ impl Limits {
                 let counter = || Counter {
                     local: Mutex::default(),
                     call: tokio::sync::Mutex::new(()),
+                    linger: std::sync::atomic::AtomicBool::new(false),
                 };
                 Arc::new(LimitCounters {
                     measures: [counter(), counter(), counter()],
@@ -218,7 +253,7 @@ impl Limits {
     /// applies to a request with `key` for `alias`. On refusal nothing stays taken.
     pub async fn admit(
         self: &Arc<Self>,
-        limits: &[RateLimit],
+        limits: &[Arc<RateLimit>],
         key: &ApiKey,
         alias: &str,
         tokens: u64,

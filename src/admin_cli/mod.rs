@@ -1,4 +1,4 @@
-//! `modelgate teams|users|keys|providers|models|routes|audit …`: the admin CLI. Every command is
+//! `modelgate teams|users|keys|providers|models|routes|limits|audit …`: the admin CLI. Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
 //! or as the API's JSON.
 //!
@@ -9,6 +9,7 @@
 mod audit;
 mod client;
 mod keys;
+mod limits;
 mod models;
 mod providers;
 mod routes;
@@ -43,6 +44,9 @@ pub enum AdminCommand {
     Routes(Resource<routes::RoutesCommand>),
     /// The audit log of admin changes (admin API): list.
     Audit(Resource<audit::AuditCommand>),
+    /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
+    /// delete.
+    Limits(Resource<limits::LimitsCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -214,6 +218,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Models(r) => r.execute().await,
         AdminCommand::Routes(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
+        AdminCommand::Limits(r) => r.execute().await,
     }
 }
 

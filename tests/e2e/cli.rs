@@ -595,3 +595,48 @@ async fn cli_creates_an_eval_key_and_explains_its_route() {
     assert!(table.stdout.contains("ALLOWED"), "{}", table.stdout);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_creates_a_rate_limit_that_the_data_plane_enforces_then_deletes_it() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let created = modelgate(
+        &gw,
+        &[
+            "limits", "create", "--key-id", &p.key_id, "--rpm", "1", "--output", "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["rpm"], 1);
+    gw.wait_for_config().await;
+    let first = gw.say_hi(&p.key, "smart").await.status().as_u16();
+    let second = gw.say_hi(&p.key, "smart").await.status().as_u16();
+    // Two requests in a row fall in one minute, or the second in the next one.
+    assert_eq!(first, 200);
+    assert!(second == 429 || second == 200, "{second}");
+
+    let table = modelgate(&gw, &["limits", "list"], &[]).await.ok();
+    assert!(table.stdout.contains(&id), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(&format!("key {}", p.key_id)),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("requests "), "{}", table.stdout);
+
+    let refused = modelgate(&gw, &["limits", "create", "--team-id", &p.team_id], &[]).await;
+    assert_eq!(refused.code, Some(1), "nothing limited is refused");
+    assert!(refused.stderr.contains("rpm"), "{}", refused.stderr);
+
+    modelgate(&gw, &["limits", "delete", &id], &[]).await.ok();
+    let gone = modelgate(&gw, &["limits", "show", &id], &[]).await;
+    assert_eq!(gone.code, Some(1));
+    assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
+    gw.wait_for_config().await;
+    for _ in 0..3 {
+        assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
+    }
+    gw.shutdown().await;
+}

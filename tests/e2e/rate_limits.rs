@@ -377,3 +377,47 @@ async fn with_the_control_plane_down_fail_open_holds_the_limit_per_node_and_fail
     assert_eq!(upstream.calls(), 1 + 3);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn explain_shows_the_limits_that_apply_and_what_the_fleet_holds() {
+    let (_upstream, gw, p) = setup().await;
+    fresh_window(20).await;
+    let mine = limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "rpm": 50, "max_concurrent": 5}),
+    )
+    .await;
+    // A limit on another alias of the same key does not apply.
+    limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "model": "other", "rpm": 1}),
+    )
+    .await;
+    assert_eq!(
+        ask(&gw.http, gw.dp().addr, &p.key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, v) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/explain",
+            Some(json!({"key_id": p.key_id, "request": {"model": "smart", "messages": []}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["allowed"], true, "{v}");
+    let limits = v["rate_limits"].as_array().unwrap();
+    assert_eq!(limits.len(), 1, "{v}");
+    assert_eq!(limits[0]["id"], mine.as_str());
+    let requests = &limits[0]["state"][0];
+    assert_eq!(requests["measure"], "requests");
+    assert_eq!(requests["limit"], 50);
+    // The data plane holds a share of this minute: a tenth of the limit at least.
+    assert!(requests["granted"].as_i64().unwrap() >= 5, "{v}");
+    assert_eq!(limits[0]["state"][1]["measure"], "concurrent");
+    gw.shutdown().await;
+}

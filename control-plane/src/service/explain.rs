@@ -64,6 +64,9 @@ pub struct Explanation {
     /// The budgets that apply to the key (its own, its team's, its owner's, its environment's),
     /// with what is spent, reserved by data planes, and left in the current period.
     pub budgets: Vec<super::budgets::Budget>,
+    /// The rate limits that apply to the request (the key's, its team's, its owner's, the
+    /// model's), with what the fleet holds and has taken in the current window.
+    pub rate_limits: Vec<super::limits::RateLimit>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -203,6 +206,7 @@ pub async fn explain(
         candidates: Vec::new(),
         skipped: Vec::new(),
         budgets: Vec::new(),
+        rate_limits: Vec::new(),
     };
     let applying: Vec<&str> = config
         .budgets
@@ -300,6 +304,27 @@ pub async fn explain(
         );
     }
 
+    let applying: Vec<&str> = config
+        .rate_limits
+        .iter()
+        .filter(|l| l.applies_to(key, &alias))
+        .map(|l| l.id.as_str())
+        .collect();
+    out.rate_limits = super::limits::views(s, &applying).await?;
+    if let Some((l, m)) = out.rate_limits.iter().find_map(|l| {
+        l.state
+            .iter()
+            .find(|m| {
+                m.measure == "requests" && m.consumed >= i64::try_from(m.limit).unwrap_or(i64::MAX)
+            })
+            .map(|m| (l, m))
+    }) {
+        let message = format!(
+            "the rate limit `{}` has taken all {} requests of this minute",
+            l.id, m.limit
+        );
+        return refuse(out, 429, "rate_limit_exceeded", message);
+    }
     if let Some(b) = out
         .budgets
         .iter()

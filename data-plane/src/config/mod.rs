@@ -60,7 +60,7 @@ pub struct Runtime {
     /// Budget definitions (their spend state lives in `crate::quota`, across snapshots).
     pub budgets: Vec<modelgate_shared::quota::Budget>,
     /// Rate-limit definitions (their counts live in `crate::limits`, across snapshots).
-    pub rate_limits: Vec<modelgate_shared::limits::RateLimit>,
+    pub rate_limits: Vec<Arc<modelgate_shared::limits::RateLimit>>,
 }
 
 impl Runtime {
@@ -124,7 +124,7 @@ impl Runtime {
             health,
             clients,
             budgets: c.budgets,
-            rate_limits: c.rate_limits,
+            rate_limits: c.rate_limits.into_iter().map(Arc::new).collect(),
         }
     }
 }

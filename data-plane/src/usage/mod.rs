@@ -127,9 +127,12 @@ impl Recorder {
             }
         }
         if let Some(mut a) = self.limits.take() {
-            // A request cancelled before any usage was read keeps its token estimate.
+            // As with the reservation: a request cancelled before any usage was read keeps its
+            // token estimate; any other is settled to what it used (nothing, if it was refused
+            // before going upstream).
             let tokens = e.input_tokens + e.output_tokens;
-            if tokens > 0 {
+            let cancelled = e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str());
+            if !(cancelled && tokens == 0) {
                 a.settle_tokens(tokens);
             }
         }

@@ -297,13 +297,16 @@ pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), Service
     Ok(())
 }
 
-/// The limit ids that apply to a request made with `key` for `alias`, for explain.
-pub fn applying<'a>(
-    limits: &'a [modelgate_shared::limits::RateLimit],
-    key: &'a modelgate_shared::snapshot::ApiKey,
-    alias: &'a str,
-) -> impl Iterator<Item = &'a modelgate_shared::limits::RateLimit> {
-    limits.iter().filter(move |l| l.applies_to(key, alias))
+/// The current view of each limit id (definitions with their fleet-wide windows), for explain.
+pub async fn views(s: &Services, ids: &[&str]) -> Result<Vec<RateLimit>, ServiceError> {
+    let now = Utc::now().timestamp();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(m) = rate_limit::Entity::find_by_id(*id).one(&s.db).await? {
+            out.push(shape(s, m, now));
+        }
+    }
+    Ok(out)
 }
 
 /// `QuotaService.AllocateRate`: a data plane reports what it took of one measure and asks for
