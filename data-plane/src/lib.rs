@@ -64,6 +64,8 @@ pub struct RunningDataPlane {
     server: JoinHandle<()>,
     streams: tokio_util::task::TaskTracker,
     background: Vec<JoinHandle<()>>,
+    /// Rate-limit shares, whose concurrency slots go back to the control plane at shutdown.
+    limits: Arc<limits::Limits>,
 }
 
 /// How long shutdown waits for in-flight requests and streams.
@@ -128,6 +130,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         limits: limits::Limits::new(&settings.node_id, &settings.control_plane_url)
             .context("the control plane URL")?,
     };
+    let app_limits = app.limits.clone();
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -152,6 +155,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     tracing::info!(%addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
         addr,
+        limits: app_limits,
         runtime,
         spool,
         shutdown,
@@ -182,6 +186,8 @@ impl RunningDataPlane {
         if let Err(e) = self.spool.flush().await {
             tracing::error!(error = %e, "could not flush the usage spool");
         }
+        let limits = self.runtime.load().rate_limits.clone();
+        self.limits.release_all(&limits).await;
         for task in self.background {
             task.abort();
         }

@@ -370,6 +370,31 @@ impl Limits {
         ok
     }
 
+    /// Gives every concurrency slot back to the control plane (at shutdown, after the node has
+    /// drained), so the fleet does not wait out a lapsed lease's grace for them.
+    pub async fn release_all(&self, limits: &[Arc<RateLimit>]) {
+        for limit in limits.iter().filter(|l| l.max_concurrent > 0) {
+            let Some(counters) = self
+                .counters
+                .read()
+                .ok()
+                .and_then(|m| m.get(&limit.id).cloned())
+            else {
+                continue;
+            };
+            let counter = &counters.measures[slot(Measure::Concurrent)];
+            let _g = counter.call.lock().await;
+            {
+                let mut l = lock(&counter.local);
+                if l.granted == 0 {
+                    continue;
+                }
+                l.granted = l.consumed;
+            }
+            self.call(counter, limit, Measure::Concurrent, 0, 0).await;
+        }
+    }
+
     /// Gives the control plane back the slots this node does not use (in the background).
     fn release_slots(self: &Arc<Self>, counters: &Arc<LimitCounters>, limit: &RateLimit) {
         let (me, counters, limit) = (self.clone(), counters.clone(), limit.clone());
