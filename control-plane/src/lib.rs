@@ -67,6 +67,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         rate_ledger: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
+    service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
 
     let shutdown = CancellationToken::new();

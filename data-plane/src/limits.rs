@@ -428,14 +428,15 @@ impl Limits {
         window: i64,
         need: i64,
     ) -> bool {
-        let consumed = {
+        let (consumed, held) = {
             let mut l = lock(&counter.local);
             l.roll(window);
-            if measure.windowed() {
+            let consumed = if measure.windowed() {
                 l.consumed
             } else {
                 l.granted
-            }
+            };
+            (consumed, l.granted)
         };
         let want = if need == 0 && !measure.windowed() {
             0
@@ -451,6 +452,7 @@ impl Limits {
             consumed,
             want,
             need,
+            held,
         };
         let mut client = self.client.clone();
         match client.allocate_rate(req).await {

@@ -421,3 +421,41 @@ async fn explain_shows_the_limits_that_apply_and_what_the_fleet_holds() {
     assert_eq!(limits[0]["state"][1]["measure"], "concurrent");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_control_plane_does_not_grant_a_minute_twice() {
+    let (upstream, mut gw, p) = setup().await;
+    let rpm = 10;
+    limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "rpm": rpm, "when_unreachable": "fail_closed"}),
+    )
+    .await;
+    let dp2 = extra_data_plane(&gw).await;
+    // The whole scenario (restart, a lease's worth of warm-up, more traffic) in one minute.
+    fresh_window(45).await;
+    let mut accepted = 0;
+    for _ in 0..4 {
+        if ask(&gw.http, gw.dp().addr, &p.key).send().await.unwrap().status() == 200 {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 4);
+    gw.restart_control_plane().await;
+    // The new control plane does not know what the old one leased: the other node gets
+    // nothing new until the leases it cannot see have reported or lapsed.
+    let r = ask(&gw.http, dp2.addr, &p.key).send().await.unwrap();
+    assert_eq!(r.status(), 429, "granted before learning the fleet's holdings");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for i in 0..20 {
+        let node = if i % 2 == 0 { dp2.addr } else { gw.dp().addr };
+        if ask(&gw.http, node, &p.key).send().await.unwrap().status() == 200 {
+            accepted += 1;
+        }
+    }
+    eprintln!("rpm {rpm} across a control-plane restart: {accepted} accepted");
+    assert!(accepted <= rpm, "{accepted} accepted in one minute under rpm {rpm}");
+    assert!(accepted >= rpm - 2 * 2, "only {accepted} accepted");
+    assert_eq!(upstream.calls(), accepted as usize);
+    gw.shutdown().await;
+}

@@ -62,6 +62,10 @@ impl From<ServiceError> for AdminError {
                 tracing::error!(error = %err, "admin request failed to open a sealed secret");
                 AdminError::Internal
             }
+            ServiceError::Unavailable(why) => {
+                tracing::warn!(%why, "admin request answered as unavailable");
+                AdminError::Internal
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ impl From<ServiceError> for tonic::Status {
                 tracing::error!(error = %err, "gRPC request failed to open a sealed secret");
                 tonic::Status::internal("internal error")
             }
+            ServiceError::Unavailable(why) => tonic::Status::unavailable(why),
         }
     }
 }

@@ -55,6 +55,7 @@ impl QuotaService for QuotaAllocator {
                 consumed: r.consumed,
                 want: r.want,
                 need: r.need,
+                held: r.held,
             },
         )
         .await?;

@@ -60,6 +60,9 @@ pub enum ServiceError {
     Db(#[from] DbErr),
     #[error("crypto error: {0}")]
     Crypto(#[from] CryptoError),
+    /// Not answerable yet; the caller should treat the control plane as unreachable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ServiceError {

@@ -38,6 +38,8 @@ pub struct RateAsk {
     pub consumed: i64,
     pub want: i64,
     pub need: i64,
+    /// What the node holds (cumulative grant in the window, or slots).
+    pub held: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +70,17 @@ struct Window {
     nodes: HashMap<String, Lease>,
 }
 
+/// The ledger is still learning what nodes hold (after a restart): no new grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmingUp;
+
 #[derive(Default)]
 pub struct Ledger {
     /// By limit id and measure: the current window only (an older one is dropped when a newer
     /// one starts).
     windows: Mutex<HashMap<(String, Measure), Window>>,
+    /// Until then, reports re-adopt what nodes hold but nothing new is granted.
+    warm_until: Mutex<Option<Instant>>,
 }
 
 impl Lease {
@@ -90,6 +98,15 @@ impl Lease {
 }
 
 impl Ledger {
+    /// A control plane that starts while rate limits exist may have had a predecessor that
+    /// leased shares still live at data planes; it learns them from the nodes' reports (`held`)
+    /// and grants nothing new until every such lease has either reported or lapsed.
+    pub fn warm_up(&self, now: Instant) {
+        if let Ok(mut w) = self.warm_until.lock() {
+            *w = Some(now + LEASE_TTL);
+        }
+    }
+
     /// Granted and reported-taken totals and the per-node shares of one measure's window.
     pub fn state(
         &self,
@@ -125,7 +142,19 @@ impl Ledger {
 
     /// Records the node's report and grants from what is left of `amount` in the window that
     /// starts at `start` (the control plane's clock decides the window).
-    pub fn grant(&self, amount: i64, ask: &RateAsk, start: i64, now: Instant) -> RateGrant {
+    pub fn grant(
+        &self,
+        amount: i64,
+        ask: &RateAsk,
+        start: i64,
+        now: Instant,
+    ) -> Result<RateGrant, WarmingUp> {
+        let warming = self
+            .warm_until
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .is_some_and(|t| t > now);
         let mut windows = match self.windows.lock() {
             Ok(w) => w,
             Err(p) => p.into_inner(),
@@ -148,6 +177,11 @@ impl Ledger {
             consumed: 0,
             expires: now,
         });
+        if same_window && ask.held > me.granted {
+            // Re-adopt what a predecessor of this control plane granted (its grants never
+            // summed past the limit).
+            me.granted = ask.held.min(amount);
+        }
         if same_window {
             // A report never exceeds what was granted: for a window it is what was taken, for
             // slots what the node kept (a lower figure gives the rest back).
@@ -160,6 +194,9 @@ impl Ledger {
             }
         }
         me.expires = now + LEASE_TTL;
+        if warming {
+            return Err(WarmingUp);
+        }
         let (mut claims, mut live, mut taken) = (0i64, 0i64, 0i64);
         for l in w.nodes.values() {
             claims += l.claim(ask.measure, now);
@@ -187,12 +224,12 @@ impl Ledger {
             left -= extra;
             granted_total = me.granted;
         }
-        RateGrant {
+        Ok(RateGrant {
             granted_total,
             window_start: w.start,
             lease_ttl: LEASE_TTL,
             remaining: left,
-        }
+        })
     }
 }
 
@@ -209,6 +246,7 @@ mod tests {
             consumed,
             want,
             need,
+            held: 0,
         }
     }
 
@@ -218,7 +256,8 @@ mod tests {
         let now = Instant::now();
         for _ in 0..40 {
             for node in ["a", "b", "c"] {
-                l.grant(30, &ask(node, Measure::Requests, 0, 3, 1), 60, now);
+                l.grant(30, &ask(node, Measure::Requests, 0, 3, 1), 60, now)
+                    .unwrap();
             }
         }
         let (granted, _, shares) = l.state("l", Measure::Requests, 60);
@@ -230,11 +269,13 @@ mod tests {
     fn a_new_minute_starts_from_nothing() {
         let l = Ledger::default();
         let now = Instant::now();
-        let g = l.grant(10, &ask("a", Measure::Requests, 0, 10, 1), 60, now);
+        let g = l
+            .grant(10, &ask("a", Measure::Requests, 0, 10, 1), 60, now)
+            .unwrap();
         assert_eq!(g.granted_total, 10);
         let mut next = ask("a", Measure::Requests, 10, 10, 1);
         next.window_start = 120;
-        let g = l.grant(10, &next, 120, now);
+        let g = l.grant(10, &next, 120, now).unwrap();
         assert_eq!((g.granted_total, g.window_start), (10, 120));
         assert_eq!(l.state("l", Measure::Requests, 60).0, 0);
     }
@@ -243,15 +284,20 @@ mod tests {
     fn an_expired_window_lease_gives_back_what_it_did_not_take() {
         let l = Ledger::default();
         let now = Instant::now();
-        l.grant(10, &ask("a", Measure::Requests, 0, 10, 1), 60, now);
-        l.grant(10, &ask("a", Measure::Requests, 4, 0, 0), 60, now);
+        l.grant(10, &ask("a", Measure::Requests, 0, 10, 1), 60, now)
+            .unwrap();
+        l.grant(10, &ask("a", Measure::Requests, 4, 0, 0), 60, now)
+            .unwrap();
         assert_eq!(
             l.grant(10, &ask("b", Measure::Requests, 0, 5, 1), 60, now)
+                .unwrap()
                 .granted_total,
             0
         );
         let later = now + LEASE_TTL + Duration::from_secs(1);
-        let g = l.grant(10, &ask("b", Measure::Requests, 0, 10, 6), 60, later);
+        let g = l
+            .grant(10, &ask("b", Measure::Requests, 0, 10, 6), 60, later)
+            .unwrap();
         assert_eq!((g.granted_total, g.remaining), (6, 0));
     }
 
@@ -261,19 +307,43 @@ mod tests {
         let now = Instant::now();
         let mut a = ask("a", Measure::Concurrent, 0, 4, 1);
         a.window_start = 0;
-        assert_eq!(l.grant(4, &a, 0, now).granted_total, 4);
+        assert_eq!(l.grant(4, &a, 0, now).unwrap().granted_total, 4);
         let mut b = ask("b", Measure::Concurrent, 0, 1, 1);
         b.window_start = 0;
-        assert_eq!(l.grant(4, &b, 0, now).granted_total, 0);
+        assert_eq!(l.grant(4, &b, 0, now).unwrap().granted_total, 0);
         // a keeps one slot and gives three back.
         let mut release = ask("a", Measure::Concurrent, 1, 0, 0);
         release.window_start = 0;
-        assert_eq!(l.grant(4, &release, 0, now).granted_total, 1);
-        assert_eq!(l.grant(4, &b, 0, now).granted_total, 1);
+        assert_eq!(l.grant(4, &release, 0, now).unwrap().granted_total, 1);
+        assert_eq!(l.grant(4, &b, 0, now).unwrap().granted_total, 1);
         // A node cannot report holding more than it was granted.
         let mut greedy = ask("b", Measure::Concurrent, 9, 0, 0);
         greedy.window_start = 0;
-        assert_eq!(l.grant(4, &greedy, 0, now).granted_total, 1);
+        assert_eq!(l.grant(4, &greedy, 0, now).unwrap().granted_total, 1);
+    }
+
+    #[test]
+    fn after_a_restart_holdings_are_re_adopted_and_nothing_new_is_granted_for_a_lease() {
+        let l = Ledger::default();
+        let now = Instant::now();
+        l.warm_up(now);
+        let mut a = ask("a", Measure::Requests, 3, 5, 1);
+        a.held = 8;
+        assert_eq!(l.grant(10, &a, 60, now), Err(WarmingUp));
+        assert_eq!(l.state("l", Measure::Requests, 60).0, 8);
+        let later = now + LEASE_TTL + Duration::from_secs(1);
+        // a renewed its lease meanwhile: it still claims its 8.
+        l.grant(
+            10,
+            &ask("a", Measure::Requests, 3, 0, 0),
+            60,
+            later - Duration::from_secs(2),
+        )
+        .unwrap_err();
+        let g = l
+            .grant(10, &ask("b", Measure::Requests, 0, 10, 2), 60, later)
+            .unwrap();
+        assert_eq!((g.granted_total, g.remaining), (2, 0));
     }
 
     #[test]
@@ -282,12 +352,12 @@ mod tests {
         let now = Instant::now();
         let mut a = ask("a", Measure::Concurrent, 0, 2, 2);
         a.window_start = 0;
-        l.grant(2, &a, 0, now);
+        l.grant(2, &a, 0, now).unwrap();
         let mut b = ask("b", Measure::Concurrent, 0, 1, 1);
         b.window_start = 0;
         let later = now + LEASE_TTL + Duration::from_secs(1);
-        assert_eq!(l.grant(2, &b, 0, later).granted_total, 0);
+        assert_eq!(l.grant(2, &b, 0, later).unwrap().granted_total, 0);
         let much_later = now + LEASE_TTL + SLOT_GRACE + Duration::from_secs(1);
-        assert_eq!(l.grant(2, &b, 0, much_later).granted_total, 1);
+        assert_eq!(l.grant(2, &b, 0, much_later).unwrap().granted_total, 1);
     }
 }

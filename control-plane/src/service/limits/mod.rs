@@ -320,12 +320,27 @@ pub async fn allocate(s: &Services, ask: RateAsk) -> Result<RateGrant, ServiceEr
         .ok_or_else(|| ServiceError::Conflict(format!("rate limit `{}` is invalid", m.id)))?;
     let amount = i64::try_from(limit.amount(ask.measure)).unwrap_or(i64::MAX);
     let now = Utc::now().timestamp();
-    Ok(s.rate_ledger.grant(
-        amount,
-        &ask,
-        window_start(ask.measure, now),
-        std::time::Instant::now(),
-    ))
+    s.rate_ledger
+        .grant(
+            amount,
+            &ask,
+            window_start(ask.measure, now),
+            std::time::Instant::now(),
+        )
+        .map_err(|ledger::WarmingUp| {
+            ServiceError::Unavailable(
+                "the rate-limit ledger is learning what data planes hold after a restart".into(),
+            )
+        })
+}
+
+/// At start: if rate limits exist, a previous control plane may have leased shares that are
+/// still live, so the ledger learns them before granting anything new (see [`Ledger::warm_up`]).
+pub async fn warm_up_if_needed(s: &Services) -> Result<(), ServiceError> {
+    if rate_limit::Entity::find().one(&s.db).await?.is_some() {
+        s.rate_ledger.warm_up(std::time::Instant::now());
+    }
+    Ok(())
 }
 
 /// The measures of a limit, for callers that parse one from the wire.
