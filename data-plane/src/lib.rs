@@ -151,7 +151,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             tracing::error!(error = %e, "data plane server stopped");
         }
     });
-    let background = vec![tokio::spawn(subscriber.run()), tokio::spawn(shipper.run())];
+    let background = vec![
+        tokio::spawn(subscriber.run()),
+        tokio::spawn(shipper.run()),
+        tokio::spawn(app_limits.clone().keep(runtime.clone())),
+    ];
     tracing::info!(%addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
         addr,

@@ -14,7 +14,7 @@
 //! (inline, single-flight per measure).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,18 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const RENEW_BEFORE: Duration = Duration::from_secs(5);
 /// How long a node keeps concurrency slots it does not use before giving them back.
 const IDLE_LINGER: Duration = Duration::from_secs(1);
+/// After the control plane granted nothing more, refuse locally this long before asking again
+/// (per-minute measures: never past the minute's end).
+const DENIED_FOR: Duration = Duration::from_secs(1);
+const DENIED_SLOTS_FOR: Duration = Duration::from_millis(200);
+/// After a failed call, go straight to the fallback this long before trying again.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
+/// How often the keeper reports held concurrency slots (renewing their lease, giving back idle
+/// ones, and correcting the control plane's count after a lost answer).
+const KEEP_EVERY: Duration = Duration::from_secs(3);
+/// A minute count is reported again after this long even if it did not move (a restarted
+/// control plane learns it within its warm-up).
+const REPORT_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 
 /// Rate-limit state of this node, kept across snapshots (by limit id).
 pub struct Limits {
@@ -52,32 +64,52 @@ struct Counter {
     /// Single flight for lease calls.
     call: tokio::sync::Mutex<()>,
     /// A check for idle slots to give back is scheduled.
-    linger: std::sync::atomic::AtomicBool,
+    linger: AtomicBool,
 }
 
 #[derive(Default, Clone, Copy)]
 struct Local {
-    /// The minute being counted (0 for concurrent slots).
+    /// The minute being counted (0 for concurrent slots). Only ever moves forward.
     window: i64,
     /// Granted to this node: cumulative in the window, or slots held.
     granted: i64,
     /// Taken in the window (reservations included), or requests in flight.
     consumed: i64,
     lease_until: Option<Instant>,
+    /// The control plane granted nothing more: refuse locally until then.
+    denied_until: Option<Instant>,
+    /// The control plane could not be reached: apply the fallback until then.
+    unreachable_until: Option<Instant>,
+    /// `consumed` as last reported, and when: the keeper reports a minute's count when it
+    /// moved or its last report grew old.
+    reported: i64,
+    reported_at: Option<Instant>,
 }
 
 impl Local {
-    fn roll(&mut self, window: i64) {
-        if self.window != window {
+    /// Moves to `window` if it is newer; a late request from an older minute counts in the
+    /// current one. Returns the window counted in.
+    fn roll(&mut self, window: i64) -> i64 {
+        if window > self.window {
             *self = Local {
                 window,
                 ..Local::default()
             };
         }
+        self.window
     }
 
     fn lease_live(&self, now: Instant) -> bool {
         self.lease_until.is_some_and(|t| t > now)
+    }
+
+    /// What the node reports holding: its grant, or for slots, more if it serves past it.
+    fn held(&self, measure: Measure) -> i64 {
+        if measure.windowed() {
+            self.granted
+        } else {
+            self.granted.max(self.consumed)
+        }
     }
 }
 
@@ -109,11 +141,14 @@ pub struct Limited {
 }
 
 /// What a request took; settled when its usage event is written, and its concurrency slots
-/// given back when it is dropped (whatever way the request ended).
+/// given back when it is dropped (whatever way the request ended). Dropped before the
+/// `Recorder` kept it (a client gone while waiting on a lease call), it gives everything back.
 #[derive(Default)]
 pub struct Admission {
     taken: Vec<Taken>,
     limits: Option<Arc<Limits>>,
+    /// The request went on (the `Recorder` holds this): its requests and tokens stay counted.
+    kept: bool,
 }
 
 struct Taken {
@@ -127,6 +162,11 @@ struct Taken {
 impl Admission {
     pub fn is_empty(&self) -> bool {
         self.taken.is_empty()
+    }
+
+    /// The request goes upstream: what it took stays counted until it is settled.
+    pub fn keep(&mut self) {
+        self.kept = true;
     }
 
     /// Replaces the token estimate by the tokens the request actually used.
@@ -144,10 +184,8 @@ impl Admission {
             t.amount = actual;
         }
     }
-}
 
-impl Admission {
-    /// Gives back the requests and tokens taken by a request that is then refused (its slots
+    /// Gives back the requests and tokens taken by a request that did not go on (its slots
     /// go back when it is dropped).
     fn refund(&mut self) {
         for t in self.taken.iter_mut().filter(|t| t.measure.windowed()) {
@@ -162,6 +200,10 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        if !self.kept {
+            self.refund();
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok();
         for t in self.taken.drain(..) {
             if t.measure != Measure::Concurrent {
                 continue;
@@ -174,25 +216,21 @@ impl Drop for Admission {
             };
             // Unused slots go back to the fleet: what exceeds twice a chunk at once, and all of
             // them once the node has stayed idle for a moment (so steady sequential traffic
-            // keeps its slot instead of calling the control plane per request).
-            let Some(limits) = &self.limits else {
+            // keeps its slot instead of calling the control plane per request). The keeper
+            // catches what these miss.
+            let (Some(limits), Some(runtime)) = (&self.limits, &runtime) else {
                 continue;
             };
             if spare > 2 * chunk(&t.limit, Measure::Concurrent, 1) {
-                limits.release_slots(&t.counters, &t.limit);
+                let (limits, counters, limit) = (limits.clone(), t.counters.clone(), t.limit);
+                runtime.spawn(async move { limits.release_slots(&counters, &limit).await });
             } else if idle && spare > 0 && !counter.linger.swap(true, Ordering::AcqRel) {
                 let (limits, counters, limit) = (limits.clone(), t.counters.clone(), t.limit);
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     tokio::time::sleep(IDLE_LINGER).await;
                     let counter = &counters.measures[slot(Measure::Concurrent)];
                     counter.linger.store(false, Ordering::Release);
-                    let still_idle = {
-                        let l = lock(&counter.local);
-                        l.consumed == 0 && l.granted > 0
-                    };
-                    if still_idle {
-                        limits.release_slots(&counters, &limit);
-                    }
+                    limits.release_slots(&counters, &limit).await;
                 });
             }
         }
@@ -240,7 +278,7 @@ impl Limits {
                 let counter = || Counter {
                     local: Mutex::default(),
                     call: tokio::sync::Mutex::new(()),
-                    linger: std::sync::atomic::AtomicBool::new(false),
+                    linger: AtomicBool::new(false),
                 };
                 Arc::new(LimitCounters {
                     measures: [counter(), counter(), counter()],
@@ -259,20 +297,28 @@ impl Limits {
         tokens: u64,
         now_secs: i64,
     ) -> Result<Admission, Limited> {
-        let mut admission = Admission {
-            taken: Vec::new(),
-            limits: Some(self.clone()),
-        };
+        let mut admission = Admission::default();
         for limit in limits.iter().filter(|l| l.applies_to(key, alias)) {
+            if admission.limits.is_none() {
+                admission.limits = Some(self.clone());
+            }
             let counters = self.counters(&limit.id);
             for measure in limit.measures() {
                 let cost = match measure {
                     Measure::Tokens => i64::try_from(tokens).unwrap_or(i64::MAX),
                     Measure::Requests | Measure::Concurrent => 1,
                 };
-                let window = window_start(measure, now_secs);
-                if !self.take(&counters, limit, measure, window, cost).await {
-                    admission.refund();
+                let Some(window) = self
+                    .take(
+                        &counters,
+                        limit,
+                        measure,
+                        window_start(measure, now_secs),
+                        cost,
+                    )
+                    .await
+                else {
+                    // `admission` gives back what it took when dropped (not kept).
                     return Err(Limited {
                         limit_id: limit.id.clone(),
                         measure,
@@ -282,7 +328,7 @@ impl Limits {
                         model: limit.model.clone(),
                         retry_after_secs: retry_after_secs(measure, now_secs),
                     });
-                }
+                };
                 admission.taken.push(Taken {
                     counters: counters.clone(),
                     limit: limit.clone(),
@@ -295,42 +341,72 @@ impl Limits {
         Ok(admission)
     }
 
+    /// Takes `cost` of `measure`; the window it was counted in, or `None` when refused.
     async fn take(
         self: &Arc<Self>,
         counters: &Arc<LimitCounters>,
-        limit: &RateLimit,
+        limit: &Arc<RateLimit>,
         measure: Measure,
         window: i64,
         cost: i64,
-    ) -> bool {
+    ) -> Option<i64> {
         let counter = &counters.measures[slot(measure)];
-        if self.take_granted(counters, limit, measure, window, cost) {
-            return true;
+        if let Some(w) = self.take_granted(counters, limit, measure, window, cost) {
+            return Some(w);
         }
-        let reachable = {
-            let _g = counter.call.lock().await;
-            let covered = {
-                let l = lock(&counter.local);
-                l.window == window && l.lease_live(Instant::now()) && l.consumed + cost <= l.granted
-            };
-            covered || self.call(counter, limit, measure, window, cost).await
+        let now = Instant::now();
+        let (denied, unreachable) = {
+            let l = lock(&counter.local);
+            (
+                l.denied_until.is_some_and(|t| t > now),
+                l.unreachable_until.is_some_and(|t| t > now),
+            )
         };
-        if self.take_granted(counters, limit, measure, window, cost) {
-            return true;
+        if denied {
+            return None;
+        }
+        let mut reachable = !unreachable;
+        if reachable {
+            // A few rounds: a share another request's call brought in may be taken by a third
+            // before this one gets to it.
+            for _ in 0..3 {
+                let before = lock(&counter.local).granted;
+                reachable = self.refill(counters, limit, measure, cost).await;
+                if let Some(w) = self.take_granted(counters, limit, measure, window, cost) {
+                    return Some(w);
+                }
+                let grew = lock(&counter.local).granted > before;
+                if !reachable || !grew {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let mut l = lock(&counter.local);
+            if reachable {
+                let until = if measure.windowed() {
+                    let left = u64::try_from(limits_window_end(l.window) - unix_now()).unwrap_or(0);
+                    now + DENIED_FOR.min(Duration::from_secs(left))
+                } else {
+                    now + DENIED_SLOTS_FOR
+                };
+                l.denied_until = Some(until);
+            } else {
+                l.unreachable_until = Some(now + UNREACHABLE_FOR);
+            }
         }
         if reachable || limit.when_unreachable == LimitFallback::FailClosed {
-            return false;
+            return None;
         }
         // fail_open: this node holds the whole limit on its own until the control plane is
         // back.
         let mut l = lock(&counter.local);
-        l.roll(window);
+        let w = l.roll(window);
         let amount = i64::try_from(limit.amount(measure)).unwrap_or(i64::MAX);
         if l.consumed + cost <= amount {
             l.consumed += cost;
-            true
+            Some(w)
         } else {
-            false
+            None
         }
     }
 
@@ -339,16 +415,16 @@ impl Limits {
     fn take_granted(
         self: &Arc<Self>,
         counters: &Arc<LimitCounters>,
-        limit: &RateLimit,
+        limit: &Arc<RateLimit>,
         measure: Measure,
         window: i64,
         cost: i64,
-    ) -> bool {
+    ) -> Option<i64> {
         let counter = &counters.measures[slot(measure)];
         let now = Instant::now();
-        let (ok, low) = {
+        let (taken, low) = {
             let mut l = lock(&counter.local);
-            l.roll(window);
+            let w = l.roll(window);
             let ok = l.lease_live(now) && l.consumed + cost <= l.granted;
             if ok {
                 l.consumed += cost;
@@ -356,30 +432,51 @@ impl Limits {
             let low = measure.windowed()
                 && l.granted - l.consumed < chunk(limit, measure, cost) / 2
                 || l.lease_until.is_some_and(|t| t < now + RENEW_BEFORE);
-            (ok, low)
+            (ok.then_some(w), low)
         };
-        if ok && low {
+        if taken.is_some() && low {
             let (me, counters, limit) = (self.clone(), counters.clone(), limit.clone());
             tokio::spawn(async move {
                 let counter = &counters.measures[slot(measure)];
-                if let Ok(_g) = counter.call.try_lock() {
-                    me.call(counter, &limit, measure, window, 0).await;
+                if counter.call.try_lock().is_ok() {
+                    me.refill(&counters, &limit, measure, 0).await;
                 }
             });
         }
-        ok
+        taken
+    }
+
+    /// One lease call under the counter's single-flight lock, run in its own task so that a
+    /// caller that goes away (a client hanging up) never drops the answer the control plane
+    /// already acted on. Returns false when the control plane is unreachable.
+    async fn refill(
+        self: &Arc<Self>,
+        counters: &Arc<LimitCounters>,
+        limit: &Arc<RateLimit>,
+        measure: Measure,
+        need: i64,
+    ) -> bool {
+        let (me, counters, limit) = (self.clone(), counters.clone(), limit.clone());
+        let task = tokio::spawn(async move {
+            let counter = &counters.measures[slot(measure)];
+            let _g = counter.call.lock().await;
+            if need > 0 {
+                // Someone else's call may already have covered this.
+                let l = lock(&counter.local);
+                if l.lease_live(Instant::now()) && l.consumed + need <= l.granted {
+                    return true;
+                }
+            }
+            me.call(counter, &limit, measure, need).await
+        });
+        task.await.unwrap_or(false)
     }
 
     /// Gives every concurrency slot back to the control plane (at shutdown, after the node has
     /// drained), so the fleet does not wait out a lapsed lease's grace for them.
-    pub async fn release_all(&self, limits: &[Arc<RateLimit>]) {
+    pub async fn release_all(self: &Arc<Self>, limits: &[Arc<RateLimit>]) {
         for limit in limits.iter().filter(|l| l.max_concurrent > 0) {
-            let Some(counters) = self
-                .counters
-                .read()
-                .ok()
-                .and_then(|m| m.get(&limit.id).cloned())
-            else {
+            let Some(counters) = self.existing(&limit.id) else {
                 continue;
             };
             let counter = &counters.measures[slot(Measure::Concurrent)];
@@ -391,31 +488,83 @@ impl Limits {
                 }
                 l.granted = l.consumed;
             }
-            self.call(counter, limit, Measure::Concurrent, 0, 0).await;
+            self.call(counter, limit, Measure::Concurrent, 0).await;
         }
     }
 
-    /// Gives the control plane back the slots this node does not use (in the background).
-    fn release_slots(self: &Arc<Self>, counters: &Arc<LimitCounters>, limit: &RateLimit) {
-        let (me, counters, limit) = (self.clone(), counters.clone(), limit.clone());
-        tokio::spawn(async move {
-            let counter = &counters.measures[slot(Measure::Concurrent)];
-            let Ok(_g) = counter.call.try_lock() else {
-                return;
+    fn existing(&self, id: &str) -> Option<Arc<LimitCounters>> {
+        self.counters.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// Reports the slots this node holds, after lowering its own cap to what it uses plus a
+    /// chunk (to nothing when idle) — so the control plane's count is never below the node's.
+    async fn release_slots(&self, counters: &LimitCounters, limit: &RateLimit) {
+        let counter = &counters.measures[slot(Measure::Concurrent)];
+        let _g = counter.call.lock().await;
+        {
+            let mut l = lock(&counter.local);
+            let keep = if l.consumed == 0 {
+                0
+            } else {
+                l.consumed + chunk(limit, Measure::Concurrent, 1)
             };
-            {
-                // Lower the local cap first, so the node never holds more in flight than the
-                // control plane counts for it.
-                let mut l = lock(&counter.local);
-                let keep = if l.consumed == 0 {
-                    0
-                } else {
-                    l.consumed + chunk(&limit, Measure::Concurrent, 1)
-                };
-                l.granted = l.granted.min(keep);
+            if l.granted <= keep {
+                return;
             }
-            me.call(counter, &limit, Measure::Concurrent, 0, 0).await;
-        });
+            l.granted = keep.max(l.consumed);
+        }
+        self.call(counter, limit, Measure::Concurrent, 0).await;
+    }
+
+    /// Runs until the process ends. Every few seconds it reports each minute count that moved
+    /// since its last report, so the control plane always knows what the fleet took (a
+    /// restarted one learns it within its warm-up). It also reports the slots of every
+    /// concurrency limit this node holds or uses: this renews the lease while long requests
+    /// run, gives back slots an idle node kept, and corrects the control plane after an answer
+    /// was lost.
+    pub async fn keep(self: Arc<Self>, runtime: crate::config::SharedRuntime) {
+        let mut tick = tokio::time::interval(KEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let limits = runtime.load().rate_limits.clone();
+            let now = unix_now();
+            for limit in limits.iter() {
+                let Some(counters) = self.existing(&limit.id) else {
+                    continue;
+                };
+                for measure in limit.measures().filter(|m| m.windowed()) {
+                    let counter = &counters.measures[slot(measure)];
+                    let moved = {
+                        let l = lock(&counter.local);
+                        let stale = l
+                            .reported_at
+                            .is_none_or(|t| t.elapsed() >= REPORT_AT_LEAST_EVERY);
+                        l.window == window_start(measure, now)
+                            && l.consumed > 0
+                            && (l.consumed != l.reported || stale)
+                    };
+                    if moved {
+                        let _g = counter.call.lock().await;
+                        self.call(counter, limit, measure, 0).await;
+                    }
+                }
+                if limit.max_concurrent == 0 {
+                    continue;
+                }
+                let counter = &counters.measures[slot(Measure::Concurrent)];
+                let (busy, held) = {
+                    let l = lock(&counter.local);
+                    (l.consumed > 0, l.held(Measure::Concurrent) > 0)
+                };
+                if busy {
+                    let _g = counter.call.lock().await;
+                    self.call(counter, limit, Measure::Concurrent, 0).await;
+                } else if held {
+                    self.release_slots(&counters, limit).await;
+                }
+            }
+        }
     }
 
     /// Reports to the control plane and asks for `chunk` more (at least `need`). Returns false
@@ -425,18 +574,18 @@ impl Limits {
         counter: &Counter,
         limit: &RateLimit,
         measure: Measure,
-        window: i64,
         need: i64,
     ) -> bool {
-        let (consumed, held) = {
+        let (window, consumed, held) = {
             let mut l = lock(&counter.local);
-            l.roll(window);
             let consumed = if measure.windowed() {
                 l.consumed
             } else {
-                l.granted
+                l.held(measure)
             };
-            (consumed, l.granted)
+            l.reported = l.consumed;
+            l.reported_at = Some(Instant::now());
+            (l.window, consumed, l.held(measure))
         };
         let want = if need == 0 && !measure.windowed() {
             0
@@ -460,13 +609,12 @@ impl Limits {
                 let resp = resp.into_inner();
                 let mut l = lock(&counter.local);
                 if resp.window_start == l.window {
-                    l.granted = if measure.windowed() {
-                        l.granted.max(resp.granted_total)
-                    } else {
-                        resp.granted_total
-                    };
+                    // The control plane's count is the authority (it is never below what the
+                    // node reported taking or holding).
+                    l.granted = resp.granted_total;
                     let ttl = Duration::from_millis(u64::try_from(resp.lease_ttl_ms).unwrap_or(0));
                     l.lease_until = Some(sent + ttl);
+                    l.unreachable_until = None;
                 }
                 true
             }
@@ -482,6 +630,15 @@ impl Limits {
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The end (unix seconds) of the minute starting at `window`.
+fn limits_window_end(window: i64) -> i64 {
+    window + modelgate_shared::limits::WINDOW_SECS
 }
 
 /// How much a node asks for at once: a tenth of the limit, at least twice what it needs now

@@ -120,6 +120,18 @@ async fn requests_per_minute_hold_across_three_data_planes() {
     assert_eq!(accepted + refused, 90);
     assert_eq!(upstream.calls(), accepted, "a refusal never goes upstream");
 
+    // The admin view of this minute: every node holds a share, and the shares never passed
+    // the limit.
+    let (status, view) = gw
+        .admin(reqwest::Method::GET, &format!("/rate-limits/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let state = &view["state"][0];
+    assert_eq!(state["measure"], "requests");
+    let granted = state["granted"].as_i64().unwrap();
+    assert!(granted <= 30 && granted >= accepted as i64, "{view}");
+    assert_eq!(state["allocations"].as_array().unwrap().len(), 3, "{view}");
+
     // Every request left one usage event; the refusals are marked.
     let rows = eventually(Duration::from_secs(30), "90 usage rows", || async {
         let (_, page) = gw
@@ -139,18 +151,6 @@ async fn requests_per_minute_hold_across_three_data_planes() {
         .count();
     assert_eq!(limited, refused);
 
-    // The admin view shows the window: what was granted never passed the limit.
-    let (status, view) = gw
-        .admin(reqwest::Method::GET, &format!("/rate-limits/{id}"), None)
-        .await;
-    assert_eq!(status, 200, "{view}");
-    let state = &view["state"][0];
-    assert_eq!(state["measure"], "requests");
-    assert!(state["granted"].as_i64().unwrap() <= 30, "{view}");
-    assert!(
-        state["allocations"].as_array().unwrap().len() >= 3,
-        "{view}"
-    );
     gw.shutdown().await;
 }
 
@@ -160,7 +160,7 @@ async fn concurrent_requests_hold_across_three_data_planes_and_slots_come_back()
     upstream.behave(Behavior::SlowFirstByte(600));
     let id = limit(
         &gw,
-        json!({"scope": {"team_id": p.team_id}, "max_concurrent": 4}),
+        json!({"scope": {"team_id": p.team_id}, "max_concurrent": 4, "when_unreachable": "fail_closed"}),
     )
     .await;
     let dp2 = extra_data_plane(&gw).await;
@@ -432,29 +432,34 @@ async fn a_restarted_control_plane_does_not_grant_a_minute_twice() {
     )
     .await;
     let dp2 = extra_data_plane(&gw).await;
-    // The whole scenario (restart, a lease's worth of warm-up, more traffic) in one minute.
+    // The whole scenario (restart, the warm-up, more traffic) in one minute.
     fresh_window(45).await;
     let mut accepted = 0;
     for _ in 0..4 {
-        if ask(&gw.http, gw.dp().addr, &p.key).send().await.unwrap().status() == 200 {
-            accepted += 1;
-        }
+        let r = ask(&gw.http, gw.dp().addr, &p.key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        accepted += 1;
     }
-    assert_eq!(accepted, 4);
     gw.restart_control_plane().await;
-    // The new control plane does not know what the old one leased: the other node gets
-    // nothing new until the leases it cannot see have reported or lapsed.
+    // The new control plane does not know what the old one leased or what was taken: the
+    // other node gets nothing new while the ledger learns it.
     let r = ask(&gw.http, dp2.addr, &p.key).send().await.unwrap();
-    assert_eq!(r.status(), 429, "granted before learning the fleet's holdings");
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    for i in 0..20 {
-        let node = if i % 2 == 0 { dp2.addr } else { gw.dp().addr };
-        if ask(&gw.http, node, &p.key).send().await.unwrap().status() == 200 {
-            accepted += 1;
+    assert_eq!(r.status(), 429, "granted before learning the fleet");
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    // The node that took nothing asks first: it must not be granted the first node's 4.
+    for node in [dp2.addr, gw.dp().addr] {
+        for _ in 0..10 {
+            let r = ask(&gw.http, node, &p.key).send().await.unwrap();
+            if r.status() == 200 {
+                accepted += 1;
+            }
         }
     }
     eprintln!("rpm {rpm} across a control-plane restart: {accepted} accepted");
-    assert!(accepted <= rpm, "{accepted} accepted in one minute under rpm {rpm}");
+    assert!(
+        accepted <= rpm,
+        "{accepted} accepted in a minute under rpm {rpm}"
+    );
     assert!(accepted >= rpm - 2 * 2, "only {accepted} accepted");
     assert_eq!(upstream.calls(), accepted as usize);
     gw.shutdown().await;

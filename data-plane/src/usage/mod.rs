@@ -71,8 +71,9 @@ impl Recorder {
     }
 
     /// Holds the request's rate-limit shares until the event is written.
-    pub fn hold_limits(&mut self, a: crate::limits::Admission) {
+    pub fn hold_limits(&mut self, mut a: crate::limits::Admission) {
         if !a.is_empty() {
+            a.keep();
             self.limits = Some(a);
         }
     }

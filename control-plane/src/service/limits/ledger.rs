@@ -23,6 +23,10 @@ use serde::Serialize;
 
 /// How long a grant stays valid without a renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long a restarted ledger only learns: every lease its predecessor granted has lapsed, and
+/// every node that took from one has reported (data planes report a moving count every few
+/// seconds, and any count at least every 5 s).
+pub const WARM_UP: Duration = Duration::from_secs(15);
 /// How long an expired concurrency lease still counts its slots: the longest a request admitted
 /// under it may reasonably still be running.
 pub const SLOT_GRACE: Duration = Duration::from_secs(600);
@@ -84,12 +88,11 @@ pub struct Ledger {
 }
 
 impl Lease {
+    /// What the holder may be using: a minute's grant counts until the minute ends (a node may
+    /// take from it without reporting, lease or no lease); slots count while the lease lives
+    /// and for [`SLOT_GRACE`] after.
     fn claim(&self, measure: Measure, now: Instant) -> i64 {
-        if self.expires > now {
-            self.granted
-        } else if measure.windowed() {
-            self.consumed
-        } else if self.expires + SLOT_GRACE > now {
+        if measure.windowed() || self.expires + SLOT_GRACE > now {
             self.granted
         } else {
             0
@@ -103,7 +106,7 @@ impl Ledger {
     /// and grants nothing new until every such lease has either reported or lapsed.
     pub fn warm_up(&self, now: Instant) {
         if let Ok(mut w) = self.warm_until.lock() {
-            *w = Some(now + LEASE_TTL);
+            *w = Some(now + WARM_UP);
         }
     }
 
@@ -171,27 +174,43 @@ impl Ledger {
                 nodes: HashMap::new(),
             };
         }
-        let same_window = ask.window_start == w.start;
+        if ask.window_start != w.start {
+            // The node counts in another minute than this control plane (clock skew at a
+            // boundary): record nothing, grant nothing; it asks again in the right one.
+            return Ok(RateGrant {
+                granted_total: 0,
+                window_start: w.start,
+                lease_ttl: LEASE_TTL,
+                remaining: 0,
+            });
+        }
+        let others: i64 = w
+            .nodes
+            .iter()
+            .filter(|(n, _)| **n != ask.node)
+            .map(|(_, l)| l.claim(ask.measure, now))
+            .sum();
         let me = w.nodes.entry(ask.node.clone()).or_insert(Lease {
             granted: 0,
             consumed: 0,
             expires: now,
         });
-        if same_window && ask.held > me.granted {
-            // Re-adopt what a predecessor of this control plane granted (its grants never
-            // summed past the limit).
-            me.granted = ask.held.min(amount);
-        }
-        if same_window {
-            // A report never exceeds what was granted: for a window it is what was taken, for
-            // slots what the node kept (a lower figure gives the rest back).
-            let reported = ask.consumed.clamp(0, me.granted);
-            if ask.measure.windowed() {
-                me.consumed = reported;
-            } else {
-                me.granted = reported;
-                me.consumed = reported;
+        let reported = ask.consumed.max(0);
+        if ask.measure.windowed() {
+            if warming {
+                // Re-adopt what a predecessor of this control plane granted, within what the
+                // other nodes' claims leave.
+                me.granted = me.granted.max(ask.held.min(amount - others).max(0));
             }
+            // What a node took is a fact (even past its grant: fail_open, or tokens settled
+            // above their estimate): it counts.
+            me.consumed = reported;
+            me.granted = me.granted.max(reported);
+        } else {
+            // The node's count of slots is the truth: lower after a release (it lowered its own
+            // cap first), higher while it served past its grant (fail_open).
+            me.granted = reported;
+            me.consumed = reported;
         }
         me.expires = now + LEASE_TTL;
         if warming {
@@ -281,24 +300,46 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_window_lease_gives_back_what_it_did_not_take() {
+    fn a_minute_s_grant_counts_until_the_minute_ends_even_after_its_lease_lapses() {
         let l = Ledger::default();
         let now = Instant::now();
         l.grant(10, &ask("a", Measure::Requests, 0, 10, 1), 60, now)
             .unwrap();
-        l.grant(10, &ask("a", Measure::Requests, 4, 0, 0), 60, now)
-            .unwrap();
-        assert_eq!(
-            l.grant(10, &ask("b", Measure::Requests, 0, 5, 1), 60, now)
-                .unwrap()
-                .granted_total,
-            0
-        );
+        // a took 1 without reporting; its lease lapses; b still gets nothing this minute.
         let later = now + LEASE_TTL + Duration::from_secs(1);
         let g = l
-            .grant(10, &ask("b", Measure::Requests, 0, 10, 6), 60, later)
+            .grant(10, &ask("b", Measure::Requests, 0, 10, 1), 60, later)
             .unwrap();
-        assert_eq!((g.granted_total, g.remaining), (6, 0));
+        assert_eq!(g.granted_total, 0);
+        let mut next = ask("b", Measure::Requests, 0, 10, 1);
+        next.window_start = 120;
+        assert_eq!(l.grant(10, &next, 120, later).unwrap().granted_total, 10);
+    }
+
+    #[test]
+    fn what_a_node_took_past_its_grant_counts() {
+        let l = Ledger::default();
+        let now = Instant::now();
+        l.grant(10, &ask("a", Measure::Requests, 0, 2, 1), 60, now)
+            .unwrap();
+        // a served 7 on its own while the control plane was away (fail_open).
+        l.grant(10, &ask("a", Measure::Requests, 7, 0, 0), 60, now)
+            .unwrap();
+        let g = l
+            .grant(10, &ask("b", Measure::Requests, 0, 10, 3), 60, now)
+            .unwrap();
+        assert_eq!((g.granted_total, g.remaining), (3, 0));
+    }
+
+    #[test]
+    fn an_ask_for_another_minute_gets_nothing() {
+        let l = Ledger::default();
+        let now = Instant::now();
+        let mut skewed = ask("a", Measure::Requests, 0, 10, 1);
+        skewed.window_start = 0;
+        let g = l.grant(10, &skewed, 60, now).unwrap();
+        assert_eq!((g.granted_total, g.window_start), (0, 60));
+        assert_eq!(l.state("l", Measure::Requests, 60).0, 0);
     }
 
     #[test]
@@ -316,10 +357,11 @@ mod tests {
         release.window_start = 0;
         assert_eq!(l.grant(4, &release, 0, now).unwrap().granted_total, 1);
         assert_eq!(l.grant(4, &b, 0, now).unwrap().granted_total, 1);
-        // A node cannot report holding more than it was granted.
-        let mut greedy = ask("b", Measure::Concurrent, 9, 0, 0);
-        greedy.window_start = 0;
-        assert_eq!(l.grant(4, &greedy, 0, now).unwrap().granted_total, 1);
+        // A node that served past its grant (fail_open) reports what it holds: it counts.
+        let mut over = ask("b", Measure::Concurrent, 3, 0, 0);
+        over.window_start = 0;
+        assert_eq!(l.grant(4, &over, 0, now).unwrap().granted_total, 3);
+        assert_eq!(l.state("l", Measure::Concurrent, 0).0, 4);
     }
 
     #[test]
@@ -331,7 +373,7 @@ mod tests {
         a.held = 8;
         assert_eq!(l.grant(10, &a, 60, now), Err(WarmingUp));
         assert_eq!(l.state("l", Measure::Requests, 60).0, 8);
-        let later = now + LEASE_TTL + Duration::from_secs(1);
+        let later = now + WARM_UP + Duration::from_secs(1);
         // a renewed its lease meanwhile: it still claims its 8.
         l.grant(
             10,
