@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
+use crate::estimate::{self, Produced};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
@@ -556,7 +557,7 @@ pub(crate) async fn pump(
     client: Surface,
     mut translator: StreamTranslator,
     price: Option<Price>,
-    prompt_len: usize,
+    basis: estimate::Basis,
     idle_timeout: std::time::Duration,
 ) {
     let mut splitter = sse::SseSplitter::default();
@@ -619,25 +620,31 @@ pub(crate) async fn pump(
             None => "the provider's stream ended before its last event".into(),
         });
     }
-    let estimate = Usage {
-        input: providers::estimate_tokens(prompt_len),
-        output: providers::estimate_tokens(translator.content_bytes),
-        ..Usage::default()
-    };
+    let complete = translator.terminal.is_some();
     let (usage, estimated) = match translator.usage {
         // A complete stream's own report is the truth.
-        Some(u) if translator.terminal.is_some() => (u, false),
+        Some(u) if complete => (u, false),
         // Cut short (client gone, provider broke off): the report may predate most of the
         // output (Anthropic's `message_start` says 1 output token), so take at least the
         // estimate from what was streamed, and say it is an estimate.
-        Some(u) => (
-            Usage {
-                output: u.output.max(estimate.output),
-                ..u
-            },
-            true,
-        ),
-        None => (estimate, true),
+        Some(u) => {
+            let streamed = std::mem::take(&mut translator.streamed);
+            let estimate = estimate::estimate_usage(basis, Produced::Stream(streamed)).await;
+            (
+                Usage {
+                    output: u.output.max(estimate.output),
+                    ..u
+                },
+                true,
+            )
+        }
+        None => {
+            let streamed = std::mem::take(&mut translator.streamed);
+            (
+                estimate::estimate_usage(basis, Produced::Stream(streamed)).await,
+                true,
+            )
+        }
     };
     charge(&mut rec, usage, estimated, price);
     if client_gone {
@@ -656,13 +663,15 @@ pub(crate) async fn pump(
         return;
     }
     let last = match (failure, translator.terminal.take()) {
-        (None, Some(done)) => done,
+        (None, Some(done)) => Some(done),
         // The provider's error was forwarded; an OpenAI stream still ends with `[DONE]`, an
         // Anthropic one ends at its `error` event.
-        (Some(_), Some(done)) if reported && client == Surface::OpenAiChat => done,
-        (Some(_), _) if reported => return,
-        (Some(f), _) => client.error_event(&ProxyError::upstream(f, false)),
-        (None, None) => return,
+        (Some(_), Some(done)) if reported && client == Surface::OpenAiChat => Some(done),
+        (Some(_), _) if reported => None,
+        (Some(f), _) => Some(client.error_event(&ProxyError::upstream(f, false))),
+        (None, None) => None,
     };
-    let _ = tx.send(Ok(last)).await;
+    if let Some(last) = last {
+        let _ = tx.send(Ok(last)).await;
+    }
 }
