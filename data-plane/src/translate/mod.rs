@@ -99,4 +99,6 @@ pub fn full(from: Surface, to: Surface, status: StatusCode, bytes: &[u8]) -> (St
 }
 
 #[cfg(test)]
+mod openai_tests;
+#[cfg(test)]
 mod tests;
