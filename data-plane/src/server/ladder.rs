@@ -534,12 +534,22 @@ async fn answer(
             rec.event().status = status.as_u16();
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
-            if translated.is_some() {
+            if p.json_array {
+                content_type = Some(HeaderValue::from_static("application/json; charset=UTF-8"));
+            } else if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("text/event-stream"));
             }
             let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
             let pumped = pump(
-                upstream, tx, rec, p.surface, translator, c.price, basis, idle,
+                upstream,
+                tx,
+                rec,
+                p.surface,
+                translator,
+                c.price,
+                basis,
+                idle,
+                p.json_array,
             );
             app.tasks.spawn(async move {
                 pumped.await;

@@ -279,6 +279,8 @@ pub(crate) struct Prepared<'r> {
     pub raw: Bytes,
     pub alias: String,
     pub stream: bool,
+    /// A Gemini stream written as a JSON array (`:streamGenerateContent` without `alt=sse`).
+    pub json_array: bool,
     pub client_wants_usage: bool,
     pub class: TrafficClass,
     /// Rank of the key's data class.
@@ -437,6 +439,7 @@ async fn prepare<'r>(
         raw,
         alias: peek.model,
         stream,
+        json_array: gemini_call.as_ref().is_some_and(|c| c.array),
         client_wants_usage: peek.client_wants_usage,
         class,
         data_class,
@@ -559,7 +562,9 @@ pub(crate) async fn pump(
     price: Option<Price>,
     basis: estimate::Basis,
     idle_timeout: std::time::Duration,
+    json_array: bool,
 ) {
+    let mut framer = json_array.then(surfaces::gemini::ArrayFramer::default);
     let mut splitter = sse::SseSplitter::default();
     let mut failure: Option<String> = None;
     let mut client_gone = false;
@@ -591,6 +596,9 @@ pub(crate) async fn pump(
         for event in events {
             translator.event(event, &mut out);
             for e in out.drain(..) {
+                let Some(e) = frame(&mut framer, e) else {
+                    continue;
+                };
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;
                     break 'outer;
@@ -600,6 +608,9 @@ pub(crate) async fn pump(
         if ended {
             translator.end(&mut out);
             for e in out.drain(..) {
+                let Some(e) = frame(&mut framer, e) else {
+                    continue;
+                };
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;
                     break 'outer;
@@ -671,7 +682,18 @@ pub(crate) async fn pump(
         (Some(f), _) => Some(client.error_event(&ProxyError::upstream(f, false))),
         (None, None) => None,
     };
-    if let Some(last) = last {
+    if let Some(last) = last.and_then(|l| frame(&mut framer, l)) {
         let _ = tx.send(Ok(last)).await;
+    }
+    if let Some(f) = &framer {
+        let _ = tx.send(Ok(f.close())).await;
+    }
+}
+
+/// An event as the client gets it: as is (SSE), or as the next element of a JSON array.
+fn frame(framer: &mut Option<surfaces::gemini::ArrayFramer>, event: Bytes) -> Option<Bytes> {
+    match framer {
+        None => Some(event),
+        Some(f) => f.element(&event),
     }
 }
