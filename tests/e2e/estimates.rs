@@ -32,7 +32,7 @@ fn chat_prompt(text_tokens: u64) -> u64 {
 /// The provisioned price: $2.50 per million input tokens, $10 per million output tokens, each
 /// line rounded half up to a micro-USD.
 fn cost(input: u64, output: u64) -> i64 {
-    ((input * 5 + 1) / 2 + output * 10) as i64
+    ((input * 5).div_ceil(2) + output * 10) as i64
 }
 
 /// A real HTTP server speaking OpenAI's chat format that never sends `usage`, not even when the

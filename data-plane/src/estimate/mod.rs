@@ -124,7 +124,7 @@ impl Streamed {
     /// One event's `data:` payload.
     pub fn push(&mut self, payload: &[u8]) {
         self.seen += payload.len();
-        if self.kept.len() + payload.len() + 1 <= STREAM_KEEP_BYTES {
+        if self.kept.len() + payload.len() < STREAM_KEEP_BYTES {
             self.kept.extend_from_slice(payload);
             self.kept_payload += payload.len();
             // Payloads are JSON values; whitespace separates them for the reader at the end.
