@@ -6,10 +6,12 @@
 //! routes, request preparation, the failure ladder, the SSE pump), `surfaces/` (one module per
 //! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
 //! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
-//! format), `usage/` (recorder, spool, shipper).
+//! format), `estimate/` (tokenizer counts when a provider reports no usage), `usage/`
+//! (recorder, spool, shipper).
 
 pub mod auth;
 pub mod config;
+pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;

@@ -562,14 +562,6 @@ async fn bad_input_on_generate_content_gets_google_errors_usage_rows_and_no_upst
             "UNAUTHENTICATED",
         ),
         (
-            "stream without alt=sse",
-            format!("{base}/v1beta/models/gm:streamGenerateContent"),
-            Some(s.key.clone()),
-            good.clone(),
-            400,
-            "INVALID_ARGUMENT",
-        ),
-        (
             "unknown model",
             format!("{base}/v1beta/models/no-such-model:generateContent"),
             Some(s.key.clone()),
@@ -602,12 +594,6 @@ async fn bad_input_on_generate_content_gets_google_errors_usage_rows_and_no_upst
         assert_eq!(v["error"]["code"], status, "{name}: {v}");
         assert_eq!(v["error"]["status"], google, "{name}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().len() > 3, "{name}");
-        if name == "stream without alt=sse" {
-            assert!(
-                v["error"]["message"].as_str().unwrap().contains("alt"),
-                "{v}"
-            );
-        }
         if name == "a parameter OpenAI cannot carry" {
             assert!(
                 v["error"]["message"].as_str().unwrap().contains("topK"),
@@ -716,5 +702,156 @@ async fn a_gemini_stream_that_breaks_off_ends_with_an_error_in_the_callers_forma
         .collect();
     assert_eq!(names.last().unwrap(), "error", "{names:?}");
     assert!(!names.contains(&"message_stop".to_owned()), "{names:?}");
+    s.gw.shutdown().await;
+}
+
+/// Reads Google's JSON-array stream as it arrives: `[`, then elements separated by commas,
+/// then `]`; each element is parsed as soon as its bytes are in.
+#[derive(Default)]
+struct ArrayReader {
+    buf: Vec<u8>,
+    pos: usize,
+    opened: bool,
+    closed: bool,
+    elements: Vec<Value>,
+}
+
+impl ArrayReader {
+    fn feed(&mut self, bytes: &[u8]) {
+        assert!(!self.closed, "bytes after the closing bracket");
+        self.buf.extend_from_slice(bytes);
+        loop {
+            while self.pos < self.buf.len() && self.buf[self.pos].is_ascii_whitespace() {
+                self.pos += 1;
+            }
+            let Some(&b) = self.buf.get(self.pos) else {
+                break;
+            };
+            match b {
+                b'[' if !self.opened => self.opened = true,
+                b']' if self.opened => self.closed = true,
+                b',' if !self.elements.is_empty() => {}
+                b'{' if self.opened => {
+                    let mut it = serde_json::Deserializer::from_slice(&self.buf[self.pos..])
+                        .into_iter::<Value>();
+                    match it.next() {
+                        Some(Ok(v)) => {
+                            self.elements.push(v);
+                            self.pos += it.byte_offset();
+                            continue;
+                        }
+                        Some(Err(e)) if e.is_eof() => break,
+                        other => panic!("not a JSON array stream: {other:?}"),
+                    }
+                }
+                other => panic!("unexpected byte {:?} in the array stream", other as char),
+            }
+            self.pos += 1;
+            if self.closed {
+                break;
+            }
+        }
+    }
+}
+
+async fn read_array(resp: reqwest::Response) -> ArrayReader {
+    use futures_util::StreamExt;
+    let mut reader = ArrayReader::default();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        reader.feed(&chunk.unwrap());
+    }
+    assert!(reader.closed, "the array is closed");
+    reader
+}
+
+#[tokio::test]
+async fn stream_generate_content_without_alt_sse_is_written_as_a_json_array() {
+    let s = setup().await;
+    let hi = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    // (alias, reply, usage row (input, output, cached, reasoning))
+    for (alias, reply, usage) in [
+        ("gm", gemini_upstream::REPLY, GEMINI_USAGE),
+        (
+            "oa",
+            upstream::REPLY,
+            (upstream::PROMPT_TOKENS, upstream::COMPLETION_TOKENS, 0, 0),
+        ),
+    ] {
+        let resp =
+            s.gw.http
+                .post(format!(
+                    "{}/v1beta/models/{alias}:streamGenerateContent",
+                    root(&s.gw)
+                ))
+                .header("x-goog-api-key", &s.key)
+                .json(&hi)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), 200, "{alias}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json; charset=UTF-8",
+            "{alias}"
+        );
+        let id = request_id(&resp);
+        let reader = read_array(resp).await;
+        let chunks = &reader.elements;
+        assert!(chunks.len() >= 2, "{alias}: {chunks:?}");
+        // The same chunks an SSE client gets: text in pieces, the finish reason and the
+        // usage in the last one.
+        let text: String = chunks
+            .iter()
+            .flat_map(|c| {
+                c["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| p["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, reply, "{alias}");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP", "{alias}");
+        assert_eq!(
+            last["usageMetadata"]["promptTokenCount"], usage.0,
+            "{alias}: {last}"
+        );
+        let row = s.gw.usage_row(&id).await;
+        assert_eq!(row["streamed"], true, "{alias}");
+        assert_eq!(row["status"], 200, "{alias}");
+        assert_eq!(row["input_tokens"], usage.0, "{alias}");
+        assert_eq!(row["output_tokens"], usage.1, "{alias}");
+        assert_eq!(row["cached_input_tokens"], usage.2, "{alias}");
+        assert_eq!(row["reasoning_tokens"], usage.3, "{alias}");
+        assert_eq!(row["estimated"], false, "{alias}");
+    }
+    // The gateway still asked its Gemini upstream for server-sent events.
+    assert_eq!(s.gemini.last().query.as_deref(), Some("alt=sse"));
+
+    // Cut mid-way: the error is the array's last element, and the array is still closed.
+    s.gemini.cut_streams(true);
+    let resp =
+        s.gw.http
+            .post(format!(
+                "{}/v1beta/models/gm:streamGenerateContent",
+                root(&s.gw)
+            ))
+            .header("x-goog-api-key", &s.key)
+            .json(&hi)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = read_array(resp).await;
+    let chunks = &reader.elements;
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    assert_eq!(
+        chunks[0]["candidates"][0]["content"]["parts"][0]["text"],
+        "Hello "
+    );
+    assert_eq!(chunks[1]["error"]["code"], 502, "{chunks:?}");
+    assert_eq!(chunks[1]["error"]["status"], "UNAVAILABLE", "{chunks:?}");
     s.gw.shutdown().await;
 }

@@ -12,6 +12,7 @@ mod budgets;
 mod cli;
 mod config_distribution;
 mod crash;
+mod estimates;
 mod explain;
 mod export;
 mod gemini;

@@ -211,8 +211,8 @@ pub(crate) async fn execute(
     })
 }
 
-/// A rough token estimate (about four characters a token) for when a provider reports nothing;
-/// usage rows built from it are flagged `estimated`.
+/// The built-in mock's own token figure (about four bytes a token) for the usage it reports.
+/// Answers a real provider did not meter are counted by `crate::estimate` instead.
 pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
 }

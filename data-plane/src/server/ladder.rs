@@ -30,11 +30,12 @@ use super::{
     TRANSLATED_HEADER,
 };
 use crate::config::Runtime;
+use crate::estimate::{self, Encoding, Produced};
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::health::InFlight;
 use crate::routing::plan::{self, Candidate};
 use crate::surfaces::{self, Surface};
-use crate::translate::{self, stream::StreamTranslator, Usage};
+use crate::translate::{self, stream::StreamTranslator};
 use crate::usage::{now_ms, Recorder};
 use modelgate_shared::snapshot::ProviderKind;
 
@@ -444,46 +445,6 @@ fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<He
     .ok()
 }
 
-/// A whole answer (or error body) from the provider's format to the client's, with its status.
-/// A successful answer that cannot be read becomes a 502 in the client's format.
-fn translate_full(
-    from: Surface,
-    to: Surface,
-    status: http::StatusCode,
-    bytes: &[u8],
-) -> (http::StatusCode, Bytes) {
-    use translate::gemini as g;
-    use translate::response as r;
-    // Anthropic ⇄ Gemini answers pivot through the OpenAI chat form.
-    let via_openai = |chat: Option<serde_json::Value>,
-                      back: fn(&[u8]) -> Option<serde_json::Value>| {
-        chat.and_then(|c| back(c.to_string().as_bytes()))
-    };
-    let v = match (status.is_success(), from, to) {
-        (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
-        (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
-        (true, Surface::Gemini, Surface::OpenAiChat) => g::response_gemini_to_openai(bytes),
-        (true, Surface::OpenAiChat, Surface::Gemini) => g::response_openai_to_gemini(bytes),
-        (true, Surface::Gemini, Surface::AnthropicMessages) => {
-            via_openai(g::response_gemini_to_openai(bytes), r::openai_to_anthropic)
-        }
-        (true, Surface::AnthropicMessages, Surface::Gemini) => {
-            via_openai(r::anthropic_to_openai(bytes), g::response_openai_to_gemini)
-        }
-        (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
-        (false, _, Surface::Gemini) => Some(g::error_to_gemini(status, bytes)),
-        (false, _, _) => Some(r::error_to_openai(status, bytes)),
-        (true, _, _) => None,
-    };
-    match v {
-        Some(v) => (status, Bytes::from(v.to_string())),
-        None => {
-            let e = ProxyError::upstream("the provider's answer could not be translated", false);
-            (e.status, Bytes::from(to.error_body(&e).to_string()))
-        }
-    }
-}
-
 /// The deployment answered (success or a client error): meter it and hand it back.
 #[allow(clippy::too_many_arguments)] // one caller, the ladder; each argument is distinct state
 async fn answer(
@@ -507,8 +468,13 @@ async fn answer(
             e.price_version = price.version;
         }
     }
-    let prompt_len = p.raw.len();
     let format = p.surface.upstream_for(c.provider.kind);
+    let basis = estimate::Basis {
+        request: p.raw.clone(),
+        client: p.surface,
+        upstream: format,
+        encoding: Encoding::for_model(&c.deployment.model),
+    };
     let translated = translated_header(format, p.surface);
     let UpstreamResponse {
         status,
@@ -529,33 +495,28 @@ async fn answer(
                 Surface::OpenAiVideos => None,
                 Surface::Gemini => translate::gemini::gemini_usage(&bytes),
             };
+            // Only an answer without usage keeps the provider's own bytes, to count them.
+            let unmetered = (usage.is_none() && status.is_success()).then(|| bytes.clone());
             let (status, bytes) = if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("application/json"));
-                translate_full(format, p.surface, status, &bytes)
+                translate::full(format, p.surface, status, &bytes)
             } else {
                 (status, bytes)
             };
             if status.is_success() {
-                match usage {
-                    Some(u) => charge(&mut rec, u, false, c.price),
-                    None => charge(
-                        &mut rec,
-                        Usage {
-                            input: providers::estimate_tokens(prompt_len),
+                match (usage, unmetered) {
+                    (Some(u), _) => charge(&mut rec, u, false, c.price),
+                    (None, answer) => {
+                        let produced = match (p.surface, answer) {
                             // Embeddings and images have no output tokens to estimate.
-                            output: if matches!(
-                                p.surface,
-                                Surface::OpenAiEmbeddings | Surface::OpenAiImages
-                            ) {
-                                0
-                            } else {
-                                providers::estimate_tokens(bytes.len())
-                            },
-                            ..Usage::default()
-                        },
-                        true,
-                        c.price,
-                    ),
+                            (Surface::OpenAiEmbeddings | Surface::OpenAiImages, _) | (_, None) => {
+                                Produced::Nothing
+                            }
+                            (_, Some(body)) => Produced::Answer(body),
+                        };
+                        let u = estimate::estimate_usage(basis, produced).await;
+                        charge(&mut rec, u, true, c.price);
+                    }
                 }
             } else {
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
@@ -573,12 +534,22 @@ async fn answer(
             rec.event().status = status.as_u16();
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
-            if translated.is_some() {
+            if p.json_array {
+                content_type = Some(HeaderValue::from_static("application/json; charset=UTF-8"));
+            } else if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("text/event-stream"));
             }
             let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
             let pumped = pump(
-                upstream, tx, rec, p.surface, translator, c.price, prompt_len, idle,
+                upstream,
+                tx,
+                rec,
+                p.surface,
+                translator,
+                c.price,
+                basis,
+                idle,
+                p.json_array,
             );
             app.tasks.spawn(async move {
                 pumped.await;
@@ -635,7 +606,7 @@ async fn answer_failed(
     // The body is in the last deployment's format; the client gets its own.
     let bytes = if from != p.surface {
         content_type = Some(HeaderValue::from_static("application/json"));
-        translate_full(from, p.surface, status, &bytes).1
+        translate::full(from, p.surface, status, &bytes).1
     } else {
         bytes
     };

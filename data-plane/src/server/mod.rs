@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
+use crate::estimate::{self, Produced};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
@@ -280,6 +281,8 @@ pub(crate) struct Prepared<'r> {
     pub raw: Bytes,
     pub alias: String,
     pub stream: bool,
+    /// A Gemini stream written as a JSON array (`:streamGenerateContent` without `alt=sse`).
+    pub json_array: bool,
     pub client_wants_usage: bool,
     pub class: TrafficClass,
     /// Rank of the key's data class.
@@ -449,6 +452,7 @@ async fn prepare<'r>(
         raw,
         alias: peek.model,
         stream,
+        json_array: gemini_call.as_ref().is_some_and(|c| c.array),
         client_wants_usage: peek.client_wants_usage,
         class,
         data_class,
@@ -569,9 +573,11 @@ pub(crate) async fn pump(
     client: Surface,
     mut translator: StreamTranslator,
     price: Option<Price>,
-    prompt_len: usize,
+    basis: estimate::Basis,
     idle_timeout: std::time::Duration,
+    json_array: bool,
 ) {
+    let mut framer = json_array.then(surfaces::gemini::ArrayFramer::default);
     let mut splitter = sse::SseSplitter::default();
     let mut failure: Option<String> = None;
     let mut client_gone = false;
@@ -603,6 +609,9 @@ pub(crate) async fn pump(
         for event in events {
             translator.event(event, &mut out);
             for e in out.drain(..) {
+                let Some(e) = frame(&mut framer, e) else {
+                    continue;
+                };
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;
                     break 'outer;
@@ -612,6 +621,9 @@ pub(crate) async fn pump(
         if ended {
             translator.end(&mut out);
             for e in out.drain(..) {
+                let Some(e) = frame(&mut framer, e) else {
+                    continue;
+                };
                 if tx.send(Ok(e)).await.is_err() {
                     client_gone = true;
                     break 'outer;
@@ -632,25 +644,31 @@ pub(crate) async fn pump(
             None => "the provider's stream ended before its last event".into(),
         });
     }
-    let estimate = Usage {
-        input: providers::estimate_tokens(prompt_len),
-        output: providers::estimate_tokens(translator.content_bytes),
-        ..Usage::default()
-    };
+    let complete = translator.terminal.is_some();
     let (usage, estimated) = match translator.usage {
         // A complete stream's own report is the truth.
-        Some(u) if translator.terminal.is_some() => (u, false),
+        Some(u) if complete => (u, false),
         // Cut short (client gone, provider broke off): the report may predate most of the
         // output (Anthropic's `message_start` says 1 output token), so take at least the
         // estimate from what was streamed, and say it is an estimate.
-        Some(u) => (
-            Usage {
-                output: u.output.max(estimate.output),
-                ..u
-            },
-            true,
-        ),
-        None => (estimate, true),
+        Some(u) => {
+            let streamed = std::mem::take(&mut translator.streamed);
+            let estimate = estimate::estimate_usage(basis, Produced::Stream(streamed)).await;
+            (
+                Usage {
+                    output: u.output.max(estimate.output),
+                    ..u
+                },
+                true,
+            )
+        }
+        None => {
+            let streamed = std::mem::take(&mut translator.streamed);
+            (
+                estimate::estimate_usage(basis, Produced::Stream(streamed)).await,
+                true,
+            )
+        }
     };
     charge(&mut rec, usage, estimated, price);
     if client_gone {
@@ -669,13 +687,26 @@ pub(crate) async fn pump(
         return;
     }
     let last = match (failure, translator.terminal.take()) {
-        (None, Some(done)) => done,
+        (None, Some(done)) => Some(done),
         // The provider's error was forwarded; an OpenAI stream still ends with `[DONE]`, an
         // Anthropic one ends at its `error` event.
-        (Some(_), Some(done)) if reported && client == Surface::OpenAiChat => done,
-        (Some(_), _) if reported => return,
-        (Some(f), _) => client.error_event(&ProxyError::upstream(f, false)),
-        (None, None) => return,
+        (Some(_), Some(done)) if reported && client == Surface::OpenAiChat => Some(done),
+        (Some(_), _) if reported => None,
+        (Some(f), _) => Some(client.error_event(&ProxyError::upstream(f, false))),
+        (None, None) => None,
     };
-    let _ = tx.send(Ok(last)).await;
+    if let Some(last) = last.and_then(|l| frame(&mut framer, l)) {
+        let _ = tx.send(Ok(last)).await;
+    }
+    if let Some(f) = &framer {
+        let _ = tx.send(Ok(f.close())).await;
+    }
+}
+
+/// An event as the client gets it: as is (SSE), or as the next element of a JSON array.
+fn frame(framer: &mut Option<surfaces::gemini::ArrayFramer>, event: Bytes) -> Option<Bytes> {
+    match framer {
+        None => Some(event),
+        Some(f) => f.element(&event),
+    }
 }

@@ -4,13 +4,19 @@
 //! not the body. The gateway key may be sent as `x-goog-api-key` or `?key=` (as Google's SDKs
 //! do), besides the generic `Authorization: Bearer` / `x-api-key`.
 //!
-//! Streaming is served as server-sent events only: `:streamGenerateContent` without
-//! `alt=sse` (Google's JSON-array stream) is refused with a 400 naming `alt`.
+//! `:streamGenerateContent?alt=sse` streams server-sent events; without `alt=sse` the same
+//! chunks are written as Google's JSON array, element by element as they come
+//! ([`ArrayFramer`]: `[{…}` then `\n,\r\n{…}` per chunk, then `\n]`). The gateway still asks
+//! its upstream for SSE. An error after the first byte becomes the array's last element (a
+//! Google error object, `{"error": {"code", "message", "status"}}`) and the array is closed, so
+//! the body stays valid JSON; an error before it is a plain error body with its status.
 
+use bytes::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
+use crate::providers::sse;
 use crate::server::error::ProxyError;
 use crate::translate::gemini::error_json;
 
@@ -19,6 +25,8 @@ use crate::translate::gemini::error_json;
 pub struct PathCall {
     pub model: String,
     pub stream: bool,
+    /// A stream asked for without `alt=sse`: written as a JSON array.
+    pub array: bool,
     /// `?key=`, the gateway key as Google's clients may send it.
     pub key: Option<String>,
 }
@@ -48,18 +56,37 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Result<PathCall, ProxyErro
             _ => {}
         }
     }
-    let call = PathCall {
+    Ok(PathCall {
         model: check_model(Some(&model))?,
         stream,
+        array: stream && !alt_sse,
         key,
-    };
-    if stream && !alt_sse {
-        return Err(ProxyError::invalid_param(
-            "alt",
-            "streamGenerateContent is served as server-sent events only: add `?alt=sse`",
-        ));
+    })
+}
+
+/// Turns the client's Gemini SSE events into the elements of Google's JSON-array stream.
+#[derive(Debug, Default)]
+pub struct ArrayFramer {
+    started: bool,
+}
+
+impl ArrayFramer {
+    /// One SSE event (`data: {…}`) as the array's next element; `None` for an event without
+    /// data.
+    pub fn element(&mut self, event: &[u8]) -> Option<Bytes> {
+        let data = sse::data_of(event)?;
+        let sep: &[u8] = if self.started { b"\n,\r\n" } else { b"[" };
+        self.started = true;
+        let mut out = BytesMut::with_capacity(sep.len() + data.len());
+        out.extend_from_slice(sep);
+        out.extend_from_slice(&data);
+        Some(out.freeze())
     }
-    Ok(call)
+
+    /// What closes the array (an empty one if no element was written).
+    pub fn close(&self) -> Bytes {
+        Bytes::from_static(if self.started { b"\n]" } else { b"[]" })
+    }
 }
 
 /// `%xx` escapes decoded (model names and keys are ASCII in practice); a malformed escape is

@@ -88,13 +88,42 @@ fn gemini_paths_name_the_model_and_the_method() {
     )
     .unwrap();
     assert_eq!(c.model, "team/model");
-    assert!(c.stream);
+    assert!(c.stream && !c.array);
     assert_eq!(c.key.as_deref(), Some("mg-123"));
-    let e = gemini::parse_path("m:streamGenerateContent", None).unwrap_err();
-    assert_eq!(e.param.as_deref(), Some("alt"));
+    let c = gemini::parse_path("m:streamGenerateContent", None).unwrap();
+    assert!(
+        c.stream && c.array,
+        "without alt=sse the stream is a JSON array"
+    );
+    let c = gemini::parse_path("m:generateContent", Some("alt=json")).unwrap();
+    assert!(!c.stream && !c.array);
     let e = gemini::parse_path("m:countTokens", None).unwrap_err();
     assert_eq!(e.status, StatusCode::NOT_FOUND);
     assert!(gemini::parse_path("no-method", None).is_err());
+}
+
+#[test]
+fn gemini_array_framing_makes_one_json_array_of_the_events() {
+    let mut f = gemini::ArrayFramer::default();
+    assert_eq!(f.close(), "[]");
+    let mut body = Vec::new();
+    for e in [
+        &b"data: {\"a\":1}\r\n\r\n"[..],
+        b": a comment\n\n",
+        b"data: {\"b\":2}\n\n",
+        b"data: {\"error\":{\"code\":502}}\r\n\r\n",
+    ] {
+        if let Some(el) = f.element(e) {
+            body.extend_from_slice(&el);
+        }
+    }
+    body.extend_from_slice(&f.close());
+    assert_eq!(
+        body,
+        b"[{\"a\":1}\n,\r\n{\"b\":2}\n,\r\n{\"error\":{\"code\":502}}\n]"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
 }
 
 #[test]

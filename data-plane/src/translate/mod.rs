@@ -20,7 +20,11 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
+use bytes::Bytes;
+use http::StatusCode;
 use serde_json::{Map, Value};
+
+use crate::surfaces::Surface;
 
 use crate::server::error::ProxyError;
 
@@ -59,5 +63,42 @@ impl Unsupported {
     }
 }
 
+/// A whole answer (or error body) from the provider's format to the client's, with its status.
+/// A successful answer that cannot be read becomes a 502 in the client's format.
+pub fn full(from: Surface, to: Surface, status: StatusCode, bytes: &[u8]) -> (StatusCode, Bytes) {
+    use gemini as g;
+    use response as r;
+    // Anthropic ⇄ Gemini answers pivot through the OpenAI chat form.
+    let via_openai = |chat: Option<serde_json::Value>,
+                      back: fn(&[u8]) -> Option<serde_json::Value>| {
+        chat.and_then(|c| back(c.to_string().as_bytes()))
+    };
+    let v = match (status.is_success(), from, to) {
+        (true, Surface::AnthropicMessages, Surface::OpenAiChat) => r::anthropic_to_openai(bytes),
+        (true, Surface::OpenAiChat, Surface::AnthropicMessages) => r::openai_to_anthropic(bytes),
+        (true, Surface::Gemini, Surface::OpenAiChat) => g::response_gemini_to_openai(bytes),
+        (true, Surface::OpenAiChat, Surface::Gemini) => g::response_openai_to_gemini(bytes),
+        (true, Surface::Gemini, Surface::AnthropicMessages) => {
+            via_openai(g::response_gemini_to_openai(bytes), r::openai_to_anthropic)
+        }
+        (true, Surface::AnthropicMessages, Surface::Gemini) => {
+            via_openai(r::anthropic_to_openai(bytes), g::response_openai_to_gemini)
+        }
+        (false, _, Surface::AnthropicMessages) => Some(r::error_to_anthropic(status, bytes)),
+        (false, _, Surface::Gemini) => Some(g::error_to_gemini(status, bytes)),
+        (false, _, _) => Some(r::error_to_openai(status, bytes)),
+        (true, _, _) => None,
+    };
+    match v {
+        Some(v) => (status, Bytes::from(v.to_string())),
+        None => {
+            let e = ProxyError::upstream("the provider's answer could not be translated", false);
+            (e.status, Bytes::from(to.error_body(&e).to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod openai_tests;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use super::response::{
     openai_usage_json, AnthropicUsage,
 };
 use super::Usage;
+use crate::estimate::Streamed;
 use crate::providers::sse;
 use crate::surfaces::Surface;
 
@@ -21,8 +22,8 @@ pub struct StreamTranslator {
     mode: Mode,
     /// Usage as the provider reported it, once it has.
     pub usage: Option<Usage>,
-    /// Payload bytes seen, for an estimate when the provider reports no usage.
-    pub content_bytes: usize,
+    /// The upstream's payloads, for an estimate when the provider reports no usage.
+    pub streamed: Streamed,
     /// The stream's last event, held back until the usage event is written.
     pub terminal: Option<Bytes>,
     /// Set when the provider reported an error inside the stream (already forwarded).
@@ -101,7 +102,7 @@ impl StreamTranslator {
         StreamTranslator {
             mode,
             usage: None,
-            content_bytes: 0,
+            streamed: Streamed::default(),
             terminal: None,
             upstream_error: None,
         }
@@ -118,7 +119,7 @@ impl StreamTranslator {
                     self.terminal = Some(event);
                     return;
                 }
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 let mut forward = true;
                 if memchr::memmem::find(&data, b"\"usage\"").is_some() {
                     if let Some(u) = openai_usage(&data) {
@@ -135,7 +136,7 @@ impl StreamTranslator {
             }
             Mode::ResponsesPass => {
                 use crate::surfaces::openai_responses::{stream_event, StreamEvent};
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 match stream_event(&data) {
                     StreamEvent::Terminal(usage) => {
                         self.usage = usage;
@@ -149,7 +150,7 @@ impl StreamTranslator {
                 }
             }
             Mode::AnthropicPass => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 let Ok(peek) = serde_json::from_slice::<AnthropicEventPeek>(&data) else {
                     out.push(event);
                     return;
@@ -165,7 +166,7 @@ impl StreamTranslator {
                 }
             }
             Mode::AnthropicToOpenAi(t) => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 let Ok(v) = serde_json::from_slice::<Value>(&data) else {
                     return;
                 };
@@ -188,7 +189,7 @@ impl StreamTranslator {
                     }
                     return;
                 }
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 if let Some(u) = openai_usage(&data) {
                     self.usage = Some(u);
                 }
@@ -198,7 +199,7 @@ impl StreamTranslator {
                 t.chunk(&v, out, &mut self.upstream_error);
             }
             Mode::GeminiPass { held, finished } => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 if memchr::memmem::find(&data, b"sageMetadata\"").is_some() {
                     if let Some(u) = gemini::gemini_usage(&data) {
                         self.usage = Some(u);
@@ -215,7 +216,7 @@ impl StreamTranslator {
                 }
             }
             Mode::GeminiToOpenAi { t, .. } => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 if let Some(u) = gemini::gemini_usage(&data) {
                     self.usage = Some(u);
                 }
@@ -229,7 +230,7 @@ impl StreamTranslator {
                 out.extend(chunks.iter().map(openai_event));
             }
             Mode::GeminiToAnthropic { g, a } => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 if let Some(u) = gemini::gemini_usage(&data) {
                     self.usage = Some(u);
                 }
@@ -248,7 +249,7 @@ impl StreamTranslator {
                     self.terminal = Some(g.finish(self.usage));
                     return;
                 }
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 if let Some(u) = openai_usage(&data) {
                     self.usage = Some(u);
                 }
@@ -260,7 +261,7 @@ impl StreamTranslator {
                 }
             }
             Mode::AnthropicToGemini { a, g } => {
-                self.content_bytes += data.len();
+                self.streamed.push(&data);
                 let Ok(v) = serde_json::from_slice::<Value>(&data) else {
                     return;
                 };
