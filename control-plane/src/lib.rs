@@ -38,6 +38,8 @@ pub struct Settings {
     pub master_key_hex: String,
     pub admin_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 /// A started control plane. Dropping it does not stop it; call [`RunningControlPlane::shutdown`].
@@ -64,6 +66,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         publisher: Publisher::new(),
         fleet: Default::default(),
         allocator: Default::default(),
+        clock: settings.clock.clone(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -135,6 +138,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     });
 
     let export_task = tokio::spawn(export::run(services.clone(), shutdown.clone()));
+    let alerts_task = tokio::spawn(service::budget_alerts::run(
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(%admin_addr, %grpc_addr, "control plane started");
     Ok(RunningControlPlane {
@@ -143,7 +150,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![admin_task, grpc_task, rebuild_task, export_task],
+        tasks: vec![admin_task, grpc_task, rebuild_task, export_task, alerts_task],
     })
 }
 

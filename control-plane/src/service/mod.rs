@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod bootstrap;
+pub mod budget_alerts;
 pub mod budgets;
 pub mod explain;
 pub mod fleet;
@@ -36,6 +37,8 @@ pub struct Services {
     pub fleet: std::sync::Arc<fleet::FleetHealth>,
     /// Budget leases granted to data planes (in memory).
     pub allocator: std::sync::Arc<budgets::Allocator>,
+    /// Wall-clock time for budget periods (injected; tests move it across a UTC boundary).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 #[derive(Debug, Error)]
