@@ -53,6 +53,8 @@ pub struct Settings {
     pub lkg_key_hex: Option<String>,
     /// How often the node reports its deployments' health to the control plane.
     pub health_report_interval: Duration,
+    /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 pub struct RunningDataPlane {
@@ -124,6 +126,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         videos_metered: Arc::default(),
         quotas: quota::Quotas::new(&settings.node_id, &settings.control_plane_url)
             .context("the control plane URL")?,
+        clock: settings.clock.clone(),
     };
     let listener = TcpListener::bind(settings.listen)
         .await

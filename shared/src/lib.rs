@@ -10,6 +10,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod clock;
 pub mod crypto;
 pub mod keys;
 pub mod pricing;
