@@ -97,6 +97,8 @@ pub struct UsageEvent {
     pub estimated: bool,
     pub fallback_used: bool,
     pub traffic_class: String,
+    /// `""`, `"price_missing"` or `"cost_unbounded"` (see the proto field).
+    pub cost_flag: String,
 }
 
 impl From<&Attempt> for wire::Attempt {
@@ -164,6 +166,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             estimated: e.estimated,
             fallback_used: e.fallback_used,
             traffic_class: e.traffic_class.clone(),
+            cost_flag: e.cost_flag.clone(),
         }
     }
 }
@@ -207,6 +210,7 @@ impl From<wire::UsageEvent> for UsageEvent {
             estimated: e.estimated,
             fallback_used: e.fallback_used,
             traffic_class: e.traffic_class,
+            cost_flag: e.cost_flag,
         }
     }
 }
@@ -244,6 +248,7 @@ mod tests {
             media_ms: 1500,
             fallback_used: true,
             traffic_class: "batch".into(),
+            cost_flag: "price_missing".into(),
             ..Default::default()
         };
         assert_eq!(UsageEvent::from(wire::UsageEvent::from(&e)), e);

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
-use modelgate_shared::snapshot::{data_class_rank, Config, Deployment, LbStrategy, RoutingGroup};
+use modelgate_shared::snapshot::{
+    data_class_rank, Config, Deployment, LbStrategy, MissingPricePolicy, RoutingGroup,
+};
 use serde::{Deserialize, Serialize};
 
 use super::authz::{Action, Actor};
@@ -85,6 +87,11 @@ pub struct GroupView {
     pub connect_timeout_ms: u32,
     pub first_byte_timeout_ms: u32,
     pub total_timeout_ms: u32,
+    /// The policy for a request the gateway cannot price or bound: `reject` or
+    /// `allow_and_flag`.
+    pub missing_price: String,
+    /// Deployments of the group with no catalog price (the policy applies to them).
+    pub unpriced_deployments: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -274,6 +281,20 @@ pub async fn explain(
         connect_timeout_ms: group.policy.connect_timeout_ms,
         first_byte_timeout_ms: group.policy.first_byte_timeout_ms,
         total_timeout_ms: group.policy.total_timeout_ms,
+        missing_price: group.policy.missing_price.as_str().to_owned(),
+        unpriced_deployments: group
+            .deployments
+            .iter()
+            .filter(|d| {
+                let kind = config
+                    .providers
+                    .iter()
+                    .find(|p| p.id == d.provider_id)
+                    .map_or("", |p| p.kind.as_str());
+                config.price_of(kind, &d.model).is_none()
+            })
+            .map(Deployment::id)
+            .collect(),
     });
     let Some(class) = key.traffic_class_for(requested_class) else {
         return refuse(
@@ -300,6 +321,18 @@ pub async fn explain(
         );
     }
 
+    if group.policy.missing_price == MissingPricePolicy::Reject
+        && out
+            .group
+            .as_ref()
+            .is_some_and(|g| !g.unpriced_deployments.is_empty())
+    {
+        let message = format!(
+            "`{alias}` has deployments without a catalog price and its policy \
+             (missing_price = reject) refuses unpriced requests"
+        );
+        return refuse(out, 403, "model_price_missing", message);
+    }
     if let Some(b) = out
         .budgets
         .iter()
