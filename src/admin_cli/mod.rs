@@ -1,4 +1,4 @@
-//! `modelgate teams|users|keys|providers|models|routes|audit …`: the admin CLI. Every command is
+//! `modelgate teams|users|keys|providers|models|routes|budgets|audit …`: the admin CLI. Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
 //! or as the API's JSON.
 //!
@@ -7,6 +7,7 @@
 //! subcommands, request bodies and table columns.
 
 mod audit;
+mod budgets;
 mod client;
 mod keys;
 mod models;
@@ -41,6 +42,7 @@ pub enum AdminCommand {
     Models(Resource<models::ModelsCommand>),
     /// Routes, model alias → deployments (admin API): create, list.
     Routes(Resource<routes::RoutesCommand>),
+    Budgets(Resource<budgets::BudgetsCommand>),
     /// The audit log of admin changes (admin API): list.
     Audit(Resource<audit::AuditCommand>),
 }
@@ -213,6 +215,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Providers(r) => r.execute().await,
         AdminCommand::Models(r) => r.execute().await,
         AdminCommand::Routes(r) => r.execute().await,
+        AdminCommand::Budgets(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
     }
 }

@@ -1,16 +1,11 @@
-//! Budgets: definitions, their spend per calendar period, and the allocator that
-//! leases budget to data planes.
-//!
-//! **The allocation invariant.** For a budget in one period the allocator keeps, per data-plane
-//! incarnation, the cumulative amount granted and the amount it last reported consumed. A live
-//! lease claims its whole grant; an expired one claims only what it reported. A grant is made
-//! only from `amount − spent_before − Σ claims`, so `Σ claims ≤ amount`. A data plane admits a
+//! Budgets: definitions and their admin surface, their spend per calendar
+//! period, and (`allocator`) the leases of budget granted to data planes. A data plane admits a
 //! request only by reserving its worst-case cost from its own grant, before its lease ends, so
 //! what the fleet can spend on a hard budget never exceeds the amount (see ARCHITECTURE.md).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod allocator;
+
+pub use allocator::{allocate, AllocateInput, Allocator, Grant, LEASE_TTL};
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::quota::{period_start, Enforcement, Period, ScopeKind};
@@ -21,9 +16,6 @@ use super::audit::{self, Change};
 use super::authz::{Action, Actor};
 use super::{ServiceError, Services};
 use crate::store::{budget, budget_period};
-
-/// How long a grant stays valid without a renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +48,7 @@ pub struct CreateBudget {
     pub alert_webhook_url: Option<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Allocation {
     pub node: String,
     pub granted_micros: i64,
@@ -85,7 +77,18 @@ pub struct Budget {
     pub allocations: Vec<Allocation>,
 }
 
-fn scope_of(m: &budget::Model) -> Scope {
+fn webhook_url(url: &str) -> Result<String, ServiceError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.to_owned())
+    } else {
+        Err(ServiceError::invalid(
+            "alert_webhook_url",
+            "must be an http:// or https:// URL",
+        ))
+    }
+}
+
+pub(crate) fn scope_of(m: &budget::Model) -> Scope {
     let id = Some(m.scope_id.clone());
     match m.scope_kind.as_str() {
         "key" => Scope {
@@ -168,6 +171,10 @@ pub async fn create(
             "must not be negative",
         ));
     }
+    let webhook = match input.alert_webhook_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => Some(webhook_url(url)?),
+    };
     let row = budget::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
         scope_kind: Set(kind.as_str().to_owned()),
@@ -177,7 +184,7 @@ pub async fn create(
         enforcement: Set(enforcement.as_str().to_owned()),
         when_unreachable: Set(when.to_owned()),
         fail_open_allowance_micros: Set(input.fail_open_allowance_micros),
-        alert_webhook_url: Set(input.alert_webhook_url),
+        alert_webhook_url: Set(webhook),
         created_at: Set(Utc::now()),
     };
     let txn = s.db.begin().await?;
@@ -185,7 +192,7 @@ pub async fn create(
         .exec_with_returning(&txn)
         .await?;
     // A new budget has spent nothing and holds no allocations yet.
-    let start = period_start(Utc::now(), period);
+    let start = period_start(s.clock.now(), period);
     let view = shape(model, start, 0, Vec::new());
     audit::record(
         &txn,
@@ -205,9 +212,237 @@ pub async fn create(
     Ok(view)
 }
 
+/// `GET /budgets` filters: at most one scope (none: every budget the actor may see).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListBudgets {
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub environment: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<u64>,
+}
+
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    q: ListBudgets,
+) -> Result<super::Page<Budget>, ServiceError> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    actor.require(Action::ReadConfig)?;
+    let limit = super::PageParams {
+        after: None,
+        limit: q.limit,
+    }
+    .limit()?;
+    let mut find = budget::Entity::find().order_by_asc(budget::Column::Id);
+    let filters = [
+        (ScopeKind::Key, &q.key_id),
+        (ScopeKind::Team, &q.team_id),
+        (ScopeKind::User, &q.user_id),
+        (ScopeKind::Environment, &q.environment),
+    ];
+    let mut named = filters.iter().filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+    match (named.next(), named.next()) {
+        (_, Some(_)) => {
+            return Err(ServiceError::invalid(
+                "scope",
+                "filter by at most one of key_id, team_id, user_id, environment",
+            ))
+        }
+        (Some((kind, id)), None) => {
+            find = find
+                .filter(budget::Column::ScopeKind.eq(kind.as_str()))
+                .filter(budget::Column::ScopeId.eq(id.as_str()));
+        }
+        (None, None) => {}
+    }
+    if let Some(own) = actor.scope() {
+        // A team-scoped actor sees its team's budgets.
+        find = find
+            .filter(budget::Column::ScopeKind.eq("team"))
+            .filter(budget::Column::ScopeId.eq(own));
+    }
+    if let Some(after) = &q.after {
+        find = find.filter(budget::Column::Id.gt(after.as_str()));
+    }
+    let mut rows = find.limit(limit + 1).all(&s.db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let now = s.clock.now();
+    let mut data = Vec::with_capacity(rows.len());
+    for m in rows {
+        data.push(view(s, m, now).await?);
+    }
+    let next_cursor = if more {
+        data.last().map(|b| b.id.clone())
+    } else {
+        None
+    };
+    Ok(super::Page { data, next_cursor })
+}
+
+/// `PATCH /budgets/{id}`: absent fields keep their value; `alert_webhook_url: ""` removes it.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBudget {
+    #[serde(default)]
+    pub amount_micros: Option<i64>,
+    /// hard | soft
+    #[serde(default)]
+    pub enforcement: Option<String>,
+    /// fail_closed | fail_open
+    #[serde(default)]
+    pub when_unreachable: Option<String>,
+    #[serde(default)]
+    pub fail_open_allowance_micros: Option<i64>,
+    #[serde(default)]
+    pub alert_webhook_url: Option<String>,
+}
+
+async fn find_for(
+    s: &Services,
+    actor: &Actor,
+    id: &str,
+) -> Result<budget::Model, ServiceError> {
+    let model = budget::Entity::find_by_id(id)
+        .one(&s.db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("budget `{id}`")))?;
+    if model.scope_kind == "team" {
+        actor.require_team(&model.scope_id, &format!("budget `{id}`"))?;
+    }
+    Ok(model)
+}
+
+/// Changes a budget; data planes see it in the next snapshot.
+///
+/// Lowering the amount below what is already granted is safe by construction: the allocator
+/// grants only from `amount − spent − Σ claims`, which is then ≤ 0, so no holder gets more;
+/// grants already made are spent only until their lease ends (≤ [`LEASE_TTL`], not renewed),
+/// and a data plane also never spends past the snapshot's amount from its own grant. The
+/// period's spend can pass the new amount by at most what was granted and unspent when the
+/// change arrived — never by more than the old amount allowed.
+pub async fn update(
+    s: &Services,
+    actor: &Actor,
+    id: &str,
+    input: UpdateBudget,
+) -> Result<Budget, ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    let before_model = find_for(s, actor, id).await?;
+    let mut active: budget::ActiveModel = before_model.clone().into();
+    if let Some(a) = input.amount_micros {
+        if a < 0 {
+            return Err(ServiceError::invalid("amount_micros", "must not be negative"));
+        }
+        active.amount_micros = Set(a);
+    }
+    if let Some(e) = &input.enforcement {
+        let e: Enforcement = e
+            .parse()
+            .map_err(|_| ServiceError::invalid("enforcement", "one of hard, soft"))?;
+        active.enforcement = Set(e.as_str().to_owned());
+    }
+    if let Some(w) = &input.when_unreachable {
+        if !matches!(w.as_str(), "fail_closed" | "fail_open") {
+            return Err(ServiceError::invalid(
+                "when_unreachable",
+                "one of fail_closed, fail_open",
+            ));
+        }
+        active.when_unreachable = Set(w.clone());
+    }
+    if let Some(a) = input.fail_open_allowance_micros {
+        if a < 0 {
+            return Err(ServiceError::invalid(
+                "fail_open_allowance_micros",
+                "must not be negative",
+            ));
+        }
+        active.fail_open_allowance_micros = Set(a);
+    }
+    if let Some(url) = &input.alert_webhook_url {
+        let url = url.trim();
+        active.alert_webhook_url = Set(if url.is_empty() {
+            None
+        } else {
+            Some(webhook_url(url)?)
+        });
+    }
+    let now = s.clock.now();
+    let before = view(s, before_model, now).await?;
+    let txn = s.db.begin().await?;
+    let after_model = budget::Entity::update(active).exec(&txn).await?;
+    let after = shape(
+        after_model,
+        before.period_start,
+        before.spent_micros,
+        before.allocations.clone(),
+    );
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "budget.update",
+            resource_type: "budget",
+            resource_id: id,
+            team_id: after.scope.team_id.as_deref(),
+            before: audit::view(&before),
+            after: audit::view(&after),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.publisher.rebuild(s).await?;
+    Ok(after)
+}
+
+/// Deletes a budget, its period rows, persisted grants and undelivered alerts; data planes
+/// stop enforcing it with the next snapshot.
+pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    actor.require(Action::ManageOrg)?;
+    let model = find_for(s, actor, id).await?;
+    let before = view(s, model, s.clock.now()).await?;
+    let txn = s.db.begin().await?;
+    budget_period::Entity::delete_many()
+        .filter(budget_period::Column::BudgetId.eq(id))
+        .exec(&txn)
+        .await?;
+    crate::store::budget_grant::Entity::delete_many()
+        .filter(crate::store::budget_grant::Column::BudgetId.eq(id))
+        .exec(&txn)
+        .await?;
+    crate::store::budget_alert::Entity::delete_many()
+        .filter(crate::store::budget_alert::Column::BudgetId.eq(id))
+        .filter(crate::store::budget_alert::Column::DeliveredAtMs.is_null())
+        .exec(&txn)
+        .await?;
+    budget::Entity::delete_by_id(id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "budget.delete",
+            resource_type: "budget",
+            resource_id: id,
+            team_id: before.scope.team_id.as_deref(),
+            before: audit::view(&before),
+            after: None,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.allocator.forget(id);
+    s.publisher.rebuild(s).await?;
+    Ok(())
+}
+
 /// The current view (spent, reserved, remaining) of each budget id, for explain.
 pub async fn views(s: &Services, ids: &[&str]) -> Result<Vec<Budget>, ServiceError> {
-    let now = Utc::now();
+    let now = s.clock.now();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(m) = budget::Entity::find_by_id(*id).one(&s.db).await? {
@@ -219,17 +454,11 @@ pub async fn views(s: &Services, ids: &[&str]) -> Result<Vec<Budget>, ServiceErr
 
 pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<Budget, ServiceError> {
     actor.require(Action::ReadConfig)?;
-    let model = budget::Entity::find_by_id(id)
-        .one(&s.db)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("budget `{id}`")))?;
-    if model.scope_kind == "team" {
-        actor.require_team(&model.scope_id, &format!("budget `{id}`"))?;
-    }
-    view(s, model, Utc::now()).await
+    let model = find_for(s, actor, id).await?;
+    view(s, model, s.clock.now()).await
 }
 
-async fn spent_in(s: &Services, id: &str, start: i64) -> Result<i64, ServiceError> {
+pub(crate) async fn spent_in(s: &Services, id: &str, start: i64) -> Result<i64, ServiceError> {
     Ok(budget_period::Entity::find_by_id((id.to_owned(), start))
         .one(&s.db)
         .await?
@@ -240,7 +469,7 @@ async fn view(s: &Services, m: budget::Model, now: DateTime<Utc>) -> Result<Budg
     let period: Period = m.period.parse().unwrap_or(Period::Total);
     let start = period_start(now, period);
     let spent = spent_in(s, &m.id, start).await?;
-    let allocations = s.allocator.allocations(&m.id, start);
+    let allocations = allocator::allocations(s, &m.id, start).await?;
     Ok(shape(m, start, spent, allocations))
 }
 
@@ -267,205 +496,3 @@ fn shape(m: budget::Model, start: i64, spent: i64, allocations: Vec<Allocation>)
     }
 }
 
-/// A data plane's request for more budget (see the proto `AllocateRequest`).
-#[derive(Debug, Clone)]
-pub struct AllocateInput {
-    pub node: String,
-    pub budget_id: String,
-    pub period_start: i64,
-    pub consumed_micros: i64,
-    pub want_micros: i64,
-    pub need_micros: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub granted_total_micros: i64,
-    pub period_start: i64,
-    pub lease_ttl: Duration,
-    pub remaining_micros: i64,
-}
-
-struct NodeLease {
-    granted_total: i64,
-    consumed: i64,
-    expires: Instant,
-}
-
-struct Ledger {
-    /// Spend already recorded for the period when this control plane first saw it.
-    spent_before: i64,
-    nodes: HashMap<String, NodeLease>,
-}
-
-/// The in-memory allocation ledger: one per budget per period.
-#[derive(Default)]
-pub struct Allocator {
-    ledgers: Mutex<HashMap<(String, i64), Ledger>>,
-}
-
-impl Allocator {
-    pub fn allocations(&self, budget_id: &str, start: i64) -> Vec<Allocation> {
-        let now = Instant::now();
-        let Ok(ledgers) = self.ledgers.lock() else {
-            return Vec::new();
-        };
-        let mut out: Vec<Allocation> = ledgers
-            .get(&(budget_id.to_owned(), start))
-            .map(|l| {
-                l.nodes
-                    .iter()
-                    .map(|(node, n)| Allocation {
-                        node: node.clone(),
-                        granted_micros: n.granted_total,
-                        consumed_micros: n.consumed,
-                        lease_live: n.expires > now,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by(|a, b| a.node.cmp(&b.node));
-        out
-    }
-
-    /// Grants from what is left, sized by the node's share of this period's consumption.
-    fn grant(
-        &self,
-        amount: i64,
-        spent_before: i64,
-        input: &AllocateInput,
-        start: i64,
-        now: Instant,
-    ) -> Grant {
-        let mut ledgers = match self.ledgers.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        let ledger = ledgers
-            .entry((input.budget_id.clone(), start))
-            .or_insert_with(|| Ledger {
-                spent_before,
-                nodes: HashMap::new(),
-            });
-        let me = ledger.nodes.entry(input.node.clone()).or_insert(NodeLease {
-            granted_total: 0,
-            consumed: 0,
-            expires: now,
-        });
-        if input.period_start == start {
-            // Reported consumption never exceeds what was granted (a lower report is a
-            // reservation given back).
-            me.consumed = input.consumed_micros.clamp(0, me.granted_total);
-        }
-        me.expires = now + LEASE_TTL;
-        let mut claims = 0i64;
-        let mut live = 0i64;
-        let mut total_consumed = 0i64;
-        for n in ledger.nodes.values() {
-            if n.expires > now {
-                claims += n.granted_total;
-                live += 1;
-            } else {
-                claims += n.consumed;
-            }
-            total_consumed += n.consumed;
-        }
-        let available = (amount - ledger.spent_before - claims).max(0);
-        let me = ledger.nodes.get_mut(&input.node);
-        let mut granted_total = 0;
-        let mut left = available;
-        if let Some(me) = me {
-            // Size: the node's recent share of the period's consumption (an equal share
-            // while nobody has consumed), never less than it needs now, never more than left.
-            let share = i128::from(available) * i128::from(me.consumed + 1)
-                / i128::from(total_consumed + live.max(1));
-            let share = i64::try_from(share).unwrap_or(available);
-            let size = share
-                .min(input.want_micros.max(0))
-                .max(input.need_micros.max(0));
-            let extra = if size <= available {
-                size
-            } else if input.need_micros <= available {
-                available
-            } else {
-                0
-            };
-            me.granted_total += extra;
-            left -= extra;
-            granted_total = me.granted_total;
-        }
-        Grant {
-            granted_total_micros: granted_total,
-            period_start: start,
-            lease_ttl: LEASE_TTL,
-            remaining_micros: left,
-        }
-    }
-}
-
-/// `QuotaService.Allocate`: a data plane reports its consumption and asks for more.
-pub async fn allocate(s: &Services, input: AllocateInput) -> Result<Grant, ServiceError> {
-    let m = budget::Entity::find_by_id(input.budget_id.as_str())
-        .one(&s.db)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("budget `{}`", input.budget_id)))?;
-    let period: Period = m.period.parse().unwrap_or(Period::Total);
-    let start = period_start(Utc::now(), period);
-    let spent_before = spent_in(s, &m.id, start).await?;
-    Ok(s.allocator
-        .grant(m.amount_micros, spent_before, &input, start, Instant::now()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ask(node: &str, consumed: i64, want: i64, need: i64) -> AllocateInput {
-        AllocateInput {
-            node: node.into(),
-            budget_id: "b".into(),
-            period_start: 0,
-            consumed_micros: consumed,
-            want_micros: want,
-            need_micros: need,
-        }
-    }
-
-    #[test]
-    fn grants_never_sum_past_the_amount() {
-        let a = Allocator::default();
-        let now = Instant::now();
-        let mut total = 0;
-        for round in 0..50 {
-            for node in ["a", "b", "c"] {
-                let g = a.grant(1_000_000, 0, &ask(node, 0, 300_000, 10_000), 0, now);
-                let _ = (round, g);
-            }
-        }
-        for node in a.allocations("b", 0) {
-            total += node.granted_micros;
-        }
-        assert!(total <= 1_000_000, "granted {total}");
-        assert!(total >= 990_000, "left unused {}", 1_000_000 - total);
-    }
-
-    #[test]
-    fn an_expired_lease_gives_back_what_it_did_not_report_spent() {
-        let a = Allocator::default();
-        let now = Instant::now();
-        let g = a.grant(1_000, 0, &ask("a", 0, 1_000, 1_000), 0, now);
-        assert_eq!(g.granted_total_micros, 1_000);
-        // While a's lease lives, b gets nothing.
-        assert_eq!(
-            a.grant(1_000, 0, &ask("b", 0, 500, 100), 0, now)
-                .granted_total_micros,
-            0
-        );
-        // a reported 400 consumed; once its lease ends, the other 600 is free again.
-        let _ = a.grant(1_000, 0, &ask("a", 400, 0, 0), 0, now);
-        let later = now + LEASE_TTL + Duration::from_secs(1);
-        let g = a.grant(1_000, 0, &ask("b", 0, 1_000, 600), 0, later);
-        assert_eq!(g.granted_total_micros, 600);
-        assert_eq!(g.remaining_micros, 0);
-    }
-}
