@@ -150,7 +150,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![admin_task, grpc_task, rebuild_task, export_task, alerts_task],
+        tasks: vec![
+            admin_task,
+            grpc_task,
+            rebuild_task,
+            export_task,
+            alerts_task,
+        ],
     })
 }
 

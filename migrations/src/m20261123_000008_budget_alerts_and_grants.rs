@@ -35,8 +35,16 @@ impl MigrationTrait for Migration {
                 .col(big(BudgetAlerts::NextAttemptMs))
                 .col(big(BudgetAlerts::ClaimedUntilMs))
                 .col(big(BudgetAlerts::GiveUpAtMs))
-                .col(ColumnDef::new(BudgetAlerts::DeliveredAtMs).big_integer().null())
-                .col(ColumnDef::new(BudgetAlerts::FailedAtMs).big_integer().null())
+                .col(
+                    ColumnDef::new(BudgetAlerts::DeliveredAtMs)
+                        .big_integer()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(BudgetAlerts::FailedAtMs)
+                        .big_integer()
+                        .null(),
+                )
                 .col(ColumnDef::new(BudgetAlerts::LastError).string().null())
                 .to_owned(),
         )

@@ -63,6 +63,9 @@ mod tests {
         let at: DateTime<Utc> = "2026-11-30T23:59:50Z".parse().unwrap();
         c.set(at);
         let read = c.now();
-        assert!(read >= at && read < at + chrono::Duration::seconds(5), "{read}");
+        assert!(
+            read >= at && read < at + chrono::Duration::seconds(5),
+            "{read}"
+        );
     }
 }

@@ -112,7 +112,11 @@ const COLUMNS: &[Column] = &[
             let s = &v["scope"];
             ["key_id", "team_id", "user_id", "environment"]
                 .iter()
-                .find_map(|k| s.get(*k).and_then(Value::as_str).map(|id| format!("{k}={id}")))
+                .find_map(|k| {
+                    s.get(*k)
+                        .and_then(Value::as_str)
+                        .map(|id| format!("{k}={id}"))
+                })
                 .unwrap_or_default()
         },
     },
@@ -163,14 +167,24 @@ impl Run for BudgetsCommand {
                 body.insert("amount_micros".into(), json!(a.amount_micros));
                 body.insert("period".into(), json!(a.period));
                 body.insert("enforcement".into(), json!(a.enforcement));
-                put(&mut body, "when_unreachable", a.when_unreachable.map(Value::String));
+                put(
+                    &mut body,
+                    "when_unreachable",
+                    a.when_unreachable.map(Value::String),
+                );
                 put(
                     &mut body,
                     "fail_open_allowance_micros",
                     a.fail_open_allowance_micros.map(|v| json!(v)),
                 );
-                put(&mut body, "alert_webhook_url", a.alert_webhook_url.map(Value::String));
-                Ok(one(client.post(&["budgets"], Some(&Value::Object(body))).await?))
+                put(
+                    &mut body,
+                    "alert_webhook_url",
+                    a.alert_webhook_url.map(Value::String),
+                );
+                Ok(one(client
+                    .post(&["budgets"], Some(&Value::Object(body)))
+                    .await?))
             }
             BudgetsCommand::List { scope, list: args } => {
                 list(client, &["budgets"], &scope.pairs(), &args, COLUMNS).await
@@ -178,20 +192,30 @@ impl Run for BudgetsCommand {
             BudgetsCommand::Show { id } => Ok(one(client.get(&["budgets", &id]).await?)),
             BudgetsCommand::Update(a) => {
                 let mut body = Map::new();
-                put(&mut body, "amount_micros", a.amount_micros.map(|v| json!(v)));
+                put(
+                    &mut body,
+                    "amount_micros",
+                    a.amount_micros.map(|v| json!(v)),
+                );
                 put(&mut body, "enforcement", a.enforcement.map(Value::String));
-                put(&mut body, "when_unreachable", a.when_unreachable.map(Value::String));
+                put(
+                    &mut body,
+                    "when_unreachable",
+                    a.when_unreachable.map(Value::String),
+                );
                 put(
                     &mut body,
                     "fail_open_allowance_micros",
                     a.fail_open_allowance_micros.map(|v| json!(v)),
                 );
-                put(&mut body, "alert_webhook_url", a.alert_webhook_url.map(Value::String));
-                Ok(one(
-                    client
-                        .patch(&["budgets", &a.id], &Value::Object(body))
-                        .await?,
-                ))
+                put(
+                    &mut body,
+                    "alert_webhook_url",
+                    a.alert_webhook_url.map(Value::String),
+                );
+                Ok(one(client
+                    .patch(&["budgets", &a.id], &Value::Object(body))
+                    .await?))
             }
             BudgetsCommand::Delete { id } => {
                 client.delete(&["budgets", &id]).await?;

@@ -33,7 +33,11 @@ async fn budgets_are_listed_by_scope_updated_through_a_snapshot_deleted_and_audi
     assert_eq!(status, 200, "{all}");
     assert_eq!(ids(&all), vec![key_budget.clone(), team_budget.clone()]);
     let (_, by_team) = gw
-        .admin(Method::GET, &format!("/budgets?team_id={}", p.team_id), None)
+        .admin(
+            Method::GET,
+            &format!("/budgets?team_id={}", p.team_id),
+            None,
+        )
         .await;
     assert_eq!(ids(&by_team), vec![team_budget.clone()]);
     assert_eq!(by_team["data"][0]["spent_micros"], 0);
@@ -117,7 +121,12 @@ async fn budgets_are_listed_by_scope_updated_through_a_snapshot_deleted_and_audi
         .collect();
     assert_eq!(
         actions,
-        vec!["budget.create", "budget.update", "budget.update", "budget.delete"]
+        vec![
+            "budget.create",
+            "budget.update",
+            "budget.update",
+            "budget.delete"
+        ]
     );
     assert_eq!(entries[1]["before"]["amount_micros"], 10_000_000);
     assert_eq!(entries[1]["after"]["amount_micros"], 150_000);

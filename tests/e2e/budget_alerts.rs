@@ -59,12 +59,16 @@ async fn start_hook(fail_first: bool) -> (Hook, String) {
 async fn spend_one(gw: &Gateway, key: &str, id: &str, spent_after: i64) {
     let r = ask(&gw.http, gw.dp().addr, key).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    eventually(Duration::from_secs(15), "the spend to be ingested", || async {
-        let (_, b) = gw
-            .admin(reqwest::Method::GET, &format!("/budgets/{id}"), None)
-            .await;
-        (b["spent_micros"].as_i64() == Some(spent_after)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the spend to be ingested",
+        || async {
+            let (_, b) = gw
+                .admin(reqwest::Method::GET, &format!("/budgets/{id}"), None)
+                .await;
+            (b["spent_micros"].as_i64() == Some(spent_after)).then_some(())
+        },
+    )
     .await;
 }
 

@@ -64,7 +64,11 @@ pub(crate) async fn extra_data_plane(gw: &Gateway) -> RunningDataPlane {
     dp
 }
 
-pub(crate) fn ask(http: &reqwest::Client, dp: std::net::SocketAddr, key: &str) -> reqwest::RequestBuilder {
+pub(crate) fn ask(
+    http: &reqwest::Client,
+    dp: std::net::SocketAddr,
+    key: &str,
+) -> reqwest::RequestBuilder {
     http.post(format!("http://{dp}/v1/chat/completions"))
         .bearer_auth(key)
         .json(&json!({"model": "smart", "max_tokens": 10,
@@ -455,7 +459,10 @@ async fn a_restarted_control_plane_never_grants_more_than_the_amount() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.granted_total_micros, amount, "a lone holder may take it all");
+    assert_eq!(
+        first.granted_total_micros, amount,
+        "a lone holder may take it all"
+    );
 
     gw.restart_control_plane().await;
     let mut client = eventually(Duration::from_secs(10), "the restarted gRPC", || async {

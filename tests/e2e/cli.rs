@@ -602,8 +602,18 @@ async fn budgets_are_created_listed_shown_updated_and_deleted_from_the_cli() {
     let created = modelgate(
         &gw,
         &[
-            "budgets", "create", "--team-id", &p.team_id, "--amount-micros", "2000000",
-            "--period", "month", "--enforcement", "hard", "--output", "json",
+            "budgets",
+            "create",
+            "--team-id",
+            &p.team_id,
+            "--amount-micros",
+            "2000000",
+            "--period",
+            "month",
+            "--enforcement",
+            "hard",
+            "--output",
+            "json",
         ],
         &[],
     )
@@ -620,7 +630,15 @@ async fn budgets_are_created_listed_shown_updated_and_deleted_from_the_cli() {
 
     let updated = modelgate(
         &gw,
-        &["budgets", "update", &id, "--amount-micros", "3000000", "--output", "json"],
+        &[
+            "budgets",
+            "update",
+            &id,
+            "--amount-micros",
+            "3000000",
+            "--output",
+            "json",
+        ],
         &[],
     )
     .await

@@ -46,17 +46,20 @@ async fn fixture() -> Fixture {
         json!({"model": "open-1", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
     )
     .await;
-    let route = |alias: &str, model: &str, policy: Value| {
-        json!({"alias": alias, "deployments": [{"provider_id": pid, "model": model}], "policy": policy})
-    };
+    let route = |alias: &str, model: &str, policy: Value| json!({"alias": alias, "deployments": [{"provider_id": pid, "model": model}], "policy": policy});
     gw.create("/routes", route("free", "unpriced-1", json!({})))
         .await;
     gw.create(
         "/routes",
-        route("free-ok", "unpriced-1", json!({"missing_price": "allow_and_flag"})),
+        route(
+            "free-ok",
+            "unpriced-1",
+            json!({"missing_price": "allow_and_flag"}),
+        ),
     )
     .await;
-    gw.create("/routes", route("capped", "capped-1", json!({}))).await;
+    gw.create("/routes", route("capped", "capped-1", json!({})))
+        .await;
     gw.create(
         "/routes",
         route("open", "open-1", json!({"missing_price": "allow_and_flag"})),
@@ -100,17 +103,22 @@ async fn an_unpriced_model_under_reject_is_refused_in_each_surfaces_format_and_n
     let body: Value = anthropic.json().await.unwrap();
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["error"]["type"], "permission_error", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("no price"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no price"),
+        "{body}"
+    );
 
-    let gemini = f
-        .gw
-        .http
-        .post(format!("{root}/v1beta/models/free:generateContent"))
-        .header("x-goog-api-key", &f.key)
-        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let gemini =
+        f.gw.http
+            .post(format!("{root}/v1beta/models/free:generateContent"))
+            .header("x-goog-api-key", &f.key)
+            .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(gemini.status(), 403);
     let body: Value = gemini.json().await.unwrap();
     assert_eq!(body["error"]["code"], 403, "{body}");
@@ -185,7 +193,11 @@ async fn explain_names_the_missing_price_policy_and_refuses_as_the_data_plane_wo
     let v = explain("free-ok").await;
     assert_eq!(v["allowed"], true, "{v}");
     assert_eq!(v["group"]["missing_price"], "allow_and_flag", "{v}");
-    assert_eq!(v["group"]["unpriced_deployments"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        v["group"]["unpriced_deployments"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
     let v = explain("capped").await;
     assert_eq!(v["group"]["unpriced_deployments"], json!([]), "{v}");
     f.gw.shutdown().await;

@@ -405,8 +405,8 @@ async fn prepare<'r>(
     if data_class > group.policy.max_data_class {
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
     }
-    let budget_remaining = admit_cost(app, runtime, rec, key, alias, &raw, peek.max_output_tokens)
-        .await?;
+    let budget_remaining =
+        admit_cost(app, runtime, rec, key, alias, &raw, peek.max_output_tokens).await?;
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
@@ -509,7 +509,11 @@ fn worst_case(
     let mut worst: Option<i64> = None;
     for (price, limit) in index.prices.iter().zip(&index.output_limits) {
         let bound = max_output_tokens.or(*limit)?;
-        let c = modelgate_shared::quota::worst_case_cost(price.as_ref()?, raw.len() as u64, Some(bound))?;
+        let c = modelgate_shared::quota::worst_case_cost(
+            price.as_ref()?,
+            raw.len() as u64,
+            Some(bound),
+        )?;
         worst = Some(worst.map_or(c, |w| w.max(c)));
     }
     worst

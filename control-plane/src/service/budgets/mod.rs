@@ -243,7 +243,9 @@ pub async fn list(
         (ScopeKind::User, &q.user_id),
         (ScopeKind::Environment, &q.environment),
     ];
-    let mut named = filters.iter().filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+    let mut named = filters
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
     match (named.next(), named.next()) {
         (_, Some(_)) => {
             return Err(ServiceError::invalid(
@@ -301,11 +303,7 @@ pub struct UpdateBudget {
     pub alert_webhook_url: Option<String>,
 }
 
-async fn find_for(
-    s: &Services,
-    actor: &Actor,
-    id: &str,
-) -> Result<budget::Model, ServiceError> {
+async fn find_for(s: &Services, actor: &Actor, id: &str) -> Result<budget::Model, ServiceError> {
     let model = budget::Entity::find_by_id(id)
         .one(&s.db)
         .await?
@@ -335,7 +333,10 @@ pub async fn update(
     let mut active: budget::ActiveModel = before_model.clone().into();
     if let Some(a) = input.amount_micros {
         if a < 0 {
-            return Err(ServiceError::invalid("amount_micros", "must not be negative"));
+            return Err(ServiceError::invalid(
+                "amount_micros",
+                "must not be negative",
+            ));
         }
         active.amount_micros = Set(a);
     }
@@ -495,4 +496,3 @@ fn shape(m: budget::Model, start: i64, spent: i64, allocations: Vec<Allocation>)
         allocations,
     }
 }
-
