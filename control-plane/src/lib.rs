@@ -67,6 +67,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         fleet: Default::default(),
         allocator: Default::default(),
         clock: settings.clock.clone(),
+        alert_wakeup: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     services.publisher.rebuild(&services).await?;

@@ -36,7 +36,9 @@ pub const THRESHOLDS: [(i64, i64); 3] = [(50, 1), (80, 2), (100, 4)];
 const CLAIM_FOR: Duration = Duration::from_secs(30);
 /// Delivery is retried for this long after the threshold was crossed.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
-const POLL: Duration = Duration::from_millis(200);
+/// Ingest wakes the worker when it queues an alert; this poll catches retries that came due
+/// and alerts queued by another control plane.
+const POLL: Duration = Duration::from_millis(500);
 const TIMEOUT: Duration = Duration::from_secs(10);
 pub const ALERT_ID_HEADER: &str = "x-modelgate-alert-id";
 
@@ -168,6 +170,7 @@ pub async fn run(s: Services, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
+            () = s.alert_wakeup.notified() => {}
             () = shutdown.cancelled() => return,
         }
     }

@@ -39,6 +39,8 @@ pub struct Services {
     pub allocator: std::sync::Arc<budgets::Allocator>,
     /// Wall-clock time for budget periods (injected; tests move it across a UTC boundary).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// Wakes the budget-alert delivery worker when ingest queued an alert.
+    pub alert_wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Error)]

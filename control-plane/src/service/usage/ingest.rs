@@ -56,8 +56,11 @@ pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingeste
         .filter(|e| inserted_ids.contains(&clean(&e.id)))
         .collect();
     add_to_aggregates(&txn, &inserted).await?;
-    add_to_budgets(&txn, &inserted, now).await?;
+    let alerts = add_to_budgets(&txn, &inserted, now).await?;
     txn.commit().await?;
+    if alerts > 0 {
+        s.alert_wakeup.notify_one();
+    }
     let inserted = inserted.len() as u64;
     Ok(Ingested {
         inserted,
@@ -399,14 +402,14 @@ async fn add_to_budgets(
     txn: &DatabaseTransaction,
     events: &[&UsageEvent],
     now: chrono::DateTime<Utc>,
-) -> Result<(), ServiceError> {
+) -> Result<usize, ServiceError> {
     use modelgate_shared::quota::{period_start, Period};
     if !events.iter().any(|e| e.cost_micros != 0) {
-        return Ok(());
+        return Ok(0);
     }
     let budgets = budget::Entity::find().all(txn).await?;
     if budgets.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let mut sums: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for e in events.iter().filter(|e| e.cost_micros != 0) {
@@ -450,8 +453,7 @@ async fn add_to_budgets(
             .exec_without_returning(txn)
             .await?;
     }
-    crate::service::budget_alerts::claim_crossed(txn, &budgets, &touched, now).await?;
-    Ok(())
+    crate::service::budget_alerts::claim_crossed(txn, &budgets, &touched, now).await
 }
 
 /// Postgres text cannot hold NUL; one such event must never block its batch forever.
