@@ -447,9 +447,10 @@ async fn explain_shows_the_keys_budgets_with_what_is_spent_and_refuses_when_one_
     )
     .await;
     f.gw.wait_for_config().await;
+    // Under a hard budget the request needs an output bound (as on the data plane).
     let v = explain(
         &f.gw,
-        json!({"key_id": k.key_id, "request": {"model": "smart"}}),
+        json!({"key_id": k.key_id, "request": {"model": "smart", "max_tokens": 7}}),
     )
     .await;
     assert_eq!(v["allowed"], true, "{v}");

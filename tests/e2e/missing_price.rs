@@ -220,3 +220,54 @@ async fn an_unknown_missing_price_policy_is_refused_naming_the_field() {
     assert!(v.to_string().contains("policy.missing_price"), "{v}");
     f.gw.shutdown().await;
 }
+
+/// Under a hard budget, explain refuses a request without an output bound exactly when the data
+/// plane would: no max_tokens and no catalog output limit, under the reject policy.
+#[tokio::test]
+async fn explain_refuses_an_unbounded_request_under_a_hard_budget_as_the_data_plane_does() {
+    let f = fixture().await;
+    f.gw.create(
+        "/budgets",
+        json!({"scope": {"key_id": f.key_id}, "amount_micros": 10_000_000, "period": "total", "enforcement": "hard"}),
+    )
+    .await;
+    // A priced route with no output limit under the default policy.
+    let (_, routes) = f.gw.admin(Method::GET, "/routes", None).await;
+    let pid = routes["data"][0]["deployments"][0]["provider_id"].clone();
+    f.gw.create(
+        "/routes",
+        json!({"alias": "strict", "deployments": [{"provider_id": pid, "model": "open-1"}]}),
+    )
+    .await;
+    let (status, _) =
+        f.gw.admin(
+            Method::PATCH,
+            &format!("/keys/{}", f.key_id),
+            Some(json!({"allowed_models": ["free", "free-ok", "capped", "open", "strict"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    f.gw.wait_for_config().await;
+    let explain = |body: Value| {
+        let gw = &f.gw;
+        async move {
+            let (status, v) = gw.admin(Method::POST, "/explain", Some(body)).await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    let v = explain(json!({"key_id": f.key_id, "request": hi("strict")})).await;
+    assert_eq!(v["reason"], "budget_exceeded", "{v}");
+    assert_eq!(v["status"], 429, "{v}");
+    let served = f.gw.chat(&f.key, hi("strict")).send().await.unwrap();
+    assert_eq!(served.status(), 429, "the data plane agrees");
+    let mut bounded = hi("strict");
+    bounded["max_tokens"] = json!(10);
+    let v = explain(json!({"key_id": f.key_id, "request": bounded})).await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let v = explain(json!({"key_id": f.key_id, "request": hi("capped")})).await;
+    assert_eq!(v["allowed"], true, "the catalog limit bounds it: {v}");
+    let v = explain(json!({"key_id": f.key_id, "request": hi("open")})).await;
+    assert_eq!(v["allowed"], true, "allow_and_flag serves it: {v}");
+    f.gw.shutdown().await;
+}

@@ -171,6 +171,11 @@ pub async fn explain(
             })
         })
         .transpose()?;
+    // The output bound the data plane would read, whatever the surface.
+    let request_bound = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| input.request.get(*f).and_then(serde_json::Value::as_u64))
+        .or_else(|| input.request["generationConfig"]["maxOutputTokens"].as_u64());
     let model = input.model.or_else(|| {
         input
             .request
@@ -341,6 +346,23 @@ pub async fn explain(
         let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
         return refuse(out, 429, "budget_exceeded", message);
     }
+    if out.budgets.iter().any(|b| b.enforcement == "hard")
+        && request_bound.is_none()
+        && group.policy.missing_price == MissingPricePolicy::Reject
+    {
+        if let Some(d) = group
+            .deployments
+            .iter()
+            .find(|d| output_limit(config, &d.provider_id, &d.model).is_none())
+        {
+            let message = format!(
+                "the key has a hard budget and the request's cost cannot be bounded (no \
+                 max_tokens, and the catalog has no output limit for `{}`)",
+                d.model
+            );
+            return refuse(out, 429, "budget_exceeded", message);
+        }
+    }
     let fleet = s.fleet.view();
     let planner = Planner {
         config,
@@ -360,6 +382,25 @@ pub async fn explain(
         );
     }
     Ok(out)
+}
+
+/// A deployment's catalog output limit, as the data plane indexes it (the provider kind's row
+/// if it has one, else the any-provider row; 0 means unknown).
+fn output_limit(config: &Config, provider_id: &str, model: &str) -> Option<u64> {
+    let kind = config
+        .providers
+        .iter()
+        .find(|p| p.id == provider_id)
+        .map_or("", |p| p.kind.as_str());
+    let row = |k: &str| {
+        config
+            .prices
+            .iter()
+            .find(|p| p.model == model && p.provider == k)
+            .map(|p| p.max_output_tokens)
+            .filter(|n| *n > 0)
+    };
+    row(kind).or_else(|| row(""))
 }
 
 struct Planner<'a> {
