@@ -406,7 +406,7 @@ async fn prepare<'r>(
         return Err(ProxyError::data_class_not_allowed(alias, &key.data_class));
     }
     let budget_remaining =
-        admit_cost(app, runtime, rec, key, alias, &raw, peek.max_output_tokens).await?;
+        admit_cost(app, runtime, rec, key, group, &raw, peek.max_output_tokens).await?;
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
@@ -444,7 +444,7 @@ async fn admit_cost(
     runtime: &Runtime,
     rec: &mut Recorder,
     key: &modelgate_shared::snapshot::ApiKey,
-    alias: &str,
+    group: &RoutingGroup,
     raw: &[u8],
     max_output_tokens: Option<u64>,
 ) -> Result<Option<i64>, ProxyError> {
@@ -452,18 +452,13 @@ async fn admit_cost(
     // the reservation was taken from (both read the injected clock).
     let now = app.clock.now();
     rec.event().started_at_ms = now.timestamp_millis();
-    let Some(index) = runtime.routes.get(alias) else {
+    let Some(index) = runtime.routes.get(&group.alias) else {
         return Ok(None);
     };
-    let policy = runtime
-        .groups
-        .get(alias)
-        .map(|g| g.policy.missing_price)
-        .unwrap_or_default();
-    let allow = policy == MissingPricePolicy::AllowAndFlag;
+    let allow = group.policy.missing_price == MissingPricePolicy::AllowAndFlag;
     if index.unpriced {
         if !allow {
-            return Err(ProxyError::price_missing(alias));
+            return Err(ProxyError::price_missing(&group.alias));
         }
         rec.event().cost_flag = COST_FLAG_PRICE_MISSING.to_owned();
         return Ok(None);
