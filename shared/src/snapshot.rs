@@ -897,11 +897,27 @@ mod tests {
                 fallbacks: vec!["backup".into()],
                 policy: RoutePolicy {
                     max_retries: 0,
+                    missing_price: MissingPricePolicy::AllowAndFlag,
                     ..RoutePolicy::default()
                 },
             }],
             budgets: vec![],
         }
+    }
+
+    #[test]
+    fn the_missing_price_policy_is_reject_unless_the_wire_says_allow_and_flag() {
+        let read = |s: &str| {
+            RoutePolicy::from_wire(Some(wire::RoutePolicy {
+                missing_price: s.to_owned(),
+                ..Default::default()
+            }))
+            .missing_price
+        };
+        assert_eq!(read(""), MissingPricePolicy::Reject);
+        assert_eq!(read("reject"), MissingPricePolicy::Reject);
+        assert_eq!(read("something-newer"), MissingPricePolicy::Reject);
+        assert_eq!(read("allow_and_flag"), MissingPricePolicy::AllowAndFlag);
     }
 
     #[test]
