@@ -132,10 +132,11 @@ async fn a_webhook_that_fails_each_first_attempt_still_gets_exactly_one_alert_pe
     crossing_50_80_100_posts_exactly_three_alerts(true).await;
 }
 
-/// Twenty concurrent ingests into one period claim each threshold once; a new day fires
-/// again (the outbox holds one row per threshold per period).
+/// Twenty concurrent ingests into one period, through two control planes on one database,
+/// claim each threshold once; a new day fires again (one outbox row per threshold per period).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_ingests_claim_each_threshold_once_and_a_new_period_fires_again() {
+async fn concurrent_ingests_on_two_control_planes_claim_each_threshold_once_and_a_new_period_fires_again(
+) {
     use modelgate_control_plane::service::usage;
     use modelgate_control_plane::store::budget_alert;
     use modelgate_shared::usage::UsageEvent;
@@ -167,9 +168,17 @@ async fn concurrent_ingests_claim_each_threshold_once_and_a_new_period_fires_aga
         ..Default::default()
     };
     let s = gw.cp().services.clone();
+    // A second control plane (replica) on the same database ingests half the batches.
+    let replica = crate::support::start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let planes = [s.clone(), replica.services.clone()];
     let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (s, e) = (s.clone(), event("2026-11-20"));
+    for i in 0..20 {
+        let (s, e) = (planes[i % 2].clone(), event("2026-11-20"));
         tasks.push(tokio::spawn(async move {
             usage::ingest(&s, vec![e]).await.unwrap()
         }));
@@ -198,5 +207,6 @@ async fn concurrent_ingests_claim_each_threshold_once_and_a_new_period_fires_aga
     let (d1, d2) = (day("2026-11-20"), day("2026-11-21"));
     // Day one reached 200 % (2 000 of 1 000); day two 60 %.
     assert_eq!(rows, vec![(d1, 50), (d1, 80), (d1, 100), (d2, 50)]);
+    replica.shutdown().await;
     gw.shutdown().await;
 }
