@@ -25,7 +25,7 @@ pub enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Run a data plane (the proxy).
     DataPlane(DataPlaneArgs),
-    /// The admin CLI: `teams`, `users`, `keys`, `providers`, `models`, `routes`, `audit`, each
+    /// The admin CLI: `teams`, `users`, `keys`, `providers`, `models`, `routes`, `budgets`, `audit`, each
     /// a client of the admin REST API (`--admin-url`, `--admin-token`, `--output`).
     #[command(flatten)]
     Admin(AdminCommand),

@@ -84,6 +84,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
         grpc_listen: args.grpc_listen,
+        clock: modelgate_shared::clock::system(),
     })
     .await?;
     let demo =
@@ -99,6 +100,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         spool: SpoolOptions::default(),
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_secs(5),
+        clock: modelgate_shared::clock::system(),
     })
     .await?;
 
@@ -194,6 +196,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
         grpc_listen: args.grpc_listen,
+        clock: modelgate_shared::clock::system(),
     })
     .await?;
     if let Some(token) = &cp.bootstrap_admin_token {
@@ -227,6 +230,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         spool,
         lkg_key_hex: args.lkg_key,
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
+        clock: modelgate_shared::clock::system(),
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

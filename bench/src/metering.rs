@@ -94,6 +94,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
         admin_listen: "127.0.0.1:0".parse()?,
         grpc_listen: "127.0.0.1:0".parse()?,
+        clock: modelgate_shared::clock::system(),
     })
     .await?;
     let endpoint = format!("http://{}", cp.grpc_addr);

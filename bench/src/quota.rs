@@ -58,7 +58,7 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     for _ in 0..args.iterations {
         let r = quotas
-            .reserve(&budgets, &key, Ok(180_000), now)
+            .reserve(&budgets, &key, 180_000, now)
             .await
             .map_err(|e| anyhow::anyhow!("refused: {e:?}"))?;
         r.settle(91_000);

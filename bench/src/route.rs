@@ -41,6 +41,7 @@ fn runtime(args: &RouteArgs, lb: LbStrategy) -> Runtime {
             model: format!("m{i}"),
             provider: String::new(),
             family: "chat".into(),
+            max_output_tokens: 0,
             price: Price {
                 input_micros_per_mtok: 100_000 + i as i64,
                 output_micros_per_mtok: 400_000,

@@ -38,6 +38,8 @@ pub struct Settings {
     pub master_key_hex: String,
     pub admin_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 /// A started control plane. Dropping it does not stop it; call [`RunningControlPlane::shutdown`].
@@ -65,6 +67,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         fleet: Default::default(),
         allocator: Default::default(),
         rate_ledger: Default::default(),
+        clock: settings.clock.clone(),
+        alert_wakeup: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
@@ -137,6 +141,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     });
 
     let export_task = tokio::spawn(export::run(services.clone(), shutdown.clone()));
+    let alerts_task = tokio::spawn(service::budget_alerts::run(
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(%admin_addr, %grpc_addr, "control plane started");
     Ok(RunningControlPlane {
@@ -145,7 +153,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![admin_task, grpc_task, rebuild_task, export_task],
+        tasks: vec![
+            admin_task,
+            grpc_task,
+            rebuild_task,
+            export_task,
+            alerts_task,
+        ],
     })
 }
 

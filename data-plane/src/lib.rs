@@ -56,6 +56,8 @@ pub struct Settings {
     pub lkg_key_hex: Option<String>,
     /// How often the node reports its deployments' health to the control plane.
     pub health_report_interval: Duration,
+    /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 pub struct RunningDataPlane {
@@ -131,6 +133,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             .context("the control plane URL")?,
         limits: limits::Limits::new(&settings.node_id, &settings.control_plane_url)
             .context("the control plane URL")?,
+        clock: settings.clock.clone(),
     };
     let app_limits = app.limits.clone();
     let listener = TcpListener::bind(settings.listen)

@@ -75,8 +75,14 @@ impl Local {
 pub enum Refusal {
     /// The reservation would cross a hard budget.
     Exceeded { budget_id: String },
-    /// The cost cannot be bounded (no price, or no output bound) and the policy rejects.
-    NotEstimable { why: &'static str },
+}
+
+/// Whether some hard budget applies to requests made with `key` (only then is a request's
+/// worst case needed).
+pub fn any_hard(budgets: &[Budget], key: &ApiKey) -> bool {
+    budgets
+        .iter()
+        .any(|b| b.enforcement == Enforcement::Hard && applies(b, key))
 }
 
 /// Reserved amounts, settled to the actual cost when the request's usage event is written.
@@ -164,13 +170,13 @@ impl Quotas {
             .clone()
     }
 
-    /// Reserves `cost` (micro-USD, `None` when not estimable) from every hard budget in
-    /// `budgets` that applies to `key`. A key with no hard budget reserves nothing.
+    /// Reserves `cost` (micro-USD) from every hard budget in `budgets` that applies to `key`.
+    /// A key with no hard budget reserves nothing.
     pub async fn reserve(
         self: &Arc<Self>,
         budgets: &[Budget],
         key: &ApiKey,
-        cost: Result<i64, &'static str>,
+        cost: i64,
         now: DateTime<Utc>,
     ) -> Result<Reservation, Refusal> {
         let mut r = Reservation::default();
@@ -178,13 +184,6 @@ impl Quotas {
             .iter()
             .filter(|b| b.enforcement == Enforcement::Hard && applies(b, key))
         {
-            let cost = match cost {
-                Ok(c) => c,
-                Err(why) => {
-                    r.settle(0);
-                    return Err(Refusal::NotEstimable { why });
-                }
-            };
             let start = period_start(now, b.period);
             let state = self.state(&b.id);
             let mut taken = self.take(&state, b, start, cost, Instant::now());
@@ -235,7 +234,9 @@ impl Quotas {
         let (ok, low) = {
             let mut l = lock(&state.local);
             l.roll(start);
-            let ok = l.lease_live(now) && l.consumed + cost <= l.granted_total;
+            // A budget lowered below what this node was granted stops at the new amount.
+            let ceiling = l.granted_total.min(b.amount_micros);
+            let ok = l.lease_live(now) && l.consumed + cost <= ceiling;
             if ok {
                 l.consumed += cost;
             }

@@ -10,6 +10,7 @@ mod m20261123_000004_routing;
 mod m20261123_000005_pricing_catalog;
 mod m20261123_000006_key_traffic_classes;
 mod m20261123_000007_quotas;
+mod m20261123_000008_budget_alerts_and_grants;
 mod m20261123_000009_rate_limits;
 
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_pricing_catalog::Migration),
             Box::new(m20261123_000006_key_traffic_classes::Migration),
             Box::new(m20261123_000007_quotas::Migration),
+            Box::new(m20261123_000008_budget_alerts_and_grants::Migration),
             Box::new(m20261123_000009_rate_limits::Migration),
         ]
     }

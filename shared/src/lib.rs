@@ -36,6 +36,7 @@ macro_rules! names {
     };
 }
 
+pub mod clock;
 pub mod crypto;
 pub mod keys;
 pub mod limits;

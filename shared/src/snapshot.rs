@@ -112,6 +112,8 @@ pub struct ModelPrice {
     /// The endpoint family (`chat`, `embeddings`, ...); empty in snapshots of protocol 3.
     pub family: String,
     pub price: Price,
+    /// The model's output token limit (0: unknown).
+    pub max_output_tokens: u64,
 }
 
 impl Config {
@@ -139,6 +141,8 @@ impl ModelPrice {
             || p.reasoning_micros_per_mtok != 0
             || p.per_image_micros != 0
             || p.per_second_micros != 0
+        // `max_output_tokens` does not raise it: a data plane that ignores it only refuses
+        // (or flags) more, never reserves less.
     }
 }
 
@@ -236,6 +240,38 @@ pub struct RoutePolicy {
     /// When translating between wire formats, drop a parameter the target cannot carry instead
     /// of rejecting the request with a 400 naming it.
     pub drop_unsupported: bool,
+    pub missing_price: MissingPricePolicy,
+}
+
+/// What a group does with a request whose cost it cannot price or bound.
+///
+/// The default is `Reject`: a gateway that enforces spend must not forward what it cannot
+/// charge for — an unpriced model is a catalog gap the operator should see at once, not a free
+/// ride found on the invoice. The seeded demo models are priced, so the default costs nothing
+/// out of the box; free or self-hosted models opt in with `allow_and_flag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingPricePolicy {
+    #[default]
+    Reject,
+    /// Serve without a reservation and flag the usage row (`cost_flag`).
+    AllowAndFlag,
+}
+
+impl MissingPricePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::AllowAndFlag => "allow_and_flag",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reject" => Some(Self::Reject),
+            "allow_and_flag" => Some(Self::AllowAndFlag),
+            _ => None,
+        }
+    }
 }
 
 impl Default for RoutePolicy {
@@ -253,6 +289,7 @@ impl Default for RoutePolicy {
             max_data_class: DATA_CLASSES.len() - 1,
             connect_timeout_ms: 5_000,
             drop_unsupported: false,
+            missing_price: MissingPricePolicy::Reject,
         }
     }
 }
@@ -277,6 +314,7 @@ impl RoutePolicy {
                 .to_owned(),
             connect_timeout_ms: self.connect_timeout_ms,
             drop_unsupported: self.drop_unsupported,
+            missing_price: self.missing_price.as_str().to_owned(),
         }
     }
 
@@ -305,6 +343,8 @@ impl RoutePolicy {
             },
             connect_timeout_ms: or(p.connect_timeout_ms, d.connect_timeout_ms),
             drop_unsupported: p.drop_unsupported,
+            // Anything but an explicit allow is the strict choice.
+            missing_price: MissingPricePolicy::parse(&p.missing_price).unwrap_or_default(),
         }
     }
 }
@@ -489,6 +529,7 @@ impl Config {
                     per_second_micros: p.price.per_second_micros,
                     provider: p.provider.clone(),
                     family: p.family.clone(),
+                    max_output_tokens: p.max_output_tokens,
                 })
                 .collect(),
             groups: self
@@ -772,6 +813,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                     p.provider
                 },
                 family: p.family,
+                max_output_tokens: p.max_output_tokens,
                 price: Price {
                     input_micros_per_mtok: p.input_micros_per_mtok,
                     output_micros_per_mtok: p.output_micros_per_mtok,
@@ -884,6 +926,7 @@ mod tests {
                 model: "mock-small".into(),
                 provider: "mock".into(),
                 family: "chat".into(),
+                max_output_tokens: 16_384,
                 price: Price {
                     input_micros_per_mtok: 150_000,
                     output_micros_per_mtok: 600_000,
@@ -908,6 +951,7 @@ mod tests {
                 fallbacks: vec!["backup".into()],
                 policy: RoutePolicy {
                     max_retries: 0,
+                    missing_price: MissingPricePolicy::AllowAndFlag,
                     ..RoutePolicy::default()
                 },
             }],
@@ -923,6 +967,21 @@ mod tests {
                 when_unreachable: crate::limits::LimitFallback::FailClosed,
             }],
         }
+    }
+
+    #[test]
+    fn the_missing_price_policy_is_reject_unless_the_wire_says_allow_and_flag() {
+        let read = |s: &str| {
+            RoutePolicy::from_wire(Some(wire::RoutePolicy {
+                missing_price: s.to_owned(),
+                ..Default::default()
+            }))
+            .missing_price
+        };
+        assert_eq!(read(""), MissingPricePolicy::Reject);
+        assert_eq!(read("reject"), MissingPricePolicy::Reject);
+        assert_eq!(read("something-newer"), MissingPricePolicy::Reject);
+        assert_eq!(read("allow_and_flag"), MissingPricePolicy::AllowAndFlag);
     }
 
     #[test]
@@ -977,6 +1036,7 @@ mod tests {
             model: "mock-small".into(),
             provider: String::new(),
             family: String::new(),
+            max_output_tokens: 0,
             price: Price {
                 input_micros_per_mtok: 1,
                 output_micros_per_mtok: 2,

@@ -101,6 +101,8 @@ pub struct UsageEvent {
     pub estimated: bool,
     pub fallback_used: bool,
     pub traffic_class: String,
+    /// `""`, `"price_missing"` or `"cost_unbounded"` (see the proto field).
+    pub cost_flag: String,
 }
 
 impl From<&Attempt> for wire::Attempt {
@@ -168,6 +170,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             estimated: e.estimated,
             fallback_used: e.fallback_used,
             traffic_class: e.traffic_class.clone(),
+            cost_flag: e.cost_flag.clone(),
         }
     }
 }
@@ -211,6 +214,7 @@ impl From<wire::UsageEvent> for UsageEvent {
             estimated: e.estimated,
             fallback_used: e.fallback_used,
             traffic_class: e.traffic_class,
+            cost_flag: e.cost_flag,
         }
     }
 }
@@ -248,6 +252,7 @@ mod tests {
             media_ms: 1500,
             fallback_used: true,
             traffic_class: "batch".into(),
+            cost_flag: "price_missing".into(),
             ..Default::default()
         };
         assert_eq!(UsageEvent::from(wire::UsageEvent::from(&e)), e);

@@ -225,6 +225,14 @@ impl AdminClient {
         self.call(Method::POST, segments, &[], body).await
     }
 
+    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
+        self.call(Method::PATCH, segments, &[], Some(body)).await
+    }
+
+    pub async fn delete(&self, segments: &[&str]) -> Result<Value, CliError> {
+        self.call(Method::DELETE, segments, &[], None).await
+    }
+
     /// Every row of a list endpoint (`{"data":[…],"next_cursor":…}`), following `next_cursor`
     /// (sent back as `after`) until it is exhausted or `limit` rows were read.
     pub async fn list(

@@ -1,4 +1,5 @@
-//! `modelgate teams|users|keys|providers|models|routes|limits|audit …`: the admin CLI. Every command is
+//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit …`: the admin CLI.
+//! Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
 //! or as the API's JSON.
 //!
@@ -7,6 +8,7 @@
 //! subcommands, request bodies and table columns.
 
 mod audit;
+mod budgets;
 mod client;
 mod keys;
 mod limits;
@@ -42,6 +44,7 @@ pub enum AdminCommand {
     Models(Resource<models::ModelsCommand>),
     /// Routes, model alias → deployments (admin API): create, list.
     Routes(Resource<routes::RoutesCommand>),
+    Budgets(Resource<budgets::BudgetsCommand>),
     /// The audit log of admin changes (admin API): list.
     Audit(Resource<audit::AuditCommand>),
     /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
@@ -217,6 +220,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Providers(r) => r.execute().await,
         AdminCommand::Models(r) => r.execute().await,
         AdminCommand::Routes(r) => r.execute().await,
+        AdminCommand::Budgets(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
         AdminCommand::Limits(r) => r.execute().await,
     }

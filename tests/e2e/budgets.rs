@@ -10,7 +10,7 @@ use crate::support::{self, eventually, Gateway, Provisioned};
 
 /// One output token costs 10 000 µ$ and one input token 1 000 µ$: the mock's answer (21 prompt
 /// + 7 completion tokens) costs 91 000 µ$, so a few hundred requests cost far more than $1.
-async fn expensive(gw: &Gateway, served: &str) {
+pub(crate) async fn expensive(gw: &Gateway, served: &str) {
     gw.create(
         "/models",
         json!({"model": served, "input_micros_per_mtok": 1_000_000_000_i64, "output_micros_per_mtok": 10_000_000_000_i64}),
@@ -18,14 +18,14 @@ async fn expensive(gw: &Gateway, served: &str) {
     .await;
 }
 
-async fn budget(gw: &Gateway, body: Value) -> String {
+pub(crate) async fn budget(gw: &Gateway, body: Value) -> String {
     let b = gw.create("/budgets", body).await;
     gw.wait_for_config().await;
     b["id"].as_str().unwrap().to_owned()
 }
 
 /// Every usage row of a key.
-async fn usage_rows(gw: &Gateway, key_id: &str) -> Vec<Value> {
+pub(crate) async fn usage_rows(gw: &Gateway, key_id: &str) -> Vec<Value> {
     let mut rows = Vec::new();
     let mut after = String::new();
     loop {
@@ -45,7 +45,7 @@ async fn usage_rows(gw: &Gateway, key_id: &str) -> Vec<Value> {
     }
 }
 
-async fn extra_data_plane(gw: &Gateway) -> RunningDataPlane {
+pub(crate) async fn extra_data_plane(gw: &Gateway) -> RunningDataPlane {
     let dp = support::start_data_plane(gw.grpc_addr, &support::temp_dir("dp")).await;
     let want = gw
         .cp()
@@ -64,14 +64,18 @@ async fn extra_data_plane(gw: &Gateway) -> RunningDataPlane {
     dp
 }
 
-fn ask(http: &reqwest::Client, dp: std::net::SocketAddr, key: &str) -> reqwest::RequestBuilder {
+pub(crate) fn ask(
+    http: &reqwest::Client,
+    dp: std::net::SocketAddr,
+    key: &str,
+) -> reqwest::RequestBuilder {
     http.post(format!("http://{dp}/v1/chat/completions"))
         .bearer_auth(key)
         .json(&json!({"model": "smart", "max_tokens": 10,
             "messages": [{"role": "user", "content": "say something expensive"}]}))
 }
 
-async fn setup() -> (support::upstream::MockUpstream, Gateway, Provisioned) {
+pub(crate) async fn setup() -> (support::upstream::MockUpstream, Gateway, Provisioned) {
     let upstream = support::upstream::MockUpstream::start().await;
     let gw = Gateway::start().await;
     let p = gw
@@ -325,5 +329,164 @@ async fn spend_rolls_over_at_the_utc_boundary_into_a_new_period_row_and_replays_
     };
     assert_eq!(spent(period_start(before, Period::Day)).await, Some(500));
     assert_eq!(spent(period_start(after, Period::Day)).await, Some(550));
+    gw.shutdown().await;
+}
+
+/// The whole system on one injected clock: spend under a daily hard budget at 23:59:50 UTC of
+/// day D, move the clock to 00:00:05 of D+1, spend more. Each day's period row holds exactly
+/// its own spend, D's row is untouched by the rollover, and D+1's allocation starts fresh.
+#[tokio::test]
+async fn a_daily_budget_rolls_over_at_midnight_utc_with_both_days_figures_exact() {
+    use modelgate_control_plane::store::{budget_grant, budget_period};
+    use sea_orm::EntityTrait;
+
+    let (_upstream, gw, p) = setup().await;
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let day_d = at("2026-11-30T00:00:00Z").timestamp();
+    let day_d1 = at("2026-12-01T00:00:00Z").timestamp();
+    gw.clock.set(at("2026-11-30T23:59:50Z"));
+    let amount = 10_000_000;
+    let id = budget(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "amount_micros": amount, "period": "day", "enforcement": "hard"}),
+    )
+    .await;
+    let spend = |n: usize| {
+        let gw = &gw;
+        let key = p.key.clone();
+        async move {
+            for _ in 0..n {
+                let r = ask(&gw.http, gw.dp().addr, &key).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    let s = gw.cp().services.clone();
+    let period_row = |start: i64| {
+        let (s, id) = (s.clone(), id.clone());
+        async move {
+            budget_period::Entity::find_by_id((id, start))
+                .one(&s.db)
+                .await
+                .unwrap()
+        }
+    };
+    // Day D: two answers of 91 000 µ$.
+    spend(2).await;
+    let row_d = eventually(Duration::from_secs(15), "day D's spend", || async {
+        period_row(day_d)
+            .await
+            .filter(|r| r.spent_micros == 182_000)
+    })
+    .await;
+    // Midnight passes; day D+1: three more.
+    gw.clock.set(at("2026-12-01T00:00:05Z"));
+    spend(3).await;
+    eventually(Duration::from_secs(15), "day D+1's spend", || async {
+        period_row(day_d1)
+            .await
+            .filter(|r| r.spent_micros == 273_000)
+    })
+    .await;
+    assert_eq!(
+        period_row(day_d).await.unwrap(),
+        row_d,
+        "day D's row is unchanged by the rollover"
+    );
+
+    // The admin view of the current period (D+1) shows only D+1's spend and a fresh grant.
+    let (status, b) = gw
+        .admin(reqwest::Method::GET, &format!("/budgets/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["period_start"], day_d1, "{b}");
+    assert_eq!(b["spent_micros"], 273_000, "{b}");
+    let grants = budget_grant::Entity::find().all(&s.db).await.unwrap();
+    let granted_in = |start: i64| -> i64 {
+        grants
+            .iter()
+            .filter(|g| g.budget_id == id && g.period_start == start && !g.holder.is_empty())
+            .map(|g| g.granted_micros)
+            .sum()
+    };
+    // One chunk per day (amount / 10), each from a full amount: D+1 did not inherit D's grant.
+    assert_eq!(granted_in(day_d), amount / 10);
+    assert_eq!(granted_in(day_d1), amount / 10);
+    let allocations = b["allocations"].as_array().unwrap();
+    assert_eq!(allocations.len(), 1, "{b}");
+    assert_eq!(allocations[0]["granted_micros"], amount / 10, "{b}");
+
+    // Looking back from day D, the API shows day D's figures.
+    gw.clock.set(at("2026-11-30T12:00:00Z"));
+    let (_, b) = gw
+        .admin(reqwest::Method::GET, &format!("/budgets/{id}"), None)
+        .await;
+    assert_eq!(b["period_start"], day_d, "{b}");
+    assert_eq!(b["spent_micros"], 182_000, "{b}");
+    gw.shutdown().await;
+}
+
+/// The lease ledger survives a control-plane restart: a holder's live grant still claims the
+/// budget, so the next holder cannot be granted the same money again.
+#[tokio::test]
+async fn a_restarted_control_plane_never_grants_more_than_the_amount() {
+    use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
+
+    let mut gw = Gateway::start().await;
+    let team = gw.create("/teams", json!({"name": "ledger"})).await;
+    let amount = 1_000_000;
+    let id = budget(
+        &gw,
+        json!({"scope": {"team_id": team["id"]}, "amount_micros": amount, "period": "month", "enforcement": "hard"}),
+    )
+    .await;
+    let period_start = modelgate_shared::quota::period_start(
+        chrono::Utc::now(),
+        modelgate_shared::quota::Period::Month,
+    );
+    let ask_for = |node: &str| AllocateRequest {
+        node_id: node.to_owned(),
+        budget_id: id.clone(),
+        period_start,
+        consumed_micros: 0,
+        want_micros: amount,
+        need_micros: 100_000,
+    };
+    let url = format!("http://{}", gw.grpc_addr);
+    let mut client = QuotaServiceClient::connect(url.clone()).await.unwrap();
+    let first = client
+        .allocate(ask_for("node-a/1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.granted_total_micros, amount,
+        "a lone holder may take it all"
+    );
+
+    gw.restart_control_plane().await;
+    let mut client = eventually(Duration::from_secs(10), "the restarted gRPC", || async {
+        QuotaServiceClient::connect(url.clone()).await.ok()
+    })
+    .await;
+    let second = client
+        .allocate(ask_for("node-b/1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.granted_total_micros + second.granted_total_micros <= amount,
+        "granted {} + {} past {amount}",
+        first.granted_total_micros,
+        second.granted_total_micros
+    );
+    assert_eq!(second.remaining_micros, 0);
+    // The first holder renewing after the restart keeps its grant (nothing new to give).
+    let renewed = client
+        .allocate(ask_for("node-a/1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renewed.granted_total_micros, amount);
     gw.shutdown().await;
 }

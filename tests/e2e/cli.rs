@@ -597,6 +597,66 @@ async fn cli_creates_an_eval_key_and_explains_its_route() {
 }
 
 #[tokio::test]
+async fn budgets_are_created_listed_shown_updated_and_deleted_from_the_cli() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let created = modelgate(
+        &gw,
+        &[
+            "budgets",
+            "create",
+            "--team-id",
+            &p.team_id,
+            "--amount-micros",
+            "2000000",
+            "--period",
+            "month",
+            "--enforcement",
+            "hard",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["scope"]["team_id"], p.team_id.as_str());
+
+    let listed = modelgate(&gw, &["budgets", "list", "--team-id", &p.team_id], &[])
+        .await
+        .ok();
+    assert!(listed.stdout.contains(&id), "{}", listed.stdout);
+    assert!(listed.stdout.contains("AMOUNT_MICROS"), "{}", listed.stdout);
+
+    let updated = modelgate(
+        &gw,
+        &[
+            "budgets",
+            "update",
+            &id,
+            "--amount-micros",
+            "3000000",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(updated["amount_micros"], 3_000_000);
+    let shown = modelgate(&gw, &["budgets", "show", &id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(shown["amount_micros"], 3_000_000);
+
+    modelgate(&gw, &["budgets", "delete", &id], &[]).await.ok();
+    let gone = modelgate(&gw, &["budgets", "show", &id], &[]).await;
+    assert_ne!(gone.code, Some(0));
+    assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn cli_creates_a_rate_limit_that_the_data_plane_enforces_then_deletes_it() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     let created = modelgate(

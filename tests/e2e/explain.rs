@@ -404,6 +404,12 @@ async fn the_groups_connect_timeout_gives_up_on_a_silent_host_before_the_total_t
     let gw = Gateway::start().await;
     let silent = provider(&gw, &format!("http://{addr}/v1")).await;
     let pb = provider(&gw, &b.base_url()).await;
+    // Priced: an unpriced group is refused under the default missing_price policy.
+    gw.create(
+        "/models",
+        json!({"model": "m", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
+    )
+    .await;
     // If the 200 ms connect timeout did not apply, the 3 s total timeout would end the attempt
     // instead (the default connect timeout is 5 s), and its class would be `timeout`.
     gw.create(
@@ -441,9 +447,10 @@ async fn explain_shows_the_keys_budgets_with_what_is_spent_and_refuses_when_one_
     )
     .await;
     f.gw.wait_for_config().await;
+    // Under a hard budget the request needs an output bound (as on the data plane).
     let v = explain(
         &f.gw,
-        json!({"key_id": k.key_id, "request": {"model": "smart"}}),
+        json!({"key_id": k.key_id, "request": {"model": "smart", "max_tokens": 7}}),
     )
     .await;
     assert_eq!(v["allowed"], true, "{v}");

@@ -32,6 +32,9 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("/audit", "get"),
         ("/usage/events", "get"),
         ("/usage/sinks/{id}", "delete"),
+        ("/budgets", "get"),
+        ("/budgets/{id}", "patch"),
+        ("/budgets/{id}", "delete"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

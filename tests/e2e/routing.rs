@@ -118,6 +118,8 @@ async fn a_refused_connection_moves_to_the_next_deployment() {
     // Nothing listens on the discard port.
     let dead = provider(&gw, "http://127.0.0.1:9/v1").await;
     let pb = provider(&gw, &b.base_url()).await;
+    // Priced: an unpriced group is refused under the default missing_price policy.
+    price(&gw, "gpt-x", 1_000_000, 2_000_000).await;
     gw.create(
         "/routes",
         json!({"alias": "smart", "policy": {"max_retries": 0}, "deployments": [
@@ -407,6 +409,8 @@ async fn a_keys_data_class_bounds_the_groups_it_may_reach() {
         provider(&gw, &a.base_url()).await,
         provider(&gw, &b.base_url()).await,
     );
+    // Priced: an unpriced group is refused under the default missing_price policy.
+    price(&gw, "m", 1_000_000, 2_000_000).await;
     gw.create(
         "/routes",
         json!({"alias": "public-only", "policy": {"max_data_class": "internal"},
@@ -483,6 +487,8 @@ async fn a_deployment_at_its_own_rpm_passes_traffic_to_the_next_without_an_upstr
         provider(&gw, &a.base_url()).await,
         provider(&gw, &b.base_url()).await,
     );
+    // Priced: an unpriced group is refused under the default missing_price policy.
+    price(&gw, "m", 1_000_000, 2_000_000).await;
     gw.create(
         "/routes",
         json!({"alias": "smart", "deployments": [
@@ -508,6 +514,8 @@ async fn when_every_deployment_is_at_its_limit_the_request_fails_closed_with_503
     let a = MockUpstream::start().await;
     let gw = Gateway::start().await;
     let pa = provider(&gw, &a.base_url()).await;
+    // Priced: an unpriced group is refused under the default missing_price policy.
+    price(&gw, "m", 1_000_000, 2_000_000).await;
     gw.create(
         "/routes",
         json!({"alias": "smart", "deployments": [{"provider_id": pa, "model": "m", "rpm": 1}]}),

@@ -57,8 +57,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_team, list_teams))
         .routes(routes!(get_team))
-        .routes(routes!(create_budget))
-        .routes(routes!(get_budget))
+        .routes(routes!(create_budget, list_budgets))
+        .routes(routes!(get_budget, update_budget, delete_budget))
         .routes(routes!(create_rate_limit, list_rate_limits))
         .routes(routes!(get_rate_limit, delete_rate_limit))
         .routes(routes!(add_member, list_members))
@@ -265,6 +265,57 @@ async fn delete_rate_limit(
     Path(id): Path<String>,
 ) -> Result<Response> {
     limits::delete(&s, &a, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/budgets",
+    tag = "budgets",
+    params(budgets::ListBudgets),
+    responses((status = 200, description = "a page of budgets with their current period's figures: {data, next_cursor}", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_budgets(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiQuery(q): ApiQuery<budgets::ListBudgets>,
+) -> Result<Response> {
+    Ok(ok(budgets::list(&s, &a, q).await?))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/budgets/{id}",
+    tag = "budgets",
+    request_body = budgets::UpdateBudget,
+    params(("id" = String, Path)),
+    responses((status = 200, body = budgets::Budget), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn update_budget(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<budgets::UpdateBudget>,
+) -> Result<Response> {
+    Ok(ok(budgets::update(&s, &a, &id, body).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/budgets/{id}",
+    tag = "budgets",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn delete_budget(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    budgets::delete(&s, &a, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -105,6 +105,7 @@ mod tests {
             estimated: false,
             fallback_used: false,
             traffic_class: String::new(),
+            cost_flag: String::new(),
             ingested_at: chrono::DateTime::default(),
         }
     }

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
-use modelgate_shared::snapshot::{data_class_rank, Config, Deployment, LbStrategy, RoutingGroup};
+use modelgate_shared::snapshot::{
+    data_class_rank, Config, Deployment, LbStrategy, MissingPricePolicy, RoutingGroup,
+};
 use serde::{Deserialize, Serialize};
 
 use super::authz::{Action, Actor};
@@ -88,6 +90,11 @@ pub struct GroupView {
     pub connect_timeout_ms: u32,
     pub first_byte_timeout_ms: u32,
     pub total_timeout_ms: u32,
+    /// The policy for a request the gateway cannot price or bound: `reject` or
+    /// `allow_and_flag`.
+    pub missing_price: String,
+    /// Deployments of the group with no catalog price (the policy applies to them).
+    pub unpriced_deployments: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -167,6 +174,11 @@ pub async fn explain(
             })
         })
         .transpose()?;
+    // The output bound the data plane would read, whatever the surface.
+    let request_bound = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| input.request.get(*f).and_then(serde_json::Value::as_u64))
+        .or_else(|| input.request["generationConfig"]["maxOutputTokens"].as_u64());
     let model = input.model.or_else(|| {
         input
             .request
@@ -278,6 +290,20 @@ pub async fn explain(
         connect_timeout_ms: group.policy.connect_timeout_ms,
         first_byte_timeout_ms: group.policy.first_byte_timeout_ms,
         total_timeout_ms: group.policy.total_timeout_ms,
+        missing_price: group.policy.missing_price.as_str().to_owned(),
+        unpriced_deployments: group
+            .deployments
+            .iter()
+            .filter(|d| {
+                let kind = config
+                    .providers
+                    .iter()
+                    .find(|p| p.id == d.provider_id)
+                    .map_or("", |p| p.kind.as_str());
+                config.price_of(kind, &d.model).is_none()
+            })
+            .map(Deployment::id)
+            .collect(),
     });
     let Some(class) = key.traffic_class_for(requested_class) else {
         return refuse(
@@ -325,6 +351,18 @@ pub async fn explain(
         );
         return refuse(out, 429, "rate_limit_exceeded", message);
     }
+    if group.policy.missing_price == MissingPricePolicy::Reject
+        && out
+            .group
+            .as_ref()
+            .is_some_and(|g| !g.unpriced_deployments.is_empty())
+    {
+        let message = format!(
+            "`{alias}` has deployments without a catalog price and its policy \
+             (missing_price = reject) refuses unpriced requests"
+        );
+        return refuse(out, 403, "model_price_missing", message);
+    }
     if let Some(b) = out
         .budgets
         .iter()
@@ -332,6 +370,23 @@ pub async fn explain(
     {
         let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
         return refuse(out, 429, "budget_exceeded", message);
+    }
+    if out.budgets.iter().any(|b| b.enforcement == "hard")
+        && request_bound.is_none()
+        && group.policy.missing_price == MissingPricePolicy::Reject
+    {
+        if let Some(d) = group
+            .deployments
+            .iter()
+            .find(|d| output_limit(config, &d.provider_id, &d.model).is_none())
+        {
+            let message = format!(
+                "the key has a hard budget and the request's cost cannot be bounded (no \
+                 max_tokens, and the catalog has no output limit for `{}`)",
+                d.model
+            );
+            return refuse(out, 429, "budget_exceeded", message);
+        }
     }
     let fleet = s.fleet.view();
     let planner = Planner {
@@ -352,6 +407,25 @@ pub async fn explain(
         );
     }
     Ok(out)
+}
+
+/// A deployment's catalog output limit, as the data plane indexes it (the provider kind's row
+/// if it has one, else the any-provider row; 0 means unknown).
+fn output_limit(config: &Config, provider_id: &str, model: &str) -> Option<u64> {
+    let kind = config
+        .providers
+        .iter()
+        .find(|p| p.id == provider_id)
+        .map_or("", |p| p.kind.as_str());
+    let row = |k: &str| {
+        config
+            .prices
+            .iter()
+            .find(|p| p.model == model && p.provider == k)
+            .map(|p| p.max_output_tokens)
+            .filter(|n| *n > 0)
+    };
+    row(kind).or_else(|| row(""))
 }
 
 struct Planner<'a> {

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod bootstrap;
+pub mod budget_alerts;
 pub mod budgets;
 pub mod explain;
 pub mod fleet;
@@ -39,6 +40,10 @@ pub struct Services {
     pub allocator: std::sync::Arc<budgets::Allocator>,
     /// Rate-limit leases granted to data planes (in memory).
     pub rate_ledger: std::sync::Arc<limits::Ledger>,
+    /// Wall-clock time for budget periods (injected; tests move it across a UTC boundary).
+    pub clock: modelgate_shared::clock::SharedClock,
+    /// Wakes the budget-alert delivery worker when ingest queued an alert.
+    pub alert_wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Error)]

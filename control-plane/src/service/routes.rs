@@ -75,6 +75,11 @@ pub struct PolicySpec {
     /// target cannot carry instead of answering 400 naming them (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_unsupported: Option<bool>,
+    /// A deployment without a catalog price, or a request under a hard budget whose cost
+    /// cannot be bounded: `reject` (default; the client gets a clear error, nothing is sent
+    /// upstream) or `allow_and_flag` (served without a reservation, the usage row flagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_price: Option<String>,
 }
 
 impl PolicySpec {
@@ -104,6 +109,11 @@ impl PolicySpec {
             ),
             connect_timeout_ms: self.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
             drop_unsupported: self.drop_unsupported.unwrap_or(d.drop_unsupported),
+            missing_price: self
+                .missing_price
+                .as_deref()
+                .and_then(modelgate_shared::snapshot::MissingPricePolicy::parse)
+                .unwrap_or(d.missing_price),
         }
     }
 
@@ -139,6 +149,14 @@ impl PolicySpec {
                 return Err(ServiceError::invalid(
                     "policy.lb",
                     "must be one of weighted, least_in_flight, lowest_latency, lowest_cost",
+                ));
+            }
+        }
+        if let Some(m) = &self.missing_price {
+            if modelgate_shared::snapshot::MissingPricePolicy::parse(m).is_none() {
+                return Err(ServiceError::invalid(
+                    "policy.missing_price",
+                    "must be one of reject, allow_and_flag",
                 ));
             }
         }

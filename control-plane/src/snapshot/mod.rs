@@ -199,6 +199,7 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 m.provider
             },
             family: m.family,
+            max_output_tokens: u64::try_from(m.max_output_tokens).unwrap_or(0),
             price: Price {
                 input_micros_per_mtok: m.input_micros_per_mtok,
                 output_micros_per_mtok: m.output_micros_per_mtok,

@@ -5,6 +5,8 @@ pub mod admin_token;
 pub mod api_key;
 pub mod audit;
 pub mod budget;
+pub mod budget_alert;
+pub mod budget_grant;
 pub mod budget_period;
 pub mod config_version;
 pub mod counter;

@@ -44,6 +44,7 @@ pub struct Model {
     pub estimated: bool,
     pub fallback_used: bool,
     pub traffic_class: String,
+    pub cost_flag: String,
     pub ingested_at: DateTimeUtc,
 }
 

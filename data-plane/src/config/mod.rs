@@ -25,6 +25,10 @@ pub struct GroupIndex {
     pub ids: Vec<String>,
     pub health: Vec<Arc<DeploymentHealth>>,
     pub prices: Vec<Option<Price>>,
+    /// Each deployment's catalog output token limit, where known.
+    pub output_limits: Vec<Option<u64>>,
+    /// Some deployment of the group has no catalog price.
+    pub unpriced: bool,
     /// The upstream client with the group's connect timeout.
     pub client: HttpClient,
 }
@@ -76,6 +80,12 @@ impl Runtime {
 
     fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let c = snapshot.config;
+        let limits: HashMap<(String, String), u64> = c
+            .prices
+            .iter()
+            .filter(|p| p.max_output_tokens > 0)
+            .map(|p| ((p.provider.clone(), p.model.clone()), p.max_output_tokens))
+            .collect();
         let prices: HashMap<(String, String), Price> = c
             .prices
             .into_iter()
@@ -91,14 +101,26 @@ impl Runtime {
             .iter()
             .map(|g| {
                 let ids: Vec<String> = g.deployments.iter().map(|d| d.id()).collect();
+                let group_prices: Vec<Option<Price>> = g
+                    .deployments
+                    .iter()
+                    .map(|d| {
+                        let kind = kinds.get(d.provider_id.as_str()).copied();
+                        price_for(&prices, kind, &d.model)
+                    })
+                    .collect();
                 let index = GroupIndex {
                     health: ids.iter().map(|id| health.get(id)).collect(),
-                    prices: g
+                    unpriced: group_prices.iter().any(Option::is_none),
+                    prices: group_prices,
+                    output_limits: g
                         .deployments
                         .iter()
                         .map(|d| {
                             let kind = kinds.get(d.provider_id.as_str()).copied();
-                            price_for(&prices, kind, &d.model)
+                            kind.and_then(|k| limits.get(&(k.to_owned(), d.model.clone())))
+                                .or_else(|| limits.get(&(String::new(), d.model.clone())))
+                                .copied()
                         })
                         .collect(),
                     ids,

@@ -255,6 +255,8 @@ mod tests {
             ids: group.deployments.iter().map(Deployment::id).collect(),
             health: (0..3).map(|_| Arc::default()).collect(),
             prices: vec![None; 3],
+            output_limits: vec![None; 3],
+            unpriced: true,
             client: crate::providers::http_client(std::time::Duration::from_secs(1)),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -212,7 +212,27 @@ impl ProxyError {
         e.retry_after_secs = Some(hit.retry_after_secs);
         e
     }
-    /// The key has a hard budget but this request's cost cannot be bounded.
+    /// The group's policy rejects a request it cannot price (a deployment has no catalog
+    /// price). 403, not 429 or 5xx: nothing about the request or time will change the answer
+    /// until an operator prices the model, and SDKs retry 429 and 5xx on their own — a retry
+    /// storm against a policy refusal. `model_price_missing` names the cause; `param` = model.
+    pub fn price_missing(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorClass::Permission,
+            "permission_error",
+            "model_price_missing",
+            format!(
+                "The model `{model}` has no price in the gateway's catalog and its routing \
+                 policy rejects unpriced requests; it was not forwarded."
+            ),
+        );
+        e.param = Some(Cow::Borrowed("model"));
+        e
+    }
+    /// The key has a hard budget but this request's cost cannot be bounded (and the group's
+    /// policy rejects): a 429 `budget_exceeded` like any refusal of the budget check, whose
+    /// message says how to pass it (send `max_tokens`).
     pub fn cost_not_estimable(why: &str) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,

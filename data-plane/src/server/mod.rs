@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price};
-use modelgate_shared::snapshot::RoutingGroup;
+use modelgate_shared::snapshot::{MissingPricePolicy, RoutingGroup};
 use modelgate_shared::usage::ErrorClass;
 use tokio::sync::mpsc;
 
@@ -54,6 +54,8 @@ pub struct App {
     pub quotas: Arc<crate::quota::Quotas>,
     /// This node's rate-limit shares (leased from the control plane).
     pub limits: Arc<crate::limits::Limits>,
+    /// Wall-clock time for budget periods (injected).
+    pub clock: modelgate_shared::clock::SharedClock,
 }
 
 pub fn router(app: App) -> Router {
@@ -419,22 +421,8 @@ async fn prepare<'r>(
             .map_err(|hit| ProxyError::rate_limit_exceeded(&hit))?;
         rec.hold_limits(admission);
     }
-    let mut budget_remaining = None;
-    if !runtime.budgets.is_empty() {
-        let cost = worst_case(runtime, alias, &raw, peek.max_output_tokens);
-        let reservation = app
-            .quotas
-            .reserve(&runtime.budgets, key, cost, chrono::Utc::now())
-            .await
-            .map_err(|r| match r {
-                crate::quota::Refusal::Exceeded { budget_id } => {
-                    ProxyError::budget_exceeded(&budget_id, 60)
-                }
-                crate::quota::Refusal::NotEstimable { why } => ProxyError::cost_not_estimable(why),
-            })?;
-        rec.hold(reservation);
-        budget_remaining = app.quotas.remaining(&runtime.budgets, key);
-    }
+    let budget_remaining =
+        admit_cost(app, runtime, rec, key, group, &raw, peek.max_output_tokens).await?;
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
@@ -462,26 +450,85 @@ async fn prepare<'r>(
     })
 }
 
-/// The most a request can cost on any deployment of its group: every prompt byte as an input
-/// token plus the client's output bound, at the dearest deployment's price.
-fn worst_case(
+/// The price-and-bound check and the budget reservation, before forwarding.
+///
+/// A group with an unpriced deployment, or a request under a hard budget whose worst case
+/// cannot be bounded, follows the group's `missing_price` policy: `reject` refuses here (no
+/// upstream call; the refusal is the usage event), `allow_and_flag` serves it without a
+/// reservation and flags the usage row. Returns what is left of the key's tightest budget.
+async fn admit_cost(
+    app: &App,
     runtime: &Runtime,
-    alias: &str,
+    rec: &mut Recorder,
+    key: &modelgate_shared::snapshot::ApiKey,
+    group: &RoutingGroup,
     raw: &[u8],
     max_output_tokens: Option<u64>,
-) -> Result<i64, &'static str> {
-    let index = runtime.routes.get(alias).ok_or("no route")?;
-    let Some(max_out) = max_output_tokens else {
-        return Err("no max_tokens");
+) -> Result<Option<i64>, ProxyError> {
+    // The event's time is the time the budget check used, so the spend lands in the period
+    // the reservation was taken from (both read the injected clock).
+    let now = app.clock.now();
+    rec.event().started_at_ms = now.timestamp_millis();
+    let Some(index) = runtime.routes.get(&group.alias) else {
+        return Ok(None);
     };
+    let allow = group.policy.missing_price == MissingPricePolicy::AllowAndFlag;
+    if index.unpriced {
+        if !allow {
+            return Err(ProxyError::price_missing(&group.alias));
+        }
+        rec.event().cost_flag = COST_FLAG_PRICE_MISSING.to_owned();
+        return Ok(None);
+    }
+    if !crate::quota::any_hard(&runtime.budgets, key) {
+        return Ok(None);
+    }
+    let Some(cost) = worst_case(index, raw, max_output_tokens) else {
+        if !allow {
+            return Err(ProxyError::cost_not_estimable(
+                "no max_tokens, and the catalog has no output limit for the model",
+            ));
+        }
+        rec.event().cost_flag = COST_FLAG_UNBOUNDED.to_owned();
+        return Ok(None);
+    };
+    let reservation = app
+        .quotas
+        .reserve(&runtime.budgets, key, cost, now)
+        .await
+        .map_err(|r| match r {
+            crate::quota::Refusal::Exceeded { budget_id } => {
+                ProxyError::budget_exceeded(&budget_id, 60)
+            }
+        })?;
+    rec.hold(reservation);
+    Ok(app.quotas.remaining(&runtime.budgets, key))
+}
+
+/// Usage row flags (`UsageEvent::cost_flag`).
+pub(crate) const COST_FLAG_PRICE_MISSING: &str = "price_missing";
+pub(crate) const COST_FLAG_UNBOUNDED: &str = "cost_unbounded";
+
+/// The most a request can cost on any deployment of its group: every prompt byte as an input
+/// token plus the output bound (the client's `max_tokens`, else the deployment's catalog output
+/// limit), at each deployment's price; the dearest wins. `None` when some deployment has no
+/// price or no output bound.
+fn worst_case(
+    index: &crate::config::GroupIndex,
+    raw: &[u8],
+    max_output_tokens: Option<u64>,
+) -> Option<i64> {
     let mut worst: Option<i64> = None;
-    for price in &index.prices {
-        let price = price.as_ref().ok_or("a deployment has no price")?;
-        let c = modelgate_shared::quota::worst_case_cost(price, raw.len() as u64, Some(max_out))
-            .ok_or("no max_tokens")?;
+    for (price, limit) in index.prices.iter().zip(&index.output_limits) {
+        let bound = max_output_tokens.or(*limit)?;
+        let c = modelgate_shared::quota::worst_case_cost(
+            price.as_ref()?,
+            raw.len() as u64,
+            Some(bound),
+        )?;
         worst = Some(worst.map_or(c, |w| w.max(c)));
     }
-    worst.ok_or("no deployment")
+    worst
 }
 
 /// Meters a request: tokens by type, and their cost at the deployment's catalog price (cached

@@ -90,6 +90,8 @@ pub struct Gateway {
     pub admin_token: String,
     pub dp_dir: PathBuf,
     pub http: reqwest::Client,
+    /// The wall clock both planes read (the system clock until a test sets it).
+    pub clock: std::sync::Arc<modelgate_shared::clock::SettableClock>,
 }
 
 impl Gateway {
@@ -102,7 +104,14 @@ impl Gateway {
     /// A gateway whose control plane reaches the test database through `cp_db_url`.
     pub async fn start_on(db: TestDb, cp_db_url: String) -> Gateway {
         let master_key = Sealer::generate_master_key_hex();
-        let cp = start_control_plane(&cp_db_url, &master_key, "127.0.0.1:0".parse().unwrap()).await;
+        let clock = modelgate_shared::clock::SettableClock::new();
+        let cp = start_control_plane_clocked(
+            &cp_db_url,
+            &master_key,
+            "127.0.0.1:0".parse().unwrap(),
+            clock.clone(),
+        )
+        .await;
         let admin_token = cp
             .bootstrap_admin_token
             .clone()
@@ -110,8 +119,9 @@ impl Gateway {
         let grpc_addr = cp.grpc_addr;
         let admin_url = format!("http://{}", cp.admin_addr);
         let dp_dir = temp_dir("dp");
-        let dp = start_data_plane(grpc_addr, &dp_dir).await;
+        let dp = start_data_plane_clocked(grpc_addr, &dp_dir, clock.clone()).await;
         let gw = Gateway {
+            clock,
             db,
             cp_db_url,
             master_key,
@@ -161,7 +171,13 @@ impl Gateway {
     /// Starts the control plane again on the same database and gRPC address.
     pub async fn restart_control_plane(&mut self) {
         self.stop_control_plane().await;
-        let cp = start_control_plane(&self.cp_db_url, &self.master_key, self.grpc_addr).await;
+        let cp = start_control_plane_clocked(
+            &self.cp_db_url,
+            &self.master_key,
+            self.grpc_addr,
+            self.clock.clone(),
+        )
+        .await;
         self.admin_url = format!("http://{}", cp.admin_addr);
         self.cp = Some(cp);
     }
@@ -200,7 +216,8 @@ impl Gateway {
     /// Starts a data plane again on the same data directory (its last-known-good and spool).
     pub async fn restart_data_plane(&mut self) {
         self.stop_data_plane().await;
-        self.dp = Some(start_data_plane(self.grpc_addr, &self.dp_dir).await);
+        self.dp =
+            Some(start_data_plane_clocked(self.grpc_addr, &self.dp_dir, self.clock.clone()).await);
     }
 
     pub async fn admin(
@@ -340,11 +357,22 @@ pub async fn start_control_plane(
     master_key: &str,
     grpc: std::net::SocketAddr,
 ) -> RunningControlPlane {
+    start_control_plane_clocked(url, master_key, grpc, modelgate_shared::clock::system()).await
+}
+
+/// A control plane reading `clock`.
+pub async fn start_control_plane_clocked(
+    url: &str,
+    master_key: &str,
+    grpc: std::net::SocketAddr,
+    clock: modelgate_shared::clock::SharedClock,
+) -> RunningControlPlane {
     modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url.to_owned(),
         master_key_hex: master_key.to_owned(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: grpc,
+        clock,
     })
     .await
     .unwrap()
@@ -353,6 +381,15 @@ pub async fn start_control_plane(
 pub async fn start_data_plane(
     grpc_addr: std::net::SocketAddr,
     dir: &std::path::Path,
+) -> RunningDataPlane {
+    start_data_plane_clocked(grpc_addr, dir, modelgate_shared::clock::system()).await
+}
+
+/// A data plane reading `clock`.
+pub async fn start_data_plane_clocked(
+    grpc_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    clock: modelgate_shared::clock::SharedClock,
 ) -> RunningDataPlane {
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -364,6 +401,7 @@ pub async fn start_data_plane(
         spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_millis(200),
+        clock,
     })
     .await
     .unwrap()
@@ -385,6 +423,7 @@ pub async fn start_data_plane_with(
         spool,
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_millis(200),
+        clock: modelgate_shared::clock::system(),
     })
     .await
     .unwrap()

@@ -56,8 +56,11 @@ pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingeste
         .filter(|e| inserted_ids.contains(&clean(&e.id)))
         .collect();
     add_to_aggregates(&txn, &inserted).await?;
-    add_to_budgets(&txn, &inserted).await?;
+    let alerts = add_to_budgets(&txn, &inserted, now).await?;
     txn.commit().await?;
+    if alerts > 0 {
+        s.alert_wakeup.notify_one();
+    }
     let inserted = inserted.len() as u64;
     Ok(Ingested {
         inserted,
@@ -199,6 +202,7 @@ async fn insert_unnest(
         ("estimated", "bool", flag(&|e| e.estimated)),
         ("fallback_used", "bool", flag(&|e| e.fallback_used)),
         ("traffic_class", "text", text(&|e| e.traffic_class.clone())),
+        ("cost_flag", "text", text(&|e| e.cost_flag.clone())),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
@@ -391,17 +395,21 @@ async fn add_to_aggregates(
 /// Adds each inserted event's cost to the period row of every budget whose scope matches it
 /// (the period the request started in). An increment on a per-period row, never an overwrite:
 /// a new period is a new row.
+///
+/// Then claims the alert thresholds the touched periods crossed (`service::budget_alerts`),
+/// in this same transaction.
 async fn add_to_budgets(
     txn: &DatabaseTransaction,
     events: &[&UsageEvent],
-) -> Result<(), ServiceError> {
+    now: chrono::DateTime<Utc>,
+) -> Result<usize, ServiceError> {
     use modelgate_shared::quota::{period_start, Period};
     if !events.iter().any(|e| e.cost_micros != 0) {
-        return Ok(());
+        return Ok(0);
     }
     let budgets = budget::Entity::find().all(txn).await?;
     if budgets.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let mut sums: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for e in events.iter().filter(|e| e.cost_micros != 0) {
@@ -429,6 +437,7 @@ async fn add_to_budgets(
         C::SpentMicros,
         Expr::cust("budget_periods.spent_micros + excluded.spent_micros"),
     );
+    let touched: Vec<(String, i64)> = sums.keys().cloned().collect();
     let rows: Vec<budget_period::ActiveModel> = sums
         .into_iter()
         .map(|((budget_id, start), spent)| budget_period::ActiveModel {
@@ -444,7 +453,7 @@ async fn add_to_budgets(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(())
+    crate::service::budget_alerts::claim_crossed(txn, &budgets, &touched, now).await
 }
 
 /// Postgres text cannot hold NUL; one such event must never block its batch forever.
@@ -500,6 +509,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         estimated: Set(e.estimated),
         fallback_used: Set(e.fallback_used),
         traffic_class: Set(clean(&e.traffic_class)),
+        cost_flag: Set(clean(&e.cost_flag)),
         ingested_at: Set(now),
     }
 }

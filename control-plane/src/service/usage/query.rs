@@ -52,6 +52,8 @@ pub struct UsageRow {
     pub estimated: bool,
     pub fallback_used: bool,
     pub traffic_class: String,
+    /// `""`, `"price_missing"` or `"cost_unbounded"`: served under `allow_and_flag`.
+    pub cost_flag: String,
 }
 
 impl From<usage_event::Model> for UsageRow {
@@ -94,6 +96,7 @@ impl From<usage_event::Model> for UsageRow {
             estimated: m.estimated,
             fallback_used: m.fallback_used,
             traffic_class: m.traffic_class,
+            cost_flag: m.cost_flag,
         }
     }
 }
