@@ -19,10 +19,12 @@ struct Setup {
     key: String,
     openai_provider: String,
     anthropic_provider: String,
+    azure_provider: String,
 }
 
-/// A gateway with `oa` routed to an OpenAI-format upstream (`gpt-up`) and `an` to an
-/// Anthropic upstream (`claude-up`), and a key for both.
+/// A gateway with `oa` routed to an OpenAI-format upstream (`gpt-up`), `az` to the same model
+/// as an Azure OpenAI deployment of that upstream, and `an` to an Anthropic upstream
+/// (`claude-up`), and a key for all of them.
 async fn setup() -> Setup {
     let openai = MockUpstream::start().await;
     let anthropic = AnthropicUpstream::start().await;
@@ -40,6 +42,9 @@ async fn setup() -> Setup {
     let an = gw
         .create("/providers", json!({"name": "an-up", "kind": "anthropic", "base_url": anthropic.base_url(), "credential": "sk-ant-secret-5678"}))
         .await;
+    let az = gw
+        .create("/providers", json!({"name": "az-up", "kind": "azure-openai", "base_url": openai.azure_url(), "credential": "azure-secret-4321"}))
+        .await;
     for model in ["gpt-up", "claude-up"] {
         gw.create("/models", json!({"model": model, "input_micros_per_mtok": PRICE.0, "output_micros_per_mtok": PRICE.1}))
             .await;
@@ -54,6 +59,11 @@ async fn setup() -> Setup {
         json!({"alias": "an", "deployments": [{"provider_id": an["id"], "model": "claude-up"}]}),
     )
     .await;
+    gw.create(
+        "/routes",
+        json!({"alias": "az", "deployments": [{"provider_id": az["id"], "model": "gpt-up"}]}),
+    )
+    .await;
     gw.create("/routes", json!({"alias": "claude-up", "deployments": [{"provider_id": an["id"], "model": "claude-up"}]}))
         .await;
     gw.wait_for_config().await;
@@ -63,6 +73,7 @@ async fn setup() -> Setup {
         key: key["key_secret"].as_str().unwrap().to_owned(),
         openai_provider: oa["id"].as_str().unwrap().to_owned(),
         anthropic_provider: an["id"].as_str().unwrap().to_owned(),
+        azure_provider: az["id"].as_str().unwrap().to_owned(),
         gw,
     }
 }
@@ -317,9 +328,15 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
     let weather_tool_anthropic = json!([{"name": "get_weather", "description": "Weather in a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}]);
     let mut cells = 0;
     for client in [Client::OpenAi, Client::Anthropic] {
-        for provider in ["openai", "anthropic"] {
+        for provider in ["openai", "anthropic", "azure-openai"] {
+            // Azure OpenAI speaks OpenAI's format under its own paths and auth.
+            let openai_format = provider != "anthropic";
             for mode in [Mode::Plain, Mode::Stream, Mode::Tools] {
-                let alias = if provider == "openai" { "oa" } else { "an" };
+                let alias = match provider {
+                    "openai" => "oa",
+                    "anthropic" => "an",
+                    _ => "az",
+                };
                 let stream = mode == Mode::Stream;
                 let tools = mode == Mode::Tools;
                 let what = format!("{client:?} client → {provider} provider, {mode:?}");
@@ -348,7 +365,7 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
                     }
                 };
                 assert_eq!(resp.status(), 200, "{what}");
-                let translated = (client == Client::OpenAi) != (provider == "openai");
+                let translated = (client == Client::OpenAi) != openai_format;
                 assert_eq!(
                     resp.headers().get("x-modelgate-translated").is_some(),
                     translated,
@@ -370,10 +387,31 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
                 };
                 let u = understand(client, stream, &text);
 
-                // What the upstream received is in its own format.
-                if provider == "openai" {
+                // What the upstream received is in its own format, at its own path.
+                if openai_format {
                     let sent = s.openai.last_body();
-                    assert_eq!(sent["model"], "gpt-up", "{what}");
+                    let target = s.openai.last_target();
+                    if provider == "openai" {
+                        assert_eq!(sent["model"], "gpt-up", "{what}");
+                        assert_eq!(target.path_and_query, "/v1/chat/completions", "{what}");
+                        assert_eq!(
+                            target.authorization.as_deref(),
+                            Some("Bearer sk-openai-1234"),
+                            "{what}"
+                        );
+                    } else {
+                        assert_eq!(
+                            target.path_and_query,
+                            "/openai/deployments/gpt-up/chat/completions?api-version=2025-01-01-preview",
+                            "{what}"
+                        );
+                        assert_eq!(
+                            target.api_key.as_deref(),
+                            Some("azure-secret-4321"),
+                            "{what}"
+                        );
+                        assert_eq!(target.authorization, None, "{what}");
+                    }
                     assert_eq!(sent["messages"][0]["role"], "system", "{what}");
                     if stream {
                         assert_eq!(sent["stream_options"]["include_usage"], true, "{what}");
@@ -389,7 +427,7 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
                     }
                 }
 
-                let (reply, tool_args) = if provider == "openai" {
+                let (reply, tool_args) = if openai_format {
                     (upstream::REPLY, upstream::TOOL_ARGUMENTS)
                 } else {
                     (anthropic_upstream::REPLY, anthropic_upstream::TOOL_INPUT)
@@ -422,12 +460,17 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
                 }
 
                 let row = s.gw.usage_row(&id).await;
-                let (input, output, cached, provider_id, model) = if provider == "openai" {
+                let (input, output, cached, provider_id, model) = if openai_format {
+                    let provider_id = if provider == "openai" {
+                        &s.openai_provider
+                    } else {
+                        &s.azure_provider
+                    };
                     (
                         upstream::PROMPT_TOKENS,
                         upstream::COMPLETION_TOKENS,
                         0,
-                        &s.openai_provider,
+                        provider_id,
                         "gpt-up",
                     )
                 } else {
@@ -452,7 +495,7 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
             }
         }
     }
-    assert_eq!(cells, 12);
+    assert_eq!(cells, 18);
     s.gw.shutdown().await;
 }
 

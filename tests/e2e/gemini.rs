@@ -22,11 +22,13 @@ struct Setup {
     anthropic: AnthropicUpstream,
     gemini: GeminiUpstream,
     key: String,
-    providers: [String; 3],
+    /// openai-compatible, anthropic, gemini, azure-openai.
+    providers: [String; 4],
 }
 
 /// A gateway with `oa` → OpenAI-format upstream (`gpt-up`), `an` → Anthropic (`claude-up`),
-/// `gm` and `gemini-up` → Gemini (`gemini-up`), and a key for all of them.
+/// `gm` and `gemini-up` → Gemini (`gemini-up`), `az` → the OpenAI-format upstream's `gpt-up` as an
+/// Azure OpenAI deployment, and a key for all of them.
 async fn setup() -> Setup {
     let openai = MockUpstream::start().await;
     let anthropic = AnthropicUpstream::start().await;
@@ -48,6 +50,9 @@ async fn setup() -> Setup {
     let gm = gw
         .create("/providers", json!({"name": "gm-up", "kind": "gemini", "base_url": gemini.base_url(), "credential": GEMINI_KEY}))
         .await;
+    let az = gw
+        .create("/providers", json!({"name": "az-up", "kind": "azure-openai", "base_url": openai.azure_url(), "credential": "azure-secret-4321"}))
+        .await;
     for model in ["gpt-up", "claude-up", "gemini-up"] {
         gw.create("/models", json!({"model": model, "input_micros_per_mtok": PRICE.0, "output_micros_per_mtok": PRICE.1}))
             .await;
@@ -57,6 +62,7 @@ async fn setup() -> Setup {
         ("an", &an, "claude-up"),
         ("gm", &gm, "gemini-up"),
         ("gemini-up", &gm, "gemini-up"),
+        ("az", &az, "gpt-up"),
     ] {
         gw.create(
             "/routes",
@@ -67,7 +73,7 @@ async fn setup() -> Setup {
     gw.wait_for_config().await;
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     Setup {
-        providers: [id(&oa), id(&an), id(&gm)],
+        providers: [id(&oa), id(&an), id(&gm), id(&az)],
         openai,
         anthropic,
         gemini,
@@ -288,7 +294,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
     let question = "What's the weather in Paris?";
     let mut cells = 0;
     for client in [Client::OpenAi, Client::Anthropic, Client::Gemini] {
-        for provider in ["openai", "anthropic", "gemini"] {
+        for provider in ["openai", "anthropic", "gemini", "azure-openai"] {
             if client != Client::Gemini && provider != "gemini" {
                 continue; // covered by tests/e2e/anthropic.rs
             }
@@ -296,6 +302,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
                 let alias = match provider {
                     "openai" => "oa",
                     "anthropic" => "an",
+                    "azure-openai" => "az",
                     _ => "gm",
                 };
                 let stream = mode == Mode::Stream;
@@ -344,7 +351,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
                     Client::Gemini => "gemini",
                 };
                 let provider_format = match provider {
-                    "openai" => "openai-chat",
+                    "openai" | "azure-openai" => "openai-chat",
                     "anthropic" => "anthropic-messages",
                     _ => "gemini",
                 };
@@ -382,9 +389,24 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
 
                 // What the upstream received is in its own format.
                 match provider {
-                    "openai" => {
+                    "openai" | "azure-openai" => {
                         let sent = s.openai.last_body();
-                        assert_eq!(sent["model"], "gpt-up", "{what}");
+                        let target = s.openai.last_target();
+                        if provider == "openai" {
+                            assert_eq!(sent["model"], "gpt-up", "{what}");
+                            assert_eq!(target.path_and_query, "/v1/chat/completions", "{what}");
+                        } else {
+                            assert_eq!(
+                                target.path_and_query,
+                                "/openai/deployments/gpt-up/chat/completions?api-version=2025-01-01-preview",
+                                "{what}"
+                            );
+                            assert_eq!(
+                                target.api_key.as_deref(),
+                                Some("azure-secret-4321"),
+                                "{what}"
+                            );
+                        }
                         assert_eq!(sent["messages"][0]["role"], "system", "{what}");
                         assert_eq!(sent["messages"][1]["content"], question, "{what}");
                         assert_eq!(sent["stop"], json!(["END"]), "{what}");
@@ -437,7 +459,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
                 }
 
                 let (reply, tool_args) = match provider {
-                    "openai" => (upstream::REPLY, upstream::TOOL_ARGUMENTS),
+                    "openai" | "azure-openai" => (upstream::REPLY, upstream::TOOL_ARGUMENTS),
                     "anthropic" => (anthropic_upstream::REPLY, anthropic_upstream::TOOL_INPUT),
                     _ => (gemini_upstream::REPLY, gemini_upstream::TOOL_ARGS),
                 };
@@ -470,12 +492,12 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
 
                 let row = s.gw.usage_row(&id).await;
                 let (input, output, cached, reasoning, provider_id, model) = match provider {
-                    "openai" => (
+                    "openai" | "azure-openai" => (
                         upstream::PROMPT_TOKENS,
                         upstream::COMPLETION_TOKENS,
                         0,
                         0,
-                        &s.providers[0],
+                        &s.providers[if provider == "openai" { 0 } else { 3 }],
                         "gpt-up",
                     ),
                     "anthropic" => (
@@ -509,7 +531,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
             }
         }
     }
-    assert_eq!(cells, 15);
+    assert_eq!(cells, 18);
     s.gw.shutdown().await;
 }
 

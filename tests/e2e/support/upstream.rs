@@ -1,12 +1,13 @@
 //! A mock OpenAI upstream: a real HTTP server on loopback that answers chat completions in
-//! OpenAI's wire format (JSON or SSE), records every request body it receives, and can be told
-//! to fail.
+//! OpenAI's wire format (JSON or SSE), at OpenAI's path and at Azure OpenAI's deployment path,
+//! records every request body it receives (and where it was sent, with which auth header), and
+//! can be told to fail.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -33,6 +34,8 @@ pub enum Behavior {
 pub struct MockUpstream {
     pub addr: Option<SocketAddr>,
     received: Arc<Mutex<Vec<Value>>>,
+    /// Path and query, and the `api-key` / `authorization` header, of each request.
+    targets: Arc<Mutex<Vec<Target>>>,
     fail_with: Arc<Mutex<Option<u16>>>,
     behavior: Arc<Mutex<Behavior>>,
     /// `(cached_tokens, reasoning_tokens)` to report in usage details, if any.
@@ -42,6 +45,14 @@ pub struct MockUpstream {
     peak: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Where a request was sent, and how it authenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub path_and_query: String,
+    pub api_key: Option<String>,
+    pub authorization: Option<String>,
+}
+
 impl MockUpstream {
     pub async fn start() -> MockUpstream {
         let mut upstream = MockUpstream::default();
@@ -49,6 +60,10 @@ impl MockUpstream {
         upstream.addr = Some(listener.local_addr().unwrap());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(chat),
+            )
             .with_state(upstream.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         upstream
@@ -59,8 +74,26 @@ impl MockUpstream {
         format!("http://{}/v1", self.addr.unwrap())
     }
 
+    /// The resource root an azure-openai account should use (the API version in the query).
+    pub fn azure_url(&self) -> String {
+        format!(
+            "http://{}?api-version=2025-01-01-preview",
+            self.addr.unwrap()
+        )
+    }
+
     pub fn calls(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Where the last request went.
+    pub fn last_target(&self) -> Target {
+        self.targets
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn last_body(&self) -> Value {
@@ -148,8 +181,27 @@ impl Drop for InFlight {
     }
 }
 
-async fn chat(State(up): State<MockUpstream>, body: axum::body::Bytes) -> Response {
+async fn chat(
+    State(up): State<MockUpstream>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    up.targets.lock().unwrap().push(Target {
+        path_and_query: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        api_key: header("api-key"),
+        authorization: header("authorization"),
+    });
     let now = up.in_flight.fetch_add(1, SeqCst) + 1;
     up.peak.fetch_max(now, SeqCst);
     let _in_flight = InFlight(up.in_flight.clone());
