@@ -14,8 +14,8 @@ pub enum ErrorClass {
     Timeout,
     ClientCancel,
     Internal,
-    /// Refused before forwarding: a hard budget would be crossed (or the cost is unknown and
-    /// the policy rejects).
+    /// Refused before forwarding: a hard budget would be crossed. (A request whose cost cannot
+    /// be bounded under a hard budget is a `BadRequest`: the client must set `max_tokens`.)
     BudgetExceeded,
     /// Refused before forwarding: a rate limit (requests or tokens per minute, concurrent
     /// requests) of the key, its team, its user or the model is reached.

@@ -195,9 +195,17 @@ async fn a_request_without_an_output_bound_is_refused_under_a_hard_budget_and_ne
     )
     .await;
     let r = gw.say_hi(&p.key, "smart").await;
-    assert_eq!(r.status(), 429);
+    // Not a 429: waiting would not help, the client must bound the output.
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("retry-after").is_none());
+    let id = crate::support::request_id(&r);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(body["error"]["code"], "cost_not_estimable", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["param"], "max_tokens", "{body}");
+    let row = gw.usage_row(&id).await;
+    assert_eq!(row["status"], 400, "{row}");
+    assert_eq!(row["error_class"], "bad_request", "{row}");
     assert!(
         body["error"]["message"]
             .as_str()

@@ -257,10 +257,12 @@ async fn explain_refuses_an_unbounded_request_under_a_hard_budget_as_the_data_pl
         }
     };
     let v = explain(json!({"key_id": f.key_id, "request": hi("strict")})).await;
-    assert_eq!(v["reason"], "budget_exceeded", "{v}");
-    assert_eq!(v["status"], 429, "{v}");
+    assert_eq!(v["reason"], "cost_not_estimable", "{v}");
+    assert_eq!(v["status"], 400, "{v}");
     let served = f.gw.chat(&f.key, hi("strict")).send().await.unwrap();
-    assert_eq!(served.status(), 429, "the data plane agrees");
+    assert_eq!(served.status(), 400, "the data plane agrees");
+    let body: Value = served.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cost_not_estimable", "{body}");
     let mut bounded = hi("strict");
     bounded["max_tokens"] = json!(10);
     let v = explain(json!({"key_id": f.key_id, "request": bounded})).await;

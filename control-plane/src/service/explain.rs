@@ -385,7 +385,7 @@ pub async fn explain(
                  max_tokens, and the catalog has no output limit for `{}`)",
                 d.model
             );
-            return refuse(out, 429, "budget_exceeded", message);
+            return refuse(out, 400, "cost_not_estimable", message);
         }
     }
     let fleet = s.fleet.view();

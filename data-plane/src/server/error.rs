@@ -231,19 +231,21 @@ impl ProxyError {
         e
     }
     /// The key has a hard budget but this request's cost cannot be bounded (and the group's
-    /// policy rejects): a 429 `budget_exceeded` like any refusal of the budget check, whose
-    /// message says how to pass it (send `max_tokens`).
+    /// policy rejects). A 400, not a 429: the same request would be refused again however long
+    /// the client waited (SDKs retry a 429), and the client can fix it by bounding the output.
     pub fn cost_not_estimable(why: &str) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorClass::BudgetExceeded,
-            "insufficient_quota",
-            "budget_exceeded",
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "cost_not_estimable",
             format!(
                 "This key has a hard budget and the request's cost cannot be bounded ({why}); \
-                 it was not forwarded."
+                 it was not forwarded. Set `max_tokens` (`maxOutputTokens` on Gemini) to bound it."
             ),
-        )
+        );
+        e.param = Some(Cow::Borrowed("max_tokens"));
+        e
     }
     pub fn no_config() -> Self {
         Self::new(
