@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price};
 use modelgate_shared::snapshot::{MissingPricePolicy, RoutingGroup};
@@ -612,6 +612,10 @@ async fn serve_at(
 /// translation to the client's format), reading usage from it, and holding back the stream's
 /// last event until the usage event is written. Ends the client stream with an error event in
 /// the client's format if upstream breaks off.
+///
+/// The upstream reads at hand go to the client as one write: the events they held are forwarded
+/// together as soon as they are translated (nothing waits for reads still to come), so a
+/// provider that sends many events per packet costs one client write, not one per event.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pump(
     mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
@@ -629,8 +633,10 @@ pub(crate) async fn pump(
     let mut failure: Option<String> = None;
     let mut client_gone = false;
     let mut out: Vec<Bytes> = Vec::with_capacity(4);
-    'outer: loop {
-        let next = tokio::select! {
+    let mut batch = Batch::default();
+    let mut ended = false;
+    loop {
+        let mut next = tokio::select! {
             n = tokio::time::timeout(idle_timeout, upstream.next()) => match n {
                 Ok(n) => n,
                 Err(_) => {
@@ -640,45 +646,48 @@ pub(crate) async fn pump(
             },
             () = tx.closed() => { client_gone = true; break },
         };
-        let mut ended = false;
-        let events = match next {
-            Some(Ok(chunk)) => splitter.push(&chunk),
-            Some(Err(e)) => {
-                failure = Some(e.to_string());
+        // Take this read and every one already waiting (an HTTP chunk per event is common)
+        // into one client write.
+        loop {
+            let events = match next {
+                Some(Ok(chunk)) => splitter.push(&chunk),
+                Some(Err(e)) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                // The stream is over; an unterminated last event still counts.
+                None => {
+                    ended = true;
+                    splitter.remainder().into_iter().collect()
+                }
+            };
+            for event in events {
+                translator.event(event, &mut out);
+                batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
+            }
+            if ended {
+                translator.end(&mut out);
+                batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
+            }
+            if ended || translator.terminal.is_some() || batch.full() {
                 break;
             }
-            // The stream is over; an unterminated last event still counts.
-            None => {
-                ended = true;
-                splitter.remainder().into_iter().collect()
-            }
-        };
-        for event in events {
-            translator.event(event, &mut out);
-            for e in out.drain(..) {
-                let Some(e) = frame(&mut framer, e) else {
-                    continue;
-                };
-                if tx.send(Ok(e)).await.is_err() {
-                    client_gone = true;
-                    break 'outer;
-                }
+            // The provider's connection task decodes one HTTP chunk per poll of the body: let it
+            // run once, then take what it has ready without waiting.
+            tokio::task::yield_now().await;
+            match upstream.next().now_or_never() {
+                Some(n) => next = n,
+                None => break,
             }
         }
-        if ended {
-            translator.end(&mut out);
-            for e in out.drain(..) {
-                let Some(e) = frame(&mut framer, e) else {
-                    continue;
-                };
-                if tx.send(Ok(e)).await.is_err() {
-                    client_gone = true;
-                    break 'outer;
-                }
+        if let Some(write) = batch.take() {
+            if tx.send(Ok(write)).await.is_err() {
+                client_gone = true;
+                break;
             }
         }
         // The last event is in: what follows (a lingering connection) cannot change the answer.
-        if ended || translator.terminal.is_some() {
+        if failure.is_some() || ended || translator.terminal.is_some() {
             break;
         }
     }
@@ -747,6 +756,47 @@ pub(crate) async fn pump(
     }
     if let Some(f) = &framer {
         let _ = tx.send(Ok(f.close())).await;
+    }
+}
+
+/// Client-bound events of the upstream reads at hand, joined into one write.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Bytes>,
+    bytes: usize,
+    joined: BytesMut,
+}
+
+impl Batch {
+    /// Past this many bytes the batch is written without waiting for more ready reads.
+    const MAX_BYTES: usize = 64 * 1024;
+
+    fn extend(&mut self, events: impl Iterator<Item = Bytes>) {
+        for e in events {
+            self.bytes += e.len();
+            self.events.push(e);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= Self::MAX_BYTES
+    }
+
+    /// The events gathered since the last call as one buffer (the event itself when there is
+    /// only one: no copy), or `None` when there are none.
+    fn take(&mut self) -> Option<Bytes> {
+        let bytes = std::mem::take(&mut self.bytes);
+        match self.events.len() {
+            0 => None,
+            1 => self.events.pop(),
+            _ => {
+                self.joined.reserve(bytes);
+                for e in self.events.drain(..) {
+                    self.joined.extend_from_slice(&e);
+                }
+                Some(self.joined.split().freeze())
+            }
+        }
     }
 }
 
