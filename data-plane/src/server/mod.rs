@@ -807,3 +807,109 @@ fn frame(framer: &mut Option<surfaces::gemini::ArrayFramer>, event: Bytes) -> Op
         Some(f) => f.element(&event),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+
+    use super::pump;
+    use crate::estimate::{Basis, Encoding};
+    use crate::providers::UpstreamError;
+    use crate::surfaces::Surface;
+    use crate::translate::stream::StreamTranslator;
+    use crate::usage::spool::{Spool, SpoolOptions};
+    use crate::usage::{Origin, Recorder};
+
+    const HELLO: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    const WORLD: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    type Chunk = Result<Bytes, UpstreamError>;
+
+    /// Pumps `upstream` (OpenAI chat to an OpenAI client) in a task; returns the client's side.
+    fn start(
+        upstream: futures_util::stream::BoxStream<'static, Chunk>,
+    ) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
+        let dir = std::env::temp_dir().join(format!("mg-pump-{}", uuid::Uuid::now_v7()));
+        let spool = Spool::open(&dir, SpoolOptions::default()).unwrap();
+        let rec = Recorder::start(spool, &Origin::default(), "chat", "req-pump");
+        let basis = Basis {
+            request: Bytes::from_static(b"{}"),
+            client: Surface::OpenAiChat,
+            upstream: Surface::OpenAiChat,
+            encoding: Encoding::O200kBase,
+        };
+        let translator = StreamTranslator::new(Surface::OpenAiChat, Surface::OpenAiChat, false);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(pump(
+            upstream,
+            tx,
+            rec,
+            Surface::OpenAiChat,
+            translator,
+            None,
+            basis,
+            Duration::from_secs(30),
+            false,
+        ));
+        rx
+    }
+
+    async fn next_write(rx: &mut mpsc::Receiver<Result<Bytes, std::io::Error>>) -> String {
+        // A guard against a hang, not a timing claim.
+        let write = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the pump wrote nothing")
+            .expect("the pump ended")
+            .unwrap();
+        String::from_utf8(write.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_read_together_reach_the_client_in_one_write() {
+        let chunks: Vec<Chunk> = [HELLO, WORLD]
+            .into_iter()
+            .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+            .collect();
+        // Both chunks are ready at once; the stream then ends with `[DONE]` on its own.
+        let ready = futures_util::stream::iter(chunks);
+        let done = futures_util::stream::once(async { Ok(Bytes::from_static(DONE.as_bytes())) });
+        let mut rx = start(ready.chain(done).boxed());
+        let first = next_write(&mut rx).await;
+        assert!(
+            first.starts_with(&format!("{HELLO}{WORLD}")),
+            "one write carries both events: {first:?}"
+        );
+        let mut rest = first[HELLO.len() + WORLD.len()..].to_owned();
+        while let Some(Ok(w)) = rx.recv().await {
+            rest.push_str(std::str::from_utf8(&w).unwrap());
+        }
+        assert_eq!(rest, DONE, "the stream ends with its terminal event");
+    }
+
+    #[tokio::test]
+    async fn an_event_is_forwarded_without_waiting_for_the_next_one() {
+        let (up_tx, up_rx) = mpsc::channel::<Chunk>(4);
+        let mut rx = start(tokio_stream::wrappers::ReceiverStream::new(up_rx).boxed());
+        up_tx
+            .send(Ok(Bytes::from_static(HELLO.as_bytes())))
+            .await
+            .unwrap();
+        // The second event has not been sent: the first must reach the client anyway.
+        assert_eq!(next_write(&mut rx).await, HELLO);
+        up_tx
+            .send(Ok(Bytes::from_static(WORLD.as_bytes())))
+            .await
+            .unwrap();
+        assert_eq!(next_write(&mut rx).await, WORLD);
+        up_tx
+            .send(Ok(Bytes::from_static(DONE.as_bytes())))
+            .await
+            .unwrap();
+        assert_eq!(next_write(&mut rx).await, DONE);
+    }
+}
