@@ -51,7 +51,7 @@ async fn setup() -> Setup {
         .create("/providers", json!({"name": "gm-up", "kind": "gemini", "base_url": gemini.base_url(), "credential": GEMINI_KEY}))
         .await;
     let az = gw
-        .create("/providers", json!({"name": "az-up", "kind": "azure-openai", "base_url": openai.azure_url(), "credential": "azure-secret-4321"}))
+        .create("/providers", json!({"name": "az-up", "kind": "azure-openai", "base_url": openai.azure_url(), "credential": upstream::AZURE_KEY}))
         .await;
     for model in ["gpt-up", "claude-up", "gemini-up"] {
         gw.create("/models", json!({"model": model, "input_micros_per_mtok": PRICE.0, "output_micros_per_mtok": PRICE.1}))
@@ -396,16 +396,7 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
                             assert_eq!(sent["model"], "gpt-up", "{what}");
                             assert_eq!(target.path_and_query, "/v1/chat/completions", "{what}");
                         } else {
-                            assert_eq!(
-                                target.path_and_query,
-                                "/openai/deployments/gpt-up/chat/completions?api-version=2025-01-01-preview",
-                                "{what}"
-                            );
-                            assert_eq!(
-                                target.api_key.as_deref(),
-                                Some("azure-secret-4321"),
-                                "{what}"
-                            );
+                            target.assert_azure_chat("gpt-up", &what);
                         }
                         assert_eq!(sent["messages"][0]["role"], "system", "{what}");
                         assert_eq!(sent["messages"][1]["content"], question, "{what}");

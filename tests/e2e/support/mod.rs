@@ -21,6 +21,14 @@ use modelgate_data_plane::RunningDataPlane;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{json, Value};
 
+/// A request header as text, if present and valid.
+pub fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mg-e2e-{name}-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -91,12 +91,7 @@ impl OpenAiUpstream {
                 Value::String(String::from_utf8_lossy(body).into_owned())
             }
         });
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |n: &str| super::header_text(headers, n);
         self.received.lock().unwrap().push(Recorded {
             method: method.to_string(),
             path: uri.path().to_owned(),

@@ -53,6 +53,25 @@ pub struct Target {
     pub authorization: Option<String>,
 }
 
+/// The credential of the azure-openai accounts pointed at this mock ([`MockUpstream::azure_url`]).
+pub const AZURE_KEY: &str = "azure-secret-4321";
+
+impl Target {
+    /// The request was an Azure OpenAI chat call to `deployment`: Azure's path with the account's
+    /// `api-version`, the `api-key` header, and no bearer token.
+    pub fn assert_azure_chat(&self, deployment: &str, what: &str) {
+        assert_eq!(
+            self.path_and_query,
+            format!(
+                "/openai/deployments/{deployment}/chat/completions?api-version=2025-01-01-preview"
+            ),
+            "{what}"
+        );
+        assert_eq!(self.api_key.as_deref(), Some(AZURE_KEY), "{what}");
+        assert_eq!(self.authorization, None, "{what}");
+    }
+}
+
 impl MockUpstream {
     pub async fn start() -> MockUpstream {
         let mut upstream = MockUpstream::default();
@@ -188,12 +207,7 @@ async fn chat(
     body: axum::body::Bytes,
 ) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |n: &str| super::header_text(&headers, n);
     up.targets.lock().unwrap().push(Target {
         path_and_query: uri
             .path_and_query()
