@@ -101,6 +101,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_secs(5),
         clock: modelgate_shared::clock::system(),
+        security: Default::default(),
     })
     .await?;
 
@@ -231,6 +232,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         lkg_key_hex: args.lkg_key,
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
         clock: modelgate_shared::clock::system(),
+        security: Default::default(),
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

@@ -7,7 +7,8 @@
 //! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
 //! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
 //! format), `estimate/` (tokenizer counts when a provider reports no usage), `usage/`
-//! (recorder, spool, shipper).
+//! (recorder, spool, shipper), `security/` (refusals before authentication: throttle, security
+//! log).
 
 pub mod auth;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod providers;
 pub mod quota;
 pub mod routing;
+pub mod security;
 pub mod server;
 pub mod surfaces;
 pub mod translate;
@@ -58,6 +60,8 @@ pub struct Settings {
     pub health_report_interval: Duration,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// Refusals before authentication: the per-address throttle and the security log.
+    pub security: security::Options,
 }
 
 pub struct RunningDataPlane {
@@ -134,6 +138,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         limits: limits::Limits::new(&settings.node_id, &settings.control_plane_url)
             .context("the control plane URL")?,
         clock: settings.clock.clone(),
+        security: security::Guard::start(&settings.data_dir, &settings.security),
     };
     let app_limits = app.limits.clone();
     let listener = TcpListener::bind(settings.listen)
@@ -149,9 +154,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let result = axum::serve(listener, server::router(app))
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
+        let result = axum::serve(
+            listener,
+            server::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "data plane server stopped");
         }

@@ -40,11 +40,25 @@ pub fn presented_google_key<'h>(
     }
 }
 
+/// A refused key: why, and which key it is when the presented secret matched one (revoked,
+/// disabled, expired or rotated away: the refusal is billable to that key's team).
+#[derive(Debug)]
+pub struct Refused<'r> {
+    pub error: ProxyError,
+    pub key: Option<&'r ApiKey>,
+}
+
+impl Refused<'_> {
+    fn anonymous(error: ProxyError) -> Self {
+        Refused { error, key: None }
+    }
+}
+
 pub fn authenticate<'r>(
     runtime: &'r Runtime,
     headers: &HeaderMap,
     now_unix: i64,
-) -> Result<&'r ApiKey, ProxyError> {
+) -> Result<&'r ApiKey, Refused<'r>> {
     authenticate_presented(runtime, presented_key(headers), now_unix)
 }
 
@@ -53,26 +67,32 @@ pub fn authenticate_presented<'r>(
     runtime: &'r Runtime,
     presented: Option<&str>,
     now_unix: i64,
-) -> Result<&'r ApiKey, ProxyError> {
-    let presented = presented.ok_or_else(ProxyError::missing_key)?;
+) -> Result<&'r ApiKey, Refused<'r>> {
+    let presented = presented.ok_or_else(|| Refused::anonymous(ProxyError::missing_key()))?;
     let hash = hash_key(&runtime.key_hash_secret, presented);
     let entry = runtime
         .keys
         .get(&hash)
-        .ok_or_else(ProxyError::invalid_key)?;
+        .ok_or_else(|| Refused::anonymous(ProxyError::invalid_key()))?;
+    let key = &*entry.key;
+    let refused = |error| {
+        Err(Refused {
+            error,
+            key: Some(key),
+        })
+    };
     // A rotated-away secret works to the second its grace period ends, then never again.
     if entry.valid_until.is_some_and(|t| t <= now_unix) {
-        return Err(ProxyError::invalid_key());
+        return refused(ProxyError::invalid_key());
     }
-    let key = &*entry.key;
     if key.revoked {
-        return Err(ProxyError::revoked_key());
+        return refused(ProxyError::revoked_key());
     }
     if key.disabled {
-        return Err(ProxyError::disabled_key());
+        return refused(ProxyError::disabled_key());
     }
     if key.expires_at.is_some_and(|t| t <= now_unix) {
-        return Err(ProxyError::expired_key());
+        return refused(ProxyError::expired_key());
     }
     Ok(key)
 }

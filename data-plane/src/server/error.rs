@@ -247,6 +247,22 @@ impl ProxyError {
         e.param = Some(Cow::Borrowed("max_tokens"));
         e
     }
+    /// Too many failed authentications from the caller's address: refused before its key is
+    /// read.
+    pub fn auth_throttled(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::RateLimited,
+            "rate_limit_error",
+            "too_many_auth_failures",
+            format!(
+                "Too many failed authentications from this address; retry after \
+                 {retry_after_secs} s."
+            ),
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
     pub fn no_config() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

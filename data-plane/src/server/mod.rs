@@ -2,8 +2,11 @@
 //! `POST /v1/responses`, `POST /v1/embeddings`, `POST /v1/images/generations` (OpenAI,
 //! pass-through), `GET /v1/models`. What differs per client format (peeking a request, rendering an error) lives
 //! in `crate::surfaces`; translation between formats in `crate::translate`.
-//! Every request, accepted or rejected, leaves exactly one usage event (see `usage::Recorder`).
+//! Every request whose key is identified, accepted or rejected, leaves exactly one usage event
+//! (see `usage::Recorder`); one refused before that is billable to no one and goes to
+//! `crate::security` instead (see `anonymous`).
 
+mod anonymous;
 pub mod error;
 mod ladder;
 pub mod videos;
@@ -56,6 +59,8 @@ pub struct App {
     pub limits: Arc<crate::limits::Limits>,
     /// Wall-clock time for budget periods (injected).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// Refusals before authentication: throttle, counters, security log.
+    pub security: Arc<crate::security::Guard>,
 }
 
 pub fn router(app: App) -> Router {
@@ -75,6 +80,10 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            anonymous::guard,
+        ))
         .with_state(app)
 }
 
@@ -97,14 +106,43 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
 }
 
 /// Answers a request the gateway refuses, in the caller's format, after writing its usage
-/// event.
+/// event if its key is known. A request refused before that is billable to no one: its
+/// event is dropped unwritten, and `anonymous::guard` counts and logs it.
 async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
     let request_id = rec.event().request_id.clone();
-    rec.fail(e.status.as_u16(), e.class, &e.message);
-    if let Err(err) = rec.finish().await {
-        tracing::error!(error = %err, "usage event not written");
+    let identified = !rec.event().key_id.is_empty();
+    if identified {
+        rec.fail(e.status.as_u16(), e.class, &e.message);
+        if let Err(err) = rec.finish().await {
+            tracing::error!(error = %err, "usage event not written");
+        }
+    } else {
+        rec.discard();
     }
-    with_request_id(surface.error_response(&e), &request_id)
+    let mut resp = with_request_id(surface.error_response(&e), &request_id);
+    resp.extensions_mut()
+        .insert(anonymous::Refusal::of(&e, identified));
+    resp
+}
+
+/// The request's key, copied into its usage event. A key that is known but refused (revoked,
+/// disabled, expired, rotated away) is described too: its refusal is billable to its team.
+pub(crate) fn identify<'r>(
+    rec: &mut Recorder,
+    auth: Result<&'r modelgate_shared::snapshot::ApiKey, auth::Refused<'r>>,
+) -> Result<&'r modelgate_shared::snapshot::ApiKey, ProxyError> {
+    match auth {
+        Ok(key) => {
+            describe_key(rec, key);
+            Ok(key)
+        }
+        Err(refused) => {
+            if let Some(key) = refused.key {
+                describe_key(rec, key);
+            }
+            Err(refused.error)
+        }
+    }
 }
 
 /// Copies who is calling into the usage event.
@@ -184,6 +222,7 @@ async fn metrics(State(app): State<App>) -> Response {
         "Retries or fallbacks refused by the node's retry budget.",
         app.retry_budget.denied(),
     );
+    app.security.render_metrics(&mut out);
     let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
     let per_deployment: [DeploymentGauge; 4] = [
         (
@@ -242,11 +281,10 @@ async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
         return reject(Surface::OpenAiChat, rec, ProxyError::metering_unavailable()).await;
     }
     let runtime = app.runtime.load_full();
-    let key = match auth::authenticate(&runtime, &headers, unix_now()) {
+    let key = match identify(&mut rec, auth::authenticate(&runtime, &headers, unix_now())) {
         Ok(k) => k,
         Err(e) => return reject(Surface::OpenAiChat, rec, e).await,
     };
-    describe_key(&mut rec, key);
     if !key.may_call("models") {
         return reject(
             Surface::OpenAiChat,
@@ -370,8 +408,10 @@ async fn prepare<'r>(
         Some(call) => auth::presented_google_key(headers, call.key.as_deref()),
         None => auth::presented_key(headers),
     };
-    let key = auth::authenticate_presented(runtime, presented, unix_now())?;
-    describe_key(rec, key);
+    let key = identify(
+        rec,
+        auth::authenticate_presented(runtime, presented, unix_now()),
+    )?;
     if !key.may_call(surface.family()) {
         return Err(ProxyError::endpoint_not_allowed(surface.family()));
     }

@@ -33,7 +33,7 @@ use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
 use super::error::ProxyError;
-use super::{charge, describe_key, prepare, reject, unix_now, with_request_id, App};
+use super::{charge, identify, prepare, reject, unix_now, with_request_id, App};
 use crate::auth;
 use crate::providers::{self, mock_openai, Call, Endpoint, UpstreamResponse};
 use crate::routing::plan;
@@ -346,11 +346,10 @@ async fn job_request(
     if runtime.version == 0 {
         return reject(SURFACE, rec, ProxyError::no_config()).await;
     }
-    let key = match auth::authenticate(&runtime, &headers, unix_now()) {
+    let key = match identify(&mut rec, auth::authenticate(&runtime, &headers, unix_now())) {
         Ok(k) => k,
         Err(e) => return reject(SURFACE, rec, e).await,
     };
-    describe_key(&mut rec, key);
     if !key.may_call(SURFACE.family()) {
         return reject(
             SURFACE,

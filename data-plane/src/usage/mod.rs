@@ -142,6 +142,12 @@ impl Recorder {
         Some(e)
     }
 
+    /// Drops the event unwritten: the request is billable to no one (refused before its key
+    /// was authenticated, R-5.1).
+    pub fn discard(mut self) {
+        self.event = None;
+    }
+
     /// Writes the event to the spool and waits for the write.
     pub async fn finish(mut self) -> Result<(), SpoolError> {
         match self.seal() {

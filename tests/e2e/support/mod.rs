@@ -410,6 +410,7 @@ pub async fn start_data_plane_clocked(
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_millis(200),
         clock,
+        security: Default::default(),
     })
     .await
     .unwrap()
@@ -432,6 +433,7 @@ pub async fn start_data_plane_with(
         lkg_key_hex: None,
         health_report_interval: std::time::Duration::from_millis(200),
         clock: modelgate_shared::clock::system(),
+        security: Default::default(),
     })
     .await
     .unwrap()
