@@ -490,7 +490,8 @@ async fn every_client_reaches_every_provider_plain_streamed_and_with_tools() {
 }
 
 #[tokio::test]
-async fn bad_input_on_messages_gets_anthropic_errors_usage_rows_and_no_upstream_call() {
+async fn bad_input_on_messages_gets_anthropic_errors_usage_rows_or_security_records_and_no_upstream_call(
+) {
     let s = setup().await;
     let url = format!("{}/messages", s.gw.base_url());
     // (name, key, body, status, Anthropic error type)
@@ -539,6 +540,7 @@ async fn bad_input_on_messages_gets_anthropic_errors_usage_rows_and_no_upstream_
             "not_found_error",
         ),
     ];
+    let mut anonymous = Vec::new();
     for (name, key, body, status, kind) in cases {
         let mut req =
             s.gw.http
@@ -564,10 +566,18 @@ async fn bad_input_on_messages_gets_anthropic_errors_usage_rows_and_no_upstream_
         if name == "missing model" {
             assert!(v["error"]["message"].as_str().unwrap().contains("model"));
         }
-        let row = s.gw.usage_row(&id).await;
-        assert_eq!(row["status"], status, "{name}");
-        assert_eq!(row["endpoint"], "messages", "{name}");
+        match name {
+            // Billable to no one: a security-log record instead of a usage row.
+            "wrong key" => anonymous.push((id, "invalid_key")),
+            "missing key" => anonymous.push((id, "missing_key")),
+            _ => {
+                let row = s.gw.usage_row(&id).await;
+                assert_eq!(row["status"], status, "{name}");
+                assert_eq!(row["endpoint"], "messages", "{name}");
+            }
+        }
     }
+    crate::anonymous::assert_security_logged(&s.gw, &anonymous).await;
     assert_eq!(s.anthropic.calls(), 0);
     assert_eq!(s.openai.calls(), 0);
 
@@ -595,6 +605,8 @@ async fn bad_input_on_messages_gets_anthropic_errors_usage_rows_and_no_upstream_
     assert_eq!(v["error"]["param"], "n", "{v}");
     assert_eq!(s.anthropic.calls(), 0);
     assert_eq!(s.openai.calls(), 0);
+    let ids: Vec<String> = anonymous.into_iter().map(|(id, _)| id).collect();
+    crate::anonymous::assert_no_usage_rows(&s.gw, &s.key, "an", &ids).await;
     s.gw.shutdown().await;
 }
 

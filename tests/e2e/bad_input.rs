@@ -1,9 +1,10 @@
-//! Bad input: each refusal has the right status and OpenAI-format error, leaves a usage row,
-//! and never reaches the upstream.
+//! Bad input: each refusal has the right status and OpenAI-format error, leaves a usage row
+//! (or, refused before a key is authenticated, a security-log record and a metric: ), and
+//! never reaches the upstream.
 
 use serde_json::{json, Value};
 
-use crate::support::Gateway;
+use crate::anonymous::{assert_no_usage_rows, assert_security_logged, metric, refused_metric};
 use crate::support::{gateway_with_smart_route, request_id};
 
 struct Case {
@@ -16,7 +17,8 @@ struct Case {
 }
 
 #[tokio::test]
-async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() {
+async fn bad_requests_get_openai_errors_and_usage_rows_or_security_records_without_upstream_calls()
+{
     let (upstream, gw, p) = gateway_with_smart_route().await;
     // A route the key is not allowed to use.
     gw.provision(&upstream.base_url(), "forbidden", "gpt-4o-mini")
@@ -110,6 +112,7 @@ async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() 
         },
     ];
 
+    let mut anonymous = Vec::new();
     for case in cases {
         let mut req = gw
             .http
@@ -133,15 +136,29 @@ async fn bad_requests_get_openai_errors_and_usage_rows_without_upstream_calls() 
             case.name
         );
         assert!(body["error"]["type"].is_string(), "{}", case.name);
-        let row = gw.usage_row(&request_id).await;
-        assert_eq!(row["status"], case.status, "{}", case.name);
-        assert_eq!(row["error_class"], case.error_class, "{}", case.name);
+        match case.key {
+            // Billable to no one: no usage row, a security-log record and a metric instead.
+            None => anonymous.push((request_id, "missing_key")),
+            Some(k) if k != "VALID" => anonymous.push((request_id, "invalid_key")),
+            Some(_) => {
+                let row = gw.usage_row(&request_id).await;
+                assert_eq!(row["status"], case.status, "{}", case.name);
+                assert_eq!(row["error_class"], case.error_class, "{}", case.name);
+            }
+        }
+    }
+    assert_eq!(anonymous.len(), 2);
+    assert_security_logged(&gw, &anonymous).await;
+    for reason in ["missing_key", "invalid_key"] {
+        assert_eq!(metric(&gw, &refused_metric(reason)).await, 1, "{reason}");
     }
     assert_eq!(
         upstream.calls(),
         0,
         "no refused request may reach the upstream"
     );
+    let ids: Vec<String> = anonymous.into_iter().map(|(id, _)| id).collect();
+    assert_no_usage_rows(&gw, &p.key, "smart", &ids).await;
     gw.shutdown().await;
 }
 
@@ -168,8 +185,8 @@ async fn unknown_model_for_an_unrestricted_key_is_a_404_model_not_found() {
 }
 
 #[tokio::test]
-async fn unknown_surface_is_a_404_in_openai_format_with_a_usage_row() {
-    let gw = Gateway::start().await;
+async fn unknown_surface_is_a_404_in_openai_format_with_a_security_record_and_no_usage_row() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
     let resp = gw
         .http
         .post(format!("{}/nope", gw.base_url()))
@@ -180,7 +197,8 @@ async fn unknown_surface_is_a_404_in_openai_format_with_a_usage_row() {
     let request_id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_url");
-    let row = gw.usage_row(&request_id).await;
-    assert_eq!(row["error_class"], "not_found");
+    assert_security_logged(&gw, &[(request_id.clone(), "unknown_route")]).await;
+    assert_eq!(metric(&gw, &refused_metric("unknown_route")).await, 1);
+    assert_no_usage_rows(&gw, &p.key, "smart", &[request_id]).await;
     gw.shutdown().await;
 }

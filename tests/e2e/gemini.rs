@@ -527,7 +527,8 @@ async fn every_client_reaches_every_provider_through_gemini_plain_streamed_and_w
 }
 
 #[tokio::test]
-async fn bad_input_on_generate_content_gets_google_errors_usage_rows_and_no_upstream_call() {
+async fn bad_input_on_generate_content_gets_google_errors_usage_rows_or_security_records_and_no_upstream_call(
+) {
     let s = setup().await;
     let base = root(&s.gw);
     let good = br#"{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}"#.to_vec();
@@ -591,6 +592,7 @@ async fn bad_input_on_generate_content_gets_google_errors_usage_rows_and_no_upst
             "INVALID_ARGUMENT",
         ),
     ];
+    let mut anonymous = Vec::new();
     for (name, url, key, body, status, google) in cases {
         let mut req =
             s.gw.http
@@ -613,12 +615,22 @@ async fn bad_input_on_generate_content_gets_google_errors_usage_rows_and_no_upst
                 "the refusal names the parameter: {v}"
             );
         }
-        let row = s.gw.usage_row(&id).await;
-        assert_eq!(row["status"], status, "{name}");
-        assert_eq!(row["endpoint"], "generate_content", "{name}");
+        match name {
+            // Billable to no one: a security-log record instead of a usage row (R-5.1).
+            "wrong key" => anonymous.push((id, "invalid_key")),
+            "no key" => anonymous.push((id, "missing_key")),
+            _ => {
+                let row = s.gw.usage_row(&id).await;
+                assert_eq!(row["status"], status, "{name}");
+                assert_eq!(row["endpoint"], "generate_content", "{name}");
+            }
+        }
     }
     assert_eq!(s.gemini.calls(), 0, "no bad request reached the provider");
     assert_eq!(s.openai.calls(), 0, "no bad request reached the provider");
+    crate::anonymous::assert_security_logged(&s.gw, &anonymous).await;
+    let ids: Vec<String> = anonymous.into_iter().map(|(id, _)| id).collect();
+    crate::anonymous::assert_no_usage_rows(&s.gw, &s.key, "oa", &ids).await;
     s.gw.shutdown().await;
 }
 

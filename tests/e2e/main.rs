@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_api;
+mod anonymous;
 mod anthropic;
 mod bad_input;
 mod budget_admin;
