@@ -143,6 +143,14 @@ pub struct DataPlaneArgs {
     /// How often to report deployment health to the control plane (its fleet view), in ms.
     #[arg(long, env = "MODELGATE_HEALTH_REPORT_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub health_report_interval_ms: u64,
+    /// Failed authentications one source address (an IPv6 /64) may have per window before it
+    /// gets 429 without its key being checked; 0 turns the throttle off. Behind a proxy every
+    /// client shares the proxy's address: raise it or turn it off there.
+    #[arg(long, env = "MODELGATE_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    pub auth_failure_limit: u32,
+    /// The throttle's window, in seconds.
+    #[arg(long, env = "MODELGATE_AUTH_FAILURE_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub auth_failure_window_secs: u64,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
@@ -159,6 +167,14 @@ impl DataPlaneArgs {
             fsync: self.spool_fsync,
             max_bytes: self.spool_max_bytes,
             when_full: self.spool_when_full,
+        }
+    }
+
+    pub fn security_options(&self) -> modelgate_data_plane::security::Options {
+        modelgate_data_plane::security::Options {
+            auth_failure_limit: self.auth_failure_limit,
+            auth_failure_window: std::time::Duration::from_secs(self.auth_failure_window_secs),
+            ..Default::default()
         }
     }
 }
@@ -192,5 +208,27 @@ mod tests {
             panic!("expected data-plane")
         };
         assert_eq!(a.labels, vec!["region=eu", "env=prod"]);
+    }
+
+    #[test]
+    fn the_auth_failure_throttle_is_tunable_and_on_by_default() {
+        let parse = |extra: &[&str]| {
+            let args = [&["modelgate", "data-plane"][..], extra].concat();
+            let Command::DataPlane(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("expected data-plane")
+            };
+            a.security_options()
+        };
+        let default = parse(&[]);
+        assert_eq!(default.auth_failure_limit, 20);
+        assert_eq!(default.auth_failure_window.as_secs(), 60);
+        let tuned = parse(&[
+            "--auth-failure-limit",
+            "0",
+            "--auth-failure-window-secs",
+            "5",
+        ]);
+        assert_eq!(tuned.auth_failure_limit, 0);
+        assert_eq!(tuned.auth_failure_window.as_secs(), 5);
     }
 }

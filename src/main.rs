@@ -219,6 +219,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         labels.insert(k.to_owned(), v.to_owned());
     }
     let spool = args.spool_options();
+    let security = args.security_options();
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
         control_plane_url: args.control_plane_url,
@@ -232,7 +233,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         lkg_key_hex: args.lkg_key,
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
         clock: modelgate_shared::clock::system(),
-        security: Default::default(),
+        security,
     })
     .await?;
     println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);

@@ -162,14 +162,20 @@ impl Guard {
         })
     }
 
-    /// How long `source` must wait before it may try a key again, if it is throttled.
+    /// How long `source` must wait before it may try a key again, if it is throttled. An
+    /// unknown source is never throttled: it would be everyone at once.
     pub fn throttled(&self, source: Source) -> Option<Duration> {
+        if source == Source::Unknown {
+            return None;
+        }
         lock(&self.throttle).blocked(source, Instant::now())
     }
 
     /// Counts a failed authentication of `source` (a missing, unknown or refused key).
     pub fn auth_failed(&self, source: Source) {
-        lock(&self.throttle).failed(source, Instant::now());
+        if source != Source::Unknown {
+            lock(&self.throttle).failed(source, Instant::now());
+        }
     }
 
     /// Counts a request refused before its key was authenticated and, if the sampler lets it
@@ -230,5 +236,71 @@ impl Guard {
             "# HELP {name} Source addresses the failed-authentication throttle remembers.\n# TYPE {name} gauge\n{name} {}\n",
             lock(&self.throttle).tracked()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn guard(limit: u32) -> (Arc<Guard>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mg-guard-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = Options {
+            auth_failure_limit: limit,
+            ..Options::default()
+        };
+        (Guard::start(&dir, &options), dir)
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_known_address_is_counted_but_never_throttles_everyone() {
+        let (g, dir) = guard(2);
+        for _ in 0..10 {
+            g.auth_failed(Source::Unknown);
+        }
+        assert_eq!(g.throttled(Source::Unknown), None);
+        let known = Source::of(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        g.auth_failed(known);
+        g.auth_failed(known);
+        assert!(g.throttled(known).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn refusals_are_counted_by_reason_in_the_metrics() {
+        let (g, dir) = guard(2);
+        let source = Source::of(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let record = || {
+            Record::new(
+                chrono::Utc::now(),
+                "127.0.0.1",
+                "GET",
+                "/x",
+                "unknown_route",
+                "",
+                "r",
+            )
+        };
+        for _ in 0..10 {
+            g.refused(source, Reason::UnknownRoute, record);
+        }
+        let mut text = String::new();
+        g.render_metrics(&mut text);
+        assert!(
+            text.contains("modelgate_unauthenticated_refused_total{reason=\"unknown_route\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("modelgate_unauthenticated_refused_total{reason=\"missing_key\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("modelgate_security_log_sampled_out_total 6\n"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
