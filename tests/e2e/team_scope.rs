@@ -564,5 +564,22 @@ async fn an_admin_token_stops_working_when_it_expires() {
     // A token without an expiry is unaffected by time.
     let (status, _) = gw.admin(Method::GET, "/teams", None).await;
     assert_eq!(status, 200);
+    // The OpenAPI document describes the field, in and out.
+    let doc: Value = gw
+        .http
+        .get(format!("{}/admin/v1/openapi.json", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for schema in ["CreateToken", "Token"] {
+        let field = &doc["components"]["schemas"][schema]["properties"]["expires_at"];
+        assert!(
+            field.is_object(),
+            "{schema}.expires_at in the OpenAPI document"
+        );
+    }
     gw.shutdown().await;
 }
