@@ -8,6 +8,7 @@
 //! - [`usage`]: the usage event, one per request.
 //! - [`quota`]: budget definitions, calendar periods, worst-case cost of a request.
 //! - [`limits`]: rate limits (requests and tokens per minute, concurrent requests).
+//! - [`scope`]: the one scope a budget or rate limit names, and who owns it.
 //!
 //! Nothing here does I/O.
 
@@ -43,6 +44,7 @@ pub mod limits;
 pub mod pricing;
 pub mod quota;
 pub mod routing;
+pub mod scope;
 pub mod snapshot;
 pub mod usage;
 

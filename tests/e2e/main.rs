@@ -32,4 +32,5 @@ mod rate_limits;
 mod routing;
 mod sdk;
 mod secrets_at_rest;
+mod team_scope;
 mod usage_ingest;

@@ -1,6 +1,7 @@
 //! No secret reaches the logs: the real `modelgate up` binary runs at debug log level while a
 //! gateway key, an admin token, an OpenAI key and a provider credential are used, created,
-//! rotated and presented wrongly; afterwards none of them appears in what it logged.
+//! rotated and presented wrongly, and export sinks whose URLs carry a password fail their
+//! deliveries; afterwards none of them appears in what it logged.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,6 +12,7 @@ use crate::support::temp_dir;
 
 const OPENAI_KEY: &str = "sk-openai-marker-must-not-leak-4242";
 const CREDENTIAL: &str = "sk-provider-marker-must-not-leak-7777";
+const SINK_PASSWORD: &str = "sink-password-marker-must-not-leak-3131";
 
 #[tokio::test]
 async fn debug_logs_contain_no_key_token_or_credential() {
@@ -109,6 +111,40 @@ async fn debug_logs_contain_no_key_token_or_credential() {
         .await
         .unwrap();
     let rotated = rotated["key_secret"].as_str().unwrap().to_owned();
+    // Export sinks whose URLs carry a password, on a port nothing listens on: every delivery of
+    // the usage above fails, and each failure is logged.
+    for sink in [
+        json!({"name": "hook", "kind": "webhook", "url": format!("http://billing:{SINK_PASSWORD}@127.0.0.1:9/in")}),
+        json!({"name": "nats", "kind": "nats", "url": format!("nats://billing:{SINK_PASSWORD}@127.0.0.1:9"), "subject": "usage"}),
+    ] {
+        let created: serde_json::Value = admin_post("/usage/sinks", sink)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let sink: serde_json::Value = http
+                .get(format!("{admin}/admin/v1/usage/sinks/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if sink["last_error"].is_string() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no delivery failure: {sink}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     // Let the snapshot reach the data plane and its last-known-good file be written.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let _ = child.kill();
@@ -127,6 +163,7 @@ async fn debug_logs_contain_no_key_token_or_credential() {
         ("a created key", fresh.as_str()),
         ("a rotated key", rotated.as_str()),
         ("a wrongly presented key", "mg-not-a-real-key"),
+        ("a sink URL's password", SINK_PASSWORD),
     ] {
         assert!(!logged.contains(secret), "{what} appears in the logs");
     }

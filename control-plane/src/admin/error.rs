@@ -30,6 +30,8 @@ struct ErrorDetail {
 #[derive(Debug)]
 pub enum AdminError {
     Unauthorized,
+    /// The admin token was valid until this instant.
+    TokenExpired(chrono::DateTime<chrono::Utc>),
     Invalid {
         param: Option<String>,
         message: String,
@@ -77,6 +79,15 @@ impl IntoResponse for AdminError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid admin token is required (Authorization: Bearer mgadm-…)".to_owned(),
+                None,
+            ),
+            AdminError::TokenExpired(at) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!(
+                    "this admin token expired at {}; use a token that has not expired",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
                 None,
             ),
             AdminError::Invalid { param, message } => {

@@ -23,6 +23,7 @@ use json::{ApiJson, ApiQuery};
 
 use crate::service::audit::{self as audit_service, AuditFilter};
 use crate::service::authz::Actor;
+use crate::service::bootstrap::Authentication;
 use crate::service::{
     bootstrap, budgets, explain, fleet, keys, limits, models, nodes, providers, routes, teams,
     tokens, usage, users, PageParams, Services,
@@ -134,11 +135,12 @@ async fn require_admin(State(s): State<Services>, mut req: Request, next: Next) 
     let mut resp = match token {
         None => AdminError::Unauthorized.into_response(),
         Some(token) => match bootstrap::authenticate(&s, token, &request_id).await {
-            Ok(Some(actor)) => {
+            Ok(Authentication::Actor(actor)) => {
                 req.extensions_mut().insert(actor);
                 next.run(req).await
             }
-            Ok(None) => AdminError::Unauthorized.into_response(),
+            Ok(Authentication::Unknown) => AdminError::Unauthorized.into_response(),
+            Ok(Authentication::Expired(at)) => AdminError::TokenExpired(at).into_response(),
             Err(e) => AdminError::from(e).into_response(),
         },
     };

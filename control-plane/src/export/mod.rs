@@ -102,9 +102,12 @@ async fn work(s: Services, sink: SinkTarget, shutdown: CancellationToken) {
             Ok(Step::Idle) => POLL,
             Ok(Step::Deleted) => return,
             Err(e) => {
-                tracing::warn!(sink = %sink.name, error = %e, "export delivery failed; will retry");
-                if let ExportError::Delivery(msg) = &e {
-                    if let Err(e) = sinks::failed(&s, &sink.id, msg).await {
+                // Whatever a client library put in its error, the sink's credentials stay out
+                // of the log and of `last_error`.
+                let msg = sinks::redact(&e.to_string(), &sink.url);
+                tracing::warn!(sink = %sink.name, error = %msg, "export delivery failed; will retry");
+                if let ExportError::Delivery(_) = &e {
+                    if let Err(e) = sinks::failed(&s, &sink.id, &msg).await {
                         tracing::warn!(error = %e, "export: could not record a failure");
                     }
                     // Reconnect next time (a NATS connection may be the problem).

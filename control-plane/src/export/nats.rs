@@ -6,7 +6,7 @@ use async_nats::jetstream;
 
 use super::cloudevents::CloudEvent;
 use super::ExportError;
-use crate::service::usage::UsageRow;
+use crate::service::usage::{sinks, UsageRow};
 
 pub struct NatsSink {
     js: jetstream::Context,
@@ -18,13 +18,20 @@ fn err(e: impl std::fmt::Display) -> ExportError {
 }
 
 impl NatsSink {
-    /// Connects; when `stream` is set and no stream captures the subject, creates it.
+    /// Connects; when `stream` is set and no stream captures the subject, creates it. The URL's
+    /// credentials go to the client as options, never in the address it may print or log.
     pub async fn connect(url: &str, subject: String, stream: &str) -> Result<Self, ExportError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| ExportError::Delivery(format!("connecting to {url}: {e}")))?;
+        let (bare, credentials) = sinks::split_credentials(url);
+        let mut options =
+            async_nats::ConnectOptions::new().connection_timeout(std::time::Duration::from_secs(5));
+        options = match credentials {
+            Some((user, Some(password))) => options.user_and_password(user, password),
+            Some((token, None)) => options.token(token),
+            None => options,
+        };
+        let client = options.connect(bare.as_str()).await.map_err(|e| {
+            ExportError::Delivery(sinks::redact(&format!("connecting to {bare}: {e}"), url))
+        })?;
         let js = jetstream::new(client);
         if !stream.is_empty() {
             js.get_or_create_stream(jetstream::stream::Config {

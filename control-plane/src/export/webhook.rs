@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use super::cloudevents::{CloudEvent, BATCH_CONTENT_TYPE};
 use super::ExportError;
-use crate::service::usage::UsageRow;
+use crate::service::usage::{sinks, UsageRow};
 
 pub const SIGNATURE_HEADER: &str = "x-modelgate-signature";
 pub const DELIVERY_HEADER: &str = "x-modelgate-delivery";
@@ -35,6 +35,8 @@ pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
 pub struct WebhookSink {
     client: reqwest::Client,
     url: String,
+    /// The URL as errors show it (without credentials).
+    shown: String,
     secret: Vec<u8>,
 }
 
@@ -46,6 +48,7 @@ impl WebhookSink {
             .map_err(|e| ExportError::Delivery(e.to_string()))?;
         Ok(WebhookSink {
             client,
+            shown: sinks::redact(&url, &url),
             url,
             secret,
         })
@@ -64,14 +67,17 @@ impl WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| ExportError::Delivery(format!("POST {}: {e}", self.url)))?;
+            .map_err(|e| {
+                let message = format!("POST {}: {e}", self.shown);
+                ExportError::Delivery(sinks::redact(&message, &self.url))
+            })?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
         } else {
             Err(ExportError::Delivery(format!(
                 "POST {} answered {status}",
-                self.url
+                self.shown
             )))
         }
     }

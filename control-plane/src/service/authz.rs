@@ -10,8 +10,11 @@
 //! | `ReadUsage`   | yes   | yes   | yes    | yes    | yes     |
 //! | `ReadAudit`   | yes   | yes   | no     | no     | no      |
 //!
-//! ¹ only without a team scope. A team-scoped actor sees and changes only its own team's
-//! resources; anything of another team is reported as not found, so existence does not leak.
+//! ¹ only without a team scope; also the only actors who read export sinks (their URLs may
+//! name a billing system's credentials). A team-scoped actor sees and changes only its own
+//! team's resources; anything of another team is reported as not found, so existence does not
+//! leak. A budget or rate limit is its team's when it names the team or one of its keys, the
+//! organisation's otherwise (`super::scopes`). Nobody grants, or revokes, a role above their own.
 
 use std::str::FromStr;
 
@@ -77,7 +80,7 @@ impl FromStr for Role {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Teams, keys, providers, models, routes, nodes, sinks: read.
+    /// Teams, keys, providers, models, routes, nodes, budgets, rate limits: read.
     ReadConfig,
     /// Create, update, rotate, disable, revoke gateway keys.
     ManageKeys,
@@ -155,7 +158,7 @@ impl Actor {
         self.team_id.as_deref()
     }
 
-    /// May this actor hand `role` to someone else?
+    /// May this actor hand `role` to someone else (or take a token of that role away)?
     pub fn may_grant(&self, role: Role) -> bool {
         role.rank() <= self.role.rank()
     }

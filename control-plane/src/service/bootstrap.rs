@@ -1,7 +1,7 @@
 //! First-start initialisation (the key-hash secret, the bootstrap admin token), admin token
 //! checks, and the demo seed that `modelgate up` uses.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use modelgate_shared::keys;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
@@ -54,6 +54,7 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
         role: Set(Role::Owner.as_str().to_owned()),
         team_id: Set(None),
         revoked_at: Set(None),
+        expires_at: Set(None),
         created_at: Set(Utc::now()),
     })
     .exec_without_returning(&s.db)
@@ -72,25 +73,40 @@ pub async fn revoke_admin_tokens_named(s: &Services, name: &str) -> Result<(), S
     Ok(())
 }
 
-/// The actor a presented admin token stands for, if it is live.
+/// What a presented admin token stands for.
+#[derive(Debug)]
+pub enum Authentication {
+    /// A live token.
+    Actor(Actor),
+    /// No live token has this secret (unknown, revoked, or of a role this build does not know).
+    Unknown,
+    /// The token expired at this instant.
+    Expired(DateTime<Utc>),
+}
+
+/// The actor a presented admin token stands for, if it is live: not revoked, and not expired
+/// by the injected clock.
 pub async fn authenticate(
     s: &Services,
     presented: &str,
     request_id: &str,
-) -> Result<Option<Actor>, ServiceError> {
+) -> Result<Authentication, ServiceError> {
     let found = admin_token::Entity::find()
         .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
         .filter(admin_token::Column::RevokedAt.is_null())
         .one(&s.db)
         .await?;
     let Some(token) = found else {
-        return Ok(None);
+        return Ok(Authentication::Unknown);
     };
+    if let Some(at) = token.expires_at.filter(|at| *at <= s.clock.now()) {
+        return Ok(Authentication::Expired(at));
+    }
     // A role this build does not know grants nothing.
     let Ok(role) = token.role.parse::<Role>() else {
-        return Ok(None);
+        return Ok(Authentication::Unknown);
     };
-    Ok(Some(Actor {
+    Ok(Authentication::Actor(Actor {
         kind: "token",
         id: token.id,
         role,

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
+use modelgate_shared::scope::ScopeOwner;
 use modelgate_shared::snapshot::{
     data_class_rank, Config, Deployment, LbStrategy, MissingPricePolicy, RoutingGroup,
 };
@@ -149,7 +150,25 @@ pub struct SkippedView {
     pub reason: String,
 }
 
+/// The explanation for `actor`. The decision counts every budget and limit that applies to the
+/// key; a team-scoped actor is shown only those of its key and team, not the organisation's
+/// (user, environment, model-alias scopes: they count other teams' spend), like `GET /budgets`.
 pub async fn explain(
+    s: &Services,
+    actor: &Actor,
+    input: ExplainRequest,
+) -> Result<Explanation, ServiceError> {
+    let mut out = decide(s, actor, input).await?;
+    if actor.scope().is_some() {
+        out.budgets
+            .retain(|b| b.scope.owner() != ScopeOwner::Organisation);
+        out.rate_limits
+            .retain(|l| l.scope.owner() != ScopeOwner::Organisation);
+    }
+    Ok(out)
+}
+
+async fn decide(
     s: &Services,
     actor: &Actor,
     input: ExplainRequest,

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Change};
 use super::authz::{Action, Actor};
-use super::{page, require_name, teams, users, Page, PageParams, ServiceError, Services};
-use crate::store::api_key;
+use super::{page, require_name, teams, Page, PageParams, ServiceError, Services};
+use crate::store::{api_key, team_member};
 
 /// Endpoint families a key can be limited to.
 pub const ENDPOINT_FAMILIES: [&str; 8] = [
@@ -270,14 +270,20 @@ fn metadata_json(m: &serde_json::Map<String, serde_json::Value>) -> Result<Strin
     Ok(text)
 }
 
-async fn check_owner(s: &Services, owner: &str) -> Result<(), ServiceError> {
-    users::find(s, owner)
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            ServiceError::NotFound(_) => ServiceError::invalid("owner_user_id", "no such user"),
-            other => other,
-        })
+/// A key's owner must be a member of the key's team. A user who does not exist and one who
+/// is not a member get the same answer, so a team-scoped actor learns nothing about users
+/// outside its team (like `team_id` naming another team: a 400 naming the field).
+async fn check_owner(s: &Services, team_id: &str, owner: &str) -> Result<(), ServiceError> {
+    let member = team_member::Entity::find_by_id((team_id.to_owned(), owner.to_owned()))
+        .one(&s.db)
+        .await?;
+    match member {
+        Some(_) => Ok(()),
+        None => Err(ServiceError::invalid(
+            "owner_user_id",
+            "no such user in the key's team",
+        )),
+    }
 }
 
 pub async fn create(
@@ -318,7 +324,7 @@ pub async fn create(
         other => other,
     })?;
     if let Some(owner) = &input.owner_user_id {
-        check_owner(s, owner).await?;
+        check_owner(s, &input.team_id, owner).await?;
     }
 
     let secret = keys::generate_key();
@@ -519,7 +525,10 @@ pub async fn update(
         }
     }
     if let Some(Some(owner)) = &input.owner_user_id {
-        check_owner(s, owner).await?;
+        actor.require(Action::ManageKeys)?;
+        // A key's team never changes, so the key read here names the team it will have.
+        let key = get(s, actor, id).await?;
+        check_owner(s, &key.team_id, owner).await?;
     }
     let (_, key) = change_key(s, actor, id, if_match, "key.update", |current, k| {
         if current.revoked_at.is_some() {

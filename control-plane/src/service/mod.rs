@@ -16,6 +16,7 @@ pub mod models;
 pub mod nodes;
 pub mod providers;
 pub mod routes;
+mod scopes;
 pub mod teams;
 pub mod tokens;
 pub mod usage;

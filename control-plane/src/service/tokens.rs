@@ -1,5 +1,7 @@
-//! Admin API tokens: each carries a role and an optional team scope. The secret is returned
-//! once and stored as SHA-256.
+//! Admin API tokens: each carries a role, an optional team scope and an optional expiry. The
+//! secret is returned once and stored as SHA-256. Whoever may mint a token may revoke it, and
+//! no one else: a team-scoped actor only its team's (another team's is "not found"), and no one
+//! a token whose role is above their own.
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::keys;
@@ -21,6 +23,9 @@ pub struct CreateToken {
     pub role: String,
     #[serde(default)]
     pub team_id: Option<String>,
+    /// When the token stops working (RFC 3339, in the future); absent: never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,6 +36,8 @@ pub struct Token {
     pub role: String,
     pub team_id: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the token stops working; null: never.
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -43,6 +50,7 @@ impl From<admin_token::Model> for Token {
             role: m.role,
             team_id: m.team_id,
             revoked_at: m.revoked_at,
+            expires_at: m.expires_at,
             created_at: m.created_at,
         }
     }
@@ -66,6 +74,12 @@ pub async fn create(
     actor.require(Action::ManageTeam)?;
     let name = require_name("name", &input.name)?;
     let role: Role = input.role.parse()?;
+    let now = s.clock.now();
+    if let Some(exp) = input.expires_at {
+        if exp <= now {
+            return Err(ServiceError::invalid("expires_at", "must be in the future"));
+        }
+    }
     let team_id = match (&input.team_id, actor.scope()) {
         (None, Some(_)) => {
             return Err(ServiceError::Forbidden(
@@ -99,7 +113,8 @@ pub async fn create(
         role: Set(role.as_str().to_owned()),
         team_id: Set(team_id),
         revoked_at: Set(None),
-        created_at: Set(Utc::now()),
+        expires_at: Set(input.expires_at),
+        created_at: Set(now),
     })
     .exec_with_returning(&txn)
     .await?;
@@ -155,10 +170,19 @@ pub async fn revoke(s: &Services, actor: &Actor, id: &str) -> Result<Token, Serv
         (Some(t), _) => actor.require_team(t, &what)?,
         (None, None) => {}
     }
+    // Only a token the actor could have minted (an unknown stored role ranks as owner).
+    let role = model.role.parse::<Role>().unwrap_or(Role::Owner);
+    if !actor.may_grant(role) {
+        return Err(ServiceError::Forbidden(format!(
+            "a {} may not revoke a {} token",
+            actor.role.as_str(),
+            role.as_str()
+        )));
+    }
     let before = Token::from(model.clone());
     let model = if model.revoked_at.is_none() {
         let mut active = model.into_active_model();
-        active.revoked_at = Set(Some(Utc::now()));
+        active.revoked_at = Set(Some(s.clock.now()));
         active.update(&txn).await?
     } else {
         model

@@ -15,6 +15,8 @@ pub struct Model {
     /// Set: the token acts only within this team.
     pub team_id: Option<String>,
     pub revoked_at: Option<DateTimeUtc>,
+    /// Set: the token stops working at this instant.
+    pub expires_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }
 

@@ -9,12 +9,13 @@ pub use allocator::{allocate, AllocateInput, Allocator, Grant, LEASE_TTL};
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::quota::{period_start, Enforcement, Period, ScopeKind};
+use modelgate_shared::scope::{one_named, ScopeChoice, ScopeKindOwner, ScopeOwner};
 use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Change};
 use super::authz::{Action, Actor};
-use super::{ServiceError, Services};
+use super::{scopes, ServiceError, Services};
 use crate::store::{budget, budget_period};
 
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -88,6 +89,23 @@ fn webhook_url(url: &str) -> Result<String, ServiceError> {
     }
 }
 
+impl Scope {
+    /// Who owns this scope (the organisation when it does not name exactly one).
+    pub(crate) fn owner(&self) -> ScopeOwner<'_> {
+        one_scope(self).map_or(ScopeOwner::Organisation, |(kind, id)| kind.owner(id))
+    }
+}
+
+/// The one scope `scope` names (shared with rate limits: `modelgate_shared::scope`).
+fn one_scope(scope: &Scope) -> Result<(ScopeKind, &str), ScopeChoice> {
+    one_named(&[
+        (ScopeKind::Key, scope.key_id.as_deref()),
+        (ScopeKind::Team, scope.team_id.as_deref()),
+        (ScopeKind::User, scope.user_id.as_deref()),
+        (ScopeKind::Environment, scope.environment.as_deref()),
+    ])
+}
+
 pub(crate) fn scope_of(m: &budget::Model) -> Scope {
     let id = Some(m.scope_id.clone());
     match m.scope_kind.as_str() {
@@ -116,24 +134,12 @@ pub async fn create(
     input: CreateBudget,
 ) -> Result<Budget, ServiceError> {
     actor.require(Action::ManageOrg)?;
-    let scopes = [
-        (ScopeKind::Key, &input.scope.key_id),
-        (ScopeKind::Team, &input.scope.team_id),
-        (ScopeKind::User, &input.scope.user_id),
-        (ScopeKind::Environment, &input.scope.environment),
-    ];
-    let mut named = scopes
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
-    let (kind, scope_id) = match (named.next(), named.next()) {
-        (Some(one), None) if !one.1.trim().is_empty() => one,
-        _ => {
-            return Err(ServiceError::invalid(
-                "scope",
-                "name exactly one of key_id, team_id, user_id, environment",
-            ))
-        }
-    };
+    let (kind, scope_id) = one_scope(&input.scope).map_err(|_| {
+        ServiceError::invalid(
+            "scope",
+            "name exactly one of key_id, team_id, user_id, environment",
+        )
+    })?;
     if kind == ScopeKind::Environment
         && scope_id
             .parse::<modelgate_shared::snapshot::Environment>()
@@ -178,7 +184,7 @@ pub async fn create(
     let row = budget::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
         scope_kind: Set(kind.as_str().to_owned()),
-        scope_id: Set(scope_id.clone()),
+        scope_id: Set(scope_id.to_owned()),
         amount_micros: Set(input.amount_micros),
         period: Set(period.as_str().to_owned()),
         enforcement: Set(enforcement.as_str().to_owned()),
@@ -237,34 +243,33 @@ pub async fn list(
     }
     .limit()?;
     let mut find = budget::Entity::find().order_by_asc(budget::Column::Id);
-    let filters = [
-        (ScopeKind::Key, &q.key_id),
-        (ScopeKind::Team, &q.team_id),
-        (ScopeKind::User, &q.user_id),
-        (ScopeKind::Environment, &q.environment),
-    ];
-    let mut named = filters
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
-    match (named.next(), named.next()) {
-        (_, Some(_)) => {
+    let filter = Scope {
+        key_id: q.key_id,
+        team_id: q.team_id,
+        user_id: q.user_id,
+        environment: q.environment,
+    };
+    match one_scope(&filter) {
+        Err(ScopeChoice::Several) => {
             return Err(ServiceError::invalid(
                 "scope",
                 "filter by at most one of key_id, team_id, user_id, environment",
             ))
         }
-        (Some((kind, id)), None) => {
+        Ok((kind, id)) => {
             find = find
                 .filter(budget::Column::ScopeKind.eq(kind.as_str()))
-                .filter(budget::Column::ScopeId.eq(id.as_str()));
+                .filter(budget::Column::ScopeId.eq(id));
         }
-        (None, None) => {}
+        Err(ScopeChoice::None) => {}
     }
     if let Some(own) = actor.scope() {
-        // A team-scoped actor sees its team's budgets.
-        find = find
-            .filter(budget::Column::ScopeKind.eq("team"))
-            .filter(budget::Column::ScopeId.eq(own));
+        // A team-scoped actor sees its team's budgets and its team's keys' budgets.
+        find = find.filter(scopes::visible_to_team(
+            budget::Column::ScopeKind,
+            budget::Column::ScopeId,
+            own,
+        ));
     }
     if let Some(after) = &q.after {
         find = find.filter(budget::Column::Id.gt(after.as_str()));
@@ -308,9 +313,8 @@ async fn find_for(s: &Services, actor: &Actor, id: &str) -> Result<budget::Model
         .one(&s.db)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("budget `{id}`")))?;
-    if model.scope_kind == "team" {
-        actor.require_team(&model.scope_id, &format!("budget `{id}`"))?;
-    }
+    let owner = scopes::owner_of::<ScopeKind>(&model.scope_kind, &model.scope_id);
+    scopes::require_visible(s, actor, owner, &format!("budget `{id}`")).await?;
     Ok(model)
 }
 

@@ -6,6 +6,7 @@ pub mod ledger;
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::limits::{window_start, LimitFallback, LimitScope, Measure};
+use modelgate_shared::scope::{one_named, ScopeChoice, ScopeKindOwner, ScopeOwner};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Change};
 use super::authz::{Action, Actor};
-use super::{page, Page, PageParams, ServiceError, Services};
+use super::{page, scopes, Page, PageParams, ServiceError, Services};
 use crate::store::rate_limit;
 
 pub use ledger::{Ledger, RateAsk, RateGrant};
@@ -82,6 +83,24 @@ pub struct RateLimit {
     pub created_at: DateTime<Utc>,
     /// The limited measures now, fleet-wide.
     pub state: Vec<MeasureState>,
+}
+
+impl LimitScopeSpec {
+    /// The one scope this names (shared with budgets: `modelgate_shared::scope`).
+    fn one(&self) -> Result<(LimitScope, &str), ScopeChoice> {
+        one_named(&[
+            (LimitScope::Key, self.key_id.as_deref()),
+            (LimitScope::Team, self.team_id.as_deref()),
+            (LimitScope::User, self.user_id.as_deref()),
+            (LimitScope::Model, self.model.as_deref()),
+        ])
+    }
+
+    /// Who owns this scope (the organisation when it does not name exactly one).
+    pub(crate) fn owner(&self) -> ScopeOwner<'_> {
+        self.one()
+            .map_or(ScopeOwner::Organisation, |(kind, id)| kind.owner(id))
+    }
 }
 
 fn scope_of(m: &rate_limit::Model) -> LimitScopeSpec {
@@ -160,24 +179,12 @@ pub async fn create(
     input: CreateRateLimit,
 ) -> Result<RateLimit, ServiceError> {
     actor.require(Action::ManageOrg)?;
-    let scopes = [
-        (LimitScope::Key, &input.scope.key_id),
-        (LimitScope::Team, &input.scope.team_id),
-        (LimitScope::User, &input.scope.user_id),
-        (LimitScope::Model, &input.scope.model),
-    ];
-    let mut named = scopes
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
-    let (kind, scope_id) = match (named.next(), named.next()) {
-        (Some(one), None) if !one.1.trim().is_empty() => one,
-        _ => {
-            return Err(ServiceError::invalid(
-                "scope",
-                "name exactly one of key_id, team_id, user_id, model",
-            ))
-        }
-    };
+    let (kind, scope_id) = input.scope.one().map_err(|_| {
+        ServiceError::invalid(
+            "scope",
+            "name exactly one of key_id, team_id, user_id, model",
+        )
+    })?;
     let model = input.model.filter(|m| !m.trim().is_empty());
     if kind == LimitScope::Model && model.is_some() {
         return Err(ServiceError::invalid(
@@ -204,7 +211,7 @@ pub async fn create(
     let row = rate_limit::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
         scope_kind: Set(kind.as_str().to_owned()),
-        scope_id: Set(scope_id.clone()),
+        scope_id: Set(scope_id.to_owned()),
         model: Set(model),
         rpm: Set(i64::try_from(input.rpm).unwrap_or(i64::MAX)),
         tpm: Set(i64::try_from(input.tpm).unwrap_or(i64::MAX)),
@@ -240,9 +247,8 @@ async fn find(s: &Services, actor: &Actor, id: &str) -> Result<rate_limit::Model
         .one(&s.db)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("rate limit `{id}`")))?;
-    if model.scope_kind == "team" {
-        actor.require_team(&model.scope_id, &format!("rate limit `{id}`"))?;
-    }
+    let owner = scopes::owner_of::<LimitScope>(&model.scope_kind, &model.scope_id);
+    scopes::require_visible(s, actor, owner, &format!("rate limit `{id}`")).await?;
     Ok(model)
 }
 
@@ -264,9 +270,12 @@ pub async fn list(
         q = q.filter(rate_limit::Column::Id.gt(after.as_str()));
     }
     if let Some(own) = actor.scope() {
-        q = q
-            .filter(rate_limit::Column::ScopeKind.eq("team"))
-            .filter(rate_limit::Column::ScopeId.eq(own));
+        // A team-scoped actor sees its team's limits and its team's keys' limits.
+        q = q.filter(scopes::visible_to_team(
+            rate_limit::Column::ScopeKind,
+            rate_limit::Column::ScopeId,
+            own,
+        ));
     }
     let rows = q.limit(limit + 1).all(&s.db).await?;
     let now = Utc::now().timestamp();

@@ -2,6 +2,10 @@
 //! signed with a per-sink secret (returned once at creation, sealed at rest); a NATS sink
 //! publishes each event to a JetStream subject. Each sink has its own cursor in the ingest
 //! sequence, advanced only after a delivery succeeded.
+//!
+//! A sink's URL may carry credentials (`nats://user:password@host`, a token as user name):
+//! only organisation-wide owners and admins, who manage sinks, read sinks at all, and no
+//! response, audit row, log line or stored error ever shows the userinfo ([`redact`]).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -63,7 +67,7 @@ impl std::fmt::Debug for CreateSink {
         f.debug_struct("CreateSink")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("url", &self.url)
+            .field("url", &redact(&self.url, &self.url))
             .field("subject", &self.subject)
             .field("stream", &self.stream)
             .field("secret", &"<redacted>")
@@ -94,7 +98,7 @@ impl From<export_sink::Model> for Sink {
             id: m.id,
             name: m.name,
             kind: m.kind,
-            url: m.url,
+            url: redact(&m.url, &m.url),
             subject: m.subject,
             stream: m.stream,
             cursor: m.cursor,
@@ -229,8 +233,10 @@ pub async fn create(
     Ok(CreatedSink { sink, secret })
 }
 
+/// Sinks are read only by those who manage them (their URLs may name a billing system's
+/// credentials, redacted or not).
 pub async fn list(s: &Services, actor: &Actor) -> Result<Vec<Sink>, ServiceError> {
-    actor.require(Action::ReadConfig)?;
+    actor.require(Action::ManageOrg)?;
     let rows = export_sink::Entity::find()
         .order_by_asc(export_sink::Column::Id)
         .all(&s.db)
@@ -239,7 +245,7 @@ pub async fn list(s: &Services, actor: &Actor) -> Result<Vec<Sink>, ServiceError
 }
 
 pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<Sink, ServiceError> {
-    actor.require(Action::ReadConfig)?;
+    actor.require(Action::ManageOrg)?;
     Ok(find(s, id).await?.into())
 }
 
@@ -314,6 +320,75 @@ pub async fn rewind(
     .await?;
     txn.commit().await?;
     Ok(after)
+}
+
+/// The userinfo of a URL (`user:password` or a token before the `@` of its authority).
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (info, _host) = authority.rsplit_once('@')?;
+    (!info.is_empty()).then_some(info)
+}
+
+/// `%XX` escapes decoded (lossily), as a library may print a credential it decoded.
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The credentials of a sink URL as separate parts: the URL without its userinfo, and the
+/// decoded user name and password (a user name alone is a token).
+pub fn split_credentials(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let Some(info) = userinfo(url) else {
+        return (url.to_owned(), None);
+    };
+    let bare = url.replacen(&format!("{info}@"), "", 1);
+    let creds = match info.split_once(':') {
+        Some((user, password)) => (percent_decoded(user), Some(percent_decoded(password))),
+        None => (percent_decoded(info), None),
+    };
+    (bare, Some(creds))
+}
+
+/// `text` with the credentials of `url` (its userinfo, the password alone, and their decoded
+/// forms) replaced by `***`. `redact(url, url)` is the URL to show (`nats://***@host:4222`);
+/// `redact(message, url)` is an error message safe to log and store. The one redaction of sink
+/// credentials: responses, audit rows, `last_error` and logs all go through it.
+pub fn redact(text: &str, url: &str) -> String {
+    let Some(info) = userinfo(url) else {
+        return text.to_owned();
+    };
+    let mut secrets = vec![info.to_owned(), percent_decoded(info)];
+    if let Some((_, password)) = info.split_once(':') {
+        secrets.push(password.to_owned());
+        secrets.push(percent_decoded(password));
+    }
+    secrets.retain(|s| !s.is_empty());
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let mut out = text.to_owned();
+    for secret in &secrets {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
 }
 
 /// A sink as the exporter needs it: with its secret opened.
@@ -410,4 +485,54 @@ pub async fn failed(s: &Services, id: &str, error: &str) -> Result<(), ServiceEr
         .exec(&s.db)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_no_userinfo() {
+        assert_eq!(
+            redact(
+                "nats://user:s3cret@nats.example:4222",
+                "nats://user:s3cret@nats.example:4222"
+            ),
+            "nats://***@nats.example:4222"
+        );
+        let token = "https://tok3n@hooks.example/in?x=a@b";
+        assert_eq!(redact(token, token), "https://***@hooks.example/in?x=a@b");
+        let plain = "https://hooks.example/in?x=a@b";
+        assert_eq!(redact(plain, plain), plain);
+    }
+
+    #[test]
+    fn an_error_loses_the_password_in_every_form() {
+        let url = "nats://bob:p%40ss@127.0.0.1:1";
+        let message =
+            "connecting to nats://bob:p%40ss@127.0.0.1:1: auth failed for bob/p@ss (p%40ss)";
+        let shown = redact(message, url);
+        assert!(!shown.contains("p%40ss"), "{shown}");
+        assert!(!shown.contains("p@ss"), "{shown}");
+        assert!(
+            shown.starts_with("connecting to nats://***@127.0.0.1:1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn credentials_split_off_the_url_decoded() {
+        assert_eq!(
+            split_credentials("nats://bob:p%40ss@h:4222"),
+            (
+                "nats://h:4222".to_owned(),
+                Some(("bob".to_owned(), Some("p@ss".to_owned())))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://tok@h"),
+            ("nats://h".to_owned(), Some(("tok".to_owned(), None)))
+        );
+        assert_eq!(split_credentials("nats://h"), ("nats://h".to_owned(), None));
+    }
 }
