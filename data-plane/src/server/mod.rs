@@ -412,8 +412,9 @@ async fn prepare<'r>(
     }
     if !runtime.rate_limits.is_empty() {
         // Tokens are estimated (prompt bytes / 4 plus the output bound) and settled to the
-        // actual count when the usage event is written.
-        let tokens = raw.len() as u64 / 4 + peek.max_output_tokens.unwrap_or(0);
+        // actual count when the usage event is written. Saturating: a `max_tokens` near
+        // u64::MAX is more than any limit, never a wrapped small number.
+        let tokens = (raw.len() as u64 / 4).saturating_add(peek.max_output_tokens.unwrap_or(0));
         let admission = app
             .limits
             .admit(&runtime.rate_limits, key, alias, tokens, unix_now())
