@@ -14,18 +14,25 @@ use crate::translate::{request, response, stream::StreamTranslator};
 const SURFACES: [Surface; 2] = [Surface::OpenAiChat, Surface::AnthropicMessages];
 
 /// An upstream SSE stream, arriving in chunks of a size the first byte picks. Checks that the
-/// events framed do not depend on where the stream was split, then runs them through every
-/// stream translation.
+/// events framed (and, under a small event cap, where the stream stops) do not depend on where
+/// the stream was split, then runs them through every stream translation.
 pub fn sse_stream(data: &[u8]) {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
     let chunk = usize::from(first % 31) + 1;
-    let whole = frame(body, body.len().max(1));
-    let chunked = frame(body, chunk);
+    let (whole, _) = frame(body, body.len().max(1), sse::MAX_EVENT_BYTES);
+    let (chunked, _) = frame(body, chunk, sse::MAX_EVENT_BYTES);
     assert_eq!(
         whole, chunked,
         "SSE framing must not depend on chunk boundaries"
+    );
+    // With a small event cap, where the stream stops must not depend on them either.
+    let cap = usize::from(first % 7) * 16 + 8;
+    assert_eq!(
+        frame(body, body.len().max(1), cap),
+        frame(body, chunk, cap),
+        "the SSE event cap must not depend on chunk boundaries"
     );
     for event in &whole {
         let _ = sse::data_of(event);
@@ -43,14 +50,16 @@ pub fn sse_stream(data: &[u8]) {
     }
 }
 
-fn frame(body: &[u8], chunk: usize) -> Vec<Bytes> {
-    let mut splitter = SseSplitter::default();
+/// The events framed, and whether the stream stopped at an over-cap event.
+fn frame(body: &[u8], chunk: usize, max_event: usize) -> (Vec<Bytes>, bool) {
+    let mut splitter = SseSplitter::with_max_event(max_event);
     let mut events = Vec::new();
     for part in body.chunks(chunk) {
         events.extend(splitter.push(part));
     }
+    let too_large = splitter.too_large().is_some();
     events.extend(splitter.remainder());
-    events
+    (events, too_large)
 }
 
 /// A request body as a client would send it, and a response or error body as a provider
