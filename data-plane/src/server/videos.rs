@@ -118,17 +118,22 @@ fn call<'a>(
     }
 }
 
-/// Reads a full upstream body (a stream is drained).
-async fn full_body(body: providers::Body) -> Bytes {
+/// Reads a full upstream body (a stream is drained), at most `providers::MAX_ANSWER_BYTES`.
+async fn full_body(body: providers::Body) -> Result<Bytes, providers::UpstreamError> {
     use futures_util::StreamExt;
     match body {
-        providers::Body::Full(b) => b,
+        providers::Body::Full(b) => Ok(b),
         providers::Body::Stream(mut s) => {
             let mut out = Vec::new();
-            while let Some(Ok(chunk)) = s.next().await {
-                out.extend_from_slice(&chunk);
+            while let Some(chunk) = s.next().await {
+                out.extend_from_slice(&chunk?);
+                if out.len() > providers::MAX_ANSWER_BYTES {
+                    return Err(providers::UpstreamError::TooLarge {
+                        limit: providers::MAX_ANSWER_BYTES,
+                    });
+                }
             }
-            Bytes::from(out)
+            Ok(Bytes::from(out))
         }
     }
 }
@@ -264,7 +269,12 @@ pub(super) async fn create(
             body,
             ..
         } = resp;
-        let bytes = full_body(body).await;
+        let bytes = match full_body(body).await {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await
+            }
+        };
         if !http_status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
             rec.fail(status, ErrorClass::ProviderError, &text);
@@ -447,7 +457,12 @@ async fn job_request(
         ..
     } = resp;
     if !http_status.is_success() {
-        let bytes = full_body(body).await;
+        let bytes = match full_body(body).await {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await
+            }
+        };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
         rec.fail(status, ErrorClass::ProviderError, &text);
         if let Err(err) = rec.finish().await {
@@ -470,7 +485,10 @@ async fn job_request(
         }
         return with_request_id(r, &request_id);
     }
-    let bytes = full_body(body).await;
+    let bytes = match full_body(body).await {
+        Ok(b) => b,
+        Err(e) => return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await,
+    };
     let Some(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .filter(serde_json::Value::is_object)
