@@ -1,5 +1,6 @@
-//! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies,
-//! provider answers and error bodies, and provider SSE streams. Each takes arbitrary bytes and
+//! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies
+//! (JSON, and the video surface's `multipart/form-data`), provider answers and error bodies,
+//! and provider SSE streams. Each takes arbitrary bytes and
 //! must never panic. The cargo-fuzz targets in `fuzz/` call these under libFuzzer (nightly);
 //! `data-plane/tests/fuzz.rs` runs them for a bounded number of seeded inputs on the stable
 //! toolchain as part of the test suite.
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::providers::sse::{self, SseSplitter};
-use crate::surfaces::{anthropic_messages, openai_chat, Surface};
+use crate::surfaces::{anthropic_messages, openai_chat, openai_videos, Surface};
 use crate::translate::{request, response, stream::StreamTranslator};
 
 const SURFACES: [Surface; 2] = [Surface::OpenAiChat, Surface::AnthropicMessages];
@@ -79,5 +80,32 @@ pub fn bodies(data: &[u8]) {
     for status in [StatusCode::BAD_REQUEST, StatusCode::TOO_MANY_REQUESTS] {
         let _ = response::error_to_openai(status, data);
         let _ = response::error_to_anthropic(status, data);
+    }
+}
+
+/// A video create body as a client would send it, JSON or `multipart/form-data`: the peek, the
+/// model rewrite and the field reader. A form that reads is written out so that it reads again
+/// with the new model and every other field unchanged.
+pub fn multipart(data: &[u8]) {
+    let peeked = openai_videos::peek(data);
+    let _ = openai_videos::check_content_type(data, None);
+    let Ok(rewritten) = openai_videos::with_model(&Bytes::copy_from_slice(data), "m2") else {
+        return;
+    };
+    if !openai_videos::is_multipart(data) {
+        return;
+    }
+    assert_eq!(
+        openai_videos::form_field(&rewritten, "model").as_deref(),
+        Some("m2"),
+        "the rewritten form names the new model"
+    );
+    if peeked.is_ok() {
+        assert_eq!(
+            openai_videos::form_field(data, "prompt"),
+            openai_videos::form_field(&rewritten, "prompt"),
+            "the rewrite keeps every other field"
+        );
+        assert!(openai_videos::peek(&rewritten).is_ok());
     }
 }

@@ -678,3 +678,34 @@ async fn a_forged_or_foreign_video_id_is_not_found_and_costs_nothing_upstream() 
     assert_eq!(s.gw.usage_row(&poll2).await["cost_micros"], 8 * PER_SECOND);
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crafted_multipart_video_body_is_a_400_not_a_dropped_connection() {
+    let s = setup().await;
+    // The hand-written form reader sliced past the end of this body and panicked.
+    for (content_type, body) in [
+        ("multipart/form-data; boundary=B", "--B\r\nH\r\n\r\nv\r\n--B"),
+        // A form whose boundary is not the one its Content-Type names.
+        (
+            "multipart/form-data; boundary=Other",
+            "--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvid\r\n--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\np\r\n--B--\r\n",
+        ),
+    ] {
+        let resp =
+            s.gw.http
+                .post(format!("{}/videos", s.gw.base_url()))
+                .bearer_auth(&s.key)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+        let id = request_id(&resp);
+        assert_eq!(resp.status(), 400, "{body:?}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert_eq!(s.gw.usage_row(&id).await["status"], 400);
+    }
+    assert_eq!(s.upstream.calls(), 0);
+    s.gw.shutdown().await;
+}

@@ -170,6 +170,9 @@ pub(super) async fn create(
         Ok(p) => p,
         Err(e) => return reject(SURFACE, rec, e).await,
     };
+    if let Err(e) = openai_videos::check_content_type(&p.raw, headers.get(CONTENT_TYPE)) {
+        return reject(SURFACE, rec, e).await;
+    }
     let content_type = headers
         .get(CONTENT_TYPE)
         .cloned()
@@ -203,7 +206,8 @@ pub(super) async fn create(
             }
         };
         let model = c.deployment.model.as_str();
-        let body = if model == p.alias {
+        // A form is always written out again (what the provider reads is what was read here).
+        let body = if model == p.alias && !openai_videos::is_multipart(&p.raw) {
             p.raw.clone()
         } else {
             match openai_videos::with_model(&p.raw, model) {

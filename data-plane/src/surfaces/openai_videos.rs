@@ -1,7 +1,9 @@
 //! OpenAI video jobs (`POST /v1/videos`, `GET /v1/videos/{id}`, `GET /v1/videos/{id}/content`).
 //! A create request is JSON or `multipart/form-data` (as OpenAI's SDKs send it); the gateway
-//! reads its `model` (required here: the gateway routes by it) and, when the deployment's model
-//! differs, rewrites that one field, leaving every other byte as the client sent it.
+//! reads its `model` (required here: the gateway routes by it) and sets the deployment's model.
+//! A JSON body is rewritten only when the model differs; a form is parsed with `multer` and
+//! always written out again canonically (same boundary, parts, names and values), so the
+//! provider reads exactly the form the gateway read.
 //!
 //! Job ids the gateway hands out embed where the job lives, so any node can route a poll, and
 //! are signed, so no client can edit them or use another team's (see [`GatewayJobId`]).
@@ -26,40 +28,192 @@ struct Peek<'a> {
 }
 
 /// Whether a body is multipart (it starts with its boundary line).
-fn is_multipart(raw: &[u8]) -> bool {
+pub fn is_multipart(raw: &[u8]) -> bool {
     raw.starts_with(b"--")
 }
 
-/// The byte range of the value of the form field `name` in a multipart body.
-pub fn multipart_field(raw: &[u8], name: &str) -> Option<std::ops::Range<usize>> {
-    let line_end = memchr::memmem::find(raw, b"\r\n")?;
-    let delimiter = [b"\r\n", &raw[..line_end]].concat();
-    let disposition = format!("name=\"{name}\"");
-    let mut at = line_end + 2;
-    loop {
-        let headers_end = at + memchr::memmem::find(&raw[at..], b"\r\n\r\n")?;
-        let value_start = headers_end + 4;
-        let value_end = value_start + memchr::memmem::find(&raw[value_start..], &delimiter)?;
-        let headers = &raw[at..headers_end];
-        let named = memchr::memmem::find(headers, disposition.as_bytes()).is_some();
-        if named && memchr::memmem::find(headers, b"filename=").is_none() {
-            return Some(value_start..value_end);
+/// The boundary a multipart body opens with (`--{boundary}\r\n`; RFC 2046: 1 to 70 characters).
+fn boundary_of(raw: &[u8]) -> Option<&str> {
+    let rest = raw.strip_prefix(b"--")?;
+    let end = memchr::memmem::find(rest, b"\r\n")?;
+    let boundary = std::str::from_utf8(&rest[..end]).ok()?;
+    (1..=70).contains(&boundary.len()).then_some(boundary)
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    name: String,
+    file_name: Option<String>,
+    content_type: Option<String>,
+    data: Bytes,
+}
+
+/// A `multipart/form-data` body as parsed by `multer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Form {
+    boundary: String,
+    parts: Vec<Part>,
+}
+
+fn form_error(detail: impl std::fmt::Display) -> ProxyError {
+    ProxyError::invalid_param(
+        "body",
+        format!("the multipart/form-data body could not be read: {detail}"),
+    )
+}
+
+/// Names go back into a `Content-Disposition` header between quotes.
+fn quotable(s: &str) -> bool {
+    !s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
+}
+
+impl Form {
+    /// Parses a whole body (already in memory) with the boundary it opens with. Every part
+    /// must be named; the `model` field may appear once, and not as a file.
+    fn parse(raw: &[u8]) -> Result<Form, ProxyError> {
+        use futures_util::FutureExt;
+        let boundary = boundary_of(raw)
+            .ok_or_else(|| form_error("it does not open with a boundary line"))?
+            .to_owned();
+        let body = Bytes::copy_from_slice(raw);
+        let stream =
+            futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary.clone());
+        let parts = async {
+            let mut parts = Vec::new();
+            while let Some(field) = multipart.next_field().await? {
+                let name = field.name().map(str::to_owned);
+                let file_name = field.file_name().map(str::to_owned);
+                let content_type = field
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let data = field.bytes().await?;
+                parts.push((name, file_name, content_type, data));
+            }
+            Ok::<_, multer::Error>(parts)
         }
-        // Past the delimiter line to the next part's headers (or the closing `--`).
-        let next = value_end + delimiter.len();
-        if raw.get(next..next + 2) == Some(b"--") {
-            return None;
+        // The whole body is at hand: parsing never waits.
+        .now_or_never()
+        .ok_or_else(|| form_error("it ended early"))?
+        .map_err(form_error)?;
+        let mut form = Form {
+            boundary,
+            parts: Vec::with_capacity(parts.len()),
+        };
+        for (name, file_name, content_type, data) in parts {
+            let name = name.ok_or_else(|| form_error("a part has no name"))?;
+            if !quotable(&name) || !file_name.as_deref().is_none_or(quotable) {
+                return Err(form_error("a part's name has a quote or a line break"));
+            }
+            form.parts.push(Part {
+                name,
+                file_name,
+                content_type,
+                data,
+            });
         }
-        at = next + 2;
+        let models: Vec<&Part> = form.parts.iter().filter(|p| p.name == "model").collect();
+        match models.as_slice() {
+            [] => {}
+            [m] if m.file_name.is_none() => {}
+            [_] => {
+                return Err(ProxyError::invalid_param(
+                    "model",
+                    "model must be a form field, not a file",
+                ))
+            }
+            _ => {
+                return Err(ProxyError::invalid_param(
+                    "model",
+                    "the form names model more than once",
+                ))
+            }
+        }
+        Ok(form)
+    }
+
+    /// The value of the (non-file) field `name`, if any.
+    fn field(&self, name: &str) -> Option<String> {
+        self.parts
+            .iter()
+            .find(|p| p.name == name && p.file_name.is_none())
+            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+    }
+
+    /// The form written out again, canonically, with the same boundary: what the provider
+    /// receives is exactly what the gateway read (no second parser can see another `model`).
+    fn write(&self) -> Bytes {
+        let size: usize = self
+            .parts
+            .iter()
+            .map(|p| p.data.len() + p.name.len() + 128)
+            .sum();
+        let mut out = Vec::with_capacity(size + self.boundary.len() + 8);
+        for p in &self.parts {
+            out.extend_from_slice(b"--");
+            out.extend_from_slice(self.boundary.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
+            out.extend_from_slice(p.name.as_bytes());
+            out.push(b'"');
+            if let Some(f) = &p.file_name {
+                out.extend_from_slice(b"; filename=\"");
+                out.extend_from_slice(f.as_bytes());
+                out.push(b'"');
+            }
+            if let Some(ct) = &p.content_type {
+                out.extend_from_slice(b"\r\nContent-Type: ");
+                out.extend_from_slice(ct.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(&p.data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"--");
+        out.extend_from_slice(self.boundary.as_bytes());
+        out.extend_from_slice(b"--\r\n");
+        Bytes::from(out)
+    }
+}
+
+/// The value of the form field `name` in a multipart body (`None` for an unreadable form).
+pub fn form_field(raw: &[u8], name: &str) -> Option<String> {
+    Form::parse(raw).ok()?.field(name)
+}
+
+/// Refuses a body that does not match its `Content-Type`: a multipart body must be declared
+/// `multipart/form-data` with the boundary it opens with, and a declared form must be one. The
+/// provider parses by the header, the gateway by the body: they must agree.
+pub fn check_content_type(
+    raw: &[u8],
+    content_type: Option<&http::HeaderValue>,
+) -> Result<(), ProxyError> {
+    let declared = content_type
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
+        .map(|ct| multer::parse_boundary(ct).ok());
+    let body = is_multipart(raw).then(|| boundary_of(raw));
+    match (declared, body) {
+        (None, None) => Ok(()),
+        (Some(Some(a)), Some(Some(b))) if a == b => Ok(()),
+        _ => Err(ProxyError::invalid_param(
+            "body",
+            "the body does not match its Content-Type (a multipart/form-data body must open \
+             with the boundary its Content-Type names)",
+        )),
     }
 }
 
 pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
     let (model, prompt) = if is_multipart(raw) {
-        let field = |n: &str| {
-            multipart_field(raw, n).map(|r| String::from_utf8_lossy(&raw[r]).into_owned())
-        };
-        (field("model"), field("prompt"))
+        let form = Form::parse(raw)?;
+        (form.field("model"), form.field("prompt"))
     } else {
         let p: Peek<'_> = serde_json::from_slice(raw).map_err(|e| parse_error(&e))?;
         (p.model.map(Cow::into_owned), p.prompt.map(Cow::into_owned))
@@ -80,18 +234,20 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
     })
 }
 
-/// The create body with `model` set to `model` (JSON or multipart).
+/// The create body with `model` set to `model`: a JSON body rewritten, a multipart one written
+/// out again canonically from its parsed form (see [`check_content_type`]).
 pub fn with_model(raw: &Bytes, model: &str) -> Result<Bytes, ProxyError> {
     if !is_multipart(raw) {
         return crate::server::rewrite(raw, Some(model), false);
     }
-    let range = multipart_field(raw, "model")
+    let mut form = Form::parse(raw)?;
+    let field = form
+        .parts
+        .iter_mut()
+        .find(|p| p.name == "model")
         .ok_or_else(|| ProxyError::invalid_param("model", "you must provide a model parameter"))?;
-    let mut out = Vec::with_capacity(raw.len() + model.len());
-    out.extend_from_slice(&raw[..range.start]);
-    out.extend_from_slice(model.as_bytes());
-    out.extend_from_slice(&raw[range.end..]);
-    Ok(Bytes::from(out))
+    field.data = Bytes::copy_from_slice(model.as_bytes());
+    Ok(form.write())
 }
 
 /// The secret that signs gateway job ids: `HMAC-SHA-256(key_hash_secret, "modelgate video job
@@ -269,11 +425,50 @@ mod tests {
         let p = peek(FORM).unwrap();
         assert_eq!(p.model, "vid");
         let out = with_model(&Bytes::from_static(FORM), "sora-2").unwrap();
-        let range = multipart_field(&out, "model").unwrap();
-        assert_eq!(&out[range], b"sora-2");
-        let range = multipart_field(&out, "seconds").unwrap();
-        assert_eq!(&out[range], b"8");
-        assert!(multipart_field(&out, "nothing").is_none());
+        // The canonical form of an SDK's form is the same bytes, the model aside.
+        let want = String::from_utf8_lossy(FORM).replace("\r\n\r\nvid\r\n", "\r\n\r\nsora-2\r\n");
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        assert_eq!(form_field(&out, "model").as_deref(), Some("sora-2"));
+        assert_eq!(form_field(&out, "seconds").as_deref(), Some("8"));
+        assert!(form_field(&out, "nothing").is_none());
+    }
+
+    #[test]
+    fn a_crafted_form_that_ended_mid_part_is_a_400_not_a_panic() {
+        // The hand-written reader sliced past the end of this body.
+        for raw in [
+            &b"--B\r\nH\r\n\r\nv\r\n--B"[..],
+            b"--B\r\n",
+            b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvid",
+            b"--\r\n",
+            b"--",
+        ] {
+            let e = peek(raw).unwrap_err();
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{raw:?}");
+            assert!(with_model(&Bytes::copy_from_slice(raw), "m").is_err());
+        }
+    }
+
+    #[test]
+    fn a_form_naming_model_twice_or_as_a_file_is_refused() {
+        let twice = b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ncheap\r\n--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\np\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ndear\r\n--B--\r\n";
+        assert_eq!(peek(twice).unwrap_err().param.as_deref(), Some("model"));
+        let file = b"--B\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m.txt\"\r\n\r\ncheap\r\n--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\np\r\n--B--\r\n";
+        assert_eq!(peek(file).unwrap_err().param.as_deref(), Some("model"));
+    }
+
+    #[test]
+    fn a_multipart_body_must_match_the_boundary_its_content_type_names() {
+        let ct = |v: &'static str| http::HeaderValue::from_static(v);
+        let form = Some(ct("multipart/form-data; boundary=XyZ"));
+        assert!(check_content_type(FORM, form.as_ref()).is_ok());
+        let other = Some(ct("multipart/form-data; boundary=Other"));
+        assert!(check_content_type(FORM, other.as_ref()).is_err());
+        let json = Some(ct("application/json"));
+        assert!(check_content_type(FORM, json.as_ref()).is_err());
+        assert!(check_content_type(br#"{"model":"m"}"#, form.as_ref()).is_err());
+        assert!(check_content_type(br#"{"model":"m"}"#, json.as_ref()).is_ok());
+        assert!(check_content_type(br#"{"model":"m"}"#, None).is_ok());
     }
 
     fn job(upstream: &str) -> GatewayJobId<'_> {
