@@ -1,5 +1,6 @@
-//! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies,
-//! provider answers and error bodies, and provider SSE streams. Each takes arbitrary bytes and
+//! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies
+//! (JSON, and the video surface's `multipart/form-data`), provider answers and error bodies,
+//! and provider SSE streams. Each takes arbitrary bytes and
 //! must never panic. The cargo-fuzz targets in `fuzz/` call these under libFuzzer (nightly);
 //! `data-plane/tests/fuzz.rs` runs them for a bounded number of seeded inputs on the stable
 //! toolchain as part of the test suite.
@@ -8,24 +9,31 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::providers::sse::{self, SseSplitter};
-use crate::surfaces::{anthropic_messages, openai_chat, Surface};
+use crate::surfaces::{anthropic_messages, openai_chat, openai_videos, Surface};
 use crate::translate::{request, response, stream::StreamTranslator};
 
 const SURFACES: [Surface; 2] = [Surface::OpenAiChat, Surface::AnthropicMessages];
 
 /// An upstream SSE stream, arriving in chunks of a size the first byte picks. Checks that the
-/// events framed do not depend on where the stream was split, then runs them through every
-/// stream translation.
+/// events framed (and, under a small event cap, where the stream stops) do not depend on where
+/// the stream was split, then runs them through every stream translation.
 pub fn sse_stream(data: &[u8]) {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
     let chunk = usize::from(first % 31) + 1;
-    let whole = frame(body, body.len().max(1));
-    let chunked = frame(body, chunk);
+    let (whole, _) = frame(body, body.len().max(1), sse::MAX_EVENT_BYTES);
+    let (chunked, _) = frame(body, chunk, sse::MAX_EVENT_BYTES);
     assert_eq!(
         whole, chunked,
         "SSE framing must not depend on chunk boundaries"
+    );
+    // With a small event cap, where the stream stops must not depend on them either.
+    let cap = usize::from(first % 7) * 16 + 8;
+    assert_eq!(
+        frame(body, body.len().max(1), cap),
+        frame(body, chunk, cap),
+        "the SSE event cap must not depend on chunk boundaries"
     );
     for event in &whole {
         let _ = sse::data_of(event);
@@ -43,14 +51,16 @@ pub fn sse_stream(data: &[u8]) {
     }
 }
 
-fn frame(body: &[u8], chunk: usize) -> Vec<Bytes> {
-    let mut splitter = SseSplitter::default();
+/// The events framed, and whether the stream stopped at an over-cap event.
+fn frame(body: &[u8], chunk: usize, max_event: usize) -> (Vec<Bytes>, bool) {
+    let mut splitter = SseSplitter::with_max_event(max_event);
     let mut events = Vec::new();
     for part in body.chunks(chunk) {
         events.extend(splitter.push(part));
     }
+    let too_large = splitter.too_large().is_some();
     events.extend(splitter.remainder());
-    events
+    (events, too_large)
 }
 
 /// A request body as a client would send it, and a response or error body as a provider
@@ -70,5 +80,32 @@ pub fn bodies(data: &[u8]) {
     for status in [StatusCode::BAD_REQUEST, StatusCode::TOO_MANY_REQUESTS] {
         let _ = response::error_to_openai(status, data);
         let _ = response::error_to_anthropic(status, data);
+    }
+}
+
+/// A video create body as a client would send it, JSON or `multipart/form-data`: the peek, the
+/// model rewrite and the field reader. A form that reads is written out so that it reads again
+/// with the new model and every other field unchanged.
+pub fn multipart(data: &[u8]) {
+    let peeked = openai_videos::peek(data);
+    let _ = openai_videos::check_content_type(data, None);
+    let Ok(rewritten) = openai_videos::with_model(&Bytes::copy_from_slice(data), "m2") else {
+        return;
+    };
+    if !openai_videos::is_multipart(data) {
+        return;
+    }
+    assert_eq!(
+        openai_videos::form_field(&rewritten, "model").as_deref(),
+        Some("m2"),
+        "the rewritten form names the new model"
+    );
+    if peeked.is_ok() {
+        assert_eq!(
+            openai_videos::form_field(data, "prompt"),
+            openai_videos::form_field(&rewritten, "prompt"),
+            "the rewrite keeps every other field"
+        );
+        assert!(openai_videos::peek(&rewritten).is_ok());
     }
 }

@@ -179,7 +179,11 @@ impl Admission {
         {
             let mut l = lock(&t.counters.measures[slot(Measure::Tokens)].local);
             if l.window == t.window {
-                l.consumed = (l.consumed + actual - t.amount).max(0);
+                l.consumed = l
+                    .consumed
+                    .saturating_add(actual)
+                    .saturating_sub(t.amount)
+                    .max(0);
             }
             t.amount = actual;
         }
@@ -350,6 +354,11 @@ impl Limits {
         window: i64,
         cost: i64,
     ) -> Option<i64> {
+        // More than the whole limit can never be admitted: refused without a lease call
+        // (a huge `max_tokens` must not reach the control plane as a request for a share).
+        if cost > i64::try_from(limit.amount(measure)).unwrap_or(i64::MAX) {
+            return None;
+        }
         let counter = &counters.measures[slot(measure)];
         if let Some(w) = self.take_granted(counters, limit, measure, window, cost) {
             return Some(w);
@@ -402,8 +411,8 @@ impl Limits {
         let mut l = lock(&counter.local);
         let w = l.roll(window);
         let amount = i64::try_from(limit.amount(measure)).unwrap_or(i64::MAX);
-        if l.consumed + cost <= amount {
-            l.consumed += cost;
+        if l.consumed.saturating_add(cost) <= amount {
+            l.consumed = l.consumed.saturating_add(cost);
             Some(w)
         } else {
             None
@@ -425,12 +434,12 @@ impl Limits {
         let (taken, low) = {
             let mut l = lock(&counter.local);
             let w = l.roll(window);
-            let ok = l.lease_live(now) && l.consumed + cost <= l.granted;
+            let ok = l.lease_live(now) && l.consumed.saturating_add(cost) <= l.granted;
             if ok {
-                l.consumed += cost;
+                l.consumed = l.consumed.saturating_add(cost);
             }
             let low = measure.windowed()
-                && l.granted - l.consumed < chunk(limit, measure, cost) / 2
+                && l.granted.saturating_sub(l.consumed) < chunk(limit, measure, cost) / 2
                 || l.lease_until.is_some_and(|t| t < now + RENEW_BEFORE);
             (ok.then_some(w), low)
         };
@@ -463,7 +472,7 @@ impl Limits {
             if need > 0 {
                 // Someone else's call may already have covered this.
                 let l = lock(&counter.local);
-                if l.lease_live(Instant::now()) && l.consumed + need <= l.granted {
+                if l.lease_live(Instant::now()) && l.consumed.saturating_add(need) <= l.granted {
                     return true;
                 }
             }

@@ -104,7 +104,11 @@ impl Reservation {
         for h in self.held.drain(..) {
             let mut l = lock(&h.state.local);
             if l.period_start == h.period_start {
-                l.consumed = (l.consumed + actual_micros - h.reserved).max(0);
+                l.consumed = l
+                    .consumed
+                    .saturating_add(actual_micros)
+                    .saturating_sub(h.reserved)
+                    .max(0);
             }
         }
     }
@@ -186,8 +190,10 @@ impl Quotas {
         {
             let start = period_start(now, b.period);
             let state = self.state(&b.id);
-            let mut taken = self.take(&state, b, start, cost, Instant::now());
-            if !taken {
+            // More than the whole budget can never fit: refused without a lease call.
+            let mut taken =
+                cost <= b.amount_micros && self.take(&state, b, start, cost, Instant::now());
+            if !taken && cost <= b.amount_micros {
                 let reachable = self.refill(&state, b, start, cost).await;
                 taken = self.take(&state, b, start, cost, Instant::now())
                     || (!reachable && take_open(&state, b, start, cost));
@@ -216,7 +222,12 @@ impl Quotas {
             .filter(|b| b.enforcement == Enforcement::Hard && applies(b, key))
             .filter_map(|b| {
                 let l = *lock(&states.get(&b.id)?.local);
-                Some((l.remaining + l.granted_total - l.consumed).max(0))
+                Some(
+                    l.remaining
+                        .saturating_add(l.granted_total)
+                        .saturating_sub(l.consumed)
+                        .max(0),
+                )
             })
             .min()
     }
@@ -236,11 +247,11 @@ impl Quotas {
             l.roll(start);
             // A budget lowered below what this node was granted stops at the new amount.
             let ceiling = l.granted_total.min(b.amount_micros);
-            let ok = l.lease_live(now) && l.consumed + cost <= ceiling;
+            let ok = l.lease_live(now) && l.consumed.saturating_add(cost) <= ceiling;
             if ok {
-                l.consumed += cost;
+                l.consumed = l.consumed.saturating_add(cost);
             }
-            let low = l.granted_total - l.consumed < chunk(b, cost) / 2
+            let low = l.granted_total.saturating_sub(l.consumed) < chunk(b, cost) / 2
                 || l.lease_until
                     .is_some_and(|t| t < now + Duration::from_secs(10));
             (ok, low)
@@ -265,7 +276,7 @@ impl Quotas {
             let l = lock(&state.local);
             if l.period_start == start
                 && l.lease_live(Instant::now())
-                && l.consumed + need <= l.granted_total
+                && l.consumed.saturating_add(need) <= l.granted_total
             {
                 return true;
             }
@@ -329,9 +340,9 @@ fn take_open(state: &BudgetState, b: &Budget, start: i64, cost: i64) -> bool {
     };
     let mut l = lock(&state.local);
     l.roll(start);
-    if l.open_used + cost <= allowance_micros {
-        l.open_used += cost;
-        l.consumed += cost;
+    if l.open_used.saturating_add(cost) <= allowance_micros {
+        l.open_used = l.open_used.saturating_add(cost);
+        l.consumed = l.consumed.saturating_add(cost);
         true
     } else {
         false

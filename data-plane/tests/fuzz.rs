@@ -23,6 +23,8 @@ fn corpus() -> Vec<Vec<u8>> {
             r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"he\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\"}}]}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
             r#"{"error":{"message":"bad","type":"invalid_request_error","param":"x","code":null}}"#,
+            "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvid\r\n--XyZ\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"r.png\"\r\nContent-Type: image/png\r\n\r\n\u{89}PNG\r\n--XyZ--\r\n",
+            "--B\r\nH\r\n\r\nv\r\n--B",
         ]
         .map(|s| s.as_bytes().to_vec()),
     );
@@ -94,6 +96,11 @@ fn the_sse_framer_and_stream_translators_survive_mutated_streams() {
             fuzzing::sse_stream(&input);
         }
     });
+}
+
+#[test]
+fn the_multipart_reader_survives_mutated_forms() {
+    run("multipart", 13, fuzzing::multipart);
 }
 
 #[test]

@@ -443,9 +443,9 @@ async fn a_video_job_is_created_polled_to_completion_fetched_and_metered_once_by
     assert_eq!(job["status"], "queued");
     let gid = job["id"].as_str().unwrap().to_owned();
     // The gateway's id names the provider, so any node can route the poll.
-    assert!(gid.starts_with("mgv."), "{gid}");
+    assert!(gid.starts_with("mgv2."), "{gid}");
     assert!(gid.contains(&s.provider_id), "{gid}");
-    assert!(gid.ends_with(".video_up_1"), "{gid}");
+    assert!(gid.contains(".video_up_1."), "{gid}");
     let sent = s.upstream.last();
     assert_eq!(
         (sent.method.as_str(), sent.path.as_str()),
@@ -559,11 +559,153 @@ async fn a_multipart_video_create_is_forwarded_with_only_the_model_rewritten() {
             .unwrap();
     assert_eq!(resp.status(), 200);
     let job: Value = resp.json().await.unwrap();
-    assert!(job["id"].as_str().unwrap().starts_with("mgv."));
+    assert!(job["id"].as_str().unwrap().starts_with("mgv2."));
     let sent = s.upstream.last().body;
     assert_eq!(
         sent,
         Value::String(form.replace("\r\n\r\nvid\r\n", "\r\n\r\nsora-up\r\n"))
     );
+    s.gw.shutdown().await;
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_forged_or_foreign_video_id_is_not_found_and_costs_nothing_upstream() {
+    let s = setup().await;
+    // A model priced at nothing, on the same upstream: what a forger would switch to.
+    s.gw.create("/models", json!({"model": "free-up", "input_micros_per_mtok": 0, "output_micros_per_mtok": 0, "per_second_micros": 0}))
+        .await;
+    s.gw.create(
+        "/routes",
+        json!({"alias": "free", "deployments": [{"provider_id": s.provider_id, "model": "free-up"}]}),
+    )
+    .await;
+    let other_team = s.gw.create("/teams", json!({"name": "other-team"})).await;
+    let outsider =
+        s.gw.create(
+            "/keys",
+            json!({"team_id": other_team["id"], "name": "outsider"}),
+        )
+        .await;
+    let chat_only =
+        s.gw.create(
+            "/keys",
+            json!({"team_id": s.team_id, "name": "free-only", "allowed_models": ["free"]}),
+        )
+        .await;
+    s.gw.wait_for_config().await;
+    let resp = s
+        .post(
+            "/videos",
+            json!({"model": "vid", "prompt": "a cat", "seconds": "8"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let gid = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = gid.split('.').collect();
+    // Forgeries: the model switched to the free one, the upstream id switched, the unsigned
+    // format of earlier versions.
+    let mut free_model = parts.clone();
+    let free = hex("free-up");
+    free_model[2] = &free;
+    let mut other_job = parts.clone();
+    let other_upstream = parts[parts.len() - 2].replace("video_up_1", "video_up_2");
+    let n = other_job.len();
+    other_job[n - 2] = &other_upstream;
+    let unsigned = format!("mgv.{}.{}.video_up_1", s.provider_id, hex("free-up"));
+    let calls = s.upstream.calls();
+    let as_key = |key: &str, path: String| {
+        s.gw.http
+            .get(format!("{}{path}", s.gw.base_url()))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+    for forged in [free_model.join("."), other_job.join("."), unsigned] {
+        for path in [
+            format!("/videos/{forged}"),
+            format!("/videos/{forged}/content"),
+        ] {
+            let resp = as_key(&s.key, path.clone()).await.unwrap();
+            let id = request_id(&resp);
+            assert_eq!(resp.status(), 404, "{path}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "video_not_found", "{path}");
+            assert_eq!(v["error"]["type"], "invalid_request_error", "{path}");
+            let row = s.gw.usage_row(&id).await;
+            assert_eq!(row["status"], 404, "{path}");
+            assert_eq!(row["key_id"], s.key_id.as_str(), "{path}");
+            assert_eq!(row["cost_micros"], 0, "{path}");
+        }
+    }
+    // The genuine id, polled by another team's key: not found either.
+    for path in [format!("/videos/{gid}"), format!("/videos/{gid}/content")] {
+        let resp = as_key(outsider["key_secret"].as_str().unwrap(), path.clone())
+            .await
+            .unwrap();
+        let id = request_id(&resp);
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(s.gw.usage_row(&id).await["status"], 404, "{path}");
+    }
+    // A key of the same team that may not use the job's alias is refused.
+    let resp = as_key(
+        chat_only["key_secret"].as_str().unwrap(),
+        format!("/videos/{gid}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_allowed");
+    assert_eq!(
+        s.upstream.calls(),
+        calls,
+        "no refused poll reached the upstream"
+    );
+
+    // The owner's polls work and are charged at the job's real price.
+    let (status, _, _) = s.get(&format!("/videos/{gid}")).await;
+    assert_eq!(status, 200);
+    let (status, poll2, _) = s.get(&format!("/videos/{gid}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.gw.usage_row(&poll2).await["cost_micros"], 8 * PER_SECOND);
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crafted_multipart_video_body_is_a_400_not_a_dropped_connection() {
+    let s = setup().await;
+    // The hand-written form reader sliced past the end of this body and panicked.
+    for (content_type, body) in [
+        ("multipart/form-data; boundary=B", "--B\r\nH\r\n\r\nv\r\n--B"),
+        // A form whose boundary is not the one its Content-Type names.
+        (
+            "multipart/form-data; boundary=Other",
+            "--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvid\r\n--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\np\r\n--B--\r\n",
+        ),
+    ] {
+        let resp =
+            s.gw.http
+                .post(format!("{}/videos", s.gw.base_url()))
+                .bearer_auth(&s.key)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+        let id = request_id(&resp);
+        assert_eq!(resp.status(), 400, "{body:?}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert_eq!(s.gw.usage_row(&id).await["status"], 400);
+    }
+    assert_eq!(s.upstream.calls(), 0);
     s.gw.shutdown().await;
 }

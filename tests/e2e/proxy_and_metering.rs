@@ -218,3 +218,33 @@ async fn models_list_shows_only_the_aliases_the_key_may_use() {
     assert_eq!(ids, vec!["smart"]);
     gw.shutdown().await;
 }
+
+/// A provider answer larger than the gateway reads whole (`MAX_ANSWER_BYTES`, 32 MiB) is a
+/// 502 naming why, with its usage row; the gateway does not buffer it.
+#[tokio::test]
+async fn an_upstream_answer_over_the_cap_is_a_502_with_a_usage_row() {
+    let (upstream, gw, p) = gateway_with_smart_route().await;
+    let cap = modelgate_data_plane::providers::MAX_ANSWER_BYTES;
+    upstream.behave(upstream::Behavior::HugeAnswer(cap + 1));
+    let resp = gw
+        .chat(
+            &p.key,
+            json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&resp);
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unavailable", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("larger than {cap} bytes")),
+        "{message}"
+    );
+    let row = gw.usage_row(&id).await;
+    assert_eq!(row["status"], 502);
+    assert_eq!(row["error_class"], "provider_error");
+    gw.shutdown().await;
+}

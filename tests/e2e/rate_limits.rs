@@ -464,3 +464,62 @@ async fn a_restarted_control_plane_does_not_grant_a_minute_twice() {
     assert_eq!(upstream.calls(), accepted as usize);
     gw.shutdown().await;
 }
+
+/// A `max_tokens` at the edge of the integers (2^63, u64::MAX) must not overflow the
+/// admission estimate (prompt bytes / 4 + max_tokens) or the worst-case cost: the request is
+/// refused cleanly, with its usage row, and nothing reaches the upstream.
+#[tokio::test]
+async fn a_max_tokens_at_the_integer_limit_is_refused_cleanly_not_wrapped_into_admission() {
+    let (up, gw, p) = support::gateway_with_smart_route().await;
+    limit(&gw, json!({"scope": {"key_id": p.key_id}, "tpm": 100_000})).await;
+    let budgeted = gw
+        .create(
+            "/keys",
+            json!({"team_id": p.team_id, "name": "budgeted", "environment": "prod", "allowed_models": ["smart"]}),
+        )
+        .await;
+    let budgeted_key = budgeted["key_secret"].as_str().unwrap().to_owned();
+    crate::budgets::budget(
+        &gw,
+        json!({"scope": {"key_id": budgeted["id"]}, "amount_micros": 10_000_000, "period": "total", "enforcement": "hard"}),
+    )
+    .await;
+    fresh_window(20).await;
+    // One ordinary request each first, so the node's counts are above zero.
+    for key in [&p.key, &budgeted_key] {
+        let r = ask(&gw.http, gw.dp().addr, key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let calls = up.calls();
+    for key in [&p.key, &budgeted_key] {
+        for max_tokens in [json!(1u64 << 63), json!(u64::MAX)] {
+            let body = json!({"model": "smart", "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": "count me"}]});
+            let r = gw
+                .http
+                .post(format!("http://{}/v1/chat/completions", gw.dp().addr))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+            let status = r.status().as_u16();
+            let id = support::request_id(&r);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(status, 429, "max_tokens {max_tokens}: {v}");
+            let code = v["error"]["code"].as_str().unwrap();
+            assert!(
+                code == "rate_limit_exceeded" || code == "budget_exceeded",
+                "max_tokens {max_tokens}: {v}"
+            );
+            assert_eq!(gw.usage_row(&id).await["status"], 429);
+        }
+    }
+    assert_eq!(up.calls(), calls, "no refused request reached the upstream");
+    // The counts were not wrapped: ordinary requests still go through.
+    for key in [&p.key, &budgeted_key] {
+        let r = ask(&gw.http, gw.dp().addr, key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    gw.shutdown().await;
+}

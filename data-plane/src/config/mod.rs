@@ -47,6 +47,8 @@ pub struct Runtime {
     /// 0 when no snapshot has been applied yet.
     pub version: u64,
     pub key_hash_secret: Vec<u8>,
+    /// Signs video job ids; derived from `key_hash_secret` once per snapshot.
+    pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
     pub keys: HashMap<KeyHash, KeyEntry>,
     pub providers: HashMap<String, ProviderAccount>,
@@ -137,6 +139,7 @@ impl Runtime {
         Runtime {
             endpoints,
             version: snapshot.version,
+            video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
             keys: index_keys(c.keys),
             providers: c.providers.into_iter().map(|p| (p.id.clone(), p)).collect(),

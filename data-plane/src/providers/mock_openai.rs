@@ -273,8 +273,7 @@ fn video_object(id: &str, model: &str, created_ms: i64, seconds: &str) -> Value 
 /// node answers its polls the same way.
 pub fn create_video(body: &[u8], model: &str) -> UpstreamResponse {
     let seconds = if body.starts_with(b"--") {
-        crate::surfaces::openai_videos::multipart_field(body, "seconds")
-            .map(|r| String::from_utf8_lossy(&body[r]).into_owned())
+        crate::surfaces::openai_videos::form_field(body, "seconds")
     } else {
         serde_json::from_slice::<Value>(body)
             .ok()

@@ -32,6 +32,31 @@ pub enum UpstreamError {
     Timeout,
     #[error("reading the provider's response failed: {0}")]
     Read(String),
+    #[error("the provider's answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// The largest answer read whole from a provider (a JSON answer, an error body, a video job
+/// object): 32 MiB. Streams are framed event by event instead (`sse::MAX_EVENT_BYTES`), and a
+/// video's content is passed through as it arrives, never held.
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads a whole body, refusing one longer than `limit` bytes (without reading past it).
+pub async fn read_capped<B>(body: B, limit: usize) -> Result<Bytes, UpstreamError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(UpstreamError::TooLarge { limit })
+        }
+        Err(e) => Err(UpstreamError::Read(e.to_string())),
+    }
 }
 
 pub enum Body {
@@ -162,7 +187,7 @@ pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamRespons
 }
 
 /// Sends a prepared request (URI, auth and format headers set) and reads the answer: a stream
-/// for a successful streamed call, the whole body otherwise.
+/// for a successful streamed call, the whole body otherwise (at most [`MAX_ANSWER_BYTES`]).
 pub(crate) async fn execute(
     client: &HttpClient,
     mut req: http::request::Builder,
@@ -196,12 +221,7 @@ pub(crate) async fn execute(
                 .boxed(),
         )
     } else {
-        Body::Full(
-            body.collect()
-                .await
-                .map_err(|e| UpstreamError::Read(e.to_string()))?
-                .to_bytes(),
-        )
+        Body::Full(read_capped(body, MAX_ANSWER_BYTES).await?)
     };
     Ok(UpstreamResponse {
         status,
@@ -215,4 +235,25 @@ pub(crate) async fn execute(
 /// Answers a real provider did not meter are counted by `crate::estimate` instead.
 pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_and_one_at_the_cap_is_read() {
+        let at_cap = Full::new(Bytes::from(vec![b'x'; 64]));
+        assert_eq!(read_capped(at_cap, 64).await.unwrap().len(), 64);
+        let over = Full::new(Bytes::from(vec![b'x'; 65]));
+        let err = read_capped(over, 64).await.unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::TooLarge { limit: 64 }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the provider's answer is larger than 64 bytes"
+        );
+    }
 }

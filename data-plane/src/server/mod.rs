@@ -452,8 +452,9 @@ async fn prepare<'r>(
     }
     if !runtime.rate_limits.is_empty() {
         // Tokens are estimated (prompt bytes / 4 plus the output bound) and settled to the
-        // actual count when the usage event is written.
-        let tokens = raw.len() as u64 / 4 + peek.max_output_tokens.unwrap_or(0);
+        // actual count when the usage event is written. Saturating: a `max_tokens` near
+        // u64::MAX is more than any limit, never a wrapped small number.
+        let tokens = (raw.len() as u64 / 4).saturating_add(peek.max_output_tokens.unwrap_or(0));
         let admission = app
             .limits
             .admit(&runtime.rate_limits, key, alias, tokens, unix_now())
@@ -705,6 +706,10 @@ pub(crate) async fn pump(
                 translator.event(event, &mut out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
             }
+            if let Some(e) = splitter.too_large() {
+                failure = Some(e.to_string());
+                break;
+            }
             if ended {
                 translator.end(&mut out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
@@ -929,6 +934,32 @@ mod tests {
             rest.push_str(std::str::from_utf8(&w).unwrap());
         }
         assert_eq!(rest, DONE, "the stream ends with its terminal event");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_event_over_the_cap_ends_the_stream_with_an_error_event() {
+        let big = format!(
+            "data: {}",
+            "x".repeat(crate::providers::sse::MAX_EVENT_BYTES)
+        );
+        let mut chunks: Vec<Chunk> = vec![Ok(Bytes::from_static(HELLO.as_bytes()))];
+        chunks.extend(
+            Bytes::from(big)
+                .chunks(64 * 1024)
+                .map(|c| Ok(Bytes::copy_from_slice(c))),
+        );
+        // What would follow is never read.
+        chunks.push(Ok(Bytes::from_static(DONE.as_bytes())));
+        let mut rx = start(futures_util::stream::iter(chunks).boxed());
+        let mut all = String::new();
+        while let Some(Ok(w)) = rx.recv().await {
+            all.push_str(std::str::from_utf8(&w).unwrap());
+        }
+        assert!(all.starts_with(HELLO), "{all:?}");
+        let last = &all[HELLO.len()..];
+        assert!(last.starts_with("data: {\"error\""), "{last:?}");
+        assert!(last.contains("larger than 1048576 bytes"), "{last:?}");
+        assert!(!all.contains("[DONE]"), "{all:?}");
     }
 
     #[tokio::test]

@@ -3,10 +3,16 @@
 //! - `POST /v1/videos` creates a job on a deployment of the requested model (the plan's
 //!   candidates in order; a deployment that cannot take video jobs, or fails with 408/429/5xx or
 //!   a transport error, passes the request on to the next). The job object comes back with the
-//!   gateway's own id, [`GatewayJobId`]: `mgv.{provider_id}.{hex(model)}.{upstream_id}`, so any
-//!   data-plane node can route a poll without shared state.
+//!   gateway's own id, [`GatewayJobId`]: provider, deployment model, alias, team and upstream id,
+//!   signed with the fleet's job-id key, so any data-plane node can route a poll without shared
+//!   state and no client can alter it.
 //! - `GET /v1/videos/{id}` polls the owning provider; the job's `id` is rewritten again.
 //! - `GET /v1/videos/{id}/content` streams the finished video back (query passed through).
+//!
+//! A poll or download checks, before any upstream call, that the id carries the gateway's
+//! signature, that the job belongs to the key's team (else 404 `video_not_found`, as for an id
+//! that never existed; ids of the unsigned `mgv.` format of earlier versions included), and
+//! that the key may use the alias the job was created through (else 403).
 //!
 //! Metering: every request leaves its own usage event, at no cost, except the poll that first
 //! sees the job `completed`: that one carries `media_ms` (the job's `seconds`) priced at the
@@ -15,8 +21,7 @@
 //! plane stores events by id, so a second charging event for the same job is dropped at ingest.
 //!
 //! Supported providers: openai, openai-compatible and the built-in mock. Azure OpenAI and
-//! Anthropic deployments are passed over for video jobs. Polls need only the `video` endpoint
-//! family on the key; the job id itself is the capability (provider ids are unguessable).
+//! Anthropic deployments are passed over for video jobs.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -113,26 +118,30 @@ fn call<'a>(
     }
 }
 
-/// Reads a full upstream body (a stream is drained).
-async fn full_body(body: providers::Body) -> Bytes {
+/// Reads a full upstream body (a stream is drained), at most `providers::MAX_ANSWER_BYTES`.
+async fn full_body(body: providers::Body) -> Result<Bytes, providers::UpstreamError> {
     use futures_util::StreamExt;
     match body {
-        providers::Body::Full(b) => b,
+        providers::Body::Full(b) => Ok(b),
         providers::Body::Stream(mut s) => {
             let mut out = Vec::new();
-            while let Some(Ok(chunk)) = s.next().await {
-                out.extend_from_slice(&chunk);
+            while let Some(chunk) = s.next().await {
+                out.extend_from_slice(&chunk?);
+                if out.len() > providers::MAX_ANSWER_BYTES {
+                    return Err(providers::UpstreamError::TooLarge {
+                        limit: providers::MAX_ANSWER_BYTES,
+                    });
+                }
             }
-            Bytes::from(out)
+            Ok(Bytes::from(out))
         }
     }
 }
 
 /// A job object from upstream with its `id` replaced by the gateway's.
-fn with_gateway_id(v: &mut serde_json::Value, job: &GatewayJobId<'_>) -> Option<String> {
-    let id = job.encode();
-    *v.get_mut("id")? = serde_json::Value::String(id.clone());
-    Some(id)
+fn with_gateway_id(v: &mut serde_json::Value, id: &str) -> Option<()> {
+    *v.get_mut("id")? = serde_json::Value::String(id.to_owned());
+    Some(())
 }
 
 fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Bytes) -> Response {
@@ -161,6 +170,9 @@ pub(super) async fn create(
         Ok(p) => p,
         Err(e) => return reject(SURFACE, rec, e).await,
     };
+    if let Err(e) = openai_videos::check_content_type(&p.raw, headers.get(CONTENT_TYPE)) {
+        return reject(SURFACE, rec, e).await;
+    }
     let content_type = headers
         .get(CONTENT_TYPE)
         .cloned()
@@ -194,7 +206,8 @@ pub(super) async fn create(
             }
         };
         let model = c.deployment.model.as_str();
-        let body = if model == p.alias {
+        // A form is always written out again (what the provider reads is what was read here).
+        let body = if model == p.alias && !openai_videos::is_multipart(&p.raw) {
             p.raw.clone()
         } else {
             match openai_videos::with_model(&p.raw, model) {
@@ -260,7 +273,12 @@ pub(super) async fn create(
             body,
             ..
         } = resp;
-        let bytes = full_body(body).await;
+        let bytes = match full_body(body).await {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await
+            }
+        };
         if !http_status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
             rec.fail(status, ErrorClass::ProviderError, &text);
@@ -269,6 +287,7 @@ pub(super) async fn create(
             }
             return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
         }
+        let team_id = rec.event().team_id.clone();
         let job = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|mut v| {
@@ -276,11 +295,13 @@ pub(super) async fn create(
                 let gid = GatewayJobId {
                     provider_id: c.provider.id.as_str().into(),
                     model: model.to_owned(),
+                    alias: p.alias.clone(),
+                    team_id: team_id.as_str().into(),
                     upstream_id: upstream_id.into(),
                 };
-                // Only ids the gateway can route back are accepted.
-                GatewayJobId::decode(&gid.encode())?;
-                with_gateway_id(&mut v, &gid)?;
+                // Only ids the gateway can route back are handed out.
+                let id = gid.encode(&runtime.video_job_key)?;
+                with_gateway_id(&mut v, &id)?;
                 Some(v)
             });
         let Some(job) = job else {
@@ -358,9 +379,15 @@ async fn job_request(
         )
         .await;
     }
-    let Some(job) = GatewayJobId::decode(&id) else {
+    // A forged or edited id, or another team's job, is not found: no upstream call.
+    let Some(job) = GatewayJobId::decode(&id, &runtime.video_job_key)
+        .filter(|job| job.team_id == key.team_id.as_str())
+    else {
         return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
     };
+    if !key.may_use(&job.alias) {
+        return reject(SURFACE, rec, ProxyError::model_not_allowed(&job.alias)).await;
+    }
     let Some(provider) = runtime.providers.get(job.provider_id.as_ref()) else {
         return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
     };
@@ -368,7 +395,7 @@ async fn job_request(
         let e = rec.event();
         e.provider_id.clone_from(&provider.id);
         e.served_model.clone_from(&job.model);
-        e.requested_model.clone_from(&job.model);
+        e.requested_model.clone_from(&job.alias);
     }
     let upstream = job.upstream_id.as_ref();
     let started = std::time::Instant::now();
@@ -433,7 +460,12 @@ async fn job_request(
         ..
     } = resp;
     if !http_status.is_success() {
-        let bytes = full_body(body).await;
+        let bytes = match full_body(body).await {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await
+            }
+        };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
         rec.fail(status, ErrorClass::ProviderError, &text);
         if let Err(err) = rec.finish().await {
@@ -456,7 +488,10 @@ async fn job_request(
         }
         return with_request_id(r, &request_id);
     }
-    let bytes = full_body(body).await;
+    let bytes = match full_body(body).await {
+        Ok(b) => b,
+        Err(e) => return reject(SURFACE, rec, ProxyError::upstream(e.to_string(), false)).await,
+    };
     let Some(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .filter(serde_json::Value::is_object)
@@ -464,8 +499,10 @@ async fn job_request(
         let e = ProxyError::upstream("the provider's video job could not be read", false);
         return reject(SURFACE, rec, e).await;
     };
-    let gateway_id = with_gateway_id(&mut v, &job).unwrap_or_else(|| job.encode());
-    if v["status"] == "completed" && app.videos_metered.first(&gateway_id) {
+    // The id as the client sent it: it verified, so it is the one this job was given.
+    let gateway_id = id.as_str();
+    let _ = with_gateway_id(&mut v, gateway_id);
+    if v["status"] == "completed" && app.videos_metered.first(gateway_id) {
         let price = runtime.price(provider.kind, &job.model);
         let seconds = openai_videos::job_seconds(&v);
         let media_ms = seconds.map_or(0, |s| (s * 1000.0).round() as u64);
@@ -479,7 +516,7 @@ async fn job_request(
             price,
         );
         let e = rec.event();
-        e.id = charge_event_id(&gateway_id);
+        e.id = charge_event_id(gateway_id);
         if let Some(price) = price {
             e.price_version = price.version;
         }

@@ -28,6 +28,8 @@ pub enum Behavior {
     SlowFirstByte(u64),
     /// A stream that stops after its first chunk, without `[DONE]`.
     TruncatedStream,
+    /// A 200 JSON answer of this many bytes (padding in an extra field).
+    HugeAnswer(usize),
 }
 
 #[derive(Clone, Default)]
@@ -240,6 +242,16 @@ async fn chat(
         }
         Behavior::SlowFirstByte(ms) => {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+        }
+        Behavior::HugeAnswer(len) => {
+            let mut body = b"{\"pad\":\"".to_vec();
+            body.resize(len.saturating_sub(2), b'x');
+            body.extend_from_slice(b"\"}");
+            return (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
         }
         Behavior::Normal | Behavior::TruncatedStream => {}
     }
