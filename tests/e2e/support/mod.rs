@@ -402,7 +402,7 @@ pub async fn start_data_plane_clocked(
     dir: &std::path::Path,
     clock: modelgate_shared::clock::SharedClock,
 ) -> RunningDataPlane {
-    let node_id = format!("node-{}", uuid::Uuid::now_v7().simple());
+    let node_id = node_id_for(dir);
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         control_plane_url: pki::grpc_url(grpc_addr),
@@ -420,13 +420,20 @@ pub async fn start_data_plane_clocked(
     .unwrap()
 }
 
+/// The node id of the data plane whose data directory is `dir`: the same across restarts, as a
+/// real node's (its certificate names it; its spooled events carry it).
+pub fn node_id_for(dir: &std::path::Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    format!("node-{}", name.trim_start_matches("mg-e2e-"))
+}
+
 /// A data plane with explicit spool options.
 pub async fn start_data_plane_with(
     grpc_addr: std::net::SocketAddr,
     dir: &std::path::Path,
     spool: SpoolOptions,
 ) -> RunningDataPlane {
-    let node_id = format!("node-{}", uuid::Uuid::now_v7().simple());
+    let node_id = node_id_for(dir);
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         control_plane_url: pki::grpc_url(grpc_addr),

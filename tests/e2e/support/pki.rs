@@ -3,9 +3,9 @@
 //! issued by the same code as `modelgate certs`. Every plane the support starts uses it, so
 //! every test runs over mutual TLS.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use modelgate_control_plane::grpc::transport::GrpcSecurity;
 use modelgate_data_plane::channel::ControlPlaneSecurity;
@@ -13,6 +13,9 @@ use modelgate_shared::tls::{issue, Reloading, TlsFiles};
 
 pub struct Pki {
     pub dir: PathBuf,
+    /// Node certificates issued so far and their labels (tests run in parallel: a certificate is
+    /// issued once, never rewritten while another test's plane reads it).
+    issued: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
 impl Pki {
@@ -25,7 +28,10 @@ impl Pki {
     pub fn with_control_plane_names(dns: &[&str], ips: &[&str]) -> Pki {
         let dir = super::temp_dir("pki").join("certs");
         issue::init_ca(&dir, chrono::Utc::now()).unwrap();
-        let pki = Pki { dir };
+        let pki = Pki {
+            dir,
+            issued: Mutex::default(),
+        };
         pki.issue_control_plane(dns, ips);
         pki
     }
@@ -51,13 +57,18 @@ impl Pki {
         }
     }
 
-    /// Issues (or re-issues) node `id`'s certificate with these labels; its files.
+    /// Node `id`'s certificate with these labels (issued on first use, or again when the labels
+    /// differ); its files.
     pub fn node(&self, id: &str, labels: &[(&str, &str)]) -> TlsFiles {
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        issue::issue_node(&self.dir, id, &labels, chrono::Utc::now()).unwrap();
+        let mut issued = self.issued.lock().unwrap();
+        if issued.get(id) != Some(&labels) {
+            issue::issue_node(&self.dir, id, &labels, chrono::Utc::now()).unwrap();
+            issued.insert(id.to_owned(), labels);
+        }
         self.files(id)
     }
 
