@@ -674,3 +674,45 @@ fn the_planes_refuse_plaintext_grpc_unless_asked_and_then_warn() {
     let _ = child.wait();
     assert!(warned, "no plaintext warning");
 }
+
+#[tokio::test]
+async fn modelgate_nodes_revoke_refuses_the_node() {
+    let gw = Gateway::start().await;
+    let pki = Pki::shared();
+    let (mut stream, _tx) = subscribe(
+        node_channel(pki, gw.grpc_addr, "node-cli", &[]),
+        "node-cli",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (admin_url, admin_token) = (gw.admin_url.clone(), gw.admin_token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+            .args(["nodes", "revoke", "node-cli", "--output", "json"])
+            .env("MODELGATE_ADMIN_URL", admin_url)
+            .env("MODELGATE_ADMIN_TOKEN", admin_token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["node_id"], "node-cli");
+    tokio::time::timeout(Duration::from_secs(1), ended(&mut stream))
+        .await
+        .expect("the revoked node's stream ended");
+    assert!(subscribe(
+        node_channel(pki, gw.grpc_addr, "node-cli", &[]),
+        "node-cli",
+        &[]
+    )
+    .await
+    .is_err());
+    gw.shutdown().await;
+}
