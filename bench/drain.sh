@@ -47,9 +47,16 @@ MASTER_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 "$BENCH" mock-upstream --listen "$MOCK" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 
+# The planes talk mutual TLS: a throwaway fleet CA and certificates.
+CERTS="$WORK/certs"
+"$GATEWAY" certs init --dir "$CERTS" >/dev/null || die "certs init failed"
+"$GATEWAY" certs issue --dir "$CERTS" --control-plane --ip "${GRPC%:*}" >/dev/null || die "certs issue failed"
+"$GATEWAY" certs issue --dir "$CERTS" --node-id drain-dp >/dev/null || die "certs issue failed"
 start_cp() {
   MODELGATE_MASTER_KEY="$MASTER_KEY" "$GATEWAY" control-plane --database-url "$DB_URL" \
-    --admin-listen "$ADMIN" --grpc-listen "$GRPC" >>"$WORK/cp.log" 2>>"$WORK/cp-stderr.log" &
+    --admin-listen "$ADMIN" --grpc-listen "$GRPC" \
+    --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/control-plane.pem" --tls-key "$CERTS/control-plane-key.pem" \
+    >>"$WORK/cp.log" 2>>"$WORK/cp-stderr.log" &
   CP_PID=$!; PIDS+=("$CP_PID")
   for _ in $(seq 1 100); do curl -sf "http://$ADMIN/healthz" >/dev/null && return 0; sleep 0.1; done
   die "the control plane did not start"
@@ -66,7 +73,8 @@ PROV="$(post /providers "{\"name\":\"mock\",\"kind\":\"openai-compatible\",\"bas
 post /models '{"model":"gpt-4o-mini","input_micros_per_mtok":150000,"output_micros_per_mtok":600000}' >/dev/null
 post /routes "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":\"$PROV\",\"model\":\"gpt-4o-mini\"}]}" >/dev/null
 
-"$GATEWAY" data-plane --listen "$DP" --control-plane-url "http://$GRPC" --node-id drain-dp \
+"$GATEWAY" data-plane --listen "$DP" --control-plane-url "https://$GRPC" --node-id drain-dp \
+  --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/drain-dp.pem" --tls-key "$CERTS/drain-dp-key.pem" \
   --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 PIDS+=($!)
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'

@@ -159,7 +159,12 @@ sleep 1
 # CPU and RSS are the proxy's alone (its spool writes and usage shipping included; the control
 # plane's ingest into SQLite, which runs in the 'up' process, excluded).
 UP_PID="$GW_PID"
-"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
+# It joins over mutual TLS with a node certificate from up's own fleet CA (in up's data directory).
+CERTS="$WORK/data/certs"
+"$GATEWAY" certs issue --dir "$CERTS" --node-id bench-dp --label region=bench >/dev/null \
+  || die "could not issue the data plane's certificate from $CERTS"
+"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
+  --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/bench-dp.pem" --tls-key "$CERTS/bench-dp-key.pem" \
   --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_for_line "$WORK/dp.log" '^MODELGATE_BASE_URL=' 30 "$GW_PID" || die "the data plane did not start"

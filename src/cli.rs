@@ -32,6 +32,93 @@ pub enum Command {
     /// Offline maintenance against the control plane's database.
     #[command(name = "admin", subcommand)]
     Maintenance(MaintenanceCommand),
+    /// The fleet's certificates for mutual TLS between the planes (offline): `init` makes the
+    /// fleet CA, `issue` a node's or the control plane's certificate.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a new fleet CA: `DIR/ca.pem` and `DIR/ca-key.pem` (key 0600, DIR 0700). Refuses to
+    /// overwrite an existing CA.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a certificate signed by the CA in DIR: `DIR/<node-id>.pem` + `DIR/<node-id>-key.pem`
+    /// for a data plane, or `DIR/control-plane.pem` + `DIR/control-plane-key.pem` for the control
+    /// plane. An existing pair of that name is replaced (rotation: the planes pick it up).
+    Issue(CertsIssueArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["node_id", "control_plane"])))]
+pub struct CertsIssueArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A data plane's certificate for this node id (its identity at the control plane).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// A label the node's hello must carry, `key=value`, repeatable (e.g. `--label region=eu`).
+    #[arg(long = "label", requires = "node_id")]
+    pub labels: Vec<String>,
+    /// The control plane's certificate.
+    #[arg(long)]
+    pub control_plane: bool,
+    /// DNS names data planes dial the control plane by.
+    #[arg(long, num_args = 1.., requires = "control_plane")]
+    pub dns: Vec<String>,
+    /// IP addresses data planes dial the control plane by.
+    #[arg(long, num_args = 1.., requires = "control_plane")]
+    pub ip: Vec<std::net::IpAddr>,
+}
+
+/// Mutual TLS on the gRPC channel between the planes.
+#[derive(Debug, Args)]
+pub struct GrpcTlsArgs {
+    /// The fleet CA certificate (PEM) the other side's certificate must chain to.
+    #[arg(long, env = "MODELGATE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This side's certificate (PEM), re-read when the file changes.
+    #[arg(long, env = "MODELGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This side's private key (PEM), re-read when the file changes.
+    #[arg(long, env = "MODELGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Run gRPC between the planes without TLS: anyone who reaches the control plane's port gets
+    /// every provider credential. Only for a trusted, private network.
+    #[arg(long, env = "MODELGATE_INSECURE_PLAINTEXT_GRPC")]
+    pub insecure_plaintext_grpc: bool,
+}
+
+impl GrpcTlsArgs {
+    /// The TLS files, or `None` for explicit plaintext; an error for anything else.
+    pub fn files(&self) -> anyhow::Result<Option<modelgate_shared::tls::TlsFiles>> {
+        match (
+            &self.tls_ca,
+            &self.tls_cert,
+            &self.tls_key,
+            self.insecure_plaintext_grpc,
+        ) {
+            (Some(ca), Some(cert), Some(key), false) => Ok(Some(modelgate_shared::tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None, None, true) => Ok(None),
+            (_, _, _, true) => {
+                anyhow::bail!("--insecure-plaintext-grpc and --tls-* both given: choose one")
+            }
+            (None, None, None, false) => anyhow::bail!(
+                "gRPC between the planes needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key \
+                 (MODELGATE_TLS_CA, MODELGATE_TLS_CERT, MODELGATE_TLS_KEY; make them with \
+                 `modelgate certs init` and `modelgate certs issue`), or --insecure-plaintext-grpc \
+                 to run without TLS on a network you fully trust"
+            ),
+            _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together: give all three"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,23 +182,30 @@ pub struct ControlPlaneArgs {
     pub admin_listen: SocketAddr,
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: GrpcTlsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct DataPlaneArgs {
     #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The control plane's gRPC URL.
+    /// The control plane's gRPC URL: `https://host:port` (the host must be a name or address on
+    /// the control plane's certificate); `http://` only with `--insecure-plaintext-grpc`.
     #[arg(
         long,
         env = "MODELGATE_CONTROL_PLANE_URL",
-        default_value = "http://127.0.0.1:9091"
+        default_value = "https://localhost:9091"
     )]
     pub control_plane_url: String,
-    /// This node's id (defaults to a new random one).
+    #[command(flatten)]
+    pub tls: GrpcTlsArgs,
+    /// This node's id (default: the one its certificate names; without TLS a new random one).
+    /// Under TLS it must equal the certificate's.
     #[arg(long, env = "MODELGATE_NODE_ID")]
     pub node_id: Option<String>,
-    /// Labels as `key=value`, repeatable (e.g. `--label region=eu-west`).
+    /// Labels as `key=value`, repeatable (e.g. `--label region=eu-west`); default: the
+    /// certificate's labels, which they must equal where the certificate carries any.
     #[arg(long = "label", env = "MODELGATE_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// Holds the last-known-good snapshot and the usage spool.
@@ -230,5 +324,71 @@ mod tests {
         ]);
         assert_eq!(tuned.auth_failure_limit, 0);
         assert_eq!(tuned.auth_failure_window.as_secs(), 5);
+    }
+
+    fn tls_of(args: &[&str]) -> anyhow::Result<Option<modelgate_shared::tls::TlsFiles>> {
+        let mut all = vec!["modelgate", "control-plane", "--database-url", "sqlite://x"];
+        all.extend_from_slice(args);
+        let Command::ControlPlane(a) = Cli::try_parse_from(all).unwrap().command else {
+            panic!("expected control-plane")
+        };
+        a.tls.files()
+    }
+
+    #[test]
+    fn grpc_without_tls_material_needs_the_insecure_flag() {
+        let e = tls_of(&[]).unwrap_err().to_string();
+        assert!(e.contains("--insecure-plaintext-grpc"), "{e}");
+        assert!(tls_of(&["--insecure-plaintext-grpc"]).unwrap().is_none());
+        assert!(tls_of(&["--tls-ca", "a", "--tls-cert", "b"]).is_err());
+        assert!(tls_of(&[
+            "--tls-ca",
+            "a",
+            "--tls-cert",
+            "b",
+            "--tls-key",
+            "c",
+            "--insecure-plaintext-grpc"
+        ])
+        .is_err());
+        let files = tls_of(&["--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(files.key, PathBuf::from("c"));
+    }
+
+    #[test]
+    fn certs_issue_takes_a_node_or_the_control_plane() {
+        assert!(Cli::try_parse_from(["modelgate", "certs", "issue", "--dir", "d"]).is_err());
+        assert!(Cli::try_parse_from([
+            "modelgate",
+            "certs",
+            "issue",
+            "--dir",
+            "d",
+            "--node-id",
+            "n",
+            "--control-plane"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "certs",
+            "issue",
+            "--dir",
+            "d",
+            "--control-plane",
+            "--dns",
+            "localhost",
+            "cp.internal",
+            "--ip",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        let Command::Certs(CertsCommand::Issue(a)) = cli.command else {
+            panic!("expected certs issue")
+        };
+        assert_eq!(a.dns, vec!["localhost", "cp.internal"]);
+        assert_eq!(a.ip.len(), 1);
     }
 }

@@ -7,11 +7,15 @@ mod cli;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use modelgate_control_plane::crypto::Sealer;
+use modelgate_control_plane::grpc::transport::GrpcSecurity;
+use modelgate_data_plane::channel::ControlPlaneSecurity;
 use modelgate_data_plane::usage::spool::SpoolOptions;
+use modelgate_shared::tls::{issue as tls_issue, Reloading, TlsFiles};
 
 use cli::{Cli, Command};
 
@@ -32,7 +36,72 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Maintenance(cli::MaintenanceCommand::RotateMasterKey(args)) => {
             rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::Certs(command) => certs(command).map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// `modelgate certs init|issue`.
+fn certs(command: cli::CertsCommand) -> anyhow::Result<()> {
+    let now = modelgate_shared::clock::system().now();
+    let written = match command {
+        cli::CertsCommand::Init { dir } => tls_issue::init_ca(&dir, now)?,
+        cli::CertsCommand::Issue(a) => match a.node_id {
+            Some(node_id) => {
+                let mut labels = std::collections::BTreeMap::new();
+                for l in &a.labels {
+                    let (k, v) = modelgate_shared::tls::validate_label(l)?;
+                    labels.insert(k.to_owned(), v.to_owned());
+                }
+                tls_issue::issue_node(&a.dir, &node_id, &labels, now)?
+            }
+            None => tls_issue::issue_control_plane(&a.dir, &a.dns, &a.ip, now)?,
+        },
+    };
+    println!("{}", written.cert.display());
+    println!("{}", written.key.display());
+    Ok(())
+}
+
+/// `up`'s own fleet PKI in `DATA_DIR/certs` (0700, keys 0600): a CA, the control plane's
+/// certificate for the loopback names and `grpc_ip`, and the node `local`'s. Reused on restart;
+/// the control plane's certificate is issued again when it listens on a non-loopback address.
+fn up_pki(data_dir: &Path, grpc_ip: std::net::IpAddr) -> anyhow::Result<(TlsFiles, TlsFiles)> {
+    let dir = data_dir.join("certs");
+    let now = modelgate_shared::clock::system().now();
+    if !tls_issue::has_ca(&dir) {
+        tls_issue::init_ca(&dir, now)?;
+    }
+    let files = |name: &str| TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
+    let (cp, node) = (files("control-plane"), files("local"));
+    let loopback = grpc_ip.is_loopback() || grpc_ip.is_unspecified();
+    if !cp.cert.exists() || !cp.key.exists() || !loopback {
+        let mut ips: Vec<std::net::IpAddr> = vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ];
+        if !loopback {
+            ips.push(grpc_ip);
+        }
+        tls_issue::issue_control_plane(&dir, &["localhost".to_owned()], &ips, now)?;
+    }
+    if !node.cert.exists() || !node.key.exists() {
+        let labels = std::collections::BTreeMap::from([("region".to_owned(), "local".to_owned())]);
+        tls_issue::issue_node(&dir, "local", &labels, now)?;
+    }
+    Ok((cp, node))
+}
+
+fn server_security(tls: &cli::GrpcTlsArgs) -> anyhow::Result<GrpcSecurity> {
+    Ok(match tls.files()? {
+        Some(files) => GrpcSecurity::Tls(Arc::new(
+            Reloading::server(files).context("loading the gRPC TLS files")?,
+        )),
+        None => GrpcSecurity::InsecurePlaintext,
+    })
 }
 
 /// Reads the master key file, or creates it (0600) with a new random key.
@@ -79,20 +148,30 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         _ => master_key_from_file(&data_dir.join("master.key"), true)?,
     };
     let db_path = data_dir.join("modelgate.db");
+    let (cp_tls, node_tls) = up_pki(&data_dir, args.grpc_listen.ip())?;
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
         grpc_listen: args.grpc_listen,
+        grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(cp_tls)?)),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
+    // Dial the address the control plane listens on (its certificate names it), loopback when
+    // it listens on every address.
+    let grpc_dial = if cp.grpc_addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), cp.grpc_addr.port())
+    } else {
+        cp.grpc_addr
+    };
     let demo =
         modelgate_control_plane::service::bootstrap::seed_demo(&cp.services, args.openai_api_key)
             .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
-        control_plane_url: format!("http://{}", cp.grpc_addr),
+        control_plane_url: format!("https://{grpc_dial}"),
+        grpc_security: ControlPlaneSecurity::Tls(node_tls),
         node_id: "local".into(),
         labels: HashMap::from([("region".to_owned(), "local".to_owned())]),
         data_dir: data_dir.join("data-plane"),
@@ -125,6 +204,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
          MODELGATE_BASE_URL={base}\n\
          MODELGATE_API_KEY={key}\n\
          MODELGATE_ADMIN_URL=http://{admin}\n\
+         MODELGATE_GRPC_ADDR={grpc}\n\
          MODELGATE_ADMIN_TOKEN={token}\n\n\
          Try it:\n\
          curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
@@ -133,6 +213,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         key = demo.api_key,
         admin = cp.admin_addr,
         token = demo.admin_token,
+        grpc = grpc_dial,
         model = demo.model,
     );
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
@@ -197,6 +278,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
         grpc_listen: args.grpc_listen,
+        grpc_security: server_security(&args.tls)?,
         clock: modelgate_shared::clock::system(),
     })
     .await?;
@@ -220,12 +302,33 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
     }
     let spool = args.spool_options();
     let security = args.security_options();
+    let files = args.tls.files()?;
+    // Under TLS the certificate says who this node is; flags may only repeat it.
+    let cert_identity = match &files {
+        Some(f) => Some(
+            modelgate_data_plane::channel::certificate_identity(f)
+                .with_context(|| format!("reading the node identity from {}", f.cert.display()))?,
+        ),
+        None => None,
+    };
+    if labels.is_empty() {
+        if let Some(id) = &cert_identity {
+            labels = id.labels.clone().into_iter().collect();
+        }
+    }
+    let node_id = match (args.node_id, &cert_identity) {
+        (Some(n), _) => n,
+        (None, Some(id)) => id.node_id.clone(),
+        (None, None) => format!("dp-{}", modelgate_shared::new_id().simple()),
+    };
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
         control_plane_url: args.control_plane_url,
-        node_id: args
-            .node_id
-            .unwrap_or_else(|| format!("dp-{}", modelgate_shared::new_id().simple())),
+        grpc_security: match files {
+            Some(f) => ControlPlaneSecurity::Tls(f),
+            None => ControlPlaneSecurity::InsecurePlaintext,
+        },
+        node_id,
         labels,
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,

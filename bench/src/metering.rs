@@ -5,14 +5,18 @@
 //! * `spool` — the data plane's spool append cost: events/s and µs per event with many
 //!   concurrent appenders (group commit), and the latency of a lone appender.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use modelgate_control_plane::grpc::transport::GrpcSecurity;
+use modelgate_data_plane::channel::{self, ControlPlaneSecurity};
 use modelgate_data_plane::usage::spool::{FsyncPolicy, Spool, SpoolOptions};
 use modelgate_proto::usage::v1::{
     usage_service_client::UsageServiceClient, UsageBatch, UsageEvent,
 };
+use modelgate_shared::tls::{issue, Reloading, TlsFiles};
 use modelgate_shared::usage::{Attempt, UsageEvent as DomainEvent, USAGE_SCHEMA_VERSION};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -89,15 +93,29 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     } else {
         (args.database_url.clone(), None)
     };
+    // Mutual TLS as in production: a throwaway fleet CA, one node certificate per stream.
+    let pki = std::env::temp_dir().join(format!(
+        "mg-bench-pki-{}",
+        modelgate_shared::new_id().simple()
+    ));
+    let now = chrono::Utc::now();
+    issue::init_ca(&pki, now)?;
+    issue::issue_control_plane(&pki, &["localhost".to_owned()], &[], now)?;
+    let files = |name: &str| TlsFiles {
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{name}.pem")),
+        key: pki.join(format!("{name}-key.pem")),
+    };
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url,
         master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
         admin_listen: "127.0.0.1:0".parse()?,
         grpc_listen: "127.0.0.1:0".parse()?,
+        grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
-    let endpoint = format!("http://{}", cp.grpc_addr);
+    let endpoint = format!("https://localhost:{}", cp.grpc_addr.port());
     let per_stream = args.events / args.streams.max(1);
     // Build every batch first so the measurement is the ingest, not the generator.
     let mut work = Vec::new();
@@ -107,7 +125,11 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         while i < per_stream {
             let n = args.batch.min(per_stream - i);
             let events: Vec<UsageEvent> = (i..i + n)
-                .map(|j| UsageEvent::from(&sample_event(s * per_stream + j)))
+                .map(|j| {
+                    let mut e = UsageEvent::from(&sample_event(s * per_stream + j));
+                    e.node_id = format!("bench-{s}");
+                    e
+                })
                 .collect();
             batches.push(UsageBatch {
                 batch_id: modelgate_shared::new_id().to_string(),
@@ -116,14 +138,16 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             });
             i += n;
         }
-        work.push(batches);
+        let node = format!("bench-{s}");
+        issue::issue_node(&pki, &node, &Default::default(), now)?;
+        let channel = channel::connect(&endpoint, &ControlPlaneSecurity::Tls(files(&node)))?;
+        work.push((channel, batches));
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for batches in work {
-        let endpoint = endpoint.clone();
+    for (channel, batches) in work {
         tasks.push(tokio::spawn(async move {
-            let mut client = UsageServiceClient::connect(endpoint).await?;
+            let mut client = UsageServiceClient::new(channel);
             let mut latencies = Vec::with_capacity(batches.len());
             // One batch in flight per stream, as a data plane's shipper does.
             for batch in batches {
@@ -160,6 +184,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         pct(0.99)
     );
     cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(&pki);
     if let Some((admin, name)) = cleanup {
         admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

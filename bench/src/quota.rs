@@ -32,7 +32,11 @@ pub struct QuotaArgs {
 
 pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
     // Never called: the slice is primed and large enough for every iteration.
-    let quotas = Quotas::new("bench", "http://127.0.0.1:9")?;
+    let unused = modelgate_data_plane::channel::connect(
+        "http://127.0.0.1:9",
+        &modelgate_data_plane::channel::ControlPlaneSecurity::InsecurePlaintext,
+    )?;
+    let quotas = Quotas::new("bench", unused.clone());
     let budgets: Vec<Budget> = (0..args.budgets.max(1))
         .map(|i| Budget {
             id: format!("b{i}"),
@@ -70,7 +74,7 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
         per * 1e6
     );
 
-    let limits = Limits::new("bench", "http://127.0.0.1:9")?;
+    let limits = Limits::new("bench", unused);
     let defs: Vec<Arc<RateLimit>> = (0..args.limits.max(1))
         .map(|i| {
             Arc::new(RateLimit {

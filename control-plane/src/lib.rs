@@ -38,6 +38,8 @@ pub struct Settings {
     pub master_key_hex: String,
     pub admin_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    /// Mutual TLS on the gRPC listener (or, explicitly, none).
+    pub grpc_security: grpc::transport::GrpcSecurity,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
 }
@@ -69,10 +71,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         rate_ledger: Default::default(),
         clock: settings.clock.clone(),
         alert_wakeup: Default::default(),
+        revoked: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
+    service::revocations::load(&services).await?;
 
     let shutdown = CancellationToken::new();
     let admin_listener = TcpListener::bind(settings.admin_listen)
@@ -112,8 +116,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             services: services.clone(),
         }));
     let grpc_shutdown = shutdown.clone();
+    let incoming = grpc::transport::incoming(
+        grpc_listener,
+        settings.grpc_security.clone(),
+        services.revoked.clone(),
+        shutdown.clone(),
+    );
     let grpc_task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         let result = grpc_router
             .serve_with_incoming_shutdown(incoming, async move { grpc_shutdown.cancelled().await })
             .await;
@@ -141,6 +150,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     });
 
     let export_task = tokio::spawn(export::run(services.clone(), shutdown.clone()));
+    let revocations_task = tokio::spawn(service::revocations::follow(
+        services.clone(),
+        shutdown.clone(),
+    ));
+    let insecure_task = tokio::spawn(warn_while_plaintext(
+        settings.grpc_security.clone(),
+        shutdown.clone(),
+    ));
     let alerts_task = tokio::spawn(service::budget_alerts::run(
         services.clone(),
         shutdown.clone(),
@@ -159,8 +176,33 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             rebuild_task,
             export_task,
             alerts_task,
+            revocations_task,
+            insecure_task,
         ],
     })
+}
+
+/// How often a plaintext gRPC listener says so again.
+const INSECURE_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs a warning at start and every [`INSECURE_WARNING_INTERVAL`] while gRPC runs without TLS.
+async fn warn_while_plaintext(
+    security: grpc::transport::GrpcSecurity,
+    shutdown: CancellationToken,
+) {
+    if !matches!(security, grpc::transport::GrpcSecurity::InsecurePlaintext) {
+        return;
+    }
+    let mut tick = tokio::time::interval(INSECURE_WARNING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => tracing::warn!(
+                "gRPC runs WITHOUT TLS (--insecure-plaintext-grpc): anyone who reaches the port \
+                 receives every provider credential and can report usage as any node"
+            ),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 impl RunningControlPlane {

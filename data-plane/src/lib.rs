@@ -2,7 +2,7 @@
 //! current config snapshot, routes to a provider deployment, streams the answer back, and writes
 //! one usage event per request to a local spool that is shipped to the control plane.
 //!
-//! Layout: `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
+//! Layout: `channel` (the one mutual-TLS gRPC channel to the control plane), `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
 //! routes, request preparation, the failure ladder, the SSE pump), `surfaces/` (one module per
 //! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
 //! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
@@ -11,6 +11,7 @@
 //! log).
 
 pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod estimate;
 #[doc(hidden)]
@@ -45,8 +46,11 @@ use crate::usage::spool::{Spool, SpoolOptions};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    /// The control plane's gRPC endpoint, e.g. `http://127.0.0.1:9091`.
+    /// The control plane's gRPC endpoint, e.g. `https://cp.internal:9091`.
     pub control_plane_url: String,
+    /// Mutual TLS to the control plane (or, explicitly, none). Under TLS the control plane
+    /// attributes every call to the node id its certificate names; `node_id` must equal it.
+    pub grpc_security: channel::ControlPlaneSecurity,
     pub node_id: String,
     pub labels: HashMap<String, String>,
     /// Holds the last-known-good snapshot and the usage spool.
@@ -102,9 +106,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let spool_dir = settings.data_dir.join("spool");
     let spool = Spool::open(&spool_dir, settings.spool).context("opening the usage spool")?;
     let shutdown = CancellationToken::new();
+    if let channel::ControlPlaneSecurity::Tls(files) = &settings.grpc_security {
+        check_identity(&settings, files)?;
+    }
+    let control_plane = channel::connect(&settings.control_plane_url, &settings.grpc_security)
+        .context("the control plane channel")?;
 
     let subscriber = Subscriber {
-        control_plane_url: settings.control_plane_url.clone(),
+        channel: control_plane.clone(),
         node_id: settings.node_id.clone(),
         labels: settings.labels.clone(),
         data_dir: settings.data_dir.clone(),
@@ -114,7 +123,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         health_report_interval: settings.health_report_interval,
     };
     let shipper = usage::shipper::Shipper {
-        control_plane_url: settings.control_plane_url.clone(),
+        channel: control_plane.clone(),
         node_id: settings.node_id.clone(),
         spool: spool.clone(),
         committed: spool.committed(),
@@ -133,10 +142,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         tasks: tasks.clone(),
         retry_budget: Arc::default(),
         videos_metered: Arc::default(),
-        quotas: quota::Quotas::new(&settings.node_id, &settings.control_plane_url)
-            .context("the control plane URL")?,
-        limits: limits::Limits::new(&settings.node_id, &settings.control_plane_url)
-            .context("the control plane URL")?,
+        quotas: quota::Quotas::new(&settings.node_id, control_plane.clone()),
+        limits: limits::Limits::new(&settings.node_id, control_plane),
         clock: settings.clock.clone(),
         security: security::Guard::start(&settings.data_dir, &settings.security),
     };
@@ -168,6 +175,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         tokio::spawn(subscriber.run()),
         tokio::spawn(shipper.run()),
         tokio::spawn(app_limits.clone().keep(runtime.clone())),
+        tokio::spawn(channel::warn_while_plaintext(
+            settings.grpc_security.clone(),
+            shutdown.clone(),
+        )),
     ];
     tracing::info!(%addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
@@ -180,6 +191,37 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         streams: tasks,
         background,
     })
+}
+
+/// Under TLS the control plane knows this node by its certificate: refuse to start with another
+/// node id, or other labels than a certificate that carries labels.
+fn check_identity(
+    settings: &Settings,
+    files: &modelgate_shared::tls::TlsFiles,
+) -> anyhow::Result<()> {
+    let id = channel::certificate_identity(files)
+        .with_context(|| format!("reading the node identity from {}", files.cert.display()))?;
+    if id.node_id != settings.node_id {
+        anyhow::bail!(
+            "the node id is `{}` but the certificate {} is for node `{}`",
+            settings.node_id,
+            files.cert.display(),
+            id.node_id
+        );
+    }
+    let labels: std::collections::BTreeMap<_, _> = settings
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !id.labels.is_empty() && labels != id.labels {
+        anyhow::bail!(
+            "the labels {labels:?} differ from the ones the certificate {} carries: {:?}",
+            files.cert.display(),
+            id.labels
+        );
+    }
+    Ok(())
 }
 
 impl RunningDataPlane {

@@ -242,16 +242,13 @@ impl Drop for Admission {
 }
 
 impl Limits {
-    pub fn new(node_id: &str, control_plane_url: &str) -> anyhow::Result<Arc<Self>> {
-        let channel = tonic::transport::Endpoint::from_shared(control_plane_url.to_owned())?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
-        Ok(Arc::new(Limits {
+    /// `channel`: the data plane's one channel to the control plane (see [`crate::channel`]).
+    pub fn new(node_id: &str, channel: Channel) -> Arc<Self> {
+        Arc::new(Limits {
             holder: format!("{node_id}/{}", modelgate_shared::new_id()),
             client: QuotaServiceClient::new(channel),
             counters: RwLock::default(),
-        }))
+        })
     }
 
     /// Gives this node a share of every measure of `limit` without asking the control plane
@@ -613,7 +610,11 @@ impl Limits {
             held,
         };
         let mut client = self.client.clone();
-        match client.allocate_rate(req).await {
+        // Per call: the channel is shared with long-lived streams, so it has no overall timeout.
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.allocate_rate(req))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+        match answer {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 let mut l = lock(&counter.local);

@@ -131,16 +131,13 @@ pub fn applies(budget: &Budget, key: &ApiKey) -> bool {
 }
 
 impl Quotas {
-    pub fn new(node_id: &str, control_plane_url: &str) -> anyhow::Result<Arc<Self>> {
-        let channel = tonic::transport::Endpoint::from_shared(control_plane_url.to_owned())?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
-        Ok(Arc::new(Quotas {
+    /// `channel`: the data plane's one channel to the control plane (see [`crate::channel`]).
+    pub fn new(node_id: &str, channel: Channel) -> Arc<Self> {
+        Arc::new(Quotas {
             holder: format!("{node_id}/{}", modelgate_shared::new_id()),
             client: QuotaServiceClient::new(channel),
             states: RwLock::default(),
-        }))
+        })
     }
 
     /// Gives this node a grant without asking the control plane (benchmarks and tests).
@@ -300,7 +297,11 @@ impl Quotas {
             need_micros: need,
         };
         let mut client = self.client.clone();
-        match client.allocate(req).await {
+        // Per call: the channel is shared with long-lived streams, so it has no overall timeout.
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.allocate(req))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+        match answer {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 let mut l = lock(&state.local);

@@ -9,8 +9,10 @@
 //! - [`quota`]: budget definitions, calendar periods, worst-case cost of a request.
 //! - [`limits`]: rate limits (requests and tokens per minute, concurrent requests).
 //! - [`scope`]: the one scope a budget or rate limit names, and who owns it.
+//! - [`tls`]: mutual TLS between the planes: the fleet PKI (`modelgate certs`), rustls
+//!   configurations that follow their files, a node's identity from its certificate.
 //!
-//! Nothing here does I/O.
+//! Nothing here does network I/O; only [`tls`] touches files (certificates and keys).
 
 /// `as_str`, `FromStr` and `Display` for a fieldless enum from its variants' names.
 macro_rules! names {
@@ -46,6 +48,7 @@ pub mod quota;
 pub mod routing;
 pub mod scope;
 pub mod snapshot;
+pub mod tls;
 pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a

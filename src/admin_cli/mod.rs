@@ -1,4 +1,4 @@
-//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit …`: the admin CLI.
+//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes …`: the admin CLI.
 //! Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
 //! or as the API's JSON.
@@ -13,6 +13,7 @@ mod client;
 mod keys;
 mod limits;
 mod models;
+mod nodes;
 mod providers;
 mod routes;
 mod table;
@@ -50,6 +51,8 @@ pub enum AdminCommand {
     /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
     /// delete.
     Limits(Resource<limits::LimitsCommand>),
+    /// Data-plane nodes (admin API): revoke.
+    Nodes(Resource<nodes::NodesCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -223,6 +226,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Budgets(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
         AdminCommand::Limits(r) => r.execute().await,
+        AdminCommand::Nodes(r) => r.execute().await,
     }
 }
 

@@ -460,8 +460,10 @@ async fn a_restarted_control_plane_never_grants_more_than_the_amount() {
         want_micros: amount,
         need_micros: 100_000,
     };
-    let url = format!("http://{}", gw.grpc_addr);
-    let mut client = QuotaServiceClient::connect(url.clone()).await.unwrap();
+    // One node (its certificate), two of its processes as lease holders.
+    let pki = crate::support::pki::Pki::shared();
+    let channel = crate::support::pki::node_channel(pki, gw.grpc_addr, "node-a", &[]);
+    let mut client = QuotaServiceClient::new(channel.clone());
     let first = client
         .allocate(ask_for("node-a/1"))
         .await
@@ -473,15 +475,14 @@ async fn a_restarted_control_plane_never_grants_more_than_the_amount() {
     );
 
     gw.restart_control_plane().await;
-    let mut client = eventually(Duration::from_secs(10), "the restarted gRPC", || async {
-        QuotaServiceClient::connect(url.clone()).await.ok()
+    let mut client = QuotaServiceClient::new(channel);
+    let second = eventually(Duration::from_secs(10), "the restarted gRPC", || {
+        let mut client = client.clone();
+        let ask = ask_for("node-a/2");
+        async move { client.allocate(ask).await.ok() }
     })
-    .await;
-    let second = client
-        .allocate(ask_for("node-b/1"))
-        .await
-        .unwrap()
-        .into_inner();
+    .await
+    .into_inner();
     assert!(
         first.granted_total_micros + second.granted_total_micros <= amount,
         "granted {} + {} past {amount}",

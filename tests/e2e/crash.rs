@@ -26,6 +26,18 @@ impl Drop for DataPlaneProcess {
     }
 }
 
+/// `--tls-ca`, `--tls-cert`, `--tls-key` for these files.
+fn tls_args(files: &modelgate_shared::tls::TlsFiles) -> Vec<std::ffi::OsString> {
+    vec![
+        "--tls-ca".into(),
+        files.ca.clone().into(),
+        "--tls-cert".into(),
+        files.cert.clone().into(),
+        "--tls-key".into(),
+        files.key.clone().into(),
+    ]
+}
+
 fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
         .args([
@@ -37,7 +49,10 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
             "--data-dir",
         ])
         .arg(dir)
-        .args(["--control-plane-url", &format!("http://{grpc}")])
+        .args(["--control-plane-url", &crate::support::pki::grpc_url(grpc)])
+        .args(tls_args(
+            &crate::support::pki::Pki::shared().node("crash-node", &[]),
+        ))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

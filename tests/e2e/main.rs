@@ -18,6 +18,7 @@ mod crash;
 mod estimates;
 mod explain;
 mod export;
+mod fleet_security;
 mod gemini;
 mod identity;
 mod metering;

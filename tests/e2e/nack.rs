@@ -92,8 +92,14 @@ async fn data_plane_acks_what_it_applies_and_nacks_a_snapshot_needing_a_newer_pr
     let addr = listener.local_addr().unwrap();
     let server =
         tonic::transport::Server::builder().add_service(ConfigServiceServer::new(cp.clone()));
+    // Over mutual TLS with the test fleet's control-plane certificate, as a real one.
     tokio::spawn(
-        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        server.serve_with_incoming(modelgate_control_plane::grpc::transport::incoming(
+            listener,
+            crate::support::pki::Pki::shared().server_security(),
+            Arc::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )),
     );
 
     let dp = start_data_plane(addr, &temp_dir("nack")).await;

@@ -60,9 +60,25 @@ fn modelgate_up() -> Up {
         "MODELGATE_BASE_URL",
         "MODELGATE_API_KEY",
         "MODELGATE_ADMIN_URL",
+        "MODELGATE_GRPC_ADDR",
         "MODELGATE_ADMIN_TOKEN",
     ] {
         assert!(env.contains_key(k), "modelgate up did not print {k}");
+    }
+    // The planes talk mutual TLS with up's own fleet PKI: keys 0600 in a 0700 directory.
+    env.remove("MODELGATE_GRPC_ADDR")
+        .unwrap()
+        .parse::<std::net::SocketAddr>()
+        .expect("MODELGATE_GRPC_ADDR is host:port");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let certs = dir.join("certs");
+        assert_eq!(mode(&certs), 0o700);
+        for key in ["ca-key.pem", "control-plane-key.pem", "local-key.pem"] {
+            assert_eq!(mode(&certs.join(key)), 0o600, "{key}");
+        }
     }
     Up { child, env }
 }

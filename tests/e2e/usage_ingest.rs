@@ -9,6 +9,7 @@ use modelgate_proto::usage::v1::{
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
+use crate::support::pki::{node_channel, Pki};
 use crate::support::Gateway;
 
 fn event(request_id: &str, cost: i64) -> UsageEvent {
@@ -29,10 +30,16 @@ fn event(request_id: &str, cost: i64) -> UsageEvent {
     }
 }
 
-async fn send(gw: &Gateway, batches: Vec<UsageBatch>) -> Vec<UsageAck> {
-    let mut client = UsageServiceClient::connect(format!("http://{}", gw.grpc_addr))
-        .await
-        .unwrap();
+/// Sends `batches` as the node they name (its certificate from the test fleet), each event
+/// stamped with that node as a data plane does.
+async fn send(gw: &Gateway, mut batches: Vec<UsageBatch>) -> Vec<UsageAck> {
+    let node = batches[0].node_id.clone();
+    for b in &mut batches {
+        for e in &mut b.events {
+            e.node_id = b.node_id.clone();
+        }
+    }
+    let mut client = UsageServiceClient::new(node_channel(Pki::shared(), gw.grpc_addr, &node, &[]));
     let n = batches.len();
     let mut acks = client
         .report(tokio_stream::iter(batches))

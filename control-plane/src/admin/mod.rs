@@ -25,8 +25,8 @@ use crate::service::audit::{self as audit_service, AuditFilter};
 use crate::service::authz::Actor;
 use crate::service::bootstrap::Authentication;
 use crate::service::{
-    bootstrap, budgets, explain, fleet, keys, limits, models, nodes, providers, routes, teams,
-    tokens, usage, users, PageParams, Services,
+    bootstrap, budgets, explain, fleet, keys, limits, models, nodes, providers, revocations,
+    routes, teams, tokens, usage, users, PageParams, Services,
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
@@ -79,6 +79,7 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(price_version))
         .routes(routes!(create_route, list_routes))
         .routes(routes!(list_nodes))
+        .routes(routes!(revoke_node))
         .routes(routes!(deployment_health))
         .routes(routes!(explain_request))
         .routes(routes!(list_audit))
@@ -826,6 +827,22 @@ async fn list_nodes(
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> Result<Response> {
     Ok(ok(nodes::list(&s, &a, q).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/nodes/{id}/revoke",
+    tag = "fleet",
+    params(("id" = String, Path, description = "the node id its certificate names")),
+    responses((status = 200, description = "the node is revoked: its streams are closed and it is refused from now on", body = revocations::NodeRevocation), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn revoke_node(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(revocations::revoke(&s, &a, &id).await?))
 }
 
 #[utoipa::path(

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::identity;
 use crate::service::{fleet, nodes, Services};
 
 pub struct ConfigStream {
@@ -28,6 +29,7 @@ impl ConfigService for ConfigStream {
         &self,
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = identity::caller(&request, &self.services.revoked)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(SubscribeRequest {
@@ -39,15 +41,13 @@ impl ConfigService for ConfigStream {
                 ))
             }
         };
-        if hello.node_id.trim().is_empty() {
-            return Err(Status::invalid_argument("hello.node_id must not be empty"));
-        }
         let hello = nodes::Hello {
             node_id: hello.node_id,
             labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
             software_version: hello.software_version,
             current_version: hello.current_version,
         };
+        caller.hello(&hello.node_id, &hello.labels)?;
         nodes::connected(&self.services, &hello).await?;
         tracing::info!(node = %hello.node_id, version = hello.current_version, "data plane subscribed");
 
@@ -57,6 +57,7 @@ impl ConfigService for ConfigStream {
         tokio::spawn(async move {
             let node_id = hello.node_id.clone();
             let mut snapshots = services.publisher.subscribe();
+            let mut revocations = services.revoked.subscribe();
             let mut sent = hello.current_version;
             loop {
                 let latest = snapshots.borrow_and_update().clone();
@@ -96,6 +97,13 @@ impl ConfigService for ConfigStream {
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,
                     },
+                    changed = revocations.changed() => {
+                        if changed.is_err() || services.revoked.contains(&node_id) {
+                            tracing::warn!(node = %node_id, "closing the config stream of a revoked node");
+                            let _ = tx.send(Err(Status::permission_denied(format!("node `{node_id}` is revoked")))).await;
+                            break;
+                        }
+                    }
                     () = shutdown.cancelled() => break,
                 }
             }

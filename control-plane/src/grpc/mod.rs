@@ -1,9 +1,12 @@
-//! gRPC adapters (tonic): the config stream and usage ingest. Only this module touches the
-//! generated wire types on the control-plane side (besides the snapshot publisher's cached
-//! encoding).
+//! gRPC adapters (tonic): the config stream, usage ingest and quota leases, over mutual TLS
+//! (`transport`), each call attributed to the node its client certificate names (`identity`).
+//! Only this module touches the generated wire types on the control-plane side (besides the
+//! snapshot publisher's cached encoding).
 
 mod config;
+pub mod identity;
 mod quota;
+pub mod transport;
 mod usage;
 
 pub use config::ConfigStream;

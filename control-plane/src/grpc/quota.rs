@@ -1,5 +1,5 @@
 //! `QuotaService`: budget leases (see `service::budgets`) and rate-limit leases (see
-//! `service::limits`) for data planes.
+//! `service::limits`) for data planes, held by the caller's certificate node only.
 
 use modelgate_proto::quota::v1::{
     quota_service_server::QuotaService, AllocateRequest, AllocateResponse, RateRequest,
@@ -7,6 +7,7 @@ use modelgate_proto::quota::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::identity;
 use crate::service::{budgets, limits, Services};
 
 pub struct QuotaAllocator {
@@ -19,7 +20,9 @@ impl QuotaService for QuotaAllocator {
         &self,
         request: Request<AllocateRequest>,
     ) -> Result<Response<AllocateResponse>, Status> {
+        let caller = identity::caller(&request, &self.services.revoked)?;
         let r = request.into_inner();
+        caller.lease_holder(&r.node_id)?;
         let grant = budgets::allocate(
             &self.services,
             budgets::AllocateInput {
@@ -44,7 +47,9 @@ impl QuotaService for QuotaAllocator {
         &self,
         request: Request<RateRequest>,
     ) -> Result<Response<RateResponse>, Status> {
+        let caller = identity::caller(&request, &self.services.revoked)?;
         let r = request.into_inner();
+        caller.lease_holder(&r.node_id)?;
         let grant = limits::allocate(
             &self.services,
             limits::RateAsk {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::identity;
 use crate::service::{usage, Services};
 
 pub struct UsageIngest {
@@ -25,20 +26,40 @@ impl UsageService for UsageIngest {
         &self,
         request: Request<Streaming<UsageBatch>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
+        let caller = identity::caller(&request, &self.services.revoked)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let services = self.services.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let mut revocations = services.revoked.subscribe();
+            // The node this stream speaks for: the certificate's, or (plaintext) the last batch's.
+            let mut node = caller.node_id().map(str::to_owned);
             loop {
                 let next = tokio::select! {
                     n = inbound.message() => n,
+                    changed = revocations.changed() => {
+                        if changed.is_err() || node.as_deref().is_some_and(|n| services.revoked.contains(n)) {
+                            let _ = tx.send(Err(Status::permission_denied("node revoked"))).await;
+                            break;
+                        }
+                        continue;
+                    }
                     () = shutdown.cancelled() => break,
                 };
                 let batch = match next {
                     Ok(Some(b)) => b,
                     Ok(None) | Err(_) => break,
                 };
+                if let Err(status) = caller.usage_batch(
+                    &batch.node_id,
+                    batch.events.iter().map(|e| e.node_id.as_str()),
+                ) {
+                    tracing::warn!(batch = %batch.batch_id, claimed = %batch.node_id, error = %status.message(), "usage batch refused");
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                node = Some(batch.node_id.clone());
                 let events: Vec<UsageEvent> =
                     batch.events.into_iter().map(UsageEvent::from).collect();
                 match usage::ingest(&services, events).await {

@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod models;
 pub mod nodes;
 pub mod providers;
+pub mod revocations;
 pub mod routes;
 mod scopes;
 pub mod teams;
@@ -45,6 +46,8 @@ pub struct Services {
     pub clock: modelgate_shared::clock::SharedClock,
     /// Wakes the budget-alert delivery worker when ingest queued an alert.
     pub alert_wakeup: std::sync::Arc<tokio::sync::Notify>,
+    /// Revoked data-plane nodes (the database's list, kept current by polling).
+    pub revoked: std::sync::Arc<revocations::Revoked>,
 }
 
 #[derive(Debug, Error)]

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::{lkg, Runtime, SharedRuntime};
 
 pub struct Subscriber {
-    pub control_plane_url: String,
+    /// The data plane's one channel to the control plane (see [`crate::channel`]).
+    pub channel: tonic::transport::Channel,
     pub node_id: String,
     pub labels: HashMap<String, String>,
     pub data_dir: PathBuf,
@@ -63,9 +64,7 @@ impl Subscriber {
     }
 
     async fn session(&self) -> Result<(), tonic::Status> {
-        let mut client = ConfigServiceClient::connect(self.control_plane_url.clone())
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = ConfigServiceClient::new(self.channel.clone());
         let (tx, rx) = mpsc::channel(8);
         let hello = SubscribeRequest {
             kind: Some(Kind::Hello(Hello {
@@ -88,7 +87,7 @@ impl Subscriber {
             .subscribe(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        tracing::info!(url = %self.control_plane_url, "config stream connected");
+        tracing::info!("config stream connected");
         while let Some(wire) = stream.message().await? {
             let version = wire.version;
             let encoded = wire.encode_to_vec();

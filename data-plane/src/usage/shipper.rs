@@ -22,7 +22,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CURSOR_FILE: &str = "acked.cursor";
 
 pub struct Shipper {
-    pub control_plane_url: String,
+    /// The data plane's one channel to the control plane (see [`crate::channel`]).
+    pub channel: tonic::transport::Channel,
     pub node_id: String,
     pub spool: Spool,
     pub committed: watch::Receiver<Position>,
@@ -203,9 +204,7 @@ impl Shipper {
 
     async fn send(&self, conn: &mut Option<Connection>, batch: UsageBatch) -> Result<(), String> {
         if conn.is_none() {
-            let mut client = UsageServiceClient::connect(self.control_plane_url.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut client = UsageServiceClient::new(self.channel.clone());
             let (tx, rx) = mpsc::channel(4);
             let acks = client
                 .report(ReceiverStream::new(rx))

@@ -1,11 +1,13 @@
 //! Test support: a database per test (a fresh Postgres database when
 //! `MODELGATE_TEST_DATABASE_URL` is set, a temporary SQLite file otherwise), an in-process
-//! control plane and data plane on port 0, and a small admin client.
+//! control plane and data plane on port 0 talking mutual TLS with certificates from one test
+//! fleet CA ([`pki::Pki`]), and a small admin client.
 
 pub mod anthropic_upstream;
 pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
+pub mod pki;
 pub mod tcp_proxy;
 pub mod upstream;
 
@@ -380,6 +382,7 @@ pub async fn start_control_plane_clocked(
         master_key_hex: master_key.to_owned(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: grpc,
+        grpc_security: pki::Pki::shared().server_security(),
         clock,
     })
     .await
@@ -399,10 +402,12 @@ pub async fn start_data_plane_clocked(
     dir: &std::path::Path,
     clock: modelgate_shared::clock::SharedClock,
 ) -> RunningDataPlane {
+    let node_id = node_id_for(dir);
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        control_plane_url: format!("http://{grpc_addr}"),
-        node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        control_plane_url: pki::grpc_url(grpc_addr),
+        grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
+        node_id,
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
@@ -416,16 +421,25 @@ pub async fn start_data_plane_clocked(
     .unwrap()
 }
 
+/// The node id of the data plane whose data directory is `dir`: the same across restarts, as a
+/// real node's (its certificate names it; its spooled events carry it).
+pub fn node_id_for(dir: &std::path::Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    format!("node-{}", name.trim_start_matches("mg-e2e-"))
+}
+
 /// A data plane with explicit spool options.
 pub async fn start_data_plane_with(
     grpc_addr: std::net::SocketAddr,
     dir: &std::path::Path,
     spool: SpoolOptions,
 ) -> RunningDataPlane {
+    let node_id = node_id_for(dir);
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        control_plane_url: format!("http://{grpc_addr}"),
-        node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        control_plane_url: pki::grpc_url(grpc_addr),
+        grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
+        node_id,
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
