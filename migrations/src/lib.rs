@@ -12,6 +12,7 @@ mod m20261123_000006_key_traffic_classes;
 mod m20261123_000007_quotas;
 mod m20261123_000008_budget_alerts_and_grants;
 mod m20261123_000009_rate_limits;
+mod m20261205_000010_usage_quarantine;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_quotas::Migration),
             Box::new(m20261123_000008_budget_alerts_and_grants::Migration),
             Box::new(m20261123_000009_rate_limits::Migration),
+            Box::new(m20261205_000010_usage_quarantine::Migration),
         ]
     }
 }
