@@ -32,3 +32,4 @@ mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod usage_ingest;
+mod usage_quarantine;
