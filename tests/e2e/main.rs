@@ -31,5 +31,6 @@ mod rate_limits;
 mod routing;
 mod sdk;
 mod secrets_at_rest;
+mod snapshot_versions;
 mod usage_ingest;
 mod usage_quarantine;
