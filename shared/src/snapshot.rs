@@ -1123,7 +1123,11 @@ mod tests {
             (0, 0, Decision::Older { served: 0 }),
         ];
         for (served, offered, want) in table {
-            assert_eq!(should_apply(served, offered), want, "served {served}, offered {offered}");
+            assert_eq!(
+                should_apply(served, offered),
+                want,
+                "served {served}, offered {offered}"
+            );
         }
         assert_eq!(
             Decision::Older { served: 8 }.to_string(),

@@ -17,6 +17,7 @@ mod providers;
 mod routes;
 mod table;
 mod teams;
+mod usage;
 mod users;
 
 use std::io::Write;
@@ -50,6 +51,8 @@ pub enum AdminCommand {
     /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
     /// delete.
     Limits(Resource<limits::LimitsCommand>),
+    /// Usage (admin API): quarantine, the events ingest refused to count.
+    Usage(Resource<usage::UsageCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -223,6 +226,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Budgets(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
         AdminCommand::Limits(r) => r.execute().await,
+        AdminCommand::Usage(r) => r.execute().await,
     }
 }
 

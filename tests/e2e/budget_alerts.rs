@@ -192,7 +192,9 @@ async fn concurrent_ingests_on_two_control_planes_claim_each_threshold_once_and_
         t.await.unwrap();
     }
     for _ in 0..6 {
-        usage::ingest(&s, "test-node", vec![event("2026-11-21")]).await.unwrap();
+        usage::ingest(&s, "test-node", vec![event("2026-11-21")])
+            .await
+            .unwrap();
     }
     let mut rows: Vec<(i64, i64)> = budget_alert::Entity::find()
         .all(&s.db)

@@ -323,9 +323,13 @@ async fn spend_rolls_over_at_the_utc_boundary_into_a_new_period_row_and_replays_
     usage::ingest(s, "test-node", vec![late.clone(), event(before, 200)])
         .await
         .unwrap();
-    usage::ingest(s, "test-node", vec![event(after, 500)]).await.unwrap();
+    usage::ingest(s, "test-node", vec![event(after, 500)])
+        .await
+        .unwrap();
     usage::ingest(s, "test-node", vec![late]).await.unwrap(); // a replay
-    usage::ingest(s, "test-node", vec![event(after, 50)]).await.unwrap();
+    usage::ingest(s, "test-node", vec![event(after, 50)])
+        .await
+        .unwrap();
 
     let spent = |start: i64| {
         let id = id.clone();

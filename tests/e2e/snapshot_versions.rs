@@ -8,19 +8,29 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{
-    eventually, gateway_with_smart_route, start_control_plane_clocked, TestDb,
-};
+use crate::support::{eventually, gateway_with_smart_route, start_control_plane_clocked, TestDb};
 use crate::usage_ingest::new_key;
 
 #[tokio::test]
 async fn a_rollback_to_earlier_content_gets_a_new_higher_version_and_is_applied() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
-    let latest = || gw.cp().services.publisher.latest().unwrap().snapshot.clone();
+    let latest = || {
+        gw.cp()
+            .services
+            .publisher
+            .latest()
+            .unwrap()
+            .snapshot
+            .clone()
+    };
     let before = latest();
 
     let (status, v) = gw
-        .admin(reqwest::Method::POST, &format!("/keys/{}/disable", p.key_id), None)
+        .admin(
+            reqwest::Method::POST,
+            &format!("/keys/{}/disable", p.key_id),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let disabled = latest();
@@ -30,7 +40,11 @@ async fn a_rollback_to_earlier_content_gets_a_new_higher_version_and_is_applied(
     assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 401);
 
     let (status, v) = gw
-        .admin(reqwest::Method::POST, &format!("/keys/{}/enable", p.key_id), None)
+        .admin(
+            reqwest::Method::POST,
+            &format!("/keys/{}/enable", p.key_id),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let rolled_back = latest();
@@ -87,11 +101,7 @@ async fn a_control_plane_behind_the_served_version_is_refused_and_the_node_keeps
             nodes["data"].as_array().and_then(|ns| {
                 ns.iter()
                     .find(|n| n["status"] == "nacked")
-                    .filter(|n| {
-                        n["last_error"]
-                            .as_str()
-                            .is_some_and(|e| e.contains(&want))
-                    })
+                    .filter(|n| n["last_error"].as_str().is_some_and(|e| e.contains(&want)))
                     .cloned()
             })
         },
@@ -113,7 +123,14 @@ async fn a_control_plane_behind_the_served_version_is_refused_and_the_node_keeps
     let mut version = offered;
     while version <= served {
         new_key(&gw, None).await;
-        version = gw.cp().services.publisher.latest().unwrap().snapshot.version;
+        version = gw
+            .cp()
+            .services
+            .publisher
+            .latest()
+            .unwrap()
+            .snapshot
+            .version;
     }
     gw.wait_for_config().await;
     assert_eq!(gw.dp().config_version(), version);

@@ -84,7 +84,13 @@ async fn a_negative_cost_is_quarantined_and_the_rest_of_its_batch_is_stored_and_
     );
     let rows = daily(&gw, &format!("key_id={}", k.id)).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0]["requests"].as_i64(), rows[0]["cost_micros"].as_i64()), (Some(2), Some(500)));
+    assert_eq!(
+        (
+            rows[0]["requests"].as_i64(),
+            rows[0]["cost_micros"].as_i64()
+        ),
+        (Some(2), Some(500))
+    );
     let (_, stored) = gw
         .admin(
             reqwest::Method::GET,
@@ -99,7 +105,10 @@ async fn a_negative_cost_is_quarantined_and_the_rest_of_its_batch_is_stored_and_
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(stored.len(), 2);
-    assert!(!stored.contains(&refund.id.as_str()), "never stored as usage");
+    assert!(
+        !stored.contains(&refund.id.as_str()),
+        "never stored as usage"
+    );
 
     let listed = quarantine(&gw).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -197,7 +206,10 @@ async fn unknown_keys_keys_of_another_team_and_absurd_figures_are_quarantined_wi
         assert!(reason.contains(says), "{reason:?} should say {says:?}");
     }
     let rows = daily(&gw, &format!("key_id={}", k.id)).await;
-    assert_eq!(rows[0]["requests"], 1, "only the good event counts: {rows:?}");
+    assert_eq!(
+        rows[0]["requests"], 1,
+        "only the good event counts: {rows:?}"
+    );
     assert_eq!(rows[0]["input_tokens"], 10);
     assert!(daily(&gw, &format!("key_id={}", other.id)).await.is_empty());
     let (_, stored) = gw

@@ -110,7 +110,11 @@ impl Subscriber {
                         version,
                         reason: stale.to_string(),
                     });
-                    if tx.send(SubscribeRequest { kind: Some(nack) }).await.is_err() {
+                    if tx
+                        .send(SubscribeRequest { kind: Some(nack) })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     continue;

@@ -481,9 +481,8 @@ pub fn nats_url() -> String {
 /// plane's shipper connects: tests that send raw batches open it here, in one place.
 pub async fn usage_client(
     grpc_addr: std::net::SocketAddr,
-) -> modelgate_proto::usage::v1::usage_service_client::UsageServiceClient<
-    tonic::transport::Channel,
-> {
+) -> modelgate_proto::usage::v1::usage_service_client::UsageServiceClient<tonic::transport::Channel>
+{
     modelgate_proto::usage::v1::usage_service_client::UsageServiceClient::connect(format!(
         "http://{grpc_addr}"
     ))

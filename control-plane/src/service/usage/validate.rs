@@ -98,7 +98,11 @@ pub fn check(e: &UsageEvent, now_ms: i64) -> Result<(), Refusal> {
     let counts = [
         ("input_tokens", e.input_tokens, MAX_TOKENS_PER_EVENT),
         ("output_tokens", e.output_tokens, MAX_TOKENS_PER_EVENT),
-        ("cached_input_tokens", e.cached_input_tokens, MAX_TOKENS_PER_EVENT),
+        (
+            "cached_input_tokens",
+            e.cached_input_tokens,
+            MAX_TOKENS_PER_EVENT,
+        ),
         ("reasoning_tokens", e.reasoning_tokens, MAX_TOKENS_PER_EVENT),
         ("images", e.images, MAX_IMAGES_PER_EVENT),
         ("media_ms", e.media_ms, MAX_MEDIA_MS_PER_EVENT),

@@ -72,22 +72,50 @@ fn genuine_events_pass() {
 fn each_impossible_figure_is_refused_with_its_reason() {
     let g = genuine;
     let cases: Vec<(UsageEvent, Refusal)> = vec![
-        (UsageEvent { id: String::new(), ..g() }, Refusal::NoId),
         (
-            UsageEvent { schema_version: USAGE_SCHEMA_VERSION + 1, ..g() },
+            UsageEvent {
+                id: String::new(),
+                ..g()
+            },
+            Refusal::NoId,
+        ),
+        (
+            UsageEvent {
+                schema_version: USAGE_SCHEMA_VERSION + 1,
+                ..g()
+            },
             Refusal::UnknownSchema(USAGE_SCHEMA_VERSION + 1),
         ),
-        (UsageEvent { cost_micros: -1, ..g() }, Refusal::NegativeCost(-1)),
         (
-            UsageEvent { cost_micros: MAX_COST_MICROS_PER_EVENT + 1, ..g() },
+            UsageEvent {
+                cost_micros: -1,
+                ..g()
+            },
+            Refusal::NegativeCost(-1),
+        ),
+        (
+            UsageEvent {
+                cost_micros: MAX_COST_MICROS_PER_EVENT + 1,
+                ..g()
+            },
             Refusal::CostTooHigh(MAX_COST_MICROS_PER_EVENT + 1),
         ),
         (
-            UsageEvent { input_tokens: u64::MAX, ..g() },
-            Refusal::TooMany { field: "input_tokens", value: u64::MAX, max: MAX_TOKENS_PER_EVENT },
+            UsageEvent {
+                input_tokens: u64::MAX,
+                ..g()
+            },
+            Refusal::TooMany {
+                field: "input_tokens",
+                value: u64::MAX,
+                max: MAX_TOKENS_PER_EVENT,
+            },
         ),
         (
-            UsageEvent { output_tokens: MAX_TOKENS_PER_EVENT + 1, ..g() },
+            UsageEvent {
+                output_tokens: MAX_TOKENS_PER_EVENT + 1,
+                ..g()
+            },
             Refusal::TooMany {
                 field: "output_tokens",
                 value: MAX_TOKENS_PER_EVENT + 1,
@@ -95,7 +123,10 @@ fn each_impossible_figure_is_refused_with_its_reason() {
             },
         ),
         (
-            UsageEvent { cached_input_tokens: u64::MAX, ..g() },
+            UsageEvent {
+                cached_input_tokens: u64::MAX,
+                ..g()
+            },
             Refusal::TooMany {
                 field: "cached_input_tokens",
                 value: u64::MAX,
@@ -103,7 +134,10 @@ fn each_impossible_figure_is_refused_with_its_reason() {
             },
         ),
         (
-            UsageEvent { reasoning_tokens: u64::MAX, ..g() },
+            UsageEvent {
+                reasoning_tokens: u64::MAX,
+                ..g()
+            },
             Refusal::TooMany {
                 field: "reasoning_tokens",
                 value: u64::MAX,
@@ -111,7 +145,10 @@ fn each_impossible_figure_is_refused_with_its_reason() {
             },
         ),
         (
-            UsageEvent { images: MAX_IMAGES_PER_EVENT + 1, ..g() },
+            UsageEvent {
+                images: MAX_IMAGES_PER_EVENT + 1,
+                ..g()
+            },
             Refusal::TooMany {
                 field: "images",
                 value: MAX_IMAGES_PER_EVENT + 1,
@@ -119,19 +156,42 @@ fn each_impossible_figure_is_refused_with_its_reason() {
             },
         ),
         (
-            UsageEvent { media_ms: u64::MAX, ..g() },
-            Refusal::TooMany { field: "media_ms", value: u64::MAX, max: MAX_MEDIA_MS_PER_EVENT },
+            UsageEvent {
+                media_ms: u64::MAX,
+                ..g()
+            },
+            Refusal::TooMany {
+                field: "media_ms",
+                value: u64::MAX,
+                max: MAX_MEDIA_MS_PER_EVENT,
+            },
         ),
         (UsageEvent { status: 0, ..g() }, Refusal::InvalidStatus(0)),
         (UsageEvent { status: 99, ..g() }, Refusal::InvalidStatus(99)),
-        (UsageEvent { status: 1000, ..g() }, Refusal::InvalidStatus(1000)),
         (
-            UsageEvent { started_at_ms: 0, ended_at_ms: 0, ..g() },
+            UsageEvent {
+                status: 1000,
+                ..g()
+            },
+            Refusal::InvalidStatus(1000),
+        ),
+        (
+            UsageEvent {
+                started_at_ms: 0,
+                ended_at_ms: 0,
+                ..g()
+            },
             Refusal::StartedTooEarly(0),
         ),
         (
-            UsageEvent { ended_at_ms: NOW - 2_001, ..g() },
-            Refusal::EndedBeforeStarted { started: NOW - 2_000, ended: NOW - 2_001 },
+            UsageEvent {
+                ended_at_ms: NOW - 2_001,
+                ..g()
+            },
+            Refusal::EndedBeforeStarted {
+                started: NOW - 2_000,
+                ended: NOW - 2_001,
+            },
         ),
         (
             UsageEvent {
@@ -139,22 +199,37 @@ fn each_impossible_figure_is_refused_with_its_reason() {
                 ended_at_ms: NOW + 86_400_000,
                 ..g()
             },
-            Refusal::InTheFuture { value: NOW + 86_400_000, now: NOW },
+            Refusal::InTheFuture {
+                value: NOW + 86_400_000,
+                now: NOW,
+            },
         ),
         (
-            UsageEvent { key_id: String::new(), ..g() },
+            UsageEvent {
+                key_id: String::new(),
+                ..g()
+            },
             Refusal::KeylessWithOwner,
         ),
         (
-            UsageEvent { cost_micros: 1, ..keyless_refusal() },
+            UsageEvent {
+                cost_micros: 1,
+                ..keyless_refusal()
+            },
             Refusal::KeylessWithUsage,
         ),
         (
-            UsageEvent { output_tokens: 1, ..keyless_refusal() },
+            UsageEvent {
+                output_tokens: 1,
+                ..keyless_refusal()
+            },
             Refusal::KeylessWithUsage,
         ),
         (
-            UsageEvent { environment: "prod".into(), ..keyless_refusal() },
+            UsageEvent {
+                environment: "prod".into(),
+                ..keyless_refusal()
+            },
             Refusal::KeylessWithOwner,
         ),
     ];
@@ -184,7 +259,10 @@ fn a_key_must_exist_and_belong_to_the_team_the_event_names() {
 
 #[test]
 fn a_reason_reads_as_a_sentence_without_the_event() {
-    assert_eq!(Refusal::NegativeCost(-500).to_string(), "cost_micros -500 is negative");
+    assert_eq!(
+        Refusal::NegativeCost(-500).to_string(),
+        "cost_micros -500 is negative"
+    );
     assert_eq!(
         Refusal::UnknownKey("key-x".into()).to_string(),
         "key key-x does not exist"
