@@ -290,3 +290,21 @@ async fn the_quarantine_pages_like_other_lists_and_a_team_scoped_token_cannot_re
     }
     gw.shutdown().await;
 }
+
+/// A node's request start comes from its injected clock, its end from the wall clock; when the
+/// two disagree (here the clock is a day ahead, as after a wall-clock step back) the event must
+/// still end no earlier than it started, or ingest would quarantine a genuine event.
+#[tokio::test]
+async fn a_genuine_event_is_never_quarantined_when_the_node_clock_is_ahead_of_its_wall_clock() {
+    let (_upstream, gw, p) = crate::support::gateway_with_smart_route().await;
+    gw.clock.set(chrono::Utc::now() + chrono::Duration::days(1));
+    let resp = gw.say_hi(&p.key, "smart").await;
+    assert_eq!(resp.status(), 200);
+    let row = gw.usage_row(&crate::support::request_id(&resp)).await;
+    assert!(
+        row["ended_at_ms"].as_i64() >= row["started_at_ms"].as_i64(),
+        "{row}"
+    );
+    assert!(quarantine(&gw).await.is_empty());
+    gw.shutdown().await;
+}
