@@ -37,7 +37,9 @@ pub struct IngestArgs {
     pub events: usize,
 }
 
-fn sample_event(i: usize) -> DomainEvent {
+/// Key `i % keys.len()` with its team: ingest quarantines events of keys that do not exist.
+fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
+    let (key_id, team_id) = keys[i % keys.len()].clone();
     let now = chrono::Utc::now().timestamp_millis();
     DomainEvent {
         schema_version: USAGE_SCHEMA_VERSION,
@@ -48,8 +50,8 @@ fn sample_event(i: usize) -> DomainEvent {
         ended_at_ms: now,
         node_id: "bench-node".into(),
         region: "eu-west".into(),
-        key_id: format!("key-{}", i % 50),
-        team_id: format!("team-{}", i % 5),
+        key_id,
+        team_id,
         environment: "prod".into(),
         endpoint: "chat.completions".into(),
         requested_model: "smart".into(),
@@ -74,6 +76,35 @@ fn sample_event(i: usize) -> DomainEvent {
         traffic_class: "interactive".into(),
         ..Default::default()
     }
+}
+
+/// 50 keys in 5 teams, made through the service layer: (key id, team id).
+async fn bench_keys(
+    s: &modelgate_control_plane::service::Services,
+) -> anyhow::Result<Vec<(String, String)>> {
+    use modelgate_control_plane::service::{authz::Actor, keys, teams};
+    let actor = Actor::system();
+    let mut teams_made = Vec::new();
+    for t in 0..5 {
+        let name = format!("bench-team-{t}");
+        teams_made.push(
+            teams::create(s, &actor, teams::CreateTeam { name })
+                .await?
+                .id,
+        );
+    }
+    let mut out = Vec::new();
+    for k in 0..50 {
+        let team_id = teams_made[k % teams_made.len()].clone();
+        let input = keys::CreateKey {
+            team_id: team_id.clone(),
+            name: format!("bench-key-{k}"),
+            environment: Some("prod".into()),
+            ..Default::default()
+        };
+        out.push((keys::create(s, &actor, input).await?.key.id, team_id));
+    }
+    Ok(out)
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
@@ -115,6 +146,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         clock: modelgate_shared::clock::system(),
     })
     .await?;
+    let keys = bench_keys(&cp.services).await?;
     let endpoint = format!("https://localhost:{}", cp.grpc_addr.port());
     let per_stream = args.events / args.streams.max(1);
     // Build every batch first so the measurement is the ingest, not the generator.
@@ -126,7 +158,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             let n = args.batch.min(per_stream - i);
             let events: Vec<UsageEvent> = (i..i + n)
                 .map(|j| {
-                    let mut e = UsageEvent::from(&sample_event(s * per_stream + j));
+                    let mut e = UsageEvent::from(&sample_event(s * per_stream + j, &keys));
                     e.node_id = format!("bench-{s}");
                     e
                 })
@@ -156,7 +188,12 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                     .report(tokio_stream::iter(vec![batch]))
                     .await?
                     .into_inner();
-                acks.message().await?.context("acknowledgement")?;
+                let ack = acks.message().await?.context("acknowledgement")?;
+                anyhow::ensure!(
+                    ack.quarantined == 0,
+                    "{} bench events were quarantined",
+                    ack.quarantined
+                );
                 latencies.push(t.elapsed());
             }
             anyhow::Ok(latencies)
@@ -217,7 +254,7 @@ pub async fn spool(args: SpoolArgs) -> anyhow::Result<()> {
         modelgate_shared::new_id().simple()
     ));
     let spool = Spool::open(&dir, SpoolOptions::with_fsync(fsync))?;
-    let event = sample_event(0);
+    let event = sample_event(0, &[("key-0".into(), "team-0".into())]);
     let size = prost::Message::encoded_len(&UsageEvent::from(&event));
 
     // A lone appender: the latency a request adds at low load.

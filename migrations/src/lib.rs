@@ -12,6 +12,7 @@ mod m20261123_000006_key_traffic_classes;
 mod m20261123_000007_quotas;
 mod m20261123_000008_budget_alerts_and_grants;
 mod m20261123_000009_rate_limits;
+mod m20261205_000010_usage_quarantine;
 mod m20261205_000011_admin_token_expiry;
 mod m20261205_000013_node_revocation;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_quotas::Migration),
             Box::new(m20261123_000008_budget_alerts_and_grants::Migration),
             Box::new(m20261123_000009_rate_limits::Migration),
+            Box::new(m20261205_000010_usage_quarantine::Migration),
             Box::new(m20261205_000011_admin_token_expiry::Migration),
             Box::new(m20261205_000013_node_revocation::Migration),
         ]

@@ -680,6 +680,46 @@ fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
     }
 }
 
+/// What a data plane does with a snapshot it is offered, given the version it serves.
+///
+/// The rule: a node applies only a version strictly above the one it serves. Every config change
+/// (a rollback to earlier content included) is published under a new, higher version number,
+/// so an offer at or below the served version is never news: it is a stale control plane (one
+/// restarted on a database whose counter is behind) or a replayed message, and applying it would
+/// move the node backwards. Version 0 is "nothing served yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Newer than the served version: validate and apply it.
+    Apply,
+    /// The version already served: nothing to do; the node may acknowledge it again.
+    AlreadyServing,
+    /// Older than the served version (or version 0): refuse it and keep serving `served`.
+    Older { served: u64 },
+}
+
+/// The version rule (see [`Decision`]), written once for every caller.
+pub fn should_apply(served: u64, offered: u64) -> Decision {
+    if offered > served {
+        Decision::Apply
+    } else if offered == served && served != 0 {
+        Decision::AlreadyServing
+    } else {
+        Decision::Older { served }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Apply => f.write_str("newer than the served version"),
+            Decision::AlreadyServing => f.write_str("already the served version"),
+            Decision::Older { served } => {
+                write!(f, "not newer than the served version {served}")
+            }
+        }
+    }
+}
+
 impl Snapshot {
     /// Builds a snapshot from a config, computing the content hash.
     pub fn new(version: u64, mut config: Config) -> Self {
@@ -1065,6 +1105,33 @@ mod tests {
         assert_eq!(
             Snapshot::new(1, a).content_hash,
             Snapshot::new(1, b).content_hash
+        );
+    }
+
+    #[test]
+    fn a_node_applies_only_a_version_above_the_one_it_serves() {
+        use super::{should_apply, Decision};
+        // (served, offered, decision)
+        let table = [
+            (0, 1, Decision::Apply),
+            (7, 8, Decision::Apply),
+            (7, 1_000, Decision::Apply),
+            (8, 8, Decision::AlreadyServing),
+            (8, 7, Decision::Older { served: 8 }),
+            (8, 1, Decision::Older { served: 8 }),
+            (8, 0, Decision::Older { served: 8 }),
+            (0, 0, Decision::Older { served: 0 }),
+        ];
+        for (served, offered, want) in table {
+            assert_eq!(
+                should_apply(served, offered),
+                want,
+                "served {served}, offered {offered}"
+            );
+        }
+        assert_eq!(
+            Decision::Older { served: 8 }.to_string(),
+            "not newer than the served version 8"
         );
     }
 }

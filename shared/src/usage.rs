@@ -57,8 +57,9 @@ pub struct Attempt {
     pub latency_us: u64,
 }
 
-/// One request's usage record.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// One request's usage record. Serialized (JSON) only where an event is kept as received,
+/// such as the control plane's usage quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct UsageEvent {
     pub schema_version: u32,
     /// UUIDv7, the idempotency key end to end.

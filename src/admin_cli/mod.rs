@@ -18,6 +18,7 @@ mod providers;
 mod routes;
 mod table;
 mod teams;
+mod usage;
 mod users;
 
 use std::io::Write;
@@ -53,6 +54,8 @@ pub enum AdminCommand {
     Limits(Resource<limits::LimitsCommand>),
     /// Data-plane nodes (admin API): revoke.
     Nodes(Resource<nodes::NodesCommand>),
+    /// Usage (admin API): quarantine, the events ingest refused to count.
+    Usage(Resource<usage::UsageCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -227,6 +230,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Audit(r) => r.execute().await,
         AdminCommand::Limits(r) => r.execute().await,
         AdminCommand::Nodes(r) => r.execute().await,
+        AdminCommand::Usage(r) => r.execute().await,
     }
 }
 

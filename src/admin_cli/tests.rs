@@ -264,3 +264,12 @@ fn an_import_diff_prints_a_summary_and_one_line_per_row() {
     let printed: Value = serde_json::from_str(&reply.render(OutputFormat::Json).stdout).unwrap();
     assert_eq!(printed, diff);
 }
+
+#[test]
+fn usage_quarantine_parses_with_a_limit() {
+    let AdminCommand::Usage(r) = parse(&["usage", "quarantine", "--limit", "3"]) else {
+        panic!("expected usage")
+    };
+    let usage::UsageCommand::Quarantine { list } = r.command;
+    assert_eq!(list.limit, Some(3));
+}

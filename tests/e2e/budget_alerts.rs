@@ -147,22 +147,27 @@ async fn concurrent_ingests_on_two_control_planes_claim_each_threshold_once_and_
     let url = "http://127.0.0.1:9/alerts";
     let team = gw.create("/teams", json!({"name": "alerts"})).await;
     let team_id = team["id"].as_str().unwrap().to_owned();
+    let key = crate::usage_ingest::new_key(&gw, Some(&team_id)).await;
     let id = budget(
         &gw,
         json!({"scope": {"team_id": team_id}, "amount_micros": 1_000, "period": "day",
                "enforcement": "soft", "alert_webhook_url": url}),
     )
     .await;
+    let noon = |day: &str| {
+        format!("{day}T12:00:00Z")
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis()
+    };
     let event = |day: &str| UsageEvent {
         id: uuid::Uuid::now_v7().to_string(),
         request_id: uuid::Uuid::now_v7().to_string(),
         team_id: team_id.clone(),
-        key_id: "k".into(),
+        key_id: key.id.clone(),
         status: 200,
-        started_at_ms: format!("{day}T12:00:00Z")
-            .parse::<chrono::DateTime<chrono::Utc>>()
-            .unwrap()
-            .timestamp_millis(),
+        started_at_ms: noon(day),
+        ended_at_ms: noon(day) + 100,
         cost_micros: 100,
         schema_version: 2,
         ..Default::default()
@@ -180,14 +185,16 @@ async fn concurrent_ingests_on_two_control_planes_claim_each_threshold_once_and_
     for i in 0..20 {
         let (s, e) = (planes[i % 2].clone(), event("2026-11-20"));
         tasks.push(tokio::spawn(async move {
-            usage::ingest(&s, vec![e]).await.unwrap()
+            usage::ingest(&s, "test-node", vec![e]).await.unwrap()
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     for _ in 0..6 {
-        usage::ingest(&s, vec![event("2026-11-21")]).await.unwrap();
+        usage::ingest(&s, "test-node", vec![event("2026-11-21")])
+            .await
+            .unwrap();
     }
     let mut rows: Vec<(i64, i64)> = budget_alert::Entity::find()
         .all(&s.db)

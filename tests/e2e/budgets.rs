@@ -297,6 +297,7 @@ async fn spend_rolls_over_at_the_utc_boundary_into_a_new_period_row_and_replays_
     let gw = Gateway::start().await;
     let team = gw.create("/teams", json!({"name": "rollover"})).await;
     let team_id = team["id"].as_str().unwrap().to_owned();
+    let key = crate::usage_ingest::new_key(&gw, Some(&team_id)).await;
     let id = budget(
         &gw,
         json!({"scope": {"team_id": team_id}, "amount_micros": 1_000_000, "period": "day", "enforcement": "hard"}),
@@ -309,21 +310,26 @@ async fn spend_rolls_over_at_the_utc_boundary_into_a_new_period_row_and_replays_
         id: uuid::Uuid::now_v7().to_string(),
         request_id: uuid::Uuid::now_v7().to_string(),
         team_id: team_id.clone(),
-        key_id: "k".into(),
+        key_id: key.id.clone(),
         status: 200,
         started_at_ms: when.timestamp_millis(),
+        ended_at_ms: when.timestamp_millis() + 100,
         cost_micros: cost,
         schema_version: 2,
         ..Default::default()
     };
     let s = &gw.cp().services;
     let late = event(before, 300);
-    usage::ingest(s, vec![late.clone(), event(before, 200)])
+    usage::ingest(s, "test-node", vec![late.clone(), event(before, 200)])
         .await
         .unwrap();
-    usage::ingest(s, vec![event(after, 500)]).await.unwrap();
-    usage::ingest(s, vec![late]).await.unwrap(); // a replay
-    usage::ingest(s, vec![event(after, 50)]).await.unwrap();
+    usage::ingest(s, "test-node", vec![event(after, 500)])
+        .await
+        .unwrap();
+    usage::ingest(s, "test-node", vec![late]).await.unwrap(); // a replay
+    usage::ingest(s, "test-node", vec![event(after, 50)])
+        .await
+        .unwrap();
 
     let spent = |start: i64| {
         let id = id.clone();

@@ -700,3 +700,39 @@ async fn cli_creates_a_rate_limit_that_the_data_plane_enforces_then_deletes_it()
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_lists_the_usage_quarantine_with_node_and_reason() {
+    use crate::usage_ingest::{event_at, new_key, send};
+    use modelgate_proto::usage::v1::UsageBatch;
+
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let bad = event_at(&k, "cli-quarantine", -42, now - 1_000);
+    let acks = send(
+        &gw,
+        vec![UsageBatch {
+            batch_id: "b".into(),
+            node_id: "node-cli".into(),
+            events: vec![bad.clone()],
+        }],
+    )
+    .await;
+    assert_eq!(acks[0].quarantined, 1);
+
+    let rows = modelgate(&gw, &["usage", "quarantine", "--output", "json"], &[])
+        .await
+        .json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["event_id"], bad.id.as_str());
+    let table = modelgate(&gw, &["usage", "quarantine"], &[]).await.ok();
+    assert!(table.stdout.contains("node-cli"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("cost_micros -42 is negative"),
+        "{}",
+        table.stdout
+    );
+    gw.shutdown().await;
+}

@@ -96,6 +96,13 @@ async fn each_role_may_do_exactly_what_the_matrix_says() {
             [200; 5],
         ),
         (
+            "read the usage quarantine",
+            Method::GET,
+            "/usage/quarantine".into(),
+            None,
+            [200, 200, 403, 403, 200],
+        ),
+        (
             "read audit",
             Method::GET,
             "/audit".into(),

@@ -34,4 +34,6 @@ mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod team_scope;
+mod snapshot_versions;
 mod usage_ingest;
+mod usage_quarantine;

@@ -3,25 +3,57 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use modelgate_proto::usage::v1::{
-    usage_service_client::UsageServiceClient, UsageAck, UsageBatch, UsageEvent,
-};
-use serde_json::Value;
+use modelgate_proto::usage::v1::{UsageAck, UsageBatch, UsageEvent};
+use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use crate::support::pki::{node_channel, Pki};
 use crate::support::Gateway;
 
-fn event(request_id: &str, cost: i64) -> UsageEvent {
+/// A gateway key that exists (ingest quarantines events of unknown keys).
+pub struct Key {
+    pub id: String,
+    pub team_id: String,
+}
+
+/// A key in `team_id`, or in a new team.
+pub async fn new_key(gw: &Gateway, team_id: Option<&str>) -> Key {
+    let team_id = match team_id {
+        Some(t) => t.to_owned(),
+        None => gw
+            .create(
+                "/teams",
+                json!({"name": format!("team-{}", uuid::Uuid::now_v7().simple())}),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    };
+    let key = gw
+        .create(
+            "/keys",
+            json!({"team_id": team_id, "name": "usage", "environment": "prod"}),
+        )
+        .await;
+    Key {
+        id: key["id"].as_str().unwrap().to_owned(),
+        team_id,
+    }
+}
+
+/// An event a genuine node could have reported for `key`, started `started_at_ms`.
+pub fn event_at(key: &Key, request_id: &str, cost: i64, started_at_ms: i64) -> UsageEvent {
     UsageEvent {
         id: uuid::Uuid::now_v7().to_string(),
         request_id: request_id.to_owned(),
-        key_id: format!("key-{request_id}"),
-        team_id: "team-replay".into(),
+        key_id: key.id.clone(),
+        team_id: key.team_id.clone(),
+        environment: "prod".into(),
         status: 200,
         endpoint: "chat.completions".into(),
         served_model: "gpt-x".into(),
-        started_at_ms: 1_763_900_000_000,
+        started_at_ms,
+        ended_at_ms: started_at_ms + 1_500,
         input_tokens: 10,
         output_tokens: 5,
         cost_micros: cost,
@@ -30,16 +62,20 @@ fn event(request_id: &str, cost: i64) -> UsageEvent {
     }
 }
 
-/// Sends `batches` as the node they name (its certificate from the test fleet), each event
-/// stamped with that node as a data plane does.
-async fn send(gw: &Gateway, mut batches: Vec<UsageBatch>) -> Vec<UsageAck> {
+fn event(key: &Key, request_id: &str, cost: i64) -> UsageEvent {
+    event_at(key, request_id, cost, 1_763_900_000_000)
+}
+
+/// Sends `batches` on one stream as the node they name (its certificate from the test fleet),
+/// each event stamped with that node as a data plane does, and returns their acknowledgements.
+pub async fn send(gw: &Gateway, mut batches: Vec<UsageBatch>) -> Vec<UsageAck> {
     let node = batches[0].node_id.clone();
     for b in &mut batches {
         for e in &mut b.events {
             e.node_id = b.node_id.clone();
         }
     }
-    let mut client = UsageServiceClient::new(node_channel(Pki::shared(), gw.grpc_addr, &node, &[]));
+    let mut client = crate::support::usage_client(gw.grpc_addr, &node).await;
     let n = batches.len();
     let mut acks = client
         .report(tokio_stream::iter(batches))
@@ -53,7 +89,7 @@ async fn send(gw: &Gateway, mut batches: Vec<UsageBatch>) -> Vec<UsageAck> {
     out
 }
 
-async fn daily(gw: &Gateway, query: &str) -> Vec<Value> {
+pub async fn daily(gw: &Gateway, query: &str) -> Vec<Value> {
     let (status, v) = gw
         .admin(reqwest::Method::GET, &format!("/usage/daily?{query}"), None)
         .await;
@@ -64,11 +100,12 @@ async fn daily(gw: &Gateway, query: &str) -> Vec<Value> {
 #[tokio::test]
 async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
     let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
     let request_id = format!("replay-{}", uuid::Uuid::now_v7());
     let events = vec![
-        event(&request_id, 100),
-        event(&request_id, 250),
-        event(&request_id, 7),
+        event(&k, &request_id, 100),
+        event(&k, &request_id, 250),
+        event(&k, &request_id, 7),
     ];
     let batch = |id: &str| UsageBatch {
         batch_id: id.into(),
@@ -77,7 +114,7 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
     };
     let acks = send(&gw, vec![batch("first")]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 0));
-    let key = format!("key_id=key-{request_id}");
+    let key = format!("key_id={}", k.id);
     let after_first = daily(&gw, &key).await;
     assert_eq!(after_first.len(), 1);
     assert_eq!(after_first[0]["requests"], 3);
@@ -106,8 +143,9 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
 #[tokio::test]
 async fn an_id_repeated_inside_one_batch_is_counted_once() {
     let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
     let request_id = format!("dup-{}", uuid::Uuid::now_v7());
-    let e = event(&request_id, 40);
+    let e = event(&k, &request_id, 40);
     let acks = send(
         &gw,
         vec![UsageBatch {
@@ -118,7 +156,7 @@ async fn an_id_repeated_inside_one_batch_is_counted_once() {
     )
     .await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (1, 2));
-    let rows = daily(&gw, &format!("key_id=key-{request_id}")).await;
+    let rows = daily(&gw, &format!("key_id={}", k.id)).await;
     assert_eq!(rows[0]["requests"], 1);
     assert_eq!(rows[0]["cost_micros"], 40);
     gw.shutdown().await;
@@ -127,8 +165,9 @@ async fn an_id_repeated_inside_one_batch_is_counted_once() {
 #[tokio::test]
 async fn usage_events_page_forward_with_a_cursor() {
     let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
     let request_id = format!("paging-{}", uuid::Uuid::now_v7());
-    let events: Vec<_> = (0..5).map(|i| event(&request_id, i)).collect();
+    let events: Vec<_> = (0..5).map(|i| event(&k, &request_id, i)).collect();
     send(
         &gw,
         vec![UsageBatch {
@@ -199,14 +238,22 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
     println!("randomized workload seed: {seed}");
     let mut rng = Rng(seed);
     let day_ms = 86_400_000i64;
+    // Three keys in two teams.
+    let first = new_key(&gw, None).await;
+    let second = new_key(&gw, Some(&first.team_id)).await;
+    let keys = [first, second, new_key(&gw, None).await];
     let mut all = Vec::new();
     for i in 0..600 {
         let status = [200, 200, 200, 429, 502][rng.below(5) as usize];
+        let key = &keys[rng.below(3) as usize];
+        // Three consecutive UTC days, anywhere inside each.
+        let started_at_ms =
+            1_763_856_000_000 + (rng.below(3) as i64) * day_ms + rng.below(day_ms as u64) as i64;
         all.push(UsageEvent {
             id: uuid::Uuid::now_v7().to_string(),
             request_id: format!("r{i}"),
-            key_id: format!("key-{}", rng.below(3)),
-            team_id: format!("team-{}", rng.below(2)),
+            key_id: key.id.clone(),
+            team_id: key.team_id.clone(),
             user_id: format!("user-{}", rng.below(2)),
             provider_id: format!("prov-{}", rng.below(2)),
             served_model: if status == 429 {
@@ -215,10 +262,8 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
                 format!("model-{}", rng.below(3))
             },
             requested_model: "alias".into(),
-            // Three consecutive UTC days, anywhere inside each.
-            started_at_ms: 1_763_856_000_000
-                + (rng.below(3) as i64) * day_ms
-                + rng.below(day_ms as u64) as i64,
+            started_at_ms,
+            ended_at_ms: started_at_ms + rng.below(60_000) as i64,
             status,
             input_tokens: rng.below(5000),
             output_tokens: rng.below(2000),

@@ -85,6 +85,7 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_audit))
         .routes(routes!(list_usage))
         .routes(routes!(usage_daily))
+        .routes(routes!(list_quarantine))
         .routes(routes!(create_sink, list_sinks))
         .routes(routes!(get_sink, delete_sink))
         .routes(routes!(rewind_sink))
@@ -927,6 +928,22 @@ async fn usage_daily(
     Ok(ok(
         serde_json::json!({ "data": usage::daily(&s, &a, filter).await? }),
     ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/usage/quarantine",
+    tag = "usage",
+    params(PageParams),
+    responses((status = 200, description = "a page of usage events ingest refused to count, oldest first, each with the reporting node and the reason", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "only an owner, admin or billing token without a team scope may read this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_quarantine(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> Result<Response> {
+    Ok(ok(usage::quarantine::list(&s, &a, q).await?))
 }
 
 #[utoipa::path(

@@ -1,5 +1,5 @@
-//! `UsageService.Report`: each batch is stored (deduplicated by event id) and committed before
-//! its acknowledgement is sent.
+//! `UsageService.Report`: each batch is stored (deduplicated by event id; events that fail
+//! validation quarantined) and committed before its acknowledgement is sent.
 
 use std::pin::Pin;
 
@@ -62,12 +62,13 @@ impl UsageService for UsageIngest {
                 node = Some(batch.node_id.clone());
                 let events: Vec<UsageEvent> =
                     batch.events.into_iter().map(UsageEvent::from).collect();
-                match usage::ingest(&services, events).await {
+                match usage::ingest(&services, &batch.node_id, events).await {
                     Ok(done) => {
                         let ack = UsageAck {
                             batch_id: batch.batch_id,
                             inserted: u32::try_from(done.inserted).unwrap_or(u32::MAX),
                             duplicates: u32::try_from(done.duplicates).unwrap_or(u32::MAX),
+                            quarantined: u32::try_from(done.quarantined).unwrap_or(u32::MAX),
                         };
                         if tx.send(Ok(ack)).await.is_err() {
                             break;

@@ -9,6 +9,7 @@
 //! | `ManageOrg`   | yes¹  | yes¹  | no     | no     | no      |
 //! | `ReadUsage`   | yes   | yes   | yes    | yes    | yes     |
 //! | `ReadAudit`   | yes   | yes   | no     | no     | no      |
+//! | `ReadQuarantine` | yes¹ | yes¹ | no    | no     | yes¹    |
 //!
 //! ¹ only without a team scope; also the only actors who read export sinks (their URLs may
 //! name a billing system's credentials). A team-scoped actor sees and changes only its own
@@ -91,6 +92,8 @@ pub enum Action {
     /// Usage events and aggregates.
     ReadUsage,
     ReadAudit,
+    /// Usage events ingest quarantined: they name keys and teams of the whole organisation.
+    ReadQuarantine,
 }
 
 /// The authenticated caller of a service function.
@@ -126,6 +129,9 @@ impl Actor {
             Action::ManageTeam | Action::ReadAudit => matches!(self.role, Owner | Admin),
             Action::ManageOrg => matches!(self.role, Owner | Admin) && self.team_id.is_none(),
             Action::ReadUsage => true,
+            Action::ReadQuarantine => {
+                matches!(self.role, Owner | Admin | Billing) && self.team_id.is_none()
+            }
         }
     }
 
@@ -204,6 +210,25 @@ mod tests {
             Action::ReadAudit,
         ] {
             assert!(!viewer.may(a), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn only_org_wide_admins_and_billing_read_the_usage_quarantine() {
+        for (role, team, may) in [
+            (Role::Owner, None, true),
+            (Role::Admin, None, true),
+            (Role::Billing, None, true),
+            (Role::Member, None, false),
+            (Role::Viewer, None, false),
+            (Role::Owner, Some("team-a"), false),
+            (Role::Billing, Some("team-a"), false),
+        ] {
+            assert_eq!(
+                actor(role, team).may(Action::ReadQuarantine),
+                may,
+                "{role:?} {team:?}"
+            );
         }
     }
 }

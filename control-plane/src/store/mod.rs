@@ -24,6 +24,7 @@ pub mod team;
 pub mod team_member;
 pub mod usage_daily;
 pub mod usage_event;
+pub mod usage_quarantine;
 pub mod user;
 
 use modelgate_migrations::{Migrator, MigratorTrait};

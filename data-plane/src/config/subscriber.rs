@@ -1,6 +1,9 @@
 //! The config subscriber: keeps a `ConfigService.Subscribe` stream open to the control plane,
 //! validates each snapshot, swaps it in, persists it as last-known-good, and answers ACK or
-//! NACK. Reconnects with jittered exponential backoff.
+//! NACK. Only a version above the served one is applied (`shared::snapshot::should_apply`): the
+//! served version offered again is ACKed as it is, an older one is NACKed "not newer than the
+//! served version N" and the node keeps serving what it has. Reconnects with jittered
+//! exponential backoff.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +14,7 @@ use modelgate_proto::config::v1::{
     config_service_client::ConfigServiceClient, subscribe_request::Kind, Ack, DeploymentHealth,
     HealthReport, Hello, Nack, SubscribeRequest,
 };
-use modelgate_shared::snapshot::Snapshot;
+use modelgate_shared::snapshot::{should_apply, Decision, Snapshot};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -90,6 +93,32 @@ impl Subscriber {
         tracing::info!("config stream connected");
         while let Some(wire) = stream.message().await? {
             let version = wire.version;
+            let served = self.runtime.load().version;
+            match should_apply(served, version) {
+                Decision::Apply => {}
+                Decision::AlreadyServing => {
+                    let ack = Kind::Ack(Ack { version });
+                    if tx.send(SubscribeRequest { kind: Some(ack) }).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                stale @ Decision::Older { .. } => {
+                    tracing::warn!(version, served, "snapshot skipped: {stale}");
+                    let nack = Kind::Nack(Nack {
+                        version,
+                        reason: stale.to_string(),
+                    });
+                    if tx
+                        .send(SubscribeRequest { kind: Some(nack) })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
             let encoded = wire.encode_to_vec();
             let reply = match Snapshot::try_from(wire) {
                 Ok(snapshot) => {

@@ -137,7 +137,9 @@ impl Recorder {
                 a.settle_tokens(tokens);
             }
         }
-        e.ended_at_ms = now_ms();
+        // Never before the start, even if the wall clock stepped back (or the start was read
+        // from the injected clock): the control plane quarantines an event that ends first.
+        e.ended_at_ms = now_ms().max(e.started_at_ms);
         e.latency_us = latency;
         Some(e)
     }

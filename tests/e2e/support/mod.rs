@@ -492,3 +492,19 @@ impl TestDb {
 pub fn nats_url() -> String {
     std::env::var("MODELGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
+
+/// A usage-reporting gRPC client to the control plane at `grpc_addr`, connected as data plane
+/// `node` (its certificate from the test fleet) as a shipper connects: tests that send raw
+/// batches open it here, in one place.
+pub async fn usage_client(
+    grpc_addr: std::net::SocketAddr,
+    node: &str,
+) -> modelgate_proto::usage::v1::usage_service_client::UsageServiceClient<tonic::transport::Channel>
+{
+    modelgate_proto::usage::v1::usage_service_client::UsageServiceClient::new(pki::node_channel(
+        pki::Pki::shared(),
+        grpc_addr,
+        node,
+        &[],
+    ))
+}

@@ -5,67 +5,135 @@
 //!
 //! The counter's row lock also orders ingest transactions: sequence numbers become visible in
 //! increasing order, so a consumer paging by `seq` never skips an event committed late.
+//!
+//! Before any of that, each event is screened ([`super::validate`]): one whose figures no genuine
+//! node could produce, or whose key does not exist or belongs to another team, is quarantined
+//! with its reason in the same transaction ([`super::quarantine`]) and takes no part in the
+//! sequence, the aggregates or the budgets. The rest of its batch is stored as usual and the
+//! batch is acknowledged.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
 use modelgate_shared::usage::UsageEvent;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait,
-    Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 
+use super::quarantine;
+use super::validate::{self, Refusal};
 use crate::service::{ServiceError, Services};
-use crate::store::{budget, budget_period, counter, usage_daily, usage_event};
+use crate::store::{api_key, budget, budget_period, counter, usage_daily, usage_event};
 
 /// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
 const CHUNK: usize = 400;
 const SEQ_COUNTER: &str = "usage_seq";
 
 /// Outcome of ingesting one batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ingested {
     pub inserted: u64,
+    /// Events already stored (or already quarantined) earlier: a replay.
     pub duplicates: u64,
+    /// Events newly quarantined by this batch.
+    pub quarantined: u64,
 }
 
-/// Stores a batch; events whose id is already stored are skipped. Commits before returning, so
-/// the caller may acknowledge the batch.
-pub async fn ingest(s: &Services, mut events: Vec<UsageEvent>) -> Result<Ingested, ServiceError> {
+/// Stores a batch reported by `node_id`; events whose id is already stored are skipped, events
+/// that fail validation are quarantined. Commits before returning, so the caller may
+/// acknowledge the batch.
+pub async fn ingest(
+    s: &Services,
+    node_id: &str,
+    mut events: Vec<UsageEvent>,
+) -> Result<Ingested, ServiceError> {
     let total = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
     let mut seen = HashSet::with_capacity(events.len());
     events.retain(|e| seen.insert(clean(&e.id)));
     if events.is_empty() {
-        return Ok(Ingested {
-            inserted: 0,
-            duplicates: 0,
-        });
+        return Ok(Ingested::default());
     }
+    let (events, refused) = screen(s, events).await?;
     let now = Utc::now();
     let txn = s.db.begin().await?;
-    let first_seq = take_sequence(&txn, events.len()).await?;
-    let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
-        insert_unnest(&txn, &events, first_seq, now).await?
-    } else {
-        insert_rows(&txn, &events, first_seq, now).await?
-    };
-    let inserted: Vec<&UsageEvent> = events
-        .iter()
-        .filter(|e| inserted_ids.contains(&clean(&e.id)))
-        .collect();
-    add_to_aggregates(&txn, &inserted).await?;
-    let alerts = add_to_budgets(&txn, &inserted, now).await?;
+    let quarantined = quarantine::store(&txn, node_id, &refused, now).await?;
+    let mut alerts = 0;
+    let mut inserted = 0;
+    if !events.is_empty() {
+        let first_seq = take_sequence(&txn, events.len()).await?;
+        let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
+            insert_unnest(&txn, &events, first_seq, now).await?
+        } else {
+            insert_rows(&txn, &events, first_seq, now).await?
+        };
+        let stored: Vec<&UsageEvent> = events
+            .iter()
+            .filter(|e| inserted_ids.contains(&clean(&e.id)))
+            .collect();
+        add_to_aggregates(&txn, &stored).await?;
+        alerts = add_to_budgets(&txn, &stored, now).await?;
+        inserted = stored.len() as u64;
+    }
     txn.commit().await?;
     if alerts > 0 {
         s.alert_wakeup.notify_one();
     }
-    let inserted = inserted.len() as u64;
+    if quarantined > 0 {
+        let first = refused.first().map(|(_, why)| why.to_string());
+        tracing::warn!(
+            node = %node_id,
+            quarantined,
+            first_reason = first.as_deref().unwrap_or(""),
+            "usage events quarantined"
+        );
+    }
     Ok(Ingested {
         inserted,
-        duplicates: total - inserted,
+        quarantined,
+        duplicates: total - inserted - quarantined,
     })
+}
+
+/// Splits a batch into the events to store and the refused ones with their reasons. One query
+/// reads the teams of every key the batch names.
+async fn screen(
+    s: &Services,
+    events: Vec<UsageEvent>,
+) -> Result<(Vec<UsageEvent>, Vec<(UsageEvent, Refusal)>), ServiceError> {
+    let now_ms = s.clock.now().timestamp_millis();
+    let key_ids: Vec<String> = events
+        .iter()
+        .filter(|e| !e.key_id.is_empty())
+        .map(|e| e.key_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut owners: HashMap<String, String> = HashMap::with_capacity(key_ids.len());
+    for chunk in key_ids.chunks(CHUNK) {
+        let rows: Vec<(String, String)> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .column(api_key::Column::TeamId)
+            .filter(api_key::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(&s.db)
+            .await?;
+        owners.extend(rows);
+    }
+    let mut good = Vec::with_capacity(events.len());
+    let mut refused = Vec::new();
+    for e in events {
+        let verdict = validate::check(&e, now_ms)
+            .and_then(|()| validate::check_key(&e, owners.get(&e.key_id).map(String::as_str)));
+        match verdict {
+            Ok(()) => good.push(e),
+            Err(why) => refused.push((e, why)),
+        }
+    }
+    Ok((good, refused))
 }
 
 /// Portable path: multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id` in chunks.
@@ -457,7 +525,7 @@ async fn add_to_budgets(
 }
 
 /// Postgres text cannot hold NUL; one such event must never block its batch forever.
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}")
     } else {

@@ -1,0 +1,105 @@
+//! The usage quarantine: events ingest refused to count ([`super::validate`]), kept as received
+//! with the reporting node and the reason. Written in the ingest transaction, one row per event
+//! id (a replayed batch adds nothing); read by organisation admins and billing.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use modelgate_shared::usage::UsageEvent;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, QuerySelect,
+    QueryTrait,
+};
+use serde::Serialize;
+
+use super::validate::Refusal;
+use crate::service::authz::{Action, Actor};
+use crate::service::{page, Page, PageParams, ServiceError, Services};
+use crate::store::usage_quarantine;
+
+/// Rows per INSERT statement.
+const CHUNK: usize = 400;
+
+/// A quarantined event as the admin API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QuarantinedEvent {
+    pub id: String,
+    pub event_id: String,
+    /// The node that reported the batch.
+    pub node_id: String,
+    pub reason: String,
+    /// The event as received.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    pub quarantined_at: DateTime<Utc>,
+}
+
+impl From<usage_quarantine::Model> for QuarantinedEvent {
+    fn from(m: usage_quarantine::Model) -> Self {
+        QuarantinedEvent {
+            event: serde_json::from_str(&m.event).unwrap_or(serde_json::Value::Null),
+            id: m.id,
+            event_id: m.event_id,
+            node_id: m.node_id,
+            reason: m.reason,
+            quarantined_at: m.quarantined_at,
+        }
+    }
+}
+
+/// Stores the refused events; returns how many were not already quarantined.
+pub(super) async fn store(
+    txn: &DatabaseTransaction,
+    node_id: &str,
+    refused: &[(UsageEvent, Refusal)],
+    now: DateTime<Utc>,
+) -> Result<u64, ServiceError> {
+    let mut rows: Vec<usage_quarantine::ActiveModel> = refused
+        .iter()
+        .map(|(e, why)| usage_quarantine::ActiveModel {
+            id: Set(modelgate_shared::new_id().to_string()),
+            event_id: Set(super::ingest::clean(&e.id)),
+            node_id: Set(super::ingest::clean(node_id)),
+            reason: Set(super::ingest::clean(&why.to_string())),
+            // serde_json escapes NUL, so the text is storable as it is.
+            event: Set(serde_json::to_string(e).unwrap_or_else(|_| "null".into())),
+            quarantined_at: Set(now),
+        })
+        .collect();
+    let mut stored = HashSet::new();
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(CHUNK));
+        let chunk = std::mem::replace(&mut rows, rest);
+        let mut insert = usage_quarantine::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(usage_quarantine::Column::EventId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .into_query();
+        insert.returning_col(usage_quarantine::Column::EventId);
+        let backend = txn.get_database_backend();
+        for r in txn.query_all(backend.build(&insert)).await? {
+            stored.insert(r.try_get::<String>("", "event_id")?);
+        }
+    }
+    Ok(stored.len() as u64)
+}
+
+/// Quarantined events, oldest first, after the cursor (the last `id` seen).
+pub async fn list(
+    s: &Services,
+    actor: &Actor,
+    params: PageParams,
+) -> Result<Page<QuarantinedEvent>, ServiceError> {
+    actor.require(Action::ReadQuarantine)?;
+    let limit = params.limit()?;
+    let mut q = usage_quarantine::Entity::find().order_by_asc(usage_quarantine::Column::Id);
+    if let Some(after) = &params.after {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        q = q.filter(usage_quarantine::Column::Id.gt(after.as_str()));
+    }
+    let rows = q.limit(limit + 1).all(&s.db).await?;
+    Ok(page(rows, limit, |r| r.id.clone(), QuarantinedEvent::from))
+}
