@@ -60,6 +60,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let db = store::connect(&settings.database_url)
         .await
         .context("connecting to the database")?;
+    if let Some(n) = service::maintenance::bind_sealed_values(&db, &sealer)
+        .await
+        .context("binding sealed values to their rows (under this master key)")?
+    {
+        tracing::info!(
+            provider_credentials = n.provider_credentials,
+            settings = n.settings,
+            sink_secrets = n.sink_secrets,
+            idempotency_records = n.idempotency_records,
+            "sealed values are now bound to their table, column and row"
+        );
+    }
     let services = Services {
         db,
         sealer,

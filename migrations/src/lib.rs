@@ -12,6 +12,10 @@ mod m20261123_000006_key_traffic_classes;
 mod m20261123_000007_quotas;
 mod m20261123_000008_budget_alerts_and_grants;
 mod m20261123_000009_rate_limits;
+mod m20261205_000012_bind_sealed_values;
+
+/// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
+pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
 
 pub struct Migrator;
 
@@ -28,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_quotas::Migration),
             Box::new(m20261123_000008_budget_alerts_and_grants::Migration),
             Box::new(m20261123_000009_rate_limits::Migration),
+            Box::new(m20261205_000012_bind_sealed_values::Migration),
         ]
     }
 }

@@ -1,5 +1,5 @@
 //! Last-known-good: every applied snapshot is written (encoded, sealed with AES-256-GCM under
-//! the node's LKG key, atomically by rename) to the data directory, and a data plane that starts
+//! the node's LKG key and bound to the file's label, atomically by rename) to the data directory, and a data plane that starts
 //! while the control plane is unreachable serves from it. The snapshot holds provider
 //! credentials and the key-hash secret, so it never touches the disk in clear.
 //!
@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use modelgate_proto::config::v1 as wire;
-use modelgate_shared::crypto::{CryptoError, Sealer};
+use modelgate_shared::crypto::{Binding, CryptoError, Sealer};
 use modelgate_shared::snapshot::{InvalidSnapshot, Snapshot};
 use prost::Message;
 use thiserror::Error;
@@ -73,13 +73,19 @@ pub fn sealer(data_dir: &Path, key_hex: Option<&str>) -> Result<Sealer, LkgError
     }
 }
 
+/// The AEAD binding of the last-known-good file: a value sealed for another purpose under the
+/// same key does not open as a snapshot.
+fn binding() -> Binding {
+    Binding::file("data-plane/last-known-good.snapshot")
+}
+
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
 }
 
 /// Seals the encoded snapshot, writes it to a temporary file, syncs it, and renames it into place.
 pub fn save(data_dir: &Path, sealer: &Sealer, encoded: &[u8]) -> Result<(), LkgError> {
-    let sealed = sealer.seal(encoded);
+    let sealed = sealer.seal_bound(encoded, &binding());
     let target = path(data_dir);
     let tmp = data_dir.join(format!("{FILE}.tmp"));
     let io = |source| LkgError::Io {
@@ -110,8 +116,9 @@ pub fn load(data_dir: &Path, sealer: &Sealer) -> Result<Option<Snapshot>, LkgErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(LkgError::Io { path: p, source }),
     };
+    // A file an earlier release wrote is unbound; the next save binds it.
     let bytes = sealer
-        .open(text.trim())
+        .open_bound_or_unbound(text.trim(), &binding())
         .map_err(|source| LkgError::Sealed {
             path: p.clone(),
             source,
