@@ -66,7 +66,7 @@ PROV="$(post /providers "{\"name\":\"mock\",\"kind\":\"openai-compatible\",\"bas
 post /models '{"model":"gpt-4o-mini","input_micros_per_mtok":150000,"output_micros_per_mtok":600000}' >/dev/null
 post /routes "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":\"$PROV\",\"model\":\"gpt-4o-mini\"}]}" >/dev/null
 
-"$GATEWAY" data-plane --listen "$DP" --control-plane-url "http://$GRPC" --node-id drain-dp \
+MODELGATE_LKG_KEY="$MASTER_KEY" "$GATEWAY" data-plane --listen "$DP" --control-plane-url "http://$GRPC" --node-id drain-dp \
   --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 PIDS+=($!)
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'

@@ -159,7 +159,8 @@ sleep 1
 # CPU and RSS are the proxy's alone (its spool writes and usage shipping included; the control
 # plane's ingest into SQLite, which runs in the 'up' process, excluded).
 UP_PID="$GW_PID"
-"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
+MODELGATE_LKG_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+  "$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
   --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_for_line "$WORK/dp.log" '^MODELGATE_BASE_URL=' 30 "$GW_PID" || die "the data plane did not start"

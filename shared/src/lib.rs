@@ -43,6 +43,7 @@ pub mod limits;
 pub mod pricing;
 pub mod quota;
 pub mod routing;
+pub mod secret_fs;
 pub mod snapshot;
 pub mod usage;
 

@@ -38,6 +38,8 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
         ])
         .arg(dir)
         .args(["--control-plane-url", &format!("http://{grpc}")])
+        // The same key across restarts, so the restarted process reads its last-known-good file.
+        .env("MODELGATE_LKG_KEY", "5a".repeat(32))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -306,3 +306,296 @@ async fn values_sealed_unbound_by_an_earlier_release_are_bound_once_at_start_and
     assert_eq!(resp.status(), 200, "the gateway key still works");
     gw.shutdown().await;
 }
+
+/// The real binary with a clean environment for the variables these tests set.
+fn modelgate(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    c.args(args);
+    for var in [
+        "MODELGATE_LKG_KEY",
+        "MODELGATE_LKG_KEY_FILE",
+        "MODELGATE_MASTER_KEY",
+        "MODELGATE_MASTER_KEY_FILE",
+        "MODELGATE_INSECURE_KEY_BESIDE_DATA",
+        "MODELGATE_BOOTSTRAP_TOKEN_FILE",
+        "MODELGATE_DATA_DIR",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A running `modelgate` process, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command` (stderr to `stderr_log`) and returns its stdout lines up to and including the
+/// first that starts with `until`.
+async fn spawn_until(
+    mut command: std::process::Command,
+    stderr_log: &std::path::Path,
+    until: &'static str,
+) -> (Running, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let log = std::fs::File::create(stderr_log).unwrap();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with(until);
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no `{until}` line; stderr:\n{}",
+                std::fs::read_to_string(stderr_log).unwrap_or_default()
+            )
+        })
+        .unwrap();
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with(until)),
+        "the process ended before printing `{until}`: {lines:?}\nstderr:\n{}",
+        std::fs::read_to_string(stderr_log).unwrap_or_default()
+    );
+    (running, lines)
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn the_data_plane_refuses_an_lkg_key_beside_its_data_unless_told_it_is_insecure() {
+    let dir = crate::support::temp_dir("lkg-key");
+    let data = dir.join("data");
+    let args = |data: &std::path::Path| {
+        let mut c = modelgate(&[
+            "data-plane",
+            "--listen",
+            "127.0.0.1:0",
+            "--control-plane-url",
+            "http://127.0.0.1:1",
+            "--data-dir",
+        ]);
+        c.arg(data);
+        c
+    };
+
+    // No key at all: refused, naming what to set, and nothing generated.
+    let out = args(&data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without an LKG key");
+    for needle in [
+        "MODELGATE_LKG_KEY",
+        "MODELGATE_LKG_KEY_FILE",
+        "--insecure-key-beside-data",
+    ] {
+        assert!(stderr.contains(needle), "{needle} in: {stderr}");
+    }
+    assert!(!data.join("lkg.key").exists());
+
+    // A key file inside the data directory: refused too.
+    std::fs::create_dir_all(&data).unwrap();
+    let inside = data.join("my.key");
+    std::fs::write(&inside, Sealer::generate_master_key_hex()).unwrap();
+    let out = args(&data)
+        .arg("--lkg-key-file")
+        .arg(&inside)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a key file in its data dir"
+    );
+    assert!(stderr.contains("inside"), "{stderr}");
+
+    // The insecure flag: it starts, generates lkg.key beside the data, and says so.
+    let fresh = dir.join("fresh/data");
+    let mut c = args(&fresh);
+    c.arg("--insecure-key-beside-data");
+    let log = dir.join("dp.log");
+    let (running, _) = spawn_until(c, &log, "MODELGATE_BASE_URL=").await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("WARN") && logged.contains("insecure"),
+        "a warning at start: {logged}"
+    );
+    assert!(fresh.join("lkg.key").exists());
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&fresh), 0o700, "the data directory");
+        assert_eq!(mode(&fresh.join("spool")), 0o700, "the spool directory");
+        assert_eq!(mode(&fresh.join("lkg.key")), 0o600, "the LKG key");
+    }
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_control_plane_refuses_a_master_key_file_beside_its_sqlite_database() {
+    let dir = crate::support::temp_dir("cp-key");
+    let key = dir.join("master.key");
+    std::fs::write(&key, Sealer::generate_master_key_hex()).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("cp.db").display());
+    let out = modelgate(&[
+        "control-plane",
+        "--database-url",
+        &db,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--master-key-file",
+    ])
+    .arg(&key)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with its key beside its database"
+    );
+    assert!(
+        stderr.contains("--insecure-key-beside-data") && stderr.contains("master key"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_control_plane_writes_its_bootstrap_token_to_a_0600_file_when_asked() {
+    let dir = crate::support::temp_dir("bootstrap-token");
+    let token_file = dir.join("admin-token");
+    let db = format!("sqlite://{}?mode=rwc", dir.join("cp.db").display());
+    let mut c = modelgate(&[
+        "control-plane",
+        "--database-url",
+        &db,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--bootstrap-token-file",
+    ]);
+    c.arg(&token_file)
+        .env("MODELGATE_MASTER_KEY", Sealer::generate_master_key_hex());
+    let (running, lines) = spawn_until(c, &dir.join("cp.log"), "MODELGATE_ADMIN_URL=").await;
+    let printed = lines.join("\n");
+    assert!(
+        !printed.contains("MODELGATE_ADMIN_TOKEN=") && !printed.contains("mgadm"),
+        "the token is not printed: {printed}"
+    );
+    assert!(
+        printed.contains(&token_file.display().to_string()),
+        "{printed}"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&token_file), 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let admin = lines
+        .last()
+        .unwrap()
+        .trim_start_matches("MODELGATE_ADMIN_URL=")
+        .to_owned();
+    let status = reqwest::Client::new()
+        .get(format!("{admin}/admin/v1/teams"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        status, 200,
+        "the written token is the bootstrap admin token"
+    );
+    drop(running);
+
+    // Without the flag, the token line the scripts read is still printed.
+    let db = format!("sqlite://{}?mode=rwc", dir.join("cp2.db").display());
+    let mut c = modelgate(&[
+        "control-plane",
+        "--database-url",
+        &db,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
+    c.env("MODELGATE_MASTER_KEY", Sealer::generate_master_key_hex());
+    let (running, lines) = spawn_until(c, &dir.join("cp2.log"), "MODELGATE_ADMIN_URL=").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("MODELGATE_ADMIN_TOKEN=mgadm")),
+        "{lines:?}"
+    );
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn up_creates_its_key_files_0600_and_its_directories_0700() {
+    let dir = crate::support::temp_dir("up-modes");
+    let data = dir.join("data");
+    let mut c = modelgate(&[
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]);
+    c.arg(&data);
+    let (running, _) = spawn_until(c, &dir.join("up.log"), "MODELGATE_ADMIN_TOKEN=").await;
+    let dp = data.join("data-plane");
+    let lkg = modelgate_data_plane::config::lkg::path(&dp);
+    crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        "the last-known-good file",
+        || async { lkg.exists().then_some(()) },
+    )
+    .await;
+    for (what, path, want) in [
+        ("the data directory", data.clone(), 0o700),
+        ("the master key", data.join("master.key"), 0o600),
+        ("the data plane's directory", dp.clone(), 0o700),
+        ("the LKG key", dp.join("lkg.key"), 0o600),
+        ("the spool", dp.join("spool"), 0o700),
+        ("the last-known-good file", lkg.clone(), 0o600),
+    ] {
+        assert_eq!(mode(&path), want, "{what}: {}", path.display());
+    }
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+}

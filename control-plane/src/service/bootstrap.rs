@@ -66,6 +66,16 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
     Ok(token.secret)
 }
 
+/// Deletes the admin token `presented` (a bootstrap token that could not be handed over), so
+/// that a database left without any token mints a new bootstrap token at the next start.
+pub async fn withdraw_admin_token(s: &Services, presented: &str) -> Result<(), ServiceError> {
+    admin_token::Entity::delete_many()
+        .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
+        .exec(&s.db)
+        .await?;
+    Ok(())
+}
+
 /// Revokes every live admin token with this name (used by `modelgate up` to replace its own).
 pub async fn revoke_admin_tokens_named(s: &Services, name: &str) -> Result<(), ServiceError> {
     admin_token::Entity::update_many()
