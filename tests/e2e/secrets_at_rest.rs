@@ -381,6 +381,35 @@ async fn spawn_until(
     (running, lines)
 }
 
+/// Runs `command` to its exit, within 20 s: a server that should have refused to start but
+/// runs is killed and reported as such, never waited for.
+fn refused(mut command: std::process::Command, dir: &std::path::Path) -> String {
+    let err = dir.join(format!("refused-{}.log", uuid::Uuid::now_v7().simple()));
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "it started instead of refusing:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(!status.success(), "it exited 0: {stderr}");
+    stderr
+}
+
 #[cfg(unix)]
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -409,9 +438,7 @@ async fn the_data_plane_refuses_an_lkg_key_beside_its_data_unless_told_it_is_ins
     };
 
     // No key at all: refused, naming what to set, and nothing generated.
-    let out = args(&data).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started without an LKG key");
+    let stderr = refused(args(&data), &dir);
     for needle in [
         "MODELGATE_LKG_KEY",
         "MODELGATE_LKG_KEY_FILE",
@@ -425,16 +452,9 @@ async fn the_data_plane_refuses_an_lkg_key_beside_its_data_unless_told_it_is_ins
     std::fs::create_dir_all(&data).unwrap();
     let inside = data.join("my.key");
     std::fs::write(&inside, Sealer::generate_master_key_hex()).unwrap();
-    let out = args(&data)
-        .arg("--lkg-key-file")
-        .arg(&inside)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "started with a key file in its data dir"
-    );
+    let mut c = args(&data);
+    c.arg("--lkg-key-file").arg(&inside);
+    let stderr = refused(c, &dir);
     assert!(stderr.contains("inside"), "{stderr}");
 
     // The insecure flag: it starts, generates lkg.key beside the data, and says so.
@@ -465,7 +485,7 @@ async fn the_control_plane_refuses_a_master_key_file_beside_its_sqlite_database(
     let key = dir.join("master.key");
     std::fs::write(&key, Sealer::generate_master_key_hex()).unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.join("cp.db").display());
-    let out = modelgate(&[
+    let mut c = modelgate(&[
         "control-plane",
         "--database-url",
         &db,
@@ -474,15 +494,9 @@ async fn the_control_plane_refuses_a_master_key_file_beside_its_sqlite_database(
         "--grpc-listen",
         "127.0.0.1:0",
         "--master-key-file",
-    ])
-    .arg(&key)
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "started with its key beside its database"
-    );
+    ]);
+    c.arg(&key);
+    let stderr = refused(c, &dir);
     assert!(
         stderr.contains("--insecure-key-beside-data") && stderr.contains("master key"),
         "{stderr}"
