@@ -73,7 +73,7 @@ PROV="$(post /providers "{\"name\":\"mock\",\"kind\":\"openai-compatible\",\"bas
 post /models '{"model":"gpt-4o-mini","input_micros_per_mtok":150000,"output_micros_per_mtok":600000}' >/dev/null
 post /routes "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":\"$PROV\",\"model\":\"gpt-4o-mini\"}]}" >/dev/null
 
-"$GATEWAY" data-plane --listen "$DP" --control-plane-url "https://$GRPC" --node-id drain-dp \
+MODELGATE_LKG_KEY="$MASTER_KEY" "$GATEWAY" data-plane --listen "$DP" --control-plane-url "https://$GRPC" --node-id drain-dp \
   --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/drain-dp.pem" --tls-key "$CERTS/drain-dp-key.pem" \
   --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 PIDS+=($!)

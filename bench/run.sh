@@ -163,7 +163,8 @@ UP_PID="$GW_PID"
 CERTS="$WORK/data/certs"
 "$GATEWAY" certs issue --dir "$CERTS" --node-id bench-dp --label region=bench >/dev/null \
   || die "could not issue the data plane's certificate from $CERTS"
-"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
+MODELGATE_LKG_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+  "$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
   --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/bench-dp.pem" --tls-key "$CERTS/bench-dp-key.pem" \
   --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")

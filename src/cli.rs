@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use modelgate_data_plane::usage::spool::{FsyncPolicy, SpoolOptions, WhenFull};
+use secrecy::SecretString;
 
 use crate::admin_cli::AdminCommand;
 
@@ -135,14 +136,14 @@ pub struct RotateMasterKeyArgs {
     #[arg(long, env = "MODELGATE_DATABASE_URL")]
     pub database_url: String,
     /// The current master key (64 hex characters).
-    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true, value_parser = secret)]
+    pub master_key: Option<SecretString>,
     /// A file holding the current master key (used when `--master-key` is not given).
     #[arg(long, env = "MODELGATE_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
     /// The new master key (64 hex characters).
-    #[arg(long, env = "MODELGATE_NEW_MASTER_KEY", hide_env_values = true)]
-    pub new_master_key: Option<String>,
+    #[arg(long, env = "MODELGATE_NEW_MASTER_KEY", hide_env_values = true, value_parser = secret)]
+    pub new_master_key: Option<SecretString>,
     /// A file holding the new master key.
     #[arg(long, env = "MODELGATE_NEW_MASTER_KEY_FILE")]
     pub new_master_key_file: Option<PathBuf>,
@@ -163,8 +164,8 @@ pub struct UpArgs {
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
     /// Registers OpenAI (route `gpt-4o-mini`) when set.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub openai_api_key: Option<SecretString>,
 }
 
 #[derive(Debug, Args)]
@@ -173,11 +174,20 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "MODELGATE_DATABASE_URL")]
     pub database_url: String,
     /// 64 hex characters: the AES-256 key sealing secrets at rest.
-    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// A file holding the master key (used when `--master-key` is not given).
+    #[arg(long, env = "MODELGATE_MASTER_KEY", hide_env_values = true, value_parser = secret)]
+    pub master_key: Option<SecretString>,
+    /// A file holding the master key (used when `--master-key` is not given). Refused inside the
+    /// directory of a SQLite database it protects, unless `--insecure-key-beside-data`.
     #[arg(long, env = "MODELGATE_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Accept a master key file beside the SQLite database it seals (logged as a warning):
+    /// whoever can read that directory can then open every secret in it.
+    #[arg(long, env = "MODELGATE_INSECURE_KEY_BESIDE_DATA")]
+    pub insecure_key_beside_data: bool,
+    /// Write the bootstrap admin token (minted on a fresh database's first start) to this new
+    /// file, mode 0600, instead of printing it.
+    #[arg(long, env = "MODELGATE_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
     #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
@@ -230,10 +240,18 @@ pub struct DataPlaneArgs {
     /// `modelgate_usage_unmetered_total`).
     #[arg(long, env = "MODELGATE_SPOOL_WHEN_FULL", default_value = "reject", value_parser = parse_when_full)]
     pub spool_when_full: WhenFull,
-    /// 64 hex characters sealing the last-known-good snapshot (it holds provider credentials);
-    /// without it, a key file `lkg.key` is generated in the data directory.
-    #[arg(long, env = "MODELGATE_LKG_KEY", hide_env_values = true)]
-    pub lkg_key: Option<String>,
+    /// 64 hex characters sealing the last-known-good snapshot (it holds provider credentials).
+    /// This, `--lkg-key-file` or `--insecure-key-beside-data` is required.
+    #[arg(long, env = "MODELGATE_LKG_KEY", hide_env_values = true, value_parser = secret)]
+    pub lkg_key: Option<SecretString>,
+    /// A file holding the LKG key (used when `--lkg-key` is not given); it must lie outside the
+    /// data directory.
+    #[arg(long, env = "MODELGATE_LKG_KEY_FILE")]
+    pub lkg_key_file: Option<PathBuf>,
+    /// Without an LKG key, generate `lkg.key` in the data directory beside the snapshot it seals
+    /// (logged as a warning): whoever can read that directory can read provider credentials.
+    #[arg(long, env = "MODELGATE_INSECURE_KEY_BESIDE_DATA")]
+    pub insecure_key_beside_data: bool,
     /// How often to report deployment health to the control plane (its fleet view), in ms.
     #[arg(long, env = "MODELGATE_HEALTH_REPORT_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub health_report_interval_ms: u64,
@@ -245,6 +263,11 @@ pub struct DataPlaneArgs {
     /// The throttle's window, in seconds.
     #[arg(long, env = "MODELGATE_AUTH_FAILURE_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub auth_failure_window_secs: u64,
+}
+
+/// A secret argument: kept in a `SecretString`, so the args' `Debug` shows no key.
+fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s))
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
@@ -285,6 +308,27 @@ mod tests {
         };
         assert_eq!(a.listen.port(), 8080);
         assert_eq!(a.data_dir, PathBuf::from("./modelgate-data"));
+    }
+
+    #[test]
+    fn parsed_args_debug_shows_no_key() {
+        let key = "ab".repeat(32);
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "control-plane",
+            "--database-url",
+            "sqlite://x.db",
+            "--master-key",
+            &key,
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains(&key), "{shown}");
+        let cli = Cli::try_parse_from(["modelgate", "data-plane", "--lkg-key", &key]).unwrap();
+        assert!(!format!("{cli:?}").contains(&key));
+        let cli = Cli::try_parse_from(["modelgate", "up", "--openai-api-key", "sk-openai-secret"])
+            .unwrap();
+        assert!(!format!("{cli:?}").contains("sk-openai-secret"));
     }
 
     #[test]

@@ -16,6 +16,9 @@ use modelgate_control_plane::grpc::transport::GrpcSecurity;
 use modelgate_data_plane::channel::ControlPlaneSecurity;
 use modelgate_data_plane::usage::spool::SpoolOptions;
 use modelgate_shared::tls::{issue as tls_issue, Reloading, TlsFiles};
+use modelgate_data_plane::LkgKey;
+use modelgate_shared::secret_fs;
+use secrecy::{ExposeSecret, SecretString};
 
 use cli::{Cli, Command};
 
@@ -104,22 +107,72 @@ fn server_security(tls: &cli::GrpcTlsArgs) -> anyhow::Result<GrpcSecurity> {
     })
 }
 
-/// Reads the master key file, or creates it (0600) with a new random key.
-fn master_key_from_file(path: &Path, create: bool) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let key = Sealer::generate_master_key_hex();
-            std::fs::write(path, &key).with_context(|| format!("writing {}", path.display()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            }
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+/// Reads a key file (64 hex characters; surrounding whitespace ignored).
+fn read_key_file(path: &Path) -> anyhow::Result<SecretString> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(SecretString::from(text.trim()))
+}
+
+/// `modelgate up`'s master key: `master.key` in its data directory, created (0600 from the
+/// start) with a new random key on first run. Only `up` keeps its key beside its data: it is
+/// the local, zero-setup path, and its data directory is the whole installation.
+fn up_master_key(data_dir: &Path) -> anyhow::Result<SecretString> {
+    let path = data_dir.join("master.key");
+    if path.exists() {
+        return read_key_file(&path);
     }
+    let key = Sealer::generate_master_key_hex();
+    secret_fs::write_new_secret_file(&path, key.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key.into())
+}
+
+/// Whether `key_file` may be used to protect `protected_dir`: outside it, or inside it with
+/// `--insecure-key-beside-data` (then a warning is logged). `what` names the key and its flags.
+fn check_key_file_apart(
+    key_file: &Path,
+    protected_dir: &Path,
+    insecure_ok: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    let inside = secret_fs::is_inside(key_file, protected_dir)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    if !inside {
+        return Ok(());
+    }
+    if insecure_ok {
+        tracing::warn!(
+            key_file = %key_file.display(),
+            dir = %protected_dir.display(),
+            "insecure: the {what} is kept beside the data it seals (--insecure-key-beside-data)"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the {what} file {} lies inside {}, the directory it protects: keep it elsewhere, pass \
+         the key itself, or accept the risk with --insecure-key-beside-data \
+         (MODELGATE_INSECURE_KEY_BESIDE_DATA=true)",
+        key_file.display(),
+        protected_dir.display()
+    )
+}
+
+/// The directory of a SQLite database URL's file (`sqlite://path?mode=rwc`), if it names one.
+fn sqlite_dir(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or_default();
+    if file.is_empty() || file == ":memory:" {
+        return None;
+    }
+    let parent = Path::new(file).parent()?;
+    Some(if parent.as_os_str().is_empty() {
+        Path::new(".").to_owned()
+    } else {
+        parent.to_owned()
+    })
 }
 
 async fn shutdown_signal() {
@@ -140,12 +193,12 @@ async fn shutdown_signal() {
 }
 
 async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    secret_fs::create_private_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let master_key = match std::env::var("MODELGATE_MASTER_KEY") {
-        Ok(k) if !k.is_empty() => k,
-        _ => master_key_from_file(&data_dir.join("master.key"), true)?,
+        Ok(k) if !k.is_empty() => SecretString::from(k),
+        _ => up_master_key(&data_dir)?,
     };
     let db_path = data_dir.join("modelgate.db");
     let (cp_tls, node_tls) = up_pki(&data_dir, args.grpc_listen.ip())?;
@@ -165,9 +218,11 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     } else {
         cp.grpc_addr
     };
-    let demo =
-        modelgate_control_plane::service::bootstrap::seed_demo(&cp.services, args.openai_api_key)
-            .await?;
+    let demo = modelgate_control_plane::service::bootstrap::seed_demo(
+        &cp.services,
+        args.openai_api_key.map(|k| k.expose_secret().to_owned()),
+    )
+    .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
         control_plane_url: format!("https://{grpc_dial}"),
@@ -177,7 +232,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.join("data-plane"),
         max_body_bytes: 10 * 1024 * 1024,
         spool: SpoolOptions::default(),
-        lkg_key_hex: None,
+        // `up` is the local zero-setup path: its LKG key lives in its own data directory.
+        lkg_key: LkgKey::GeneratedBesideData,
         health_report_interval: std::time::Duration::from_secs(5),
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
@@ -232,15 +288,15 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
 
 fn key_from(
     what: &str,
-    value: Option<String>,
+    value: Option<SecretString>,
     file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Sealer> {
     let hex = match (value, file) {
         (Some(k), _) => k,
-        (None, Some(path)) => master_key_from_file(&path, false)?,
+        (None, Some(path)) => read_key_file(&path)?,
         (None, None) => anyhow::bail!("the {what} is required"),
     };
-    Sealer::from_hex(&hex).with_context(|| format!("the {what}"))
+    Sealer::from_hex(hex.expose_secret()).with_context(|| format!("the {what}"))
 }
 
 async fn rotate_master_key(args: cli::RotateMasterKeyArgs) -> anyhow::Result<()> {
@@ -268,7 +324,17 @@ async fn rotate_master_key(args: cli::RotateMasterKeyArgs) -> anyhow::Result<()>
 async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
     let master_key = match (args.master_key, args.master_key_file) {
         (Some(k), _) => k,
-        (None, Some(path)) => master_key_from_file(&path, false)?,
+        (None, Some(path)) => {
+            if let Some(dir) = sqlite_dir(&args.database_url) {
+                check_key_file_apart(
+                    &path,
+                    &dir,
+                    args.insecure_key_beside_data,
+                    "master key (MODELGATE_MASTER_KEY_FILE)",
+                )?;
+            }
+            read_key_file(&path)?
+        }
         (None, None) => anyhow::bail!(
             "a master key is required: set MODELGATE_MASTER_KEY (64 hex characters) or MODELGATE_MASTER_KEY_FILE"
         ),
@@ -282,9 +348,33 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         clock: modelgate_shared::clock::system(),
     })
     .await?;
-    if let Some(token) = &cp.bootstrap_admin_token {
-        println!("MODELGATE_ADMIN_TOKEN={token}");
-        println!("(bootstrap admin token: shown once, store it now)");
+    match (&cp.bootstrap_admin_token, &args.bootstrap_token_file) {
+        (Some(token), Some(path)) => {
+            if let Err(e) = secret_fs::write_new_secret_file(path, token.as_bytes()) {
+                // Not written: withdraw it, so that the next start mints another one.
+                modelgate_control_plane::service::bootstrap::withdraw_admin_token(
+                    &cp.services,
+                    token,
+                )
+                .await?;
+                cp.shutdown().await;
+                return Err(e).with_context(|| {
+                    format!(
+                        "writing the bootstrap admin token to {} (a new file; nothing was kept)",
+                        path.display()
+                    )
+                });
+            }
+            println!(
+                "bootstrap admin token written to {} (mode 0600, shown nowhere else)",
+                path.display()
+            );
+        }
+        (Some(token), None) => {
+            println!("MODELGATE_ADMIN_TOKEN={token}");
+            println!("(bootstrap admin token: shown once, store it now)");
+        }
+        (None, _) => {}
     }
     println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
     shutdown_signal().await;
@@ -321,6 +411,27 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         (None, Some(id)) => id.node_id.clone(),
         (None, None) => format!("dp-{}", modelgate_shared::new_id().simple()),
     };
+    let lkg_key = match (args.lkg_key, args.lkg_key_file) {
+        (Some(k), _) => LkgKey::Given(k),
+        (None, Some(path)) => {
+            check_key_file_apart(
+                &path,
+                &args.data_dir,
+                args.insecure_key_beside_data,
+                "LKG key (MODELGATE_LKG_KEY_FILE)",
+            )?;
+            LkgKey::Given(read_key_file(&path)?)
+        }
+        (None, None) if args.insecure_key_beside_data => LkgKey::InsecureBesideData,
+        (None, None) => anyhow::bail!(
+            "the data plane needs a last-known-good key kept apart from its data directory {}: \
+             set MODELGATE_LKG_KEY (--lkg-key, 64 hex characters) or MODELGATE_LKG_KEY_FILE \
+             (--lkg-key-file, outside the data directory); --insecure-key-beside-data \
+             (MODELGATE_INSECURE_KEY_BESIDE_DATA=true) generates lkg.key in the data directory \
+             instead, which protects nothing from whoever can read it",
+            args.data_dir.display()
+        ),
+    };
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
         control_plane_url: args.control_plane_url,
@@ -333,7 +444,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
         spool,
-        lkg_key_hex: args.lkg_key,
+        lkg_key,
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
         clock: modelgate_shared::clock::system(),
         security,

@@ -139,7 +139,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     };
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url,
-        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
+        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse()?,
         grpc_listen: "127.0.0.1:0".parse()?,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),

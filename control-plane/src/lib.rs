@@ -19,6 +19,7 @@ use anyhow::Context;
 use modelgate_proto::config::v1::config_service_server::ConfigServiceServer;
 use modelgate_proto::quota::v1::quota_service_server::QuotaServiceServer;
 use modelgate_proto::usage::v1::usage_service_server::UsageServiceServer;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,8 @@ const REBUILD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10)
 pub struct Settings {
     /// `postgres://…` or `sqlite://path?mode=rwc`.
     pub database_url: String,
-    /// 64 hex characters (AES-256 key) sealing secrets at rest.
-    pub master_key_hex: String,
+    /// 64 hex characters (AES-256 key) sealing secrets at rest (redacted in `Debug`).
+    pub master_key_hex: SecretString,
     pub admin_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     /// Mutual TLS on the gRPC listener (or, explicitly, none).
@@ -58,10 +59,23 @@ pub struct RunningControlPlane {
 /// Connects to the database, migrates, initialises, publishes the current snapshot and starts
 /// the admin (HTTP) and gRPC listeners.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
-    let sealer = Sealer::from_hex(&settings.master_key_hex).context("invalid master key")?;
+    let sealer =
+        Sealer::from_hex(settings.master_key_hex.expose_secret()).context("invalid master key")?;
     let db = store::connect(&settings.database_url)
         .await
         .context("connecting to the database")?;
+    if let Some(n) = service::maintenance::bind_sealed_values(&db, &sealer)
+        .await
+        .context("binding sealed values to their rows (under this master key)")?
+    {
+        tracing::info!(
+            provider_credentials = n.provider_credentials,
+            settings = n.settings,
+            sink_secrets = n.sink_secrets,
+            idempotency_records = n.idempotency_records,
+            "sealed values are now bound to their table, column and row"
+        );
+    }
     let services = Services {
         db,
         sealer,
@@ -218,5 +232,26 @@ impl RunningControlPlane {
                 abort.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_shows_no_master_key() {
+        let key = Sealer::generate_master_key_hex();
+        let settings = Settings {
+            database_url: "sqlite::memory:".into(),
+            master_key_hex: key.clone().into(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            grpc_listen: "127.0.0.1:0".parse().unwrap(),
+            grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
+            clock: modelgate_shared::clock::system(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains(&key), "{shown}");
+        assert!(shown.contains("sqlite::memory:"));
     }
 }

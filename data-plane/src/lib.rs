@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::lkg::LkgKey;
 use crate::config::{lkg, subscriber::Subscriber, Runtime};
 use crate::usage::spool::{Spool, SpoolOptions};
 
@@ -58,8 +59,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Durability and disk bound of the usage spool.
     pub spool: SpoolOptions,
-    /// 64 hex characters sealing the last-known-good file; `None`: `lkg.key` in `data_dir`.
-    pub lkg_key_hex: Option<String>,
+    /// The key sealing the last-known-good file (see [`LkgKey`]: generated beside the data only
+    /// for `modelgate up` or when the operator insists).
+    pub lkg_key: LkgKey,
     /// How often the node reports its deployments' health to the control plane.
     pub health_report_interval: Duration,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
@@ -84,9 +86,17 @@ pub struct RunningDataPlane {
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
-    std::fs::create_dir_all(&settings.data_dir)
+    if matches!(settings.lkg_key, LkgKey::InsecureBesideData) {
+        tracing::warn!(
+            data_dir = %settings.data_dir.display(),
+            "insecure: the last-known-good key is kept beside the snapshot it seals \
+             (--insecure-key-beside-data); whoever can read the data directory can read provider \
+             credentials; set MODELGATE_LKG_KEY or MODELGATE_LKG_KEY_FILE instead"
+        );
+    }
+    modelgate_shared::secret_fs::create_private_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let lkg_sealer = lkg::sealer(&settings.data_dir, settings.lkg_key_hex.as_deref())
+    let lkg_sealer = lkg::sealer(&settings.data_dir, &settings.lkg_key)
         .context("loading the last-known-good key")?;
     let initial = match lkg::load(&settings.data_dir, &lkg_sealer) {
         Ok(Some(snapshot)) => {

@@ -14,7 +14,11 @@ mod m20261123_000008_budget_alerts_and_grants;
 mod m20261123_000009_rate_limits;
 mod m20261205_000010_usage_quarantine;
 mod m20261205_000011_admin_token_expiry;
+mod m20261205_000012_bind_sealed_values;
 mod m20261205_000013_node_revocation;
+
+/// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
+pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
 
 pub struct Migrator;
 
@@ -33,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_rate_limits::Migration),
             Box::new(m20261205_000010_usage_quarantine::Migration),
             Box::new(m20261205_000011_admin_token_expiry::Migration),
+            Box::new(m20261205_000012_bind_sealed_values::Migration),
             Box::new(m20261205_000013_node_revocation::Migration),
         ]
     }

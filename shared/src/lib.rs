@@ -12,7 +12,10 @@
 //! - [`tls`]: mutual TLS between the planes: the fleet PKI (`modelgate certs`), rustls
 //!   configurations that follow their files, a node's identity from its certificate.
 //!
-//! Nothing here does network I/O; only [`tls`] touches files (certificates and keys).
+//! - [`secret_fs`]: key files created 0600 and data directories 0700 from the start.
+//!
+//! Nothing here does network I/O; only [`tls`] (certificates and keys) and [`secret_fs`] touch
+//! files.
 
 /// `as_str`, `FromStr` and `Display` for a fieldless enum from its variants' names.
 macro_rules! names {
@@ -47,6 +50,7 @@ pub mod pricing;
 pub mod quota;
 pub mod routing;
 pub mod scope;
+pub mod secret_fs;
 pub mod snapshot;
 pub mod tls;
 pub mod usage;

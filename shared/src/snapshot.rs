@@ -26,7 +26,8 @@ pub struct Snapshot {
 }
 
 /// The config itself. Every list is sorted by id so the encoding, and so the hash, is canonical.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Its `Debug` redacts the key-hash secret and provider credentials.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub key_hash_secret: Vec<u8>,
     pub keys: Vec<ApiKey>,
@@ -93,13 +94,42 @@ impl ApiKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` redacts the credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderAccount {
     pub id: String,
     pub name: String,
     pub kind: ProviderKind,
     pub base_url: String,
     pub credential: String,
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("key_hash_secret", &REDACTED)
+            .field("keys", &self.keys)
+            .field("providers", &self.providers)
+            .field("prices", &self.prices)
+            .field("groups", &self.groups)
+            .field("budgets", &self.budgets)
+            .field("rate_limits", &self.rate_limits)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ProviderAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderAccount")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("credential", &REDACTED)
+            .finish()
+    }
 }
 
 /// One pricing catalog row as the data plane needs it.
@@ -932,6 +962,18 @@ impl TryFrom<wire::Snapshot> for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configs_debug_shows_neither_credentials_nor_the_key_hash_secret() {
+        let mut config = sample();
+        config.key_hash_secret = b"key-hash-secret-bytes".to_vec();
+        config.providers[0].credential = "sk-live-credential-5678".into();
+        let shown = format!("{config:?} {:?}", config.providers[0]);
+        assert!(!shown.contains("sk-live-credential"), "{shown}");
+        let secret_bytes = format!("{:?}", config.key_hash_secret);
+        assert!(!shown.contains(&secret_bytes), "{shown}");
+        assert!(shown.contains("REDACTED") && shown.contains("p1"));
+    }
 
     fn sample() -> Config {
         Config {

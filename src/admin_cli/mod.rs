@@ -83,9 +83,10 @@ pub struct AdminOptions {
         long,
         env = "MODELGATE_ADMIN_TOKEN",
         hide_env_values = true,
-        global = true
+        global = true,
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(secrecy::SecretString::from(s))
     )]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<secrecy::SecretString>,
     /// `table` for people, `json` for scripts (the API's JSON; a list prints one JSON array of
     /// every row).
     #[arg(
@@ -241,8 +242,13 @@ pub trait Run {
 
 impl<C: Subcommand + Run> Resource<C> {
     async fn execute(self) -> Result<Printed, CliError> {
-        let client =
-            AdminClient::new(&self.options.admin_url, self.options.admin_token.as_deref())?;
+        let client = AdminClient::new(
+            &self.options.admin_url,
+            self.options
+                .admin_token
+                .as_ref()
+                .map(secrecy::ExposeSecret::expose_secret),
+        )?;
         let reply = self.command.run(&client).await?;
         Ok(reply.render(self.options.output))
     }

@@ -115,7 +115,11 @@ async fn data_plane_serves_without_the_control_plane_and_boots_from_last_known_g
 async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential_in_clear() {
     let (_upstream, gw, _p) = crate::support::gateway_with_smart_route().await;
     let path = modelgate_data_plane::config::lkg::path(&gw.dp_dir);
-    let sealer = modelgate_data_plane::config::lkg::sealer(&gw.dp_dir, None).unwrap();
+    let sealer = modelgate_data_plane::config::lkg::sealer(
+        &gw.dp_dir,
+        &modelgate_data_plane::LkgKey::GeneratedBesideData,
+    )
+    .unwrap();
     // The file is written just after the snapshot is applied: wait for the served version.
     let want = gw.dp().config_version();
     let snapshot = eventually(
@@ -145,7 +149,9 @@ async fn last_known_good_file_is_a_sealed_verified_snapshot_without_a_credential
     );
     let other = modelgate_data_plane::config::lkg::sealer(
         &gw.dp_dir,
-        Some(&modelgate_control_plane::crypto::Sealer::generate_master_key_hex()),
+        &modelgate_data_plane::LkgKey::Given(
+            modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
+        ),
     )
     .unwrap();
     assert!(

@@ -53,6 +53,8 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
         .args(tls_args(
             &crate::support::pki::Pki::shared().node("crash-node", &[]),
         ))
+        // The same key across restarts, so the restarted process reads its last-known-good file.
+        .env("MODELGATE_LKG_KEY", "5a".repeat(32))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

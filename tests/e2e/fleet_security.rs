@@ -411,7 +411,7 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
     let misnamed = Pki::with_control_plane_names(&["cp.example"], &[]);
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: db.url.clone(),
-        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
+        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: misnamed.server_security(),
@@ -492,7 +492,7 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
     };
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: db.url.clone(),
-        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
+        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: modelgate_control_plane::grpc::transport::GrpcSecurity::Tls(Arc::new(

@@ -12,6 +12,7 @@ use chrono::Utc;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 
 use super::AdminError;
+use crate::crypto;
 use crate::service::authz::Actor;
 use crate::service::Services;
 use crate::store::idempotency;
@@ -84,13 +85,16 @@ pub async fn layer(State(s): State<Services>, req: Request, next: Next) -> Respo
     let Ok(body) = to_bytes(body, usize::MAX).await else {
         return AdminError::Internal.into_response();
     };
+    let response = s
+        .sealer
+        .seal_bound(&body, &crypto::idempotency_response(&actor.id, &key));
     let row = idempotency::ActiveModel {
         actor_id: Set(actor.id),
         key: Set(key),
         route: Set(route),
         request_hash: Set(request_hash),
         status: Set(i32::from(parts.status.as_u16())),
-        response: Set(s.sealer.seal(&body)),
+        response: Set(response),
         created_at: Set(Utc::now()),
     };
     let stored = idempotency::Entity::insert(row)
@@ -117,7 +121,8 @@ pub async fn layer(State(s): State<Services>, req: Request, next: Next) -> Respo
 }
 
 fn replay(s: &Services, found: &idempotency::Model) -> Response {
-    let Ok(body) = s.sealer.open(&found.response) else {
+    let binding = crypto::idempotency_response(&found.actor_id, &found.key);
+    let Ok(body) = s.sealer.open_bound(&found.response, &binding) else {
         return AdminError::Internal.into_response();
     };
     let status = u16::try_from(found.status)

@@ -7,6 +7,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryF
 
 use super::authz::{Actor, Role};
 use super::{keys as key_service, models, providers, routes, teams, ServiceError, Services};
+use crate::crypto;
 use crate::store::{admin_token, api_key, provider_account, routing_group, setting, team};
 
 const KEY_HASH_SECRET: &str = "key_hash_secret";
@@ -17,7 +18,8 @@ pub async fn key_hash_secret(s: &Services) -> Result<Vec<u8>, ServiceError> {
         .one(&s.db)
         .await?
         .ok_or_else(|| ServiceError::NotFound("setting key_hash_secret".into()))?;
-    Ok(s.sealer.open(&row.value)?)
+    Ok(s.sealer
+        .open_bound(&row.value, &crypto::setting_value(KEY_HASH_SECRET))?)
 }
 
 /// Creates what a fresh database lacks. Returns the bootstrap admin token when one was minted
@@ -28,7 +30,10 @@ pub async fn ensure_initialized(s: &Services) -> Result<Option<String>, ServiceE
         .await?
         .is_none()
     {
-        let sealed = s.sealer.seal(&keys::generate_server_secret());
+        let sealed = s.sealer.seal_bound(
+            &keys::generate_server_secret(),
+            &crypto::setting_value(KEY_HASH_SECRET),
+        );
         setting::Entity::insert(setting::ActiveModel {
             name: Set(KEY_HASH_SECRET.to_owned()),
             value: Set(sealed),
@@ -60,6 +65,16 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
     .exec_without_returning(&s.db)
     .await?;
     Ok(token.secret)
+}
+
+/// Deletes the admin token `presented` (a bootstrap token that could not be handed over), so
+/// that a database left without any token mints a new bootstrap token at the next start.
+pub async fn withdraw_admin_token(s: &Services, presented: &str) -> Result<(), ServiceError> {
+    admin_token::Entity::delete_many()
+        .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
+        .exec(&s.db)
+        .await?;
+    Ok(())
 }
 
 /// Revokes every live admin token with this name (used by `modelgate up` to replace its own).

@@ -113,12 +113,17 @@ pub async fn create(
         let chars: Vec<char> = credential.chars().collect();
         chars[chars.len().saturating_sub(4)..].iter().collect()
     };
+    let id = modelgate_shared::new_id().to_string();
+    let credential_ciphertext = s.sealer.seal_bound(
+        credential.as_bytes(),
+        &crate::crypto::provider_credential(&id),
+    );
     let row = provider_account::ActiveModel {
-        id: Set(modelgate_shared::new_id().to_string()),
+        id: Set(id),
         name: Set(name),
         kind: Set(kind.as_str().to_owned()),
         base_url: Set(base_url),
-        credential_ciphertext: Set(s.sealer.seal(credential.as_bytes())),
+        credential_ciphertext: Set(credential_ciphertext),
         credential_last4: Set(last4),
         created_at: Set(Utc::now()),
     };

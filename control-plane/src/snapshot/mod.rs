@@ -170,8 +170,11 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
 
     let mut providers = Vec::new();
     for p in provider_account::Entity::find().all(&s.db).await? {
-        let credential =
-            String::from_utf8(s.sealer.open(&p.credential_ciphertext)?).unwrap_or_default();
+        let credential = String::from_utf8(s.sealer.open_bound(
+            &p.credential_ciphertext,
+            &crate::crypto::provider_credential(&p.id),
+        )?)
+        .unwrap_or_default();
         let Ok(kind) = p.kind.parse() else {
             tracing::warn!(provider = %p.id, kind = %p.kind, "skipping provider of unknown kind");
             continue;

@@ -1,17 +1,20 @@
 //! Last-known-good: every applied snapshot is written (encoded, sealed with AES-256-GCM under
-//! the node's LKG key, atomically by rename) to the data directory, and a data plane that starts
+//! the node's LKG key and bound to the file's label, atomically by rename) to the data directory, and a data plane that starts
 //! while the control plane is unreachable serves from it. The snapshot holds provider
 //! credentials and the key-hash secret, so it never touches the disk in clear.
 //!
-//! The LKG key comes from `MODELGATE_LKG_KEY` (64 hex characters, e.g. from a secret store) or,
-//! failing that, from `lkg.key` in the data directory, generated on first start (0600).
+//! The LKG key comes from the operator ([`LkgKey::Given`]: `MODELGATE_LKG_KEY` or a key file
+//! outside the data directory), or is generated as `lkg.key` (0600) in the data directory only
+//! where that is explicit: `modelgate up`, or `--insecure-key-beside-data` (with a warning).
 
 use std::path::{Path, PathBuf};
 
 use modelgate_proto::config::v1 as wire;
-use modelgate_shared::crypto::{CryptoError, Sealer};
+use modelgate_shared::crypto::{Binding, CryptoError, Sealer};
+use modelgate_shared::secret_fs;
 use modelgate_shared::snapshot::{InvalidSnapshot, Snapshot};
 use prost::Message;
+use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 const FILE: &str = "last-known-good.snapshot";
@@ -35,15 +38,40 @@ pub enum LkgError {
     Sealed { path: PathBuf, source: CryptoError },
 }
 
-/// The node's LKG sealer: from the given key, or the key file in `data_dir` (created if absent).
-pub fn sealer(data_dir: &Path, key_hex: Option<&str>) -> Result<Sealer, LkgError> {
+/// Where a node's LKG key comes from.
+#[derive(Clone)]
+pub enum LkgKey {
+    /// 64 hex characters the operator keeps apart from the data directory (`MODELGATE_LKG_KEY`,
+    /// `--lkg-key`, or a key file outside the data directory).
+    Given(SecretString),
+    /// `lkg.key` in the data directory, generated on first start: `modelgate up`'s local,
+    /// zero-setup path (its data directory is the whole installation).
+    GeneratedBesideData,
+    /// The same, asked for by an operator with `--insecure-key-beside-data`: whoever can read
+    /// the data directory can open the snapshot. Logged as a warning at start.
+    InsecureBesideData,
+}
+
+impl std::fmt::Debug for LkgKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LkgKey::Given(_) => f.write_str("Given([REDACTED])"),
+            LkgKey::GeneratedBesideData => f.write_str("GeneratedBesideData"),
+            LkgKey::InsecureBesideData => f.write_str("InsecureBesideData"),
+        }
+    }
+}
+
+/// The node's LKG sealer: from the given key, or the key file in `data_dir` (created 0600 with a
+/// new random key if absent).
+pub fn sealer(data_dir: &Path, key: &LkgKey) -> Result<Sealer, LkgError> {
     let key_path = data_dir.join(KEY_FILE);
     let sealed = |source| LkgError::Sealed {
         path: key_path.clone(),
         source,
     };
-    if let Some(hex) = key_hex {
-        return Sealer::from_hex(hex).map_err(sealed);
+    if let LkgKey::Given(hex) = key {
+        return Sealer::from_hex(hex.expose_secret()).map_err(sealed);
     }
     let io = |source| LkgError::Io {
         path: key_path.clone(),
@@ -52,25 +80,19 @@ pub fn sealer(data_dir: &Path, key_hex: Option<&str>) -> Result<Sealer, LkgError
     match std::fs::read_to_string(&key_path) {
         Ok(hex) => Sealer::from_hex(&hex).map_err(sealed),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(io)?;
+            secret_fs::create_private_dir_all(data_dir).map_err(io)?;
             let hex = Sealer::generate_master_key_hex();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            {
-                use std::io::Write;
-                let mut f = options.open(&key_path).map_err(io)?;
-                f.write_all(hex.as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
+            secret_fs::write_new_secret_file(&key_path, hex.as_bytes()).map_err(io)?;
             Sealer::from_hex(&hex).map_err(sealed)
         }
         Err(source) => Err(io(source)),
     }
+}
+
+/// The AEAD binding of the last-known-good file: a value sealed for another purpose under the
+/// same key does not open as a snapshot.
+fn binding() -> Binding {
+    Binding::file("data-plane/last-known-good.snapshot")
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -79,26 +101,14 @@ pub fn path(data_dir: &Path) -> PathBuf {
 
 /// Seals the encoded snapshot, writes it to a temporary file, syncs it, and renames it into place.
 pub fn save(data_dir: &Path, sealer: &Sealer, encoded: &[u8]) -> Result<(), LkgError> {
-    let sealed = sealer.seal(encoded);
+    let sealed = sealer.seal_bound(encoded, &binding());
     let target = path(data_dir);
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
     let io = |source| LkgError::Io {
         path: target.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(sealed.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
-    std::fs::rename(&tmp, &target).map_err(io)?;
+    secret_fs::create_private_dir_all(data_dir).map_err(io)?;
+    secret_fs::replace_secret_file(&target, sealed.as_bytes()).map_err(io)?;
     Ok(())
 }
 
@@ -110,8 +120,9 @@ pub fn load(data_dir: &Path, sealer: &Sealer) -> Result<Option<Snapshot>, LkgErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(LkgError::Io { path: p, source }),
     };
+    // A file an earlier release wrote is unbound; the next save binds it.
     let bytes = sealer
-        .open(text.trim())
+        .open_bound_or_unbound(text.trim(), &binding())
         .map_err(|source| LkgError::Sealed {
             path: p.clone(),
             source,
@@ -121,4 +132,19 @@ pub fn load(data_dir: &Path, sealer: &Sealer) -> Result<Option<Snapshot>, LkgErr
         source,
     })?;
     Ok(Some(Snapshot::try_from(decoded)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_lkg_keys_debug_shows_no_key() {
+        let key = Sealer::generate_master_key_hex();
+        let shown = format!("{:?}", LkgKey::Given(key.clone().into()));
+        assert!(
+            !shown.contains(&key) && shown.contains("REDACTED"),
+            "{shown}"
+        );
+    }
 }

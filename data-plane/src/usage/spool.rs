@@ -255,7 +255,8 @@ impl Spool {
             path: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Usage records name keys, teams and users: the spool is private to the node (0700).
+        modelgate_shared::secret_fs::create_private_dir_all(dir).map_err(io)?;
         let existing = segments(dir).map_err(io)?;
         if let Some(&last) = existing.last() {
             let path = segment_path(dir, last);

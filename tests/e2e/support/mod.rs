@@ -379,7 +379,7 @@ pub async fn start_control_plane_clocked(
 ) -> RunningControlPlane {
     modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url.to_owned(),
-        master_key_hex: master_key.to_owned(),
+        master_key_hex: master_key.to_owned().into(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: grpc,
         grpc_security: pki::Pki::shared().server_security(),
@@ -412,7 +412,7 @@ pub async fn start_data_plane_clocked(
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
         spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
-        lkg_key_hex: None,
+        lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
         health_report_interval: std::time::Duration::from_millis(200),
         clock,
         security: Default::default(),
@@ -444,7 +444,7 @@ pub async fn start_data_plane_with(
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
         spool,
-        lkg_key_hex: None,
+        lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
         health_report_interval: std::time::Duration::from_millis(200),
         clock: modelgate_shared::clock::system(),
         security: Default::default(),

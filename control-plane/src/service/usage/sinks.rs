@@ -193,18 +193,23 @@ pub async fn create(
     if after < 0 {
         return Err(ServiceError::invalid("after", "must not be negative"));
     }
+    let id = modelgate_shared::new_id().to_string();
+    let secret_ciphertext = secret
+        .as_deref()
+        .map(|v| {
+            s.sealer
+                .seal_bound(v.as_bytes(), &crate::crypto::sink_secret(&id))
+        })
+        .unwrap_or_default();
     let txn = s.db.begin().await?;
     let model = export_sink::ActiveModel {
-        id: Set(modelgate_shared::new_id().to_string()),
+        id: Set(id),
         name: Set(name),
         kind: Set(kind.as_str().to_owned()),
         url: Set(url),
         subject: Set(subject),
         stream: Set(stream),
-        secret_ciphertext: Set(secret
-            .as_deref()
-            .map(|v| s.sealer.seal(v.as_bytes()))
-            .unwrap_or_default()),
+        secret_ciphertext: Set(secret_ciphertext),
         cursor: Set(after),
         delivered: Set(0),
         failures: Set(0),
@@ -413,7 +418,8 @@ pub async fn targets(s: &Services) -> Result<Vec<SinkTarget>, ServiceError> {
         let secret = if m.secret_ciphertext.is_empty() {
             Vec::new()
         } else {
-            s.sealer.open(&m.secret_ciphertext)?
+            s.sealer
+                .open_bound(&m.secret_ciphertext, &crate::crypto::sink_secret(&m.id))?
         };
         out.push(SinkTarget {
             id: m.id,
