@@ -15,9 +15,9 @@ use modelgate_control_plane::crypto::Sealer;
 use modelgate_control_plane::grpc::transport::GrpcSecurity;
 use modelgate_data_plane::channel::ControlPlaneSecurity;
 use modelgate_data_plane::usage::spool::SpoolOptions;
-use modelgate_shared::tls::{issue as tls_issue, Reloading, TlsFiles};
 use modelgate_data_plane::LkgKey;
 use modelgate_shared::secret_fs;
+use modelgate_shared::tls::{issue as tls_issue, Reloading, TlsFiles};
 use secrecy::{ExposeSecret, SecretString};
 
 use cli::{Cli, Command};

@@ -33,7 +33,7 @@ mod rate_limits;
 mod routing;
 mod sdk;
 mod secrets_at_rest;
-mod team_scope;
 mod snapshot_versions;
+mod team_scope;
 mod usage_ingest;
 mod usage_quarantine;
