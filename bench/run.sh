@@ -12,7 +12,8 @@
 #   DUR [10s]  WARM [2s]  CONC [32]  RATE [200; comma list, e.g. 200,2000]  RATE_CONC [64]
 #   STREAM_CONC [8; 0 = no streaming phase]  REPS [1]
 #   MOCK_LISTEN [127.0.0.1:18080]  GW_LISTEN [127.0.0.1:18090]  ADMIN_LISTEN [127.0.0.1:18091]
-#   GRPC_LISTEN [127.0.0.1:18092]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
+#   GRPC_LISTEN [127.0.0.1:18092]  DP_LISTEN [127.0.0.1:18093]  metrics: UP_METRICS_LISTEN
+#   [127.0.0.1:18094]  DP_METRICS_LISTEN [127.0.0.1:18095]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
 #   HOLD [0; 1 = keep mock + gateway running after the comparison until Ctrl-C]
 #   PEERS [0; 1 = afterwards also run ../shared/bench-peers/run_all.sh against this gateway]
 #   PEER_TARGETS ["direct nginx-proxy"; add "litellm portkey" for the slow peers]
@@ -31,6 +32,8 @@ GW_LISTEN="${GW_LISTEN:-127.0.0.1:18090}"
 ADMIN_LISTEN="${ADMIN_LISTEN:-127.0.0.1:18091}"
 GRPC_LISTEN="${GRPC_LISTEN:-127.0.0.1:18092}"
 DP_LISTEN="${DP_LISTEN:-127.0.0.1:18093}"
+UP_METRICS_LISTEN="${UP_METRICS_LISTEN:-127.0.0.1:18094}"
+DP_METRICS_LISTEN="${DP_METRICS_LISTEN:-127.0.0.1:18095}"
 PEER_DIR="../shared/bench-peers"   # relative to the repo root (we cd'ed there)
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -97,7 +100,7 @@ fi
 [ -x "$BENCH" ] || die "$BENCH not found (build failed?)"
 [ -x "$GATEWAY" ] || die "$GATEWAY not found (build failed?)"
 
-for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LISTEN"; do
+for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LISTEN" "$UP_METRICS_LISTEN" "$DP_METRICS_LISTEN"; do
   port_busy "$addr" && die "$addr is already in use; stop what is listening there or set the *_LISTEN knobs"
 done
 
@@ -109,7 +112,7 @@ log "mock upstream pid $MOCK_PID on $MOCK_LISTEN"
 
 # ---------------------------------------------------------------- gateway
 "$GATEWAY" up --data-dir "$WORK/data" --listen "$GW_LISTEN" --admin-listen "$ADMIN_LISTEN" \
-  --grpc-listen "$GRPC_LISTEN" >"$WORK/gateway.log" 2>"$WORK/gateway-stderr.log" &
+  --grpc-listen "$GRPC_LISTEN" --metrics-listen "$UP_METRICS_LISTEN" >"$WORK/gateway.log" 2>"$WORK/gateway-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 for v in MODELGATE_BASE_URL MODELGATE_API_KEY MODELGATE_ADMIN_URL MODELGATE_ADMIN_TOKEN; do
   wait_for_line "$WORK/gateway.log" "^[[:space:]]*(export[[:space:]]+)?$v=" 60 "$GW_PID" \
@@ -159,7 +162,7 @@ sleep 1
 # CPU and RSS are the proxy's alone (its spool writes and usage shipping included; the control
 # plane's ingest into SQLite, which runs in the 'up' process, excluded).
 UP_PID="$GW_PID"
-"$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
+"$GATEWAY" data-plane --listen "$DP_LISTEN" --metrics-listen "$DP_METRICS_LISTEN" --control-plane-url "http://$GRPC_LISTEN" \
   --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_for_line "$WORK/dp.log" '^MODELGATE_BASE_URL=' 30 "$GW_PID" || die "the data plane did not start"

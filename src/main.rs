@@ -53,6 +53,15 @@ fn master_key_from_file(path: &Path, create: bool) -> anyhow::Result<String> {
     }
 }
 
+/// `https` when the listener serves TLS.
+fn scheme(tls: &cli::HttpTlsArgs) -> &'static str {
+    if tls.http_tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -83,7 +92,10 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
+        // `up` keeps plain HTTP on loopback so the SDK quick start stays one line.
+        admin_http: args.http.options(None),
         grpc_listen: args.grpc_listen,
+        grpc_limits: Default::default(),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
@@ -92,6 +104,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
             .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
+        http: args.http.options(None),
+        metrics_listen: args.metrics_listen,
         control_plane_url: format!("http://{}", cp.grpc_addr),
         node_id: "local".into(),
         labels: HashMap::from([("region".to_owned(), "local".to_owned())]),
@@ -124,7 +138,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
          MODELGATE_BASE_URL={base}\n\
          MODELGATE_API_KEY={key}\n\
          MODELGATE_ADMIN_URL=http://{admin}\n\
-         MODELGATE_ADMIN_TOKEN={token}\n\n\
+         MODELGATE_ADMIN_TOKEN={token}\n\
+         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\n\
          Try it:\n\
          curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
          -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
@@ -132,6 +147,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         key = demo.api_key,
         admin = cp.admin_addr,
         token = demo.admin_token,
+        metrics = dp.metrics_addr,
         model = demo.model,
     );
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
@@ -195,15 +211,18 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
+        admin_http: args.http.options(Some(&args.http_tls)),
         grpc_listen: args.grpc_listen,
+        grpc_limits: Default::default(),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
+    let admin_scheme = scheme(&args.http_tls);
     if let Some(token) = &cp.bootstrap_admin_token {
         println!("MODELGATE_ADMIN_TOKEN={token}");
         println!("(bootstrap admin token: shown once, store it now)");
     }
-    println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
+    println!("MODELGATE_ADMIN_URL={admin_scheme}://{}", cp.admin_addr);
     shutdown_signal().await;
     cp.shutdown().await;
     Ok(())
@@ -220,6 +239,8 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
     let spool = args.spool_options();
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
+        http: args.http.options(Some(&args.http_tls)),
+        metrics_listen: args.metrics_listen,
         control_plane_url: args.control_plane_url,
         node_id: args
             .node_id
@@ -233,7 +254,12 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         clock: modelgate_shared::clock::system(),
     })
     .await?;
-    println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);
+    println!(
+        "MODELGATE_BASE_URL={}://{}/v1",
+        scheme(&args.http_tls),
+        dp.addr
+    );
+    println!("MODELGATE_METRICS_URL=http://{}/metrics", dp.metrics_addr);
     shutdown_signal().await;
     dp.shutdown().await;
     Ok(())

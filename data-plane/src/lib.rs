@@ -31,8 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use modelgate_listener::{HttpOptions, Listener};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +42,11 @@ use crate::usage::spool::{Spool, SpoolOptions};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Timeouts, connection cap and optional TLS of the proxy listener (the metrics listener
+    /// takes the same limits, never TLS).
+    pub http: HttpOptions,
+    /// Where `/metrics` is served (loopback by default; not on the proxy port).
+    pub metrics_listen: SocketAddr,
     /// The control plane's gRPC endpoint, e.g. `http://127.0.0.1:9091`.
     pub control_plane_url: String,
     pub node_id: String,
@@ -62,6 +66,7 @@ pub struct Settings {
 
 pub struct RunningDataPlane {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub runtime: config::SharedRuntime,
     pub spool: Spool,
     shutdown: CancellationToken,
@@ -136,34 +141,34 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         clock: settings.clock.clone(),
     };
     let app_limits = app.limits.clone();
-    let listener = TcpListener::bind(settings.listen)
+    let listener = Listener::bind(settings.listen, settings.http.clone())
         .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+        .context("the proxy listener")?
+        .nodelay();
     let addr = listener.local_addr()?;
-    let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        // Streams are many small writes: without TCP_NODELAY each waits on the client's
-        // delayed ACK (~40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let result = axum::serve(listener, server::router(app))
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "data plane server stopped");
-        }
-    });
+    let metrics_listener = Listener::bind(
+        settings.metrics_listen,
+        HttpOptions {
+            tls: None,
+            ..settings.http.clone()
+        },
+    )
+    .await
+    .context("the metrics listener")?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let metrics_task =
+        tokio::spawn(metrics_listener.serve(server::metrics_router(app.clone()), shutdown.clone()));
+    let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
     let background = vec![
+        metrics_task,
         tokio::spawn(subscriber.run()),
         tokio::spawn(shipper.run()),
         tokio::spawn(app_limits.clone().keep(runtime.clone())),
     ];
-    tracing::info!(%addr, node = %settings.node_id, "data plane started");
+    tracing::info!(%addr, %metrics_addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
         addr,
+        metrics_addr,
         limits: app_limits,
         runtime,
         spool,

@@ -19,6 +19,7 @@ mod explain;
 mod export;
 mod gemini;
 mod identity;
+mod listeners;
 mod metering;
 mod missing_price;
 mod nack;

@@ -27,6 +27,8 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .env("OPENAI_API_KEY", OPENAI_KEY)
         .env("RUST_LOG", "debug")

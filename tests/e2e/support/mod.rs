@@ -379,7 +379,9 @@ pub async fn start_control_plane_clocked(
         database_url: url.to_owned(),
         master_key_hex: master_key.to_owned(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_http: Default::default(),
         grpc_listen: grpc,
+        grpc_limits: Default::default(),
         clock,
     })
     .await
@@ -401,6 +403,8 @@ pub async fn start_data_plane_clocked(
 ) -> RunningDataPlane {
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http: Default::default(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         control_plane_url: format!("http://{grpc_addr}"),
         node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
@@ -423,6 +427,8 @@ pub async fn start_data_plane_with(
 ) -> RunningDataPlane {
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http: Default::default(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         control_plane_url: format!("http://{grpc_addr}"),
         node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
@@ -435,6 +441,50 @@ pub async fn start_data_plane_with(
     })
     .await
     .unwrap()
+}
+
+/// A control plane whose settings `customize` adjusts (e.g. the admin listener's options).
+pub async fn start_control_plane_custom(
+    url: &str,
+    master_key: &str,
+    grpc: std::net::SocketAddr,
+    customize: impl FnOnce(&mut modelgate_control_plane::Settings),
+) -> RunningControlPlane {
+    let mut settings = modelgate_control_plane::Settings {
+        database_url: url.to_owned(),
+        master_key_hex: master_key.to_owned(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_http: Default::default(),
+        grpc_listen: grpc,
+        grpc_limits: Default::default(),
+        clock: modelgate_shared::clock::system(),
+    };
+    customize(&mut settings);
+    modelgate_control_plane::start(settings).await.unwrap()
+}
+
+/// A data plane whose settings `customize` adjusts (e.g. the proxy listener's options).
+pub async fn start_data_plane_custom(
+    grpc_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    customize: impl FnOnce(&mut modelgate_data_plane::Settings),
+) -> RunningDataPlane {
+    let mut settings = modelgate_data_plane::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: Default::default(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        control_plane_url: format!("http://{grpc_addr}"),
+        node_id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
+        data_dir: dir.to_owned(),
+        max_body_bytes: 64 * 1024,
+        spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
+        lkg_key_hex: None,
+        health_report_interval: std::time::Duration::from_millis(200),
+        clock: modelgate_shared::clock::system(),
+    };
+    customize(&mut settings);
+    modelgate_data_plane::start(settings).await.unwrap()
 }
 
 /// The Postgres server tests that need one use: `MODELGATE_TEST_DATABASE_URL`, or the local
