@@ -15,6 +15,8 @@
 #   GRPC_LISTEN [127.0.0.1:18092]  DP_LISTEN [127.0.0.1:18093]  metrics: UP_METRICS_LISTEN
 #   [127.0.0.1:18094]  DP_METRICS_LISTEN [127.0.0.1:18095]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
 #   HOLD [0; 1 = keep mock + gateway running after the comparison until Ctrl-C]
+#   SLOWLORIS [0; 1 = instead of the comparison, run `modelgate-bench slowloris`: $RATE rps of
+#     normal clients for $DUR alone, then while SLOW_CONNS [1000] connections drip a request head]
 #   PEERS [0; 1 = afterwards also run ../shared/bench-peers/run_all.sh against this gateway]
 #   PEER_TARGETS ["direct nginx-proxy"; add "litellm portkey" for the slow peers]
 set -euo pipefail
@@ -193,6 +195,16 @@ RESULTS="$RESULTS_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "- phases: closed c=$CONC, fixed ${RATE} rps (c=$RATE_CONC), stream c=$STREAM_CONC; $DUR each after ${WARM} warm-up; reps=$REPS"
   echo
 } | tee "$RESULTS"
+if [ "${SLOWLORIS:-0}" = 1 ]; then
+  log "slowloris: ${RATE} rps for $DUR without, then with ${SLOW_CONNS:-1000} slow connections"
+  echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+  "$BENCH" slowloris --url "$GW_CHAT" -H "Authorization: Bearer $API_KEY" --body-file "$BODY" \
+    --rate "$RATE" --concurrency "$RATE_CONC" --duration "$DUR" --connections "${SLOW_CONNS:-1000}" \
+    --pid "$GW_PID" | tee -a "$RESULTS"
+  echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+  log "results saved to $RESULTS"
+  exit 0
+fi
 log "measuring (direct first, then gateway, phase by phase)"
 "$BENCH" compare \
   --direct "http://$MOCK_LISTEN/v1/chat/completions" --direct-header "Authorization: Bearer sk-bench" \
