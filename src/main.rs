@@ -138,8 +138,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
          MODELGATE_BASE_URL={base}\n\
          MODELGATE_API_KEY={key}\n\
          MODELGATE_ADMIN_URL=http://{admin}\n\
-         MODELGATE_ADMIN_TOKEN={token}\n\
-         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\n\
+         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\
+         MODELGATE_ADMIN_TOKEN={token}\n\n\
          Try it:\n\
          curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
          -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\

@@ -93,6 +93,34 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_in_the_openai_forma
 }
 
 #[tokio::test]
+async fn an_admin_body_that_does_not_arrive_in_time_is_answered_408() {
+    let mut gw = Gateway::start().await;
+    gw.stop_control_plane().await;
+    let cp = start_control_plane_custom(&gw.cp_db_url, &gw.master_key, gw.grpc_addr, |s| {
+        s.admin_http.body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = TcpStream::connect(cp.admin_addr).await.unwrap();
+    gw.cp = Some(cp);
+    let head = format!(
+        "POST /admin/v1/teams HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{{\"name\"",
+        gw.admin_token
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    let body: Value = serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["error"]["type"], "request_timeout", "{body}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn metrics_are_served_on_their_own_listener_and_not_on_the_proxy_port() {
     let (_upstream, gw, _p) = gateway_with(|_| {}).await;
     let on_proxy = reqwest::get(format!("http://{}/metrics", gw.dp().addr))

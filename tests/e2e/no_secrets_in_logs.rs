@@ -66,6 +66,16 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             .send()
     };
     assert_eq!(chat(key.clone()).await.unwrap().status(), 200);
+    // `up` prints where its metrics are served.
+    let metrics = http
+        .get(&env["MODELGATE_METRICS_URL"])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("modelgate_config_version "), "{metrics}");
     assert_eq!(
         chat("mg-not-a-real-key-000000000000000000000000000".into())
             .await
