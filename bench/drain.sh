@@ -18,7 +18,7 @@ BENCH="$TARGET_DIR/release/modelgate-bench"
 GATEWAY="$TARGET_DIR/release/modelgate"
 OUTAGE="${OUTAGE:-300s}"; RATE="${RATE:-500}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
-MOCK="127.0.0.1:18180"; ADMIN="127.0.0.1:18191"; GRPC="127.0.0.1:18192"; DP="127.0.0.1:18193"
+MOCK="127.0.0.1:18180"; ADMIN="127.0.0.1:18191"; GRPC="127.0.0.1:18192"; DP="127.0.0.1:18193"; DP_METRICS="127.0.0.1:18194"
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
 log() { echo "[drain.sh $(date +%H:%M:%S)] $*" >&2; }
@@ -73,7 +73,7 @@ PROV="$(post /providers "{\"name\":\"mock\",\"kind\":\"openai-compatible\",\"bas
 post /models '{"model":"gpt-4o-mini","input_micros_per_mtok":150000,"output_micros_per_mtok":600000}' >/dev/null
 post /routes "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":\"$PROV\",\"model\":\"gpt-4o-mini\"}]}" >/dev/null
 
-MODELGATE_LKG_KEY="$MASTER_KEY" "$GATEWAY" data-plane --listen "$DP" --control-plane-url "https://$GRPC" --node-id drain-dp \
+MODELGATE_LKG_KEY="$MASTER_KEY" "$GATEWAY" data-plane --listen "$DP" --metrics-listen "$DP_METRICS" --control-plane-url "https://$GRPC" --node-id drain-dp \
   --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/drain-dp.pem" --tls-key "$CERTS/drain-dp-key.pem" \
   --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 PIDS+=($!)
@@ -84,7 +84,7 @@ for _ in $(seq 1 100); do
   [ "$code" = 200 ] && break; sleep 0.1
 done
 [ "$code" = 200 ] || die "the data plane never served the route"
-metric() { curl -sf "http://$DP/metrics" | sed -n "s/^$1 //p"; }
+metric() { curl -sf "http://$DP_METRICS/metrics" | sed -n "s/^$1 //p"; }
 
 log "stopping the control plane; sending $RATE requests/s for $OUTAGE"
 kill "$CP_PID"; wait "$CP_PID" 2>/dev/null || true

@@ -12,8 +12,11 @@
 #   DUR [10s]  WARM [2s]  CONC [32]  RATE [200; comma list, e.g. 200,2000]  RATE_CONC [64]
 #   STREAM_CONC [8; 0 = no streaming phase]  REPS [1]
 #   MOCK_LISTEN [127.0.0.1:18080]  GW_LISTEN [127.0.0.1:18090]  ADMIN_LISTEN [127.0.0.1:18091]
-#   GRPC_LISTEN [127.0.0.1:18092]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
+#   GRPC_LISTEN [127.0.0.1:18092]  DP_LISTEN [127.0.0.1:18093]  metrics: UP_METRICS_LISTEN
+#   [127.0.0.1:18094]  DP_METRICS_LISTEN [127.0.0.1:18095]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
 #   HOLD [0; 1 = keep mock + gateway running after the comparison until Ctrl-C]
+#   SLOWLORIS [0; 1 = instead of the comparison, run `modelgate-bench slowloris`: $RATE rps of
+#     normal clients for $DUR alone, then while SLOW_CONNS [1000] connections drip a request head]
 #   PEERS [0; 1 = afterwards also run ../shared/bench-peers/run_all.sh against this gateway]
 #   PEER_TARGETS ["direct nginx-proxy"; add "litellm portkey" for the slow peers]
 set -euo pipefail
@@ -31,6 +34,8 @@ GW_LISTEN="${GW_LISTEN:-127.0.0.1:18090}"
 ADMIN_LISTEN="${ADMIN_LISTEN:-127.0.0.1:18091}"
 GRPC_LISTEN="${GRPC_LISTEN:-127.0.0.1:18092}"
 DP_LISTEN="${DP_LISTEN:-127.0.0.1:18093}"
+UP_METRICS_LISTEN="${UP_METRICS_LISTEN:-127.0.0.1:18094}"
+DP_METRICS_LISTEN="${DP_METRICS_LISTEN:-127.0.0.1:18095}"
 PEER_DIR="../shared/bench-peers"   # relative to the repo root (we cd'ed there)
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -97,7 +102,7 @@ fi
 [ -x "$BENCH" ] || die "$BENCH not found (build failed?)"
 [ -x "$GATEWAY" ] || die "$GATEWAY not found (build failed?)"
 
-for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LISTEN"; do
+for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LISTEN" "$UP_METRICS_LISTEN" "$DP_METRICS_LISTEN"; do
   port_busy "$addr" && die "$addr is already in use; stop what is listening there or set the *_LISTEN knobs"
 done
 
@@ -109,7 +114,7 @@ log "mock upstream pid $MOCK_PID on $MOCK_LISTEN"
 
 # ---------------------------------------------------------------- gateway
 "$GATEWAY" up --data-dir "$WORK/data" --listen "$GW_LISTEN" --admin-listen "$ADMIN_LISTEN" \
-  --grpc-listen "$GRPC_LISTEN" >"$WORK/gateway.log" 2>"$WORK/gateway-stderr.log" &
+  --grpc-listen "$GRPC_LISTEN" --metrics-listen "$UP_METRICS_LISTEN" >"$WORK/gateway.log" 2>"$WORK/gateway-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 for v in MODELGATE_BASE_URL MODELGATE_API_KEY MODELGATE_ADMIN_URL MODELGATE_ADMIN_TOKEN; do
   wait_for_line "$WORK/gateway.log" "^[[:space:]]*(export[[:space:]]+)?$v=" 60 "$GW_PID" \
@@ -164,7 +169,7 @@ CERTS="$WORK/data/certs"
 "$GATEWAY" certs issue --dir "$CERTS" --node-id bench-dp --label region=bench >/dev/null \
   || die "could not issue the data plane's certificate from $CERTS"
 MODELGATE_LKG_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-  "$GATEWAY" data-plane --listen "$DP_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
+  "$GATEWAY" data-plane --listen "$DP_LISTEN" --metrics-listen "$DP_METRICS_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
   --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/bench-dp.pem" --tls-key "$CERTS/bench-dp-key.pem" \
   --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
@@ -196,6 +201,16 @@ RESULTS="$RESULTS_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "- phases: closed c=$CONC, fixed ${RATE} rps (c=$RATE_CONC), stream c=$STREAM_CONC; $DUR each after ${WARM} warm-up; reps=$REPS"
   echo
 } | tee "$RESULTS"
+if [ "${SLOWLORIS:-0}" = 1 ]; then
+  log "slowloris: ${RATE} rps for $DUR without, then with ${SLOW_CONNS:-1000} slow connections"
+  echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+  "$BENCH" slowloris --url "$GW_CHAT" -H "Authorization: Bearer $API_KEY" --body-file "$BODY" \
+    --rate "$RATE" --concurrency "$RATE_CONC" --duration "$DUR" --connections "${SLOW_CONNS:-1000}" \
+    --pid "$GW_PID" | tee -a "$RESULTS"
+  echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+  log "results saved to $RESULTS"
+  exit 0
+fi
 log "measuring (direct first, then gateway, phase by phase)"
 "$BENCH" compare \
   --direct "http://$MOCK_LISTEN/v1/chat/completions" --direct-header "Authorization: Bearer sk-bench" \

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use modelgate_data_plane::usage::spool::{FsyncPolicy, SpoolOptions, WhenFull};
+use modelgate_listener::{HttpOptions, TlsFiles};
 use secrecy::SecretString;
 
 use crate::admin_cli::AdminCommand;
@@ -163,6 +164,15 @@ pub struct UpArgs {
     /// The control plane's gRPC listen address.
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
+    /// Where the data plane serves `/metrics` (Prometheus text).
+    #[arg(
+        long,
+        env = "MODELGATE_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Registers OpenAI (route `gpt-4o-mini`) when set.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_parser = secret)]
     pub openai_api_key: Option<SecretString>,
@@ -194,12 +204,27 @@ pub struct ControlPlaneArgs {
     pub grpc_listen: SocketAddr,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub http_tls: HttpTlsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct DataPlaneArgs {
     #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where `/metrics` (Prometheus text) is served; the proxy port does not serve it.
+    #[arg(
+        long,
+        env = "MODELGATE_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub http_tls: HttpTlsArgs,
     /// The control plane's gRPC URL: `https://host:port` (the host must be a name or address on
     /// the control plane's certificate); `http://` only with `--insecure-plaintext-grpc`.
     #[arg(
@@ -270,6 +295,58 @@ fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s))
 }
 
+/// Limits of the HTTP listeners (proxy, admin API, metrics).
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Time a client has to send a complete request head, in ms; on HTTP/1.1 also the longest a
+    /// keep-alive connection may idle between requests, and the bound on a TLS handshake.
+    #[arg(long, env = "MODELGATE_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: u64,
+    /// A connection on which no request started for this long (ms) is closed gracefully.
+    #[arg(long, env = "MODELGATE_HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: u64,
+    /// Time (ms) a request body has to arrive in full after its head; later, the request is
+    /// answered 408.
+    #[arg(long, env = "MODELGATE_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_ms: u64,
+    /// Open connections per listener at most; more wait in the kernel's accept queue.
+    #[arg(long, env = "MODELGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+}
+
+/// HTTPS on the proxy or admin listener, for deployments that terminate TLS in ModelGate.
+#[derive(Debug, Args)]
+pub struct HttpTlsArgs {
+    /// PEM certificate chain (leaf first) served on the HTTP listener.
+    #[arg(long, env = "MODELGATE_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--http-tls-cert`.
+    #[arg(long, env = "MODELGATE_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    pub fn options(&self, tls: Option<&HttpTlsArgs>) -> HttpOptions {
+        let ms = std::time::Duration::from_millis;
+        HttpOptions {
+            header_timeout: ms(self.http_header_timeout_ms),
+            idle_timeout: ms(self.http_idle_timeout_ms),
+            body_timeout: ms(self.http_body_timeout_ms),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            tls: tls.and_then(HttpTlsArgs::files),
+        }
+    }
+}
+
+impl HttpTlsArgs {
+    fn files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.http_tls_cert.clone()?,
+            key: self.http_tls_key.clone()?,
+        })
+    }
+}
+
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     FsyncPolicy::parse(s).ok_or_else(|| "expected always, never or interval:<n>ms".to_owned())
 }
@@ -329,6 +406,50 @@ mod tests {
         let cli = Cli::try_parse_from(["modelgate", "up", "--openai-api-key", "sk-openai-secret"])
             .unwrap();
         assert!(!format!("{cli:?}").contains("sk-openai-secret"));
+    }
+
+    #[test]
+    fn http_flags_default_to_the_listener_defaults() {
+        let cli = Cli::try_parse_from(["modelgate", "data-plane"]).unwrap();
+        let Command::DataPlane(a) = cli.command else {
+            panic!("expected data-plane")
+        };
+        let got = a.http.options(Some(&a.http_tls));
+        let want = HttpOptions::default();
+        assert_eq!(got.header_timeout, want.header_timeout);
+        assert_eq!(got.idle_timeout, want.idle_timeout);
+        assert_eq!(got.body_timeout, want.body_timeout);
+        assert_eq!(got.max_connections, want.max_connections);
+        assert!(got.tls.is_none());
+        assert_eq!(a.metrics_listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn an_http_tls_cert_needs_its_key() {
+        assert!(Cli::try_parse_from([
+            "modelgate",
+            "control-plane",
+            "--database-url",
+            "x",
+            "--http-tls-cert",
+            "c.pem"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "data-plane",
+            "--http-tls-cert",
+            "c.pem",
+            "--http-tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        let Command::DataPlane(a) = cli.command else {
+            panic!("expected data-plane")
+        };
+        let tls = a.http.options(Some(&a.http_tls)).tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
     }
 
     #[test]

@@ -175,6 +175,15 @@ fn sqlite_dir(database_url: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// `https` when the listener serves TLS.
+fn scheme(tls: &cli::HttpTlsArgs) -> &'static str {
+    if tls.http_tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -206,8 +215,11 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
+        // `up` keeps plain HTTP on loopback so the SDK quick start stays one line.
+        admin_http: args.http.options(None),
         grpc_listen: args.grpc_listen,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(cp_tls)?)),
+        grpc_limits: Default::default(),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
@@ -225,6 +237,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
+        http: args.http.options(None),
+        metrics_listen: args.metrics_listen,
         control_plane_url: format!("https://{grpc_dial}"),
         grpc_security: ControlPlaneSecurity::Tls(node_tls),
         node_id: "local".into(),
@@ -261,6 +275,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
          MODELGATE_API_KEY={key}\n\
          MODELGATE_ADMIN_URL=http://{admin}\n\
          MODELGATE_GRPC_ADDR={grpc}\n\
+         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\
          MODELGATE_ADMIN_TOKEN={token}\n\n\
          Try it:\n\
          curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
@@ -270,6 +285,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         admin = cp.admin_addr,
         token = demo.admin_token,
         grpc = grpc_dial,
+        metrics = dp.metrics_addr,
         model = demo.model,
     );
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
@@ -343,11 +359,14 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         master_key_hex: master_key,
         admin_listen: args.admin_listen,
+        admin_http: args.http.options(Some(&args.http_tls)),
         grpc_listen: args.grpc_listen,
         grpc_security: server_security(&args.tls)?,
+        grpc_limits: Default::default(),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
+    let admin_scheme = scheme(&args.http_tls);
     match (&cp.bootstrap_admin_token, &args.bootstrap_token_file) {
         (Some(token), Some(path)) => {
             if let Err(e) = secret_fs::write_new_secret_file(path, token.as_bytes()) {
@@ -376,7 +395,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         }
         (None, _) => {}
     }
-    println!("MODELGATE_ADMIN_URL=http://{}", cp.admin_addr);
+    println!("MODELGATE_ADMIN_URL={admin_scheme}://{}", cp.admin_addr);
     shutdown_signal().await;
     cp.shutdown().await;
     Ok(())
@@ -434,6 +453,8 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
     };
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: args.listen,
+        http: args.http.options(Some(&args.http_tls)),
+        metrics_listen: args.metrics_listen,
         control_plane_url: args.control_plane_url,
         grpc_security: match files {
             Some(f) => ControlPlaneSecurity::Tls(f),
@@ -450,7 +471,12 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         security,
     })
     .await?;
-    println!("MODELGATE_BASE_URL=http://{}/v1", dp.addr);
+    println!(
+        "MODELGATE_BASE_URL={}://{}/v1",
+        scheme(&args.http_tls),
+        dp.addr
+    );
+    println!("MODELGATE_METRICS_URL=http://{}/metrics", dp.metrics_addr);
     shutdown_signal().await;
     dp.shutdown().await;
     Ok(())

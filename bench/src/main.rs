@@ -5,6 +5,8 @@
 //!   fixed concurrency, or open loop at a fixed rate with coordinated-omission correction).
 //! * `compare` — the same load against the upstream directly and through the gateway, back to
 //!   back in one run, printed as a markdown table with the added latency and gateway CPU.
+//! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
+//!   request head byte by byte (loopback only, bounded).
 
 mod compare;
 mod load;
@@ -13,6 +15,7 @@ mod mock;
 mod procstat;
 mod quota;
 mod route;
+mod slowloris;
 mod stats;
 
 use std::path::PathBuf;
@@ -54,6 +57,8 @@ enum Cmd {
     Route(route::RouteArgs),
     /// Measure the hot-path budget check (reserve + settle).
     Quota(quota::QuotaArgs),
+    /// Normal clients' latency without and with slow-header connections held open.
+    Slowloris(slowloris::SlowlorisArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -173,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Spool(args) => metering::spool(args).await,
             Cmd::Route(args) => route::run(args),
             Cmd::Quota(args) => quota::run(args).await,
+            Cmd::Slowloris(args) => slowloris::run(args).await,
         }
     })
 }

@@ -141,8 +141,10 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         database_url: url,
         master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse()?,
+        admin_http: Default::default(),
         grpc_listen: "127.0.0.1:0".parse()?,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),
+        grpc_limits: Default::default(),
         clock: modelgate_shared::clock::system(),
     })
     .await?;

@@ -16,6 +16,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use modelgate_listener::{HttpOptions, Listener};
 use modelgate_proto::config::v1::config_service_server::ConfigServiceServer;
 use modelgate_proto::quota::v1::quota_service_server::QuotaServiceServer;
 use modelgate_proto::usage::v1::usage_service_server::UsageServiceServer;
@@ -38,11 +39,37 @@ pub struct Settings {
     /// 64 hex characters (AES-256 key) sealing secrets at rest (redacted in `Debug`).
     pub master_key_hex: SecretString,
     pub admin_listen: SocketAddr,
+    /// Timeouts, connection cap and optional TLS of the admin listener.
+    pub admin_http: HttpOptions,
     pub grpc_listen: SocketAddr,
     /// Mutual TLS on the gRPC listener (or, explicitly, none).
     pub grpc_security: grpc::transport::GrpcSecurity,
+    pub grpc_limits: GrpcLimits,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
+}
+
+/// Bounds on the gRPC server's work per connection.
+#[derive(Debug, Clone)]
+pub struct GrpcLimits {
+    /// Requests a connection may have in flight at once (a stream counts until its handler
+    /// returned it, not while it runs).
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams a connection may have open at once (config, usage and quota streams
+    /// included).
+    pub max_concurrent_streams: u32,
+    /// A handler must answer (a stream: start) within this.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        GrpcLimits {
+            concurrency_per_connection: 64,
+            max_concurrent_streams: 128,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// A started control plane. Dropping it does not stop it; call [`RunningControlPlane::shutdown`].
@@ -93,9 +120,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     service::revocations::load(&services).await?;
 
     let shutdown = CancellationToken::new();
-    let admin_listener = TcpListener::bind(settings.admin_listen)
+    let admin_listener = Listener::bind(settings.admin_listen, settings.admin_http.clone())
         .await
-        .with_context(|| format!("binding the admin API on {}", settings.admin_listen))?;
+        .context("the admin API listener")?;
     let grpc_listener = TcpListener::bind(settings.grpc_listen)
         .await
         .with_context(|| format!("binding gRPC on {}", settings.grpc_listen))?;
@@ -103,17 +130,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let grpc_addr = grpc_listener.local_addr()?;
 
     let admin_app = admin::router(services.clone());
-    let admin_shutdown = shutdown.clone();
-    let admin_task = tokio::spawn(async move {
-        let result = axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
+    let admin_task = tokio::spawn(admin_listener.serve(admin_app, shutdown.clone()));
 
     let grpc_router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(settings.grpc_limits.concurrency_per_connection)
+        .max_concurrent_streams(settings.grpc_limits.max_concurrent_streams)
+        .timeout(settings.grpc_limits.timeout)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(ConfigServiceServer::new(grpc::ConfigStream {
             services: services.clone(),
@@ -246,6 +268,8 @@ mod settings_tests {
             database_url: "sqlite::memory:".into(),
             master_key_hex: key.clone().into(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
+            admin_http: Default::default(),
+            grpc_limits: Default::default(),
             grpc_listen: "127.0.0.1:0".parse().unwrap(),
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
             clock: modelgate_shared::clock::system(),

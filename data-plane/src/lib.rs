@@ -34,8 +34,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use modelgate_listener::{HttpOptions, Listener};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +46,11 @@ use crate::usage::spool::{Spool, SpoolOptions};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Timeouts, connection cap and optional TLS of the proxy listener (the metrics listener
+    /// takes the same limits, never TLS).
+    pub http: HttpOptions,
+    /// Where `/metrics` is served (loopback by default; not on the proxy port).
+    pub metrics_listen: SocketAddr,
     /// The control plane's gRPC endpoint, e.g. `https://cp.internal:9091`.
     pub control_plane_url: String,
     /// Mutual TLS to the control plane (or, explicitly, none). Under TLS the control plane
@@ -72,6 +76,7 @@ pub struct Settings {
 
 pub struct RunningDataPlane {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub runtime: config::SharedRuntime,
     pub spool: Spool,
     shutdown: CancellationToken,
@@ -158,30 +163,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         security: security::Guard::start(&settings.data_dir, &settings.security),
     };
     let app_limits = app.limits.clone();
-    let listener = TcpListener::bind(settings.listen)
+    let listener = Listener::bind(settings.listen, settings.http.clone())
         .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+        .context("the proxy listener")?
+        .nodelay();
     let addr = listener.local_addr()?;
-    let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        // Streams are many small writes: without TCP_NODELAY each waits on the client's
-        // delayed ACK (~40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let result = axum::serve(
-            listener,
-            server::router(app).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "data plane server stopped");
-        }
-    });
+    let metrics_listener = Listener::bind(
+        settings.metrics_listen,
+        HttpOptions {
+            tls: None,
+            ..settings.http.clone()
+        },
+    )
+    .await
+    .context("the metrics listener")?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let metrics_task =
+        tokio::spawn(metrics_listener.serve(server::metrics_router(app.clone()), shutdown.clone()));
+    let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
     let background = vec![
+        metrics_task,
         tokio::spawn(subscriber.run()),
         tokio::spawn(shipper.run()),
         tokio::spawn(app_limits.clone().keep(runtime.clone())),
@@ -190,9 +191,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             shutdown.clone(),
         )),
     ];
-    tracing::info!(%addr, node = %settings.node_id, "data plane started");
+    tracing::info!(%addr, %metrics_addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
         addr,
+        metrics_addr,
         limits: app_limits,
         runtime,
         spool,

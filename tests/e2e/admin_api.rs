@@ -153,7 +153,7 @@ async fn provider_credentials_are_sealed_in_the_database() {
     assert!(!rows.is_empty());
     for row in rows {
         let stored: String = row.try_get("", "credential_ciphertext").unwrap();
-        assert!(stored.starts_with("v1:"));
+        assert!(stored.starts_with("v2:"), "sealed and bound: {stored}");
         assert!(!stored.contains("sk-plaintext-canary"));
     }
     let versions = db

@@ -44,6 +44,8 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
             "data-plane",
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--node-id",
             "crash-node",
             "--data-dir",

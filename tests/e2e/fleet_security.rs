@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 
 use crate::support::pki::{grpc_url, node_channel, Pki};
 use crate::support::{eventually, start_control_plane, temp_dir, Gateway};
+use crate::usage_ingest::Key;
 
 fn channel_with(addr: std::net::SocketAddr, files: TlsFiles) -> Channel {
     modelgate_data_plane::channel::connect(
@@ -78,25 +79,29 @@ async fn subscribe(
     Ok((stream, tx))
 }
 
+/// Reports one genuine-looking event of `key` (an existing key, so ingest stores it rather than
+/// quarantining it) in a batch claiming `batch_node`, the event claiming `event_node`.
 async fn report(
     channel: Channel,
     batch_node: &str,
     event_node: &str,
-    key_id: &str,
+    key: &Key,
 ) -> Result<(), tonic::Status> {
+    let started_at_ms = chrono::Utc::now().timestamp_millis();
     let batch = UsageBatch {
         batch_id: uuid::Uuid::now_v7().to_string(),
         node_id: batch_node.to_owned(),
         events: vec![UsageEvent {
             id: uuid::Uuid::now_v7().to_string(),
             request_id: uuid::Uuid::now_v7().to_string(),
-            key_id: key_id.to_owned(),
-            team_id: "team-x".into(),
+            key_id: key.id.clone(),
+            team_id: key.team_id.clone(),
             node_id: event_node.to_owned(),
             status: 200,
             endpoint: "chat.completions".into(),
             served_model: "gpt-x".into(),
-            started_at_ms: 1_763_900_000_000,
+            started_at_ms,
+            ended_at_ms: started_at_ms,
             input_tokens: 1,
             output_tokens: 1,
             cost_micros: 1,
@@ -199,7 +204,7 @@ async fn clients_without_a_fleet_certificate_or_claiming_another_node_get_nothin
     let budget = team_budget(&gw).await;
     let addr = gw.grpc_addr;
     let pki = Pki::shared();
-    let key = format!("key-{}", uuid::Uuid::now_v7().simple());
+    let key = crate::usage_ingest::new_key(&gw, None).await;
 
     // No TLS at all.
     let plain = plaintext_channel(addr);
@@ -248,14 +253,14 @@ async fn clients_without_a_fleet_certificate_or_claiming_another_node_get_nothin
     for n in ["intruder", "node-x", "node-y"] {
         assert!(!nodes.contains(&n.to_owned()), "{n} in {nodes:?}");
     }
-    assert_eq!(usage_rows(&gw, &key).await, 0);
+    assert_eq!(usage_rows(&gw, &key.id).await, 0);
     assert!(budget_allocations(&gw, &budget).await.is_empty());
 
     // The same node speaking for itself is served (the refusals above were about identity).
     let (_stream, _tx) = subscribe(x.clone(), "node-x", &[]).await.unwrap();
     report(x.clone(), "node-x", "node-x", &key).await.unwrap();
     assert!(allocate(x, "node-x/1", &budget).await.unwrap() > 0);
-    assert_eq!(usage_rows(&gw, &key).await, 1);
+    assert_eq!(usage_rows(&gw, &key.id).await, 1);
     let leases = budget_allocations(&gw, &budget).await;
     assert_eq!(leases.len(), 1, "{leases:?}");
     gw.shutdown().await;
@@ -319,6 +324,7 @@ async fn a_hello_whose_labels_contradict_the_certificate_is_refused() {
 async fn a_revoked_node_is_cut_off_within_a_second_on_every_control_plane_and_cannot_reconnect() {
     let gw = Gateway::start().await;
     let budget = team_budget(&gw).await;
+    let key = crate::usage_ingest::new_key(&gw, None).await;
     let pki = Pki::shared();
     // A second control plane on the same database (it learns of the revocation by polling).
     let cp2 = start_control_plane(
@@ -360,9 +366,7 @@ async fn a_revoked_node_is_cut_off_within_a_second_on_every_control_plane_and_ca
         node_channel(pki, gw.grpc_addr, "node-r", &[]),
     ] {
         assert!(subscribe(ch.clone(), "node-r", &[]).await.is_err());
-        assert!(report(ch.clone(), "node-r", "node-r", "key-r")
-            .await
-            .is_err());
+        assert!(report(ch.clone(), "node-r", "node-r", &key).await.is_err());
         assert!(allocate(ch, "node-r/1", &budget).await.is_err());
     }
     assert!(budget_allocations(&gw, &budget).await.is_empty());
@@ -413,6 +417,8 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
         database_url: db.url.clone(),
         master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_http: Default::default(),
+        grpc_limits: Default::default(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: misnamed.server_security(),
         clock: modelgate_shared::clock::system(),
@@ -494,6 +500,8 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
         database_url: db.url.clone(),
         master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_http: Default::default(),
+        grpc_limits: Default::default(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: modelgate_control_plane::grpc::transport::GrpcSecurity::Tls(Arc::new(
             modelgate_shared::tls::Reloading::server(files).unwrap(),

@@ -21,6 +21,7 @@ mod export;
 mod fleet_security;
 mod gemini;
 mod identity;
+mod listeners;
 mod metering;
 mod missing_price;
 mod nack;

@@ -153,7 +153,7 @@ async fn gateway_with_a_one_byte_spool(
     };
     gw.dp = Some(start_data_plane_with(gw.grpc_addr, &temp_dir("full"), options).await);
     gw.wait_for_config().await;
-    let node = format!("http://{}", gw.dp().addr);
+    let node = format!("http://{}", gw.dp().metrics_addr);
     (upstream, gw, p, node)
 }
 

@@ -29,6 +29,8 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .env("OPENAI_API_KEY", OPENAI_KEY)
         .env("RUST_LOG", "debug")
@@ -66,6 +68,16 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             .send()
     };
     assert_eq!(chat(key.clone()).await.unwrap().status(), 200);
+    // `up` prints where its metrics are served.
+    let metrics = http
+        .get(&env["MODELGATE_METRICS_URL"])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("modelgate_config_version "), "{metrics}");
     assert_eq!(
         chat("mg-not-a-real-key-000000000000000000000000000".into())
             .await

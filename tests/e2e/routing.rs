@@ -460,7 +460,7 @@ async fn deployment_health_is_exported_as_metrics() {
     let (gw, a, _b, k) = two_tiers(policy).await;
     a.fail_with(Some(500));
     assert_eq!(gw.say_hi(&k.key, "smart").await.status(), 200);
-    let text = reqwest::get(format!("http://{}/metrics", gw.dp().addr))
+    let text = reqwest::get(format!("http://{}/metrics", gw.dp().metrics_addr))
         .await
         .unwrap()
         .text()

@@ -19,7 +19,7 @@ pub struct ErrorBody {
 #[allow(dead_code)]
 struct ErrorDetail {
     /// invalid_request, unauthorized, permission_denied, not_found, conflict,
-    /// precondition_failed, idempotency_key_reused or internal.
+    /// precondition_failed, idempotency_key_reused, request_timeout or internal.
     #[serde(rename = "type")]
     kind: String,
     message: String,
@@ -40,6 +40,8 @@ pub enum AdminError {
     Conflict(String),
     Forbidden(String),
     PreconditionFailed(String),
+    /// The request body did not arrive within the listener's body timeout.
+    RequestTimeout,
     Internal,
 }
 
@@ -105,6 +107,12 @@ impl IntoResponse for AdminError {
                 StatusCode::PRECONDITION_FAILED,
                 "precondition_failed",
                 why,
+                None,
+            ),
+            AdminError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time".to_owned(),
                 None,
             ),
             AdminError::Internal => (

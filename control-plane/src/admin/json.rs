@@ -16,12 +16,16 @@ where
     type Rejection = AdminError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AdminError::Invalid {
-                param: None,
-                message: format!("could not read the request body: {e}"),
-            })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if modelgate_listener::is_body_timeout(&e) {
+                AdminError::RequestTimeout
+            } else {
+                AdminError::Invalid {
+                    param: None,
+                    message: format!("could not read the request body: {e}"),
+                }
+            }
+        })?;
         parse(&bytes).map(ApiJson)
     }
 }

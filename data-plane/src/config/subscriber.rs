@@ -123,7 +123,8 @@ impl Subscriber {
             let reply = match Snapshot::try_from(wire) {
                 Ok(snapshot) => {
                     let next = Runtime::build_after(snapshot, &self.runtime.load());
-                    self.runtime.store(Arc::new(next));
+                    // Persisted before it is served: a node that serves a version boots back
+                    // into it (or a newer one), even when it is restarted right after the swap.
                     let dir = self.data_dir.clone();
                     let sealer = self.lkg_sealer.clone();
                     match tokio::task::spawn_blocking(move || lkg::save(&dir, &sealer, &encoded))
@@ -135,6 +136,7 @@ impl Subscriber {
                         }
                         Err(e) => tracing::error!(error = %e, "last-known-good writer panicked"),
                     }
+                    self.runtime.store(Arc::new(next));
                     tracing::info!(version, "snapshot applied");
                     Kind::Ack(Ack { version })
                 }

@@ -163,6 +163,16 @@ impl ProxyError {
             format!("The request body exceeds the gateway's limit of {limit} bytes."),
         )
     }
+    /// The body did not arrive within the listener's body timeout.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "request_timeout",
+            "The request body did not arrive in time.",
+        )
+    }
     pub fn not_found_route(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

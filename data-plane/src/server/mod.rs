@@ -78,12 +78,19 @@ pub fn router(app: App) -> Router {
         .route("/v1/models/{*rest}", post(generate_content))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             anonymous::guard,
         ))
+        .with_state(app)
+}
+
+/// The metrics listener's routes (`--metrics-listen`, loopback by default): `/metrics` is not
+/// served on the proxy port.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -343,6 +350,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
         {
             Err(ProxyError::body_too_large(limit))
         }
+        Err(e) if modelgate_listener::is_body_timeout(&*e) => Err(ProxyError::body_timeout()),
         Err(e) => Err(ProxyError::invalid_json(&format!(
             "could not read the body: {e}"
         ))),

@@ -7,7 +7,8 @@
 //!   signed with the fleet's job-id key, so any data-plane node can route a poll without shared
 //!   state and no client can alter it.
 //! - `GET /v1/videos/{id}` polls the owning provider; the job's `id` is rewritten again.
-//! - `GET /v1/videos/{id}/content` streams the finished video back (query passed through).
+//! - `GET /v1/videos/{id}/content` streams the finished video back (only `variant=` of the
+//!   query is forwarded).
 //!
 //! A poll or download checks, before any upstream call, that the id carries the gateway's
 //! signature, that the job belongs to the key's team (else 404 `video_not_found`, as for an id
@@ -346,6 +347,21 @@ pub(super) async fn content(
     job_request(app, id, headers, Some(query.unwrap_or_default())).await
 }
 
+/// The only query parameter a download forwards upstream: OpenAI's `variant` (`video`,
+/// `thumbnail`, `spritesheet`), and only a plain word. Anything else the caller put in the
+/// query (a `key=` among them) never leaves the gateway.
+fn content_variant(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("variant="))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 32
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
 /// A poll (`content: None`) or a download (`content: Some(query)`).
 async fn job_request(
     app: App,
@@ -405,9 +421,9 @@ async fn job_request(
             None => mock_openai::poll_video(upstream, &job.model),
         }),
         (ProviderKind::OpenAi | ProviderKind::OpenAiCompatible, Some(Endpoint::OpenAi(e))) => {
-            let uri = match &content {
-                Some(q) if !q.is_empty() => format!("{}/videos/{upstream}/content?{q}", e.base_url),
-                Some(_) => format!("{}/videos/{upstream}/content", e.base_url),
+            let uri = match content.as_deref().map(content_variant) {
+                Some(Some(v)) => format!("{}/videos/{upstream}/content?variant={v}", e.base_url),
+                Some(None) => format!("{}/videos/{upstream}/content", e.base_url),
                 None => format!("{}/videos/{upstream}", e.base_url),
             };
             let mut req = Request::get(uri);

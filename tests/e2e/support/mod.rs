@@ -377,16 +377,7 @@ pub async fn start_control_plane_clocked(
     grpc: std::net::SocketAddr,
     clock: modelgate_shared::clock::SharedClock,
 ) -> RunningControlPlane {
-    modelgate_control_plane::start(modelgate_control_plane::Settings {
-        database_url: url.to_owned(),
-        master_key_hex: master_key.to_owned().into(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        grpc_listen: grpc,
-        grpc_security: pki::Pki::shared().server_security(),
-        clock,
-    })
-    .await
-    .unwrap()
+    start_control_plane_custom(url, master_key, grpc, |s| s.clock = clock).await
 }
 
 pub async fn start_data_plane(
@@ -402,23 +393,7 @@ pub async fn start_data_plane_clocked(
     dir: &std::path::Path,
     clock: modelgate_shared::clock::SharedClock,
 ) -> RunningDataPlane {
-    let node_id = node_id_for(dir);
-    modelgate_data_plane::start(modelgate_data_plane::Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        control_plane_url: pki::grpc_url(grpc_addr),
-        grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
-        node_id,
-        labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
-        data_dir: dir.to_owned(),
-        max_body_bytes: 64 * 1024,
-        spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
-        lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
-        health_report_interval: std::time::Duration::from_millis(200),
-        clock,
-        security: Default::default(),
-    })
-    .await
-    .unwrap()
+    start_data_plane_custom(grpc_addr, dir, |s| s.clock = clock).await
 }
 
 /// The node id of the data plane whose data directory is `dir`: the same across restarts, as a
@@ -437,6 +412,8 @@ pub async fn start_data_plane_with(
     let node_id = node_id_for(dir);
     modelgate_data_plane::start(modelgate_data_plane::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http: Default::default(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         control_plane_url: pki::grpc_url(grpc_addr),
         grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
         node_id,
@@ -451,6 +428,56 @@ pub async fn start_data_plane_with(
     })
     .await
     .unwrap()
+}
+
+/// A control plane whose settings `customize` adjusts (e.g. its clock or the admin listener's
+/// options), on the test fleet's mutual TLS.
+pub async fn start_control_plane_custom(
+    url: &str,
+    master_key: &str,
+    grpc: std::net::SocketAddr,
+    customize: impl FnOnce(&mut modelgate_control_plane::Settings),
+) -> RunningControlPlane {
+    let mut settings = modelgate_control_plane::Settings {
+        database_url: url.to_owned(),
+        master_key_hex: master_key.to_owned().into(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_http: Default::default(),
+        grpc_listen: grpc,
+        grpc_security: pki::Pki::shared().server_security(),
+        grpc_limits: Default::default(),
+        clock: modelgate_shared::clock::system(),
+    };
+    customize(&mut settings);
+    modelgate_control_plane::start(settings).await.unwrap()
+}
+
+/// A data plane whose settings `customize` adjusts (e.g. its clock or the proxy listener's
+/// options), joining over mutual TLS as the node its data directory names.
+pub async fn start_data_plane_custom(
+    grpc_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    customize: impl FnOnce(&mut modelgate_data_plane::Settings),
+) -> RunningDataPlane {
+    let node_id = node_id_for(dir);
+    let mut settings = modelgate_data_plane::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: Default::default(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        control_plane_url: pki::grpc_url(grpc_addr),
+        grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
+        node_id,
+        labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
+        data_dir: dir.to_owned(),
+        max_body_bytes: 64 * 1024,
+        spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
+        lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
+        health_report_interval: std::time::Duration::from_millis(200),
+        clock: modelgate_shared::clock::system(),
+        security: Default::default(),
+    };
+    customize(&mut settings);
+    modelgate_data_plane::start(settings).await.unwrap()
 }
 
 /// The Postgres server tests that need one use: `MODELGATE_TEST_DATABASE_URL`, or the local

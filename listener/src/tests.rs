@@ -1,0 +1,185 @@
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+async fn echo_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+    peer.to_string()
+}
+
+async fn read_all(req: Request) -> axum::response::Response {
+    match req.into_body().collect().await {
+        Ok(b) => format!("{} bytes", b.to_bytes().len()).into_response(),
+        Err(e) if is_body_timeout(&e) => StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    "done"
+}
+
+fn router() -> Router {
+    Router::new()
+        .route("/peer", get(echo_peer))
+        .route("/body", post(read_all))
+        .route("/slow", get(slow))
+}
+
+async fn start(
+    options: HttpOptions,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(listener.serve(router(), shutdown.clone()));
+    (addr, shutdown, task)
+}
+
+/// Sends `raw` on a new connection and reads until the server closes it.
+async fn exchange(addr: SocketAddr, raw: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until the server closes `s` and returns how long that took.
+async fn time_to_close(s: &mut TcpStream) -> Duration {
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server did not close the connection within 5 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_request_carries_its_peer_address() {
+    let (addr, _stop, _task) = start(HttpOptions::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let me = s.local_addr().unwrap();
+    s.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.ends_with(&me.to_string()), "{out}");
+}
+
+#[tokio::test]
+async fn a_stalled_request_head_is_closed_after_the_header_timeout() {
+    let options = HttpOptions {
+        header_timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    };
+    let (addr, _stop, _task) = start(options).await;
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /peer HTTP/1.1\r\nhos")
+        .await
+        .unwrap();
+    let took = time_to_close(&mut stalled).await;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let options = HttpOptions {
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    };
+    let (addr, _stop, _task) = start(options).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let took = time_to_close(&mut idle).await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    let options = HttpOptions {
+        body_timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    };
+    let (addr, _stop, _task) = start(options).await;
+    let out = exchange(
+        addr,
+        "POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nconnection: close\r\n\r\nab",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    // A complete body is read as usual.
+    let out = exchange(
+        addr,
+        "POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nab",
+    )
+    .await;
+    assert!(out.ends_with("2 bytes"), "{out}");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
+    let options = HttpOptions {
+        max_connections: 1,
+        ..HttpOptions::default()
+    };
+    let (addr, _stop, _task) = start(options).await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(first.read(&mut buf).await.unwrap() > 0);
+    // The first connection stays open (keep-alive): the second is not served meanwhile.
+    let second = tokio::spawn(exchange(
+        addr,
+        "GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+    drop(first);
+    let out = tokio::time::timeout(Duration::from_secs(3), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let (addr, stop, task) = start(HttpOptions::default()).await;
+    let request = tokio::spawn(exchange(
+        addr,
+        "GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    let out = request.await.unwrap();
+    assert!(out.ends_with("done"), "{out}");
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+}
