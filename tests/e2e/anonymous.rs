@@ -15,7 +15,7 @@ const AUTH_FAILURE_LIMIT: usize = 20;
 
 /// A counter or gauge of the data plane, `name` with its labels as exposed.
 pub(crate) async fn metric(gw: &Gateway, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", gw.dp().addr))
+    let text = reqwest::get(format!("http://{}/metrics", gw.dp().metrics_addr))
         .await
         .unwrap()
         .text()

@@ -531,6 +531,7 @@ async fn video_ids_the_gateway_did_not_issue_are_not_found_and_polls_need_the_vi
             json!({"team_id": s.team_id, "name": "chat-only", "endpoint_families": ["chat"]}),
         )
         .await;
+    s.gw.wait_for_config().await;
     let resp =
         s.gw.http
             .post(format!("{}/videos", s.gw.base_url()))

@@ -1,5 +1,5 @@
 //! The config subscriber: keeps a `ConfigService.Subscribe` stream open to the control plane,
-//! validates each snapshot, swaps it in, persists it as last-known-good, and answers ACK or
+//! validates each snapshot, persists it as last-known-good, swaps it in, and answers ACK or
 //! NACK. Only a version above the served one is applied (`shared::snapshot::should_apply`): the
 //! served version offered again is ACKed as it is, an older one is NACKed "not newer than the
 //! served version N" and the node keeps serving what it has. Reconnects with jittered

@@ -252,10 +252,29 @@ impl Gateway {
         )
     }
 
+    /// POSTs a create and, like an operator who waits for a rollout, gives the data plane a
+    /// moment (at most 5 s, without failing) to apply the snapshot that carries it: a test that
+    /// uses what it just created must not race the config stream.
     pub async fn create(&self, path: &str, body: Value) -> Value {
         let (status, v) = self.admin(reqwest::Method::POST, path, Some(body)).await;
         assert_eq!(status, 201, "POST {path} answered {status}: {v}");
+        self.settle().await;
         v
+    }
+
+    /// Waits (at most 5 s, never failing) until the data plane serves the control plane's
+    /// latest snapshot; a test that means to check it waits with [`Gateway::wait_for_config`].
+    pub async fn settle(&self) {
+        let (Some(cp), Some(dp)) = (&self.cp, &self.dp) else {
+            return;
+        };
+        let Some(want) = cp.services.publisher.latest().map(|p| p.snapshot.version) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dp.config_version() < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Team, key, an openai-compatible provider pointing at `upstream_base`, a price and a route.
