@@ -141,11 +141,21 @@ pub struct Key {
 }
 
 /// A created or rotated key: the only time the secret is returned.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub key: Key,
     pub key_secret: String,
+}
+
+// Hand-written so the key's secret can never reach a log through `{:?}`.
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &self.key)
+            .field("key_secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl From<api_key::Model> for Key {
@@ -647,4 +657,43 @@ pub async fn rotate(
         key,
         key_secret: secret.secret,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_keys_debug_shows_no_secret() {
+        let m = api_key::Model {
+            id: "k1".into(),
+            team_id: "t1".into(),
+            name: "n".into(),
+            key_hash: "h".into(),
+            prefix: "mg-sk-ver".into(),
+            environment: "dev".into(),
+            allowed_models: "[]".into(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            owner_user_id: None,
+            application: String::new(),
+            data_class: "internal".into(),
+            endpoint_families: "[]".into(),
+            metadata: "{}".into(),
+            disabled_at: None,
+            previous_key_hash: None,
+            previous_expires_at: None,
+            traffic_class: "interactive".into(),
+            allowed_traffic_classes: "[]".into(),
+            version: 1,
+        };
+        let created = CreatedKey {
+            key: Key::from(m),
+            key_secret: "mg-sk-very-secret-value".into(),
+        };
+        let shown = format!("{created:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("k1"), "{shown}");
+    }
 }
