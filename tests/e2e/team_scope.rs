@@ -65,6 +65,25 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
+/// GETs `{collection}/{id}` for each id with `token` and checks the status; a hidden resource
+/// is a plain `not_found`, never a hint that it exists.
+async fn expect_gets(
+    gw: &Gateway,
+    token: &str,
+    collection: &str,
+    ids: &[String],
+    want: u16,
+    role: &str,
+) {
+    for id in ids {
+        let (status, v) = call(gw, token, Method::GET, &format!("{collection}/{id}"), None).await;
+        assert_eq!(status, want, "{role} GET {collection}/{id}: {v}");
+        if want == 404 {
+            assert_eq!(v["error"]["type"], "not_found", "{v}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_team_scoped_token_finds_no_other_teams_or_organisation_budgets_and_limits() {
     let gw = Gateway::start().await;
@@ -106,39 +125,10 @@ async fn a_team_scoped_token_finds_no_other_teams_or_organisation_budgets_and_li
 
     for role in ["owner", "viewer"] {
         let (_, scoped) = token(&gw, &format!("a-{role}"), role, Some(&team_a)).await;
-        for id in &hidden_budgets {
-            let (status, v) =
-                call(&gw, &scoped, Method::GET, &format!("/budgets/{id}"), None).await;
-            assert_eq!(status, 404, "{role} GET budget {id}: {v}");
-            assert_eq!(v["error"]["type"], "not_found");
-        }
-        for id in &hidden_limits {
-            let (status, v) = call(
-                &gw,
-                &scoped,
-                Method::GET,
-                &format!("/rate-limits/{id}"),
-                None,
-            )
-            .await;
-            assert_eq!(status, 404, "{role} GET rate limit {id}: {v}");
-        }
-        for id in &own_budgets {
-            let (status, v) =
-                call(&gw, &scoped, Method::GET, &format!("/budgets/{id}"), None).await;
-            assert_eq!(status, 200, "{role} GET own budget {id}: {v}");
-        }
-        for id in &own_limits {
-            let (status, v) = call(
-                &gw,
-                &scoped,
-                Method::GET,
-                &format!("/rate-limits/{id}"),
-                None,
-            )
-            .await;
-            assert_eq!(status, 200, "{role} GET own rate limit {id}: {v}");
-        }
+        expect_gets(&gw, &scoped, "/budgets", &hidden_budgets, 404, role).await;
+        expect_gets(&gw, &scoped, "/rate-limits", &hidden_limits, 404, role).await;
+        expect_gets(&gw, &scoped, "/budgets", &own_budgets, 200, role).await;
+        expect_gets(&gw, &scoped, "/rate-limits", &own_limits, 200, role).await;
         // Lists show exactly the team's own, also when filtered by another team's key.
         let (status, page) = call(&gw, &scoped, Method::GET, "/budgets?limit=1000", None).await;
         assert_eq!(status, 200, "{page}");
