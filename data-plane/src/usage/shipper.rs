@@ -124,6 +124,15 @@ impl Shipper {
                     tracing::debug!(count, "usage batch acknowledged");
                     self.advance(&mut cursor, end);
                     backoff = Duration::from_millis(100);
+                    // A short batch means the shipper has caught up: let the next one form
+                    // rather than ship a few events per round trip (each batch costs a spool
+                    // read, a round trip, a cursor write and the control plane's ingest).
+                    if count < BATCH {
+                        tokio::select! {
+                            () = tokio::time::sleep(LINGER) => {}
+                            () = self.shutdown.cancelled() => return,
+                        }
+                    }
                 }
                 Err(e) => {
                     conn = None;

@@ -1,9 +1,11 @@
 //! The usage spool: an append-only, checksummed, segmented log on local disk.
 //!
-//! One writer thread group-commits: it takes every event queued while the previous write was in
-//! progress and writes them with one `write`, then acknowledges each appender. So a request
-//! waits for at most one shared write, and a process crash loses no event whose request saw its
-//! acknowledgement. Record framing: `len: u32 LE | crc32(payload): u32 LE | payload` (an encoded
+//! Appending needs no writer thread: the appender that finds no write in progress writes its own
+//! record at once, on its own thread (one `write` to the page cache, no hand-off, no wake-up);
+//! appenders that arrive while a write is in progress queue their records, and the writing
+//! appender writes the whole queue with one more `write` before it leaves and acknowledges each
+//! of them (group commit, with the leader chosen by arrival). So a request waits for at most one
+//! shared write, and a process crash loses no event whose request saw its acknowledgement. Record framing: `len: u32 LE | crc32(payload): u32 LE | payload` (an encoded
 //! `UsageEvent`). A torn tail (crash mid-write) fails its length or checksum and is cut off on
 //! the next start, never mis-parsed.
 //!
@@ -16,8 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use modelgate_proto::usage::v1 as wire;
@@ -164,12 +165,12 @@ pub struct SpoolStats {
     near_bound_logged: AtomicBool,
 }
 
-type Pending = (Vec<u8>, Option<oneshot::Sender<Result<(), SpoolError>>>);
+type Ack = oneshot::Sender<Result<(), SpoolError>>;
 
 /// The appending side, cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    tx: std_mpsc::Sender<Pending>,
+    log: Arc<Mutex<Log>>,
     committed: watch::Receiver<Position>,
     dir: Arc<Path>,
     stats: Arc<SpoolStats>,
@@ -289,7 +290,6 @@ impl Spool {
                 .unwrap_or(0);
         }
         stats.disk_bytes.store(on_disk, Ordering::Relaxed);
-        let (tx, rx) = std_mpsc::channel();
         let start = Position {
             segment: first,
             offset: 0,
@@ -309,12 +309,12 @@ impl Spool {
             stats: stats.clone(),
             max_bytes: options.max_bytes,
         };
-        std::thread::Builder::new()
-            .name("usage-spool-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io)?;
         Ok(Spool {
-            tx,
+            log: Arc::new(Mutex::new(Log {
+                writer: Some(writer),
+                queued: Vec::new(),
+                waiting: Vec::new(),
+            })),
             committed,
             dir: Arc::from(dir),
             stats,
@@ -373,47 +373,129 @@ impl Spool {
 
     /// Appends an event and waits until it is written.
     pub async fn append(&self, event: &UsageEvent) -> Result<(), SpoolError> {
-        let payload = encode(event);
-        if payload.len() > MAX_RECORD as usize {
-            return Err(SpoolError::TooLarge(payload.len()));
+        let record = frame(event)?;
+        match self.write_or_queue(record, true) {
+            Written::Now(result) => result,
+            Written::Later(Some(ack)) => ack.await.map_err(|_| SpoolError::Stopped)?,
+            Written::Later(None) => Ok(()),
         }
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send((payload, Some(done)))
-            .map_err(|_| SpoolError::Stopped)?;
-        wait.await.map_err(|_| SpoolError::Stopped)?
     }
 
     /// Waits until everything appended before this call is written.
     pub async fn flush(&self) -> Result<(), SpoolError> {
-        let (done, wait) = oneshot::channel();
-        // An empty payload is a barrier: acknowledged in order, never written.
-        self.tx
-            .send((Vec::new(), Some(done)))
-            .map_err(|_| SpoolError::Stopped)?;
-        wait.await.map_err(|_| SpoolError::Stopped)?
+        // An empty record is a barrier: acknowledged with the queue it joined, never written.
+        match self.write_or_queue(Vec::new(), true) {
+            Written::Now(result) => result,
+            Written::Later(Some(ack)) => ack.await.map_err(|_| SpoolError::Stopped)?,
+            Written::Later(None) => Ok(()),
+        }
     }
 
-    /// Queues an event without waiting (for paths that cannot await, such as `Drop`).
+    /// Appends an event without waiting (for paths that cannot await, such as `Drop`): written
+    /// before this returns, or by the appender whose write is in progress.
     pub fn append_detached(&self, event: &UsageEvent) {
-        let payload = encode(event);
-        if payload.len() > MAX_RECORD as usize {
-            tracing::error!(event = %event.id, "usage event too large for the spool; not written");
-            return;
-        }
-        if self.tx.send((payload, None)).is_err() {
-            tracing::error!(event = %event.id, "spool writer stopped; usage event not written");
+        let record = match frame(event) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = %event.id, error = %e, "usage event not written");
+                return;
+            }
+        };
+        if let Written::Now(Err(e)) = self.write_or_queue(record, false) {
+            tracing::error!(event = %event.id, error = %e, "usage event not written");
         }
     }
 
+    /// Writes `record` on this thread when no write is in progress (then the records queued
+    /// meanwhile, until none is left), else queues it for the appender that is writing.
+    ///
+    /// Nothing here awaits: a request dropped while it appends cannot strand the queue.
+    fn write_or_queue(&self, record: Vec<u8>, ack: bool) -> Written {
+        let mut writer = {
+            let Ok(mut log) = self.log.lock() else {
+                return Written::Now(Err(SpoolError::Stopped));
+            };
+            match log.writer.take() {
+                Some(w) => w,
+                None => {
+                    log.queued.extend_from_slice(&record);
+                    let (done, wait) = oneshot::channel();
+                    // A detached append has no one to tell; the queue still needs the slot so
+                    // a barrier behind it is acknowledged in order.
+                    log.waiting.push(done);
+                    return Written::Later(ack.then_some(wait));
+                }
+            }
+        };
+        let mine = writer
+            .write_blocking(&record)
+            .map_err(|source| SpoolError::Io {
+                path: self.dir.to_path_buf(),
+                source,
+            });
+        let mut batch = Vec::new();
+        loop {
+            let waiting = {
+                let Ok(mut log) = self.log.lock() else {
+                    return Written::Now(Err(SpoolError::Stopped));
+                };
+                if log.waiting.is_empty() {
+                    log.writer = Some(writer);
+                    // Keep the larger buffer for the next queue.
+                    if log.queued.capacity() < batch.capacity() {
+                        batch.clear();
+                        log.queued = batch;
+                    }
+                    return Written::Now(mine);
+                }
+                batch.clear();
+                std::mem::swap(&mut batch, &mut log.queued);
+                std::mem::take(&mut log.waiting)
+            };
+            let result = writer.write_blocking(&batch);
+            for done in waiting {
+                let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| SpoolError::Io {
+                    path: writer.dir.clone(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }));
+            }
+        }
+    }
     /// The position up to which records are written (advances after every group write).
     pub fn committed(&self) -> watch::Receiver<Position> {
         self.committed.clone()
     }
 }
 
-fn encode(event: &UsageEvent) -> Vec<u8> {
-    wire::UsageEvent::from(event).encode_to_vec()
+/// An event as a spool record: `len | crc32 | payload`, in one buffer.
+fn frame(event: &UsageEvent) -> Result<Vec<u8>, SpoolError> {
+    let wire = wire::UsageEvent::from(event);
+    let len = wire.encoded_len();
+    if len > MAX_RECORD as usize {
+        return Err(SpoolError::TooLarge(len));
+    }
+    let mut record = Vec::with_capacity(HEADER + len);
+    record.extend_from_slice(&[0; HEADER]);
+    // Encoding into a Vec with room for the whole message cannot fail.
+    let _ = wire.encode(&mut record);
+    let crc = crc32fast::hash(&record[HEADER..]);
+    record[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(record)
+}
+
+/// How an append went: written by this call, or queued for the appender writing now.
+enum Written {
+    Now(Result<(), SpoolError>),
+    Later(Option<oneshot::Receiver<Result<(), SpoolError>>>),
+}
+
+/// The shared end of the log: the writer (absent while an appender is writing with it), and
+/// the records queued meanwhile with whoever waits for them.
+struct Log {
+    writer: Option<Writer>,
+    queued: Vec<u8>,
+    waiting: Vec<Ack>,
 }
 
 struct Writer {
@@ -428,36 +510,24 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: std_mpsc::Receiver<Pending>) {
-        let mut batch: Vec<Pending> = Vec::new();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while batch.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            buf.clear();
-            for (payload, _) in batch.iter().filter(|(p, _)| !p.is_empty()) {
-                buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-                buf.extend_from_slice(payload);
-            }
-            let result = self.write(&buf);
-            for (_, done) in batch.drain(..) {
-                if let Some(done) = done {
-                    let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| SpoolError::Io {
-                        path: self.dir.clone(),
-                        source: std::io::Error::new(e.kind(), e.to_string()),
-                    }));
-                }
-            }
-            if let Err(e) = result {
-                tracing::error!(error = %e, "spool write failed");
-            }
+    /// Writes framed records (nothing for an empty buffer) with the policy's fsync. Runs on the
+    /// appending task's thread: a page-cache write, except under [`FsyncPolicy::Always`], whose
+    /// sync tells the runtime it blocks.
+    fn write_blocking(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let always = self.fsync == FsyncPolicy::Always && !buf.is_empty();
+        let in_worker = always
+            && tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+        let result = if in_worker {
+            tokio::task::block_in_place(|| self.write(buf))
+        } else {
+            self.write(buf)
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "spool write failed");
         }
+        result
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {

@@ -217,3 +217,63 @@ async fn the_disk_bound_refuses_or_counts_once_reached_and_frees_with_shipped_se
     assert_eq!(spool.stats().disk_bytes.load(Ordering::Relaxed), 0);
     assert_eq!(spool.admit(), Admission::Metered);
 }
+
+#[tokio::test]
+async fn appends_are_written_by_the_appending_task_without_a_writer_thread() {
+    let dir = temp_dir("no-writer-thread");
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
+    spool.append(&event(1)).await.unwrap();
+    // The record is on disk when `append` returns, and no thread was started to write it.
+    let segment = spool.committed().borrow().segment;
+    assert_eq!(read_records(&dir, segment, 0, 10).unwrap().0.len(), 1);
+    let writers = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with("usage-spool-wri"))
+        .count();
+    assert_eq!(writers, 0, "no spool writer thread");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_cancelled_while_queued_neither_lose_others_nor_stall_the_log() {
+    let dir = temp_dir("cancelled");
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..400 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move { spool.append(&event(n)).await }));
+    }
+    // Half the requests go away mid-append (their futures are dropped wherever they are).
+    for t in tasks.iter().step_by(2) {
+        t.abort();
+    }
+    let mut acknowledged = Vec::new();
+    for (n, t) in tasks.into_iter().enumerate() {
+        if let Ok(result) = t.await {
+            result.unwrap();
+            acknowledged.push(format!("event-{n}"));
+        }
+    }
+    // The log still takes appends, and every acknowledged event is on disk.
+    spool.append(&event(1000)).await.unwrap();
+    spool.flush().await.unwrap();
+    let segment = spool.committed().borrow().segment;
+    let (events, _) = read_records(&dir, segment, 0, 10_000).unwrap();
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
+    for id in &acknowledged {
+        assert!(ids.contains(id), "{id} was acknowledged but is not in the log");
+    }
+    assert!(ids.contains("event-1000"));
+}
+
+#[test]
+fn a_detached_append_is_written_before_it_returns_when_no_write_is_in_progress() {
+    let dir = temp_dir("detached");
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
+    // No runtime at all: the path a request's `Drop` takes.
+    spool.append_detached(&event(7));
+    let segment = spool.committed().borrow().segment;
+    let (events, _) = read_records(&dir, segment, 0, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id, "event-7");
+}
