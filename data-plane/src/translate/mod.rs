@@ -18,6 +18,7 @@
 pub mod gemini;
 pub mod request;
 pub mod response;
+pub mod scan;
 pub mod stream;
 
 use bytes::Bytes;

@@ -64,8 +64,15 @@ struct CompletionDetails {
 /// `completion_tokens_details.reasoning_tokens` inside `completion_tokens`, which is the
 /// convention [`Usage`] keeps.
 pub fn openai_usage(json: &[u8]) -> Option<Usage> {
-    let peek: UsagePeek<OpenAiUsage> = serde_json::from_slice(json).ok()?;
-    peek.usage.map(|u| Usage {
+    let usage: Option<OpenAiUsage> = match super::scan::member(json, b"usage") {
+        Some(raw) => serde_json::from_slice(raw).ok()?,
+        None => {
+            serde_json::from_slice::<UsagePeek<OpenAiUsage>>(json)
+                .ok()?
+                .usage
+        }
+    };
+    usage.map(|u| Usage {
         input: u.prompt_tokens,
         output: u.completion_tokens,
         cached_input: u
@@ -82,8 +89,14 @@ pub fn openai_usage(json: &[u8]) -> Option<Usage> {
 
 /// The `usage` of an Anthropic Messages response.
 pub fn anthropic_usage(json: &[u8]) -> Option<Usage> {
-    let peek: UsagePeek<AnthropicUsage> = serde_json::from_slice(json).ok()?;
-    let u = peek.usage?;
+    let u: AnthropicUsage = match super::scan::member(json, b"usage") {
+        Some(raw) => serde_json::from_slice::<Option<AnthropicUsage>>(raw).ok()??,
+        None => {
+            serde_json::from_slice::<UsagePeek<AnthropicUsage>>(json)
+                .ok()?
+                .usage?
+        }
+    };
     let (input, cached_input) = u.input()?;
     Some(Usage {
         input,

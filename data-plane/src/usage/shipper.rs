@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use modelgate_proto::usage::v1::{usage_service_client::UsageServiceClient, UsageBatch};
+use bytes::Bytes;
+use modelgate_proto::usage::v1::UsageAck;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +21,8 @@ pub const BATCH: usize = 1000;
 const LINGER: Duration = Duration::from_millis(100);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CURSOR_FILE: &str = "acked.cursor";
+/// The gRPC method usage batches are reported to.
+const REPORT_PATH: &str = "/modelgate.usage.v1.UsageService/Report";
 
 pub struct Shipper {
     /// The data plane's one channel to the control plane (see [`crate::channel`]).
@@ -78,8 +81,61 @@ fn save_cursor(dir: &Path, p: Position) -> std::io::Result<()> {
 }
 
 struct Connection {
-    tx: mpsc::Sender<UsageBatch>,
-    acks: tonic::Streaming<modelgate_proto::usage::v1::UsageAck>,
+    tx: mpsc::Sender<RawBatch>,
+    acks: tonic::Streaming<UsageAck>,
+}
+
+/// A `UsageBatch` whose events are the spool's records as they are: each already an encoded
+/// `UsageEvent`, so shipping copies bytes instead of decoding and re-encoding every event. The
+/// bytes on the wire are exactly those of the `UsageBatch` message the control plane reads.
+#[derive(Debug, Default, Clone)]
+struct RawBatch {
+    batch_id: String,
+    node_id: String,
+    events: Vec<Bytes>,
+}
+
+impl prost::Message for RawBatch {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        use prost::encoding::{bytes, string};
+        // Field numbers of `modelgate.usage.v1.UsageBatch`.
+        if !self.batch_id.is_empty() {
+            string::encode(1, &self.batch_id, buf);
+        }
+        if !self.node_id.is_empty() {
+            string::encode(2, &self.node_id, buf);
+        }
+        for event in &self.events {
+            bytes::encode(3, event, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent; decoding skips everything.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{bytes, string};
+        let mut len = 0;
+        if !self.batch_id.is_empty() {
+            len += string::encoded_len(1, &self.batch_id);
+        }
+        if !self.node_id.is_empty() {
+            len += string::encoded_len(2, &self.node_id);
+        }
+        len + bytes::encoded_len_repeated(3, &self.events)
+    }
+
+    fn clear(&mut self) {
+        *self = RawBatch::default();
+    }
 }
 
 impl Shipper {
@@ -114,7 +170,7 @@ impl Shipper {
                 continue;
             }
             let count = events.len();
-            let batch = UsageBatch {
+            let batch = RawBatch {
                 batch_id: modelgate_shared::new_id().to_string(),
                 node_id: self.node_id.clone(),
                 events,
@@ -169,7 +225,7 @@ impl Shipper {
     async fn next_batch(
         &self,
         cursor: Position,
-    ) -> std::io::Result<Option<(Vec<modelgate_proto::usage::v1::UsageEvent>, Position)>> {
+    ) -> std::io::Result<Option<(Vec<Bytes>, Position)>> {
         let committed = *self.committed.borrow();
         let dir = self.spool.dir().to_owned();
         tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -183,7 +239,7 @@ impl Shipper {
             } else {
                 0
             };
-            let (events, end) = spool::read_records(&dir, segment, offset, BATCH)?;
+            let (events, end) = spool::read_raw_records(&dir, segment, offset, BATCH)?;
             if !events.is_empty() {
                 return Ok(Some((
                     events,
@@ -211,12 +267,21 @@ impl Shipper {
         .map_err(std::io::Error::other)?
     }
 
-    async fn send(&self, conn: &mut Option<Connection>, batch: UsageBatch) -> Result<(), String> {
+    async fn send(&self, conn: &mut Option<Connection>, batch: RawBatch) -> Result<(), String> {
         if conn.is_none() {
-            let mut client = UsageServiceClient::new(self.channel.clone());
+            // `UsageService.Report`, called with the raw batch codec (the generated client
+            // would take decoded events).
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| format!("the control plane is not ready: {e}"))?;
             let (tx, rx) = mpsc::channel(4);
-            let acks = client
-                .report(ReceiverStream::new(rx))
+            let acks = grpc
+                .streaming(
+                    tonic::Request::new(ReceiverStream::new(rx)),
+                    http::uri::PathAndQuery::from_static(REPORT_PATH),
+                    tonic_prost::ProstCodec::<RawBatch, UsageAck>::default(),
+                )
                 .await
                 .map_err(|e| e.to_string())?
                 .into_inner();
@@ -241,5 +306,44 @@ impl Shipper {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use modelgate_proto::usage::v1 as wire;
+    use prost::Message;
+
+    use super::RawBatch;
+
+    #[test]
+    fn a_raw_batch_encodes_exactly_as_the_usage_batch_of_its_events() {
+        let events: Vec<wire::UsageEvent> = (0..3)
+            .map(|n| wire::UsageEvent {
+                id: format!("event-{n}"),
+                request_id: format!("req-{n}"),
+                input_tokens: n,
+                ..Default::default()
+            })
+            .collect();
+        let decoded = wire::UsageBatch {
+            batch_id: "batch-1".into(),
+            node_id: "node-a".into(),
+            events: events.clone(),
+        };
+        let raw = RawBatch {
+            batch_id: "batch-1".into(),
+            node_id: "node-a".into(),
+            events: events
+                .iter()
+                .map(|e| bytes::Bytes::from(e.encode_to_vec()))
+                .collect(),
+        };
+        assert_eq!(raw.encoded_len(), decoded.encoded_len());
+        assert_eq!(raw.encode_to_vec(), decoded.encode_to_vec());
+        assert_eq!(
+            wire::UsageBatch::decode(raw.encode_to_vec().as_slice()).unwrap(),
+            decoded
+        );
     }
 }

@@ -204,25 +204,45 @@ pub fn read_records(
     offset: u64,
     max: usize,
 ) -> std::io::Result<(Vec<wire::UsageEvent>, u64)> {
+    let (payloads, end) = read_raw_records(dir, segment, offset, max)?;
+    let mut events = Vec::with_capacity(payloads.len());
+    let mut end_of_decoded = offset;
+    for payload in payloads {
+        match wire::UsageEvent::decode(payload.as_ref()) {
+            Ok(e) => events.push(e),
+            Err(_) => return Ok((events, end_of_decoded)),
+        }
+        end_of_decoded += (HEADER + payload.len()) as u64;
+    }
+    debug_assert_eq!(end_of_decoded, end);
+    Ok((events, end))
+}
+
+/// Like [`read_records`], but the records' payloads as they are on disk (each an encoded
+/// `UsageEvent`, checksum verified), without decoding them: what the shipper sends.
+pub fn read_raw_records(
+    dir: &Path,
+    segment: u64,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<(Vec<bytes::Bytes>, u64)> {
     let mut file = File::open(segment_path(dir, segment))?;
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     // A record cut by the chunk's end is read whole next time.
     file.take(READ_CHUNK + u64::from(MAX_RECORD) + HEADER as u64)
         .read_to_end(&mut buf)?;
-    let mut events = Vec::new();
+    let buf = bytes::Bytes::from(buf);
+    let mut payloads = Vec::new();
     let mut pos = 0usize;
-    while events.len() < max {
+    while payloads.len() < max {
         let Some((payload, next)) = parse_record(&buf, pos) else {
             break;
         };
-        match wire::UsageEvent::decode(payload) {
-            Ok(e) => events.push(e),
-            Err(_) => break,
-        }
+        payloads.push(buf.slice_ref(payload));
         pos = next;
     }
-    Ok((events, offset + pos as u64))
+    Ok((payloads, offset + pos as u64))
 }
 
 fn parse_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
@@ -516,9 +536,8 @@ impl Writer {
     fn write_blocking(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let always = self.fsync == FsyncPolicy::Always && !buf.is_empty();
         let in_worker = always
-            && tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            });
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let result = if in_worker {
             tokio::task::block_in_place(|| self.write(buf))
         } else {

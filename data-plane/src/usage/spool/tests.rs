@@ -261,7 +261,10 @@ async fn appends_cancelled_while_queued_neither_lose_others_nor_stall_the_log() 
     let (events, _) = read_records(&dir, segment, 0, 10_000).unwrap();
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
     for id in &acknowledged {
-        assert!(ids.contains(id), "{id} was acknowledged but is not in the log");
+        assert!(
+            ids.contains(id),
+            "{id} was acknowledged but is not in the log"
+        );
     }
     assert!(ids.contains("event-1000"));
 }
