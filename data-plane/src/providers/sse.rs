@@ -124,17 +124,23 @@ fn find_event_end(buf: &[u8], from: usize) -> (Option<usize>, usize) {
 }
 
 /// The concatenated `data:` payload of one event.
-pub fn data_of(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
+pub fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    let mut data: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            let d = data.get_or_insert_with(Vec::new);
-            if !d.is_empty() {
-                d.push(b'\n');
-            }
-            d.extend_from_slice(rest);
+            data = Some(match data {
+                // The usual event has one `data:` line: its payload is borrowed, not copied.
+                None => Cow::Borrowed(rest),
+                Some(joined) => {
+                    let mut d = joined.into_owned();
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                    Cow::Owned(d)
+                }
+            });
         }
     }
     data
@@ -150,8 +156,8 @@ mod tests {
         assert!(s.push(b"data: {\"a\"").is_empty());
         let events = s.push(b":1}\n\ndata: [DONE]\n\n");
         assert_eq!(events.len(), 2);
-        assert_eq!(data_of(&events[0]).unwrap(), b"{\"a\":1}");
-        assert_eq!(data_of(&events[1]).unwrap(), b"[DONE]");
+        assert_eq!(&*data_of(&events[0]).unwrap(), b"{\"a\":1}");
+        assert_eq!(&*data_of(&events[1]).unwrap(), b"[DONE]");
         assert!(s.remainder().is_none());
     }
 
@@ -160,7 +166,7 @@ mod tests {
         let mut s = SseSplitter::default();
         let events = s.push(b"event: x\r\ndata: one\r\ndata: two\r\n\r\n");
         assert_eq!(events.len(), 1);
-        assert_eq!(data_of(&events[0]).unwrap(), b"one\ntwo");
+        assert_eq!(&*data_of(&events[0]).unwrap(), b"one\ntwo");
     }
 
     #[test]
@@ -213,7 +219,7 @@ mod tests {
             let mut events = s.push(&all[..split]);
             events.extend(s.push(&all[split..]));
             assert_eq!(events.len(), 2, "split at {split}");
-            assert_eq!(data_of(&events[0]).unwrap(), b"a");
+            assert_eq!(&*data_of(&events[0]).unwrap(), b"a");
         }
     }
 

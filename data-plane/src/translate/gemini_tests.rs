@@ -44,7 +44,7 @@ fn datas(events: &[Bytes]) -> Vec<Value> {
     for e in events {
         for ev in splitter.push(e) {
             let d = data_of(&ev).unwrap();
-            if d.as_slice() != b"[DONE]" {
+            if *d != *b"[DONE]" {
                 all.push(serde_json::from_slice(&d).unwrap());
             }
         }

@@ -65,27 +65,30 @@ fn string_end(json: &[u8], start: usize) -> Option<usize> {
 fn value_end(json: &[u8], start: usize) -> Option<usize> {
     match json.get(start)? {
         b'"' => string_end(json, start),
-        b'{' | b'[' => {
+        open @ (b'{' | b'[') => {
+            // Inside a well-formed value, brackets of its own kind balance whatever else is
+            // nested in it: only strings and this pair need finding, and `memchr3` finds them
+            // many bytes at a time.
+            let (open, close) = (*open, if *open == b'{' { b'}' } else { b']' });
             let mut depth = 0usize;
             let mut i = start;
-            while let Some(&b) = json.get(i) {
-                match b {
+            loop {
+                i += memchr::memchr3(b'"', open, close, json.get(i..)?)?;
+                match json[i] {
                     b'"' => {
                         i = string_end(json, i)?;
                         continue;
                     }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    b if b == open => depth += 1,
+                    _ => {
                         depth -= 1;
                         if depth == 0 {
                             return Some(i + 1);
                         }
                     }
-                    _ => {}
                 }
                 i += 1;
             }
-            None
         }
         // A number, `true`, `false` or `null`: up to the next delimiter.
         _ => {

@@ -115,7 +115,7 @@ impl StreamTranslator {
         };
         match &mut self.mode {
             Mode::OpenAiPass { client_wants_usage } => {
-                if data.as_slice() == b"[DONE]" {
+                if &*data == b"[DONE]" {
                     self.terminal = Some(event);
                     return;
                 }
@@ -182,7 +182,7 @@ impl StreamTranslator {
                 );
             }
             Mode::OpenAiToAnthropic(t) => {
-                if data.as_slice() == b"[DONE]" {
+                if &*data == b"[DONE]" {
                     // After an error event nothing follows it: the stream ends there.
                     if self.upstream_error.is_none() {
                         t.finish(self.usage, out, &mut self.terminal);
@@ -245,7 +245,7 @@ impl StreamTranslator {
                 }
             }
             Mode::OpenAiToGemini(g) => {
-                if data.as_slice() == b"[DONE]" {
+                if &*data == b"[DONE]" {
                     self.terminal = Some(g.finish(self.usage));
                     return;
                 }
