@@ -24,7 +24,7 @@ use futures_util::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price};
 use modelgate_shared::snapshot::{MissingPricePolicy, RoutingGroup};
-use modelgate_shared::usage::ErrorClass;
+use modelgate_shared::usage::{CostFlag, ErrorClass};
 use tokio::sync::mpsc;
 
 use crate::auth;
@@ -159,7 +159,7 @@ fn describe_key(rec: &mut Recorder, key: &modelgate_shared::snapshot::ApiKey) {
     e.team_id.clone_from(&key.team_id);
     e.user_id.clone_from(&key.owner_user_id);
     e.application.clone_from(&key.application);
-    e.environment = key.environment.as_str().to_owned();
+    e.environment = Some(key.environment);
 }
 
 fn unix_now() -> i64 {
@@ -475,7 +475,7 @@ async fn prepare<'r>(
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
-    e.traffic_class = class.as_str().to_owned();
+    e.traffic_class = Some(class);
     let (anthropic_version, anthropic_beta) = match surface {
         Surface::AnthropicMessages => (
             headers.get(&providers::anthropic::VERSION).cloned(),
@@ -526,7 +526,7 @@ async fn admit_cost(
         if !allow {
             return Err(ProxyError::price_missing(&group.alias));
         }
-        rec.event().cost_flag = COST_FLAG_PRICE_MISSING.to_owned();
+        rec.event().cost_flag = CostFlag::PriceMissing;
         return Ok(None);
     }
     if !crate::quota::any_hard(&runtime.budgets, key) {
@@ -538,7 +538,7 @@ async fn admit_cost(
                 "no max_tokens, and the catalog has no output limit for the model",
             ));
         }
-        rec.event().cost_flag = COST_FLAG_UNBOUNDED.to_owned();
+        rec.event().cost_flag = CostFlag::CostUnbounded;
         return Ok(None);
     };
     let reservation = app
@@ -553,10 +553,6 @@ async fn admit_cost(
     rec.hold(reservation);
     Ok(app.quotas.remaining(&runtime.budgets, key))
 }
-
-/// Usage row flags (`UsageEvent::cost_flag`).
-pub(crate) const COST_FLAG_PRICE_MISSING: &str = "price_missing";
-pub(crate) const COST_FLAG_UNBOUNDED: &str = "cost_unbounded";
 
 /// The most a request can cost on any deployment of its group: every prompt byte as an input
 /// token plus the output bound (the client's `max_tokens`, else the deployment's catalog output

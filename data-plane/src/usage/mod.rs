@@ -8,7 +8,7 @@ pub mod spool;
 
 use std::time::Instant;
 
-use modelgate_shared::usage::{ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
+use modelgate_shared::usage::{ErrorClass, TrafficClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use self::spool::{Admission, Spool, SpoolError};
 
@@ -51,7 +51,7 @@ impl Recorder {
                 node_id: origin.node_id.clone(),
                 region: origin.region.clone(),
                 endpoint: endpoint.to_owned(),
-                traffic_class: "interactive".to_owned(),
+                traffic_class: Some(TrafficClass::Interactive),
                 ..Default::default()
             }),
             started: Instant::now(),
@@ -109,7 +109,7 @@ impl Recorder {
     pub fn fail(&mut self, status: u16, class: ErrorClass, message: &str) {
         let e = self.event();
         e.status = status;
-        e.error_class = Some(class.as_str().to_owned());
+        e.error_class = Some(class);
         e.error_message = message.chars().take(500).collect();
     }
 
@@ -119,9 +119,7 @@ impl Recorder {
         if let Some(r) = self.reservation.take() {
             // A request that ended without a metered cost (cancelled before any usage was
             // read) keeps its reservation: the upstream may still bill it.
-            if e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str())
-                && e.cost_micros == 0
-            {
+            if e.error_class == Some(ErrorClass::ClientCancel) && e.cost_micros == 0 {
                 drop(r);
             } else {
                 r.settle(e.cost_micros);
@@ -132,7 +130,7 @@ impl Recorder {
             // token estimate; any other is settled to what it used (nothing, if it was refused
             // before going upstream).
             let tokens = e.input_tokens + e.output_tokens;
-            let cancelled = e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str());
+            let cancelled = e.error_class == Some(ErrorClass::ClientCancel);
             if !(cancelled && tokens == 0) {
                 a.settle_tokens(tokens);
             }
