@@ -32,7 +32,6 @@ use crate::config::{Runtime, SharedRuntime};
 use crate::estimate::{self, Produced};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
-use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
 use crate::surfaces::{self, Surface};
 use crate::translate::stream::StreamTranslator;
@@ -86,14 +85,6 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The metrics listener's routes (`--metrics-listen`, loopback by default): `/metrics` is not
-/// served on the proxy port.
-pub fn metrics_router(app: App) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(app)
-}
-
 static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
@@ -118,8 +109,8 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
 async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
     let request_id = rec.event().request_id.clone();
     let identified = !rec.event().key_id.is_empty();
+    rec.fail(e.status.as_u16(), e.class, &e.message);
     if identified {
-        rec.fail(e.status.as_u16(), e.class, &e.message);
         if let Err(err) = rec.finish().await {
             tracing::error!(error = %err, "usage event not written");
         }
@@ -164,110 +155,6 @@ fn describe_key(rec: &mut Recorder, key: &modelgate_shared::snapshot::ApiKey) {
 
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// A per-deployment gauge: name, help text, and how to read it from a deployment's health.
-type DeploymentGauge = (&'static str, &'static str, fn(&HealthView) -> f64);
-
-/// Prometheus text exposition of the node's own gauges and counters.
-async fn metrics(State(app): State<App>) -> Response {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = app.spool.stats();
-    let backlog = {
-        let spool = app.spool.clone();
-        tokio::task::spawn_blocking(move || crate::usage::shipper::backlog_bytes(&spool))
-            .await
-            .unwrap_or(0)
-    };
-    let mut out = String::with_capacity(1024);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
-    };
-    metric(
-        "modelgate_config_version",
-        "gauge",
-        "Version of the config snapshot being served.",
-        app.runtime.load().version,
-    );
-    metric(
-        "modelgate_usage_spool_disk_bytes",
-        "gauge",
-        "Bytes of usage spool segments on disk.",
-        stats.disk_bytes.load(Relaxed),
-    );
-    metric(
-        "modelgate_usage_spool_max_bytes",
-        "gauge",
-        "Disk bound of the usage spool.",
-        app.spool.max_bytes(),
-    );
-    metric(
-        "modelgate_usage_spool_backlog_bytes",
-        "gauge",
-        "Spooled usage bytes not yet acknowledged by the control plane.",
-        backlog,
-    );
-    metric(
-        "modelgate_usage_spool_refused_total",
-        "counter",
-        "Requests refused because the usage spool was full.",
-        stats.refused.load(Relaxed),
-    );
-    metric(
-        "modelgate_usage_unmetered_total",
-        "counter",
-        "Requests served without a usage event because the usage spool was full.",
-        stats.unmetered.load(Relaxed),
-    );
-    metric(
-        "modelgate_retry_budget_denied_total",
-        "counter",
-        "Retries or fallbacks refused by the node's retry budget.",
-        app.retry_budget.denied(),
-    );
-    app.security.render_metrics(&mut out);
-    let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
-    let per_deployment: [DeploymentGauge; 4] = [
-        (
-            "modelgate_deployment_ejected",
-            "1 while a deployment is ejected by outlier detection.",
-            |h| f64::from(u8::from(h.ejected)),
-        ),
-        (
-            "modelgate_deployment_consecutive_failures",
-            "Consecutive failed attempts.",
-            |h| f64::from(h.consecutive_failures),
-        ),
-        (
-            "modelgate_deployment_in_flight",
-            "Attempts in progress.",
-            |h| f64::from(h.in_flight),
-        ),
-        (
-            "modelgate_deployment_ttfb_ewma_seconds",
-            "Moving average time to first byte.",
-            |h| h.ewma_ttfb_us as f64 / 1e6,
-        ),
-    ];
-    if !health.is_empty() {
-        for (name, help, value) in per_deployment {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
-            for h in &health {
-                let label = h.deployment_id.replace(['"', '\\', '\n'], "_");
-                let _ = writeln!(out, "{name}{{deployment=\"{label}\"}} {}", value(h));
-            }
-        }
-    }
-    let mut r = Response::new(Body::from(out));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
 }
 
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {
