@@ -5,12 +5,14 @@
 //!   fixed concurrency, or open loop at a fixed rate with coordinated-omission correction).
 //! * `compare` — the same load against the upstream directly and through the gateway, back to
 //!   back in one run, printed as a markdown table with the added latency and gateway CPU.
+//! * `metrics` — the cost of counting one request in the node's metrics (ns per record).
 //! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
 //!   request head byte by byte (loopback only, bounded).
 
 mod compare;
 mod load;
 mod metering;
+mod metrics;
 mod mock;
 mod procstat;
 mod quota;
@@ -57,6 +59,8 @@ enum Cmd {
     Route(route::RouteArgs),
     /// Measure the hot-path budget check (reserve + settle).
     Quota(quota::QuotaArgs),
+    /// Measure the cost of counting one request in the node's metrics.
+    Metrics(metrics::MetricsArgs),
     /// Normal clients' latency without and with slow-header connections held open.
     Slowloris(slowloris::SlowlorisArgs),
 }
@@ -178,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Spool(args) => metering::spool(args).await,
             Cmd::Route(args) => route::run(args),
             Cmd::Quota(args) => quota::run(args).await,
+            Cmd::Metrics(args) => metrics::run(args),
             Cmd::Slowloris(args) => slowloris::run(args).await,
         }
     })

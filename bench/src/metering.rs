@@ -52,7 +52,7 @@ fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
         region: "eu-west".into(),
         key_id,
         team_id,
-        environment: "prod".into(),
+        environment: Some(modelgate_shared::usage::Environment::Prod),
         endpoint: "chat.completions".into(),
         requested_model: "smart".into(),
         provider_id: "prov-1".into(),
@@ -73,7 +73,7 @@ fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
         output_tokens: 40,
         cost_micros: 42,
         price_version: 1,
-        traffic_class: "interactive".into(),
+        traffic_class: Some(modelgate_shared::usage::TrafficClass::Interactive),
         ..Default::default()
     }
 }

@@ -8,7 +8,8 @@
 //! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
 //! format), `estimate/` (tokenizer counts when a provider reports no usage), `usage/`
 //! (recorder, spool, shipper), `security/` (refusals before authentication: throttle, security
-//! log).
+//! log), `metrics/` (the Prometheus registry: request metrics recorded when a usage event is
+//! sealed, node readings at scrape time) and `scrape` (the metrics listener's route).
 
 pub mod auth;
 pub mod channel;
@@ -17,9 +18,11 @@ pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod metrics;
 pub mod providers;
 pub mod quota;
 pub mod routing;
+mod scrape;
 pub mod security;
 pub mod server;
 pub mod surfaces;
@@ -152,6 +155,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         origin: Arc::new(usage::Origin {
             node_id: settings.node_id.clone(),
             region: settings.labels.get("region").cloned().unwrap_or_default(),
+            metrics: Arc::new(metrics::Metrics::new(runtime.clone())),
         }),
         max_body_bytes: settings.max_body_bytes,
         tasks: tasks.clone(),
@@ -179,7 +183,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     .context("the metrics listener")?;
     let metrics_addr = metrics_listener.local_addr()?;
     let metrics_task =
-        tokio::spawn(metrics_listener.serve(server::metrics_router(app.clone()), shutdown.clone()));
+        tokio::spawn(metrics_listener.serve(scrape::router(app.clone()), shutdown.clone()));
     let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
     let background = vec![
         metrics_task,

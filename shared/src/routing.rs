@@ -5,7 +5,10 @@
 use crate::pricing::Price;
 
 /// How a request may be routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum TrafficClass {
     /// Approved equivalents only: tiers and backup groups.
     #[default]

@@ -1,9 +1,23 @@
 //! The usage event: exactly one per request, successes and rejections alike.
+//!
+//! Fields that hold a closed set of values are enums here ([`ErrorClass`], [`TrafficClass`],
+//! [`Environment`], [`CostFlag`]); they become strings only at the edges: the wire
+//! (`From<&UsageEvent> for wire::UsageEvent` and `TryFrom<wire::UsageEvent>`) and the control
+//! plane's database rows. A wire event naming a value this build does not know is not decoded
+//! into a guess: [`Undecodable`] says which field held what, so ingest can quarantine it.
+
+use std::fmt;
 
 use modelgate_proto::usage::v1 as wire;
+use thiserror::Error;
 
-/// Why a request did not succeed. Stored as its string form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub use crate::routing::TrafficClass;
+pub use crate::snapshot::Environment;
+
+/// Why a request did not succeed. Its string form (`as_str`) is the one on the wire, in the
+/// database and in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     Auth,
     Permission,
@@ -23,6 +37,20 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    pub const ALL: [ErrorClass; 11] = [
+        Self::Auth,
+        Self::Permission,
+        Self::NotFound,
+        Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::ProviderError,
+        Self::Timeout,
+        Self::ClientCancel,
+        Self::Internal,
+        Self::BudgetExceeded,
+        Self::RateLimited,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",
@@ -37,6 +65,50 @@ impl ErrorClass {
             Self::BudgetExceeded => "budget_exceeded",
             Self::RateLimited => "rate_limited",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an event's cost is not a fully priced, reserved figure. Set only under a group's
+/// `allow_and_flag` missing-price policy; on the wire `""`, `"price_missing"` or
+/// `"cost_unbounded"`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CostFlag {
+    /// The cost is the catalog price of what was used (the common case).
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// Served with no catalog price for the deployment: the cost is 0.
+    PriceMissing,
+    /// Served under a hard budget without a reservation: no output bound was known.
+    CostUnbounded,
+}
+
+impl CostFlag {
+    pub const ALL: [CostFlag; 3] = [Self::None, Self::PriceMissing, Self::CostUnbounded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::PriceMissing => "price_missing",
+            Self::CostUnbounded => "cost_unbounded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -53,7 +125,7 @@ pub struct Attempt {
     pub status: u16,
     /// `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     pub latency_us: u64,
 }
 
@@ -75,7 +147,8 @@ pub struct UsageEvent {
     pub team_id: String,
     pub user_id: String,
     pub application: String,
-    pub environment: String,
+    /// The key's environment; `None` for an event without a key, and in schema 1 events.
+    pub environment: Option<Environment>,
     /// Endpoint family, e.g. `chat.completions`.
     pub endpoint: String,
     /// The alias the client asked for.
@@ -86,7 +159,7 @@ pub struct UsageEvent {
     pub attempts: Vec<Attempt>,
     pub status: u16,
     /// `None` on success.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     pub error_message: String,
     pub latency_us: u64,
     pub ttfb_us: u64,
@@ -101,9 +174,9 @@ pub struct UsageEvent {
     pub streamed: bool,
     pub estimated: bool,
     pub fallback_used: bool,
-    pub traffic_class: String,
-    /// `""`, `"price_missing"` or `"cost_unbounded"` (see the proto field).
-    pub cost_flag: String,
+    /// `None` only in events written before the field existed (schema 1).
+    pub traffic_class: Option<TrafficClass>,
+    pub cost_flag: CostFlag,
 }
 
 impl From<&Attempt> for wire::Attempt {
@@ -113,20 +186,7 @@ impl From<&Attempt> for wire::Attempt {
             provider_id: a.provider_id.clone(),
             model: a.model.clone(),
             status: u32::from(a.status),
-            error_class: a.error_class.clone().unwrap_or_default(),
-            latency_us: a.latency_us,
-        }
-    }
-}
-
-impl From<wire::Attempt> for Attempt {
-    fn from(a: wire::Attempt) -> Self {
-        Attempt {
-            deployment_id: a.deployment_id,
-            provider_id: a.provider_id,
-            model: a.model,
-            status: u16::try_from(a.status).unwrap_or(u16::MAX),
-            error_class: (!a.error_class.is_empty()).then_some(a.error_class),
+            error_class: a.error_class.map_or("", ErrorClass::as_str).to_owned(),
             latency_us: a.latency_us,
         }
     }
@@ -147,7 +207,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             team_id: e.team_id.clone(),
             user_id: e.user_id.clone(),
             application: e.application.clone(),
-            environment: e.environment.clone(),
+            environment: e.environment.map_or("", Environment::as_str).to_owned(),
             endpoint: e.endpoint.clone(),
             requested_model: e.requested_model.clone(),
             provider_id: e.provider_id.clone(),
@@ -155,7 +215,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             deployment_id: e.deployment_id.clone(),
             attempts: e.attempts.iter().map(wire::Attempt::from).collect(),
             status: u32::from(e.status),
-            error_class: e.error_class.clone().unwrap_or_default(),
+            error_class: e.error_class.map_or("", ErrorClass::as_str).to_owned(),
             error_message: e.error_message.clone(),
             latency_us: e.latency_us,
             ttfb_us: e.ttfb_us,
@@ -170,15 +230,101 @@ impl From<&UsageEvent> for wire::UsageEvent {
             streamed: e.streamed,
             estimated: e.estimated,
             fallback_used: e.fallback_used,
-            traffic_class: e.traffic_class.clone(),
-            cost_flag: e.cost_flag.clone(),
+            traffic_class: e.traffic_class.map_or("", TrafficClass::as_str).to_owned(),
+            cost_flag: e.cost_flag.as_str().to_owned(),
         }
     }
 }
 
-impl From<wire::UsageEvent> for UsageEvent {
-    fn from(e: wire::UsageEvent) -> Self {
-        UsageEvent {
+/// A string field of a wire event holding a value this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field} `{value}` is not a value this build knows")]
+pub struct UnknownValue {
+    pub field: Field,
+    pub value: String,
+}
+
+/// The typed string fields of a wire event, named as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    ErrorClass,
+    Environment,
+    TrafficClass,
+    CostFlag,
+    /// `error_class` of the attempt at this index.
+    AttemptErrorClass(usize),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::ErrorClass => f.write_str("error_class"),
+            Field::Environment => f.write_str("environment"),
+            Field::TrafficClass => f.write_str("traffic_class"),
+            Field::CostFlag => f.write_str("cost_flag"),
+            Field::AttemptErrorClass(i) => write!(f, "attempts[{i}].error_class"),
+        }
+    }
+}
+
+/// A wire event that names values this build does not know (a newer or a forged writer). It is
+/// never decoded into a guess; `event` is what could be read, with each unknown field left at
+/// its empty value, kept so ingest can quarantine the event with `unknown` as the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}", describe(.unknown))]
+pub struct Undecodable {
+    pub event: Box<UsageEvent>,
+    /// Never empty.
+    pub unknown: Vec<UnknownValue>,
+}
+
+fn describe(unknown: &[UnknownValue]) -> String {
+    let parts: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+/// Reads one typed field: an empty string is `None`, a known name its value, anything else is
+/// noted in `unknown` (and read as `None`).
+fn typed<T>(
+    value: String,
+    field: Field,
+    parse: fn(&str) -> Option<T>,
+    unknown: &mut Vec<UnknownValue>,
+) -> Option<T> {
+    if value.is_empty() {
+        return None;
+    }
+    let parsed = parse(&value);
+    if parsed.is_none() {
+        unknown.push(UnknownValue { field, value });
+    }
+    parsed
+}
+
+impl TryFrom<wire::UsageEvent> for UsageEvent {
+    type Error = Undecodable;
+
+    fn try_from(e: wire::UsageEvent) -> Result<Self, Undecodable> {
+        let mut unknown = Vec::new();
+        let attempts = e
+            .attempts
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| Attempt {
+                deployment_id: a.deployment_id,
+                provider_id: a.provider_id,
+                model: a.model,
+                status: u16::try_from(a.status).unwrap_or(u16::MAX),
+                error_class: typed(
+                    a.error_class,
+                    Field::AttemptErrorClass(i),
+                    ErrorClass::parse,
+                    &mut unknown,
+                ),
+                latency_us: a.latency_us,
+            })
+            .collect();
+        let event = UsageEvent {
             schema_version: e.schema_version,
             id: e.id,
             request_id: e.request_id,
@@ -191,15 +337,25 @@ impl From<wire::UsageEvent> for UsageEvent {
             team_id: e.team_id,
             user_id: e.user_id,
             application: e.application,
-            environment: e.environment,
+            environment: typed(
+                e.environment,
+                Field::Environment,
+                |s| s.parse().ok(),
+                &mut unknown,
+            ),
             endpoint: e.endpoint,
             requested_model: e.requested_model,
             provider_id: e.provider_id,
             served_model: e.served_model,
             deployment_id: e.deployment_id,
-            attempts: e.attempts.into_iter().map(Attempt::from).collect(),
+            attempts,
             status: u16::try_from(e.status).unwrap_or(u16::MAX),
-            error_class: (!e.error_class.is_empty()).then_some(e.error_class),
+            error_class: typed(
+                e.error_class,
+                Field::ErrorClass,
+                ErrorClass::parse,
+                &mut unknown,
+            ),
             error_message: e.error_message,
             latency_us: e.latency_us,
             ttfb_us: e.ttfb_us,
@@ -214,56 +370,25 @@ impl From<wire::UsageEvent> for UsageEvent {
             streamed: e.streamed,
             estimated: e.estimated,
             fallback_used: e.fallback_used,
-            traffic_class: e.traffic_class,
-            cost_flag: e.cost_flag,
+            traffic_class: typed(
+                e.traffic_class,
+                Field::TrafficClass,
+                TrafficClass::parse,
+                &mut unknown,
+            ),
+            cost_flag: typed(e.cost_flag, Field::CostFlag, CostFlag::parse, &mut unknown)
+                .unwrap_or_default(),
+        };
+        if unknown.is_empty() {
+            Ok(event)
+        } else {
+            Err(Undecodable {
+                event: Box::new(event),
+                unknown,
+            })
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_event_round_trips_through_the_wire() {
-        let e = UsageEvent {
-            id: "0190".into(),
-            status: 429,
-            error_class: Some("rate_limit".into()),
-            cost_micros: 12,
-            streamed: true,
-            schema_version: USAGE_SCHEMA_VERSION,
-            region: "eu-west".into(),
-            attempts: vec![
-                Attempt {
-                    deployment_id: "p1/gpt".into(),
-                    status: 503,
-                    error_class: Some("provider_error".into()),
-                    ..Default::default()
-                },
-                Attempt {
-                    deployment_id: "p2/gpt".into(),
-                    status: 200,
-                    ..Default::default()
-                },
-            ],
-            cached_input_tokens: 3,
-            reasoning_tokens: 4,
-            images: 1,
-            media_ms: 1500,
-            fallback_used: true,
-            traffic_class: "batch".into(),
-            cost_flag: "price_missing".into(),
-            ..Default::default()
-        };
-        assert_eq!(UsageEvent::from(wire::UsageEvent::from(&e)), e);
-        let ok = UsageEvent {
-            status: 200,
-            ..Default::default()
-        };
-        assert_eq!(
-            UsageEvent::from(wire::UsageEvent::from(&ok)).error_class,
-            None
-        );
-    }
-}
+mod tests;

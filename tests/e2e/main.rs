@@ -23,6 +23,7 @@ mod gemini;
 mod identity;
 mod listeners;
 mod metering;
+mod metrics;
 mod missing_price;
 mod nack;
 mod no_secrets_in_logs;

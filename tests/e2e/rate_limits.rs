@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::{self, eventually, upstream::Behavior, Gateway, Provisioned};
 
-async fn limit(gw: &Gateway, body: Value) -> String {
+pub(crate) async fn limit(gw: &Gateway, body: Value) -> String {
     let l = gw.create("/rate-limits", body).await;
     gw.wait_for_config().await;
     l["id"].as_str().unwrap().to_owned()
@@ -47,7 +47,7 @@ fn ask(http: &reqwest::Client, dp: std::net::SocketAddr, key: &str) -> reqwest::
 
 /// Waits until the current calendar minute has at least `secs` seconds left, so that a
 /// scenario's requests all fall in one rate window.
-async fn fresh_window(secs: i64) {
+pub(crate) async fn fresh_window(secs: i64) {
     let now = chrono::Utc::now().timestamp();
     let left = 60 - now.rem_euclid(60);
     if left < secs {

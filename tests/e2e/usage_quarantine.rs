@@ -232,6 +232,60 @@ async fn unknown_keys_keys_of_another_team_and_absurd_figures_are_quarantined_wi
     gw.shutdown().await;
 }
 
+/// The typed fields (error class, environment, traffic class, cost flag) travel as strings: one
+/// this control plane does not know is quarantined naming the field and the value, never stored
+/// under a guess, and the quarantine keeps it as it arrived.
+#[tokio::test]
+async fn an_event_naming_an_unknown_class_is_quarantined_with_the_field_and_the_value() {
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let request_id = format!("unknown-{}", uuid::Uuid::now_v7());
+    let bulk = UsageEvent {
+        traffic_class: "bulk".into(),
+        ..event(&k, &request_id, 100)
+    };
+    let policy = UsageEvent {
+        status: 403,
+        error_class: "policy".into(),
+        ..event(&k, &request_id, 0)
+    };
+    let good = UsageEvent {
+        traffic_class: "batch".into(),
+        cost_flag: "price_missing".into(),
+        ..event(&k, &request_id, 100)
+    };
+    let acks = send(
+        &gw,
+        vec![batch(
+            "typed",
+            vec![bulk.clone(), good.clone(), policy.clone()],
+        )],
+    )
+    .await;
+    assert_eq!((acks[0].inserted, acks[0].quarantined), (1, 2));
+    let listed = quarantine(&gw).await;
+    assert_eq!(
+        reason_of(&listed, &bulk.id),
+        "traffic_class `bulk` is not a value this build knows"
+    );
+    assert_eq!(
+        reason_of(&listed, &policy.id),
+        "error_class `policy` is not a value this build knows"
+    );
+    let kept = listed
+        .iter()
+        .find(|r| r["event_id"] == bulk.id.as_str())
+        .unwrap();
+    assert_eq!(kept["event"]["traffic_class"], "bulk", "{kept}");
+    assert_eq!(kept["event"]["environment"], "prod", "{kept}");
+    let stored = gw.usage_row(&request_id).await;
+    assert_eq!(stored["id"], good.id.as_str());
+    assert_eq!(stored["traffic_class"], "batch");
+    assert_eq!(stored["cost_flag"], "price_missing");
+    assert_eq!(stored["environment"], "prod");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_quarantine_pages_like_other_lists_and_a_team_scoped_token_cannot_read_it() {
     let gw = Gateway::start().await;

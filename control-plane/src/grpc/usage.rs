@@ -60,9 +60,10 @@ impl UsageService for UsageIngest {
                     break;
                 }
                 node = Some(batch.node_id.clone());
-                let events: Vec<UsageEvent> =
-                    batch.events.into_iter().map(UsageEvent::from).collect();
-                match usage::ingest(&services, &batch.node_id, events).await {
+                // An event naming a value this build does not know is quarantined by ingest.
+                let events: Vec<usage::Received> =
+                    batch.events.into_iter().map(UsageEvent::try_from).collect();
+                match usage::ingest_received(&services, &batch.node_id, events).await {
                     Ok(done) => {
                         let ack = UsageAck {
                             batch_id: batch.batch_id,

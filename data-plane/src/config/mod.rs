@@ -3,6 +3,7 @@
 //! last-known-good file by [`lkg`]. A request loads one `Arc<Runtime>` at its start and uses it
 //! to the end, so no request sees half a config.
 
+mod labels;
 pub mod lkg;
 pub mod subscriber;
 

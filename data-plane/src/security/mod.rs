@@ -196,47 +196,28 @@ impl Guard {
         self.refused[reason.index()].load(Relaxed)
     }
 
-    /// The guard's counters in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let name = "modelgate_unauthenticated_refused_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Requests refused before a key was authenticated (never metered), by reason.\n# TYPE {name} counter\n"
-        );
-        for reason in Reason::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                self.refused_total(reason)
-            );
+    /// The guard's counters, for the metrics (`crate::metrics`).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            refused: Reason::ALL.map(|r| (r, self.refused_total(r))),
+            sampled_out: self.sampled_out.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            throttle_sources: lock(&self.throttle).tracked() as u64,
         }
-        let counters = [
-            (
-                "modelgate_security_log_sampled_out_total",
-                "Refusals not written to the security log because their source or the node was over its sampling rate.",
-                self.sampled_out.load(Relaxed),
-            ),
-            (
-                "modelgate_security_log_dropped_total",
-                "Security-log records lost because the writer was behind or the write failed.",
-                self.dropped.load(Relaxed),
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            );
-        }
-        let name = "modelgate_auth_throttle_sources";
-        let _ = write!(
-            out,
-            "# HELP {name} Source addresses the failed-authentication throttle remembers.\n# TYPE {name} gauge\n{name} {}\n",
-            lock(&self.throttle).tracked()
-        );
     }
+}
+
+/// What the guard has counted so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Refusals before authentication, by reason.
+    pub refused: [(Reason, u64); Reason::ALL.len()],
+    /// Records not written because their source or the node was over its sampling rate.
+    pub sampled_out: u64,
+    /// Records lost because the writer was behind or the write failed.
+    pub dropped: u64,
+    /// Source addresses the failed-authentication throttle remembers.
+    pub throttle_sources: u64,
 }
 
 #[cfg(test)]
@@ -270,7 +251,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refusals_are_counted_by_reason_in_the_metrics() {
+    async fn refusals_are_counted_by_reason() {
         let (g, dir) = guard(2);
         let source = Source::of(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let record = || {
@@ -287,20 +268,11 @@ mod tests {
         for _ in 0..10 {
             g.refused(source, Reason::UnknownRoute, record);
         }
-        let mut text = String::new();
-        g.render_metrics(&mut text);
-        assert!(
-            text.contains("modelgate_unauthenticated_refused_total{reason=\"unknown_route\"} 10\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("modelgate_unauthenticated_refused_total{reason=\"missing_key\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("modelgate_security_log_sampled_out_total 6\n"),
-            "{text}"
-        );
+        let counts = g.counts();
+        let refused = |reason| counts.refused.iter().find(|(r, _)| *r == reason).unwrap().1;
+        assert_eq!(refused(Reason::UnknownRoute), 10);
+        assert_eq!(refused(Reason::MissingKey), 0);
+        assert_eq!(counts.sampled_out, 6);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -157,7 +157,7 @@ pub(super) async fn run(
                     provider_id: c.provider.id.clone(),
                     model: c.deployment.model.clone(),
                     status,
-                    error_class: class.map(|e| e.as_str().to_owned()),
+                    error_class: class,
                     latency_us,
                 });
             };

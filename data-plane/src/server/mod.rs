@@ -24,7 +24,7 @@ use futures_util::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use modelgate_shared::pricing::{cost_micros, Price};
 use modelgate_shared::snapshot::{MissingPricePolicy, RoutingGroup};
-use modelgate_shared::usage::ErrorClass;
+use modelgate_shared::usage::{CostFlag, ErrorClass};
 use tokio::sync::mpsc;
 
 use crate::auth;
@@ -32,7 +32,6 @@ use crate::config::{Runtime, SharedRuntime};
 use crate::estimate::{self, Produced};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
-use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
 use crate::surfaces::{self, Surface};
 use crate::translate::stream::StreamTranslator;
@@ -86,14 +85,6 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The metrics listener's routes (`--metrics-listen`, loopback by default): `/metrics` is not
-/// served on the proxy port.
-pub fn metrics_router(app: App) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(app)
-}
-
 static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
@@ -118,8 +109,8 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
 async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
     let request_id = rec.event().request_id.clone();
     let identified = !rec.event().key_id.is_empty();
+    rec.fail(e.status.as_u16(), e.class, &e.message);
     if identified {
-        rec.fail(e.status.as_u16(), e.class, &e.message);
         if let Err(err) = rec.finish().await {
             tracing::error!(error = %err, "usage event not written");
         }
@@ -159,115 +150,11 @@ fn describe_key(rec: &mut Recorder, key: &modelgate_shared::snapshot::ApiKey) {
     e.team_id.clone_from(&key.team_id);
     e.user_id.clone_from(&key.owner_user_id);
     e.application.clone_from(&key.application);
-    e.environment = key.environment.as_str().to_owned();
+    e.environment = Some(key.environment);
 }
 
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// A per-deployment gauge: name, help text, and how to read it from a deployment's health.
-type DeploymentGauge = (&'static str, &'static str, fn(&HealthView) -> f64);
-
-/// Prometheus text exposition of the node's own gauges and counters.
-async fn metrics(State(app): State<App>) -> Response {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = app.spool.stats();
-    let backlog = {
-        let spool = app.spool.clone();
-        tokio::task::spawn_blocking(move || crate::usage::shipper::backlog_bytes(&spool))
-            .await
-            .unwrap_or(0)
-    };
-    let mut out = String::with_capacity(1024);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
-    };
-    metric(
-        "modelgate_config_version",
-        "gauge",
-        "Version of the config snapshot being served.",
-        app.runtime.load().version,
-    );
-    metric(
-        "modelgate_usage_spool_disk_bytes",
-        "gauge",
-        "Bytes of usage spool segments on disk.",
-        stats.disk_bytes.load(Relaxed),
-    );
-    metric(
-        "modelgate_usage_spool_max_bytes",
-        "gauge",
-        "Disk bound of the usage spool.",
-        app.spool.max_bytes(),
-    );
-    metric(
-        "modelgate_usage_spool_backlog_bytes",
-        "gauge",
-        "Spooled usage bytes not yet acknowledged by the control plane.",
-        backlog,
-    );
-    metric(
-        "modelgate_usage_spool_refused_total",
-        "counter",
-        "Requests refused because the usage spool was full.",
-        stats.refused.load(Relaxed),
-    );
-    metric(
-        "modelgate_usage_unmetered_total",
-        "counter",
-        "Requests served without a usage event because the usage spool was full.",
-        stats.unmetered.load(Relaxed),
-    );
-    metric(
-        "modelgate_retry_budget_denied_total",
-        "counter",
-        "Retries or fallbacks refused by the node's retry budget.",
-        app.retry_budget.denied(),
-    );
-    app.security.render_metrics(&mut out);
-    let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
-    let per_deployment: [DeploymentGauge; 4] = [
-        (
-            "modelgate_deployment_ejected",
-            "1 while a deployment is ejected by outlier detection.",
-            |h| f64::from(u8::from(h.ejected)),
-        ),
-        (
-            "modelgate_deployment_consecutive_failures",
-            "Consecutive failed attempts.",
-            |h| f64::from(h.consecutive_failures),
-        ),
-        (
-            "modelgate_deployment_in_flight",
-            "Attempts in progress.",
-            |h| f64::from(h.in_flight),
-        ),
-        (
-            "modelgate_deployment_ttfb_ewma_seconds",
-            "Moving average time to first byte.",
-            |h| h.ewma_ttfb_us as f64 / 1e6,
-        ),
-    ];
-    if !health.is_empty() {
-        for (name, help, value) in per_deployment {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
-            for h in &health {
-                let label = h.deployment_id.replace(['"', '\\', '\n'], "_");
-                let _ = writeln!(out, "{name}{{deployment=\"{label}\"}} {}", value(h));
-            }
-        }
-    }
-    let mut r = Response::new(Body::from(out));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
 }
 
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {
@@ -475,7 +362,7 @@ async fn prepare<'r>(
     let stream = peek.stream;
     let e = rec.event();
     e.streamed = stream;
-    e.traffic_class = class.as_str().to_owned();
+    e.traffic_class = Some(class);
     let (anthropic_version, anthropic_beta) = match surface {
         Surface::AnthropicMessages => (
             headers.get(&providers::anthropic::VERSION).cloned(),
@@ -526,7 +413,7 @@ async fn admit_cost(
         if !allow {
             return Err(ProxyError::price_missing(&group.alias));
         }
-        rec.event().cost_flag = COST_FLAG_PRICE_MISSING.to_owned();
+        rec.event().cost_flag = CostFlag::PriceMissing;
         return Ok(None);
     }
     if !crate::quota::any_hard(&runtime.budgets, key) {
@@ -538,7 +425,7 @@ async fn admit_cost(
                 "no max_tokens, and the catalog has no output limit for the model",
             ));
         }
-        rec.event().cost_flag = COST_FLAG_UNBOUNDED.to_owned();
+        rec.event().cost_flag = CostFlag::CostUnbounded;
         return Ok(None);
     };
     let reservation = app
@@ -553,10 +440,6 @@ async fn admit_cost(
     rec.hold(reservation);
     Ok(app.quotas.remaining(&runtime.budgets, key))
 }
-
-/// Usage row flags (`UsageEvent::cost_flag`).
-pub(crate) const COST_FLAG_PRICE_MISSING: &str = "price_missing";
-pub(crate) const COST_FLAG_UNBOUNDED: &str = "cost_unbounded";
 
 /// The most a request can cost on any deployment of its group: every prompt byte as an input
 /// token plus the output bound (the client's `max_tokens`, else the deployment's catalog output

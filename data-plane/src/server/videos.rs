@@ -245,7 +245,7 @@ pub(super) async fn create(
             provider_id: c.provider.id.clone(),
             model: model.to_owned(),
             status,
-            error_class: failed.then(|| ErrorClass::ProviderError.as_str().to_owned()),
+            error_class: failed.then_some(ErrorClass::ProviderError),
             latency_us,
         });
         let resp = match result {
@@ -464,8 +464,7 @@ async fn job_request(
         provider_id: provider.id.clone(),
         model: job.model.clone(),
         status,
-        error_class: (!resp.status.is_success())
-            .then(|| ErrorClass::ProviderError.as_str().to_owned()),
+        error_class: (!resp.status.is_success()).then_some(ErrorClass::ProviderError),
         latency_us,
     });
     rec.event().status = status;

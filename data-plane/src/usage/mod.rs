@@ -1,27 +1,33 @@
 //! Usage: one event per request, written to the local spool ([`spool`]) and shipped to the
 //! control plane ([`shipper`]). [`Recorder`] guarantees the "one per request": it is created when
 //! a request arrives and either finished explicitly or, if the request future is dropped (the
-//! client went away), records a `client_cancel` event from its `Drop`.
+//! client went away), records a `client_cancel` event from its `Drop`. Sealing the event is also
+//! where the request is counted in the node's metrics (`crate::metrics`), once, from the event.
 
 pub mod shipper;
 pub mod spool;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use modelgate_shared::usage::{ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
+use modelgate_shared::usage::{ErrorClass, TrafficClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use self::spool::{Admission, Spool, SpoolError};
 
-/// Where events come from: this node.
+/// Where events come from: this node (and the metrics its requests are counted in).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub node_id: String,
     /// The node's `region` label.
     pub region: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct Recorder {
     event: Option<UsageEvent>,
+    /// The endpoint family the request came in on, as a metrics label.
+    surface: &'static str,
+    metrics: Arc<crate::metrics::Metrics>,
     started: Instant,
     spool: Spool,
     admission: Admission,
@@ -40,8 +46,9 @@ impl Recorder {
     /// Starts a request's event. When the spool is at its disk bound the request is either
     /// refused ([`Recorder::refused`]) or served unmetered, per the spool's policy; in both cases
     /// no event is written (the spool counts them).
-    pub fn start(spool: Spool, origin: &Origin, endpoint: &str, request_id: &str) -> Self {
+    pub fn start(spool: Spool, origin: &Origin, endpoint: &'static str, request_id: &str) -> Self {
         let admission = spool.admit();
+        origin.metrics.started();
         Recorder {
             event: Some(UsageEvent {
                 schema_version: USAGE_SCHEMA_VERSION,
@@ -51,9 +58,11 @@ impl Recorder {
                 node_id: origin.node_id.clone(),
                 region: origin.region.clone(),
                 endpoint: endpoint.to_owned(),
-                traffic_class: "interactive".to_owned(),
+                traffic_class: Some(TrafficClass::Interactive),
                 ..Default::default()
             }),
+            surface: endpoint,
+            metrics: origin.metrics.clone(),
             started: Instant::now(),
             spool,
             admission,
@@ -109,7 +118,7 @@ impl Recorder {
     pub fn fail(&mut self, status: u16, class: ErrorClass, message: &str) {
         let e = self.event();
         e.status = status;
-        e.error_class = Some(class.as_str().to_owned());
+        e.error_class = Some(class);
         e.error_message = message.chars().take(500).collect();
     }
 
@@ -119,9 +128,7 @@ impl Recorder {
         if let Some(r) = self.reservation.take() {
             // A request that ended without a metered cost (cancelled before any usage was
             // read) keeps its reservation: the upstream may still bill it.
-            if e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str())
-                && e.cost_micros == 0
-            {
+            if e.error_class == Some(ErrorClass::ClientCancel) && e.cost_micros == 0 {
                 drop(r);
             } else {
                 r.settle(e.cost_micros);
@@ -132,7 +139,7 @@ impl Recorder {
             // token estimate; any other is settled to what it used (nothing, if it was refused
             // before going upstream).
             let tokens = e.input_tokens + e.output_tokens;
-            let cancelled = e.error_class.as_deref() == Some(ErrorClass::ClientCancel.as_str());
+            let cancelled = e.error_class == Some(ErrorClass::ClientCancel);
             if !(cancelled && tokens == 0) {
                 a.settle_tokens(tokens);
             }
@@ -141,13 +148,14 @@ impl Recorder {
         // from the injected clock): the control plane quarantines an event that ends first.
         e.ended_at_ms = now_ms().max(e.started_at_ms);
         e.latency_us = latency;
+        self.metrics.record(self.surface, &e);
         Some(e)
     }
 
     /// Drops the event unwritten: the request is billable to no one (refused before its key
-    /// was authenticated, R-5.1).
+    /// was authenticated, R-5.1). It is still counted in the metrics.
     pub fn discard(mut self) {
-        self.event = None;
+        self.seal();
     }
 
     /// Writes the event to the spool and waits for the write.

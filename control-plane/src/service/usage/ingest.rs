@@ -10,12 +10,15 @@
 //! node could produce, or whose key does not exist or belongs to another team, is quarantined
 //! with its reason in the same transaction ([`super::quarantine`]) and takes no part in the
 //! sequence, the aggregates or the budgets. The rest of its batch is stored as usual and the
-//! batch is acknowledged.
+//! batch is acknowledged. An event that names a value this control plane does not know (an
+//! error class, environment, traffic class or cost flag: a newer or a forged writer) is
+//! quarantined the same way, with the field and the value as its reason, never stored under a
+//! guessed value.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
-use modelgate_shared::usage::UsageEvent;
+use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, Undecodable, UsageEvent};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
@@ -41,18 +44,36 @@ pub struct Ingested {
     pub quarantined: u64,
 }
 
-/// Stores a batch reported by `node_id`; events whose id is already stored are skipped, events
-/// that fail validation are quarantined. Commits before returning, so the caller may
-/// acknowledge the batch.
+/// An event as a node reported it: decoded, or naming values this build does not know.
+pub type Received = Result<UsageEvent, Undecodable>;
+
+/// Stores a batch of decoded events (see [`ingest_received`]).
 pub async fn ingest(
     s: &Services,
     node_id: &str,
-    mut events: Vec<UsageEvent>,
+    events: Vec<UsageEvent>,
+) -> Result<Ingested, ServiceError> {
+    ingest_received(s, node_id, events.into_iter().map(Ok).collect()).await
+}
+
+/// Stores a batch reported by `node_id`; events whose id is already stored are skipped, events
+/// that fail validation or could not be decoded are quarantined. Commits before returning, so
+/// the caller may acknowledge the batch.
+pub async fn ingest_received(
+    s: &Services,
+    node_id: &str,
+    mut events: Vec<Received>,
 ) -> Result<Ingested, ServiceError> {
     let total = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
     let mut seen = HashSet::with_capacity(events.len());
-    events.retain(|e| seen.insert(clean(&e.id)));
+    events.retain(|e| {
+        let id = match e {
+            Ok(e) => &e.id,
+            Err(u) => &u.event.id,
+        };
+        seen.insert(clean(id))
+    });
     if events.is_empty() {
         return Ok(Ingested::default());
     }
@@ -101,9 +122,17 @@ pub async fn ingest(
 /// reads the teams of every key the batch names.
 async fn screen(
     s: &Services,
-    events: Vec<UsageEvent>,
+    received: Vec<Received>,
 ) -> Result<(Vec<UsageEvent>, Vec<(UsageEvent, Refusal)>), ServiceError> {
     let now_ms = s.clock.now().timestamp_millis();
+    let mut refused = Vec::new();
+    let mut events = Vec::with_capacity(received.len());
+    for r in received {
+        match r {
+            Ok(e) => events.push(e),
+            Err(u) => refused.push((*u.event, Refusal::UnknownValues(u.unknown))),
+        }
+    }
     let key_ids: Vec<String> = events
         .iter()
         .filter(|e| !e.key_id.is_empty())
@@ -124,7 +153,6 @@ async fn screen(
         owners.extend(rows);
     }
     let mut good = Vec::with_capacity(events.len());
-    let mut refused = Vec::new();
     for e in events {
         let verdict = validate::check(&e, now_ms)
             .and_then(|()| validate::check_key(&e, owners.get(&e.key_id).map(String::as_str)));
@@ -229,7 +257,7 @@ async fn insert_unnest(
         ("team_id", "text", text(&|e| e.team_id.clone())),
         ("user_id", "text", text(&|e| e.user_id.clone())),
         ("application", "text", text(&|e| e.application.clone())),
-        ("environment", "text", text(&|e| e.environment.clone())),
+        ("environment", "text", text(&|e| environment(e).to_owned())),
         ("endpoint", "text", text(&|e| e.endpoint.clone())),
         (
             "requested_model",
@@ -245,7 +273,7 @@ async fn insert_unnest(
         (
             "error_class",
             "text",
-            text(&|e| e.error_class.clone().unwrap_or_default()),
+            text(&|e| e.error_class.map_or("", ErrorClass::as_str).to_owned()),
         ),
         ("error_message", "text", text(&|e| e.error_message.clone())),
         ("latency_us", "int8", big(&|e| to_i64(e.latency_us))),
@@ -269,8 +297,16 @@ async fn insert_unnest(
         ("streamed", "bool", flag(&|e| e.streamed)),
         ("estimated", "bool", flag(&|e| e.estimated)),
         ("fallback_used", "bool", flag(&|e| e.fallback_used)),
-        ("traffic_class", "text", text(&|e| e.traffic_class.clone())),
-        ("cost_flag", "text", text(&|e| e.cost_flag.clone())),
+        (
+            "traffic_class",
+            "text",
+            text(&|e| traffic_class(e).to_owned()),
+        ),
+        (
+            "cost_flag",
+            "text",
+            text(&|e| e.cost_flag.as_str().to_owned()),
+        ),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
@@ -484,13 +520,13 @@ async fn add_to_budgets(
         let started = chrono::DateTime::from_timestamp_millis(e.started_at_ms).unwrap_or_default();
         for b in &budgets {
             let scoped = match b.scope_kind.as_str() {
-                "key" => &e.key_id,
-                "team" => &e.team_id,
-                "user" => &e.user_id,
-                "environment" => &e.environment,
+                "key" => e.key_id.as_str(),
+                "team" => e.team_id.as_str(),
+                "user" => e.user_id.as_str(),
+                "environment" => environment(e),
                 _ => continue,
             };
-            if *scoped != b.scope_id {
+            if scoped != b.scope_id {
                 continue;
             }
             let period: Period = b.period.parse().unwrap_or(Period::Total);
@@ -533,6 +569,16 @@ pub(super) fn clean(s: &str) -> String {
     }
 }
 
+/// The row's text for the event's environment (`""` when it has none).
+fn environment(e: &UsageEvent) -> &'static str {
+    e.environment.map_or("", Environment::as_str)
+}
+
+/// The row's text for the event's traffic class (`""` in a schema 1 event).
+fn traffic_class(e: &UsageEvent) -> &'static str {
+    e.traffic_class.map_or("", TrafficClass::as_str)
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -553,7 +599,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         team_id: Set(clean(&e.team_id)),
         user_id: Set(clean(&e.user_id)),
         application: Set(clean(&e.application)),
-        environment: Set(clean(&e.environment)),
+        environment: Set(environment(e).to_owned()),
         endpoint: Set(clean(&e.endpoint)),
         requested_model: Set(clean(&e.requested_model)),
         provider_id: Set(clean(&e.provider_id)),
@@ -561,7 +607,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         deployment_id: Set(clean(&e.deployment_id)),
         attempts: Set(clean(&attempts)),
         status: Set(i32::from(e.status)),
-        error_class: Set(e.error_class.as_deref().map(clean)),
+        error_class: Set(e.error_class.map(|c| c.as_str().to_owned())),
         error_message: Set(clean(&e.error_message)),
         latency_us: Set(to_i64(e.latency_us)),
         ttfb_us: Set(to_i64(e.ttfb_us)),
@@ -576,8 +622,8 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         streamed: Set(e.streamed),
         estimated: Set(e.estimated),
         fallback_used: Set(e.fallback_used),
-        traffic_class: Set(clean(&e.traffic_class)),
-        cost_flag: Set(clean(&e.cost_flag)),
+        traffic_class: Set(traffic_class(e).to_owned()),
+        cost_flag: Set(e.cost_flag.as_str().to_owned()),
         ingested_at: Set(now),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use modelgate_shared::usage::UsageEvent;
+use modelgate_shared::usage::{Field, UnknownValue, UsageEvent};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, QuerySelect,
@@ -48,6 +48,41 @@ impl From<usage_quarantine::Model> for QuarantinedEvent {
     }
 }
 
+/// The event as the node sent it, as JSON: an event refused for values this build does not know
+/// was decoded with those fields empty, so they are put back as they arrived. (serde_json
+/// escapes NUL, so the text is storable as it is.)
+fn as_received(e: &UsageEvent, why: &Refusal) -> String {
+    let Ok(mut json) = serde_json::to_value(e) else {
+        return "null".into();
+    };
+    if let Refusal::UnknownValues(unknown) = why {
+        for u in unknown {
+            put_back(&mut json, u);
+        }
+    }
+    json.to_string()
+}
+
+fn put_back(json: &mut serde_json::Value, u: &UnknownValue) {
+    let value = serde_json::Value::from(u.value.as_str());
+    match u.field {
+        Field::AttemptErrorClass(i) => {
+            if let Some(attempt) = json
+                .get_mut("attempts")
+                .and_then(|a| a.get_mut(i))
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                attempt.insert("error_class".into(), value);
+            }
+        }
+        field => {
+            if let Some(event) = json.as_object_mut() {
+                event.insert(field.to_string(), value);
+            }
+        }
+    }
+}
+
 /// Stores the refused events; returns how many were not already quarantined.
 pub(super) async fn store(
     txn: &DatabaseTransaction,
@@ -62,8 +97,7 @@ pub(super) async fn store(
             event_id: Set(super::ingest::clean(&e.id)),
             node_id: Set(super::ingest::clean(node_id)),
             reason: Set(super::ingest::clean(&why.to_string())),
-            // serde_json escapes NUL, so the text is storable as it is.
-            event: Set(serde_json::to_string(e).unwrap_or_else(|_| "null".into())),
+            event: Set(as_received(e, why)),
             quarantined_at: Set(now),
         })
         .collect();
@@ -102,4 +136,64 @@ pub async fn list(
     }
     let rows = q.limit(limit + 1).all(&s.db).await?;
     Ok(page(rows, limit, |r| r.id.clone(), QuarantinedEvent::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use modelgate_proto::usage::v1 as wire;
+    use modelgate_shared::usage::{Attempt, ErrorClass, UsageEvent};
+
+    use super::*;
+
+    #[test]
+    fn an_event_with_unknown_values_is_quarantined_with_them_as_they_arrived() {
+        let sent = wire::UsageEvent::from(&UsageEvent {
+            id: "e1".into(),
+            status: 502,
+            attempts: vec![Attempt {
+                status: 503,
+                error_class: Some(ErrorClass::ProviderError),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let sent = wire::UsageEvent {
+            traffic_class: "bulk".into(),
+            attempts: vec![wire::Attempt {
+                error_class: "teapot".into(),
+                ..sent.attempts[0].clone()
+            }],
+            ..sent
+        };
+        let Err(undecodable) = UsageEvent::try_from(sent) else {
+            panic!("decoded an unknown traffic class");
+        };
+        let why = Refusal::UnknownValues(undecodable.unknown);
+        assert_eq!(
+            why.to_string(),
+            "attempts[0].error_class `teapot` is not a value this build knows; \
+             traffic_class `bulk` is not a value this build knows"
+        );
+        let stored: serde_json::Value =
+            serde_json::from_str(&as_received(&undecodable.event, &why)).unwrap();
+        assert_eq!(stored["id"], "e1");
+        assert_eq!(stored["traffic_class"], "bulk");
+        assert_eq!(stored["attempts"][0]["error_class"], "teapot");
+        assert_eq!(stored["attempts"][0]["status"], 503);
+    }
+
+    #[test]
+    fn an_event_refused_for_a_figure_is_kept_as_it_was_decoded() {
+        let e = UsageEvent {
+            id: "e2".into(),
+            cost_micros: -1,
+            error_class: Some(ErrorClass::Timeout),
+            ..Default::default()
+        };
+        let stored: serde_json::Value =
+            serde_json::from_str(&as_received(&e, &Refusal::NegativeCost(-1))).unwrap();
+        assert_eq!(stored["cost_micros"], -1);
+        assert_eq!(stored["error_class"], "timeout");
+        assert_eq!(stored["cost_flag"], "");
+    }
 }

@@ -6,7 +6,7 @@
 //! [`check`] is the part that needs nothing but the event and the control plane's clock; the key
 //! check ([`check_key`]) takes the key's team as read from the database.
 
-use modelgate_shared::usage::{UsageEvent, USAGE_SCHEMA_VERSION};
+use modelgate_shared::usage::{UnknownValue, UsageEvent, USAGE_SCHEMA_VERSION};
 use thiserror::Error;
 
 /// Tokens of one kind in one request. The largest context windows are around 10^7 tokens; 10^9
@@ -72,12 +72,21 @@ pub enum Refusal {
     KeylessWithUsage,
     #[error("key {0} does not exist")]
     UnknownKey(String),
+    /// Values this build does not know in typed fields (a newer writer that did not raise its
+    /// schema version, or a forged one): never stored under a guessed value.
+    #[error("{}", unknown_values(.0))]
+    UnknownValues(Vec<UnknownValue>),
     #[error("key {key} belongs to team {owner}, not team {named}")]
     KeyOfAnotherTeam {
         key: String,
         owner: String,
         named: String,
     },
+}
+
+fn unknown_values(unknown: &[UnknownValue]) -> String {
+    let parts: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 /// The checks that need only the event and the control plane's clock (`now_ms`).
@@ -132,7 +141,7 @@ pub fn check(e: &UsageEvent, now_ms: i64) -> Result<(), Refusal> {
     }
     if e.key_id.is_empty() {
         // A request refused before its key was known: billable to no one.
-        if !(e.team_id.is_empty() && e.user_id.is_empty() && e.environment.is_empty()) {
+        if !(e.team_id.is_empty() && e.user_id.is_empty() && e.environment.is_none()) {
             return Err(Refusal::KeylessWithOwner);
         }
         let usage = e.input_tokens

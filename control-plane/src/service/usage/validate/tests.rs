@@ -1,4 +1,4 @@
-use modelgate_shared::usage::{UsageEvent, USAGE_SCHEMA_VERSION};
+use modelgate_shared::usage::{Environment, ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use super::*;
 
@@ -14,7 +14,7 @@ fn genuine() -> UsageEvent {
         ended_at_ms: NOW - 1_000,
         key_id: "key-1".into(),
         team_id: "team-1".into(),
-        environment: "prod".into(),
+        environment: Some(Environment::Prod),
         status: 200,
         input_tokens: 1_000,
         output_tokens: 200,
@@ -28,9 +28,9 @@ fn keyless_refusal() -> UsageEvent {
     UsageEvent {
         key_id: String::new(),
         team_id: String::new(),
-        environment: String::new(),
+        environment: None,
         status: 401,
-        error_class: Some("auth".into()),
+        error_class: Some(ErrorClass::Auth),
         input_tokens: 0,
         output_tokens: 0,
         cost_micros: 0,
@@ -227,7 +227,7 @@ fn each_impossible_figure_is_refused_with_its_reason() {
         ),
         (
             UsageEvent {
-                environment: "prod".into(),
+                environment: Some(Environment::Prod),
                 ..keyless_refusal()
             },
             Refusal::KeylessWithOwner,
