@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod error;
 pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,7 +6,7 @@ use modelgate_shared::keys::hash_key;
 use modelgate_shared::snapshot::ApiKey;
 
 use crate::config::Runtime;
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// The presented key: `Authorization: Bearer …` (OpenAI style), else `x-api-key` (Anthropic
 /// style). Accepted on every route.

@@ -11,8 +11,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use modelgate_shared::usage::ErrorClass;
 
-use super::error::ProxyError;
 use super::{with_request_id, App, REQUEST_ID_HEADER};
+use crate::error::ProxyError;
 use crate::security::log::Record;
 use crate::security::{Reason, Source};
 use crate::surfaces::Surface;

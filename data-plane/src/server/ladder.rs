@@ -24,12 +24,11 @@ use modelgate_shared::usage::{Attempt, ErrorClass};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::error::ProxyError;
 use super::{
-    charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER,
-    TRANSLATED_HEADER,
+    charge, pump, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER, TRANSLATED_HEADER,
 };
 use crate::config::Runtime;
+use crate::error::ProxyError;
 use crate::estimate::{self, Encoding, Produced};
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::health::InFlight;
@@ -404,7 +403,7 @@ fn body_for(
             let model_differs = model != p.alias;
             let inject = inject_usage && format == Surface::OpenAiChat;
             return if model_differs || inject {
-                rewrite(&p.raw, model_differs.then_some(model), inject)
+                surfaces::rewrite::rewrite(&p.raw, model_differs.then_some(model), inject)
             } else {
                 Ok(p.raw.clone())
             };

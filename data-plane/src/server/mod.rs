@@ -7,7 +7,6 @@
 //! `crate::security` instead (see `anonymous`).
 
 mod anonymous;
-pub mod error;
 mod ladder;
 pub mod videos;
 
@@ -29,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
+use crate::error::ProxyError;
 use crate::estimate::{self, Produced};
 use crate::providers::{self, sse};
 use crate::routing::budget::RetryBudget;
@@ -39,7 +39,6 @@ use crate::translate::stream::StreamTranslator;
 use crate::translate::Usage;
 use crate::usage::spool::Spool;
 use crate::usage::{Origin, Recorder};
-use error::ProxyError;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -355,34 +354,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
             "could not read the body: {e}"
         ))),
     }
-}
-
-/// Rewrites the body only when it must change: another model name upstream, or asking the
-/// provider for streamed usage the client did not ask for.
-pub(crate) fn rewrite(
-    body: &[u8],
-    model: Option<&str>,
-    inject_usage: bool,
-) -> Result<Bytes, ProxyError> {
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| ProxyError::invalid_json(&e.to_string()))?;
-    if let Some(m) = model {
-        map.insert("model".into(), m.into());
-    }
-    if inject_usage {
-        let opts = map
-            .entry("stream_options")
-            .or_insert_with(|| serde_json::json!({}));
-        if !opts.is_object() {
-            *opts = serde_json::json!({});
-        }
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".into(), true.into());
-        }
-    }
-    serde_json::to_vec(&map)
-        .map(Bytes::from)
-        .map_err(|e| ProxyError::invalid_json(&e.to_string()))
 }
 
 async fn prepare<'r>(

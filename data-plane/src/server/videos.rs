@@ -38,9 +38,9 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::error::ProxyError;
 use super::{charge, identify, prepare, reject, unix_now, with_request_id, App};
 use crate::auth;
+use crate::error::ProxyError;
 use crate::providers::{self, mock_openai, Call, Endpoint, UpstreamResponse};
 use crate::routing::plan;
 use crate::surfaces::openai_videos::{self, GatewayJobId};

@@ -16,8 +16,8 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
+use crate::error::ProxyError;
 use crate::providers::sse;
-use crate::server::error::ProxyError;
 use crate::translate::gemini::error_json;
 
 /// What the URL says: `{model}:{method}` and the query.

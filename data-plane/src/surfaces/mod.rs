@@ -24,12 +24,13 @@ pub mod openai_embeddings;
 pub mod openai_images;
 pub mod openai_responses;
 pub mod openai_videos;
+pub mod rewrite;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use modelgate_shared::snapshot::ProviderKind;
 
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// A wire format, as spoken by a client or by a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

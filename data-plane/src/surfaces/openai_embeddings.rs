@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 use crate::translate::Usage;
 
 #[derive(Deserialize)]

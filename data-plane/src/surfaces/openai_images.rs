@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 use crate::translate::Usage;
 
 #[derive(Deserialize)]

@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 use super::request::{bad, text_of_parts};
 use super::response::{error_message, openai_usage, openai_usage_json};
 use super::{obj, Unsupported, Usage};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 type Obj = Map<String, Value>;
 
