@@ -23,7 +23,9 @@ pub mod quota;
 pub mod routing;
 pub mod security;
 pub mod server;
+pub mod sse;
 pub mod surfaces;
+pub mod time;
 pub mod translate;
 pub mod usage;
 

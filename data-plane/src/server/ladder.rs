@@ -34,13 +34,10 @@ use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::health::InFlight;
 use crate::routing::plan::{self, Candidate};
 use crate::surfaces::{self, Surface};
+use crate::time::{now_ms, now_us};
 use crate::translate::{self, stream::StreamTranslator};
-use crate::usage::{now_ms, Recorder};
+use crate::usage::Recorder;
 use modelgate_shared::snapshot::ProviderKind;
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
 
 /// How one attempt ended, for the ladder's decision.
 enum Outcome {

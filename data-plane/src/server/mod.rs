@@ -30,11 +30,13 @@ use crate::auth;
 use crate::config::{Runtime, SharedRuntime};
 use crate::error::ProxyError;
 use crate::estimate::{self, Produced};
-use crate::providers::{self, sse};
+use crate::providers;
 use crate::routing::budget::RetryBudget;
 use crate::routing::health::HealthView;
 use crate::routing::TrafficClass;
+use crate::sse;
 use crate::surfaces::{self, Surface};
+use crate::time::unix_now;
 use crate::translate::stream::StreamTranslator;
 use crate::translate::Usage;
 use crate::usage::spool::Spool;
@@ -161,10 +163,6 @@ fn describe_key(rec: &mut Recorder, key: &modelgate_shared::snapshot::ApiKey) {
     e.environment = key.environment.as_str().to_owned();
 }
 
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// A per-deployment gauge: name, help text, and how to read it from a deployment's health.
 type DeploymentGauge = (&'static str, &'static str, fn(&HealthView) -> f64);
 
@@ -229,7 +227,7 @@ async fn metrics(State(app): State<App>) -> Response {
         app.retry_budget.denied(),
     );
     app.security.render_metrics(&mut out);
-    let health = app.runtime.load().health.snapshot(crate::usage::now_ms());
+    let health = app.runtime.load().health.snapshot(crate::time::now_ms());
     let per_deployment: [DeploymentGauge; 4] = [
         (
             "modelgate_deployment_ejected",
@@ -917,10 +915,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_event_over_the_cap_ends_the_stream_with_an_error_event() {
-        let big = format!(
-            "data: {}",
-            "x".repeat(crate::providers::sse::MAX_EVENT_BYTES)
-        );
+        let big = format!("data: {}", "x".repeat(crate::sse::MAX_EVENT_BYTES));
         let mut chunks: Vec<Chunk> = vec![Ok(Bytes::from_static(HELLO.as_bytes()))];
         chunks.extend(
             Bytes::from(big)

@@ -38,15 +38,17 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::{charge, identify, prepare, reject, unix_now, with_request_id, App};
+use super::{charge, identify, prepare, reject, with_request_id, App};
 use crate::auth;
 use crate::error::ProxyError;
-use crate::providers::{self, mock_openai, Call, Endpoint, UpstreamResponse};
+use crate::providers::mock::openai as mock_openai;
+use crate::providers::{self, Call, Endpoint, UpstreamResponse};
 use crate::routing::plan;
 use crate::surfaces::openai_videos::{self, GatewayJobId};
 use crate::surfaces::Surface;
+use crate::time::{now_ms, unix_now};
 use crate::translate::Usage;
-use crate::usage::{now_ms, Recorder};
+use crate::usage::Recorder;
 
 const SURFACE: Surface = Surface::OpenAiVideos;
 /// Connect timeout for polls and downloads (they have no routing group of their own).

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
 use crate::error::ProxyError;
-use crate::translate::Usage;
+use modelgate_shared::pricing::Tokens as Usage;
 
 #[derive(Deserialize)]
 struct Peek<'a> {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{check_model, parse_error, Peeked};
 use crate::error::ProxyError;
-use crate::translate::Usage;
+use modelgate_shared::pricing::Tokens as Usage;
 
 #[derive(Deserialize)]
 struct Peek<'a> {

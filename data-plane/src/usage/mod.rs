@@ -11,6 +11,7 @@ use std::time::Instant;
 use modelgate_shared::usage::{ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use self::spool::{Admission, Spool, SpoolError};
+use crate::time::now_ms;
 
 /// Where events come from: this node.
 #[derive(Debug, Clone, Default)]
@@ -30,10 +31,6 @@ pub struct Recorder {
     /// Rate-limit shares taken by this request: tokens settled to the event's count when it is
     /// written, slots given back then.
     limits: Option<crate::limits::Admission>,
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Recorder {
