@@ -18,6 +18,7 @@ pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod pipeline;
 pub mod providers;
 pub mod quota;
 pub mod routing;
@@ -149,7 +150,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     };
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let app = server::App {
+    let app = pipeline::App {
         runtime: runtime.clone(),
         spool: spool.clone(),
         origin: Arc::new(usage::Origin {

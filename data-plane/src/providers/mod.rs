@@ -1,8 +1,9 @@
 //! Provider adapters: how to call each kind of provider (URI, auth and version headers). Each
 //! adapter sends a body already in the provider's format (the client's own, rewritten, or
-//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the ladder passes it
+//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the pipeline passes it
 //! to the client byte for byte when the client speaks the same format, and translates it back
-//! otherwise.
+//! otherwise. The built-in mock lives apart, in [`mock`], and is dispatched to by [`send`] like
+//! any other kind.
 
 pub mod anthropic;
 pub mod azure;

@@ -40,7 +40,7 @@ pub enum Surface {
     OpenAiResponses,
     OpenAiEmbeddings,
     OpenAiImages,
-    /// `POST /v1/videos` (job creation; polls and downloads are handled in `server::videos`).
+    /// `POST /v1/videos` (job creation; polls and downloads are handled in `pipeline::videos`).
     OpenAiVideos,
     /// Google Gemini `generateContent`.
     Gemini,

@@ -3,6 +3,7 @@
 //! a request arrives and either finished explicitly or, if the request future is dropped (the
 //! client went away), records a `client_cancel` event from its `Drop`.
 
+pub mod metered;
 pub mod shipper;
 pub mod spool;
 

@@ -24,12 +24,9 @@
 //! Supported providers: openai, openai-compatible and the built-in mock. Azure OpenAI and
 //! Anthropic deployments are passed over for video jobs.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -38,50 +35,25 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::{charge, identify, prepare, reject, with_request_id, App};
+use super::account::{self, charge, identify};
+use super::admit::prepare;
+use super::answer::{reject, with_request_id};
+use super::context::App;
+use super::plan;
 use crate::auth;
 use crate::error::ProxyError;
 use crate::providers::mock::openai as mock_openai;
 use crate::providers::{self, Call, Endpoint, UpstreamResponse};
-use crate::routing::plan;
 use crate::surfaces::openai_videos::{self, GatewayJobId};
 use crate::surfaces::Surface;
 use crate::time::{now_ms, unix_now};
 use crate::translate::Usage;
-use crate::usage::Recorder;
 
 const SURFACE: Surface = Surface::OpenAiVideos;
 /// Connect timeout for polls and downloads (they have no routing group of their own).
 const CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// Limit on a poll, and on a download's first byte.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on the node's memory of metered jobs; past it the set starts over (the event id
-/// still prevents a double charge at ingest).
-const MAX_REMEMBERED: usize = 100_000;
-
-/// Gateway job ids already metered by this node.
-#[derive(Debug, Default)]
-pub struct MeteredJobs(Mutex<HashSet<String>>);
-
-impl MeteredJobs {
-    /// True the first time `id` is offered.
-    fn first(&self, id: &str) -> bool {
-        match self.0.lock() {
-            Ok(mut set) => {
-                if set.contains(id) {
-                    return false;
-                }
-                if set.len() >= MAX_REMEMBERED {
-                    set.clear();
-                }
-                set.insert(id.to_owned())
-            }
-            // A poisoned set: rely on the event id alone.
-            Err(_) => true,
-        }
-    }
-}
-
 /// The usage event id of a job's charge: a UUID derived from the gateway job id.
 pub fn charge_event_id(job_id: &str) -> String {
     let hash = |seed: u64| {
@@ -155,19 +127,10 @@ fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Byt
     r
 }
 
-pub(super) async fn create(
-    State(app): State<App>,
-    uri: http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// `POST /v1/videos`: creates a job on the first deployment of the plan that takes it.
+pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = Recorder::start(
-        app.spool.clone(),
-        &app.origin,
-        SURFACE.endpoint(),
-        &request_id,
-    );
+    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id);
     let runtime = app.runtime.load_full();
     let p = match prepare(&app, &runtime, SURFACE, &headers, &uri, body, &mut rec).await {
         Ok(p) => p,
@@ -285,9 +248,7 @@ pub(super) async fn create(
         if !http_status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
             rec.fail(status, ErrorClass::ProviderError, &text);
-            if let Err(err) = rec.finish().await {
-                tracing::error!(error = %err, "usage event not written");
-            }
+            account::write(rec).await;
             return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
         }
         let team_id = rec.event().team_id.clone();
@@ -316,9 +277,7 @@ pub(super) async fn create(
         if let Some(price) = c.price {
             rec.event().price_version = price.version;
         }
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        account::write(rec).await;
         return with_request_id(axum::Json(job).into_response(), &request_id);
     }
     let e = if plan.candidates.is_empty() || rec.event().attempts.is_empty() {
@@ -330,23 +289,6 @@ pub(super) async fn create(
         )
     };
     reject(SURFACE, rec, e).await
-}
-
-pub(super) async fn retrieve(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    job_request(app, id, headers, None).await
-}
-
-pub(super) async fn content(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    job_request(app, id, headers, Some(query.unwrap_or_default())).await
 }
 
 /// The only query parameter a download forwards upstream: OpenAI's `variant` (`video`,
@@ -364,8 +306,9 @@ fn content_variant(query: &str) -> Option<&str> {
         })
 }
 
-/// A poll (`content: None`) or a download (`content: Some(query)`).
-async fn job_request(
+/// A poll (`content: None`, `GET /v1/videos/{id}`) or a download (`content: Some(query)`,
+/// `GET /v1/videos/{id}/content`).
+pub async fn job_request(
     app: App,
     id: String,
     headers: HeaderMap,
@@ -377,7 +320,7 @@ async fn job_request(
     } else {
         "videos.retrieve"
     };
-    let mut rec = Recorder::start(app.spool.clone(), &app.origin, endpoint, &request_id);
+    let mut rec = account::open(&app, endpoint, &request_id);
     let runtime = app.runtime.load_full();
     if rec.refused() {
         return reject(SURFACE, rec, ProxyError::metering_unavailable()).await;
@@ -486,16 +429,12 @@ async fn job_request(
         };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
         rec.fail(status, ErrorClass::ProviderError, &text);
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        account::write(rec).await;
         return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
     }
     if content.is_some() {
         // The video itself: streamed through as it arrives.
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        account::write(rec).await;
         let body = match body {
             providers::Body::Full(b) => Body::from(b),
             providers::Body::Stream(s) => Body::from_stream(s),
@@ -539,15 +478,14 @@ async fn job_request(
             e.price_version = price.version;
         }
     }
-    if let Err(err) = rec.finish().await {
-        tracing::error!(error = %err, "usage event not written");
-    }
+    account::write(rec).await;
     with_request_id(axum::Json(v).into_response(), &request_id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::metered::MeteredJobs;
 
     #[test]
     fn a_job_is_metered_once_per_node_and_its_charge_event_id_is_stable() {
