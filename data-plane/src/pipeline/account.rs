@@ -2,7 +2,7 @@
 //! The [`Recorder`] owns the event through the request's life (every stage tells it what it
 //! learned); this stage opens it, names who is calling, and writes it.
 
-use modelgate_shared::pricing::{cost_micros, Price};
+use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::ApiKey;
 
 use super::context::App;
@@ -24,42 +24,21 @@ pub fn identify<'r>(
 ) -> Result<&'r ApiKey, ProxyError> {
     match auth {
         Ok(key) => {
-            describe_key(rec, key);
+            rec.describe_key(key);
             Ok(key)
         }
         Err(refused) => {
             if let Some(key) = refused.key {
-                describe_key(rec, key);
+                rec.describe_key(key);
             }
             Err(refused.error)
         }
     }
 }
 
-/// Copies who is calling into the usage event.
-fn describe_key(rec: &mut Recorder, key: &ApiKey) {
-    let e = rec.event();
-    e.key_id.clone_from(&key.id);
-    e.team_id.clone_from(&key.team_id);
-    e.user_id.clone_from(&key.owner_user_id);
-    e.application.clone_from(&key.application);
-    e.environment = key.environment.as_str().to_owned();
-}
-
-/// Meters a request: tokens by type, and their cost at the deployment's catalog price (cached
-/// input and reasoning at their own rates where the catalog has them).
+/// Meters a request (the pump's name for [`Recorder::charge`]).
 pub fn charge(rec: &mut Recorder, usage: Usage, estimated: bool, price: Option<Price>) {
-    let e = rec.event();
-    e.input_tokens = usage.input;
-    e.output_tokens = usage.output;
-    e.cached_input_tokens = usage.cached_input;
-    e.reasoning_tokens = usage.reasoning;
-    e.images = usage.images;
-    e.media_ms = usage.media_ms;
-    e.estimated = estimated;
-    if let Some(p) = price {
-        e.cost_micros = cost_micros(usage, &p);
-    }
+    rec.charge(usage, estimated, price);
 }
 
 /// Writes the usage event and waits for the write; a failed write is logged (the answer goes

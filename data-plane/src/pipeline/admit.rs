@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::routing::TrafficClass;
 use crate::surfaces::Surface;
 use crate::time::unix_now;
-use crate::usage::Recorder;
+use crate::usage::{Recorder, COST_FLAG_PRICE_MISSING, COST_FLAG_UNBOUNDED};
 
 /// A request that passed every gateway check, ready for the plan and the failure ladder.
 pub struct Prepared<'r> {
@@ -42,10 +42,6 @@ pub struct Prepared<'r> {
     /// What is left of the key's tightest hard budget, as this node knows it.
     pub budget_remaining: Option<i64>,
 }
-
-/// Usage row flags (`UsageEvent::cost_flag`).
-pub const COST_FLAG_PRICE_MISSING: &str = "price_missing";
-pub const COST_FLAG_UNBOUNDED: &str = "cost_unbounded";
 
 /// Authenticates, parses and admits one request.
 pub async fn prepare<'r>(
@@ -80,7 +76,7 @@ pub async fn prepare<'r>(
     let raw = parse::read_body(body, app.max_body_bytes).await?;
     let peek = parse::peek(surface, &raw, gemini_call.as_ref())?;
     let alias = peek.model.as_str();
-    rec.event().requested_model = alias.to_owned();
+    rec.requested_model(alias);
     // The key's policy for this model.
     if !key.may_use(alias) {
         return Err(ProxyError::model_not_allowed(alias));
@@ -114,9 +110,7 @@ pub async fn prepare<'r>(
     let budget_remaining =
         admit_cost(app, runtime, rec, key, group, &raw, peek.max_output_tokens).await?;
     let stream = peek.stream;
-    let e = rec.event();
-    e.streamed = stream;
-    e.traffic_class = class.as_str().to_owned();
+    rec.admitted(class, stream);
     let (anthropic_version, anthropic_beta) = parse::anthropic_headers(surface, headers);
     Ok(Prepared {
         surface,
@@ -152,7 +146,7 @@ async fn admit_cost(
     // The event's time is the time the budget check used, so the spend lands in the period
     // the reservation was taken from (both read the injected clock).
     let now = app.clock.now();
-    rec.event().started_at_ms = now.timestamp_millis();
+    rec.started_at(now.timestamp_millis());
     let Some(index) = runtime.routes.get(&group.alias) else {
         return Ok(None);
     };
@@ -161,7 +155,7 @@ async fn admit_cost(
         if !allow {
             return Err(ProxyError::price_missing(&group.alias));
         }
-        rec.event().cost_flag = COST_FLAG_PRICE_MISSING.to_owned();
+        rec.flag_cost(COST_FLAG_PRICE_MISSING);
         return Ok(None);
     }
     if !crate::quota::any_hard(&runtime.budgets, key) {
@@ -173,7 +167,7 @@ async fn admit_cost(
                 "no max_tokens, and the catalog has no output limit for the model",
             ));
         }
-        rec.event().cost_flag = COST_FLAG_UNBOUNDED.to_owned();
+        rec.flag_cost(COST_FLAG_UNBOUNDED);
         return Ok(None);
     };
     let reservation = app

@@ -24,7 +24,7 @@ use crate::providers::{self, UpstreamResponse};
 use crate::security::refusal::Refusal;
 use crate::surfaces::{self, Surface};
 use crate::translate::{self, stream::StreamTranslator};
-use crate::usage::Recorder;
+use crate::usage::{Recorder, ServedBy};
 
 pub static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,8 +47,8 @@ pub fn with_request_id(mut resp: Response, request_id: &str) -> Response {
 /// event if its key is known. A request refused before that is billable to no one: its
 /// event is dropped unwritten, and the HTTP edge (`server::anonymous`) counts and logs it.
 pub async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
-    let request_id = rec.event().request_id.clone();
-    let identified = !rec.event().key_id.is_empty();
+    let request_id = rec.request_id().to_owned();
+    let identified = rec.identified();
     if identified {
         rec.fail(e.status.as_u16(), e.class, &e.message);
         account::write(rec).await;
@@ -99,16 +99,13 @@ pub async fn served(
         in_flight,
     } = served;
     rec.mark_first_byte();
-    {
-        let e = rec.event();
-        e.provider_id.clone_from(&c.provider.id);
-        e.served_model.clone_from(&c.deployment.model);
-        c.deployment_id.clone_into(&mut e.deployment_id);
-        e.fallback_used = c.backup || attempts > 1;
-        if let Some(price) = c.price {
-            e.price_version = price.version;
-        }
-    }
+    rec.served_by(ServedBy {
+        provider_id: &c.provider.id,
+        model: &c.deployment.model,
+        deployment_id: c.deployment_id,
+        fallback: c.backup || attempts > 1,
+        price: c.price.as_ref(),
+    });
     let format = p.surface.upstream_for(c.provider.kind);
     let basis = estimate::Basis {
         request: p.raw.clone(),
@@ -125,7 +122,7 @@ pub async fn served(
     } = upstream;
     let mut resp = match body {
         providers::Body::Full(bytes) => {
-            rec.event().status = status.as_u16();
+            rec.answered(status.as_u16());
             let usage = match format {
                 Surface::OpenAiChat => translate::response::openai_usage(&bytes),
                 Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
@@ -146,7 +143,7 @@ pub async fn served(
             };
             if status.is_success() {
                 match (usage, unmetered) {
-                    (Some(u), _) => account::charge(&mut rec, u, false, c.price),
+                    (Some(u), _) => rec.charge(u, false, c.price),
                     (None, answer) => {
                         let produced = match (p.surface, answer) {
                             // Embeddings and images have no output tokens to estimate.
@@ -156,7 +153,7 @@ pub async fn served(
                             (_, Some(body)) => Produced::Answer(body),
                         };
                         let u = estimate::estimate_usage(basis, produced).await;
-                        account::charge(&mut rec, u, true, c.price);
+                        rec.charge(u, true, c.price);
                     }
                 }
             } else {
@@ -170,7 +167,7 @@ pub async fn served(
             r
         }
         providers::Body::Stream(upstream) => {
-            rec.event().status = status.as_u16();
+            rec.answered(status.as_u16());
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
             if p.json_array {

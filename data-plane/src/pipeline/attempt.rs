@@ -159,7 +159,7 @@ pub async fn ladder<'p, 'r>(
             let outcome = attempt(runtime, c, p, body, request_id, remaining).await;
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
-                rec.event().attempts.push(Attempt {
+                rec.attempt(Attempt {
                     deployment_id: c.deployment_id.to_owned(),
                     provider_id: c.provider.id.clone(),
                     model: c.deployment.model.clone(),

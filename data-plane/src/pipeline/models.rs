@@ -32,7 +32,7 @@ pub async fn list(app: App, headers: HeaderMap) -> Response {
         )
         .await;
     }
-    rec.event().status = 200;
+    rec.answered(200);
     let mut aliases: Vec<&str> = runtime
         .groups
         .keys()

@@ -35,7 +35,7 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::account::{self, charge, identify};
+use super::account::{self, identify};
 use super::admit::prepare;
 use super::answer::{reject, with_request_id};
 use super::context::App;
@@ -48,6 +48,7 @@ use crate::surfaces::openai_videos::{self, GatewayJobId};
 use crate::surfaces::Surface;
 use crate::time::{now_ms, unix_now};
 use crate::translate::Usage;
+use crate::usage::ServedBy;
 
 const SURFACE: Surface = Surface::OpenAiVideos;
 /// Connect timeout for polls and downloads (they have no routing group of their own).
@@ -205,7 +206,7 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let status = result.as_ref().map_or(0, |r| r.status.as_u16());
         let failed = !(200..300).contains(&status);
-        rec.event().attempts.push(Attempt {
+        rec.attempt(Attempt {
             deployment_id: c.deployment_id.to_owned(),
             provider_id: c.provider.id.clone(),
             model: model.to_owned(),
@@ -225,14 +226,15 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
             }
         };
         rec.mark_first_byte();
-        {
-            let e = rec.event();
-            e.provider_id.clone_from(&c.provider.id);
-            e.served_model = model.to_owned();
-            c.deployment_id.clone_into(&mut e.deployment_id);
-            e.status = status;
-            e.fallback_used = c.backup || e.attempts.len() > 1;
-        }
+        let fallback = c.backup || rec.attempts() > 1;
+        rec.served_by(ServedBy {
+            provider_id: &c.provider.id,
+            model,
+            deployment_id: c.deployment_id,
+            fallback,
+            price: None,
+        });
+        rec.answered(status);
         let UpstreamResponse {
             status: http_status,
             content_type,
@@ -251,7 +253,7 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
             account::write(rec).await;
             return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
         }
-        let team_id = rec.event().team_id.clone();
+        let team_id = rec.team_id().to_owned();
         let job = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|mut v| {
@@ -273,14 +275,11 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
             return reject(SURFACE, rec, e).await;
         };
         // Creating a job costs nothing; the finished job is charged when first seen completed.
-        charge(&mut rec, Usage::default(), false, c.price);
-        if let Some(price) = c.price {
-            rec.event().price_version = price.version;
-        }
+        rec.charge(Usage::default(), false, c.price);
         account::write(rec).await;
         return with_request_id(axum::Json(job).into_response(), &request_id);
     }
-    let e = if plan.candidates.is_empty() || rec.event().attempts.is_empty() {
+    let e = if plan.candidates.is_empty() || rec.attempts() == 0 {
         ProxyError::no_deployment(&p.alias, &tried.join(", "))
     } else {
         ProxyError::upstream(
@@ -352,12 +351,14 @@ pub async fn job_request(
     let Some(provider) = runtime.providers.get(job.provider_id.as_ref()) else {
         return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
     };
-    {
-        let e = rec.event();
-        e.provider_id.clone_from(&provider.id);
-        e.served_model.clone_from(&job.model);
-        e.requested_model.clone_from(&job.alias);
-    }
+    rec.served_by(ServedBy {
+        provider_id: &provider.id,
+        model: &job.model,
+        deployment_id: "",
+        fallback: false,
+        price: None,
+    });
+    rec.requested_model(&job.alias);
     let upstream = job.upstream_id.as_ref();
     let started = std::time::Instant::now();
     let result = match (provider.kind, runtime.endpoints.get(&provider.id)) {
@@ -404,7 +405,7 @@ pub async fn job_request(
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = resp.status.as_u16();
     rec.mark_first_byte();
-    rec.event().attempts.push(Attempt {
+    rec.attempt(Attempt {
         deployment_id: String::new(),
         provider_id: provider.id.clone(),
         model: job.model.clone(),
@@ -413,7 +414,7 @@ pub async fn job_request(
             .then(|| ErrorClass::ProviderError.as_str().to_owned()),
         latency_us,
     });
-    rec.event().status = status;
+    rec.answered(status);
     let UpstreamResponse {
         status: http_status,
         content_type,
@@ -463,8 +464,7 @@ pub async fn job_request(
         let price = runtime.price(provider.kind, &job.model);
         let seconds = openai_videos::job_seconds(&v);
         let media_ms = seconds.map_or(0, |s| (s * 1000.0).round() as u64);
-        charge(
-            &mut rec,
+        rec.charge(
             Usage {
                 media_ms,
                 ..Usage::default()
@@ -472,11 +472,7 @@ pub async fn job_request(
             seconds.is_none(),
             price,
         );
-        let e = rec.event();
-        e.id = charge_event_id(gateway_id);
-        if let Some(price) = price {
-            e.price_version = price.version;
-        }
+        rec.charge_once_as(charge_event_id(gateway_id));
     }
     account::write(rec).await;
     with_request_id(axum::Json(v).into_response(), &request_id)
