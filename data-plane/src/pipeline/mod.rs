@@ -1,13 +1,15 @@
-//! The request pipeline: one request, top-down, one stage per module. Each stage names only
-//! the stages before it in this list (and the modules below the pipeline); this file composes
-//! them and none of them names it.
+//! The request pipeline: one request, top-down, one stage per module. [`serve`] reads as the
+//! stages in this table's order. A stage module names only the stages below it — in dependency
+//! order `context`, `account`, `parse`, `admit`, `plan`, `attempt`, `pump`, `answer`, then the
+//! short pipelines `models` and `videos` — and the modules below the pipeline; none names this
+//! file, which only composes them (`tests/import_layers.rs` holds them to it).
 //!
 //! | stage     | module      | what it does                                                  |
 //! |-----------|-------------|---------------------------------------------------------------|
 //! | accept    | [`account`] | open the request's one usage event; load one `Arc<Runtime>`    |
 //! | authenticate | [`admit`] | the key, found by its secret (the Gemini URL may carry it); its state and endpoint families |
 //! | parse     | [`parse`]   | the body under the size limit, peeked through its surface      |
-//! | admit     | [`admit`]   | the key's policy for the model, rate limits, price policy and budget reservation |
+//! | admit     | [`admit`]   | the admission decision (`modelgate_shared::admission`): the key's policy for the model, the price-and-bound policy; then the rate-limit shares and the budget reservation |
 //! | plan      | [`plan`]    | the ordered deployments the request may try                    |
 //! | attempt   | [`attempt`] | the failure ladder: each attempt timed, classified, recorded   |
 //! | answer or pump | [`answer`], [`pump`] | the answer in the client's format, whole or event by event |

@@ -5,12 +5,12 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::account;
+use super::admit;
 use super::answer::{reject, with_request_id};
 use super::context::App;
 use crate::auth;
 use crate::error::ProxyError;
 use crate::surfaces::Surface;
-use crate::time::unix_now;
 
 pub async fn list(app: App, headers: HeaderMap) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
@@ -19,19 +19,11 @@ pub async fn list(app: App, headers: HeaderMap) -> Response {
         return reject(Surface::OpenAiChat, rec, ProxyError::metering_unavailable()).await;
     }
     let runtime = app.runtime.load_full();
-    let key = match account::identify(&mut rec, auth::authenticate(&runtime, &headers, unix_now()))
-    {
-        Ok(k) => k,
+    let presented = auth::presented_key(&headers);
+    let key = match admit::authenticate(&mut rec, &runtime, presented, "models") {
+        Ok(k) => k.key(),
         Err(e) => return reject(Surface::OpenAiChat, rec, e).await,
     };
-    if !key.may_call("models") {
-        return reject(
-            Surface::OpenAiChat,
-            rec,
-            ProxyError::endpoint_not_allowed("models"),
-        )
-        .await;
-    }
     rec.answered(200);
     let mut aliases: Vec<&str> = runtime
         .groups

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use modelgate_shared::admission::RequestedClass;
 
 use crate::error::ProxyError;
 use crate::providers;
@@ -58,21 +59,16 @@ pub fn peek(surface: Surface, raw: &[u8], call: Option<&PathCall>) -> Result<Pee
     }
 }
 
-/// The traffic class the client asked for by header (`None`: the key's default).
-pub fn traffic_class(headers: &HeaderMap) -> Result<Option<TrafficClass>, ProxyError> {
+/// The traffic class the client asked for by header. One that names no class is refused by
+/// the admission decision, in its place in the order.
+pub fn traffic_class(headers: &HeaderMap) -> RequestedClass {
     match headers.get(TRAFFIC_CLASS_HEADER) {
-        None => Ok(None),
+        None => RequestedClass::KeyDefault,
         Some(v) => v
             .to_str()
             .ok()
             .and_then(TrafficClass::parse)
-            .map(Some)
-            .ok_or_else(|| {
-                ProxyError::invalid_param(
-                    TRAFFIC_CLASS_HEADER,
-                    "must be one of interactive, batch, eval, media",
-                )
-            }),
+            .map_or(RequestedClass::Invalid, RequestedClass::Named),
     }
 }
 

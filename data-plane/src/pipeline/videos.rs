@@ -35,8 +35,8 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::account::{self, identify};
-use super::admit::prepare;
+use super::account;
+use super::admit::{authenticate, prepare};
 use super::answer::{reject, with_request_id};
 use super::context::App;
 use super::plan;
@@ -46,7 +46,7 @@ use crate::providers::mock::openai as mock_openai;
 use crate::providers::{self, Call, Endpoint, UpstreamResponse};
 use crate::surfaces::openai_videos::{self, GatewayJobId};
 use crate::surfaces::Surface;
-use crate::time::{now_ms, unix_now};
+use crate::time::now_ms;
 use crate::translate::Usage;
 use crate::usage::ServedBy;
 
@@ -327,18 +327,11 @@ pub async fn job_request(
     if runtime.version == 0 {
         return reject(SURFACE, rec, ProxyError::no_config()).await;
     }
-    let key = match identify(&mut rec, auth::authenticate(&runtime, &headers, unix_now())) {
-        Ok(k) => k,
+    let presented = auth::presented_key(&headers);
+    let key = match authenticate(&mut rec, &runtime, presented, SURFACE.family()) {
+        Ok(k) => k.key(),
         Err(e) => return reject(SURFACE, rec, e).await,
     };
-    if !key.may_call(SURFACE.family()) {
-        return reject(
-            SURFACE,
-            rec,
-            ProxyError::endpoint_not_allowed(SURFACE.family()),
-        )
-        .await;
-    }
     // A forged or edited id, or another team's job, is not found: no upstream call.
     let Some(job) = GatewayJobId::decode(&id, &runtime.video_job_key)
         .filter(|job| job.team_id == key.team_id.as_str())

@@ -16,6 +16,7 @@ pub mod spool;
 
 use std::time::Instant;
 
+use modelgate_shared::admission::Cost;
 use modelgate_shared::pricing::{cost_micros, Price, Tokens};
 use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::ApiKey;
@@ -168,17 +169,19 @@ impl Recorder {
         self.event_mut().started_at_ms = ms;
     }
 
-    /// The request is served without a reservation under the group's `allow_and_flag` policy:
-    /// its row is flagged ([`COST_FLAG_PRICE_MISSING`], [`COST_FLAG_UNBOUNDED`]).
-    pub fn flag_cost(&mut self, flag: &'static str) {
-        flag.clone_into(&mut self.event_mut().cost_flag);
-    }
-
-    /// The request passed admission: the traffic class it runs in, and whether it streams.
-    pub fn admitted(&mut self, class: TrafficClass, streamed: bool) {
+    /// The request passed admission: the traffic class it runs in, whether it streams, and how
+    /// its cost is accounted — a row served unreserved under the group's `allow_and_flag`
+    /// policy is flagged ([`COST_FLAG_PRICE_MISSING`], [`COST_FLAG_UNBOUNDED`]).
+    pub fn admitted(&mut self, class: TrafficClass, streamed: bool, cost: Cost) {
         let e = self.event_mut();
         e.streamed = streamed;
         e.traffic_class = class.as_str().to_owned();
+        let flag = match cost {
+            Cost::PriceMissing => COST_FLAG_PRICE_MISSING,
+            Cost::Unbounded => COST_FLAG_UNBOUNDED,
+            Cost::Unreserved | Cost::Reserve(_) => return,
+        };
+        flag.clone_into(&mut e.cost_flag);
     }
 
     /// One upstream attempt, as the failure ladder (or a video job call) made it.
@@ -353,8 +356,7 @@ mod tests {
         };
         rec.describe_key(&key);
         rec.requested_model("smart");
-        rec.admitted(TrafficClass::Batch, true);
-        rec.flag_cost(COST_FLAG_UNBOUNDED);
+        rec.admitted(TrafficClass::Batch, true, Cost::Unbounded);
         let price = Price {
             input_micros_per_mtok: 1_000_000,
             output_micros_per_mtok: 2_000_000,
