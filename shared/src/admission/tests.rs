@@ -249,6 +249,9 @@ fn an_unbounded_request_is_flagged_under_allow_and_flag_and_free_without_a_budge
     assert_eq!(decide(&k, &r).unwrap().cost, Cost::Unbounded);
 }
 
+/// Clears one refusal's condition from the key or the request.
+type Clear = dyn Fn(&mut ApiKey, &mut Request);
+
 /// Every refusal's conditions at once: the decision names the earliest step's, and the steps
 /// come in [`Stage`] order.
 #[test]
@@ -270,7 +273,7 @@ fn the_first_failing_step_wins_in_stage_order() {
     k.allowed_traffic_classes = vec![TrafficClass::Interactive];
     k.data_class = "restricted".into();
     // Clear each condition in turn: the refusal moves one step on each time.
-    let steps: [&dyn Fn(&mut ApiKey, &mut Request); 9] = [
+    let steps: [&Clear; 9] = [
         &|k, _| k.revoked = false,
         &|k, _| k.disabled = false,
         &|k, _| k.expires_at = None,
