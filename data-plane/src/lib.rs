@@ -2,13 +2,23 @@
 //! current config snapshot, routes to a provider deployment, streams the answer back, and writes
 //! one usage event per request to a local spool that is shipped to the control plane.
 //!
-//! Layout: `channel` (the one mutual-TLS gRPC channel to the control plane), `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
-//! routes, request preparation, the failure ladder, the SSE pump), `surfaces/` (one module per
-//! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
-//! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
-//! format), `estimate/` (tokenizer counts when a provider reports no usage), `usage/`
-//! (recorder, spool, shipper), `security/` (refusals before authentication: throttle, security
-//! log).
+//! Layout, lowest first — a module imports only modules listed before it, never one that uses
+//! it (no circle of imports spans two folders: `tests/import_layers.rs`):
+//!
+//! - `error` (`ProxyError`, the typed refusal), `time` (clock readings), `sse` (event framing),
+//!   `channel` (the one mutual-TLS gRPC channel to the control plane);
+//! - `surfaces/` (one module per client-facing format: request peek, error rendering),
+//!   `estimate/` (tokenizer counts when a provider reports no usage), `translate/` (between
+//!   OpenAI chat, Anthropic Messages and Gemini: requests, answers, streams), `providers/` (one
+//!   module per provider wire format; the built-in mock apart in `providers/mock/`);
+//! - `routing/` (deployment health, retry budget), `config/` (snapshot subscriber, runtime
+//!   index, last-known-good), `auth/` (the key a secret belongs to), `limits` and `quota` (the
+//!   node's rate-limit shares and budget slices), `usage/` (recorder, spool, shipper),
+//!   `security/` (refusals before authentication: throttle, security log);
+//! - `pipeline/`: the request path, one module per stage — accept → authenticate → parse →
+//!   admit (the decision is `modelgate_shared::admission`) → plan → attempt → answer or pump →
+//!   account;
+//! - `server/`: the HTTP edge (routes over the pipeline, the anonymous guard, `/metrics`).
 
 pub mod auth;
 pub mod channel;
