@@ -16,8 +16,9 @@ pub fn open(app: &App, endpoint: &str, request_id: &str) -> Recorder {
     Recorder::start(app.spool.clone(), &app.origin, endpoint, request_id)
 }
 
-/// The request's key, copied into its usage event. A key that is known but refused (revoked,
-/// disabled, expired, rotated away) is described too: its refusal is billable to its team.
+/// The request's key, copied into its usage event — also when the secret is refused but names
+/// a key (rotated away past its grace), and before the admission decision may refuse the key
+/// (revoked, disabled, expired): such a refusal is billable to the key's team.
 pub fn identify<'r>(
     rec: &mut Recorder,
     auth: Result<&'r ApiKey, auth::Refused<'r>>,

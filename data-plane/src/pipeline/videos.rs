@@ -17,9 +17,10 @@
 //!
 //! Metering: every request leaves its own usage event, at no cost, except the poll that first
 //! sees the job `completed`: that one carries `media_ms` (the job's `seconds`) priced at the
-//! deployment model's `per_second_micros`. "Once" holds on a node through [`MeteredJobs`], and
-//! across nodes and restarts through the event's id, derived from the job id: the control
-//! plane stores events by id, so a second charging event for the same job is dropped at ingest.
+//! deployment model's `per_second_micros`. "Once" holds on a node through
+//! [`MeteredJobs`](crate::usage::metered::MeteredJobs), and across nodes and restarts through
+//! the event's id, derived from the job id: the control plane stores events by id, so a second
+//! charging event for the same job is dropped at ingest.
 //!
 //! Supported providers: openai, openai-compatible and the built-in mock. Azure OpenAI and
 //! Anthropic deployments are passed over for video jobs.
