@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use modelgate_data_plane::config::Runtime;
-use modelgate_data_plane::routing::plan::{plan, Request};
+use modelgate_data_plane::pipeline::plan::{plan, Request};
 use modelgate_data_plane::routing::TrafficClass;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{

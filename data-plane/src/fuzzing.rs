@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::providers::sse::{self, SseSplitter};
+use crate::sse::{self, SseSplitter};
 use crate::surfaces::{anthropic_messages, openai_chat, openai_videos, Surface};
 use crate::translate::{request, response, stream::StreamTranslator};
 

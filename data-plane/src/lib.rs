@@ -2,30 +2,45 @@
 //! current config snapshot, routes to a provider deployment, streams the answer back, and writes
 //! one usage event per request to a local spool that is shipped to the control plane.
 //!
-//! Layout: `channel` (the one mutual-TLS gRPC channel to the control plane), `config/` (snapshot subscriber, runtime index, last-known-good), `server/` (HTTP
-//! routes, request preparation, the failure ladder, the SSE pump), `surfaces/` (one module per
-//! client-facing format: request peek, error rendering), `translate/` (OpenAI chat ⇄ Anthropic
-//! Messages: requests, answers, streams), `auth/`, `providers/` (one module per provider wire
-//! format), `estimate/` (tokenizer counts when a provider reports no usage), `usage/`
-//! (recorder, spool, shipper), `security/` (refusals before authentication: throttle, security
-//! log), `metrics/` (the Prometheus registry: request metrics recorded when a usage event is
-//! sealed, node readings at scrape time) and `scrape` (the metrics listener's route).
+//! Layout, lowest first — a module imports only modules listed before it, never one that uses
+//! it (no circle of imports spans two folders: `tests/import_layers.rs`):
+//!
+//! - `error` (`ProxyError`, the typed refusal), `time` (clock readings), `sse` (event framing),
+//!   `channel` (the one mutual-TLS gRPC channel to the control plane), `metrics/` (the
+//!   Prometheus registry: request metrics recorded when a usage event is sealed, node readings
+//!   at scrape time);
+//! - `surfaces/` (one module per client-facing format: request peek, error rendering),
+//!   `estimate/` (tokenizer counts when a provider reports no usage), `translate/` (between
+//!   OpenAI chat, Anthropic Messages and Gemini: requests, answers, streams), `providers/` (one
+//!   module per provider wire format; the built-in mock apart in `providers/mock/`);
+//! - `routing/` (deployment health, retry budget), `config/` (snapshot subscriber, runtime
+//!   index, last-known-good), `auth/` (the key a secret belongs to), `limits` and `quota` (the
+//!   node's rate-limit shares and budget slices), `usage/` (recorder, spool, shipper),
+//!   `security/` (refusals before authentication: throttle, security log);
+//! - `pipeline/`: the request path, one module per stage — accept → authenticate → parse →
+//!   admit (the decision is `modelgate_shared::admission`) → plan → attempt → answer or pump →
+//!   account;
+//! - `server/`: the HTTP edge (routes over the pipeline, the anonymous guard, the metrics
+//!   listener's `/metrics`).
 
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod error;
 pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
+pub mod pipeline;
 pub mod providers;
 pub mod quota;
 pub mod routing;
-mod scrape;
 pub mod security;
 pub mod server;
+pub mod sse;
 pub mod surfaces;
+pub mod time;
 pub mod translate;
 pub mod usage;
 
@@ -149,7 +164,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     };
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let app = server::App {
+    let app = pipeline::App {
         runtime: runtime.clone(),
         spool: spool.clone(),
         origin: Arc::new(usage::Origin {
@@ -183,7 +198,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     .context("the metrics listener")?;
     let metrics_addr = metrics_listener.local_addr()?;
     let metrics_task =
-        tokio::spawn(metrics_listener.serve(scrape::router(app.clone()), shutdown.clone()));
+        tokio::spawn(metrics_listener.serve(server::metrics_router(app.clone()), shutdown.clone()));
     let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
     let background = vec![
         metrics_task,

@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, RateRequest};
-use modelgate_shared::limits::{
-    retry_after_secs, window_start, LimitFallback, LimitScope, Measure, RateLimit,
-};
+use modelgate_shared::limits::{retry_after_secs, window_start, LimitFallback, Measure, RateLimit};
 use modelgate_shared::snapshot::ApiKey;
 use tonic::transport::Channel;
 
@@ -128,17 +126,9 @@ fn lock(m: &Mutex<Local>) -> MutexGuard<'_, Local> {
     }
 }
 
-/// The limit a request ran into, for the 429 that names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limited {
-    pub limit_id: String,
-    pub measure: Measure,
-    pub amount: u64,
-    pub scope: LimitScope,
-    pub scope_id: String,
-    pub model: Option<String>,
-    pub retry_after_secs: u64,
-}
+/// The limit a request ran into (a plain fact, kept in `shared` so the refusal type below this
+/// module can name it).
+pub use modelgate_shared::limits::Limited;
 
 /// What a request took; settled when its usage event is written, and its concurrency slots
 /// given back when it is dropped (whatever way the request ended). Dropped before the

@@ -77,13 +77,7 @@ pub enum Refusal {
     Exceeded { budget_id: String },
 }
 
-/// Whether some hard budget applies to requests made with `key` (only then is a request's
-/// worst case needed).
-pub fn any_hard(budgets: &[Budget], key: &ApiKey) -> bool {
-    budgets
-        .iter()
-        .any(|b| b.enforcement == Enforcement::Hard && applies(b, key))
-}
+pub use modelgate_shared::quota::any_hard;
 
 /// Reserved amounts, settled to the actual cost when the request's usage event is written.
 #[derive(Default)]

@@ -1,5 +1,7 @@
 //! Domain types and logic that both ModelGate planes use.
 //!
+//! - [`admission`]: the admission decision — what a request is allowed, and why not — in the
+//!   one order the data plane's pipeline and the control plane's explain both call.
 //! - [`snapshot`]: the config snapshot the control plane builds and data planes serve from,
 //!   with its explicit conversions to and from the wire types in `modelgate-proto`.
 //! - [`keys`]: gateway key generation and keyed hashing (HMAC-SHA-256).
@@ -42,6 +44,7 @@ macro_rules! names {
     };
 }
 
+pub mod admission;
 pub mod clock;
 pub mod crypto;
 pub mod keys;

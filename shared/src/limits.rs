@@ -63,6 +63,18 @@ impl Measure {
     }
 }
 
+/// The limit a request ran into, for the 429 that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub limit_id: String,
+    pub measure: Measure,
+    pub amount: u64,
+    pub scope: LimitScope,
+    pub scope_id: String,
+    pub model: Option<String>,
+    pub retry_after_secs: u64,
+}
+
 /// A rate limit as the snapshot carries it. A zero measure is not limited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {

@@ -85,6 +85,14 @@ pub fn period_start(now: DateTime<Utc>, period: Period) -> i64 {
         .timestamp()
 }
 
+/// Whether some hard budget applies to requests made with `key` (only then is a request's
+/// worst case needed, and reserved).
+pub fn any_hard(budgets: &[Budget], key: &crate::snapshot::ApiKey) -> bool {
+    budgets
+        .iter()
+        .any(|b| b.enforcement == Enforcement::Hard && b.applies_to(key))
+}
+
 /// The worst case a request can cost, in micro-USD: every prompt byte counted as a token (a
 /// byte-level BPE never makes more tokens than bytes) plus `max_output_tokens` output tokens.
 /// `None` when the output cannot be bounded (no `max_tokens` and no catalog limit).

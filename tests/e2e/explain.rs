@@ -505,9 +505,11 @@ async fn explain_shows_the_keys_budgets_with_what_is_spent_and_refuses_when_one_
     assert_eq!(resp.status(), 200);
     let row = f.gw.usage_row(&request_id(&resp)).await;
     assert_eq!(row["cost_micros"], 14, "{row}");
+    // The request the data plane is sent (bounded: unbounded, it would be refused
+    // `cost_not_estimable` before any budget is looked at).
     let v = explain(
         &f.gw,
-        json!({"key_id": k2.key_id, "request": {"model": "exact"}}),
+        json!({"key_id": k2.key_id, "request": {"model": "exact", "max_tokens": 7}}),
     )
     .await;
     assert_eq!(v["budgets"][0]["spent_micros"], 14, "{v}");

@@ -1,8 +1,10 @@
 //! `POST /explain`: what the data plane would do with a request from a given key, answered from
 //! the latest published snapshot and the fleet's health reports, without calling upstream.
 //!
-//! The checks run in the data plane's order (key state, endpoint family, model, traffic class,
-//! data class) and the first one that fails is the answer. For an allowed request the candidate
+//! The checks are the data plane's own admission decision (`modelgate_shared::admission`: key
+//! state, endpoint family, model, traffic class, data class, price-and-bound policy), then what
+//! the data plane decides from its state — the rate limits and the budget, read here from the
+//! fleet's figures — and the first one that fails is the answer. For an allowed request the candidate
 //! list is the plan's order with its random parts made deterministic: tiers ascending; within a
 //! tier by the group's strategy (weighted and least-in-flight by weight, heaviest first, with
 //! each deployment's share of the tier; lowest-latency by the fleet's mean time to first byte,
@@ -13,12 +15,12 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use modelgate_shared::admission::{self, Cost, Refusal, RequestedClass, Stage};
 use modelgate_shared::pricing::Price;
+use modelgate_shared::quota::any_hard;
 use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
 use modelgate_shared::scope::ScopeOwner;
-use modelgate_shared::snapshot::{
-    data_class_rank, Config, Deployment, LbStrategy, MissingPricePolicy, RoutingGroup,
-};
+use modelgate_shared::snapshot::{Config, Deployment, LbStrategy, RoutingGroup};
 use serde::{Deserialize, Serialize};
 
 use super::authz::{Action, Actor};
@@ -246,36 +248,14 @@ async fn decide(
         .map(|b| b.id.as_str())
         .collect();
     out.budgets = super::budgets::views(s, &applying).await?;
-    let refuse = |mut out: Explanation, status: u16, reason: &str, message: String| {
-        out.status = Some(status);
-        out.reason = Some(reason.to_owned());
-        out.message = Some(message);
-        Ok(out)
-    };
-
+    // The admission decision, in the data plane's order (`modelgate_shared::admission`): the
+    // key's state and endpoint family first, then — once the request names a model, as the data
+    // plane's peek requires — the key's policy for it and the price-and-bound policy.
     let now = Utc::now().timestamp();
-    if key.revoked {
-        return refuse(
-            out,
-            401,
-            "invalid_api_key",
-            "the key has been revoked".into(),
-        );
-    }
-    if key.disabled {
-        return refuse(out, 401, "invalid_api_key", "the key is disabled".into());
-    }
-    if key.expires_at.is_some_and(|t| t <= now) {
-        return refuse(out, 401, "invalid_api_key", "the key has expired".into());
-    }
-    if !key.may_call(&surface) {
-        return refuse(
-            out,
-            403,
-            "endpoint_not_allowed",
-            format!("the key may not call the `{surface}` endpoints"),
-        );
-    }
+    let cleared = match admission::admit_key(key, &surface, now) {
+        Ok(c) => c,
+        Err(r) => return refused(out, &r),
+    };
     let Some(alias) = model.filter(|m| !m.is_empty()) else {
         return refuse(
             out,
@@ -284,78 +264,79 @@ async fn decide(
             "the request names no model".into(),
         );
     };
-    if !key.may_use(&alias) {
-        return refuse(
-            out,
-            403,
-            "model_not_allowed",
-            format!("the key may not use `{alias}`"),
-        );
-    }
-    let Some(group) = config.groups.iter().find(|g| g.alias == alias) else {
-        return refuse(
-            out,
-            404,
-            "model_not_found",
-            format!("no routing group is named `{alias}`"),
-        );
-    };
-    out.group = Some(GroupView {
-        alias: group.alias.clone(),
-        lb: group.policy.lb.as_str().to_owned(),
-        fallbacks: group.fallbacks.clone(),
-        max_retries: group.policy.max_retries,
-        cost_factor_milli: group.policy.cost_factor_milli,
-        connect_timeout_ms: group.policy.connect_timeout_ms,
-        first_byte_timeout_ms: group.policy.first_byte_timeout_ms,
-        total_timeout_ms: group.policy.total_timeout_ms,
-        missing_price: group.policy.missing_price.as_str().to_owned(),
-        unpriced_deployments: group
-            .deployments
-            .iter()
-            .filter(|d| {
-                let kind = config
-                    .providers
-                    .iter()
-                    .find(|p| p.id == d.provider_id)
-                    .map_or("", |p| p.kind.as_str());
-                config.price_of(kind, &d.model).is_none()
-            })
-            .map(Deployment::id)
-            .collect(),
+    let group = config.groups.iter().find(|g| g.alias == alias);
+    let (prices, output_limits): (Vec<Option<Price>>, Vec<Option<u64>>) = group
+        .map(|g| {
+            g.deployments
+                .iter()
+                .map(|d| {
+                    (
+                        price(config, d),
+                        output_limit(config, &d.provider_id, &d.model),
+                    )
+                })
+                .unzip()
+        })
+        .unwrap_or_default();
+    let decision = cleared.admit(&admission::Request {
+        alias: &alias,
+        group: group.map(|group| admission::Group {
+            group,
+            prices: &prices,
+            output_limits: &output_limits,
+        }),
+        class: requested_class.map_or(RequestedClass::KeyDefault, RequestedClass::Named),
+        hard_budget: any_hard(&config.budgets, key),
+        prompt_bytes: input.request.to_string().len() as u64,
+        max_output_tokens: request_bound,
     });
-    let Some(class) = key.traffic_class_for(requested_class) else {
-        return refuse(
-            out,
-            403,
-            "traffic_class_not_allowed",
-            format!(
-                "the key may not send `{}` traffic",
-                requested_class.unwrap_or_default().as_str()
-            ),
-        );
-    };
-    out.traffic_class = Some(class.as_str().to_owned());
-    let data_class = data_class_rank(&key.data_class);
-    if data_class > group.policy.max_data_class {
-        return refuse(
-            out,
-            403,
-            "data_class_not_allowed",
-            format!(
-                "`{alias}` may not receive data of this key's class ({})",
-                key.data_class
-            ),
-        );
+    // What the decision got past is shown, as far as it got.
+    let reached = decision.as_ref().err().map(Refusal::stage);
+    let past = |stage: Stage| reached.is_none_or(|r| r > stage);
+    if let Some(group) = group.filter(|_| past(Stage::Model)) {
+        out.group = Some(GroupView {
+            alias: group.alias.clone(),
+            lb: group.policy.lb.as_str().to_owned(),
+            fallbacks: group.fallbacks.clone(),
+            max_retries: group.policy.max_retries,
+            cost_factor_milli: group.policy.cost_factor_milli,
+            connect_timeout_ms: group.policy.connect_timeout_ms,
+            first_byte_timeout_ms: group.policy.first_byte_timeout_ms,
+            total_timeout_ms: group.policy.total_timeout_ms,
+            missing_price: group.policy.missing_price.as_str().to_owned(),
+            unpriced_deployments: group
+                .deployments
+                .iter()
+                .zip(&prices)
+                .filter(|(_, p)| p.is_none())
+                .map(|(d, _)| d.id())
+                .collect(),
+        });
     }
-
-    let applying: Vec<&str> = config
-        .rate_limits
-        .iter()
-        .filter(|l| l.applies_to(key, &alias))
-        .map(|l| l.id.as_str())
-        .collect();
-    out.rate_limits = super::limits::views(s, &applying).await?;
+    if past(Stage::TrafficClass) {
+        out.traffic_class = key
+            .traffic_class_for(requested_class)
+            .map(|c| c.as_str().to_owned());
+    }
+    if past(Stage::DataClass) {
+        let applying: Vec<&str> = config
+            .rate_limits
+            .iter()
+            .filter(|l| l.applies_to(key, &alias))
+            .map(|l| l.id.as_str())
+            .collect();
+        out.rate_limits = super::limits::views(s, &applying).await?;
+    }
+    let admitted = match decision {
+        Ok(a) => a,
+        Err(r) => return refused(out, &r),
+    };
+    let Some(group) = group else {
+        return refused(out, &Refusal::ModelNotFound { alias: &alias });
+    };
+    let (class, data_class) = (admitted.traffic_class, admitted.data_class);
+    // What the data plane decides from its state after the decision: the rate limits (the
+    // fleet's figures here), then the budget reservation (a hard budget with nothing left).
     if let Some((l, m)) = out.rate_limits.iter().find_map(|l| {
         l.state
             .iter()
@@ -370,41 +351,14 @@ async fn decide(
         );
         return refuse(out, 429, "rate_limit_exceeded", message);
     }
-    if group.policy.missing_price == MissingPricePolicy::Reject
-        && out
-            .group
-            .as_ref()
-            .is_some_and(|g| !g.unpriced_deployments.is_empty())
-    {
-        let message = format!(
-            "`{alias}` has deployments without a catalog price and its policy \
-             (missing_price = reject) refuses unpriced requests"
-        );
-        return refuse(out, 403, "model_price_missing", message);
-    }
-    if let Some(b) = out
-        .budgets
-        .iter()
-        .find(|b| b.enforcement == "hard" && b.amount_micros <= b.spent_micros)
-    {
-        let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
-        return refuse(out, 429, "budget_exceeded", message);
-    }
-    if out.budgets.iter().any(|b| b.enforcement == "hard")
-        && request_bound.is_none()
-        && group.policy.missing_price == MissingPricePolicy::Reject
-    {
-        if let Some(d) = group
-            .deployments
+    if let Cost::Reserve(_) = admitted.cost {
+        if let Some(b) = out
+            .budgets
             .iter()
-            .find(|d| output_limit(config, &d.provider_id, &d.model).is_none())
+            .find(|b| b.enforcement == "hard" && b.amount_micros <= b.spent_micros)
         {
-            let message = format!(
-                "the key has a hard budget and the request's cost cannot be bounded (no \
-                 max_tokens, and the catalog has no output limit for `{}`)",
-                d.model
-            );
-            return refuse(out, 400, "cost_not_estimable", message);
+            let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
+            return refuse(out, 429, "budget_exceeded", message);
         }
     }
     let fleet = s.fleet.view();
@@ -426,6 +380,88 @@ async fn decide(
         );
     }
     Ok(out)
+}
+
+/// The explanation refused with `status`, `reason` (the error code the data plane answers with)
+/// and `message`.
+fn refuse(
+    mut out: Explanation,
+    status: u16,
+    reason: &str,
+    message: String,
+) -> Result<Explanation, ServiceError> {
+    out.status = Some(status);
+    out.reason = Some(reason.to_owned());
+    out.message = Some(message);
+    Ok(out)
+}
+
+/// Explain's answer to each refusal of the admission decision: the data plane's status and
+/// error code, and a message saying why in the explanation's own words.
+fn refused(out: Explanation, r: &Refusal<'_>) -> Result<Explanation, ServiceError> {
+    let (status, reason, message) = match r {
+        Refusal::KeyRevoked => (401, "invalid_api_key", "the key has been revoked".into()),
+        Refusal::KeyDisabled => (401, "invalid_api_key", "the key is disabled".into()),
+        Refusal::KeyExpired => (401, "invalid_api_key", "the key has expired".into()),
+        Refusal::EndpointNotAllowed { family } => (
+            403,
+            "endpoint_not_allowed",
+            format!("the key may not call the `{family}` endpoints"),
+        ),
+        Refusal::ModelNotAllowed { alias } => (
+            403,
+            "model_not_allowed",
+            format!("the key may not use `{alias}`"),
+        ),
+        Refusal::ModelNotFound { alias } => (
+            404,
+            "model_not_found",
+            format!("no routing group is named `{alias}`"),
+        ),
+        // Explain's input names its class or is refused as invalid before any decision.
+        Refusal::TrafficClassInvalid => (
+            400,
+            "invalid_value",
+            "the traffic class must be one of interactive, batch, eval, media".into(),
+        ),
+        Refusal::TrafficClassNotAllowed { requested } => (
+            403,
+            "traffic_class_not_allowed",
+            format!("the key may not send `{}` traffic", requested.as_str()),
+        ),
+        Refusal::DataClassNotAllowed { alias, data_class } => (
+            403,
+            "data_class_not_allowed",
+            format!("`{alias}` may not receive data of this key's class ({data_class})"),
+        ),
+        Refusal::PriceMissing { alias } => (
+            403,
+            "model_price_missing",
+            format!(
+                "`{alias}` has deployments without a catalog price and its policy \
+                 (missing_price = reject) refuses unpriced requests"
+            ),
+        ),
+        Refusal::CostNotEstimable { model } => (
+            400,
+            "cost_not_estimable",
+            format!(
+                "the key has a hard budget and the request's cost cannot be bounded (no \
+                 max_tokens, and the catalog has no output limit for `{model}`)"
+            ),
+        ),
+    };
+    refuse(out, status, reason, message)
+}
+
+/// A deployment's catalog price: its provider kind's row, else the any-provider row.
+fn price(config: &Config, d: &Deployment) -> Option<Price> {
+    let kind = config
+        .providers
+        .iter()
+        .find(|p| p.id == d.provider_id)
+        .map_or("", |p| p.kind.as_str());
+    config.price_of(kind, &d.model)
 }
 
 /// A deployment's catalog output limit, as the data plane indexes it (the provider kind's row
@@ -456,13 +492,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn price(&self, d: &Deployment) -> Option<Price> {
-        let kind = self
-            .config
-            .providers
-            .iter()
-            .find(|p| p.id == d.provider_id)
-            .map_or("", |p| p.kind.as_str());
-        self.config.price_of(kind, &d.model)
+        price(self.config, d)
     }
 
     fn health(&self, id: &str) -> HealthSummary {

@@ -1,12 +1,14 @@
-//! Gateway key authentication: keyed-hash lookup in the current snapshot (no database), then
-//! rotation grace, revocation, disablement and expiry checks.
+//! Gateway key authentication: which key a presented secret belongs to — keyed-hash lookup in
+//! the current snapshot (no database), then the rotation grace of a secret rotated away. The
+//! key's own state (revoked, disabled, expired) and what it may call are the admission
+//! decision's (`modelgate_shared::admission::admit_key`), which every caller asks next.
 
 use axum::http::HeaderMap;
 use modelgate_shared::keys::hash_key;
 use modelgate_shared::snapshot::ApiKey;
 
 use crate::config::Runtime;
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// The presented key: `Authorization: Bearer …` (OpenAI style), else `x-api-key` (Anthropic
 /// style). Accepted on every route.
@@ -40,8 +42,8 @@ pub fn presented_google_key<'h>(
     }
 }
 
-/// A refused key: why, and which key it is when the presented secret matched one (revoked,
-/// disabled, expired or rotated away: the refusal is billable to that key's team).
+/// A refused secret: why, and which key it is when it matched one (a secret rotated away past
+/// its grace: the refusal is billable to that key's team).
 #[derive(Debug)]
 pub struct Refused<'r> {
     pub error: ProxyError,
@@ -54,16 +56,8 @@ impl Refused<'_> {
     }
 }
 
-pub fn authenticate<'r>(
-    runtime: &'r Runtime,
-    headers: &HeaderMap,
-    now_unix: i64,
-) -> Result<&'r ApiKey, Refused<'r>> {
-    authenticate_presented(runtime, presented_key(headers), now_unix)
-}
-
-/// Authenticates a key already read from the request (`None`: no key was presented).
-pub fn authenticate_presented<'r>(
+/// The key a secret already read from the request belongs to (`None`: no key was presented).
+pub fn find_key<'r>(
     runtime: &'r Runtime,
     presented: Option<&str>,
     now_unix: i64,
@@ -84,15 +78,6 @@ pub fn authenticate_presented<'r>(
     // A rotated-away secret works to the second its grace period ends, then never again.
     if entry.valid_until.is_some_and(|t| t <= now_unix) {
         return refused(ProxyError::invalid_key());
-    }
-    if key.revoked {
-        return refused(ProxyError::revoked_key());
-    }
-    if key.disabled {
-        return refused(ProxyError::disabled_key());
-    }
-    if key.expires_at.is_some_and(|t| t <= now_unix) {
-        return refused(ProxyError::expired_key());
     }
     Ok(key)
 }

@@ -179,7 +179,7 @@ async fn report_health(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = crate::usage::now_ms();
+        let now = crate::time::now_ms();
         let deployments = runtime
             .load()
             .health

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tiktoken_rs::CoreBPE;
 
 use crate::surfaces::Surface;
-use crate::translate::Usage;
+use modelgate_shared::pricing::Tokens as Usage;
 
 /// Tokens every chat message costs beyond its content (OpenAI's chat format markers).
 pub const PER_MESSAGE: u64 = 3;

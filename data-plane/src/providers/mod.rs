@@ -1,16 +1,15 @@
 //! Provider adapters: how to call each kind of provider (URI, auth and version headers). Each
 //! adapter sends a body already in the provider's format (the client's own, rewritten, or
-//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the ladder passes it
+//! translated by `crate::translate`) and returns an [`UpstreamResponse`]; the pipeline passes it
 //! to the client byte for byte when the client speaks the same format, and translates it back
-//! otherwise.
+//! otherwise. The built-in mock lives apart, in [`mock`], and is dispatched to by [`send`] like
+//! any other kind.
 
 pub mod anthropic;
 pub mod azure;
 pub mod gemini;
 pub mod mock;
-pub mod mock_openai;
 pub mod openai;
-pub mod sse;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -37,7 +36,7 @@ pub enum UpstreamError {
 }
 
 /// The largest answer read whole from a provider (a JSON answer, an error body, a video job
-/// object): 32 MiB. Streams are framed event by event instead (`sse::MAX_EVENT_BYTES`), and a
+/// object): 32 MiB. Streams are framed event by event instead (`crate::sse::MAX_EVENT_BYTES`), and a
 /// video's content is passed through as it arrives, never held.
 pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
@@ -166,15 +165,7 @@ pub struct Call<'a> {
 
 pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamResponse, UpstreamError> {
     match (call.provider.kind, call.endpoint) {
-        (ProviderKind::Mock, _) => Ok(match call.format {
-            Surface::OpenAiChat => mock::chat_completions(&call.body, call.stream),
-            Surface::AnthropicMessages => mock::messages(&call.body, call.stream),
-            Surface::OpenAiResponses => mock_openai::responses(&call.body, call.stream),
-            Surface::OpenAiEmbeddings => mock_openai::embeddings(&call.body),
-            Surface::OpenAiImages => mock_openai::images(&call.body),
-            Surface::OpenAiVideos => mock_openai::create_video(&call.body, call.model),
-            Surface::Gemini => mock::generate_content(&call.body, call.model, call.stream),
-        }),
+        (ProviderKind::Mock, _) => Ok(mock::answer(&call)),
         (_, Some(Endpoint::OpenAi(e))) => openai::send(client, e, call).await,
         (_, Some(Endpoint::Anthropic(e))) => anthropic::send(client, e, call).await,
         (_, Some(Endpoint::Azure(e))) => azure::send(client, e, call).await,
@@ -229,12 +220,6 @@ pub(crate) async fn execute(
         retry_after_secs,
         body,
     })
-}
-
-/// The built-in mock's own token figure (about four bytes a token) for the usage it reports.
-/// Answers a real provider did not meter are counted by `crate::estimate` instead.
-pub fn estimate_tokens(text_len: usize) -> u64 {
-    (text_len as u64).div_ceil(4)
 }
 
 #[cfg(test)]

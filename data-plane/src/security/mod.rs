@@ -9,6 +9,7 @@
 //! usage event billable to its team (it still counts as a failed authentication here).
 
 pub mod log;
+pub mod refusal;
 mod table;
 mod throttle;
 

@@ -1,7 +1,7 @@
 //! The HTTP end of `crate::security`: a middleware that refuses a throttled source before any
 //! handler runs, and, after a handler refused a request, counts failed authentications and
-//! logs refusals not tied to a key. Handlers say what they refused by putting a [`Refusal`] on
-//! the response ([`Refusal::of`], in `reject`).
+//! logs refusals not tied to a key. The pipeline says what it refused by putting a [`Refusal`]
+//! on the response ([`Refusal::of`], in `pipeline::answer::reject`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,47 +9,14 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use modelgate_shared::usage::ErrorClass;
 
-use super::error::ProxyError;
-use super::{with_request_id, App, REQUEST_ID_HEADER};
+use crate::error::ProxyError;
+use crate::pipeline::answer::{with_request_id, REQUEST_ID_HEADER};
+use crate::pipeline::App;
 use crate::security::log::Record;
+use crate::security::refusal::Refusal;
 use crate::security::{Reason, Source};
 use crate::surfaces::Surface;
-
-/// What a handler refused, as a response extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    /// Refused before a key was identified: no usage event was written.
-    pub anonymous: Option<Reason>,
-    /// A failed authentication (counted by the throttle).
-    pub auth_failed: bool,
-}
-
-impl Refusal {
-    /// `identified`: the request's key is known (its usage event is written).
-    pub(crate) fn of(e: &ProxyError, identified: bool) -> Refusal {
-        if identified {
-            // A revoked, disabled, expired or rotated-away key: billable, still a failure.
-            return Refusal {
-                anonymous: None,
-                auth_failed: e.class == ErrorClass::Auth,
-            };
-        }
-        let reason = match e.code {
-            "missing_api_key" => Reason::MissingKey,
-            "invalid_api_key" => Reason::InvalidKey,
-            "unknown_url" => Reason::UnknownRoute,
-            "no_config" => Reason::NoConfig,
-            "metering_unavailable" => Reason::MeteringUnavailable,
-            _ => Reason::BadRequest,
-        };
-        Refusal {
-            anonymous: Some(reason),
-            auth_failed: matches!(reason, Reason::MissingKey | Reason::InvalidKey),
-        }
-    }
-}
 
 /// The surface whose error format a path's client reads.
 fn surface_of(path: &str) -> Surface {
@@ -128,66 +95,6 @@ fn whole_seconds(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_before_a_key_is_known_are_anonymous_with_their_reason() {
-        let cases = [
-            (ProxyError::missing_key(), Reason::MissingKey, true),
-            (ProxyError::invalid_key(), Reason::InvalidKey, true),
-            (
-                ProxyError::not_found_route("/x"),
-                Reason::UnknownRoute,
-                false,
-            ),
-            (ProxyError::no_config(), Reason::NoConfig, false),
-            (
-                ProxyError::metering_unavailable(),
-                Reason::MeteringUnavailable,
-                false,
-            ),
-            (
-                ProxyError::invalid_param("model", "bad"),
-                Reason::BadRequest,
-                false,
-            ),
-        ];
-        for (e, reason, auth_failed) in cases {
-            assert_eq!(
-                Refusal::of(&e, false),
-                Refusal {
-                    anonymous: Some(reason),
-                    auth_failed
-                },
-                "{}",
-                e.code
-            );
-        }
-    }
-
-    #[test]
-    fn a_known_but_refused_key_is_billable_and_still_a_failed_authentication() {
-        for e in [
-            ProxyError::revoked_key(),
-            ProxyError::disabled_key(),
-            ProxyError::expired_key(),
-        ] {
-            assert_eq!(
-                Refusal::of(&e, true),
-                Refusal {
-                    anonymous: None,
-                    auth_failed: true
-                }
-            );
-        }
-        let e = ProxyError::model_not_found("m");
-        assert_eq!(
-            Refusal::of(&e, true),
-            Refusal {
-                anonymous: None,
-                auth_failed: false
-            }
-        );
-    }
 
     #[test]
     fn throttled_clients_read_the_error_in_their_own_format() {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// The version sent upstream when the client names none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";

@@ -16,9 +16,10 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
-use crate::providers::sse;
-use crate::server::error::ProxyError;
-use crate::translate::gemini::error_json;
+use crate::error::ProxyError;
+use crate::sse;
+use http::StatusCode;
+use serde_json::{json, Value};
 
 /// What the URL says: `{model}:{method}` and the query.
 #[derive(Debug)]
@@ -150,4 +151,27 @@ pub fn peek(raw: &[u8], call: &PathCall) -> Result<Peeked, ProxyError> {
 
 pub fn error_body(e: &ProxyError) -> serde_json::Value {
     error_json(e.status, &e.message)
+}
+
+/// Google's canonical status name for an HTTP status.
+pub fn google_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 422 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        502 | 503 | 529 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if (400..500).contains(&s) => "FAILED_PRECONDITION",
+        _ => "INTERNAL",
+    }
+}
+
+/// A Google-style error body.
+pub fn error_json(status: StatusCode, message: &str) -> Value {
+    json!({"error": {"code": status.as_u16(), "message": message, "status": google_status(status)}})
 }

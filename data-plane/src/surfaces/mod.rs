@@ -24,12 +24,13 @@ pub mod openai_embeddings;
 pub mod openai_images;
 pub mod openai_responses;
 pub mod openai_videos;
+pub mod rewrite;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use modelgate_shared::snapshot::ProviderKind;
 
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// A wire format, as spoken by a client or by a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,7 @@ pub enum Surface {
     OpenAiResponses,
     OpenAiEmbeddings,
     OpenAiImages,
-    /// `POST /v1/videos` (job creation; polls and downloads are handled in `server::videos`).
+    /// `POST /v1/videos` (job creation; polls and downloads are handled in `pipeline::videos`).
     OpenAiVideos,
     /// Google Gemini `generateContent`.
     Gemini,

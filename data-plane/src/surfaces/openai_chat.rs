@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 #[derive(Deserialize)]
 struct Peek<'a> {

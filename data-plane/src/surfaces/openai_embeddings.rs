@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
-use crate::translate::Usage;
+use crate::error::ProxyError;
+use modelgate_shared::pricing::Tokens as Usage;
 
 #[derive(Deserialize)]
 struct Peek<'a> {

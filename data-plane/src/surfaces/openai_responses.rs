@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
-use crate::translate::Usage;
+use crate::error::ProxyError;
+use modelgate_shared::pricing::Tokens as Usage;
 
 #[derive(Deserialize)]
 struct Peek<'a> {

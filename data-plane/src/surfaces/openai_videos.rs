@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{check_model, parse_error, Peeked};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 #[derive(Deserialize)]
 struct Peek<'a> {
@@ -238,7 +238,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
 /// out again canonically from its parsed form (see [`check_content_type`]).
 pub fn with_model(raw: &Bytes, model: &str) -> Result<Bytes, ProxyError> {
     if !is_multipart(raw) {
-        return crate::server::rewrite(raw, Some(model), false);
+        return super::rewrite::rewrite(raw, Some(model), false);
     }
     let mut form = Form::parse(raw)?;
     let field = form

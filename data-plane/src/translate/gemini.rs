@@ -31,7 +31,8 @@ use serde_json::{json, Map, Value};
 use super::request::{bad, text_of_parts};
 use super::response::{error_message, openai_usage, openai_usage_json};
 use super::{obj, Unsupported, Usage};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
+use crate::surfaces::gemini::error_json;
 
 type Obj = Map<String, Value>;
 
@@ -848,29 +849,6 @@ pub fn response_openai_to_gemini(body: &[u8]) -> Option<Value> {
         "modelVersion": v["model"],
         "responseId": v["id"],
     }))
-}
-
-/// Google's canonical status name for an HTTP status.
-pub fn google_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 413 | 422 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        501 => "UNIMPLEMENTED",
-        502 | 503 | 529 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        s if (400..500).contains(&s) => "FAILED_PRECONDITION",
-        _ => "INTERNAL",
-    }
-}
-
-/// A Google-style error body.
-pub fn error_json(status: StatusCode, message: &str) -> Value {
-    json!({"error": {"code": status.as_u16(), "message": message, "status": google_status(status)}})
 }
 
 /// An upstream error body (any format) re-rendered for a Gemini client, keeping the status.

@@ -3,7 +3,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::providers::sse::{data_of, SseSplitter};
+use crate::sse::{data_of, SseSplitter};
 use crate::surfaces::Surface;
 use crate::translate::stream::StreamTranslator;
 

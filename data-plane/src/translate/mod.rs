@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::surfaces::Surface;
 
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 /// `max_tokens` sent to Anthropic when an OpenAI client set no limit.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

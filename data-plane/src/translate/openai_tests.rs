@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::stream::StreamTranslator;
 use super::{full, response, Usage};
-use crate::providers::sse::{data_of, SseSplitter};
+use crate::sse::{data_of, SseSplitter};
 use crate::surfaces::{self, Surface};
 
 macro_rules! fixture {

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{obj, Unsupported, DEFAULT_MAX_TOKENS};
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 
 type Obj = Map<String, Value>;
 

@@ -15,7 +15,7 @@ use super::response::{
 };
 use super::Usage;
 use crate::estimate::Streamed;
-use crate::providers::sse;
+use crate::sse;
 use crate::surfaces::Surface;
 
 pub struct StreamTranslator {

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::stream::StreamTranslator;
 use super::{request, response, Usage, DEFAULT_MAX_TOKENS};
-use crate::providers::sse::{data_of, SseSplitter};
+use crate::sse::{data_of, SseSplitter};
 use crate::surfaces::Surface;
 
 macro_rules! fixture {

@@ -3,16 +3,29 @@
 //! a request arrives and either finished explicitly or, if the request future is dropped (the
 //! client went away), records a `client_cancel` event from its `Drop`. Sealing the event is also
 //! where the request is counted in the node's metrics (`crate::metrics`), once, from the event.
+//!
+//! The recorder is the event's one owner through the request's life: each stage of the
+//! pipeline tells it what it learned by a named method — who is calling
+//! ([`Recorder::describe_key`]), the model asked for, the admission ([`Recorder::admitted`]),
+//! each attempt, who served it ([`Recorder::served_by`]), the status, the charge, a failure —
+//! and only this module writes the event's fields. [`metered`] remembers the video jobs this
+//! node has charged.
 
+pub mod metered;
 pub mod shipper;
 pub mod spool;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use modelgate_shared::usage::{ErrorClass, TrafficClass, UsageEvent, USAGE_SCHEMA_VERSION};
+use modelgate_shared::admission::Cost;
+use modelgate_shared::pricing::{cost_micros, Price, Tokens};
+use modelgate_shared::routing::TrafficClass;
+use modelgate_shared::snapshot::ApiKey;
+use modelgate_shared::usage::{Attempt, CostFlag, ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use self::spool::{Admission, Spool, SpoolError};
+use crate::time::now_ms;
 
 /// Where events come from: this node (and the metrics its requests are counted in).
 #[derive(Debug, Clone, Default)]
@@ -21,6 +34,20 @@ pub struct Origin {
     /// The node's `region` label.
     pub region: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Who served a request: the deployment whose answer the client gets.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedBy<'a> {
+    pub provider_id: &'a str,
+    /// The provider's model name (the deployment's, not the alias).
+    pub model: &'a str,
+    /// Empty when no deployment is known (a video job poll).
+    pub deployment_id: &'a str,
+    /// Served by a backup group, or after more than one attempt.
+    pub fallback: bool,
+    /// The catalog price the answer is charged at, when the deployment has one.
+    pub price: Option<&'a Price>,
 }
 
 pub struct Recorder {
@@ -36,10 +63,6 @@ pub struct Recorder {
     /// Rate-limit shares taken by this request: tokens settled to the event's count when it is
     /// written, slots given back then.
     limits: Option<crate::limits::Admission>,
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Recorder {
@@ -96,10 +119,118 @@ impl Recorder {
         self.admission == Admission::Metered
     }
 
-    /// The event being filled in.
-    pub fn event(&mut self) -> &mut UsageEvent {
+    /// The event being filled in: written here only.
+    fn event_mut(&mut self) -> &mut UsageEvent {
         // `event` is only taken by `finish`, which consumes `self`.
         self.event.get_or_insert_with(UsageEvent::default)
+    }
+
+    /// The event as filled in so far (read only).
+    pub fn event(&self) -> Option<&UsageEvent> {
+        self.event.as_ref()
+    }
+
+    /// The request's id, as its answer's `x-request-id` carries it.
+    pub fn request_id(&self) -> &str {
+        self.event.as_ref().map_or("", |e| e.request_id.as_str())
+    }
+
+    /// The request's key is known: its event is billable and will be written.
+    pub fn identified(&self) -> bool {
+        self.event.as_ref().is_some_and(|e| !e.key_id.is_empty())
+    }
+
+    /// The team of the request's key (empty before it is known).
+    pub fn team_id(&self) -> &str {
+        self.event.as_ref().map_or("", |e| e.team_id.as_str())
+    }
+
+    /// Upstream attempts recorded so far.
+    pub fn attempts(&self) -> usize {
+        self.event.as_ref().map_or(0, |e| e.attempts.len())
+    }
+
+    /// Who is calling: the key, its team, owner, application and environment. A key known but
+    /// refused (revoked, disabled, expired, rotated away) is described too: its refusal is
+    /// billable to its team.
+    pub fn describe_key(&mut self, key: &ApiKey) {
+        let e = self.event_mut();
+        e.key_id.clone_from(&key.id);
+        e.team_id.clone_from(&key.team_id);
+        e.user_id.clone_from(&key.owner_user_id);
+        e.application.clone_from(&key.application);
+        e.environment = Some(key.environment);
+    }
+
+    /// The model alias the request names.
+    pub fn requested_model(&mut self, alias: &str) {
+        alias.clone_into(&mut self.event_mut().requested_model);
+    }
+
+    /// The event's start as the budget check read it (the injected clock), so the spend lands
+    /// in the period the reservation was taken from.
+    pub fn started_at(&mut self, ms: i64) {
+        self.event_mut().started_at_ms = ms;
+    }
+
+    /// The request passed admission: the traffic class it runs in, whether it streams, and how
+    /// its cost is accounted — a row served unreserved under the group's `allow_and_flag`
+    /// policy is flagged ([`CostFlag::PriceMissing`], [`CostFlag::CostUnbounded`]).
+    pub fn admitted(&mut self, class: TrafficClass, streamed: bool, cost: Cost) {
+        let e = self.event_mut();
+        e.streamed = streamed;
+        e.traffic_class = Some(class);
+        e.cost_flag = match cost {
+            Cost::PriceMissing => CostFlag::PriceMissing,
+            Cost::Unbounded => CostFlag::CostUnbounded,
+            Cost::Unreserved | Cost::Reserve(_) => return,
+        };
+    }
+
+    /// One upstream attempt, as the failure ladder (or a video job call) made it.
+    pub fn attempt(&mut self, attempt: Attempt) {
+        self.event_mut().attempts.push(attempt);
+    }
+
+    /// The deployment whose answer the client gets.
+    pub fn served_by(&mut self, s: ServedBy<'_>) {
+        let e = self.event_mut();
+        s.provider_id.clone_into(&mut e.provider_id);
+        s.model.clone_into(&mut e.served_model);
+        s.deployment_id.clone_into(&mut e.deployment_id);
+        e.fallback_used = s.fallback;
+        if let Some(p) = s.price {
+            e.price_version = p.version;
+        }
+    }
+
+    /// The status the client is answered with.
+    pub fn answered(&mut self, status: u16) {
+        self.event_mut().status = status;
+    }
+
+    /// Meters the request: tokens by type, and their cost at the deployment's catalog price
+    /// (cached input and reasoning at their own rates where the catalog has them), recording
+    /// the price's version. `estimated`: counted by the gateway, not reported by the provider.
+    pub fn charge(&mut self, usage: Tokens, estimated: bool, price: Option<Price>) {
+        let e = self.event_mut();
+        e.input_tokens = usage.input;
+        e.output_tokens = usage.output;
+        e.cached_input_tokens = usage.cached_input;
+        e.reasoning_tokens = usage.reasoning;
+        e.images = usage.images;
+        e.media_ms = usage.media_ms;
+        e.estimated = estimated;
+        if let Some(p) = price {
+            e.cost_micros = cost_micros(usage, &p);
+            e.price_version = p.version;
+        }
+    }
+
+    /// The event's id, when a charge must be one event fleet-wide (a video job's, derived from
+    /// its job id: ingest keeps one event per id).
+    pub fn charge_once_as(&mut self, id: String) {
+        self.event_mut().id = id;
     }
 
     pub fn elapsed_us(&self) -> u64 {
@@ -108,15 +239,16 @@ impl Recorder {
 
     pub fn mark_first_byte(&mut self) {
         let us = self.elapsed_us();
-        let e = self.event();
+        let e = self.event_mut();
         if e.ttfb_us == 0 {
             e.ttfb_us = us.max(1);
             e.first_byte_at_ms = now_ms();
         }
     }
 
+    /// The request failed: the status it is answered with, the class and the reason.
     pub fn fail(&mut self, status: u16, class: ErrorClass, message: &str) {
-        let e = self.event();
+        let e = self.event_mut();
         e.status = status;
         e.error_class = Some(class);
         e.error_message = message.chars().take(500).collect();
@@ -172,7 +304,7 @@ impl Drop for Recorder {
         if self.event.is_none() {
             return;
         }
-        let status = self.event().status;
+        let status = self.event_mut().status;
         if status == 0 || status < 400 {
             self.fail(
                 499,
@@ -185,5 +317,106 @@ impl Drop for Recorder {
                 self.spool.append_detached(&e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use modelgate_shared::snapshot::Environment;
+
+    use super::spool::SpoolOptions;
+    use super::*;
+
+    fn recorder() -> Recorder {
+        let dir = std::env::temp_dir().join(format!("mg-recorder-{}", uuid::Uuid::now_v7()));
+        let spool = Spool::open(&dir, SpoolOptions::default()).unwrap();
+        Recorder::start(spool, &Origin::default(), "chat.completions", "req-1")
+    }
+
+    #[tokio::test]
+    async fn each_stage_fills_its_part_of_the_event_through_a_named_method() {
+        let mut rec = recorder();
+        assert!(!rec.identified());
+        let key = ApiKey {
+            id: "k1".into(),
+            name: String::new(),
+            key_hash: [0; 32],
+            prefix: String::new(),
+            team_id: "t1".into(),
+            environment: Environment::Staging,
+            allowed_models: vec![],
+            revoked: false,
+            expires_at: None,
+            disabled: false,
+            previous: None,
+            owner_user_id: "u1".into(),
+            application: "app".into(),
+            data_class: String::new(),
+            endpoint_families: vec![],
+            traffic_class: TrafficClass::Interactive,
+            allowed_traffic_classes: vec![],
+        };
+        rec.describe_key(&key);
+        rec.requested_model("smart");
+        rec.admitted(TrafficClass::Batch, true, Cost::Unbounded);
+        let price = Price {
+            input_micros_per_mtok: 1_000_000,
+            output_micros_per_mtok: 2_000_000,
+            version: 7,
+            ..Price::default()
+        };
+        rec.served_by(ServedBy {
+            provider_id: "p1",
+            model: "gpt-x",
+            deployment_id: "p1/gpt-x",
+            fallback: true,
+            price: Some(&price),
+        });
+        rec.answered(200);
+        let usage = Tokens {
+            input: 3,
+            output: 4,
+            ..Tokens::default()
+        };
+        rec.charge(usage, true, Some(price));
+        assert!(rec.identified());
+        assert_eq!(rec.request_id(), "req-1");
+        assert_eq!(rec.team_id(), "t1");
+        let e = rec.event().unwrap();
+        assert_eq!((e.key_id.as_str(), e.user_id.as_str()), ("k1", "u1"));
+        assert_eq!(
+            (e.application.as_str(), e.environment.map(|v| v.as_str())),
+            ("app", Some("staging"))
+        );
+        assert_eq!(e.requested_model, "smart");
+        assert_eq!(
+            (e.traffic_class, e.streamed),
+            (Some(TrafficClass::Batch), true)
+        );
+        assert_eq!(e.cost_flag, CostFlag::CostUnbounded);
+        assert_eq!(
+            (
+                e.provider_id.as_str(),
+                e.served_model.as_str(),
+                e.deployment_id.as_str()
+            ),
+            ("p1", "gpt-x", "p1/gpt-x")
+        );
+        assert!(e.fallback_used);
+        assert_eq!((e.status, e.price_version), (200, 7));
+        assert_eq!((e.input_tokens, e.output_tokens, e.estimated), (3, 4, true));
+        assert_eq!(e.cost_micros, 3 + 8);
+        rec.finish().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_its_status_class_and_a_bounded_message() {
+        let mut rec = recorder();
+        rec.fail(502, ErrorClass::ProviderError, &"x".repeat(600));
+        let e = rec.event().unwrap();
+        assert_eq!(e.status, 502);
+        assert_eq!(e.error_class, Some(ErrorClass::ProviderError));
+        assert_eq!(e.error_message.len(), 500);
+        rec.discard();
     }
 }

@@ -1,7 +1,6 @@
-//! The built-in `mock` provider: deterministic, clearly labelled answers with realistic usage
+//! The mock's chat answers: deterministic, clearly labelled answers with realistic usage
 //! figures, streamed or not, in OpenAI chat format ([`chat_completions`]) and Anthropic Messages
-//! format ([`messages`]) — it is always called in the client's own format. For demos
-//! (`modelgate up` works offline), tests and load tests.
+//! format ([`messages`]) — it is always called in the client's own format.
 //!
 //! Gemini requests ([`generate_content`]) are answered in Gemini's format.
 //!
@@ -15,7 +14,8 @@ use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use super::{estimate_tokens, Body, UpstreamResponse};
+use super::estimate_tokens;
+use crate::providers::{Body, UpstreamResponse};
 
 const LABEL: &str = "This is a ModelGate mock response";
 
@@ -235,7 +235,7 @@ pub fn generate_content(body: &[u8], model: &str, stream: bool) -> UpstreamRespo
     let chat = match g::gemini_to_openai(body, model, false, true) {
         Ok(v) => v.to_string(),
         Err(e) => {
-            let body = g::error_json(e.status, &e.message);
+            let body = crate::surfaces::gemini::error_json(e.status, &e.message);
             return UpstreamResponse {
                 status: e.status,
                 content_type: Some(HeaderValue::from_static("application/json")),

@@ -17,19 +17,17 @@
 //!
 //! Metering: every request leaves its own usage event, at no cost, except the poll that first
 //! sees the job `completed`: that one carries `media_ms` (the job's `seconds`) priced at the
-//! deployment model's `per_second_micros`. "Once" holds on a node through [`MeteredJobs`], and
-//! across nodes and restarts through the event's id, derived from the job id: the control
-//! plane stores events by id, so a second charging event for the same job is dropped at ingest.
+//! deployment model's `per_second_micros`. "Once" holds on a node through
+//! [`MeteredJobs`](crate::usage::metered::MeteredJobs), and across nodes and restarts through
+//! the event's id, derived from the job id: the control plane stores events by id, so a second
+//! charging event for the same job is dropped at ingest.
 //!
 //! Supported providers: openai, openai-compatible and the built-in mock. Azure OpenAI and
 //! Anthropic deployments are passed over for video jobs.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -38,48 +36,26 @@ use http::{Request, StatusCode};
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
-use super::error::ProxyError;
-use super::{charge, identify, prepare, reject, unix_now, with_request_id, App};
+use super::account;
+use super::admit::{authenticate, prepare};
+use super::answer::{reject, with_request_id};
+use super::context::App;
+use super::plan;
 use crate::auth;
-use crate::providers::{self, mock_openai, Call, Endpoint, UpstreamResponse};
-use crate::routing::plan;
+use crate::error::ProxyError;
+use crate::providers::mock::openai as mock_openai;
+use crate::providers::{self, Call, Endpoint, UpstreamResponse};
 use crate::surfaces::openai_videos::{self, GatewayJobId};
 use crate::surfaces::Surface;
+use crate::time::now_ms;
 use crate::translate::Usage;
-use crate::usage::{now_ms, Recorder};
+use crate::usage::ServedBy;
 
 const SURFACE: Surface = Surface::OpenAiVideos;
 /// Connect timeout for polls and downloads (they have no routing group of their own).
 const CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// Limit on a poll, and on a download's first byte.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on the node's memory of metered jobs; past it the set starts over (the event id
-/// still prevents a double charge at ingest).
-const MAX_REMEMBERED: usize = 100_000;
-
-/// Gateway job ids already metered by this node.
-#[derive(Debug, Default)]
-pub struct MeteredJobs(Mutex<HashSet<String>>);
-
-impl MeteredJobs {
-    /// True the first time `id` is offered.
-    fn first(&self, id: &str) -> bool {
-        match self.0.lock() {
-            Ok(mut set) => {
-                if set.contains(id) {
-                    return false;
-                }
-                if set.len() >= MAX_REMEMBERED {
-                    set.clear();
-                }
-                set.insert(id.to_owned())
-            }
-            // A poisoned set: rely on the event id alone.
-            Err(_) => true,
-        }
-    }
-}
-
 /// The usage event id of a job's charge: a UUID derived from the gateway job id.
 pub fn charge_event_id(job_id: &str) -> String {
     let hash = |seed: u64| {
@@ -153,19 +129,10 @@ fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Byt
     r
 }
 
-pub(super) async fn create(
-    State(app): State<App>,
-    uri: http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// `POST /v1/videos`: creates a job on the first deployment of the plan that takes it.
+pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = Recorder::start(
-        app.spool.clone(),
-        &app.origin,
-        SURFACE.endpoint(),
-        &request_id,
-    );
+    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id);
     let runtime = app.runtime.load_full();
     let p = match prepare(&app, &runtime, SURFACE, &headers, &uri, body, &mut rec).await {
         Ok(p) => p,
@@ -240,7 +207,7 @@ pub(super) async fn create(
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let status = result.as_ref().map_or(0, |r| r.status.as_u16());
         let failed = !(200..300).contains(&status);
-        rec.event().attempts.push(Attempt {
+        rec.attempt(Attempt {
             deployment_id: c.deployment_id.to_owned(),
             provider_id: c.provider.id.clone(),
             model: model.to_owned(),
@@ -260,14 +227,15 @@ pub(super) async fn create(
             }
         };
         rec.mark_first_byte();
-        {
-            let e = rec.event();
-            e.provider_id.clone_from(&c.provider.id);
-            e.served_model = model.to_owned();
-            c.deployment_id.clone_into(&mut e.deployment_id);
-            e.status = status;
-            e.fallback_used = c.backup || e.attempts.len() > 1;
-        }
+        let fallback = c.backup || rec.attempts() > 1;
+        rec.served_by(ServedBy {
+            provider_id: &c.provider.id,
+            model,
+            deployment_id: c.deployment_id,
+            fallback,
+            price: None,
+        });
+        rec.answered(status);
         let UpstreamResponse {
             status: http_status,
             content_type,
@@ -283,12 +251,10 @@ pub(super) async fn create(
         if !http_status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
             rec.fail(status, ErrorClass::ProviderError, &text);
-            if let Err(err) = rec.finish().await {
-                tracing::error!(error = %err, "usage event not written");
-            }
+            account::write(rec).await;
             return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
         }
-        let team_id = rec.event().team_id.clone();
+        let team_id = rec.team_id().to_owned();
         let job = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|mut v| {
@@ -310,16 +276,11 @@ pub(super) async fn create(
             return reject(SURFACE, rec, e).await;
         };
         // Creating a job costs nothing; the finished job is charged when first seen completed.
-        charge(&mut rec, Usage::default(), false, c.price);
-        if let Some(price) = c.price {
-            rec.event().price_version = price.version;
-        }
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        rec.charge(Usage::default(), false, c.price);
+        account::write(rec).await;
         return with_request_id(axum::Json(job).into_response(), &request_id);
     }
-    let e = if plan.candidates.is_empty() || rec.event().attempts.is_empty() {
+    let e = if plan.candidates.is_empty() || rec.attempts() == 0 {
         ProxyError::no_deployment(&p.alias, &tried.join(", "))
     } else {
         ProxyError::upstream(
@@ -328,23 +289,6 @@ pub(super) async fn create(
         )
     };
     reject(SURFACE, rec, e).await
-}
-
-pub(super) async fn retrieve(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    job_request(app, id, headers, None).await
-}
-
-pub(super) async fn content(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    job_request(app, id, headers, Some(query.unwrap_or_default())).await
 }
 
 /// The only query parameter a download forwards upstream: OpenAI's `variant` (`video`,
@@ -362,8 +306,9 @@ fn content_variant(query: &str) -> Option<&str> {
         })
 }
 
-/// A poll (`content: None`) or a download (`content: Some(query)`).
-async fn job_request(
+/// A poll (`content: None`, `GET /v1/videos/{id}`) or a download (`content: Some(query)`,
+/// `GET /v1/videos/{id}/content`).
+pub async fn job_request(
     app: App,
     id: String,
     headers: HeaderMap,
@@ -375,7 +320,7 @@ async fn job_request(
     } else {
         "videos.retrieve"
     };
-    let mut rec = Recorder::start(app.spool.clone(), &app.origin, endpoint, &request_id);
+    let mut rec = account::open(&app, endpoint, &request_id);
     let runtime = app.runtime.load_full();
     if rec.refused() {
         return reject(SURFACE, rec, ProxyError::metering_unavailable()).await;
@@ -383,18 +328,11 @@ async fn job_request(
     if runtime.version == 0 {
         return reject(SURFACE, rec, ProxyError::no_config()).await;
     }
-    let key = match identify(&mut rec, auth::authenticate(&runtime, &headers, unix_now())) {
-        Ok(k) => k,
+    let presented = auth::presented_key(&headers);
+    let key = match authenticate(&mut rec, &runtime, presented, SURFACE.family()) {
+        Ok(k) => k.key(),
         Err(e) => return reject(SURFACE, rec, e).await,
     };
-    if !key.may_call(SURFACE.family()) {
-        return reject(
-            SURFACE,
-            rec,
-            ProxyError::endpoint_not_allowed(SURFACE.family()),
-        )
-        .await;
-    }
     // A forged or edited id, or another team's job, is not found: no upstream call.
     let Some(job) = GatewayJobId::decode(&id, &runtime.video_job_key)
         .filter(|job| job.team_id == key.team_id.as_str())
@@ -407,12 +345,14 @@ async fn job_request(
     let Some(provider) = runtime.providers.get(job.provider_id.as_ref()) else {
         return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
     };
-    {
-        let e = rec.event();
-        e.provider_id.clone_from(&provider.id);
-        e.served_model.clone_from(&job.model);
-        e.requested_model.clone_from(&job.alias);
-    }
+    rec.served_by(ServedBy {
+        provider_id: &provider.id,
+        model: &job.model,
+        deployment_id: "",
+        fallback: false,
+        price: None,
+    });
+    rec.requested_model(&job.alias);
     let upstream = job.upstream_id.as_ref();
     let started = std::time::Instant::now();
     let result = match (provider.kind, runtime.endpoints.get(&provider.id)) {
@@ -459,7 +399,7 @@ async fn job_request(
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = resp.status.as_u16();
     rec.mark_first_byte();
-    rec.event().attempts.push(Attempt {
+    rec.attempt(Attempt {
         deployment_id: String::new(),
         provider_id: provider.id.clone(),
         model: job.model.clone(),
@@ -467,7 +407,7 @@ async fn job_request(
         error_class: (!resp.status.is_success()).then_some(ErrorClass::ProviderError),
         latency_us,
     });
-    rec.event().status = status;
+    rec.answered(status);
     let UpstreamResponse {
         status: http_status,
         content_type,
@@ -483,16 +423,12 @@ async fn job_request(
         };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
         rec.fail(status, ErrorClass::ProviderError, &text);
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        account::write(rec).await;
         return with_request_id(pass_through(http_status, content_type, bytes), &request_id);
     }
     if content.is_some() {
         // The video itself: streamed through as it arrives.
-        if let Err(err) = rec.finish().await {
-            tracing::error!(error = %err, "usage event not written");
-        }
+        account::write(rec).await;
         let body = match body {
             providers::Body::Full(b) => Body::from(b),
             providers::Body::Stream(s) => Body::from_stream(s),
@@ -521,8 +457,7 @@ async fn job_request(
         let price = runtime.price(provider.kind, &job.model);
         let seconds = openai_videos::job_seconds(&v);
         let media_ms = seconds.map_or(0, |s| (s * 1000.0).round() as u64);
-        charge(
-            &mut rec,
+        rec.charge(
             Usage {
                 media_ms,
                 ..Usage::default()
@@ -530,21 +465,16 @@ async fn job_request(
             seconds.is_none(),
             price,
         );
-        let e = rec.event();
-        e.id = charge_event_id(gateway_id);
-        if let Some(price) = price {
-            e.price_version = price.version;
-        }
+        rec.charge_once_as(charge_event_id(gateway_id));
     }
-    if let Err(err) = rec.finish().await {
-        tracing::error!(error = %err, "usage event not written");
-    }
+    account::write(rec).await;
     with_request_id(axum::Json(v).into_response(), &request_id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::metered::MeteredJobs;
 
     #[test]
     fn a_job_is_metered_once_per_node_and_its_charge_event_id_is_stable() {

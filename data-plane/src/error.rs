@@ -1,5 +1,8 @@
 //! Proxy errors: typed classification (status, error class, OpenAI-style kind and code). Each
 //! client surface renders them in its own format (see `crate::surfaces`).
+//!
+//! The refusal type sits below every module that refuses (auth, surfaces, translate, the
+//! pipeline's stages): it imports nothing of the crate.
 
 use std::borrow::Cow;
 
@@ -198,7 +201,7 @@ impl ProxyError {
         e
     }
     /// A rate limit of the key, its team, its user or the model is reached.
-    pub fn rate_limit_exceeded(hit: &crate::limits::Limited) -> Self {
+    pub fn rate_limit_exceeded(hit: &modelgate_shared::limits::Limited) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorClass::RateLimited,
@@ -301,7 +304,7 @@ impl ProxyError {
             format!("`{alias}` may not receive data of this key's class ({class})."),
         )
     }
-    pub fn traffic_class_not_allowed(class: crate::routing::TrafficClass) -> Self {
+    pub fn traffic_class_not_allowed(class: modelgate_shared::routing::TrafficClass) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             ErrorClass::Permission,

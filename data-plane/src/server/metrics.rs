@@ -1,24 +1,16 @@
-//! The metrics listener's routes (`--metrics-listen`, loopback by default): `/metrics` is not
-//! served on the proxy port. A scrape reads the state other modules own into
+//! `/metrics` on the metrics listener (`--metrics-listen`, loopback by default), never on the
+//! proxy port. A scrape reads the state other modules own into
 //! [`NodeReadings`] and renders the node's registry (`crate::metrics`).
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 
 use crate::metrics::{DeploymentReading, NodeReadings, CONTENT_TYPE};
-use crate::server::App;
+use crate::pipeline::App;
 
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(app)
-}
-
-async fn metrics(State(app): State<App>) -> Response {
+pub(super) async fn metrics(State(app): State<App>) -> Response {
     let readings = read(&app).await;
     let text = app.origin.metrics.render(readings);
     let mut r = Response::new(Body::from(text));
@@ -59,7 +51,7 @@ async fn read(app: &App) -> NodeReadings {
         auth_throttle_sources: security.throttle_sources,
         deployments: runtime
             .health
-            .snapshot(crate::usage::now_ms())
+            .snapshot(crate::time::now_ms())
             .into_iter()
             .map(|h| DeploymentReading {
                 deployment_id: h.deployment_id,

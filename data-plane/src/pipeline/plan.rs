@@ -1,4 +1,4 @@
-//! The ordered deployments a request may try: the group's tiers in order, each tier ordered by
+//! Plan: the ordered deployments a request may try: the group's tiers in order, each tier ordered by
 //! the group's load-balancing strategy, then — if the traffic class and the key's data class
 //! allow — each approved backup group the same way. Deployments that are ejected or
 //! rate-limited are skipped, as are backup deployments costing more than the group's cost
@@ -16,9 +16,9 @@ use modelgate_shared::routing::{blended, within_cost_guardrail};
 use modelgate_shared::snapshot::{Deployment, LbStrategy, ProviderAccount, RoutingGroup};
 use rand::Rng;
 
-use super::health::{Availability, DeploymentHealth};
-use super::TrafficClass;
 use crate::config::{GroupIndex, Runtime};
+use crate::routing::health::{Availability, DeploymentHealth};
+use crate::routing::TrafficClass;
 
 /// The most deployments one request's plan lists.
 pub const MAX_CANDIDATES: usize = 16;

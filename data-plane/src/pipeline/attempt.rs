@@ -1,4 +1,6 @@
-//! The failure ladder: walk the request's plan, attempt by attempt, recording each.
+//! Attempt: the failure ladder walks the request's plan, attempt by attempt, recording
+//! each in the usage event and in the deployment's health, and hands back the answer to serve
+//! or why there is none. It answers nothing itself (that is `answer`, above it).
 //!
 //! | outcome of an attempt                         | next step                                   |
 //! |-----------------------------------------------|---------------------------------------------|
@@ -12,35 +14,47 @@
 //! Each attempt speaks the deployment's wire format: the client's body is forwarded as is (or
 //! with the model renamed) when the formats match, and translated (`crate::translate`) when they
 //! differ; the answer — JSON, error body or stream, event by event — is translated back to the
-//! client's format and marked with `x-modelgate-translated`.
+//! client's format by `answer` and marked with `x-modelgate-translated`.
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::error::ProxyError;
-use super::{
-    charge, pump, rewrite, with_request_id, App, Prepared, FALLBACK_HEADER, ROUTE_HEADER,
-    TRANSLATED_HEADER,
-};
+use super::admit::Prepared;
+use super::context::App;
+use super::plan::{Candidate, Plan};
 use crate::config::Runtime;
-use crate::estimate::{self, Encoding, Produced};
+use crate::error::ProxyError;
 use crate::providers::{self, Call, UpstreamError, UpstreamResponse};
 use crate::routing::health::InFlight;
-use crate::routing::plan::{self, Candidate};
 use crate::surfaces::{self, Surface};
-use crate::translate::{self, stream::StreamTranslator};
-use crate::usage::{now_ms, Recorder};
-use modelgate_shared::snapshot::ProviderKind;
+use crate::time::{now_ms, now_us};
+use crate::translate;
+use crate::usage::Recorder;
 
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+/// A deployment answered (success or a client error): what `answer` needs to hand it back.
+pub struct Served<'p, 'r> {
+    pub candidate: &'p Candidate<'r>,
+    pub response: UpstreamResponse,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// The attempt stays in flight until its answer (a whole stream) is done.
+    pub in_flight: InFlight,
+}
+
+/// Why the ladder ended without an answer to hand back.
+pub enum Failed {
+    /// The gateway's own refusal (nothing could be tried, or every attempt failed).
+    Refused(ProxyError),
+    /// Every attempt was told to back off: the last provider answer goes back as is.
+    RateLimited {
+        /// The format of `response` (the last deployment's).
+        from: Surface,
+        response: UpstreamResponse,
+        attempts: u32,
+    },
 }
 
 /// How one attempt ended, for the ladder's decision.
@@ -62,22 +76,15 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-pub(super) async fn run(
+/// Walks `plan` until a deployment answers, recording every attempt in `rec`.
+pub async fn ladder<'p, 'r>(
     app: &App,
     runtime: &Runtime,
-    mut rec: Recorder,
-    p: Prepared<'_>,
+    rec: &mut Recorder,
+    p: &Prepared<'_>,
+    plan: &'p Plan<'r>,
     request_id: &str,
-) -> Response {
-    let now = now_ms();
-    let plan = {
-        let mut rng = rand::thread_rng();
-        let request = plan::Request {
-            class: p.class,
-            data_class: p.data_class,
-        };
-        plan::plan(runtime, p.group, request, now, &mut rng)
-    };
+) -> Result<Served<'p, 'r>, Failed> {
     if plan.candidates.is_empty() {
         let skipped: Vec<String> = plan
             .skipped
@@ -85,7 +92,7 @@ pub(super) async fn run(
             .map(|s| format!("{} ({})", s.deployment_id, s.reason))
             .collect();
         let e = ProxyError::no_deployment(&p.alias, &skipped.join(", "));
-        return super::reject(p.surface, rec, e).await;
+        return Err(Failed::Refused(e));
     }
     app.retry_budget.record_request();
     let policy = p.group.policy;
@@ -121,7 +128,7 @@ pub(super) async fn run(
                 last_timed_out = true;
                 break 'candidates;
             }
-            let body = match bodies.get(&p, c, inject_usage) {
+            let body = match bodies.get(p, c, inject_usage) {
                 Ok(b) => b,
                 // This deployment's format cannot carry the request: another may.
                 Err(e) => {
@@ -149,10 +156,10 @@ pub(super) async fn run(
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
-            let outcome = attempt(runtime, c, &p, body, request_id, remaining).await;
+            let outcome = attempt(runtime, c, p, body, request_id, remaining).await;
             let latency_us = micros(started.elapsed());
             let mut record = |status: u16, class: Option<ErrorClass>| {
-                rec.event().attempts.push(Attempt {
+                rec.attempt(Attempt {
                     deployment_id: c.deployment_id.to_owned(),
                     provider_id: c.provider.id.clone(),
                     model: c.deployment.model.clone(),
@@ -169,8 +176,12 @@ pub(super) async fn run(
                     // A client error says nothing about the deployment's health.
                     c.health.record_success(&policy);
                     c.health.record_ttfb(latency_us);
-                    // The attempt stays in flight until its answer (a whole stream) is done.
-                    return answer(app, rec, &p, c, resp, attempts, request_id, in_flight).await;
+                    return Ok(Served {
+                        candidate: c,
+                        response: resp,
+                        attempts,
+                        in_flight,
+                    });
                 }
                 Ok(Outcome::RateLimited {
                     retry_after_secs,
@@ -201,7 +212,7 @@ pub(super) async fn run(
                 }
                 Err(e) => {
                     c.health.release_probe();
-                    return super::reject(p.surface, rec, e).await;
+                    return Err(Failed::Refused(e));
                 }
             }
         }
@@ -211,19 +222,23 @@ pub(super) async fn run(
     if attempts == 0 {
         if let Some(e) = untranslatable {
             // No deployment could carry the request: a client error, with no upstream call.
-            return super::reject(p.surface, rec, e).await;
+            return Err(Failed::Refused(e));
         }
     }
     if attempts == 0 && !at_limit.is_empty() {
         // Every deployment was at its own limit: nothing was tried upstream.
         let e = ProxyError::no_deployment(&p.alias, &at_limit.join(", "));
-        return super::reject(p.surface, rec, e).await;
+        return Err(Failed::Refused(e));
     }
     tried.extend(at_limit);
     if all_rate_limited {
-        if let Some((from, resp)) = last_rate_limited {
+        if let Some((from, response)) = last_rate_limited {
             // Every attempt was told to back off: pass the provider's answer through.
-            return answer_failed(rec, &p, from, resp, attempts, request_id).await;
+            return Err(Failed::RateLimited {
+                from,
+                response,
+                attempts,
+            });
         }
     }
     let message = format!(
@@ -231,12 +246,10 @@ pub(super) async fn run(
         p.alias,
         tried.join("; ")
     );
-    super::reject(
-        p.surface,
-        rec,
-        ProxyError::upstream(message, last_timed_out),
-    )
-    .await
+    Err(Failed::Refused(ProxyError::upstream(
+        message,
+        last_timed_out,
+    )))
 }
 
 /// One call to one deployment, classified.
@@ -404,7 +417,7 @@ fn body_for(
             let model_differs = model != p.alias;
             let inject = inject_usage && format == Surface::OpenAiChat;
             return if model_differs || inject {
-                rewrite(&p.raw, model_differs.then_some(model), inject)
+                surfaces::rewrite::rewrite(&p.raw, model_differs.then_some(model), inject)
             } else {
                 Ok(p.raw.clone())
             };
@@ -420,208 +433,4 @@ fn body_for(
     serde_json::to_vec(&translated)
         .map(Bytes::from)
         .map_err(|e| ProxyError::invalid_json(&e.to_string()))
-}
-
-fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
-    use Surface::{AnthropicMessages as A, Gemini as G, OpenAiChat as O};
-    let v = match (from, to) {
-        (O, A) => "openai-chat->anthropic-messages",
-        (A, O) => "anthropic-messages->openai-chat",
-        (O, G) => "openai-chat->gemini",
-        (G, O) => "gemini->openai-chat",
-        (A, G) => "anthropic-messages->gemini",
-        (G, A) => "gemini->anthropic-messages",
-        // Same format, or a pass-through surface (responses, embeddings, images, videos).
-        _ => return None,
-    };
-    Some(HeaderValue::from_static(v))
-}
-
-fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "group={}; deployment={}/{}; attempts={attempts}",
-        p.group.alias, c.provider.name, c.deployment.model
-    ))
-    .ok()
-}
-
-/// The deployment answered (success or a client error): meter it and hand it back.
-#[allow(clippy::too_many_arguments)] // one caller, the ladder; each argument is distinct state
-async fn answer(
-    app: &App,
-    mut rec: Recorder,
-    p: &Prepared<'_>,
-    c: &Candidate<'_>,
-    upstream: UpstreamResponse,
-    attempts: u32,
-    request_id: &str,
-    in_flight: InFlight,
-) -> Response {
-    rec.mark_first_byte();
-    {
-        let e = rec.event();
-        e.provider_id.clone_from(&c.provider.id);
-        e.served_model.clone_from(&c.deployment.model);
-        c.deployment_id.clone_into(&mut e.deployment_id);
-        e.fallback_used = c.backup || attempts > 1;
-        if let Some(price) = c.price {
-            e.price_version = price.version;
-        }
-    }
-    let format = p.surface.upstream_for(c.provider.kind);
-    let basis = estimate::Basis {
-        request: p.raw.clone(),
-        client: p.surface,
-        upstream: format,
-        encoding: Encoding::for_model(&c.deployment.model),
-    };
-    let translated = translated_header(format, p.surface);
-    let UpstreamResponse {
-        status,
-        mut content_type,
-        body,
-        ..
-    } = upstream;
-    let mut resp = match body {
-        providers::Body::Full(bytes) => {
-            rec.event().status = status.as_u16();
-            let usage = match format {
-                Surface::OpenAiChat => translate::response::openai_usage(&bytes),
-                Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
-                Surface::OpenAiResponses => surfaces::openai_responses::usage(&bytes),
-                Surface::OpenAiEmbeddings => surfaces::openai_embeddings::usage(&bytes),
-                Surface::OpenAiImages => surfaces::openai_images::usage(&bytes),
-                // Video jobs are served by `server::videos`, never by the ladder.
-                Surface::OpenAiVideos => None,
-                Surface::Gemini => translate::gemini::gemini_usage(&bytes),
-            };
-            // Only an answer without usage keeps the provider's own bytes, to count them.
-            let unmetered = (usage.is_none() && status.is_success()).then(|| bytes.clone());
-            let (status, bytes) = if translated.is_some() {
-                content_type = Some(HeaderValue::from_static("application/json"));
-                translate::full(format, p.surface, status, &bytes)
-            } else {
-                (status, bytes)
-            };
-            if status.is_success() {
-                match (usage, unmetered) {
-                    (Some(u), _) => charge(&mut rec, u, false, c.price),
-                    (None, answer) => {
-                        let produced = match (p.surface, answer) {
-                            // Embeddings and images have no output tokens to estimate.
-                            (Surface::OpenAiEmbeddings | Surface::OpenAiImages, _) | (_, None) => {
-                                Produced::Nothing
-                            }
-                            (_, Some(body)) => Produced::Answer(body),
-                        };
-                        let u = estimate::estimate_usage(basis, produced).await;
-                        charge(&mut rec, u, true, c.price);
-                    }
-                }
-            } else {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-                rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
-            }
-            if let Err(err) = rec.finish().await {
-                tracing::error!(error = %err, "usage event not written");
-            }
-            drop(in_flight);
-            let mut r = Response::new(Body::from(bytes));
-            *r.status_mut() = status;
-            r
-        }
-        providers::Body::Stream(upstream) => {
-            rec.event().status = status.as_u16();
-            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-            let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
-            if p.json_array {
-                content_type = Some(HeaderValue::from_static("application/json; charset=UTF-8"));
-            } else if translated.is_some() {
-                content_type = Some(HeaderValue::from_static("text/event-stream"));
-            }
-            let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
-            let pumped = pump(
-                upstream,
-                tx,
-                rec,
-                p.surface,
-                translator,
-                c.price,
-                basis,
-                idle,
-                p.json_array,
-            );
-            app.tasks.spawn(async move {
-                pumped.await;
-                drop(in_flight);
-            });
-            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
-            *r.status_mut() = status;
-            r.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            r
-        }
-    };
-    let h = resp.headers_mut();
-    if let Some(ct) = content_type {
-        h.insert(http::header::CONTENT_TYPE, ct);
-    }
-    if let Some(v) = route_header(p, c, attempts) {
-        h.insert(ROUTE_HEADER.clone(), v);
-    }
-    if let Some(v) = translated {
-        h.insert(TRANSLATED_HEADER.clone(), v);
-    }
-    if c.backup {
-        if let Ok(v) = HeaderValue::from_str(&c.group.alias) {
-            h.insert(FALLBACK_HEADER.clone(), v);
-        }
-    }
-    with_request_id(resp, request_id)
-}
-
-/// Every deployment rate-limited the request: the last provider answer goes back as is (429,
-/// with its body), so the client's own backoff logic sees what the provider said.
-async fn answer_failed(
-    mut rec: Recorder,
-    p: &Prepared<'_>,
-    from: Surface,
-    upstream: UpstreamResponse,
-    attempts: u32,
-    request_id: &str,
-) -> Response {
-    let status = upstream.status;
-    let mut content_type = upstream.content_type;
-    let bytes = match upstream.body {
-        providers::Body::Full(b) => b,
-        providers::Body::Stream(_) => Bytes::new(),
-    };
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-    rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
-    if let Err(err) = rec.finish().await {
-        tracing::error!(error = %err, "usage event not written");
-    }
-    // The body is in the last deployment's format; the client gets its own.
-    let bytes = if from != p.surface {
-        content_type = Some(HeaderValue::from_static("application/json"));
-        translate::full(from, p.surface, status, &bytes).1
-    } else {
-        bytes
-    };
-    let mut resp = (status, bytes).into_response();
-    let h = resp.headers_mut();
-    if let Some(ct) = content_type {
-        h.insert(http::header::CONTENT_TYPE, ct);
-    }
-    if let Some(secs) = upstream.retry_after_secs {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            h.insert(http::header::RETRY_AFTER, v);
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("group={}; attempts={attempts}", p.group.alias)) {
-        h.insert(ROUTE_HEADER.clone(), v);
-    }
-    with_request_id(resp, request_id)
 }

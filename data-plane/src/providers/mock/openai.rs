@@ -8,7 +8,8 @@ use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use super::{estimate_tokens, Body, UpstreamResponse};
+use super::estimate_tokens;
+use crate::providers::{Body, UpstreamResponse};
 
 const LABEL: &str = "This is a ModelGate mock response";
 /// A 1×1 transparent PNG.
@@ -250,7 +251,7 @@ pub const VIDEO_DONE_MS: i64 = 1_500;
 pub const VIDEO_CONTENT: &[u8] = b"MODELGATE MOCK VIDEO - not a real MP4\n";
 
 fn video_object(id: &str, model: &str, created_ms: i64, seconds: &str) -> Value {
-    let elapsed = crate::usage::now_ms() - created_ms;
+    let elapsed = crate::time::now_ms() - created_ms;
     let (status, progress) = if elapsed < VIDEO_QUEUED_MS {
         ("queued", 0)
     } else if elapsed < VIDEO_DONE_MS {
@@ -287,7 +288,7 @@ pub fn create_video(body: &[u8], model: &str) -> UpstreamResponse {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4)
         .clamp(1, 60);
-    let created_ms = crate::usage::now_ms();
+    let created_ms = crate::time::now_ms();
     let id = format!(
         "video_mock_{created_ms}_{seconds}_{}",
         &modelgate_shared::new_id().simple().to_string()[..8]
@@ -328,7 +329,7 @@ pub fn poll_video(id: &str, model: &str) -> UpstreamResponse {
 /// A finished mock video's content (a few labelled bytes); 404 before it is completed.
 pub fn video_content(id: &str) -> UpstreamResponse {
     match parse_video_id(id) {
-        Some((created_ms, _)) if crate::usage::now_ms() - created_ms >= VIDEO_DONE_MS => {
+        Some((created_ms, _)) if crate::time::now_ms() - created_ms >= VIDEO_DONE_MS => {
             UpstreamResponse {
                 status: StatusCode::OK,
                 content_type: Some(HeaderValue::from_static("video/mp4")),

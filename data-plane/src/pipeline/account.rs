@@ -1,0 +1,51 @@
+//! Account: the request's usage event, from the moment the request is accepted to the write.
+//! The [`Recorder`] owns the event through the request's life (every stage tells it what it
+//! learned); this stage opens it, names who is calling, and writes it.
+
+use modelgate_shared::pricing::Price;
+use modelgate_shared::snapshot::ApiKey;
+
+use super::context::App;
+use crate::auth;
+use crate::error::ProxyError;
+use crate::translate::Usage;
+use crate::usage::Recorder;
+
+/// Opens the request's usage event (accept): from here on the request leaves exactly one.
+pub fn open(app: &App, endpoint: &'static str, request_id: &str) -> Recorder {
+    Recorder::start(app.spool.clone(), &app.origin, endpoint, request_id)
+}
+
+/// The request's key, copied into its usage event — also when the secret is refused but names
+/// a key (rotated away past its grace), and before the admission decision may refuse the key
+/// (revoked, disabled, expired): such a refusal is billable to the key's team.
+pub fn identify<'r>(
+    rec: &mut Recorder,
+    auth: Result<&'r ApiKey, auth::Refused<'r>>,
+) -> Result<&'r ApiKey, ProxyError> {
+    match auth {
+        Ok(key) => {
+            rec.describe_key(key);
+            Ok(key)
+        }
+        Err(refused) => {
+            if let Some(key) = refused.key {
+                rec.describe_key(key);
+            }
+            Err(refused.error)
+        }
+    }
+}
+
+/// Meters a request (the pump's name for [`Recorder::charge`]).
+pub fn charge(rec: &mut Recorder, usage: Usage, estimated: bool, price: Option<Price>) {
+    rec.charge(usage, estimated, price);
+}
+
+/// Writes the usage event and waits for the write; a failed write is logged (the answer goes
+/// out regardless).
+pub async fn write(rec: Recorder) {
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+}

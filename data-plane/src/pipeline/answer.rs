@@ -1,0 +1,263 @@
+//! Answer: what the client gets, in its own format — the deployment's answer (whole, or
+//! pumped event by event), the last rate-limited provider answer, or the gateway's refusal —
+//! each after (or, for a stream, while) its usage event is written.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use modelgate_shared::usage::ErrorClass;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::account;
+use super::admit::Prepared;
+use super::attempt::Served;
+use super::context::App;
+use super::plan::Candidate;
+use super::pump::pump;
+use crate::error::ProxyError;
+use crate::estimate::{self, Encoding, Produced};
+use crate::providers::{self, UpstreamResponse};
+use crate::security::refusal::Refusal;
+use crate::surfaces::{self, Surface};
+use crate::translate::{self, stream::StreamTranslator};
+use crate::usage::{Recorder, ServedBy};
+
+pub static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-modelgate-fallback");
+/// Set when the request was translated to another wire format: `openai-chat->anthropic-messages`.
+pub static TRANSLATED_HEADER: HeaderName = HeaderName::from_static("x-modelgate-translated");
+/// Micro-USD left of the key's tightest hard budget (the control plane's last figure less what
+/// this node has reserved since), on answers to keys that have one.
+pub static BUDGET_REMAINING_HEADER: HeaderName =
+    HeaderName::from_static("x-modelgate-budget-remaining");
+
+pub fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
+    }
+    resp
+}
+
+/// Answers a request the gateway refuses, in the caller's format, after writing its usage
+/// event if its key is known. A request refused before that is billable to no one: its
+/// event is dropped unwritten, and the HTTP edge (`server::anonymous`) counts and logs it.
+pub async fn reject(surface: Surface, mut rec: Recorder, e: ProxyError) -> Response {
+    let request_id = rec.request_id().to_owned();
+    let identified = rec.identified();
+    // Failed either way: an anonymous refusal is not written, but it is counted in the metrics
+    // with its status and class when the event is sealed.
+    rec.fail(e.status.as_u16(), e.class, &e.message);
+    if identified {
+        account::write(rec).await;
+    } else {
+        rec.discard();
+    }
+    let mut resp = with_request_id(surface.error_response(&e), &request_id);
+    resp.extensions_mut().insert(Refusal::of(&e, identified));
+    resp
+}
+
+fn translated_header(from: Surface, to: Surface) -> Option<HeaderValue> {
+    use Surface::{AnthropicMessages as A, Gemini as G, OpenAiChat as O};
+    let v = match (from, to) {
+        (O, A) => "openai-chat->anthropic-messages",
+        (A, O) => "anthropic-messages->openai-chat",
+        (O, G) => "openai-chat->gemini",
+        (G, O) => "gemini->openai-chat",
+        (A, G) => "anthropic-messages->gemini",
+        (G, A) => "gemini->anthropic-messages",
+        // Same format, or a pass-through surface (responses, embeddings, images, videos).
+        _ => return None,
+    };
+    Some(HeaderValue::from_static(v))
+}
+
+fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "group={}; deployment={}/{}; attempts={attempts}",
+        p.group.alias, c.provider.name, c.deployment.model
+    ))
+    .ok()
+}
+
+/// The deployment answered (success or a client error): meter it and hand it back — whole, or
+/// pumped event by event by a task that outlives the handler.
+pub async fn served(
+    app: &App,
+    mut rec: Recorder,
+    p: &Prepared<'_>,
+    served: Served<'_, '_>,
+    request_id: &str,
+) -> Response {
+    let Served {
+        candidate: c,
+        response: upstream,
+        attempts,
+        in_flight,
+    } = served;
+    rec.mark_first_byte();
+    rec.served_by(ServedBy {
+        provider_id: &c.provider.id,
+        model: &c.deployment.model,
+        deployment_id: c.deployment_id,
+        fallback: c.backup || attempts > 1,
+        price: c.price.as_ref(),
+    });
+    let format = p.surface.upstream_for(c.provider.kind);
+    let basis = estimate::Basis {
+        request: p.raw.clone(),
+        client: p.surface,
+        upstream: format,
+        encoding: Encoding::for_model(&c.deployment.model),
+    };
+    let translated = translated_header(format, p.surface);
+    let UpstreamResponse {
+        status,
+        mut content_type,
+        body,
+        ..
+    } = upstream;
+    let mut resp = match body {
+        providers::Body::Full(bytes) => {
+            rec.answered(status.as_u16());
+            let usage = match format {
+                Surface::OpenAiChat => translate::response::openai_usage(&bytes),
+                Surface::AnthropicMessages => translate::response::anthropic_usage(&bytes),
+                Surface::OpenAiResponses => surfaces::openai_responses::usage(&bytes),
+                Surface::OpenAiEmbeddings => surfaces::openai_embeddings::usage(&bytes),
+                Surface::OpenAiImages => surfaces::openai_images::usage(&bytes),
+                // Video jobs are served by `pipeline::videos`, never by the ladder.
+                Surface::OpenAiVideos => None,
+                Surface::Gemini => translate::gemini::gemini_usage(&bytes),
+            };
+            // Only an answer without usage keeps the provider's own bytes, to count them.
+            let unmetered = (usage.is_none() && status.is_success()).then(|| bytes.clone());
+            let (status, bytes) = if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                translate::full(format, p.surface, status, &bytes)
+            } else {
+                (status, bytes)
+            };
+            if status.is_success() {
+                match (usage, unmetered) {
+                    (Some(u), _) => rec.charge(u, false, c.price),
+                    (None, answer) => {
+                        let produced = match (p.surface, answer) {
+                            // Embeddings and images have no output tokens to estimate.
+                            (Surface::OpenAiEmbeddings | Surface::OpenAiImages, _) | (_, None) => {
+                                Produced::Nothing
+                            }
+                            (_, Some(body)) => Produced::Answer(body),
+                        };
+                        let u = estimate::estimate_usage(basis, produced).await;
+                        rec.charge(u, true, c.price);
+                    }
+                }
+            } else {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+                rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
+            }
+            account::write(rec).await;
+            drop(in_flight);
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r
+        }
+        providers::Body::Stream(upstream) => {
+            rec.answered(status.as_u16());
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+            let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
+            if p.json_array {
+                content_type = Some(HeaderValue::from_static("application/json; charset=UTF-8"));
+            } else if translated.is_some() {
+                content_type = Some(HeaderValue::from_static("text/event-stream"));
+            }
+            let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
+            let pumped = pump(
+                upstream,
+                tx,
+                rec,
+                p.surface,
+                translator,
+                c.price,
+                basis,
+                idle,
+                p.json_array,
+            );
+            app.tasks.spawn(async move {
+                pumped.await;
+                drop(in_flight);
+            });
+            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Some(v) = route_header(p, c, attempts) {
+        h.insert(ROUTE_HEADER.clone(), v);
+    }
+    if let Some(v) = translated {
+        h.insert(TRANSLATED_HEADER.clone(), v);
+    }
+    if c.backup {
+        if let Ok(v) = HeaderValue::from_str(&c.group.alias) {
+            h.insert(FALLBACK_HEADER.clone(), v);
+        }
+    }
+    with_request_id(resp, request_id)
+}
+
+/// Every deployment rate-limited the request: the last provider answer goes back as is (429,
+/// with its body), so the client's own backoff logic sees what the provider said.
+pub async fn rate_limited(
+    mut rec: Recorder,
+    p: &Prepared<'_>,
+    from: Surface,
+    upstream: UpstreamResponse,
+    attempts: u32,
+    request_id: &str,
+) -> Response {
+    let status = upstream.status;
+    let mut content_type = upstream.content_type;
+    let bytes = match upstream.body {
+        providers::Body::Full(b) => b,
+        providers::Body::Stream(_) => Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+    rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
+    account::write(rec).await;
+    // The body is in the last deployment's format; the client gets its own.
+    let bytes = if from != p.surface {
+        content_type = Some(HeaderValue::from_static("application/json"));
+        translate::full(from, p.surface, status, &bytes).1
+    } else {
+        bytes
+    };
+    let mut resp = (status, bytes).into_response();
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Some(secs) = upstream.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            h.insert(http::header::RETRY_AFTER, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("group={}; attempts={attempts}", p.group.alias)) {
+        h.insert(ROUTE_HEADER.clone(), v);
+    }
+    with_request_id(resp, request_id)
+}

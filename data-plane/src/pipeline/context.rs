@@ -1,0 +1,32 @@
+//! What every stage of the pipeline shares: the node's state, built once at start and cloned
+//! (cheaply: every field is a handle) into each request. The lowest stage: it names no other.
+
+use std::sync::Arc;
+
+use crate::config::SharedRuntime;
+use crate::routing::budget::RetryBudget;
+use crate::usage::metered::MeteredJobs;
+use crate::usage::spool::Spool;
+use crate::usage::Origin;
+
+/// What every handler and stage shares.
+#[derive(Clone)]
+pub struct App {
+    pub runtime: SharedRuntime,
+    pub spool: Spool,
+    pub origin: Arc<Origin>,
+    pub max_body_bytes: usize,
+    /// Stream pumps outlive their handler; shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    pub retry_budget: Arc<RetryBudget>,
+    /// Video jobs this node has already metered.
+    pub videos_metered: Arc<MeteredJobs>,
+    /// This node's budget slices (leased from the control plane).
+    pub quotas: Arc<crate::quota::Quotas>,
+    /// This node's rate-limit shares (leased from the control plane).
+    pub limits: Arc<crate::limits::Limits>,
+    /// Wall-clock time for budget periods (injected).
+    pub clock: modelgate_shared::clock::SharedClock,
+    /// Refusals before authentication: throttle, counters, security log.
+    pub security: Arc<crate::security::Guard>,
+}

@@ -1,0 +1,93 @@
+//! The request pipeline: one request, top-down, one stage per module. [`serve`] reads as the
+//! stages in this table's order. A stage module names only the stages below it — in dependency
+//! order `context`, `account`, `parse`, `admit`, `plan`, `attempt`, `pump`, `answer`, then the
+//! short pipelines `models` and `videos` — and the modules below the pipeline; none names this
+//! file, which only composes them (`tests/import_layers.rs` holds them to it).
+//!
+//! | stage     | module      | what it does                                                  |
+//! |-----------|-------------|---------------------------------------------------------------|
+//! | accept    | [`account`] | open the request's one usage event; load one `Arc<Runtime>`    |
+//! | authenticate | [`admit`] | the key, found by its secret (the Gemini URL may carry it); its state and endpoint families |
+//! | parse     | [`parse`]   | the body under the size limit, peeked through its surface      |
+//! | admit     | [`admit`]   | the admission decision (`modelgate_shared::admission`): the key's policy for the model, the price-and-bound policy; then the rate-limit shares and the budget reservation |
+//! | plan      | [`plan`]    | the ordered deployments the request may try                    |
+//! | attempt   | [`attempt`] | the failure ladder: each attempt timed, classified, recorded   |
+//! | answer or pump | [`answer`], [`pump`] | the answer in the client's format, whole or event by event |
+//! | account   | [`account`] | the usage event written before the answer's last byte          |
+//!
+//! [`context`] holds what every stage shares ([`App`]). `models` (`GET /v1/models`) and
+//! `videos` (video jobs) are shorter pipelines built from the same stages.
+//!
+//! Every request whose key is identified, accepted or rejected, leaves exactly one usage event
+//! (see `usage::Recorder`); one refused before that is billable to no one and is counted and
+//! logged by the HTTP edge instead (`server::anonymous`).
+
+pub mod account;
+pub mod admit;
+pub mod answer;
+pub mod attempt;
+pub mod context;
+pub mod models;
+pub mod parse;
+pub mod plan;
+pub mod pump;
+pub mod videos;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+
+pub use context::App;
+
+use crate::surfaces::Surface;
+use crate::time::now_ms;
+use attempt::Failed;
+
+/// Serves one request of `surface` (`uri` matters to Gemini only: it names the model there).
+pub async fn serve(
+    app: App,
+    surface: Surface,
+    headers: HeaderMap,
+    uri: &http::Uri,
+    body: Body,
+) -> Response {
+    // Accept: from here on the request leaves one usage event, and sees one config.
+    let request_id = modelgate_shared::new_id().to_string();
+    let mut rec = account::open(&app, surface.endpoint(), &request_id);
+    let runtime = app.runtime.load_full();
+    // Authenticate, parse what is needed, admit.
+    let p = match admit::prepare(&app, &runtime, surface, &headers, uri, body, &mut rec).await {
+        Ok(p) => p,
+        Err(e) => return answer::reject(surface, rec, e).await,
+    };
+    // Plan.
+    let request = plan::Request {
+        class: p.class,
+        data_class: p.data_class,
+    };
+    let plan = plan::plan(
+        &runtime,
+        p.group,
+        request,
+        now_ms(),
+        &mut rand::thread_rng(),
+    );
+    // Attempt, then answer or pump; each writes the usage event (account) on its way out.
+    let tried = attempt::ladder(&app, &runtime, &mut rec, &p, &plan, &request_id).await;
+    let mut resp = match tried {
+        Ok(served) => answer::served(&app, rec, &p, served, &request_id).await,
+        Err(Failed::RateLimited {
+            from,
+            response,
+            attempts,
+        }) => answer::rate_limited(rec, &p, from, response, attempts, &request_id).await,
+        Err(Failed::Refused(e)) => answer::reject(p.surface, rec, e).await,
+    };
+    if let Some(r) = p.budget_remaining {
+        resp.headers_mut().insert(
+            answer::BUDGET_REMAINING_HEADER.clone(),
+            HeaderValue::from(r),
+        );
+    }
+    resp
+}
