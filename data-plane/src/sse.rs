@@ -127,7 +127,11 @@ fn find_event_end(buf: &[u8], from: usize) -> (Option<usize>, usize) {
 pub fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     use std::borrow::Cow;
     let mut data: Option<Cow<'_, [u8]>> = None;
-    for line in event.split(|&b| b == b'\n') {
+    let mut start = 0;
+    while start < event.len() {
+        let end = memchr::memchr(b'\n', &event[start..]).map_or(event.len(), |i| start + i);
+        let line = &event[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);

@@ -64,6 +64,10 @@ struct CompletionDetails {
 /// `completion_tokens_details.reasoning_tokens` inside `completion_tokens`, which is the
 /// convention [`Usage`] keeps.
 pub fn openai_usage(json: &[u8]) -> Option<Usage> {
+    if super::scan::every_member_null(json, b"usage") {
+        // Most chunks of a stream that reports usage say `"usage":null`.
+        return None;
+    }
     let usage: Option<OpenAiUsage> = match super::scan::member(json, b"usage") {
         Some(raw) => serde_json::from_slice(raw).ok()?,
         None => {

@@ -41,6 +41,27 @@ pub fn member<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
     }
 }
 
+/// Every member named `key`, at any depth, has the value `null` — or there is none. Exact for
+/// JSON: the bytes `"key"` followed by `:` can only be a member's name (inside a string every
+/// quote is escaped), and an occurrence followed by anything else is a string value.
+pub fn every_member_null(json: &[u8], key: &[u8]) -> bool {
+    let mut quoted = Vec::with_capacity(key.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(key);
+    quoted.push(b'"');
+    for at in memchr::memmem::find_iter(json, &quoted) {
+        let i = skip_ws(json, at + quoted.len());
+        if json.get(i) != Some(&b':') {
+            continue;
+        }
+        let v = skip_ws(json, i + 1);
+        if !json[v..].starts_with(b"null") {
+            return false;
+        }
+    }
+    true
+}
+
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
     while matches!(json.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
@@ -117,6 +138,31 @@ mod tests {
         assert_eq!(member(json, b"n"), Some(&b"-1.5e3"[..]));
         assert_eq!(member(json, b"ok"), Some(&b"true"[..]));
         assert_eq!(member(json, b"id"), Some(&br#""x""#[..]));
+    }
+
+    #[test]
+    fn null_members_are_told_apart_from_present_ones_at_any_depth() {
+        use super::every_member_null;
+        assert!(every_member_null(br#"{"id":"x","usage":null}"#, b"usage"));
+        assert!(every_member_null(br#"{"id":"x"}"#, b"usage"));
+        // A string value "usage" is not a member.
+        assert!(every_member_null(
+            br#"{"reason":"usage","usage" : null}"#,
+            b"usage"
+        ));
+        // Escaped inside a string, it is neither.
+        assert!(every_member_null(
+            br#"{"c":"\"usage\": 5","usage":null}"#,
+            b"usage"
+        ));
+        assert!(!every_member_null(
+            br#"{"usage":{"prompt_tokens":1}}"#,
+            b"usage"
+        ));
+        assert!(!every_member_null(
+            br#"{"a":{"usage":null},"usage":{"x":1}}"#,
+            b"usage"
+        ));
     }
 
     #[test]

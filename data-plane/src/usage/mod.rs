@@ -51,7 +51,9 @@ pub struct ServedBy<'a> {
 }
 
 pub struct Recorder {
-    event: Option<UsageEvent>,
+    /// Boxed: the recorder travels by value through every stage of a request (and so through
+    /// their futures), and the event is most of its size.
+    event: Option<Box<UsageEvent>>,
     /// The endpoint family the request came in on, as a metrics label.
     surface: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
@@ -73,7 +75,7 @@ impl Recorder {
         let admission = spool.admit();
         origin.metrics.started();
         Recorder {
-            event: Some(UsageEvent {
+            event: Some(Box::new(UsageEvent {
                 schema_version: USAGE_SCHEMA_VERSION,
                 id: modelgate_shared::new_id().to_string(),
                 request_id: request_id.to_owned(),
@@ -83,7 +85,7 @@ impl Recorder {
                 endpoint: endpoint.to_owned(),
                 traffic_class: Some(TrafficClass::Interactive),
                 ..Default::default()
-            }),
+            })),
             surface: endpoint,
             metrics: origin.metrics.clone(),
             started: Instant::now(),
@@ -122,12 +124,12 @@ impl Recorder {
     /// The event being filled in: written here only.
     fn event_mut(&mut self) -> &mut UsageEvent {
         // `event` is only taken by `finish`, which consumes `self`.
-        self.event.get_or_insert_with(UsageEvent::default)
+        self.event.get_or_insert_with(Box::default)
     }
 
     /// The event as filled in so far (read only).
     pub fn event(&self) -> Option<&UsageEvent> {
-        self.event.as_ref()
+        self.event.as_deref()
     }
 
     /// The request's id, as its answer's `x-request-id` carries it.
@@ -254,7 +256,7 @@ impl Recorder {
         e.error_message = message.chars().take(500).collect();
     }
 
-    fn seal(&mut self) -> Option<UsageEvent> {
+    fn seal(&mut self) -> Option<Box<UsageEvent>> {
         let latency = self.elapsed_us();
         let mut e = self.event.take()?;
         if let Some(r) = self.reservation.take() {
