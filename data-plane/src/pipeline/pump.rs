@@ -61,6 +61,8 @@ pub struct Pump {
     idle: Pin<Box<tokio::time::Sleep>>,
     /// Writing the usage event, then the last event: set once the upstream is done.
     finishing: Option<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>>,
+    /// The batch at hand has waited one turn of the scheduler for more upstream reads.
+    yielded: bool,
     done: bool,
 }
 
@@ -80,6 +82,7 @@ impl Pump {
             upstream,
             idle,
             finishing: None,
+            yielded: false,
             done: false,
             state: Box::new(State {
                 framer: stream
@@ -200,6 +203,15 @@ impl hyper::body::Body for Pump {
             if over {
                 this.finish();
             }
+            if !over && !this.yielded && !this.state.batch.is_empty() && !this.state.batch.full() {
+                // The provider's connection task decodes one HTTP chunk per poll of its body:
+                // let it (and whatever else is ready) run once, then take what it has ready,
+                // so the events of one upstream packet go out in one client write.
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.yielded = false;
             if let Some(write) = this.state.batch.take() {
                 if !over {
                     let timeout = this.state.stream.as_ref().map(|s| s.idle_timeout);
@@ -358,6 +370,10 @@ impl Batch {
 
     fn full(&self) -> bool {
         self.bytes >= Self::MAX_BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 
     /// The events gathered since the last call as one buffer (the event itself when there is
