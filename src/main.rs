@@ -22,13 +22,6 @@ use secrecy::{ExposeSecret, SecretString};
 
 use cli::{Cli, Command};
 
-/// The process allocator. The data plane allocates and frees many small, short-lived buffers per
-/// request on two or more threads (headers, bodies, the usage event); glibc's malloc spent about
-/// a sixth of the data plane's instructions on them (and consolidated free chunks on the
-/// request path), mimalloc's thread-local free lists a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
