@@ -9,13 +9,15 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use modelgate_shared::usage::ErrorClass;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::account;
 use super::admit::Prepared;
 use super::attempt::Served;
 use super::context::App;
 use super::plan::Candidate;
-use super::pump::{self, Pump};
+use super::pump::pump;
 use crate::error::ProxyError;
 use crate::estimate::{self, Encoding, Produced};
 use crate::providers::{self, UpstreamResponse};
@@ -84,7 +86,7 @@ fn route_header(p: &Prepared<'_>, c: &Candidate<'_>, attempts: u32) -> Option<He
 }
 
 /// The deployment answered (success or a client error): meter it and hand it back — whole, or
-/// pumped event by event by the response body itself (`pump::Pump`).
+/// pumped event by event by a task that outlives the handler.
 pub async fn served(
     app: &App,
     mut rec: Recorder,
@@ -168,27 +170,30 @@ pub async fn served(
         }
         providers::Body::Stream(upstream) => {
             rec.answered(status.as_u16());
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
             if p.json_array {
                 content_type = Some(HeaderValue::from_static("application/json; charset=UTF-8"));
             } else if translated.is_some() {
                 content_type = Some(HeaderValue::from_static("text/event-stream"));
             }
-            let pump = Pump::new(
+            let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
+            let pumped = pump(
                 upstream,
-                pump::Stream {
-                    rec,
-                    client: p.surface,
-                    translator: StreamTranslator::new(format, p.surface, p.client_wants_usage),
-                    price: c.price,
-                    basis,
-                    idle_timeout: idle,
-                    json_array: p.json_array,
-                    held: Box::new(in_flight),
-                    tasks: app.tasks.clone(),
-                },
+                tx,
+                rec,
+                p.surface,
+                translator,
+                c.price,
+                basis,
+                idle,
+                p.json_array,
             );
-            let mut r = Response::new(Body::new(pump));
+            app.tasks.spawn(async move {
+                pumped.await;
+                drop(in_flight);
+            });
+            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
             *r.status_mut() = status;
             r.headers_mut().insert(
                 http::header::CACHE_CONTROL,
