@@ -5,9 +5,12 @@
 //!   fixed concurrency, or open loop at a fixed rate with coordinated-omission correction).
 //! * `compare` — the same load against the upstream directly and through the gateway, back to
 //!   back in one run, printed as a markdown table with the added latency and gateway CPU.
+//! * `big-config` — the data plane with 100k keys and 1k routes: RSS, apply time, and latency
+//!   while snapshots of that size are applied under load.
 //! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
 //!   request head byte by byte (loopback only, bounded).
 
+mod bigconfig;
 mod compare;
 mod load;
 mod metering;
@@ -59,6 +62,9 @@ enum Cmd {
     Quota(quota::QuotaArgs),
     /// Normal clients' latency without and with slow-header connections held open.
     Slowloris(slowloris::SlowlorisArgs),
+    /// The data plane with 100k keys and 1k routes: RSS, apply time, and latency while new
+    /// snapshots of that size are applied under load.
+    BigConfig(bigconfig::BigConfigArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -179,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Route(args) => route::run(args),
             Cmd::Quota(args) => quota::run(args).await,
             Cmd::Slowloris(args) => slowloris::run(args).await,
+            Cmd::BigConfig(args) => bigconfig::run(args).await,
         }
     })
 }
