@@ -104,7 +104,7 @@ pub fn parse_header(h: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
 }
 
 /// A resolved, ready-to-send request template.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestTemplate {
     pub target: Target,
     pub method: Method,
@@ -243,7 +243,8 @@ pub async fn probe(template: &RequestTemplate, timeout: Duration) -> anyhow::Res
 }
 
 struct Shared {
-    template: RequestTemplate,
+    /// Request `i` uses template `i % len` (several keys, one per template).
+    templates: Vec<RequestTemplate>,
     deadline: Instant,
     start: Instant,
     /// Seconds between scheduled sends (open loop).
@@ -268,6 +269,11 @@ impl Shared {
 #[derive(Default)]
 struct WorkerStats {
     latencies_ns: Vec<u64>,
+    /// When each 2xx request counted from, as an offset from the window's start; aligned with
+    /// `latencies_ns` until the latter is sorted.
+    starts_ns: Vec<u64>,
+    /// When each failed request counted from (offset from the window's start).
+    failed_at_ns: Vec<u64>,
     ttfb_ns: Vec<u64>,
     ok: u64,
     non2xx: u64,
@@ -285,15 +291,17 @@ fn nanos(d: Duration) -> u64 {
 async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut sender = Some(sender);
+    let mut sent: u64 = 0;
     loop {
-        // When does this request count from?
-        let t0 = match shared.interval_s {
+        // When does this request count from, and which template does it use?
+        let (t0, pick) = match shared.interval_s {
             None => {
                 let now = Instant::now();
                 if now >= shared.deadline {
                     break;
                 }
-                now
+                sent += 1;
+                (now, sent)
             }
             Some(interval) => {
                 let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
@@ -303,13 +311,18 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
                 }
                 if Instant::now() < scheduled {
                     tokio::time::sleep_until(scheduled.into()).await;
-                    Instant::now()
+                    (Instant::now(), slot)
                 } else {
                     stats.behind += 1;
-                    scheduled
+                    (scheduled, slot)
                 }
             }
         };
+        let template = shared
+            .templates
+            .get(usize::try_from(pick).unwrap_or(0) % shared.templates.len().max(1))
+            .unwrap_or(&shared.templates[0]);
+        let start_ns = nanos(t0.saturating_duration_since(shared.start));
 
         // A connection the server closed (keep-alive ended) is re-opened; that time counts.
         let usable = match sender.as_mut() {
@@ -320,13 +333,15 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
             if sender.is_some() {
                 stats.reconnects += 1;
             }
-            match tokio::time::timeout(shared.timeout, connect(shared.template.target.addr)).await {
+            match tokio::time::timeout(shared.timeout, connect(template.target.addr)).await {
                 Ok(Ok(s)) => sender = Some(s),
                 Ok(Err(e)) => {
+                    stats.failed_at_ns.push(start_ns);
                     fail(&shared, &mut stats, format!("{e:#}")).await;
                     continue;
                 }
                 Err(_) => {
+                    stats.failed_at_ns.push(start_ns);
                     fail(&shared, &mut stats, "connect timed out".to_string()).await;
                     continue;
                 }
@@ -334,7 +349,7 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
         }
         let Some(s) = sender.as_mut() else { continue };
 
-        match tokio::time::timeout(shared.timeout, exchange(s, &shared.template, false)).await {
+        match tokio::time::timeout(shared.timeout, exchange(s, template, false)).await {
             Ok(Ok(ex)) => {
                 stats.bytes += ex.bytes;
                 if ex.status.is_success() {
@@ -342,6 +357,7 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
                     stats
                         .latencies_ns
                         .push(nanos(ex.end.saturating_duration_since(t0)));
+                    stats.starts_ns.push(start_ns);
                     if ex.event_stream {
                         stats.streams += 1;
                         let first = ex.first_byte.unwrap_or(ex.end);
@@ -351,6 +367,7 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
                     }
                 } else {
                     stats.non2xx += 1;
+                    stats.failed_at_ns.push(start_ns);
                     Shared::note(&shared.first_non2xx, || {
                         let body = ex.body.unwrap_or_default();
                         format!(
@@ -363,10 +380,12 @@ async fn worker(shared: Arc<Shared>, sender: Sender) -> WorkerStats {
             }
             Ok(Err(e)) => {
                 sender = None;
+                stats.failed_at_ns.push(start_ns);
                 fail(&shared, &mut stats, format!("{e:#}")).await;
             }
             Err(_) => {
                 sender = None;
+                stats.failed_at_ns.push(start_ns);
                 fail(
                     &shared,
                     &mut stats,
@@ -399,6 +418,8 @@ fn truncate(s: &str, max: usize) -> String {
 
 struct Window {
     stats: WorkerStats,
+    /// When the clock started (connections were open by then).
+    start: Instant,
     elapsed: Duration,
     first_error: Option<String>,
     first_non2xx: Option<String>,
@@ -406,22 +427,26 @@ struct Window {
 
 /// Opens the connections, runs the workers for `duration`, waits for them all.
 async fn run_window(
-    template: RequestTemplate,
+    templates: Vec<RequestTemplate>,
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
     timeout: Duration,
-) -> anyhow::Result<(Window, RequestTemplate)> {
+) -> anyhow::Result<(Window, Vec<RequestTemplate>)> {
+    let addr = templates
+        .first()
+        .map(|t| t.target.addr)
+        .ok_or_else(|| anyhow!("no request to send"))?;
     let mut senders = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let sender = tokio::time::timeout(timeout, connect(template.target.addr))
+        let sender = tokio::time::timeout(timeout, connect(addr))
             .await
-            .map_err(|_| anyhow!("connecting to {} timed out", template.target.addr))??;
+            .map_err(|_| anyhow!("connecting to {addr} timed out"))??;
         senders.push(sender);
     }
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        template,
+        templates,
         start,
         deadline: start + duration,
         interval_s: rate.map(|r| 1.0 / r),
@@ -438,6 +463,8 @@ async fn run_window(
     for h in handles {
         let w = h.await.context("load worker failed")?;
         total.latencies_ns.extend_from_slice(&w.latencies_ns);
+        total.starts_ns.extend_from_slice(&w.starts_ns);
+        total.failed_at_ns.extend_from_slice(&w.failed_at_ns);
         total.ttfb_ns.extend_from_slice(&w.ttfb_ns);
         total.ok += w.ok;
         total.non2xx += w.non2xx;
@@ -454,12 +481,53 @@ async fn run_window(
     Ok((
         Window {
             stats: total,
+            start,
             elapsed,
             first_error,
             first_non2xx,
         },
-        shared.template,
+        shared.templates,
     ))
+}
+
+/// Every request of an open- or closed-loop window, with when it counted from.
+pub struct Timed {
+    /// The window's start (connections already open).
+    pub start: Instant,
+    pub elapsed: Duration,
+    /// (start offset, latency) of each 2xx response, in nanoseconds.
+    pub ok: Vec<(u64, u64)>,
+    /// Start offsets of failed requests (non-2xx, transport errors, timeouts), in nanoseconds.
+    pub failed_at_ns: Vec<u64>,
+    pub behind_schedule: u64,
+    pub first_error: Option<String>,
+    pub first_non2xx: Option<String>,
+}
+
+/// Runs one window over `templates` (request `i` uses template `i % len`) and keeps every
+/// request's start, so a caller can split them by what happened meanwhile.
+pub async fn run_timed(
+    templates: Vec<RequestTemplate>,
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    timeout: Duration,
+) -> anyhow::Result<Timed> {
+    let (window, _) = run_window(templates, concurrency, duration, rate, timeout).await?;
+    let stats = window.stats;
+    Ok(Timed {
+        start: window.start,
+        elapsed: window.elapsed,
+        ok: stats
+            .starts_ns
+            .into_iter()
+            .zip(stats.latencies_ns)
+            .collect(),
+        failed_at_ns: stats.failed_at_ns,
+        behind_schedule: stats.behind,
+        first_error: window.first_error,
+        first_non2xx: window.first_non2xx,
+    })
 }
 
 /// Runs a warm-up (if any) and then the measured window.
@@ -475,29 +543,31 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Summary> {
     if config.duration.is_zero() {
         bail!("duration must be positive");
     }
-    let mut template = RequestTemplate::new(
-        &config.url,
-        &config.headers,
-        config.method.as_deref(),
-        config.body.clone(),
-    )
-    .await?;
+    let mut templates = vec![
+        RequestTemplate::new(
+            &config.url,
+            &config.headers,
+            config.method.as_deref(),
+            config.body.clone(),
+        )
+        .await?,
+    ];
 
     if !config.warmup.is_zero() {
         let (_, t) = run_window(
-            template,
+            templates,
             config.concurrency,
             config.warmup,
             config.rate,
             config.timeout,
         )
         .await?;
-        template = t;
+        templates = t;
     }
 
     let cpu_before = config.pid.map(procstat::cpu_ticks).transpose()?;
     let (window, _) = run_window(
-        template,
+        templates,
         config.concurrency,
         config.duration,
         config.rate,
@@ -509,6 +579,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Summary> {
 
     let Window {
         mut stats,
+        start: _,
         elapsed,
         first_error,
         first_non2xx,

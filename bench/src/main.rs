@@ -6,9 +6,12 @@
 //! * `compare` — the same load against the upstream directly and through the gateway, back to
 //!   back in one run, printed as a markdown table with the added latency and gateway CPU.
 //! * `metrics` — the cost of counting one request in the node's metrics (ns per record).
+//! * `big-config` — the data plane with 100k keys and 1k routes: RSS, apply time, and latency
+//!   while snapshots of that size are applied under load.
 //! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
 //!   request head byte by byte (loopback only, bounded).
 
+mod bigconfig;
 mod compare;
 mod load;
 mod metering;
@@ -63,6 +66,9 @@ enum Cmd {
     Metrics(metrics::MetricsArgs),
     /// Normal clients' latency without and with slow-header connections held open.
     Slowloris(slowloris::SlowlorisArgs),
+    /// The data plane with 100k keys and 1k routes: RSS, apply time, and latency while new
+    /// snapshots of that size are applied under load.
+    BigConfig(bigconfig::BigConfigArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -184,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Quota(args) => quota::run(args).await,
             Cmd::Metrics(args) => metrics::run(args),
             Cmd::Slowloris(args) => slowloris::run(args).await,
+            Cmd::BigConfig(args) => bigconfig::run(args).await,
         }
     })
 }

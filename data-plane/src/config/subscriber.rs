@@ -37,6 +37,10 @@ pub struct Subscriber {
     pub health_report_interval: Duration,
 }
 
+/// The largest snapshot message accepted. tonic's default (4 MiB) is about 20,000 keys; a
+/// snapshot is about 210 bytes per key on the wire, so this leaves room for a million keys.
+pub const MAX_SNAPSHOT_BYTES: usize = 256 * 1024 * 1024;
+
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -67,7 +71,8 @@ impl Subscriber {
     }
 
     async fn session(&self) -> Result<(), tonic::Status> {
-        let mut client = ConfigServiceClient::new(self.channel.clone());
+        let mut client = ConfigServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let (tx, rx) = mpsc::channel(8);
         let hello = SubscribeRequest {
             kind: Some(Kind::Hello(Hello {
@@ -92,6 +97,7 @@ impl Subscriber {
             .into_inner();
         tracing::info!("config stream connected");
         while let Some(wire) = stream.message().await? {
+            let received = std::time::Instant::now();
             let version = wire.version;
             let served = self.runtime.load().version;
             match should_apply(served, version) {
@@ -136,8 +142,14 @@ impl Subscriber {
                         }
                         Err(e) => tracing::error!(error = %e, "last-known-good writer panicked"),
                     }
+                    let keys = next.keys.len();
                     self.runtime.store(Arc::new(next));
-                    tracing::info!(version, "snapshot applied");
+                    tracing::info!(
+                        version,
+                        keys,
+                        apply_ms = received.elapsed().as_secs_f64() * 1e3,
+                        "snapshot applied"
+                    );
                     Kind::Ack(Ack { version })
                 }
                 Err(e) => {
