@@ -65,6 +65,7 @@ fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
             status: 200,
             error_class: None,
             latency_us: 200_000,
+            ..Default::default()
         }],
         status: 200,
         latency_us: 250_000,

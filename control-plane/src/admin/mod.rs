@@ -83,6 +83,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(deployment_health))
         .routes(routes!(explain_request))
         .routes(routes!(list_audit))
+        .routes(routes!(list_requests))
+        .routes(routes!(get_request))
         .routes(routes!(list_usage))
         .routes(routes!(usage_daily))
         .routes(routes!(list_quarantine))
@@ -893,6 +895,39 @@ async fn list_audit(
     ApiQuery(filter): ApiQuery<AuditFilter>,
 ) -> Result<Response> {
     Ok(ok(audit_service::list(&s, &a, q, filter).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/requests",
+    tag = "usage",
+    params(PageParams, usage::requests::RequestFilter),
+    responses((status = 200, description = "a page of the request log, newest first: {data: [request], next_cursor}; pass next_cursor back as `after`", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_requests(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiQuery(q): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<usage::requests::RequestFilter>,
+) -> Result<Response> {
+    Ok(ok(usage::requests::list(&s, &a, q, filter).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/requests/{request_id}",
+    tag = "usage",
+    params(("request_id" = String, Path, description = "the `x-request-id` the gateway's answer carried")),
+    responses((status = 200, description = "the request's usage row with every upstream attempt", body = usage::UsageRow), (status = 404, description = "no such request (or another team's)", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_request(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(request_id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(usage::requests::get(&s, &a, &request_id).await?))
 }
 
 #[utoipa::path(

@@ -1,10 +1,11 @@
 //! Usage: idempotent batch ingest with same-transaction aggregates ([`ingest`]) that quarantines
 //! what fails validation ([`validate`], [`quarantine`]), the pull API and aggregate queries
-//! ([`query`]), and export sink administration ([`sinks`]).
+//! ([`query`]), the request log ([`requests`]), and export sink administration ([`sinks`]).
 
 mod ingest;
 pub mod quarantine;
 mod query;
+pub mod requests;
 pub mod sinks;
 pub mod validate;
 
