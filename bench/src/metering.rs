@@ -146,6 +146,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         grpc_listen: "127.0.0.1:0".parse()?,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),
         grpc_limits: Default::default(),
+        metrics_listen: None,
         clock: modelgate_shared::clock::system(),
     })
     .await?;

@@ -27,6 +27,7 @@ mod metrics;
 mod missing_price;
 mod nack;
 mod no_secrets_in_logs;
+mod observability;
 mod openai_surfaces;
 mod openapi;
 mod pricing;

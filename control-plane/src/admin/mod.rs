@@ -6,6 +6,9 @@
 mod error;
 mod idempotency;
 mod json;
+mod metrics;
+
+pub use metrics::router as metrics_router;
 
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -13,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::sync::Arc;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -101,7 +105,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(services: Services) -> Router {
     let (api, doc) = routes();
-    let doc = std::sync::Arc::new(doc);
+    let templates = metrics::Templates::new(
+        "/admin/v1",
+        doc.paths.paths.keys(),
+        &["/admin/v1/openapi.json", "/healthz"],
+    );
+    let doc = Arc::new(doc);
     let api = api
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
@@ -112,7 +121,7 @@ pub fn router(services: Services) -> Router {
             services.clone(),
             require_admin,
         ))
-        .with_state(services);
+        .with_state(services.clone());
     Router::new()
         // The document describes the API's shape only; it is served without a token.
         .route(
@@ -124,6 +133,10 @@ pub fn router(services: Services) -> Router {
         )
         .nest("/admin/v1", api)
         .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn_with_state(
+            (services, Arc::new(templates)),
+            metrics::count,
+        ))
 }
 
 /// Resolves the bearer token to an [`Actor`] and tags the request (and its audit rows) with a
