@@ -59,6 +59,12 @@ pub fn peek(surface: Surface, raw: &[u8], call: Option<&PathCall>) -> Result<Pee
     }
 }
 
+/// The fields of a transcription or translation upload (its boundary named by the request's
+/// `content-type`), its file judged and its duration read.
+pub async fn peek_upload(raw: Bytes, headers: &HeaderMap) -> Result<Peeked, ProxyError> {
+    surfaces::openai_audio::peek_upload(raw, headers.get(http::header::CONTENT_TYPE)).await
+}
+
 /// The traffic class the client asked for by header. One that names no class is refused by
 /// the admission decision, in its place in the order.
 pub fn traffic_class(headers: &HeaderMap) -> RequestedClass {
