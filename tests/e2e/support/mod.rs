@@ -4,6 +4,7 @@
 //! fleet CA ([`pki::Pki`]), and a small admin client.
 
 pub mod anthropic_upstream;
+pub mod audio_upstream;
 pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
