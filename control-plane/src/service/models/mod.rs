@@ -547,28 +547,32 @@ pub async fn upsert_if_missing(
     input_micros_per_mtok: i64,
     output_micros_per_mtok: i64,
 ) -> Result<(), ServiceError> {
-    if find_row(&s.db, "*", model).await?.is_none() {
-        upsert(
-            s,
-            &Actor::system(),
-            UpsertModel {
-                model: model.to_owned(),
-                provider: default_provider(),
-                family: default_family(),
-                input_micros_per_mtok,
-                output_micros_per_mtok,
-                cached_input_micros_per_mtok: 0,
-                reasoning_micros_per_mtok: 0,
-                per_image_micros: 0,
-                image_prices: BTreeMap::new(),
-                per_second_micros: 0,
-                per_mchar_micros: 0,
-                context_window: 0,
-                max_output_tokens: 0,
-                status: default_status(),
-            },
-        )
-        .await?;
+    seed_if_missing(
+        s,
+        UpsertModel {
+            model: model.to_owned(),
+            provider: default_provider(),
+            family: default_family(),
+            input_micros_per_mtok,
+            output_micros_per_mtok,
+            cached_input_micros_per_mtok: 0,
+            reasoning_micros_per_mtok: 0,
+            per_image_micros: 0,
+            image_prices: BTreeMap::new(),
+            per_second_micros: 0,
+            per_mchar_micros: 0,
+            context_window: 0,
+            max_output_tokens: 0,
+            status: default_status(),
+        },
+    )
+    .await
+}
+
+/// Creates the catalog row `row` describes unless its (provider, model) has one already.
+pub async fn seed_if_missing(s: &Services, row: UpsertModel) -> Result<(), ServiceError> {
+    if find_row(&s.db, &row.provider, &row.model).await?.is_none() {
+        upsert(s, &Actor::system(), row).await?;
     }
     Ok(())
 }
