@@ -1022,6 +1022,7 @@ mod tests {
                     reasoning_micros_per_mtok: 700_000,
                     per_image_micros: 40_000,
                     per_second_micros: 6_000,
+                    per_mchar_micros: 0,
                     version: 3,
                 },
             }],

@@ -51,6 +51,7 @@ const PRICE: Price = Price {
     reasoning_micros_per_mtok: 0,
     per_image_micros: 0,
     per_second_micros: 0,
+    per_mchar_micros: 0,
     version: 1,
 };
 

@@ -478,4 +478,4 @@ fn webm_ms(data: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,8 +1,8 @@
 use super::*;
 
 /// A 16 kHz mono 16-bit WAV of `ms` milliseconds of silence.
-pub(crate) fn wav(ms: u32) -> Vec<u8> {
-    crate::providers::mock::audio::wav(16_000, ms)
+fn wav(ms: u32) -> Vec<u8> {
+    container::tests::wav(16_000, 1, 16 * ms)
 }
 
 fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Bytes {

@@ -2,7 +2,7 @@ use super::*;
 
 /// A PCM WAV file: `rate` Hz, `channels`, 16-bit, `frames` sample frames, with an extra chunk
 /// before `data` (odd-sized, so its padding byte is exercised).
-fn wav(rate: u32, channels: u16, frames: u32) -> Vec<u8> {
+pub(crate) fn wav(rate: u32, channels: u16, frames: u32) -> Vec<u8> {
     let block = u32::from(channels) * 2;
     let data_len = frames * block;
     let mut v = Vec::new();
