@@ -307,7 +307,9 @@ struct TranscriptionPeek {
 
 fn seconds_to_ms(s: f64) -> Option<u64> {
     // A measurement turned into integer milliseconds once; the cost is integer arithmetic.
-    (s.is_finite() && s >= 0.0 && s < 1e12).then(|| (s * 1000.0).round() as u64)
+    (0.0..1e12)
+        .contains(&s)
+        .then(|| (s * 1000.0).round() as u64)
 }
 
 /// The usage a transcription or translation answer reports: tokens, or seconds. `None` for an

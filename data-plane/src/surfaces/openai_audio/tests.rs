@@ -57,7 +57,8 @@ async fn an_upload_is_judged_by_name_and_bytes_and_its_duration_read() {
 #[tokio::test]
 async fn bad_uploads_are_refused_naming_the_file() {
     let audio = wav(100);
-    let cases: [(&[(&str, Option<&str>, &[u8])], &str, &str); 5] = [
+    type Parts<'a> = &'a [(&'a str, Option<&'a str>, &'a [u8])];
+    let cases: [(Parts, &str, &str); 5] = [
         (&[("model", None, b"m")], "file", "you must provide a file"),
         (
             &[("model", None, b"m"), ("file", Some("notes.txt"), b"hello")],
