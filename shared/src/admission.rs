@@ -249,7 +249,8 @@ fn cost<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<Cost, Refusal<'a
 
 /// The most a request can cost on any deployment of its group: every prompt byte as an input
 /// token plus the output bound (the client's `max_tokens`, else the deployment's catalog output
-/// limit), plus its audio seconds and characters, at each deployment's price; the dearest wins. Else the first deployment whose cost
+/// limit, else 0 when the row prices no output), plus its audio seconds and characters, at each
+/// deployment's price; the dearest wins. Else the first deployment whose cost
 /// cannot be bounded.
 fn worst_case<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<i64, &'a str> {
     let mut worst: Option<i64> = None;
@@ -260,7 +261,14 @@ fn worst_case<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<i64, &'a s
             .deployments
             .get(i)
             .map_or("", |d| d.model.as_str());
-        let bound = request.max_output_tokens.or(*limit);
+        // An output the row does not price (a transcription priced by the second, speech by
+        // the character) costs nothing however long it is: bounded at 0.
+        let free_output = price
+            .is_some_and(|p| p.output_micros_per_mtok == 0 && p.reasoning_micros_per_mtok == 0);
+        let bound = request
+            .max_output_tokens
+            .or(*limit)
+            .or(free_output.then_some(0));
         let c = price
             .as_ref()
             .and_then(|p| {

@@ -440,3 +440,111 @@ async fn bad_uploads_and_keys_without_audio_are_refused_with_a_usage_row_and_no_
     assert_eq!(s.upstream.calls(), 0, "no bad request reached the upstream");
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_audio_family_is_validated_on_keys_and_explained_like_the_data_plane_decides() {
+    let s = setup().await;
+    let team = s.gw.create("/teams", json!({"name": "family-team"})).await;
+    let (status, v) = s
+        .gw
+        .admin(
+            reqwest::Method::POST,
+            "/keys",
+            Some(json!({"team_id": team["id"], "name": "bad", "endpoint_families": ["audio", "sing"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "endpoint_families[1]", "{v}");
+    let audio_only =
+        s.gw.create(
+            "/keys",
+            json!({"team_id": team["id"], "name": "audio-only", "endpoint_families": ["audio"]}),
+        )
+        .await;
+    s.gw.wait_for_config().await;
+    let explain = |key_id: String, surface: &'static str| {
+        let gw = &s.gw;
+        async move {
+            let (status, v) = gw
+                .admin(
+                    reqwest::Method::POST,
+                    "/explain",
+                    Some(json!({"key_id": key_id, "surface": surface,
+                                "request": {"model": "tts", "input": "hi", "voice": "alloy"}})),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    let id = audio_only["id"].as_str().unwrap().to_owned();
+    let v = explain(id.clone(), "audio").await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["group"]["alias"], "tts", "{v}");
+    let v = explain(id, "chat").await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["status"], 403, "{v}");
+    // The data plane agrees: the audio-only key speaks, and may not chat.
+    let secret = audio_only["key_secret"].as_str().unwrap();
+    let resp =
+        s.gw.http
+            .post(format!("{}/audio/speech", s.gw.base_url()))
+            .bearer_auth(secret)
+            .json(&json!({"model": "tts", "input": "hi", "voice": "alloy"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    s.upstream.release();
+    resp.bytes().await.unwrap();
+    assert_eq!(s.gw.say_hi(secret, "tts").await.status(), 403);
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn under_a_hard_budget_audio_reserves_its_seconds_and_characters() {
+    let s = setup().await;
+    // 1000 µ$ for the key, in total.
+    let b =
+        s.gw.create(
+            "/budgets",
+            json!({"scope": {"key_id": s.key_id}, "amount_micros": 1_000, "period": "total",
+                   "enforcement": "hard"}),
+        )
+        .await;
+    assert!(b["id"].is_string(), "{b}");
+    s.gw.wait_for_config().await;
+    // 100 characters at 15 µ$ = 1500 µ$: more than the budget, refused before any call.
+    let resp = s
+        .speech(json!({"model": "tts", "input": "x".repeat(100), "voice": "alloy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let id = request_id(&resp);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    let row = s.gw.usage_row(&id).await;
+    assert_eq!(row["endpoint"], "audio.speech");
+    assert_eq!(row["error_class"], "budget_exceeded");
+    assert_eq!(s.upstream.calls(), 0);
+    // A whisper transcription (no output price, so no output bound is needed) of 2.5 s: 250 µ$
+    // reserved, admitted, and charged what the provider reports.
+    let wav = sample::wav(16_000, 2_500);
+    let resp = s
+        .upload(
+            "/audio/transcriptions",
+            &s.key,
+            &[
+                ("model", None, b"whisper"),
+                ("file", Some("clip.wav"), &wav),
+                ("response_format", None, b"text"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let row = s.gw.usage_row(&request_id(&resp)).await;
+    assert_eq!(row["cost_micros"], 250);
+    assert_eq!(s.upstream.calls(), 1);
+    s.gw.shutdown().await;
+}

@@ -276,6 +276,28 @@ fn audio_seconds_and_characters_count_in_the_worst_case() {
         decide(&k, &r).unwrap().cost,
         Cost::Reserve(10 + 250 + 15_000)
     );
+    // No output bound at all: the row prices no output, so none is needed.
+    let r = Request {
+        max_output_tokens: None,
+        ..r
+    };
+    assert_eq!(
+        decide(&k, &r).unwrap().cost,
+        Cost::Reserve(10 + 250 + 15_000)
+    );
+    // A row that prices output still needs one.
+    let priced = [Some(Price {
+        output_micros_per_mtok: 1,
+        ..prices[0].unwrap()
+    })];
+    let r = Request {
+        hard_budget: true,
+        ..request(&g, &priced, &limits)
+    };
+    assert_eq!(
+        decide(&k, &r),
+        Err(Refusal::CostNotEstimable { model: "m1" })
+    );
 }
 
 /// Clears one refusal's condition from the key or the request.
