@@ -548,3 +548,33 @@ async fn under_a_hard_budget_audio_reserves_its_seconds_and_characters() {
     assert_eq!(s.upstream.calls(), 1);
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listener_who_hangs_up_mid_speech_is_still_charged_its_characters() {
+    let s = setup().await;
+    let resp = s
+        .speech(json!({"model": "tts", "input": "Goodbye, cruel world.", "voice": "alloy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = request_id(&resp);
+    let mut body = resp.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), body.next())
+        .await
+        .expect("the first chunk")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_ref(), up::SPEECH_FIRST);
+    // The client goes away while the upstream still holds the rest.
+    drop(body);
+    let row = s.gw.usage_row(&id).await;
+    assert_eq!(row["endpoint"], "audio.speech");
+    assert_eq!(row["status"], 499);
+    assert_eq!(row["error_class"], "client_cancel");
+    // The provider was asked to speak all 21 characters: they are charged.
+    assert_eq!(row["characters"], 21);
+    assert_eq!(row["cost_micros"], 21 * 15);
+    s.upstream.release();
+    s.gw.shutdown().await;
+}
