@@ -142,13 +142,16 @@ pub fn audio(data: &[u8]) {
     let Some(upload) = peeked.media.upload() else {
         return;
     };
-    let again = read(upload.encode("m2"), &upload.content_type())
-        .expect("a re-encoded upload is read at once")
-        .expect("a re-encoded upload reads again");
-    assert_eq!(again.model, "m2");
-    let Some(reread) = again.media.upload() else {
-        panic!("a re-encoded upload is an upload");
+    let again = read(upload.encode("m2"), &upload.content_type());
+    let reread = match &again {
+        Some(Ok(p)) => p.media.upload().map(|u| (p.model.as_str(), u)),
+        _ => None,
     };
+    assert!(reread.is_some(), "a re-encoded upload reads again at once");
+    let Some((model, reread)) = reread else {
+        return;
+    };
+    assert_eq!(model, "m2");
     let plain = |s: &str| !s.contains(['"', '\r', '\n']);
     assert_eq!(upload.parts.len(), reread.parts.len(), "every part is kept");
     for (a, b) in upload.parts.iter().zip(&reread.parts) {
