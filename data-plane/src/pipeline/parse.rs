@@ -61,8 +61,22 @@ pub fn peek(surface: Surface, raw: &[u8], call: Option<&PathCall>) -> Result<Pee
 
 /// The fields of a transcription or translation upload (its boundary named by the request's
 /// `content-type`), its file judged and its duration read.
+///
+/// Parsing a form of up to the audio cap and walking an MP3's frames is milliseconds of CPU
+/// (see `openai_audio::tests::timing`), so it runs on the blocking pool, not on a worker thread
+/// other requests share. The body is already in memory: the reader completes without waiting.
 pub async fn peek_upload(raw: Bytes, headers: &HeaderMap) -> Result<Peeked, ProxyError> {
-    surfaces::openai_audio::peek_upload(raw, headers.get(http::header::CONTENT_TYPE)).await
+    let content_type = headers.get(http::header::CONTENT_TYPE).cloned();
+    tokio::task::spawn_blocking(move || {
+        futures_util::FutureExt::now_or_never(surfaces::openai_audio::peek_upload(
+            raw,
+            content_type.as_ref(),
+        ))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| Err(ProxyError::upload_unreadable()))
 }
 
 /// The traffic class the client asked for by header. One that names no class is refused by

@@ -147,3 +147,53 @@ fn transcription_usage_reads_tokens_seconds_or_duration() {
     assert_eq!(transcription_usage(br#"{"text":"hi"}"#), None);
     assert_eq!(transcription_usage(b"plain text answer"), None);
 }
+
+/// Not an assertion: prints what reading an upload at the 25 MiB cap costs — the MP3 frame walk,
+/// the WAV header, the multipart parse with the duration, and the re-encoding
+/// (`cargo test --release -p modelgate-data-plane openai_audio::tests::timing -- --nocapture`).
+#[tokio::test]
+async fn timing() {
+    const CAP: usize = 25 * 1024 * 1024;
+    let mut mp3 = Vec::with_capacity(CAP);
+    while mp3.len() + 417 <= CAP {
+        mp3.extend_from_slice(&[0xFF, 0xFB, 0x90, 0xC4]);
+        mp3.resize(mp3.len() + 413, 0);
+    }
+    let wav = container::tests::wav(16_000, 1, (CAP as u32 - 64) / 2);
+    let rounds = 20u32;
+    let time = |c: Container, data: &[u8]| {
+        let t = std::time::Instant::now();
+        let mut ms = 0;
+        for _ in 0..rounds {
+            ms = c.duration_ms(std::hint::black_box(data)).unwrap();
+        }
+        (t.elapsed() / rounds, ms)
+    };
+    let (mp3_t, mp3_ms) = time(Container::Mp3, &mp3);
+    let (wav_t, wav_ms) = time(Container::Wav, &wav);
+    let body = multipart(
+        "XyZ",
+        &[
+            ("model", None, b"whisper-1"),
+            ("file", Some("big.mp3"), &mp3),
+        ],
+    );
+    let t = std::time::Instant::now();
+    let mut peeked = None;
+    for _ in 0..rounds {
+        peeked = Some(peek_upload(body.clone(), Some(&ct("XyZ"))).await.unwrap());
+    }
+    let peek_t = t.elapsed() / rounds;
+    let upload = peeked.unwrap().media;
+    let upload = upload.upload().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(upload.encode("whisper-1"));
+    }
+    let encode_t = t.elapsed() / rounds;
+    println!(
+        "25 MiB: mp3 frame walk {mp3_t:?} ({} frames, {mp3_ms} ms of audio); wav header {wav_t:?} \
+         ({wav_ms} ms); multipart peek with the mp3 walk {peek_t:?}; re-encode {encode_t:?}",
+        mp3.len() / 417
+    );
+}
