@@ -268,6 +268,10 @@ pub struct DataPlaneArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MODELGATE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest accepted audio upload (a transcription's or translation's whole multipart
+    /// body), in bytes; larger ones are answered 413. OpenAI's own limit is 25 MB.
+    #[arg(long, env = "MODELGATE_MAX_AUDIO_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_audio_bytes: usize,
     /// When the usage spool reaches stable storage: `always` (fsync before acknowledging each
     /// group write), `interval:<n>ms` (background fsync at most every n ms; a power loss takes at
     /// most that window) or `never` (a process crash still loses nothing).

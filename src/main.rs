@@ -246,6 +246,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         labels: HashMap::from([("region".to_owned(), "local".to_owned())]),
         data_dir: data_dir.join("data-plane"),
         max_body_bytes: 10 * 1024 * 1024,
+        max_audio_bytes: 25 * 1024 * 1024,
         spool: SpoolOptions::default(),
         // `up` is the local zero-setup path: its LKG key lives in its own data directory.
         lkg_key: LkgKey::GeneratedBesideData,
@@ -473,6 +474,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         labels,
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
+        max_audio_bytes: args.max_audio_bytes,
         spool,
         lkg_key,
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),

@@ -295,6 +295,17 @@ impl ProxyError {
              retry later.",
         )
     }
+    /// An upload could not be read on the blocking pool (the task failed, or the reader
+    /// waited on input it already had).
+    pub fn upload_unreadable() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorClass::Internal,
+            "server_error",
+            "upload_unreadable",
+            "The gateway could not read the upload.",
+        )
+    }
     pub fn data_class_not_allowed(alias: &str, class: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

@@ -1,6 +1,6 @@
 //! Entry points for fuzzing the parsers that read untrusted bytes: client request bodies
-//! (JSON, and the video surface's `multipart/form-data`), provider answers and error bodies,
-//! and provider SSE streams. Each takes arbitrary bytes and
+//! (JSON, and the video and audio surfaces' `multipart/form-data`, audio files' headers),
+//! provider answers and error bodies, and provider SSE streams. Each takes arbitrary bytes and
 //! must never panic. The cargo-fuzz targets in `fuzz/` call these under libFuzzer (nightly);
 //! `data-plane/tests/fuzz.rs` runs them for a bounded number of seeded inputs on the stable
 //! toolchain as part of the test suite.
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::sse::{self, SseSplitter};
+use crate::surfaces::openai_audio::{self, container::Container};
 use crate::surfaces::{anthropic_messages, openai_chat, openai_videos, Surface};
 use crate::translate::{request, response, stream::StreamTranslator};
 
@@ -107,5 +108,58 @@ pub fn multipart(data: &[u8]) {
             "the rewrite keeps every other field"
         );
         assert!(openai_videos::peek(&rewritten).is_ok());
+    }
+}
+
+/// An audio upload as a client would send it (`multipart/form-data` with boundary `XyZ`), and
+/// the same bytes as an audio file, a speech request and a transcription answer: every reader.
+/// An upload that reads is re-encoded for another model and must read again, the same parts in
+/// the same order with only `model` changed.
+pub fn audio(data: &[u8]) {
+    for c in [
+        Container::Wav,
+        Container::Mp3,
+        Container::Flac,
+        Container::Ogg,
+        Container::Mp4,
+        Container::Webm,
+    ] {
+        let _ = c.duration_ms(data);
+    }
+    let _ = Container::sniff(data);
+    for name in ["a.wav", "a.mp3", "a.txt", "a"] {
+        let _ = openai_audio::judge(name, data);
+    }
+    let _ = openai_audio::peek_speech(data);
+    let _ = openai_audio::transcription_usage(data);
+    let content_type = http::HeaderValue::from_static("multipart/form-data; boundary=XyZ");
+    let read = |body: Bytes, ct: &http::HeaderValue| {
+        futures_util::FutureExt::now_or_never(openai_audio::peek_upload(body, Some(ct)))
+    };
+    let Some(Ok(peeked)) = read(Bytes::copy_from_slice(data), &content_type) else {
+        return;
+    };
+    let Some(upload) = peeked.media.upload() else {
+        return;
+    };
+    let again = read(upload.encode("m2"), &upload.content_type());
+    let reread = match &again {
+        Some(Ok(p)) => p.media.upload().map(|u| (p.model.as_str(), u)),
+        _ => None,
+    };
+    assert!(reread.is_some(), "a re-encoded upload reads again at once");
+    let Some((model, reread)) = reread else {
+        return;
+    };
+    assert_eq!(model, "m2");
+    let plain = |s: &str| !s.contains(['"', '\r', '\n']);
+    assert_eq!(upload.parts.len(), reread.parts.len(), "every part is kept");
+    for (a, b) in upload.parts.iter().zip(&reread.parts) {
+        if plain(&a.name) && a.file_name.as_deref().is_none_or(plain) {
+            assert_eq!((&a.name, &a.file_name), (&b.name, &b.file_name));
+        }
+        if a.name != "model" {
+            assert_eq!(a.data, b.data, "only the model changes");
+        }
     }
 }

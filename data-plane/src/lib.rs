@@ -79,6 +79,9 @@ pub struct Settings {
     /// Holds the last-known-good snapshot and the usage spool.
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
+    /// The cap on a transcription or translation upload, the whole multipart body (OpenAI's
+    /// own limit is 25 MB).
+    pub max_audio_bytes: usize,
     /// Durability and disk bound of the usage spool.
     pub spool: SpoolOptions,
     /// The key sealing the last-known-good file (see [`LkgKey`]: generated beside the data only
@@ -173,6 +176,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             metrics: Arc::new(metrics::Metrics::new(runtime.clone())),
         }),
         max_body_bytes: settings.max_body_bytes,
+        max_audio_bytes: settings.max_audio_bytes,
         tasks: tasks.clone(),
         retry_budget: Arc::default(),
         videos_metered: Arc::default(),

@@ -25,9 +25,24 @@ fn corpus() -> Vec<Vec<u8>> {
             r#"{"error":{"message":"bad","type":"invalid_request_error","param":"x","code":null}}"#,
             "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvid\r\n--XyZ\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"r.png\"\r\nContent-Type: image/png\r\n\r\n\u{89}PNG\r\n--XyZ--\r\n",
             "--B\r\nH\r\n\r\nv\r\n--B",
+            r#"{"model":"tts-1","input":"Hello there.","voice":"alloy","response_format":"wav"}"#,
+            r#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"output_tokens":45}}"#,
+            r#"{"task":"transcribe","duration":8.47,"text":"hi","usage":{"type":"duration","seconds":9}}"#,
         ]
         .map(|s| s.as_bytes().to_vec()),
     );
+    // Audio files, and an audio upload carrying one.
+    let wav = modelgate_data_plane::providers::mock::audio::wav(8_000, 20);
+    let mp3 = modelgate_data_plane::providers::mock::audio::mp3_silence(3);
+    let mut upload = b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n\
+        --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
+        Content-Type: application/octet-stream\r\n\r\n"
+        .to_vec();
+    upload.extend_from_slice(&wav);
+    upload.extend_from_slice(
+        b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n--XyZ--\r\n",
+    );
+    out.extend([wav, mp3, upload]);
     out
 }
 
@@ -101,6 +116,11 @@ fn the_sse_framer_and_stream_translators_survive_mutated_streams() {
 #[test]
 fn the_multipart_reader_survives_mutated_forms() {
     run("multipart", 13, fuzzing::multipart);
+}
+
+#[test]
+fn the_audio_readers_survive_mutated_files_and_uploads_and_re_encode_faithfully() {
+    run("audio", 17, fuzzing::audio);
 }
 
 #[test]

@@ -23,7 +23,7 @@
 //! decision, in the data plane (explain reads the fleet's figures instead).
 
 use crate::pricing::Price;
-use crate::quota::worst_case_cost;
+use crate::quota::{worst_case_cost, WorstCase};
 use crate::routing::TrafficClass;
 use crate::snapshot::{data_class_rank, ApiKey, MissingPricePolicy, RoutingGroup};
 
@@ -125,6 +125,11 @@ pub struct Request<'a> {
     pub prompt_bytes: u64,
     /// The output bound the client set (`max_tokens` and its kin).
     pub max_output_tokens: Option<u64>,
+    /// Audio the request carries, in milliseconds (a transcription's upload, its duration read
+    /// from the file's header; 0 when unknown or none), priced per second in the worst case.
+    pub media_ms: u64,
+    /// Characters of text to speak (text-to-speech), priced per 1M characters in the worst case.
+    pub characters: u64,
 }
 
 /// A key that may call the endpoint family: the only way to a decision on a request.
@@ -244,7 +249,8 @@ fn cost<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<Cost, Refusal<'a
 
 /// The most a request can cost on any deployment of its group: every prompt byte as an input
 /// token plus the output bound (the client's `max_tokens`, else the deployment's catalog output
-/// limit), at each deployment's price; the dearest wins. Else the first deployment whose cost
+/// limit, else 0 when the row prices no output), plus its audio seconds and characters, at each
+/// deployment's price; the dearest wins. Else the first deployment whose cost
 /// cannot be bounded.
 fn worst_case<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<i64, &'a str> {
     let mut worst: Option<i64> = None;
@@ -255,10 +261,27 @@ fn worst_case<'a>(group: &Group<'a>, request: &Request<'a>) -> Result<i64, &'a s
             .deployments
             .get(i)
             .map_or("", |d| d.model.as_str());
-        let bound = request.max_output_tokens.or(*limit);
+        // An output the row does not price (a transcription priced by the second, speech by
+        // the character) costs nothing however long it is: bounded at 0.
+        let free_output = price
+            .is_some_and(|p| p.output_micros_per_mtok == 0 && p.reasoning_micros_per_mtok == 0);
+        let bound = request
+            .max_output_tokens
+            .or(*limit)
+            .or(free_output.then_some(0));
         let c = price
             .as_ref()
-            .and_then(|p| worst_case_cost(p, request.prompt_bytes, bound))
+            .and_then(|p| {
+                worst_case_cost(
+                    p,
+                    WorstCase {
+                        prompt_bytes: request.prompt_bytes,
+                        max_output_tokens: bound,
+                        media_ms: request.media_ms,
+                        characters: request.characters,
+                    },
+                )
+            })
             .ok_or(model)?;
         worst = Some(worst.map_or(c, |w| w.max(c)));
     }

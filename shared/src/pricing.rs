@@ -1,5 +1,5 @@
 //! Exact cost arithmetic: prices are integer micro-USD (per million tokens, per image, per
-//! second), costs integer micro-USD. No floating point anywhere (R-4.6): prices imported from
+//! second, per million characters), costs integer micro-USD. No floating point anywhere (R-4.6): prices imported from
 //! decimal text go through [`parse_decimal_scaled`], never through `f64`.
 //!
 //! ## What a usage line counts
@@ -15,6 +15,7 @@
 //! (input - cached_input) × input      + cached_input × cached_input_or_input
 //! (output - reasoning)   × output     + reasoning    × reasoning_or_output
 //! images × per_image                  + media_ms / 1000 × per_second
+//! characters / 10^6 × per_mchar
 //! ```
 //!
 //! A unit price of 0 for cached input or reasoning means "no separate price": those tokens are
@@ -41,6 +42,9 @@ pub struct Price {
     /// Micro-USD per second of audio or video.
     #[serde(default)]
     pub per_second_micros: i64,
+    /// Micro-USD per 1M input characters (text-to-speech).
+    #[serde(default)]
+    pub per_mchar_micros: i64,
     /// The catalog-wide price version these prices are; recorded on every usage row.
     pub version: u64,
 }
@@ -60,6 +64,8 @@ pub struct Tokens {
     pub images: u64,
     /// Audio or video duration in milliseconds.
     pub media_ms: u64,
+    /// Characters of input text (text-to-speech).
+    pub characters: u64,
 }
 
 /// Cost in micro-USD: each line rounded half up on its own, so a bill is the sum of its parts.
@@ -82,6 +88,7 @@ pub fn cost_micros(usage: Tokens, price: &Price) -> i64 {
         per_million(reasoning, reasoning_rate),
         scaled(usage.images, price.per_image_micros, 1),
         scaled(usage.media_ms, price.per_second_micros, 1_000),
+        per_million(usage.characters, price.per_mchar_micros),
     ]
     .into_iter()
     .fold(0i64, i64::saturating_add)

@@ -94,20 +94,29 @@ pub fn any_hard(budgets: &[Budget], key: &crate::snapshot::ApiKey) -> bool {
 }
 
 /// The worst case a request can cost, in micro-USD: every prompt byte counted as a token (a
-/// byte-level BPE never makes more tokens than bytes) plus `max_output_tokens` output tokens.
-/// `None` when the output cannot be bounded (no `max_tokens` and no catalog limit).
-pub fn worst_case_cost(
-    price: &crate::pricing::Price,
-    prompt_bytes: u64,
-    max_output_tokens: Option<u64>,
-) -> Option<i64> {
-    let output = max_output_tokens?;
+/// byte-level BPE never makes more tokens than bytes) plus `max_output_tokens` output tokens,
+/// plus the audio seconds and characters the request carries. `None` when the output cannot be bounded (no `max_tokens` and no catalog limit).
+pub fn worst_case_cost(price: &crate::pricing::Price, w: WorstCase) -> Option<i64> {
+    let output = w.max_output_tokens?;
     let tokens = crate::pricing::Tokens {
-        input: prompt_bytes,
+        input: w.prompt_bytes,
         output,
+        media_ms: w.media_ms,
+        characters: w.characters,
         ..Default::default()
     };
     Some(crate::pricing::cost_micros(tokens, price))
+}
+
+/// What bounds a request's cost before it is sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorstCase {
+    /// Every byte of the prompt counts as an input token.
+    pub prompt_bytes: u64,
+    /// `None`: unbounded.
+    pub max_output_tokens: Option<u64>,
+    pub media_ms: u64,
+    pub characters: u64,
 }
 
 #[cfg(test)]

@@ -515,12 +515,15 @@ impl Config {
     }
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
-    /// newer fields (provider, family, cached input, reasoning, image, second), else 3, so a
-    /// control plane keeps feeding older data planes until the catalog needs more.
+    /// newer fields (provider, family, cached input, reasoning, image, second), 7 once one
+    /// prices characters, else 3, so a control plane keeps feeding older data planes until the
+    /// catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
-        // A data plane that does not know budgets or rate limits would serve past them: it
-        // must NACK.
-        if !self.rate_limits.is_empty() {
+        // A data plane that does not know a character price would charge speech nothing, and
+        // one that does not know budgets or rate limits would serve past them: each must NACK.
+        if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
+            7
+        } else if !self.rate_limits.is_empty() {
             6
         } else if !self.budgets.is_empty() {
             5
@@ -558,6 +561,7 @@ impl Config {
                     reasoning_micros_per_mtok: p.price.reasoning_micros_per_mtok,
                     per_image_micros: p.price.per_image_micros,
                     per_second_micros: p.price.per_second_micros,
+                    per_mchar_micros: p.price.per_mchar_micros,
                     provider: p.provider.clone(),
                     family: p.family.clone(),
                     max_output_tokens: p.max_output_tokens,
@@ -892,6 +896,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                     reasoning_micros_per_mtok: p.reasoning_micros_per_mtok,
                     per_image_micros: p.per_image_micros,
                     per_second_micros: p.per_second_micros,
+                    per_mchar_micros: p.per_mchar_micros,
                     version: p.price_version,
                 },
             })
@@ -1017,6 +1022,7 @@ mod tests {
                     reasoning_micros_per_mtok: 700_000,
                     per_image_micros: 40_000,
                     per_second_micros: 6_000,
+                    per_mchar_micros: 0,
                     version: 3,
                 },
             }],
@@ -1134,6 +1140,10 @@ mod tests {
         assert_eq!(Snapshot::new(1, catalog).to_wire().min_protocol_version, 4);
         // Rate limits need a data plane that enforces them.
         assert_eq!(Snapshot::new(1, sample()).to_wire().min_protocol_version, 6);
+        // A character price needs a data plane that charges characters.
+        let mut speech = sample();
+        speech.prices[0].price.per_mchar_micros = 15_000_000;
+        assert_eq!(Snapshot::new(1, speech).to_wire().min_protocol_version, 7);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub enum ModelsCommand {
         /// Micro-USD per second of audio or video.
         #[arg(long, default_value_t = 0)]
         per_second_micros: i64,
+        /// Micro-USD per 1M input characters (text-to-speech).
+        #[arg(long, default_value_t = 0)]
+        per_mchar_micros: i64,
         /// Maximum input tokens (0: unknown).
         #[arg(long, default_value_t = 0)]
         context_window: i64,
@@ -147,6 +150,7 @@ const DIFF_FIELDS: &[&str] = &[
     "per_image_micros",
     "image_prices",
     "per_second_micros",
+    "per_mchar_micros",
     "context_window",
     "max_output_tokens",
     "status",
@@ -285,6 +289,10 @@ const COLUMNS: &[Column] = &[
         cell: |v| field(v, "per_second_micros"),
     },
     Column {
+        header: "PER 1M CHARS",
+        cell: |v| field(v, "per_mchar_micros"),
+    },
+    Column {
         header: "STATUS",
         cell: |v| field(v, "status"),
     },
@@ -311,6 +319,7 @@ impl Run for ModelsCommand {
                 reasoning_micros_per_mtok,
                 per_image_micros,
                 per_second_micros,
+                per_mchar_micros,
                 context_window,
                 max_output_tokens,
                 status,
@@ -325,6 +334,7 @@ impl Run for ModelsCommand {
                     "reasoning_micros_per_mtok": reasoning_micros_per_mtok,
                     "per_image_micros": per_image_micros,
                     "per_second_micros": per_second_micros,
+                    "per_mchar_micros": per_mchar_micros,
                     "context_window": context_window,
                     "max_output_tokens": max_output_tokens,
                     "status": status,

@@ -37,7 +37,7 @@ pub enum RoutesCommand {
         #[arg(long)]
         model: String,
         /// The endpoint family (chat, responses, embeddings, images, messages,
-        /// generate_content, video).
+        /// generate_content, video, audio).
         #[arg(long, default_value = "chat")]
         surface: String,
         /// As if sent with `x-modelgate-traffic-class`.

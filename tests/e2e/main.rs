@@ -8,6 +8,7 @@ mod support;
 mod admin_api;
 mod anonymous;
 mod anthropic;
+mod audio;
 mod bad_input;
 mod budget_admin;
 mod budget_alerts;

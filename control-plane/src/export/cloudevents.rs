@@ -99,6 +99,7 @@ mod tests {
             reasoning_tokens: 0,
             images: 0,
             media_ms: 0,
+            characters: 0,
             cost_micros: 0,
             price_version: 0,
             streamed: false,

@@ -139,6 +139,9 @@ pub struct DemoCredentials {
 
 pub const DEMO_TEAM: &str = "demo";
 pub const DEMO_MODEL: &str = "mock-small";
+/// The demo's speech-to-text and text-to-speech aliases (served by the mock).
+pub const DEMO_TRANSCRIBE_MODEL: &str = "mock-whisper";
+pub const DEMO_SPEECH_MODEL: &str = "mock-tts";
 const DEMO_KEY_NAME: &str = "demo (modelgate up)";
 const UP_TOKEN_NAME: &str = "modelgate up";
 
@@ -172,6 +175,34 @@ pub async fn seed_demo(
     // Priced like a real small model (gpt-4o-mini's list price), never zero.
     models::upsert_if_missing(s, DEMO_MODEL, 150_000, 600_000).await?;
     ensure_route(s, DEMO_MODEL, &mock_id, DEMO_MODEL).await?;
+    // The audio surfaces' demo models, priced like whisper-1 ($0.006 a minute) and tts-1 ($15
+    // per 1M characters).
+    for (model, per_second_micros, per_mchar_micros) in [
+        (DEMO_TRANSCRIBE_MODEL, 100, 0),
+        (DEMO_SPEECH_MODEL, 0, 15_000_000),
+    ] {
+        models::seed_if_missing(
+            s,
+            models::UpsertModel {
+                model: model.into(),
+                provider: "*".into(),
+                family: "audio".into(),
+                input_micros_per_mtok: 0,
+                output_micros_per_mtok: 0,
+                cached_input_micros_per_mtok: 0,
+                reasoning_micros_per_mtok: 0,
+                per_image_micros: 0,
+                image_prices: Default::default(),
+                per_second_micros,
+                per_mchar_micros,
+                context_window: 0,
+                max_output_tokens: 0,
+                status: "active".into(),
+            },
+        )
+        .await?;
+        ensure_route(s, model, &mock_id, model).await?;
+    }
 
     if let Some(credential) = openai_api_key.filter(|k| !k.is_empty()) {
         let openai_id = ensure_provider(s, "openai", "openai", Some(credential)).await?;

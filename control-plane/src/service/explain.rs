@@ -200,6 +200,11 @@ async fn decide(
         .iter()
         .find_map(|f| input.request.get(*f).and_then(serde_json::Value::as_u64))
         .or_else(|| input.request["generationConfig"]["maxOutputTokens"].as_u64());
+    // Text to speak, as the data plane counts it on the audio surface.
+    let speech_characters = match (surface.as_str(), input.request.get("input")) {
+        ("audio", Some(serde_json::Value::String(text))) => text.chars().count() as u64,
+        _ => 0,
+    };
     let model = input.model.or_else(|| {
         input
             .request
@@ -289,6 +294,9 @@ async fn decide(
         hard_budget: any_hard(&config.budgets, key),
         prompt_bytes: input.request.to_string().len() as u64,
         max_output_tokens: request_bound,
+        // A transcription's duration is read from its file, which explain does not see.
+        media_ms: 0,
+        characters: speech_characters,
     });
     // What the decision got past is shown, as far as it got.
     let reached = decision.as_ref().err().map(Refusal::stage);

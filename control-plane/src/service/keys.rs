@@ -19,7 +19,7 @@ use super::{page, require_name, teams, Page, PageParams, ServiceError, Services}
 use crate::store::{api_key, team_member};
 
 /// Endpoint families a key can be limited to.
-pub const ENDPOINT_FAMILIES: [&str; 8] = [
+pub const ENDPOINT_FAMILIES: [&str; 9] = [
     "chat",
     "responses",
     "embeddings",
@@ -27,6 +27,7 @@ pub const ENDPOINT_FAMILIES: [&str; 8] = [
     "messages",
     "generate_content",
     "video",
+    "audio",
     "models",
 ];
 pub use modelgate_shared::snapshot::DATA_CLASSES;

@@ -211,6 +211,7 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 reasoning_micros_per_mtok: m.reasoning_micros_per_mtok,
                 per_image_micros: m.per_image_micros,
                 per_second_micros: m.per_second_micros,
+                per_mchar_micros: m.per_mchar_micros,
                 version: u64::try_from(m.price_version).unwrap_or(0),
             },
         })

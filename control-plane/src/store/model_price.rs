@@ -20,6 +20,8 @@ pub struct Model {
     /// JSON object: `"<size>/<quality>"` → micro-USD per image.
     pub image_prices: String,
     pub per_second_micros: i64,
+    /// Micro-USD per 1M input characters (text-to-speech).
+    pub per_mchar_micros: i64,
     pub context_window: i64,
     pub max_output_tokens: i64,
     pub status: String,

@@ -38,6 +38,8 @@ pub struct Model {
     pub reasoning_tokens: i64,
     pub images: i64,
     pub media_ms: i64,
+    /// Characters of text-to-speech input.
+    pub characters: i64,
     pub cost_micros: i64,
     pub price_version: i64,
     pub streamed: bool,

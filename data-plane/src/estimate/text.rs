@@ -129,7 +129,11 @@ pub fn prompt_pieces(format: Surface, body: &[u8]) -> Prompt {
             }
         }
         Surface::OpenAiEmbeddings => embedding_input(&mut p, &v["input"]),
-        Surface::OpenAiImages | Surface::OpenAiVideos => {
+        Surface::OpenAiImages
+        | Surface::OpenAiVideos
+        | Surface::OpenAiTranscriptions
+        | Surface::OpenAiTranslations
+        | Surface::OpenAiSpeech => {
             p.push(v["prompt"].as_str().unwrap_or_default());
         }
     }
@@ -212,7 +216,14 @@ pub fn answer_text(format: Surface, body: &[u8], out: &mut Output) {
                 }
             }
         }
-        Surface::OpenAiEmbeddings | Surface::OpenAiImages | Surface::OpenAiVideos => {}
+        // Audio is metered by seconds or characters (`pipeline::answer`), never estimated from
+        // text.
+        Surface::OpenAiEmbeddings
+        | Surface::OpenAiImages
+        | Surface::OpenAiVideos
+        | Surface::OpenAiTranscriptions
+        | Surface::OpenAiTranslations
+        | Surface::OpenAiSpeech => {}
     }
 }
 
@@ -263,7 +274,14 @@ pub fn chunk_text(format: Surface, v: &Value, out: &mut Output) {
             }
             _ => {}
         },
-        Surface::OpenAiEmbeddings | Surface::OpenAiImages | Surface::OpenAiVideos => {}
+        // Audio is metered by seconds or characters (`pipeline::answer`), never estimated from
+        // text.
+        Surface::OpenAiEmbeddings
+        | Surface::OpenAiImages
+        | Surface::OpenAiVideos
+        | Surface::OpenAiTranscriptions
+        | Surface::OpenAiTranslations
+        | Surface::OpenAiSpeech => {}
     }
 }
 

@@ -23,6 +23,7 @@ use crate::auth;
 use crate::config::Runtime;
 use crate::error::ProxyError;
 use crate::routing::TrafficClass;
+use crate::surfaces::openai_audio::Media;
 use crate::surfaces::Surface;
 use crate::time::unix_now;
 use crate::usage::Recorder;
@@ -47,6 +48,8 @@ pub struct Prepared<'r> {
     pub anthropic_beta: Option<HeaderValue>,
     /// What is left of the key's tightest hard budget, as this node knows it.
     pub budget_remaining: Option<i64>,
+    /// An audio surface's upload (parsed, judged, its duration read) or speech input.
+    pub media: Media,
 }
 
 /// Authenticates, parses and admits one request.
@@ -74,8 +77,22 @@ pub async fn prepare<'r>(
     let cleared = authenticate(rec, runtime, presented, surface.family())?;
     let key = cleared.key();
     // Parse what is needed.
-    let raw = parse::read_body(body, app.max_body_bytes).await?;
-    let peek = parse::peek(surface, &raw, gemini_call.as_ref())?;
+    let peek;
+    let raw = if surface.is_upload() {
+        let raw = parse::read_body(body, app.max_audio_bytes).await?;
+        peek = parse::peek_upload(raw, headers).await?;
+        // The upload's parts are kept; the request's own bytes are not needed again.
+        Bytes::new()
+    } else {
+        let raw = parse::read_body(body, app.max_body_bytes).await?;
+        peek = parse::peek(surface, &raw, gemini_call.as_ref())?;
+        raw
+    };
+    let (media_ms, characters) = match &peek.media {
+        Media::Upload(u) => (u.media_ms.unwrap_or(0), 0),
+        Media::Speech { characters } => (0, *characters),
+        Media::None => (0, 0),
+    };
     let alias = peek.model.as_str();
     rec.requested_model(alias);
     // Admit: the key's policy for the model, the price-and-bound policy.
@@ -93,8 +110,14 @@ pub async fn prepare<'r>(
             group: facts,
             class: parse::traffic_class(headers),
             hard_budget: crate::quota::any_hard(&runtime.budgets, key),
-            prompt_bytes: raw.len() as u64,
+            // An upload's prompt is its optional `prompt` field, not its audio bytes.
+            prompt_bytes: match &peek.media {
+                Media::Upload(u) => u.field("prompt").map_or(0, |p| p.len() as u64),
+                _ => raw.len() as u64,
+            },
             max_output_tokens: peek.max_output_tokens,
+            media_ms,
+            characters,
         })
         .map_err(refused)?;
     // The decision found the group.
@@ -131,6 +154,7 @@ pub async fn prepare<'r>(
         anthropic_version,
         anthropic_beta,
         budget_remaining,
+        media: peek.media,
     })
 }
 

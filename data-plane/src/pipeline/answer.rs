@@ -17,13 +17,14 @@ use super::admit::Prepared;
 use super::attempt::Served;
 use super::context::App;
 use super::plan::Candidate;
-use super::pump::pump;
+use super::pump::{pass_through, pump};
 use crate::error::ProxyError;
 use crate::estimate::{self, Encoding, Produced};
 use crate::providers::{self, UpstreamResponse};
 use crate::security::refusal::Refusal;
+use crate::surfaces::openai_audio::Media;
 use crate::surfaces::{self, Surface};
-use crate::translate::{self, stream::StreamTranslator};
+use crate::translate::{self, stream::StreamTranslator, Usage};
 use crate::usage::{Recorder, ServedBy};
 
 pub static ROUTE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-route");
@@ -134,7 +135,12 @@ pub async fn served(
                 // Video jobs are served by `pipeline::videos`, never by the ladder.
                 Surface::OpenAiVideos => None,
                 Surface::Gemini => translate::gemini::gemini_usage(&bytes),
+                // Metered below, by the provider's report or the gateway's own figure.
+                Surface::OpenAiTranscriptions
+                | Surface::OpenAiTranslations
+                | Surface::OpenAiSpeech => None,
             };
+            let audio = p.surface.is_audio().then(|| audio_usage(p, &bytes));
             // Only an answer without usage keeps the provider's own bytes, to count them.
             let unmetered = (usage.is_none() && status.is_success()).then(|| bytes.clone());
             let (status, bytes) = if translated.is_some() {
@@ -143,7 +149,9 @@ pub async fn served(
             } else {
                 (status, bytes)
             };
-            if status.is_success() {
+            if let (true, Some((u, estimated))) = (status.is_success(), audio) {
+                rec.charge(u, estimated, c.price);
+            } else if status.is_success() {
                 match (usage, unmetered) {
                     (Some(u), _) => rec.charge(u, false, c.price),
                     (None, answer) => {
@@ -165,6 +173,23 @@ pub async fn served(
             account::write(rec).await;
             drop(in_flight);
             let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r
+        }
+        providers::Body::Stream(upstream) if p.surface == Surface::OpenAiSpeech => {
+            // Speech is metered by its input's characters, known before the first byte.
+            rec.answered(status.as_u16());
+            if let Some((u, estimated)) = speech_usage(p) {
+                rec.charge(u, estimated, c.price);
+            }
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+            let idle = Duration::from_millis(u64::from(c.group.policy.stream_idle_timeout_ms));
+            let pumped = pass_through(upstream, tx, rec, idle);
+            app.tasks.spawn(async move {
+                pumped.await;
+                drop(in_flight);
+            });
+            let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
             *r.status_mut() = status;
             r
         }
@@ -218,6 +243,41 @@ pub async fn served(
         }
     }
     with_request_id(resp, request_id)
+}
+
+/// Speech: the characters of its input, counted by the gateway (the provider reports none
+/// for `tts-1` and kin), so the usage row is not marked estimated.
+fn speech_usage(p: &Prepared<'_>) -> Option<(Usage, bool)> {
+    match p.media {
+        Media::Speech { characters } => Some((
+            Usage {
+                characters,
+                ..Usage::default()
+            },
+            false,
+        )),
+        _ => None,
+    }
+}
+
+/// An audio answer's usage: a transcription's or translation's as the provider reports it
+/// (tokens, or seconds), else the upload's duration from its header, marked estimated (0 when
+/// the header records none); speech by its characters.
+fn audio_usage(p: &Prepared<'_>, answer: &[u8]) -> (Usage, bool) {
+    if let Some(speech) = speech_usage(p) {
+        return speech;
+    }
+    if let Some(u) = surfaces::openai_audio::transcription_usage(answer) {
+        return (u, false);
+    }
+    let media_ms = p.media.upload().and_then(|u| u.media_ms).unwrap_or(0);
+    (
+        Usage {
+            media_ms,
+            ..Usage::default()
+        },
+        true,
+    )
 }
 
 /// Every deployment rate-limited the request: the last provider answer goes back as is (429,

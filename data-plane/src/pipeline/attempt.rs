@@ -305,6 +305,7 @@ async fn attempt(
             request_id,
             anthropic_version: p.anthropic_version.as_ref(),
             anthropic_beta: p.anthropic_beta.as_ref(),
+            upload: p.media.upload(),
         },
     );
     let result = match tokio::time::timeout(limit, call).await {
@@ -383,15 +384,13 @@ fn body_for(
 ) -> Result<Bytes, ProxyError> {
     let model = c.deployment.model.as_str();
     let drop = c.group.policy.drop_unsupported;
-    if p.surface.passthrough_only()
-        && !matches!(
-            c.provider.kind,
-            ProviderKind::OpenAi
-                | ProviderKind::OpenAiCompatible
-                | ProviderKind::AzureOpenAi
-                | ProviderKind::Mock
-        )
-    {
+    let takes_it = match c.provider.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock => true,
+        // The Azure adapter speaks JSON only: no multipart uploads, no audio streamed back.
+        ProviderKind::AzureOpenAi => !p.surface.is_audio(),
+        ProviderKind::Anthropic | ProviderKind::Gemini => false,
+    };
+    if p.surface.passthrough_only() && !takes_it {
         return Err(ProxyError::invalid_param_owned(
             "model".to_owned(),
             format!(
@@ -402,6 +401,10 @@ fn body_for(
                 p.surface.endpoint()
             ),
         ));
+    }
+    // An upload goes as multipart, re-encoded with the deployment's model.
+    if let Some(upload) = p.media.upload() {
+        return Ok(upload.encode(model));
     }
     use translate::gemini as g;
     let translated = match (p.surface, format) {

@@ -16,6 +16,8 @@ pub struct App {
     pub spool: Spool,
     pub origin: Arc<Origin>,
     pub max_body_bytes: usize,
+    /// The cap on a transcription or translation upload (the whole multipart body).
+    pub max_audio_bytes: usize,
     /// Stream pumps outlive their handler; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
     pub retry_budget: Arc<RetryBudget>,

@@ -223,6 +223,61 @@ fn frame(framer: &mut Option<surfaces::gemini::ArrayFramer>, event: Bytes) -> Op
     }
 }
 
+/// Forwards an upstream byte stream (speech audio) to the client as it arrives, unframed; the
+/// usage event, already charged, is written when the stream ends — failed with 502 if the
+/// provider broke off or went idle, 499 if the client went away. Audio has no in-band error
+/// event: a broken stream ends short.
+pub(crate) async fn pass_through(
+    mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut rec: Recorder,
+    idle_timeout: std::time::Duration,
+) {
+    let mut failure: Option<String> = None;
+    let mut client_gone = false;
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(idle_timeout, upstream.next()) => match n {
+                Ok(n) => n,
+                Err(_) => {
+                    failure = Some("the provider's stream went idle for too long".into());
+                    break;
+                }
+            },
+            () = tx.closed() => { client_gone = true; break },
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    client_gone = true;
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                failure = Some(e.to_string());
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(upstream);
+    if client_gone {
+        rec.fail(
+            499,
+            ErrorClass::ClientCancel,
+            "the client closed the stream",
+        );
+    } else if let Some(f) = &failure {
+        rec.fail(502, ErrorClass::ProviderError, f);
+    }
+    if let Err(err) = rec.finish().await {
+        tracing::error!(error = %err, "usage event not written");
+    }
+    if let Some(f) = failure.filter(|_| !client_gone) {
+        let _ = tx.send(Err(std::io::Error::other(f))).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

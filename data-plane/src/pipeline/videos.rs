@@ -93,6 +93,7 @@ fn call<'a>(
         request_id,
         anthropic_version: None,
         anthropic_beta: None,
+        upload: None,
     }
 }
 

@@ -161,6 +161,9 @@ pub struct Call<'a> {
     /// The Anthropic client's `anthropic-version` and `anthropic-beta` headers, if any.
     pub anthropic_version: Option<&'a HeaderValue>,
     pub anthropic_beta: Option<&'a HeaderValue>,
+    /// A transcription or translation upload: `body` is its multipart encoding, sent with its
+    /// content type (the mock reads the parsed parts instead).
+    pub upload: Option<&'a crate::surfaces::openai_audio::Upload>,
 }
 
 pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamResponse, UpstreamError> {

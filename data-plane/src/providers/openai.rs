@@ -1,6 +1,7 @@
 //! OpenAI and OpenAI-compatible providers: `POST {base_url}/chat/completions` (and
-//! `/responses`, `/embeddings`, `/images/generations` for those surfaces) with
-//! `Authorization: Bearer`.
+//! `/responses`, `/embeddings`, `/images/generations`, `/audio/transcriptions`,
+//! `/audio/translations`, `/audio/speech` for those surfaces) with `Authorization: Bearer`.
+//! Uploads go as `multipart/form-data`, everything else as JSON.
 //!
 //! Endpoints (URIs and `Authorization` header) are built once per snapshot, not per request.
 
@@ -19,6 +20,9 @@ pub struct Endpoint {
     pub embeddings: Uri,
     pub images_generations: Uri,
     pub videos: Uri,
+    pub audio_transcriptions: Uri,
+    pub audio_translations: Uri,
+    pub audio_speech: Uri,
     /// `{base_url}` without a trailing slash, for per-job video URIs.
     pub base_url: String,
     pub authorization: Option<HeaderValue>,
@@ -42,6 +46,9 @@ impl Endpoint {
             embeddings: uri("embeddings")?,
             images_generations: uri("images/generations")?,
             videos: uri("videos")?,
+            audio_transcriptions: uri("audio/transcriptions")?,
+            audio_translations: uri("audio/translations")?,
+            audio_speech: uri("audio/speech")?,
             base_url: p.base_url.trim_end_matches('/').to_owned(),
             authorization,
         })
@@ -54,6 +61,9 @@ impl Endpoint {
             Surface::OpenAiEmbeddings => &self.embeddings,
             Surface::OpenAiImages => &self.images_generations,
             Surface::OpenAiVideos => &self.videos,
+            Surface::OpenAiTranscriptions => &self.audio_transcriptions,
+            Surface::OpenAiTranslations => &self.audio_translations,
+            Surface::OpenAiSpeech => &self.audio_speech,
             // A Gemini-format body never reaches an OpenAI endpoint (`upstream_for`); chat is
             // the safe default.
             Surface::OpenAiChat | Surface::AnthropicMessages | Surface::Gemini => {
@@ -68,8 +78,12 @@ pub async fn send(
     endpoint: &Endpoint,
     call: Call<'_>,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let mut req = Request::post(endpoint.uri(call.format).clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = call.upload.map_or_else(
+        || HeaderValue::from_static("application/json"),
+        |u| u.content_type(),
+    );
+    let mut req =
+        Request::post(endpoint.uri(call.format).clone()).header(CONTENT_TYPE, content_type);
     if let Some(auth) = &endpoint.authorization {
         req = req.header(AUTHORIZATION, auth.clone());
     }

@@ -1,7 +1,8 @@
 //! The HTTP edge: the proxy's routes, each a thin handler over the pipeline (`crate::pipeline`),
 //! the anonymous guard in front of them (`anonymous`), and the metrics listener's `/metrics`
 //! (`metrics`). Routes: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
-//! `POST /v1/responses`, `POST /v1/embeddings`, `POST /v1/images/generations` (OpenAI,
+//! `POST /v1/responses`, `POST /v1/embeddings`, `POST /v1/images/generations`,
+//! `POST /v1/audio/transcriptions`, `/v1/audio/translations`, `/v1/audio/speech` (OpenAI,
 //! pass-through), video jobs under `/v1/videos`, Gemini's `generateContent` and
 //! `streamGenerateContent` under `/v1beta/models/` and `/v1/models/`, `GET /v1/models`.
 
@@ -26,6 +27,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/images/generations", post(images_generations))
+        .route("/v1/audio/transcriptions", post(audio_transcriptions))
+        .route("/v1/audio/translations", post(audio_translations))
+        .route("/v1/audio/speech", post(audio_speech))
         .route("/v1/videos", post(videos_create))
         .route("/v1/videos/{id}", get(videos_retrieve))
         .route("/v1/videos/{id}/content", get(videos_content))
@@ -75,6 +79,18 @@ async fn embeddings(State(app): State<App>, headers: HeaderMap, body: Body) -> R
 
 async fn images_generations(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     serve(app, Surface::OpenAiImages, headers, body).await
+}
+
+async fn audio_transcriptions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiTranscriptions, headers, body).await
+}
+
+async fn audio_translations(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiTranslations, headers, body).await
+}
+
+async fn audio_speech(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    serve(app, Surface::OpenAiSpeech, headers, body).await
 }
 
 async fn generate_content(

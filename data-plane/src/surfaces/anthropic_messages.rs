@@ -46,6 +46,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         stream,
         client_wants_usage: stream,
         max_output_tokens: Some(max_output_tokens),
+        media: super::openai_audio::Media::None,
     })
 }
 

@@ -146,6 +146,7 @@ pub fn peek(raw: &[u8], call: &PathCall) -> Result<Peeked, ProxyError> {
         // Gemini streams carry `usageMetadata` in every chunk.
         client_wants_usage: true,
         max_output_tokens: p.generation_config.and_then(|g| g.max_output_tokens),
+        media: super::openai_audio::Media::None,
     })
 }
 

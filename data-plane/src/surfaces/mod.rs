@@ -11,14 +11,17 @@
 //! | `openai_responses` | `POST /v1/responses`       | OpenAI's (stream errors: `event: error`)     |
 //! | `openai_embeddings`| `POST /v1/embeddings`      | OpenAI's                                     |
 //! | `openai_images`    | `POST /v1/images/generations` | OpenAI's                                  |
+//! | `openai_audio`     | `POST /v1/audio/transcriptions`, `/v1/audio/translations` (multipart), `/v1/audio/speech` | OpenAI's |
 //!
-//! Responses, embeddings and images are pass-through surfaces: they are only served by
-//! deployments that speak OpenAI's format (openai, openai-compatible, azure-openai, mock); an
-//! anthropic deployment refuses them with a 400 naming the reason (see [`Surface::passthrough_only`]).
+//! Responses, embeddings, images, video and audio are pass-through surfaces: they are only
+//! served by deployments that speak OpenAI's format (openai, openai-compatible, azure-openai —
+//! not for audio —, mock); any other deployment refuses them with a 400 naming the reason (see
+//! [`Surface::passthrough_only`]).
 //! | `gemini`           | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` | `{"error":{"code","message","status"}}` |
 
 pub mod anthropic_messages;
 pub mod gemini;
+pub mod openai_audio;
 pub mod openai_chat;
 pub mod openai_embeddings;
 pub mod openai_images;
@@ -44,6 +47,12 @@ pub enum Surface {
     OpenAiVideos,
     /// Google Gemini `generateContent`.
     Gemini,
+    /// `POST /v1/audio/transcriptions` (multipart upload).
+    OpenAiTranscriptions,
+    /// `POST /v1/audio/translations` (multipart upload).
+    OpenAiTranslations,
+    /// `POST /v1/audio/speech` (audio streamed back).
+    OpenAiSpeech,
 }
 
 impl Surface {
@@ -57,6 +66,9 @@ impl Surface {
             Surface::OpenAiImages => "openai-images",
             Surface::OpenAiVideos => "openai-videos",
             Surface::Gemini => "gemini",
+            Surface::OpenAiTranscriptions => "openai-audio-transcriptions",
+            Surface::OpenAiTranslations => "openai-audio-translations",
+            Surface::OpenAiSpeech => "openai-audio-speech",
         }
     }
 
@@ -70,6 +82,9 @@ impl Surface {
             Surface::OpenAiImages => "images.generations",
             Surface::OpenAiVideos => "videos",
             Surface::Gemini => "generate_content",
+            Surface::OpenAiTranscriptions => "audio.transcriptions",
+            Surface::OpenAiTranslations => "audio.translations",
+            Surface::OpenAiSpeech => "audio.speech",
         }
     }
 
@@ -82,7 +97,23 @@ impl Surface {
             Surface::OpenAiImages => "images",
             Surface::OpenAiVideos => "video",
             Surface::Gemini => "generate_content",
+            Surface::OpenAiTranscriptions | Surface::OpenAiTranslations | Surface::OpenAiSpeech => {
+                "audio"
+            }
         }
+    }
+
+    /// A multipart upload (transcriptions, translations), peeked by
+    /// [`openai_audio::peek_upload`] rather than [`Surface::peek`].
+    pub fn is_upload(self) -> bool {
+        matches!(
+            self,
+            Surface::OpenAiTranscriptions | Surface::OpenAiTranslations
+        )
+    }
+
+    pub fn is_audio(self) -> bool {
+        self.is_upload() || self == Surface::OpenAiSpeech
     }
 
     /// Surfaces served only by deployments speaking OpenAI's format, never translated.
@@ -93,6 +124,9 @@ impl Surface {
                 | Surface::OpenAiEmbeddings
                 | Surface::OpenAiImages
                 | Surface::OpenAiVideos
+                | Surface::OpenAiTranscriptions
+                | Surface::OpenAiTranslations
+                | Surface::OpenAiSpeech
         )
     }
 
@@ -120,7 +154,10 @@ impl Surface {
             | Surface::OpenAiResponses
             | Surface::OpenAiEmbeddings
             | Surface::OpenAiImages
-            | Surface::OpenAiVideos => openai_chat::error_body(e),
+            | Surface::OpenAiVideos
+            | Surface::OpenAiTranscriptions
+            | Surface::OpenAiTranslations
+            | Surface::OpenAiSpeech => openai_chat::error_body(e),
             Surface::AnthropicMessages => anthropic_messages::error_body(e),
             Surface::Gemini => gemini::error_body(e),
         }
@@ -143,6 +180,9 @@ impl Surface {
             | Surface::OpenAiEmbeddings
             | Surface::OpenAiImages
             | Surface::OpenAiVideos
+            | Surface::OpenAiTranscriptions
+            | Surface::OpenAiTranslations
+            | Surface::OpenAiSpeech
             | Surface::Gemini => Bytes::from(format!("data: {}\n\n", self.error_body(e))),
             Surface::OpenAiResponses => openai_responses::error_event(e),
             Surface::AnthropicMessages => {
@@ -162,6 +202,8 @@ pub struct Peeked {
     /// The output bound the client set (`max_completion_tokens`, `max_tokens`), used to
     /// reserve a request's worst-case cost against a budget.
     pub max_output_tokens: Option<u64>,
+    /// The audio surfaces' upload or speech input; `Media::None` elsewhere.
+    pub media: openai_audio::Media,
 }
 
 impl Surface {
@@ -174,6 +216,10 @@ impl Surface {
             Surface::OpenAiEmbeddings => openai_embeddings::peek(raw),
             Surface::OpenAiImages => openai_images::peek(raw),
             Surface::OpenAiVideos => openai_videos::peek(raw),
+            Surface::OpenAiSpeech => openai_audio::peek_speech(raw),
+            Surface::OpenAiTranscriptions | Surface::OpenAiTranslations => Err(
+                ProxyError::invalid_param("file", "an upload is peeked from its multipart body"),
+            ),
             // Gemini's model is in the URL: `gemini::peek` takes the parsed path.
             Surface::Gemini => Err(ProxyError::invalid_param(
                 "model",

@@ -35,6 +35,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         stream: p.stream == Some(true),
         client_wants_usage: p.stream_options.and_then(|o| o.include_usage) == Some(true),
         max_output_tokens: p.max_completion_tokens.or(p.max_tokens),
+        media: super::openai_audio::Media::None,
     })
 }
 

@@ -32,6 +32,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         client_wants_usage: false,
         // Embeddings produce no output tokens.
         max_output_tokens: Some(0),
+        media: super::openai_audio::Media::None,
     })
 }
 

@@ -45,6 +45,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         client_wants_usage: false,
         // Priced per image, not per output token: a budget cannot bound it from tokens.
         max_output_tokens: None,
+        media: super::openai_audio::Media::None,
     })
 }
 

@@ -32,6 +32,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         // A Responses stream always ends with `response.completed`, which carries usage.
         client_wants_usage: stream,
         max_output_tokens: p.max_output_tokens,
+        media: super::openai_audio::Media::None,
     })
 }
 

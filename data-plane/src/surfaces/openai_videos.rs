@@ -231,6 +231,7 @@ pub fn peek(raw: &[u8]) -> Result<Peeked, ProxyError> {
         client_wants_usage: false,
         // Priced per second when the job completes: not bounded up front.
         max_output_tokens: None,
+        media: super::openai_audio::Media::None,
     })
 }
 

@@ -222,6 +222,7 @@ impl Recorder {
         e.reasoning_tokens = usage.reasoning;
         e.images = usage.images;
         e.media_ms = usage.media_ms;
+        e.characters = usage.characters;
         e.estimated = estimated;
         if let Some(p) = price {
             e.cost_micros = cost_micros(usage, &p);

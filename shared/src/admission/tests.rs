@@ -51,6 +51,7 @@ const PRICE: Price = Price {
     reasoning_micros_per_mtok: 0,
     per_image_micros: 0,
     per_second_micros: 0,
+    per_mchar_micros: 0,
     version: 1,
 };
 
@@ -73,6 +74,8 @@ fn request<'a>(
         hard_budget: false,
         prompt_bytes: 10,
         max_output_tokens: None,
+        media_ms: 0,
+        characters: 0,
     }
 }
 
@@ -247,6 +250,54 @@ fn an_unbounded_request_is_flagged_under_allow_and_flag_and_free_without_a_budge
         ..request(&g, &prices, &[None])
     };
     assert_eq!(decide(&k, &r).unwrap().cost, Cost::Unbounded);
+}
+
+#[test]
+fn audio_seconds_and_characters_count_in_the_worst_case() {
+    let g = group(&["m1"]);
+    // 1 µ$ per input token, no output price; 100 µ$ a second; 15 µ$ a character.
+    let prices = [Some(Price {
+        input_micros_per_mtok: 1_000_000,
+        per_second_micros: 100,
+        per_mchar_micros: 15_000_000,
+        ..Price::default()
+    })];
+    let limits = [None];
+    let k = key();
+    let r = Request {
+        hard_budget: true,
+        max_output_tokens: Some(0),
+        media_ms: 2_500,
+        characters: 1_000,
+        ..request(&g, &prices, &limits)
+    };
+    // 10 prompt bytes + 2.5 s × 100 + 1000 × 15.
+    assert_eq!(
+        decide(&k, &r).unwrap().cost,
+        Cost::Reserve(10 + 250 + 15_000)
+    );
+    // No output bound at all: the row prices no output, so none is needed.
+    let r = Request {
+        max_output_tokens: None,
+        ..r
+    };
+    assert_eq!(
+        decide(&k, &r).unwrap().cost,
+        Cost::Reserve(10 + 250 + 15_000)
+    );
+    // A row that prices output still needs one.
+    let priced = [Some(Price {
+        output_micros_per_mtok: 1,
+        ..prices[0].unwrap()
+    })];
+    let r = Request {
+        hard_budget: true,
+        ..request(&g, &priced, &limits)
+    };
+    assert_eq!(
+        decide(&k, &r),
+        Err(Refusal::CostNotEstimable { model: "m1" })
+    );
 }
 
 /// Clears one refusal's condition from the key or the request.

@@ -44,6 +44,7 @@ fn cost_saturates_instead_of_overflowing() {
         reasoning_micros_per_mtok: i64::MAX,
         per_image_micros: i64::MAX,
         per_second_micros: i64::MAX,
+        per_mchar_micros: i64::MAX,
         version: 1,
     };
     let t = Tokens {
@@ -53,6 +54,7 @@ fn cost_saturates_instead_of_overflowing() {
         reasoning: u64::MAX / 2,
         images: u64::MAX,
         media_ms: u64::MAX,
+        characters: u64::MAX,
     };
     assert_eq!(cost_micros(t, &p), i64::MAX);
 }
@@ -67,6 +69,7 @@ fn full() -> Price {
         reasoning_micros_per_mtok: 12_000_000,
         per_image_micros: 40_000,
         per_second_micros: 100_000,
+        per_mchar_micros: 15_000_000,
         version: 7,
     }
 }
@@ -133,6 +136,44 @@ fn images_and_seconds_are_priced_per_unit() {
         ..Tokens::default()
     };
     assert_eq!(cost_micros(t, &half), 1);
+}
+
+#[test]
+fn audio_seconds_are_priced_per_millisecond_rounded_half_up() {
+    // whisper-1 at $0.006 a minute = 100 micro-USD a second: 61.5 s = 6150.
+    let whisper = Price {
+        per_second_micros: 100,
+        ..Price::default()
+    };
+    let t = |media_ms| Tokens {
+        media_ms,
+        ..Tokens::default()
+    };
+    assert_eq!(cost_micros(t(61_500), &whisper), 6_150);
+    // 5 ms × 100 / 1000 = 0.5 -> 1 (half up); 4 ms = 0.4 -> 0.
+    assert_eq!(cost_micros(t(5), &whisper), 1);
+    assert_eq!(cost_micros(t(4), &whisper), 0);
+}
+
+#[test]
+fn speech_characters_are_priced_per_million_rounded_half_up() {
+    // tts-1 at $15 per 1M characters: 1000 characters = 15000 micro-USD.
+    let t = |characters| Tokens {
+        characters,
+        ..Tokens::default()
+    };
+    assert_eq!(cost_micros(t(1_000), &full()), 15_000);
+    // 1 character at 15 micro-USD; at 0.5 micro-USD a character (500000 per 1M): 1 -> 0.5 -> 1,
+    // 3 -> 1.5 -> 2.
+    assert_eq!(cost_micros(t(1), &full()), 15);
+    let half = Price {
+        per_mchar_micros: 500_000,
+        ..Price::default()
+    };
+    assert_eq!(cost_micros(t(1), &half), 1);
+    assert_eq!(cost_micros(t(3), &half), 2);
+    // A row without a character price charges no characters.
+    assert_eq!(cost_micros(t(1_000_000), &Price::default()), 0);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! fleet CA ([`pki::Pki`]), and a small admin client.
 
 pub mod anthropic_upstream;
+pub mod audio_upstream;
 pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
@@ -422,6 +423,9 @@ pub fn node_id_for(dir: &std::path::Path) -> String {
     format!("node-{}", name.trim_start_matches("mg-e2e-"))
 }
 
+/// The audio upload cap of the test data planes: 256 KiB (a few seconds of 16 kHz WAV).
+pub const AUDIO_CAP: usize = 256 * 1024;
+
 /// A data plane with explicit spool options.
 pub async fn start_data_plane_with(
     grpc_addr: std::net::SocketAddr,
@@ -439,6 +443,7 @@ pub async fn start_data_plane_with(
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
+        max_audio_bytes: AUDIO_CAP,
         spool,
         lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
         health_report_interval: std::time::Duration::from_millis(200),
@@ -490,6 +495,7 @@ pub async fn start_data_plane_custom(
         labels: HashMap::from([("region".to_owned(), "test".to_owned())]),
         data_dir: dir.to_owned(),
         max_body_bytes: 64 * 1024,
+        max_audio_bytes: AUDIO_CAP,
         spool: SpoolOptions::with_fsync(FsyncPolicy::Never),
         lkg_key: modelgate_data_plane::LkgKey::GeneratedBesideData,
         health_report_interval: std::time::Duration::from_millis(200),

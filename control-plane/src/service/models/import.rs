@@ -15,21 +15,23 @@
 //! (`input_cost_per_token`, `output_cost_per_token`, `cache_read_input_token_cost`,
 //! `output_cost_per_reasoning_token`) become micro-USD per 1M tokens; the per-image price is
 //! `output_cost_per_image`, else `input_cost_per_image`; the per-second price
-//! `output_cost_per_second`, else `input_cost_per_second`; `max_input_tokens` is the context
+//! `output_cost_per_second`, else `input_cost_per_second`; the per-1M-characters price
+//! `input_cost_per_character` (text-to-speech; USD per character, like the token prices, so
+//! `1.5e-05` is 15_000_000 micro-USD per 1M); `max_input_tokens` is the context
 //! window and `max_output_tokens` (else `max_tokens`) the output limit. The file has no status:
 //! a new row is `active` and an existing row keeps its status.
 //!
 //! **CSV**: a header row naming columns (any order; only `model` is required):
 //! `model, provider, family, input_per_mtok_usd, output_per_mtok_usd,
 //! cached_input_per_mtok_usd, reasoning_per_mtok_usd, per_image_usd, per_second_usd,
-//! context_window, max_output_tokens, status`. Prices are decimal USD (`2.50` = $2.50 per 1M
-//! tokens), limits whole numbers. An empty cell means 0, except `provider` (`*`, any),
+//! per_mchar_usd, context_window, max_output_tokens, status`. Prices are decimal USD (`2.50` =
+//! $2.50 per 1M tokens, `15` = $15 per 1M characters), limits whole numbers. An empty cell means 0, except `provider` (`*`, any),
 //! `family` (`chat`) and `status` (kept, or `active` for a new row). Fields may be quoted
 //! (RFC 4180, `""` for a quote). An unknown column name refuses the whole file.
 //!
 //! Neither format carries per-size image prices: a row keeps the `image_prices` map it has.
 //! LiteLLM fields the catalog has no unit for (cache writes, tiered prices above a context
-//! size, per-character or per-pixel prices) are ignored.
+//! size, output per-character or per-pixel prices) are ignored.
 
 use std::collections::BTreeMap;
 
@@ -111,6 +113,7 @@ fn blank(model: &str) -> CatalogEntry {
         per_image_micros: 0,
         image_prices: BTreeMap::new(),
         per_second_micros: 0,
+        per_mchar_micros: 0,
         context_window: 0,
         max_output_tokens: 0,
         status: String::new(),
@@ -141,6 +144,8 @@ struct LiteLlmRow {
     input_cost_per_second: Option<Box<RawValue>>,
     #[serde(default)]
     output_cost_per_second: Option<Box<RawValue>>,
+    #[serde(default)]
+    input_cost_per_character: Option<Box<RawValue>>,
     #[serde(default)]
     max_input_tokens: Option<Box<RawValue>>,
     #[serde(default)]
@@ -262,6 +267,11 @@ fn litellm_row(key: &str, raw: &RawValue) -> Result<CatalogEntry, String> {
         ("output_cost_per_second", &row.output_cost_per_second),
         ("input_cost_per_second", &row.input_cost_per_second),
     )?;
+    entry.per_mchar_micros = num(
+        "input_cost_per_character",
+        &row.input_cost_per_character,
+        PER_TOKEN,
+    )?;
     entry.context_window = num("max_input_tokens", &row.max_input_tokens, 0)?;
     entry.max_output_tokens = if is_set(&row.max_output_tokens) {
         num("max_output_tokens", &row.max_output_tokens, 0)?
@@ -302,6 +312,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "reasoning_per_mtok_usd",
     "per_image_usd",
     "per_second_usd",
+    "per_mchar_usd",
     "context_window",
     "max_output_tokens",
     "status",
@@ -402,6 +413,7 @@ fn csv_row(cells: &BTreeMap<&str, &str>) -> Result<ImportRow, String> {
     entry.reasoning_micros_per_mtok = num("reasoning_per_mtok_usd", USD)?;
     entry.per_image_micros = num("per_image_usd", USD)?;
     entry.per_second_micros = num("per_second_usd", USD)?;
+    entry.per_mchar_micros = num("per_mchar_usd", USD)?;
     entry.context_window = num("context_window", 0)?;
     entry.max_output_tokens = num("max_output_tokens", 0)?;
     let status = Some(cell("status"))

@@ -83,6 +83,9 @@ pub struct CatalogEntry {
     pub image_prices: BTreeMap<String, i64>,
     /// Micro-USD per second of audio or video.
     pub per_second_micros: i64,
+    /// Micro-USD per 1M input characters (text-to-speech).
+    #[serde(default)]
+    pub per_mchar_micros: i64,
     /// Maximum input tokens; 0 when unknown.
     pub context_window: i64,
     /// Maximum output tokens; 0 when unknown.
@@ -112,6 +115,7 @@ impl CatalogEntry {
             ("reasoning_micros_per_mtok", self.reasoning_micros_per_mtok),
             ("per_image_micros", self.per_image_micros),
             ("per_second_micros", self.per_second_micros),
+            ("per_mchar_micros", self.per_mchar_micros),
             ("context_window", self.context_window),
             ("max_output_tokens", self.max_output_tokens),
         ] {
@@ -184,6 +188,9 @@ pub struct UpsertModel {
     pub image_prices: BTreeMap<String, i64>,
     #[serde(default)]
     pub per_second_micros: i64,
+    /// Micro-USD per 1M input characters (text-to-speech).
+    #[serde(default)]
+    pub per_mchar_micros: i64,
     #[serde(default)]
     pub context_window: i64,
     #[serde(default)]
@@ -206,6 +213,7 @@ impl From<UpsertModel> for CatalogEntry {
             per_image_micros: u.per_image_micros,
             image_prices: u.image_prices,
             per_second_micros: u.per_second_micros,
+            per_mchar_micros: u.per_mchar_micros,
             context_window: u.context_window,
             max_output_tokens: u.max_output_tokens,
             status: u.status,
@@ -256,6 +264,7 @@ fn entry_of(m: &model_price::Model) -> CatalogEntry {
         per_image_micros: m.per_image_micros,
         image_prices: image_prices_of(&m.image_prices),
         per_second_micros: m.per_second_micros,
+        per_mchar_micros: m.per_mchar_micros,
         context_window: m.context_window,
         max_output_tokens: m.max_output_tokens,
         status: m.status.clone(),
@@ -290,6 +299,7 @@ impl From<model_price_version::Model> for PriceVersion {
                 reasoning_micros_per_mtok: v.reasoning_micros_per_mtok,
                 per_image_micros: v.per_image_micros,
                 per_second_micros: v.per_second_micros,
+                per_mchar_micros: v.per_mchar_micros,
                 context_window: v.context_window,
                 max_output_tokens: v.max_output_tokens,
                 status: v.status,
@@ -367,6 +377,7 @@ async fn apply(
             active.per_image_micros = Set(entry.per_image_micros);
             active.image_prices = Set(image_prices_json(&entry.image_prices));
             active.per_second_micros = Set(entry.per_second_micros);
+            active.per_mchar_micros = Set(entry.per_mchar_micros);
             active.context_window = Set(entry.context_window);
             active.max_output_tokens = Set(entry.max_output_tokens);
             active.status = Set(entry.status.clone());
@@ -387,6 +398,7 @@ async fn apply(
                 per_image_micros: Set(entry.per_image_micros),
                 image_prices: Set(image_prices_json(&entry.image_prices)),
                 per_second_micros: Set(entry.per_second_micros),
+                per_mchar_micros: Set(entry.per_mchar_micros),
                 context_window: Set(entry.context_window),
                 max_output_tokens: Set(entry.max_output_tokens),
                 status: Set(entry.status.clone()),
@@ -413,6 +425,7 @@ async fn apply(
         per_image_micros: Set(entry.per_image_micros),
         image_prices: Set(image_prices_json(&entry.image_prices)),
         per_second_micros: Set(entry.per_second_micros),
+        per_mchar_micros: Set(entry.per_mchar_micros),
         context_window: Set(entry.context_window),
         max_output_tokens: Set(entry.max_output_tokens),
         status: Set(entry.status.clone()),
@@ -534,27 +547,32 @@ pub async fn upsert_if_missing(
     input_micros_per_mtok: i64,
     output_micros_per_mtok: i64,
 ) -> Result<(), ServiceError> {
-    if find_row(&s.db, "*", model).await?.is_none() {
-        upsert(
-            s,
-            &Actor::system(),
-            UpsertModel {
-                model: model.to_owned(),
-                provider: default_provider(),
-                family: default_family(),
-                input_micros_per_mtok,
-                output_micros_per_mtok,
-                cached_input_micros_per_mtok: 0,
-                reasoning_micros_per_mtok: 0,
-                per_image_micros: 0,
-                image_prices: BTreeMap::new(),
-                per_second_micros: 0,
-                context_window: 0,
-                max_output_tokens: 0,
-                status: default_status(),
-            },
-        )
-        .await?;
+    seed_if_missing(
+        s,
+        UpsertModel {
+            model: model.to_owned(),
+            provider: default_provider(),
+            family: default_family(),
+            input_micros_per_mtok,
+            output_micros_per_mtok,
+            cached_input_micros_per_mtok: 0,
+            reasoning_micros_per_mtok: 0,
+            per_image_micros: 0,
+            image_prices: BTreeMap::new(),
+            per_second_micros: 0,
+            per_mchar_micros: 0,
+            context_window: 0,
+            max_output_tokens: 0,
+            status: default_status(),
+        },
+    )
+    .await
+}
+
+/// Creates the catalog row `row` describes unless its (provider, model) has one already.
+pub async fn seed_if_missing(s: &Services, row: UpsertModel) -> Result<(), ServiceError> {
+    if find_row(&s.db, &row.provider, &row.model).await?.is_none() {
+        upsert(s, &Actor::system(), row).await?;
     }
     Ok(())
 }

@@ -301,6 +301,7 @@ async fn insert_unnest(
         ),
         ("images", "int8", big(&|e| to_i64(e.images))),
         ("media_ms", "int8", big(&|e| to_i64(e.media_ms))),
+        ("characters", "int8", big(&|e| to_i64(e.characters))),
         ("cost_micros", "int8", big(&|e| e.cost_micros)),
         ("price_version", "int8", big(&|e| to_i64(e.price_version))),
         ("streamed", "bool", flag(&|e| e.streamed)),
@@ -401,6 +402,7 @@ struct DailySums {
     reasoning_tokens: i64,
     images: i64,
     media_ms: i64,
+    characters: i64,
     cost_micros: i64,
 }
 
@@ -443,6 +445,7 @@ async fn add_to_aggregates(
         s.reasoning_tokens += to_i64(e.reasoning_tokens);
         s.images += to_i64(e.images);
         s.media_ms += to_i64(e.media_ms);
+        s.characters += to_i64(e.characters);
         s.cost_micros += e.cost_micros;
     }
     use usage_daily::Column as C;
@@ -455,6 +458,7 @@ async fn add_to_aggregates(
         C::ReasoningTokens,
         C::Images,
         C::MediaMs,
+        C::Characters,
         C::CostMicros,
     ];
     let mut on_conflict = OnConflict::columns([
@@ -490,6 +494,7 @@ async fn add_to_aggregates(
             reasoning_tokens: Set(s.reasoning_tokens),
             images: Set(s.images),
             media_ms: Set(s.media_ms),
+            characters: Set(s.characters),
             cost_micros: Set(s.cost_micros),
         })
         .collect();
@@ -626,6 +631,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         reasoning_tokens: Set(to_i64(e.reasoning_tokens)),
         images: Set(to_i64(e.images)),
         media_ms: Set(to_i64(e.media_ms)),
+        characters: Set(to_i64(e.characters)),
         cost_micros: Set(e.cost_micros),
         price_version: Set(to_i64(e.price_version)),
         streamed: Set(e.streamed),

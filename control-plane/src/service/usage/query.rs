@@ -46,6 +46,8 @@ pub struct UsageRow {
     pub reasoning_tokens: i64,
     pub images: i64,
     pub media_ms: i64,
+    /// Characters of text-to-speech input.
+    pub characters: i64,
     pub cost_micros: i64,
     pub price_version: i64,
     pub streamed: bool,
@@ -90,6 +92,7 @@ impl From<usage_event::Model> for UsageRow {
             reasoning_tokens: m.reasoning_tokens,
             images: m.images,
             media_ms: m.media_ms,
+            characters: m.characters,
             cost_micros: m.cost_micros,
             price_version: m.price_version,
             streamed: m.streamed,
@@ -188,6 +191,8 @@ pub struct DailyRow {
     pub reasoning_tokens: i64,
     pub images: i64,
     pub media_ms: i64,
+    /// Characters of text-to-speech input.
+    pub characters: i64,
     pub cost_micros: i64,
 }
 
@@ -208,6 +213,7 @@ impl From<usage_daily::Model> for DailyRow {
             reasoning_tokens: m.reasoning_tokens,
             images: m.images,
             media_ms: m.media_ms,
+            characters: m.characters,
             cost_micros: m.cost_micros,
         }
     }

@@ -25,6 +25,10 @@ pub const MAX_IMAGES_PER_EVENT: u64 = 1_000_000;
 /// Media time in one request: 10^9 ms is more than eleven days of audio or video.
 pub const MAX_MEDIA_MS_PER_EVENT: u64 = 1_000_000_000;
 
+/// Characters of text to speak in one request: 10^9 is far beyond any provider's input limit
+/// (OpenAI's is 4096).
+pub const MAX_CHARACTERS_PER_EVENT: u64 = 1_000_000_000;
+
 /// How far ahead of the control plane's clock a node's clock may run. Spend is counted in the
 /// budget period the request started in, so a far-future start would move spend out of the
 /// period whose hard budget it should count against. Ten minutes covers clocks that NTP has not
@@ -115,6 +119,7 @@ pub fn check(e: &UsageEvent, now_ms: i64) -> Result<(), Refusal> {
         ("reasoning_tokens", e.reasoning_tokens, MAX_TOKENS_PER_EVENT),
         ("images", e.images, MAX_IMAGES_PER_EVENT),
         ("media_ms", e.media_ms, MAX_MEDIA_MS_PER_EVENT),
+        ("characters", e.characters, MAX_CHARACTERS_PER_EVENT),
     ];
     if let Some((field, value, max)) = counts.into_iter().find(|(_, v, max)| v > max) {
         return Err(Refusal::TooMany { field, value, max });
@@ -149,7 +154,8 @@ pub fn check(e: &UsageEvent, now_ms: i64) -> Result<(), Refusal> {
             | e.cached_input_tokens
             | e.reasoning_tokens
             | e.images
-            | e.media_ms;
+            | e.media_ms
+            | e.characters;
         if e.cost_micros != 0 || usage != 0 {
             return Err(Refusal::KeylessWithUsage);
         }

@@ -6,7 +6,10 @@
 //! - `chat`: OpenAI chat completions, Anthropic Messages and Gemini `generateContent`, streamed
 //!   or not, with tool calls.
 //! - `openai`: OpenAI's other surfaces — Responses, embeddings, images and stateless video jobs.
+//! - `audio`: transcriptions and translations (what it heard, in the format asked for) and
+//!   speech (a short valid audio file, streamed).
 
+pub mod audio;
 pub mod chat;
 pub mod openai;
 
@@ -23,6 +26,9 @@ pub fn answer(call: &Call<'_>) -> UpstreamResponse {
         Surface::OpenAiImages => openai::images(&call.body),
         Surface::OpenAiVideos => openai::create_video(&call.body, call.model),
         Surface::Gemini => chat::generate_content(&call.body, call.model, call.stream),
+        Surface::OpenAiTranscriptions => audio::transcription(call.upload, false),
+        Surface::OpenAiTranslations => audio::transcription(call.upload, true),
+        Surface::OpenAiSpeech => audio::speech(&call.body),
     }
 }
 

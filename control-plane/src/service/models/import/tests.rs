@@ -27,6 +27,7 @@ fn litellm_prices_are_converted_exactly_from_their_text() {
         "img": {"litellm_provider": "openai", "mode": "image_generation", "output_cost_per_image": 0.04,
                 "input_cost_per_image": 0.01},
         "whisper": {"litellm_provider": "openai", "mode": "audio_transcription", "input_cost_per_second": 0.0001},
+        "tts": {"litellm_provider": "openai", "mode": "audio_speech", "input_cost_per_character": 1.5e-05},
         "tiny": {"litellm_provider": "openai", "input_cost_per_token": 1e-13},
         "bedrock-x": {"litellm_provider": "bedrock", "input_cost_per_token": 1e-06},
         "weird-mode": {"litellm_provider": "openai", "mode": "telepathy"},
@@ -60,6 +61,9 @@ fn litellm_prices_are_converted_exactly_from_their_text() {
     assert_eq!(rows["img"].per_image_micros, 40_000);
     assert_eq!(rows["whisper"].family, "audio");
     assert_eq!(rows["whisper"].per_second_micros, 100);
+    // USD per character, scaled like a token price: $15 per 1M characters.
+    assert_eq!(rows["tts"].family, "audio");
+    assert_eq!(rows["tts"].per_mchar_micros, 15_000_000);
     assert_eq!(rows["text-price"].input_micros_per_mtok, 300_000);
     assert_eq!(rows["text-price"].output_micros_per_mtok, 0);
 
@@ -69,7 +73,7 @@ fn litellm_prices_are_converted_exactly_from_their_text() {
     assert!(reason(&p, "bedrock-x").contains("bedrock"));
     assert!(reason(&p, "weird-mode").contains("telepathy"));
     assert!(reason(&p, "not-an-object").contains("not a price entry"));
-    assert_eq!(p.rows.len(), 5);
+    assert_eq!(p.rows.len(), 6);
     assert_eq!(p.skipped.len(), 5);
 }
 
@@ -79,6 +83,18 @@ fn a_file_that_is_not_a_json_object_is_refused_whole() {
         let err = parse(Format::Litellm, content).unwrap_err();
         assert!(err.to_string().starts_with("content:"), "{content}: {err}");
     }
+}
+
+#[test]
+fn csv_prices_characters_per_million_in_usd() {
+    let content = "model,provider,family,per_mchar_usd,per_second_usd\n\
+        tts-1,openai,audio,15,\n\
+        whisper-1,openai,audio,,0.0001\n";
+    let p = parse(Format::Csv, content).unwrap();
+    let rows = rows_by_model(&p);
+    assert_eq!(rows["tts-1"].per_mchar_micros, 15_000_000);
+    assert_eq!(rows["whisper-1"].per_second_micros, 100);
+    assert_eq!(rows["whisper-1"].per_mchar_micros, 0);
 }
 
 #[test]
