@@ -69,7 +69,10 @@ pub async fn start_driver() -> Driver {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "chromedriver did not answer on {url}");
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not answer on {url}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Driver { child, url }
@@ -140,10 +143,7 @@ pub async fn fill(client: &Client, css: &str, value: &str) {
 
 /// Clicks `css` and waits until the browser has loaded a new page.
 pub async fn click_and_wait(client: &Client, css: &str) {
-    let before = client
-        .find(Locator::Css("html"))
-        .await
-        .unwrap();
+    let before = client.find(Locator::Css("html")).await.unwrap();
     client
         .find(Locator::Css(css))
         .await

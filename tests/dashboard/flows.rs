@@ -46,8 +46,11 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
         json!({"scope": {"team_id": p.team_id}, "amount_micros": 5_000_000, "period": "month", "enforcement": "soft"}),
     )
     .await;
-    gw.create("/rate-limits", json!({"scope": {"team_id": p.team_id}, "rpm": 600}))
-        .await;
+    gw.create(
+        "/rate-limits",
+        json!({"scope": {"team_id": p.team_id}, "rpm": 600}),
+    )
+    .await;
     let client = browser::open(&driver).await;
 
     // Signing in.
@@ -90,7 +93,11 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     assert!(secret.starts_with("mg-"), "{secret}");
     screenshot(&client, "02-keys-created").await;
     goto(&client, &gw, "/keys").await;
-    assert_eq!(count(&client, "#secret").await, 0, "the secret is shown only once");
+    assert_eq!(
+        count(&client, "#secret").await,
+        0,
+        "the secret is shown only once"
+    );
     let (_, keys) = gw.admin(Method::GET, "/keys?limit=1000", None).await;
     let key_id = keys["data"]
         .as_array()
@@ -144,13 +151,20 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
         ("/routes", "08-routes", "gpt-4o-2024".to_owned()),
         ("/budgets", "09-budgets", "$5.00".to_owned()),
         ("/rate-limits", "10-rate-limits", "rpm 600".to_owned()),
-        ("/fleet", "11-fleet", crate::support::node_id_for(&gw.dp_dir)),
+        (
+            "/fleet",
+            "11-fleet",
+            crate::support::node_id_for(&gw.dp_dir),
+        ),
     ] {
         goto(&client, &gw, path).await;
         let body = main_text(&client).await;
         assert!(body.contains(&expect), "{path} shows {expect}: {body}");
         let source = client.source().await.unwrap();
-        assert!(!source.contains("sk-upstream-secret-1234"), "{path} shows a credential");
+        assert!(
+            !source.contains("sk-upstream-secret-1234"),
+            "{path} shows a credential"
+        );
         screenshot(&client, name).await;
     }
     // The routes screen shows the deployment's live health once the data plane reported it.
@@ -175,7 +189,9 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     goto(&client, &gw, "/keys").await;
     let before = client.find(Locator::Css("html")).await.unwrap();
     client
-        .find(Locator::Css(&format!("tr[data-key='{key_id}'] button.danger")))
+        .find(Locator::Css(&format!(
+            "tr[data-key='{key_id}'] button.danger"
+        )))
         .await
         .unwrap()
         .click()
@@ -226,7 +242,17 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
     assert!(text(&client, ".who").await.contains("viewer"));
 
     // No screen offers a change: the only form that posts is sign-out.
-    for path in ["/", "/keys", "/teams", "/providers", "/routes", "/budgets", "/rate-limits", "/fleet", "/requests"] {
+    for path in [
+        "/",
+        "/keys",
+        "/teams",
+        "/providers",
+        "/routes",
+        "/budgets",
+        "/rate-limits",
+        "/fleet",
+        "/requests",
+    ] {
         goto(&client, &gw, path).await;
         assert_eq!(
             count(&client, "form[method=post]:not([action='/logout'])").await,
@@ -235,13 +261,19 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
         );
     }
     goto(&client, &gw, "/keys").await;
-    assert!(main_text(&client).await.contains("app"), "the viewer sees the team's key");
+    assert!(
+        main_text(&client).await.contains("app"),
+        "the viewer sees the team's key"
+    );
     screenshot(&client, "14-viewer-keys").await;
 
     // Forged posts with the viewer's own session: without the CSRF token, from another
     // origin, and even with the token (the service layer refuses a viewer).
     let cookie = session_cookie(&client).await;
-    assert!(!cookie.contains(&viewer_token), "the cookie does not carry the token");
+    assert!(
+        !cookie.contains(&viewer_token),
+        "the cookie does not carry the token"
+    );
     let csrf = client
         .find(Locator::Css("form[action='/logout'] input[name=csrf]"))
         .await
@@ -275,7 +307,9 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
     assert_eq!(no_token.status(), 403, "no CSRF token");
     let wrong_token = post(form(&"0".repeat(64)), None).await.unwrap();
     assert_eq!(wrong_token.status(), 403, "another CSRF token");
-    let cross_site = post(form(&csrf), Some("http://evil.example")).await.unwrap();
+    let cross_site = post(form(&csrf), Some("http://evil.example"))
+        .await
+        .unwrap();
     assert_eq!(cross_site.status(), 403, "another origin");
     let as_viewer = post(form(&csrf), Some(&gw.admin_url)).await.unwrap();
     assert_eq!(as_viewer.status(), 403, "a viewer may not create a key");
@@ -283,7 +317,11 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
     assert!(page.contains("Not allowed"), "{page}");
     let (_, keys) = gw.admin(Method::GET, "/keys?limit=1000", None).await;
     assert!(
-        keys["data"].as_array().unwrap().iter().all(|k| k["name"] != "forged"),
+        keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["name"] != "forged"),
         "no key was created: {keys}"
     );
 
@@ -296,12 +334,18 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let html = resp.text().await.unwrap();
-    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
 
     // Revoking the viewer's token ends its session at the next request.
     let (status, _) = gw

@@ -77,7 +77,12 @@ fn legend(series: &[Series]) -> Markup {
     }
 }
 
-fn data_table(title: &str, labels: &[String], series: &[Series], fmt: &dyn Fn(f64) -> String) -> Markup {
+fn data_table(
+    title: &str,
+    labels: &[String],
+    series: &[Series],
+    fmt: &dyn Fn(f64) -> String,
+) -> Markup {
     html! {
         details.data {
             summary { "Figures: " (title) }
@@ -94,7 +99,13 @@ fn data_table(title: &str, labels: &[String], series: &[Series], fmt: &dyn Fn(f6
 }
 
 /// A line chart of `series` over `labels`.
-pub fn line(id: &str, title: &str, labels: &[String], series: &[Series], fmt: &dyn Fn(f64) -> String) -> Markup {
+pub fn line(
+    id: &str,
+    title: &str,
+    labels: &[String],
+    series: &[Series],
+    fmt: &dyn Fn(f64) -> String,
+) -> Markup {
     let max = nice_max(
         series
             .iter()
@@ -125,7 +136,13 @@ pub fn line(id: &str, title: &str, labels: &[String], series: &[Series], fmt: &d
 }
 
 /// A bar chart of one series over `labels`.
-pub fn bars(id: &str, title: &str, labels: &[String], series: Series, fmt: &dyn Fn(f64) -> String) -> Markup {
+pub fn bars(
+    id: &str,
+    title: &str,
+    labels: &[String],
+    series: Series,
+    fmt: &dyn Fn(f64) -> String,
+) -> Markup {
     let max = nice_max(series.values.iter().copied().fold(0.0, f64::max));
     let n = labels.len().max(1);
     let slot = (W - LEFT - RIGHT) / n as f64;
@@ -162,7 +179,11 @@ pub fn bars(id: &str, title: &str, labels: &[String], series: Series, fmt: &dyn 
 
 /// A small horizontal bar: `value` of `max`, for breakdown tables.
 pub fn meter_bar(value: f64, max: f64, label: &str) -> Markup {
-    let frac = if max > 0.0 { (value / max).clamp(0.0, 1.0) } else { 0.0 };
+    let frac = if max > 0.0 {
+        (value / max).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     html! {
         svg.hbar viewBox="0 0 100 8" preserveAspectRatio="none" role="img" aria-label=(label) {
             rect.track x="0" y="0" width="100" height="8" {}

@@ -25,9 +25,15 @@ pub async fn headers(State(dash): State<Dash>, req: Request, next: Next) -> Resp
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
-    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     // Pages show secrets once and data by role: keep them out of every cache.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if dash.secure {
@@ -102,7 +108,8 @@ pub async fn check_post(State(dash): State<Dash>, req: Request, next: Next) -> R
     if !ok {
         return Refusal::Csrf.into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// `Origin`, when the browser sends one, must be this host (over either scheme: the listener
@@ -122,10 +129,7 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
             _ => Err(Refusal::CrossOrigin),
         };
     }
-    match headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-    {
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         None | Some("same-origin") | Some("none") => Ok(()),
         Some(_) => Err(Refusal::CrossOrigin),
     }
@@ -146,9 +150,20 @@ mod tests {
     #[test]
     fn only_this_hosts_origin_passes() {
         let host = ("host", "127.0.0.1:8080");
-        assert_eq!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])), Ok(()));
-        assert_eq!(same_origin(&headers(&[host, ("origin", "https://127.0.0.1:8080")])), Ok(()));
-        for bad in ["http://evil.example", "null", "http://127.0.0.1:8081", "127.0.0.1:8080"] {
+        assert_eq!(
+            same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])),
+            Ok(())
+        );
+        assert_eq!(
+            same_origin(&headers(&[host, ("origin", "https://127.0.0.1:8080")])),
+            Ok(())
+        );
+        for bad in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:8081",
+            "127.0.0.1:8080",
+        ] {
             let mut h = headers(&[host]);
             h.insert("origin", HeaderValue::from_static(bad));
             assert_eq!(same_origin(&h), Err(Refusal::CrossOrigin), "{bad}");

@@ -56,11 +56,17 @@ pub fn router(services: Services, secure: bool) -> Router {
     };
     Router::new()
         .route("/", get(pages::overview::show))
-        .route("/login", get(pages::login::form).post(pages::login::sign_in))
+        .route(
+            "/login",
+            get(pages::login::form).post(pages::login::sign_in),
+        )
         .route("/logout", post(pages::login::sign_out))
         .route("/keys", get(pages::keys::show).post(pages::keys::create))
         .route("/keys/{id}/{action}", post(pages::keys::act))
-        .route("/teams", get(pages::teams::show).post(pages::teams::create_team))
+        .route(
+            "/teams",
+            get(pages::teams::show).post(pages::teams::create_team),
+        )
         .route("/users", post(pages::teams::create_user))
         .route("/teams/{id}/members", post(pages::teams::add_member))
         .route(
@@ -74,7 +80,10 @@ pub fn router(services: Services, secure: bool) -> Router {
         .route("/requests/{id}", get(pages::requests::detail))
         .route("/fleet", get(pages::fleet::show))
         .route("/assets/{file}", get(asset))
-        .layer(middleware::from_fn_with_state(dash.clone(), guard::check_post))
+        .layer(middleware::from_fn_with_state(
+            dash.clone(),
+            guard::check_post,
+        ))
         .layer(middleware::from_fn_with_state(dash.clone(), guard::headers))
         .with_state(dash)
 }
@@ -128,12 +137,8 @@ impl FromRequestParts<Dash> for Ctx {
             return Err(to_login());
         };
         let request_id = modelgate_shared::new_id().to_string();
-        match bootstrap::authenticate(
-            &dash.services,
-            current.token.expose_secret(),
-            &request_id,
-        )
-        .await
+        match bootstrap::authenticate(&dash.services, current.token.expose_secret(), &request_id)
+            .await
         {
             Ok(Authentication::Actor(actor)) => Ok(Ctx {
                 actor,

@@ -184,7 +184,13 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 
 /// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=path`, `Secure` when served over
 /// TLS; `max_age` `None` makes a session cookie, `Some(0)` deletes it.
-pub fn set_cookie(name: &str, value: &str, path: &str, secure: bool, max_age: Option<u64>) -> String {
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    secure: bool,
+    max_age: Option<u64>,
+) -> String {
     let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
     if secure {
         c.push_str("; Secure");
@@ -205,7 +211,10 @@ mod tests {
         let id = sessions.open(SecretString::from("mga-secret"));
         assert_eq!(id.len(), 64);
         let map = sessions.lock();
-        assert!(!map.contains_key(&id), "the table must not hold the cookie value");
+        assert!(
+            !map.contains_key(&id),
+            "the table must not hold the cookie value"
+        );
         drop(map);
         let cur = sessions.current(&id).unwrap();
         assert!(sessions.csrf_matches(&id, &cur.csrf));

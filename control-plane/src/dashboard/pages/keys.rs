@@ -18,11 +18,7 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
-pub async fn show(
-    State(dash): State<Dash>,
-    ctx: Ctx,
-    Query(q): Query<ListQuery>,
-) -> PageResult {
+pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
     let s = &dash.services;
     let list = keys::list(
         s,
@@ -169,7 +165,10 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<CreateForm
         .await
         .map(|c| {
             (
-                format!("Key “{}” created. Its secret is shown below once.", c.key.name),
+                format!(
+                    "Key “{}” created. Its secret is shown below once.",
+                    c.key.name
+                ),
                 Some(c.key_secret),
             )
         });
@@ -184,23 +183,30 @@ pub async fn act(
     let s = &dash.services;
     let a = &ctx.actor;
     let outcome = match verb.as_str() {
-        "rotate" => keys::rotate(s, a, &id, Rotate { grace_seconds: None })
-            .await
-            .map(|c| {
-                (
-                    format!(
-                        "Key “{}” rotated. The new secret is shown below once; the old one works \
+        "rotate" => keys::rotate(
+            s,
+            a,
+            &id,
+            Rotate {
+                grace_seconds: None,
+            },
+        )
+        .await
+        .map(|c| {
+            (
+                format!(
+                    "Key “{}” rotated. The new secret is shown below once; the old one works \
                          until {}.",
-                        c.key.name,
-                        c.key
-                            .previous_secret_expires_at
-                            .as_ref()
-                            .map(format::when)
-                            .unwrap_or_default()
-                    ),
-                    Some(c.key_secret),
-                )
-            }),
+                    c.key.name,
+                    c.key
+                        .previous_secret_expires_at
+                        .as_ref()
+                        .map(format::when)
+                        .unwrap_or_default()
+                ),
+                Some(c.key_secret),
+            )
+        }),
         "disable" => keys::disable(s, a, &id)
             .await
             .map(|k| (format!("Key “{}” disabled.", k.name), None)),

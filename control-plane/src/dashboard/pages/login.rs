@@ -102,7 +102,8 @@ pub async fn sign_out(State(dash): State<Dash>, headers: HeaderMap) -> Response 
         dash.sessions.close(id);
     }
     let mut resp = Redirect::to("/login").into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(COOKIE, "", "/", dash.secure, Some(0)))
+    if let Ok(v) =
+        HeaderValue::from_str(&session::set_cookie(COOKIE, "", "/", dash.secure, Some(0)))
     {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

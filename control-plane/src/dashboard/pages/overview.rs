@@ -42,11 +42,7 @@ impl Totals {
     }
 }
 
-pub async fn show(
-    State(dash): State<Dash>,
-    ctx: Ctx,
-    Query(q): Query<RangeQuery>,
-) -> PageResult {
+pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery>) -> PageResult {
     let s = &dash.services;
     let a = &ctx.actor;
     let days = q.days.filter(|d| RANGES.contains(d)).unwrap_or(14);
@@ -103,7 +99,8 @@ pub async fn show(
         .iter()
         .map(|d| d.format("%m-%d").to_string())
         .collect();
-    let col = |f: fn(&Totals) -> i64| -> Vec<f64> { per_day.values().map(|t| f(t) as f64).collect() };
+    let col =
+        |f: fn(&Totals) -> i64| -> Vec<f64> { per_day.values().map(|t| f(t) as f64).collect() };
     let lat_col = |f: fn(&latency::LatencyDay) -> i64| -> Vec<f64> {
         per_day
             .keys()
@@ -182,7 +179,12 @@ fn breakdown(
             .then(b.1.requests.cmp(&a.1.requests))
     });
     let max = rows.first().map(|r| r.1.requests.max(1)).unwrap_or(1);
-    let max_requests = rows.iter().map(|r| r.1.requests).max().unwrap_or(1).max(max);
+    let max_requests = rows
+        .iter()
+        .map(|r| r.1.requests)
+        .max()
+        .unwrap_or(1)
+        .max(max);
     html! {
         section.breakdown aria-labelledby=(id) {
             h2 id=(id) { (title) }

@@ -119,9 +119,13 @@ pub struct TeamForm {
 }
 
 pub async fn create_team(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<TeamForm>) -> Response {
-    let outcome = teams::create(&dash.services, &ctx.actor, teams::CreateTeam { name: f.name })
-        .await
-        .map(|t| (format!("Team “{}” created.", t.name), None));
+    let outcome = teams::create(
+        &dash.services,
+        &ctx.actor,
+        teams::CreateTeam { name: f.name },
+    )
+    .await
+    .map(|t| (format!("Team “{}” created.", t.name), None));
     after_change(&dash, &ctx, "/teams", outcome)
 }
 

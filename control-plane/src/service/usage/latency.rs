@@ -58,7 +58,10 @@ pub async fn latency_by_day(
     if to < from {
         return Err(ServiceError::invalid("to", "must not be before from"));
     }
-    let start_ms = from.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis();
+    let start_ms = from
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis();
     let end_ms = to
         .succ_opt()
         .unwrap_or(to)
@@ -142,7 +145,10 @@ mod tests {
         assert!(!l.capped);
         assert_eq!(l.days.len(), 2);
         assert_eq!(l.days[0].day, "2025-12-06");
-        assert_eq!((l.days[0].requests, l.days[0].p50_us, l.days[0].p99_us), (3, 20, 30));
+        assert_eq!(
+            (l.days[0].requests, l.days[0].p50_us, l.days[0].p99_us),
+            (3, 20, 30)
+        );
         assert_eq!((l.days[1].p50_us, l.days[1].p99_us), (500, 500));
         assert_eq!((l.p50_us, l.p99_us), (20, 500));
         assert!(summarise(vec![(day1, 1)], 1).capped);
