@@ -325,6 +325,45 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
         "no key was created: {keys}"
     );
 
+    // Signing in is guarded too: without the sign-in form's own cookie the post is refused
+    // before the token is looked at; with it, an unknown token is told so (401, no session).
+    let login = http
+        .post(format!("{}/login", gw.admin_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&token={}", "a".repeat(64), gw.admin_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 403, "a sign-in without its form's cookie");
+    assert!(login.headers().get("set-cookie").is_none());
+    let form_page = http
+        .get(format!("{}/login", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = form_page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let login_csrf = login_cookie.trim_start_matches("mg_login=").to_owned();
+    let wrong = http
+        .post(format!("{}/login", gw.admin_url))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={login_csrf}&token=mgadm-not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong
+        .text()
+        .await
+        .unwrap()
+        .contains("not a live admin token"));
+
     // Every page carries the strict headers.
     let resp = http
         .get(format!("{}/keys", gw.admin_url))
