@@ -406,3 +406,142 @@ async fn a_viewer_has_no_create_forms_and_a_forged_post_is_refused() {
     client.close().await.unwrap();
     gw.shutdown().await;
 }
+
+/// Signs in over plain HTTP (the form's cookie and CSRF token, then the post); returns the
+/// session cookie.
+async fn http_sign_in(http: &reqwest::Client, gw: &Gateway, token: &str) -> String {
+    let form = http
+        .get(format!("{}/login", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = login_cookie.trim_start_matches("mg_login=").to_owned();
+    let resp = http
+        .post(format!("{}/login", gw.admin_url))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "signed in");
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("mg_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn page_text(http: &reqwest::Client, gw: &Gateway, cookie: &str, path: &str) -> String {
+    let resp = http
+        .get(format!("{}{path}", gw.admin_url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_team_scoped_token_sees_only_its_team_on_every_screen() {
+    let (upstream, gw, a) = gateway_with_smart_route().await;
+    let b = gw
+        .provision(&upstream.base_url(), "other", "gpt-4o-2024")
+        .await;
+    let a_request = request_id(&gw.say_hi(&a.key, "smart").await);
+    let b_request = request_id(&gw.say_hi(&b.key, "other").await);
+    gw.usage_row(&a_request).await;
+    gw.usage_row(&b_request).await;
+    let scoped = gw
+        .create(
+            "/tokens",
+            json!({"name": "team-a-admin", "role": "admin", "team_id": a.team_id}),
+        )
+        .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let org = http_sign_in(&http, &gw, &gw.admin_token).await;
+    let team = http_sign_in(&http, &gw, scoped["token"].as_str().unwrap()).await;
+
+    // The organisation sees both teams' traffic; team A's admin only its own.
+    let org_overview = page_text(&http, &gw, &org, "/").await;
+    assert!(
+        org_overview.contains("Requests</span><span class=\"kpi-value\">2<"),
+        "{org_overview}"
+    );
+    let team_overview = page_text(&http, &gw, &team, "/").await;
+    assert!(
+        team_overview.contains("Requests</span><span class=\"kpi-value\">1<"),
+        "{team_overview}"
+    );
+    let log = page_text(&http, &gw, &team, "/requests").await;
+    assert!(
+        log.contains(&a_request) && !log.contains(&b_request),
+        "{log}"
+    );
+    let hidden = http
+        .get(format!("{}/requests/{b_request}", gw.admin_url))
+        .header("cookie", &team)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404, "another team's request is not found");
+    let keys = page_text(&http, &gw, &team, "/keys").await;
+    assert!(
+        keys.contains(&a.key_id) && !keys.contains(&b.key_id),
+        "{keys}"
+    );
+    let teams = page_text(&http, &gw, &team, "/teams").await;
+    assert!(
+        teams.contains(&a.team_id) && !teams.contains(&b.team_id),
+        "{teams}"
+    );
+    // Organisation-wide changes are not offered to a team's admin.
+    assert!(!teams.contains("action=\"/teams\""), "no create-team form");
+    let providers = page_text(&http, &gw, &team, "/providers").await;
+    assert!(
+        !providers.contains("action=\"/providers\""),
+        "no add-provider form"
+    );
+    // And a key for another team is refused even when posted by hand.
+    let csrf = keys
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let other = http
+        .post(format!("{}/keys", gw.admin_url))
+        .header("cookie", &team)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={csrf}&team_id={}&name=sneaky&environment=dev&allowed_models=",
+            b.team_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 303);
+    let after = page_text(&http, &gw, &team, "/keys").await;
+    assert!(after.contains("team_id: no such team"), "{after}");
+    assert!(!after.contains("sneaky"));
+
+    gw.shutdown().await;
+}
