@@ -31,6 +31,24 @@ async fn goto(client: &Client, gw: &Gateway, path: &str) {
         .unwrap();
 }
 
+/// Every form field on the page has a label (or an accessible name), every image-like chart
+/// a name, and the page a language and one `h1`.
+async fn assert_accessible_basics(client: &Client, path: &str) {
+    let unlabelled = client
+        .execute(
+            "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))\
+               .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.outerHTML)\
+               .concat(Array.from(document.querySelectorAll('svg[role=img]'))\
+                 .filter(e => !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')).map(e => 'svg'))\
+               .concat(document.documentElement.lang ? [] : ['html lang'])\
+               .concat(document.querySelectorAll('h1').length === 1 ? [] : ['one h1']);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "{path}: unlabelled");
+}
+
 /// The visible text of the page's main region.
 async fn main_text(client: &Client) -> String {
     text(client, "main").await
@@ -98,6 +116,7 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
         0,
         "the secret is shown only once"
     );
+    assert_accessible_basics(&client, "/keys").await;
     let (_, keys) = gw.admin(Method::GET, "/keys?limit=1000", None).await;
     let key_id = keys["data"]
         .as_array()
@@ -128,11 +147,13 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     let by_team = text(&client, "section[aria-labelledby=by-team]").await;
     assert!(by_team.contains('3'), "{by_team}");
     assert_eq!(count(&client, "figure.chart svg").await, 4, "four charts");
+    assert_accessible_basics(&client, "/").await;
     screenshot(&client, "03-overview").await;
 
     // The request log lists it; one request shows its attempt.
     goto(&client, &gw, &format!("/requests?key_id={key_id}")).await;
     assert_eq!(count(&client, "table.log tbody tr").await, 3);
+    assert_accessible_basics(&client, "/requests").await;
     screenshot(&client, "04-requests").await;
     click_and_wait(&client, &format!("a[href='/requests/{}']", ids[0])).await;
     let attempts = text(&client, "table.attempts tbody").await;
@@ -165,6 +186,7 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
             !source.contains("sk-upstream-secret-1234"),
             "{path} shows a credential"
         );
+        assert_accessible_basics(&client, path).await;
         screenshot(&client, name).await;
     }
     // The routes screen shows the deployment's live health once the data plane reported it.
