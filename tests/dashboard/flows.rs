@@ -146,7 +146,7 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     assert!(kpis.contains("Requests\n3"), "{kpis}");
     let by_team = text(&client, "section[aria-labelledby=by-team]").await;
     assert!(by_team.contains('3'), "{by_team}");
-    assert_eq!(count(&client, "figure.chart svg").await, 4, "four charts");
+    assert_eq!(count(&client, "figure.chart svg").await, 7, "seven charts");
     assert_accessible_basics(&client, "/").await;
     screenshot(&client, "03-overview").await;
 

@@ -64,7 +64,8 @@ fn frame(labels: &[String], max: f64, fmt: &dyn Fn(f64) -> String) -> Markup {
             text.axis x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (fmt(max * frac)) }
         }
         @for i in picks {
-            text.axis x=(x_at(i, n)) y=(H - 6.0) text-anchor="middle" { (labels[i]) }
+            @let anchor = if n > 1 && i == 0 { "start" } else if n > 1 && i == n - 1 { "end" } else { "middle" };
+            text.axis x=(x_at(i, n)) y=(H - 6.0) text-anchor=(anchor) { (labels[i]) }
         }
     }
 }
@@ -173,6 +174,76 @@ pub fn bars(
             }
             (legend(&series))
             (data_table(title, labels, &series, fmt))
+        }
+    }
+}
+
+/// Bars stacked per x label, one segment per series (e.g. spend per day by team).
+pub fn stacked(
+    id: &str,
+    title: &str,
+    labels: &[String],
+    series: &[Series],
+    fmt: &dyn Fn(f64) -> String,
+) -> Markup {
+    let n = labels.len().max(1);
+    let totals: Vec<f64> = (0..labels.len())
+        .map(|i| {
+            series
+                .iter()
+                .map(|s| s.values.get(i).copied().unwrap_or(0.0))
+                .sum()
+        })
+        .collect();
+    let max = nice_max(totals.iter().copied().fold(0.0, f64::max));
+    let slot = (W - LEFT - RIGHT) / n as f64;
+    let width = (slot * 0.7).max(1.0);
+    let picks: Vec<usize> = match labels.len() {
+        0 => vec![],
+        1 => vec![0],
+        l => vec![0, l / 2, l - 1],
+    };
+    // Per x label: each non-zero series' segment as (series, value, top y, bottom y).
+    let segments: Vec<Vec<(&Series, f64, f64, f64)>> = (0..labels.len())
+        .map(|i| {
+            let mut below = 0.0;
+            series
+                .iter()
+                .filter_map(|s| {
+                    let v = s.values.get(i).copied().unwrap_or(0.0);
+                    (v > 0.0).then(|| {
+                        let seg = (s, v, y_at(below + v, max), y_at(below, max));
+                        below += v;
+                        seg
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    html! {
+        figure.chart {
+            figcaption id={ (id) "-title" } { (title) }
+            svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-labelledby={ (id) "-title " (id) "-desc" } preserveAspectRatio="xMidYMid meet" {
+                desc id={ (id) "-desc" } { (title) ", one stacked bar per day; exact figures in the table below." }
+                @for frac in [0.0, 0.5, 1.0] {
+                    @let y = y_at(max * frac, max);
+                    line.grid x1=(LEFT) x2=(W - RIGHT) y1=(y) y2=(y) {}
+                    text.axis x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (fmt(max * frac)) }
+                }
+                @for (i, column) in segments.iter().enumerate() {
+                    @let x = LEFT + slot * i as f64 + (slot - width) / 2.0;
+                    @for (s, v, top, bottom) in column {
+                        rect class={ "bar " (s.class) } x=(format!("{x:.1}")) y=(format!("{top:.1}")) width=(format!("{width:.1}")) height=(format!("{:.1}", bottom - top)) {
+                            title { (labels[i]) " · " (s.label) ": " (fmt(*v)) }
+                        }
+                    }
+                }
+                @for i in picks {
+                    text.axis x=(format!("{:.1}", LEFT + slot * (i as f64 + 0.5))) y=(H - 6.0) text-anchor="middle" { (labels[i]) }
+                }
+            }
+            (legend(series))
+            (data_table(title, labels, series, fmt))
         }
     }
 }

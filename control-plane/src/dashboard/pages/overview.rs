@@ -113,9 +113,28 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
             })
             .collect()
     };
-    let counts = |v: f64| format::count(v.round() as i64);
+    // Axis ticks fall on halves of a round maximum: 2.5 reads as 2.5, not 3.
+    let counts = |v: f64| {
+        if v.fract() == 0.0 {
+            format::count(v as i64)
+        } else {
+            format!("{v:.1}")
+        }
+    };
     let money = |v: f64| format::usd(v.round() as i64);
     let millis = |v: f64| format!("{v:.0} ms");
+
+    let day_keys: Vec<String> = per_day.keys().cloned().collect();
+    let spend_by_team = grouped(&rows, &day_keys, |r| &r.team_id, |r| r.cost_micros, &teams);
+    let tokens_by_model = grouped(
+        &rows,
+        &day_keys,
+        |r| &r.model,
+        |r| r.input_tokens + r.output_tokens,
+        &[],
+    );
+    let requests_by_provider =
+        grouped(&rows, &day_keys, |r| &r.provider_id, |r| r.requests, &provs);
 
     let body = html! {
         nav.range aria-label="Time range" {
@@ -149,6 +168,9 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
                 Series { label: "Output", class: "s4", values: col(|t| t.output_tokens) },
             ], &counts))
             (chart::bars("c-spend", "Spend per day", &labels, Series { label: "Spend", class: "s4", values: col(|t| t.cost_micros) }, &money))
+            (chart::stacked("c-spend-team", "Spend per day by team", &labels, &as_series(&spend_by_team), &money))
+            (chart::stacked("c-tokens-model", "Tokens per day by model", &labels, &as_series(&tokens_by_model), &counts))
+            (chart::stacked("c-requests-provider", "Requests per day by provider", &labels, &as_series(&requests_by_provider), &counts))
         }
         div.columns {
             (breakdown("by-team", "By team", &by_team, &teams))
@@ -157,6 +179,69 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
         }
     };
     Ok(page(&ctx, "/", "Overview", body))
+}
+
+/// Colour classes of the groups of a stacked chart: the largest groups, then "other".
+const SERIES_CLASSES: [&str; 5] = ["s1", "s4", "s3", "s2", "s5"];
+/// Groups drawn on their own in a stacked chart; the rest are summed as "other".
+const TOP_GROUPS: usize = 4;
+
+/// Per-day values of each group (by `key`), the largest [`TOP_GROUPS`] by total on their own
+/// and the rest as "other"; labels are names where `names` has them.
+fn grouped(
+    rows: &[DailyRow],
+    days: &[String],
+    key: fn(&DailyRow) -> &String,
+    value: fn(&DailyRow) -> i64,
+    names: &[(String, String)],
+) -> Vec<(String, Vec<f64>)> {
+    let mut groups: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        let Some(i) = days.iter().position(|d| d == &r.day) else {
+            continue;
+        };
+        groups
+            .entry(key(r).as_str())
+            .or_insert_with(|| vec![0.0; days.len()])[i] += value(r) as f64;
+    }
+    let mut ranked: Vec<(&str, Vec<f64>)> = groups.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        let (ta, tb) = (a.1.iter().sum::<f64>(), b.1.iter().sum::<f64>());
+        tb.total_cmp(&ta).then(a.0.cmp(b.0))
+    });
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut other = vec![0.0; days.len()];
+    for (i, (k, v)) in ranked.into_iter().enumerate() {
+        if i < TOP_GROUPS {
+            let label = if k.is_empty() {
+                "(none)"
+            } else {
+                super::team_label(names, k)
+            };
+            out.push((label.to_owned(), v));
+        } else {
+            for (o, x) in other.iter_mut().zip(v) {
+                *o += x;
+            }
+        }
+    }
+    if other.iter().any(|v| *v > 0.0) {
+        out.push(("other".to_owned(), other));
+    }
+    out
+}
+
+/// Groups as chart series, coloured in order.
+fn as_series(groups: &[(String, Vec<f64>)]) -> Vec<Series<'_>> {
+    groups
+        .iter()
+        .zip(SERIES_CLASSES)
+        .map(|((label, values), class)| Series {
+            label,
+            class,
+            values: values.clone(),
+        })
+        .collect()
 }
 
 fn kpi(label: &str, value: &str) -> Markup {
@@ -209,5 +294,46 @@ fn breakdown(
                 } }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(day: &str, team: &str, cost: i64) -> DailyRow {
+        DailyRow {
+            day: day.into(),
+            key_id: "k".into(),
+            team_id: team.into(),
+            user_id: String::new(),
+            model: "m".into(),
+            provider_id: "p".into(),
+            requests: 1,
+            errors: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            reasoning_tokens: 0,
+            images: 0,
+            media_ms: 0,
+            cost_micros: cost,
+        }
+    }
+
+    #[test]
+    fn the_largest_groups_stand_alone_and_the_rest_are_other() {
+        let days = vec!["2026-12-05".to_owned(), "2026-12-06".to_owned()];
+        let mut rows: Vec<DailyRow> = (1..=6)
+            .map(|i| row("2026-12-06", &format!("t{i}"), i * 10))
+            .collect();
+        rows.push(row("2026-12-05", "t6", 5));
+        rows.push(row("2026-11-01", "t6", 1000)); // outside the range
+        let names = vec![("t6".to_owned(), "Six".to_owned())];
+        let g = grouped(&rows, &days, |r| &r.team_id, |r| r.cost_micros, &names);
+        let labels: Vec<&str> = g.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["Six", "t5", "t4", "t3", "other"]);
+        assert_eq!(g[0].1, vec![5.0, 60.0]);
+        assert_eq!(g[4].1, vec![0.0, 30.0], "t1 + t2");
     }
 }
