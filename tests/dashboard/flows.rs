@@ -567,3 +567,82 @@ async fn a_team_scoped_token_sees_only_its_team_on_every_screen() {
 
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_the_session_cookie_is_secure_and_transport_security_is_asked_for() {
+    use modelgate_shared::clock::Clock;
+    use modelgate_shared::tls::issue;
+    let mut gw = Gateway::start().await;
+    gw.stop_data_plane().await;
+    gw.stop_control_plane().await;
+    let dir = crate::support::temp_dir("dash-tls");
+    let pki = dir.join("pki");
+    let now = modelgate_shared::clock::system().now();
+    issue::init_ca(&pki, now).unwrap();
+    let server = issue::issue_control_plane(
+        &pki,
+        &["localhost".to_owned()],
+        &[std::net::Ipv4Addr::LOCALHOST.into()],
+        now,
+    )
+    .unwrap();
+    let files = modelgate_listener::TlsFiles {
+        cert: server.cert,
+        key: server.key,
+    };
+    let cp = crate::support::start_control_plane_custom(
+        &gw.cp_db_url,
+        &gw.master_key,
+        gw.grpc_addr,
+        |s| s.admin_http.tls = Some(files),
+    )
+    .await;
+    gw.admin_url = format!("https://{}", cp.admin_addr);
+    gw.cp = Some(cp);
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http
+        .get(format!("{}/login", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        form.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age="),
+        "HSTS under TLS"
+    );
+    let login_cookie = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(login_cookie.contains("; Secure"), "{login_cookie}");
+    let login_cookie = login_cookie.split(';').next().unwrap().to_owned();
+    let csrf = login_cookie.trim_start_matches("mg_login=").to_owned();
+    let resp = http
+        .post(format!("{}/login", gw.admin_url))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&token={}", gw.admin_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("mg_session="))
+        .unwrap();
+    assert!(
+        session.contains("; HttpOnly")
+            && session.contains("; SameSite=Strict")
+            && session.contains("; Secure"),
+        "{session}"
+    );
+    assert!(!session.contains(&gw.admin_token));
+    gw.shutdown().await;
+}
