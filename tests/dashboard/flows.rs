@@ -570,7 +570,6 @@ async fn a_team_scoped_token_sees_only_its_team_on_every_screen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_tls_the_session_cookie_is_secure_and_transport_security_is_asked_for() {
-    use modelgate_shared::clock::Clock;
     use modelgate_shared::tls::issue;
     let mut gw = Gateway::start().await;
     gw.stop_data_plane().await;
