@@ -171,6 +171,13 @@ pub struct UpArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: SocketAddr,
+    /// Where the control plane serves its own `/metrics` (Prometheus text).
+    #[arg(
+        long,
+        env = "MODELGATE_CP_METRICS_LISTEN",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub cp_metrics_listen: SocketAddr,
     #[command(flatten)]
     pub http: HttpArgs,
     /// Registers OpenAI (route `gpt-4o-mini`) when set.
@@ -202,6 +209,14 @@ pub struct ControlPlaneArgs {
     pub admin_listen: SocketAddr,
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
+    /// Where the control plane serves `/metrics` (Prometheus text); the admin port does not
+    /// serve it.
+    #[arg(
+        long,
+        env = "MODELGATE_METRICS_LISTEN",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]

@@ -220,6 +220,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         grpc_listen: args.grpc_listen,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(cp_tls)?)),
         grpc_limits: Default::default(),
+        metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
@@ -276,6 +277,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
          MODELGATE_ADMIN_URL=http://{admin}\n\
          MODELGATE_GRPC_ADDR={grpc}\n\
          MODELGATE_METRICS_URL=http://{metrics}/metrics\n\
+         MODELGATE_CP_METRICS_URL=http://{cp_metrics}/metrics\n\
          MODELGATE_ADMIN_TOKEN={token}\n\n\
          Try it:\n\
          curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
@@ -286,6 +288,9 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         token = demo.admin_token,
         grpc = grpc_dial,
         metrics = dp.metrics_addr,
+        cp_metrics = cp
+            .metrics_addr
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
         model = demo.model,
     );
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
@@ -363,6 +368,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         grpc_listen: args.grpc_listen,
         grpc_security: server_security(&args.tls)?,
         grpc_limits: Default::default(),
+        metrics_listen: Some(args.metrics_listen),
         clock: modelgate_shared::clock::system(),
     })
     .await?;
@@ -396,6 +402,9 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         (None, _) => {}
     }
     println!("MODELGATE_ADMIN_URL={admin_scheme}://{}", cp.admin_addr);
+    if let Some(addr) = cp.metrics_addr {
+        println!("MODELGATE_CP_METRICS_URL=http://{addr}/metrics");
+    }
     shutdown_signal().await;
     cp.shutdown().await;
     Ok(())

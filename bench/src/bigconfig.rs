@@ -214,6 +214,7 @@ async fn seed(url: &str, master_key_hex: &str, args: &BigConfigArgs) -> anyhow::
         clock: modelgate_shared::clock::system(),
         alert_wakeup: Default::default(),
         revoked: Default::default(),
+        metrics: Default::default(),
     };
     let admin_token = bootstrap::ensure_initialized(&s)
         .await?

@@ -10,6 +10,7 @@
 //!   while snapshots of that size are applied under load.
 //! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
 //!   request head byte by byte (loopback only, bounded).
+//! * `request-log` — the request log's filtered pages at 10M rows on Postgres (EXPLAIN ANALYZE).
 
 mod bigconfig;
 mod compare;
@@ -19,6 +20,7 @@ mod metrics;
 mod mock;
 mod procstat;
 mod quota;
+mod request_log;
 mod route;
 mod slowloris;
 mod stats;
@@ -69,6 +71,9 @@ enum Cmd {
     /// The data plane with 100k keys and 1k routes: RSS, apply time, and latency while new
     /// snapshots of that size are applied under load.
     BigConfig(bigconfig::BigConfigArgs),
+    /// The request log at scale: loads synthetic usage rows into a scratch Postgres database
+    /// and times filtered pages under EXPLAIN ANALYZE.
+    RequestLog(request_log::RequestLogArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -191,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Metrics(args) => metrics::run(args),
             Cmd::Slowloris(args) => slowloris::run(args).await,
             Cmd::BigConfig(args) => bigconfig::run(args).await,
+            Cmd::RequestLog(args) => request_log::run(args).await,
         }
     })
 }

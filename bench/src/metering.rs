@@ -65,6 +65,7 @@ fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
             status: 200,
             error_class: None,
             latency_us: 200_000,
+            ..Default::default()
         }],
         status: 200,
         latency_us: 250_000,
@@ -145,6 +146,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         grpc_listen: "127.0.0.1:0".parse()?,
         grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),
         grpc_limits: Default::default(),
+        metrics_listen: None,
         clock: modelgate_shared::clock::system(),
     })
     .await?;

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod export;
 pub mod grpc;
+pub mod metrics;
 pub mod service;
 pub mod snapshot;
 pub mod store;
@@ -46,6 +47,9 @@ pub struct Settings {
     /// Mutual TLS on the gRPC listener (or, explicitly, none).
     pub grpc_security: grpc::transport::GrpcSecurity,
     pub grpc_limits: GrpcLimits,
+    /// Where the control plane's `/metrics` is served (its own listener, loopback by default;
+    /// the admin port does not serve it). `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
 }
@@ -77,6 +81,8 @@ impl Default for GrpcLimits {
 pub struct RunningControlPlane {
     pub admin_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The metrics listener's address, when one was asked for.
+    pub metrics_addr: Option<SocketAddr>,
     pub services: Services,
     /// Minted on first start only (no admin token existed); shown once.
     pub bootstrap_admin_token: Option<String>,
@@ -114,6 +120,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         clock: settings.clock.clone(),
         alert_wakeup: Default::default(),
         revoked: Default::default(),
+        metrics: Default::default(),
     };
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
@@ -135,6 +142,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         settings.admin_http.tls.is_some(),
     ));
     let admin_task = tokio::spawn(admin_listener.serve(admin_app, shutdown.clone()));
+    let mut tasks = Vec::new();
+    let metrics_addr = match settings.metrics_listen {
+        Some(addr) => {
+            // Plain HTTP with the admin listener's timeouts: a scraper on the operator network.
+            let options = HttpOptions {
+                tls: None,
+                ..settings.admin_http.clone()
+            };
+            let listener = Listener::bind(addr, options)
+                .await
+                .context("the metrics listener")?;
+            let bound = listener.local_addr()?;
+            let app = admin::metrics_router(services.clone(), settings.grpc_security.clone());
+            tasks.push(tokio::spawn(listener.serve(app, shutdown.clone())));
+            Some(bound)
+        }
+        None => None,
+    };
 
     let grpc_router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(settings.grpc_limits.concurrency_per_connection)
@@ -203,22 +228,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         shutdown.clone(),
     ));
 
-    tracing::info!(%admin_addr, %grpc_addr, "control plane started");
+    tracing::info!(%admin_addr, %grpc_addr, ?metrics_addr, "control plane started");
+    tasks.extend([
+        admin_task,
+        grpc_task,
+        rebuild_task,
+        export_task,
+        alerts_task,
+        revocations_task,
+        insecure_task,
+    ]);
     Ok(RunningControlPlane {
         admin_addr,
         grpc_addr,
+        metrics_addr,
         services,
         bootstrap_admin_token,
         shutdown,
-        tasks: vec![
-            admin_task,
-            grpc_task,
-            rebuild_task,
-            export_task,
-            alerts_task,
-            revocations_task,
-            insecure_task,
-        ],
+        tasks,
     })
 }
 
@@ -276,6 +303,7 @@ mod settings_tests {
             grpc_limits: Default::default(),
             grpc_listen: "127.0.0.1:0".parse().unwrap(),
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
+            metrics_listen: None,
             clock: modelgate_shared::clock::system(),
         };
         let shown = format!("{settings:?}");

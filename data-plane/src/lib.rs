@@ -197,8 +197,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     .await
     .context("the metrics listener")?;
     let metrics_addr = metrics_listener.local_addr()?;
-    let metrics_task =
-        tokio::spawn(metrics_listener.serve(server::metrics_router(app.clone()), shutdown.clone()));
+    let certificates = match &settings.grpc_security {
+        channel::ControlPlaneSecurity::Tls(files) => Some(files.clone()),
+        channel::ControlPlaneSecurity::InsecurePlaintext => None,
+    };
+    let metrics_task = tokio::spawn(metrics_listener.serve(
+        server::metrics_router(app.clone(), certificates),
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
     let background = vec![
         metrics_task,

@@ -126,7 +126,14 @@ pub struct Attempt {
     /// `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
+    /// From the attempt's start until its answer was in hand (a stream's headers).
     pub latency_us: u64,
+    /// When the attempt started (Unix ms); 0 in an event from a writer before this field.
+    #[serde(default)]
+    pub started_at_ms: i64,
+    /// Why the attempt failed, in a few words; empty on success (and from older writers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_message: String,
 }
 
 /// One request's usage record. Serialized (JSON) only where an event is kept as received,
@@ -188,6 +195,8 @@ impl From<&Attempt> for wire::Attempt {
             status: u32::from(a.status),
             error_class: a.error_class.map_or("", ErrorClass::as_str).to_owned(),
             latency_us: a.latency_us,
+            started_at_ms: a.started_at_ms,
+            error_message: a.error_message.clone(),
         }
     }
 }
@@ -322,6 +331,8 @@ impl TryFrom<wire::UsageEvent> for UsageEvent {
                     &mut unknown,
                 ),
                 latency_us: a.latency_us,
+                started_at_ms: a.started_at_ms,
+                error_message: a.error_message,
             })
             .collect();
         let event = UsageEvent {

@@ -1,4 +1,5 @@
-//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes …`: the admin CLI.
+//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes|usage|requests …`:
+//! the admin CLI.
 //! Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
 //! or as the API's JSON.
@@ -15,6 +16,7 @@ mod limits;
 mod models;
 mod nodes;
 mod providers;
+mod requests;
 mod routes;
 mod table;
 mod teams;
@@ -56,6 +58,8 @@ pub enum AdminCommand {
     Nodes(Resource<nodes::NodesCommand>),
     /// Usage (admin API): quarantine, the events ingest refused to count.
     Usage(Resource<usage::UsageCommand>),
+    /// The request log (admin API): list with filters, show one request's attempts.
+    Requests(Resource<requests::RequestsCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -232,6 +236,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Limits(r) => r.execute().await,
         AdminCommand::Nodes(r) => r.execute().await,
         AdminCommand::Usage(r) => r.execute().await,
+        AdminCommand::Requests(r) => r.execute().await,
     }
 }
 

@@ -154,6 +154,23 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     goto(&client, &gw, &format!("/requests?key_id={key_id}")).await;
     assert_eq!(count(&client, "table.log tbody tr").await, 3);
     assert_accessible_basics(&client, "/requests").await;
+    // The filters, through the form: this key's failures (none), then its 200s (all three).
+    fill(&client, "#f-status", "5xx").await;
+    click_and_wait(&client, "form.filters button[type=submit]").await;
+    assert_eq!(count(&client, "table.log tbody tr").await, 0);
+    assert!(main_text(&client).await.contains("No request matches."));
+    fill(&client, "#f-status", "200").await;
+    client
+        .find(Locator::Css("#f-streamed"))
+        .await
+        .unwrap()
+        .select_by_value("false")
+        .await
+        .unwrap();
+    click_and_wait(&client, "form.filters button[type=submit]").await;
+    assert_eq!(count(&client, "table.log tbody tr").await, 3);
+    let url = client.current_url().await.unwrap();
+    assert!(url.query().unwrap().contains("status=200"), "{url}");
     screenshot(&client, "04-requests").await;
     click_and_wait(&client, &format!("a[href='/requests/{}']", ids[0])).await;
     let attempts = text(&client, "table.attempts tbody").await;

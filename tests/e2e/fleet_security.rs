@@ -419,6 +419,7 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         admin_http: Default::default(),
         grpc_limits: Default::default(),
+        metrics_listen: None,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: misnamed.server_security(),
         clock: modelgate_shared::clock::system(),
@@ -502,6 +503,7 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         admin_http: Default::default(),
         grpc_limits: Default::default(),
+        metrics_listen: None,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: modelgate_control_plane::grpc::transport::GrpcSecurity::Tls(Arc::new(
             modelgate_shared::tls::Reloading::server(files).unwrap(),
@@ -633,6 +635,8 @@ fn the_planes_refuse_plaintext_grpc_unless_asked_and_then_warn() {
         "127.0.0.1:0",
         "--grpc-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -663,6 +667,8 @@ fn the_planes_refuse_plaintext_grpc_unless_asked_and_then_warn() {
             "--admin-listen",
             "127.0.0.1:0",
             "--grpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--insecure-plaintext-grpc",
         ])

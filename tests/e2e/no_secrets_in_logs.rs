@@ -29,6 +29,8 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--cp-metrics-listen",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
         ])

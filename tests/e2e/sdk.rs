@@ -35,6 +35,8 @@ fn modelgate_up() -> Up {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--cp-metrics-listen",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
         ])

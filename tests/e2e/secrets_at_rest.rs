@@ -429,6 +429,8 @@ async fn the_data_plane_refuses_an_lkg_key_beside_its_data_unless_told_it_is_ins
             "data-plane",
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--control-plane-url",
             "http://127.0.0.1:1",
             "--insecure-plaintext-grpc",
@@ -494,6 +496,8 @@ async fn the_control_plane_refuses_a_master_key_file_beside_its_sqlite_database(
         "127.0.0.1:0",
         "--grpc-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--insecure-plaintext-grpc",
         "--master-key-file",
     ]);
@@ -518,6 +522,8 @@ async fn the_control_plane_writes_its_bootstrap_token_to_a_0600_file_when_asked(
         "--admin-listen",
         "127.0.0.1:0",
         "--grpc-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
         "127.0.0.1:0",
         "--insecure-plaintext-grpc",
         "--bootstrap-token-file",
@@ -565,6 +571,8 @@ async fn the_control_plane_writes_its_bootstrap_token_to_a_0600_file_when_asked(
         "127.0.0.1:0",
         "--grpc-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--insecure-plaintext-grpc",
     ]);
     c.env("MODELGATE_MASTER_KEY", Sealer::generate_master_key_hex());
@@ -591,6 +599,10 @@ async fn up_creates_its_key_files_0600_and_its_directories_0700() {
         "--admin-listen",
         "127.0.0.1:0",
         "--grpc-listen",
+        "127.0.0.1:0",
+        "--cp-metrics-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
         "127.0.0.1:0",
         "--data-dir",
     ]);

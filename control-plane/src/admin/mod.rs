@@ -6,6 +6,9 @@
 mod error;
 mod idempotency;
 mod json;
+mod metrics;
+
+pub use metrics::router as metrics_router;
 
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -13,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::sync::Arc;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -83,6 +87,8 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(deployment_health))
         .routes(routes!(explain_request))
         .routes(routes!(list_audit))
+        .routes(routes!(list_requests))
+        .routes(routes!(get_request))
         .routes(routes!(list_usage))
         .routes(routes!(usage_daily))
         .routes(routes!(list_quarantine))
@@ -99,7 +105,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(services: Services) -> Router {
     let (api, doc) = routes();
-    let doc = std::sync::Arc::new(doc);
+    let templates = metrics::Templates::new(
+        "/admin/v1",
+        doc.paths.paths.keys(),
+        &["/admin/v1/openapi.json", "/healthz"],
+    );
+    let doc = Arc::new(doc);
     let api = api
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
@@ -110,7 +121,7 @@ pub fn router(services: Services) -> Router {
             services.clone(),
             require_admin,
         ))
-        .with_state(services);
+        .with_state(services.clone());
     Router::new()
         // The document describes the API's shape only; it is served without a token.
         .route(
@@ -122,6 +133,10 @@ pub fn router(services: Services) -> Router {
         )
         .nest("/admin/v1", api)
         .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn_with_state(
+            (services, Arc::new(templates)),
+            metrics::count,
+        ))
 }
 
 /// Resolves the bearer token to an [`Actor`] and tags the request (and its audit rows) with a
@@ -893,6 +908,39 @@ async fn list_audit(
     ApiQuery(filter): ApiQuery<AuditFilter>,
 ) -> Result<Response> {
     Ok(ok(audit_service::list(&s, &a, q, filter).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/requests",
+    tag = "usage",
+    params(PageParams, usage::requests::RequestFilter),
+    responses((status = 200, description = "a page of the request log, newest first: {data: [request], next_cursor}; pass next_cursor back as `after`", body = Object), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_requests(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiQuery(q): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<usage::requests::RequestFilter>,
+) -> Result<Response> {
+    Ok(ok(usage::requests::list(&s, &a, q, filter).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/requests/{request_id}",
+    tag = "usage",
+    params(("request_id" = String, Path, description = "the `x-request-id` the gateway's answer carried")),
+    responses((status = 200, description = "the request's usage row with every upstream attempt", body = usage::UsageRow), (status = 404, description = "no such request (or another team's)", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_request(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(request_id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(usage::requests::get(&s, &a, &request_id).await?))
 }
 
 #[utoipa::path(

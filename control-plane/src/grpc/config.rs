@@ -49,6 +49,10 @@ impl ConfigService for ConfigStream {
         };
         caller.hello(&hello.node_id, &hello.labels)?;
         nodes::connected(&self.services, &hello).await?;
+        self.services.metrics.node_connected();
+        self.services
+            .metrics
+            .node_applied(&hello.node_id, hello.current_version);
         tracing::info!(node = %hello.node_id, version = hello.current_version, "data plane subscribed");
 
         let (tx, rx) = mpsc::channel(4);
@@ -74,12 +78,14 @@ impl ConfigService for ConfigStream {
                     msg = inbound.message() => match msg {
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Ack(ack)) })) => {
                             tracing::debug!(node = %node_id, version = ack.version, "ack");
+                            services.metrics.node_applied(&node_id, ack.version);
                             if let Err(e) = nodes::acknowledged(&services, &node_id, ack.version, None).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record ack");
                             }
                         }
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Nack(nack)) })) => {
                             tracing::warn!(node = %node_id, version = nack.version, reason = %nack.reason, "nack");
+                            services.metrics.node_refused();
                             if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, Some(nack.reason)).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record nack");
                             }
@@ -108,6 +114,7 @@ impl ConfigService for ConfigStream {
                 }
             }
             services.fleet.forget(&node_id);
+            services.metrics.node_disconnected(&node_id);
             if let Err(e) = nodes::disconnected(&services, &node_id).await {
                 tracing::warn!(node = %node_id, error = %e, "could not record disconnect");
             }

@@ -35,6 +35,9 @@ impl QuotaService for QuotaAllocator {
             },
         )
         .await?;
+        self.services
+            .metrics
+            .granted(crate::metrics::GrantKind::Budget);
         Ok(Response::new(AllocateResponse {
             granted_total_micros: grant.granted_total_micros,
             period_start: grant.period_start,
@@ -64,6 +67,9 @@ impl QuotaService for QuotaAllocator {
             },
         )
         .await?;
+        self.services
+            .metrics
+            .granted(crate::metrics::GrantKind::RateLimit);
         Ok(Response::new(RateResponse {
             granted_total: grant.granted_total,
             window_start: grant.window_start,

@@ -48,6 +48,8 @@ pub struct Services {
     pub alert_wakeup: std::sync::Arc<tokio::sync::Notify>,
     /// Revoked data-plane nodes (the database's list, kept current by polling).
     pub revoked: std::sync::Arc<revocations::Revoked>,
+    /// The control plane's Prometheus metrics.
+    pub metrics: std::sync::Arc<crate::metrics::CpMetrics>,
 }
 
 #[derive(Debug, Error)]

@@ -104,6 +104,7 @@ impl Publisher {
             hash = %published.snapshot.content_hash,
             "snapshot published"
         );
+        s.metrics.published(published.snapshot.version);
         self.tx.send_replace(Some(published.clone()));
         Ok(published)
     }

@@ -69,6 +69,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<SurfaceLabels, Histogram, fn() -> Histogram>,
     upstream: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     /// One counter per token type, taken from the family once (they share its cells).
     tokens: [Counter; TokenType::ALL.len()],
@@ -120,6 +121,16 @@ impl Metrics {
             Unit::Seconds,
             upstream.clone(),
         );
+        let upstream_duration =
+            Family::new_with_constructor(upstream_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "modelgate_upstream_duration",
+            "Time from an upstream attempt's start to its end: the last byte of the answer that \
+             served the request (a stream's end), the answer in hand for any other attempt that \
+             got an HTTP answer, by provider id",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "modelgate_requests_in_flight",
@@ -159,6 +170,7 @@ impl Metrics {
             requests,
             duration,
             upstream,
+            upstream_duration,
             in_flight,
             tokens,
             cost,
@@ -188,12 +200,17 @@ impl Metrics {
         self.duration
             .get_or_create(&SurfaceLabels { surface })
             .observe(e.latency_us as f64 / 1e6);
-        for a in e.attempts.iter().filter(|a| a.status != 0) {
+        let last = e.attempts.len().saturating_sub(1);
+        for (i, a) in e.attempts.iter().enumerate().filter(|(_, a)| a.status != 0) {
+            let labels = ProviderLabels {
+                provider: names.provider(&a.provider_id),
+            };
             self.upstream
-                .get_or_create(&ProviderLabels {
-                    provider: names.provider(&a.provider_id),
-                })
+                .get_or_create(&labels)
                 .observe(a.latency_us as f64 / 1e6);
+            self.upstream_duration
+                .get_or_create(&labels)
+                .observe(upstream_duration_us(e, i == last, a) as f64 / 1e6);
         }
         let counts = [
             e.input_tokens,
@@ -223,6 +240,21 @@ impl Metrics {
         let _ = text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// How long an attempt held its upstream: the attempt's own time, except for the last attempt
+/// of a request it served (`provider_id` set, status below 400), which lasted until the
+/// request's end (a stream's last byte): the request's duration less the attempt's start
+/// offset (milliseconds, from the attempt's `started_at_ms`; an event from an older node has
+/// none and counts the attempt's own time).
+fn upstream_duration_us(e: &UsageEvent, last: bool, a: &modelgate_shared::usage::Attempt) -> u64 {
+    if !last || a.started_at_ms == 0 || e.provider_id.is_empty() || e.status >= 400 {
+        return a.latency_us;
+    }
+    let offset_us = u64::try_from(a.started_at_ms - e.started_at_ms)
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    e.latency_us.saturating_sub(offset_us).max(a.latency_us)
 }
 
 #[cfg(test)]

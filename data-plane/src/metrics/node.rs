@@ -29,6 +29,9 @@ pub struct NodeReadings {
     pub security_log_sampled_out: u64,
     pub security_log_dropped: u64,
     pub auth_throttle_sources: u64,
+    /// `(which certificate, its notAfter as Unix seconds)`: `client` (the node's certificate
+    /// for the control-plane channel) and `ca` (the fleet CA); empty without TLS.
+    pub certificates: Vec<(&'static str, i64)>,
     pub deployments: Vec<DeploymentReading>,
 }
 
@@ -163,6 +166,18 @@ impl Collector for NodeCollector {
             None,
             r.auth_throttle_sources,
         )?;
+        if !r.certificates.is_empty() {
+            let mut family = e.encode_descriptor(
+                "modelgate_tls_certificate_expiry_timestamp_seconds",
+                "When a certificate of the control-plane channel expires (Unix seconds): \
+                 `client` (this node's), `ca` (the fleet CA).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (cert, not_after) in &r.certificates {
+                ConstGauge::new(*not_after).encode(family.encode_family(&[("cert", *cert)])?)?;
+            }
+        }
         if r.deployments.is_empty() {
             return Ok(());
         }

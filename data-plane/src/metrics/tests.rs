@@ -188,6 +188,7 @@ fn node_readings_render_under_their_existing_names() {
         security_log_sampled_out: 6,
         security_log_dropped: 0,
         auth_throttle_sources: 4,
+        certificates: vec![("client", 1_900_000_000), ("ca", 2_100_000_000)],
         deployments: vec![
             DeploymentReading {
                 deployment_id: "p1/gpt".into(),
@@ -217,6 +218,8 @@ fn node_readings_render_under_their_existing_names() {
         "modelgate_security_log_sampled_out_total 6",
         "modelgate_security_log_dropped_total 0",
         "modelgate_auth_throttle_sources 4",
+        r#"modelgate_tls_certificate_expiry_timestamp_seconds{cert="client"} 1900000000"#,
+        r#"modelgate_tls_certificate_expiry_timestamp_seconds{cert="ca"} 2100000000"#,
         r#"modelgate_deployment_ejected{deployment="p1/gpt"} 1"#,
         r#"modelgate_deployment_consecutive_failures{deployment="p1/gpt"} 5"#,
         r#"modelgate_deployment_in_flight{deployment="p1/gpt"} 0"#,
@@ -235,4 +238,46 @@ fn without_deployments_no_deployment_gauge_is_rendered() {
     let text = Metrics::default().render(NodeReadings::default());
     assert!(!text.contains("modelgate_deployment_"), "{text}");
     assert!(text.contains("modelgate_config_version 0\n"), "{text}");
+}
+
+#[test]
+fn the_serving_attempt_holds_its_upstream_until_the_request_ends_and_a_failed_one_for_its_own_time()
+{
+    let m = Metrics::new(config(1, vec!["smart"]));
+    // A stream: failed attempt (2 ms) on p2, then p1 answered its headers after 20 ms and
+    // streamed until the request ended 3 s after it started; p1's attempt started 10 ms in.
+    let streamed = UsageEvent {
+        started_at_ms: 1_000_000,
+        latency_us: 3_000_000,
+        attempts: vec![
+            Attempt {
+                provider_id: "p2".into(),
+                status: 503,
+                error_class: Some(ErrorClass::ProviderError),
+                latency_us: 2_000,
+                started_at_ms: 1_000_000,
+                ..Default::default()
+            },
+            Attempt {
+                provider_id: "p1".into(),
+                status: 200,
+                latency_us: 20_000,
+                started_at_ms: 1_000_010,
+                ..Default::default()
+            },
+        ],
+        ..served()
+    };
+    record(&m, "chat.completions", &[streamed]);
+    let text = m.render(NodeReadings::default());
+    let lines = lines(&text);
+    for want in [
+        // 3 s − 10 ms = 2.99 s
+        r#"modelgate_upstream_duration_seconds_sum{provider="p1"} 2.99"#,
+        r#"modelgate_upstream_duration_seconds_sum{provider="p2"} 0.002"#,
+        r#"modelgate_upstream_ttfb_seconds_sum{provider="p1"} 0.02"#,
+        "# UNIT modelgate_upstream_duration_seconds seconds",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+    }
 }

@@ -72,6 +72,21 @@ enum Outcome {
     },
 }
 
+/// At most this many bytes of an attempt's failure reason are kept in its usage event.
+const ATTEMPT_MESSAGE_MAX: usize = 200;
+
+/// An attempt's failure reason as its usage event keeps it: cut at a character boundary.
+pub(super) fn attempt_message(mut message: String) -> String {
+    if message.len() > ATTEMPT_MESSAGE_MAX {
+        let mut end = ATTEMPT_MESSAGE_MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -156,9 +171,10 @@ pub async fn ladder<'p, 'r>(
             attempts += 1;
             tries_here += 1;
             let started = Instant::now();
+            let started_at_ms = now_ms();
             let outcome = attempt(runtime, c, p, body, request_id, remaining).await;
             let latency_us = micros(started.elapsed());
-            let mut record = |status: u16, class: Option<ErrorClass>| {
+            let mut record = |status: u16, class: Option<ErrorClass>, error_message: String| {
                 rec.attempt(Attempt {
                     deployment_id: c.deployment_id.to_owned(),
                     provider_id: c.provider.id.clone(),
@@ -166,13 +182,20 @@ pub async fn ladder<'p, 'r>(
                     status,
                     error_class: class,
                     latency_us,
+                    started_at_ms,
+                    error_message,
                 });
             };
             match outcome {
                 Ok(Outcome::Answer(resp)) => {
                     let status = resp.status.as_u16();
                     let ok = resp.status.is_success();
-                    record(status, (!ok).then_some(ErrorClass::ProviderError));
+                    let why = if ok {
+                        String::new()
+                    } else {
+                        status.to_string()
+                    };
+                    record(status, (!ok).then_some(ErrorClass::ProviderError), why);
                     // A client error says nothing about the deployment's health.
                     c.health.record_success(&policy);
                     c.health.record_ttfb(latency_us);
@@ -187,7 +210,7 @@ pub async fn ladder<'p, 'r>(
                     retry_after_secs,
                     response,
                 }) => {
-                    record(429, Some(ErrorClass::ProviderError));
+                    record(429, Some(ErrorClass::ProviderError), "429".to_owned());
                     let secs = retry_after_secs.clamp(1, 300);
                     c.health
                         .record_rate_limited(now_ms() + i64::try_from(secs * 1000).unwrap_or(0));
@@ -201,11 +224,11 @@ pub async fn ladder<'p, 'r>(
                     class,
                     message,
                 }) => {
-                    record(status, Some(class));
+                    tried.push(format!("{}: {message}", c.deployment_id));
+                    record(status, Some(class), attempt_message(message));
                     all_rate_limited = false;
                     last_timed_out = class == ErrorClass::Timeout;
                     c.health.record_failure(&policy, now_ms());
-                    tried.push(format!("{}: {message}", c.deployment_id));
                     if tries_here > policy.max_retries {
                         continue 'candidates;
                     }

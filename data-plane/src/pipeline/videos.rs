@@ -39,6 +39,7 @@ use modelgate_shared::usage::{Attempt, ErrorClass};
 use super::account;
 use super::admit::{authenticate, prepare};
 use super::answer::{reject, with_request_id};
+use super::attempt::attempt_message;
 use super::context::App;
 use super::plan;
 use crate::auth;
@@ -184,6 +185,7 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
             }
         };
         let started = std::time::Instant::now();
+        let started_at_ms = now_ms();
         let result = match endpoint {
             None => Ok(mock_openai::create_video(&body, model)),
             Some(e) => {
@@ -214,6 +216,12 @@ pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) ->
             status,
             error_class: failed.then_some(ErrorClass::ProviderError),
             latency_us,
+            started_at_ms,
+            error_message: match &result {
+                Ok(_) if failed => status.to_string(),
+                Ok(_) => String::new(),
+                Err(e) => attempt_message(e.to_string()),
+            },
         });
         let resp = match result {
             Ok(r) if !(r.status.is_server_error() || matches!(status, 408 | 429)) => r,
@@ -355,6 +363,7 @@ pub async fn job_request(
     rec.requested_model(&job.alias);
     let upstream = job.upstream_id.as_ref();
     let started = std::time::Instant::now();
+    let started_at_ms = now_ms();
     let result = match (provider.kind, runtime.endpoints.get(&provider.id)) {
         (ProviderKind::Mock, _) => Ok(match content {
             Some(_) => mock_openai::video_content(upstream),
@@ -406,6 +415,12 @@ pub async fn job_request(
         status,
         error_class: (!resp.status.is_success()).then_some(ErrorClass::ProviderError),
         latency_us,
+        started_at_ms,
+        error_message: if resp.status.is_success() {
+            String::new()
+        } else {
+            status.to_string()
+        },
     });
     rec.answered(status);
     let UpstreamResponse {

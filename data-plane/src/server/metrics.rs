@@ -2,16 +2,35 @@
 //! proxy port. A scrape reads the state other modules own into
 //! [`NodeReadings`] and renders the node's registry (`crate::metrics`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
+use modelgate_shared::tls::TlsFiles;
 
 use crate::metrics::{DeploymentReading, NodeReadings, CONTENT_TYPE};
 use crate::pipeline::App;
 
-pub(super) async fn metrics(State(app): State<App>) -> Response {
-    let readings = read(&app).await;
+pub(super) async fn metrics(
+    State((app, certificates)): State<(App, Option<Arc<TlsFiles>>)>,
+) -> Response {
+    let mut readings = read(&app).await;
+    if let Some(files) = certificates {
+        readings.certificates = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (name, path) in [("client", &files.cert), ("ca", &files.ca)] {
+                match modelgate_shared::tls::expiry::not_after_of_file(path) {
+                    Ok(t) => out.push((name, t)),
+                    Err(e) => tracing::warn!(error = %e, "certificate expiry not readable"),
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+    }
     let text = app.origin.metrics.render(readings);
     let mut r = Response::new(Body::from(text));
     r.headers_mut().insert(
@@ -49,6 +68,7 @@ async fn read(app: &App) -> NodeReadings {
         security_log_sampled_out: security.sampled_out,
         security_log_dropped: security.dropped,
         auth_throttle_sources: security.throttle_sources,
+        certificates: Vec::new(),
         deployments: runtime
             .health
             .snapshot(crate::time::now_ms())

@@ -44,10 +44,12 @@ pub fn router(app: App) -> Router {
 
 /// The metrics listener's routes (`--metrics-listen`, loopback by default): `/metrics` is not
 /// served on the proxy port.
-pub fn metrics_router(app: App) -> Router {
+/// `certificates`: the files whose expiry the scrape reports (the node's client certificate
+/// and the fleet CA), when the channel uses TLS.
+pub fn metrics_router(app: App, certificates: Option<modelgate_shared::tls::TlsFiles>) -> Router {
     Router::new()
         .route("/metrics", get(metrics::metrics))
-        .with_state(app)
+        .with_state((app, certificates.map(std::sync::Arc::new)))
 }
 
 /// The surfaces whose model is in the body: the URI says nothing more.

@@ -14,6 +14,7 @@
 //! directories 0700, written under a temporary name and renamed into place.
 
 mod config;
+pub mod expiry;
 mod identity;
 pub mod issue;
 

@@ -213,3 +213,21 @@ fn a_reloading_config_picks_up_new_files_and_keeps_the_old_ones_when_they_do_not
     std::thread::sleep(RECHECK_INTERVAL + std::time::Duration::from_millis(50));
     assert!(!Arc::ptr_eq(&first, &r.current()));
 }
+
+#[test]
+fn the_expiry_read_from_a_certificate_is_the_one_it_was_issued_with() {
+    let d = dir();
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    init_ca(&d, now).unwrap();
+    issue_node(&d, "node-x", &BTreeMap::new(), now).unwrap();
+    // The CA: 3650 days; a leaf: 825 days (both from `now`, not backdated at the end).
+    assert_eq!(
+        expiry::not_after_of_file(&d.join("ca.pem")).unwrap(),
+        1_800_000_000 + 3650 * 86_400
+    );
+    assert_eq!(
+        expiry::not_after_of_file(&d.join("node-x.pem")).unwrap(),
+        1_800_000_000 + 825 * 86_400
+    );
+    assert!(expiry::not_after(b"\x30\x03\x02\x01\x01").is_err());
+}

@@ -465,6 +465,7 @@ pub async fn start_control_plane_custom(
         grpc_listen: grpc,
         grpc_security: pki::Pki::shared().server_security(),
         grpc_limits: Default::default(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: modelgate_shared::clock::system(),
     };
     customize(&mut settings);

@@ -83,6 +83,7 @@ pub async fn ingest_received(
     let quarantined = quarantine::store(&txn, node_id, &refused, now).await?;
     let mut alerts = 0;
     let mut inserted = 0;
+    let mut stored_ended_at: Vec<i64> = Vec::new();
     if !events.is_empty() {
         let first_seq = take_sequence(&txn, events.len()).await?;
         let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
@@ -97,8 +98,16 @@ pub async fn ingest_received(
         add_to_aggregates(&txn, &stored).await?;
         alerts = add_to_budgets(&txn, &stored, now).await?;
         inserted = stored.len() as u64;
+        stored_ended_at = stored.iter().map(|e| e.ended_at_ms).collect();
     }
     txn.commit().await?;
+    s.metrics.ingested(
+        inserted,
+        total - inserted - quarantined,
+        quarantined,
+        stored_ended_at.into_iter(),
+        s.clock.now().timestamp_millis(),
+    );
     if alerts > 0 {
         s.alert_wakeup.notify_one();
     }
