@@ -2,11 +2,12 @@
 //! routing groups) in Postgres or embedded SQLite, the admin REST API, the snapshot builder that
 //! streams versioned config to data planes over gRPC, and usage ingest.
 //!
-//! Layout: `admin/` (axum handlers), `grpc/` (tonic services), `service/` (business rules),
+//! Layout: `admin/` (axum handlers), `dashboard/` (the web dashboard at `/`), `grpc/` (tonic services), `service/` (business rules),
 //! `store/` (sea-orm entities), `snapshot/` (build + publish), `crypto` (sealing secrets).
 
 pub mod admin;
 pub mod crypto;
+pub mod dashboard;
 pub mod export;
 pub mod grpc;
 pub mod metrics;
@@ -136,7 +137,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let admin_addr = admin_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
 
-    let admin_app = admin::router(services.clone());
+    let admin_app = admin::router(services.clone()).merge(dashboard::router(
+        services.clone(),
+        settings.admin_http.tls.is_some(),
+    ));
     let admin_task = tokio::spawn(admin_listener.serve(admin_app, shutdown.clone()));
     let mut tasks = Vec::new();
     let metrics_addr = match settings.metrics_listen {

@@ -1,8 +1,10 @@
 //! Usage: idempotent batch ingest with same-transaction aggregates ([`ingest`]) that quarantines
 //! what fails validation ([`validate`], [`quarantine`]), the pull API and aggregate queries
-//! ([`query`]), the request log ([`requests`]), and export sink administration ([`sinks`]).
+//! ([`query`]), the request log ([`requests`]), latency percentiles per day for the dashboard
+//! ([`latency`]), and export sink administration ([`sinks`]).
 
 mod ingest;
+pub mod latency;
 pub mod quarantine;
 mod query;
 pub mod requests;
