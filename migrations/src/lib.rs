@@ -16,6 +16,7 @@ mod m20261205_000010_usage_quarantine;
 mod m20261205_000011_admin_token_expiry;
 mod m20261205_000012_bind_sealed_values;
 mod m20261205_000013_node_revocation;
+mod m20261206_000014_response_cache;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000011_admin_token_expiry::Migration),
             Box::new(m20261205_000012_bind_sealed_values::Migration),
             Box::new(m20261205_000013_node_revocation::Migration),
+            Box::new(m20261206_000014_response_cache::Migration),
         ]
     }
 }
