@@ -32,6 +32,7 @@ mod openapi;
 mod pricing;
 mod proxy_and_metering;
 mod rate_limits;
+mod response_cache;
 mod routing;
 mod sdk;
 mod secrets_at_rest;

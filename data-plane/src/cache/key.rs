@@ -99,6 +99,15 @@ fn write_sorted(v: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_scalar(v: &Value, out: &mut Vec<u8>) {
+    // One number, one spelling: `0`, `0.0` and `0e0` are the same JSON number.
+    if let Some(f) = v.as_f64().filter(|_| v.is_f64()) {
+        if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+            // Integral and within f64's exact integers: the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            out.extend_from_slice((f as i64).to_string().as_bytes());
+            return;
+        }
+    }
     // Writing a scalar JSON value to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, v);
 }
@@ -148,6 +157,10 @@ mod tests {
              \"stream_options\": {\"include_usage\": true}, \"temperature\": 0, \"model\": \"m\" }",
         );
         assert_eq!(a.bytes, b.bytes);
+        let spelled = canon(
+            r#"{"model":"m","temperature":0.0e0,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(a.bytes, spelled.bytes);
         // Array order is meaning (the conversation), and so is every other member.
         let c =
             canon(r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi!"}]}"#);
