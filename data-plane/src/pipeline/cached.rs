@@ -14,7 +14,6 @@ use bytes::Bytes;
 
 use super::account;
 use super::admit::Prepared;
-use super::answer::with_request_id;
 use super::context::App;
 use crate::cache::{synth, Cache, Entry, Kind, Plan, Skip, CACHE_HEADER};
 use crate::error::ProxyError;
@@ -43,13 +42,13 @@ pub async fn lookup(app: &App, p: &Prepared<'_>, plan: &Plan) -> Option<Entry> {
     app.cache.lookup(plan, p.stream).await
 }
 
-/// Answers a hit without an upstream call, after writing its usage event.
+/// Answers a hit without an upstream call, after writing its usage event (the caller adds the
+/// request id).
 pub async fn hit(
     mut rec: Recorder,
     p: &Prepared<'_>,
     plan: &Plan,
     entry: Entry,
-    request_id: &str,
 ) -> Response {
     rec.mark_first_byte();
     rec.cache_hit(
@@ -89,7 +88,7 @@ pub async fn hit(
         );
     }
     h.insert(CACHE_HEADER.clone(), HeaderValue::from_static("hit"));
-    with_request_id(resp, request_id)
+    resp
 }
 
 /// A whole successful answer in the client's format, as an entry to store.

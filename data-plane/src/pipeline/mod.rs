@@ -70,7 +70,8 @@ pub async fn serve(
     };
     if let Ok(plan) = &cache {
         if let Some(entry) = cached::lookup(&app, &p, plan).await {
-            let mut resp = cached::hit(rec, &p, plan, entry, &request_id).await;
+            let hit = cached::hit(rec, &p, plan, entry).await;
+            let mut resp = answer::with_request_id(hit, &request_id);
             budget_header(&mut resp, p.budget_remaining);
             return resp;
         }
