@@ -771,3 +771,75 @@ async fn every_cached_surface_answers_a_repeat_from_the_cache() {
     assert_eq!(hit.json::<Value>().await.unwrap(), first);
     assert_eq!(openai.calls(), 2, "one responses call, one embeddings call");
 }
+
+/// Redis cut mid-run (a TCP proxy in front of it drops every connection and refuses new ones):
+/// both nodes keep answering 200, count the store errors, and share answers again once it is
+/// back.
+#[tokio::test]
+async fn a_redis_outage_mid_run_serves_uncached_and_sharing_resumes_after_it() {
+    let proxy = crate::support::tcp_proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let prefix = unique_prefix();
+    let via_proxy = || CacheSettings {
+        redis_url: Some(format!("redis://{}", proxy.addr)),
+        redis_prefix: prefix.clone(),
+        ..CacheSettings::default()
+    };
+    let f = fixture(json!({"enabled": true}), via_proxy()).await;
+    let other = data_plane(&f.gw, &temp_dir("dp-cache-3"), via_proxy()).await;
+    let (one, two) = (f.gw.dp(), &other);
+
+    // Shared through Redis while it is there.
+    let body = ask("before the outage");
+    assert_eq!(post(&f.gw.http, one, &f.key, &body).await.status(), 200);
+    stored(one, 1).await;
+    let shared = eventually(
+        Duration::from_secs(10),
+        "a hit on the other node",
+        || async {
+            let resp = post(&f.gw.http, two, &f.key, &body).await;
+            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
+        },
+    );
+    shared.await;
+    let calls_before = f.upstream.calls();
+
+    proxy.go_down();
+    for (i, node) in [one, two, one, two].into_iter().enumerate() {
+        let resp = post(
+            &f.gw.http,
+            node,
+            &f.key,
+            &ask(&format!("during the outage {i}")),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "the node serves while Redis is away");
+        assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    }
+    assert_eq!(f.upstream.calls(), calls_before + 4);
+    for node in [one, two] {
+        eventually(Duration::from_secs(10), "store errors counted", || async {
+            (counter(node, "modelgate_cache_store_errors_total").await > 0).then_some(())
+        })
+        .await;
+    }
+
+    proxy.come_back();
+    // Sharing resumes: an answer one node stores reaches the other through Redis again.
+    let mut round = 0;
+    eventually(Duration::from_secs(20), "sharing to resume", || {
+        round += 1;
+        let body = ask(&format!("after the outage {round}"));
+        let http = f.gw.http.clone();
+        let key = f.key.clone();
+        async move {
+            let n = counter(one, "modelgate_cache_stored_total").await;
+            assert_eq!(post(&http, one, &key, &body).await.status(), 200);
+            stored(one, n + 1).await;
+            let resp = post(&http, two, &key, &body).await;
+            assert_eq!(resp.status(), 200);
+            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
+        }
+    })
+    .await;
+    other.shutdown().await;
+}

@@ -159,6 +159,10 @@ impl Cache {
         alias: &str,
         body: &[u8],
     ) -> Result<Result<Plan, Skip>, InvalidHeader> {
+        // A route that does not cache costs this one branch (the header is not even read).
+        if !policy.enabled || !cached_surface(surface) {
+            return Ok(Err(Skip::Off));
+        }
         let (bypass, refresh) = match header.map(|h| h.as_bytes().trim_ascii()) {
             None => (false, false),
             Some(v) if v.eq_ignore_ascii_case(b"bypass") => (true, false),
@@ -166,9 +170,6 @@ impl Cache {
             Some(_) => return Err(InvalidHeader),
         };
         let refresh = refresh || api_key.cache == KeyCacheMode::Refresh;
-        if !policy.enabled || !cached_surface(surface) {
-            return Ok(Err(Skip::Off));
-        }
         if bypass || api_key.cache == KeyCacheMode::Off {
             return Ok(Err(Skip::Bypass));
         }

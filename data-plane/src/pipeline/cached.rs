@@ -44,12 +44,7 @@ pub async fn lookup(app: &App, p: &Prepared<'_>, plan: &Plan) -> Option<Entry> {
 
 /// Answers a hit without an upstream call, after writing its usage event (the caller adds the
 /// request id).
-pub async fn hit(
-    mut rec: Recorder,
-    p: &Prepared<'_>,
-    plan: &Plan,
-    entry: Entry,
-) -> Response {
+pub async fn hit(mut rec: Recorder, p: &Prepared<'_>, plan: &Plan, entry: Entry) -> Response {
     rec.mark_first_byte();
     rec.cache_hit(
         entry.usage,
