@@ -49,7 +49,7 @@ async fn data_plane(gw: &Gateway, dir: &std::path::Path, cache: CacheSettings) -
     eventually(
         Duration::from_secs(10),
         "the data plane's config",
-        || async { (dp.config_version() >= want).then_some(()).map(|()| ()) },
+        || async { (dp.config_version() >= want).then_some(()) },
     )
     .await;
     dp

@@ -30,7 +30,7 @@ pub fn plan(p: &Prepared<'_>, headers: &HeaderMap) -> Result<Result<Plan, Skip>,
         &p.alias,
         &p.raw,
     )
-    .map_err(|e| ProxyError::invalid_param(CACHE_HEADER.as_str(), &e.to_string()))
+    .map_err(|e| ProxyError::invalid_param(CACHE_HEADER.as_str(), e.to_string()))
 }
 
 /// The stored answer for the request, if it may read one and one serves its delivery (an
@@ -58,7 +58,7 @@ pub async fn hit(mut rec: Recorder, p: &Prepared<'_>, plan: &Plan, entry: Entry)
             Kind::Events if p.json_array => synth::array(&entry.body),
             Kind::Events => entry.body.clone(),
             Kind::Json => synth::stream(p.surface, &entry.body, p.client_wants_usage, p.json_array)
-                .unwrap_or_else(Bytes::new),
+                .unwrap_or_default(),
         };
         let ct = if p.json_array {
             "application/json; charset=UTF-8"
