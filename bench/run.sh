@@ -19,6 +19,14 @@
 #     normal clients for $DUR alone, then while SLOW_CONNS [1000] connections drip a request head]
 #   PEERS [0; 1 = afterwards also run ../shared/bench-peers/run_all.sh against this gateway]
 #   PEER_TARGETS ["direct nginx-proxy"; add "litellm portkey" for the slow peers]
+#   ROUTE_POLICY [{}; the route's policy JSON, e.g. '{"cache":{"enabled":true}}']
+#   DP_ARGS [""; extra flags of the measured data plane, e.g. "--cache-redis-url redis://..."]
+#   REDIS_PROXY [""; host:port: start `setsid socat` there forwarding to REDIS_ADDR [127.0.0.1:6379]
+#     (its pid is its process group, exported as REDIS_PROXY_PGID, so a script can cut it)]
+#   CACHE_COMPARE [0; 1 = the "direct" side is the gateway itself with `x-modelgate-cache:
+#     bypass` (a pass-through), the "gateway" side the same requests answered from the cache]
+#   AFTER [""; a command run after the comparison with BASE_URL, API_KEY, DP_METRICS_URL,
+#     MOCK_LISTEN, REDIS_PROXY, REDIS_ADDR, REDIS_PROXY_PGID exported]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +36,7 @@ BENCH="$TARGET_DIR/release/modelgate-bench"
 GATEWAY="$TARGET_DIR/release/modelgate"
 
 DUR="${DUR:-10s}"; WARM="${WARM:-2s}"; CONC="${CONC:-32}"; RATE="${RATE:-200}"
+ROUTE_POLICY="${ROUTE_POLICY:-}"; [ -n "$ROUTE_POLICY" ] || ROUTE_POLICY='{}'
 RATE_CONC="${RATE_CONC:-64}"; STREAM_CONC="${STREAM_CONC:-8}"; REPS="${REPS:-1}"
 MOCK_LISTEN="${MOCK_LISTEN:-127.0.0.1:18080}"
 GW_LISTEN="${GW_LISTEN:-127.0.0.1:18090}"
@@ -106,6 +115,17 @@ for addr in "$MOCK_LISTEN" "$GW_LISTEN" "$ADMIN_LISTEN" "$GRPC_LISTEN" "$DP_LIST
   port_busy "$addr" && die "$addr is already in use; stop what is listening there or set the *_LISTEN knobs"
 done
 
+# ---------------------------------------------------------------- redis proxy (optional)
+REDIS_ADDR="${REDIS_ADDR:-127.0.0.1:6379}"
+REDIS_PROXY_PGID=""
+if [ -n "${REDIS_PROXY:-}" ]; then
+  command -v socat >/dev/null || die "REDIS_PROXY needs socat"
+  setsid socat "TCP-LISTEN:${REDIS_PROXY##*:},bind=${REDIS_PROXY%:*},fork,reuseaddr" "TCP:$REDIS_ADDR" \
+    >"$WORK/redis-proxy.log" 2>&1 &
+  REDIS_PROXY_PGID=$!; PIDS+=("$REDIS_PROXY_PGID")
+  log "redis proxy (socat) pid $REDIS_PROXY_PGID on $REDIS_PROXY -> $REDIS_ADDR"
+fi
+
 # ---------------------------------------------------------------- mock upstream
 "$BENCH" mock-upstream --listen "$MOCK_LISTEN" >"$WORK/mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
@@ -156,7 +176,7 @@ PROVIDER_ID="$(json_id "$PROVIDER_JSON")" || die "no id in the provider response
 [ -n "$PROVIDER_ID" ] || die "no id in the provider response: $PROVIDER_JSON"
 admin_post /admin/v1/models '{"model":"gpt-4o-mini","input_micros_per_mtok":150000,"output_micros_per_mtok":600000}' >/dev/null
 admin_post /admin/v1/routes \
-  "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":$PROVIDER_ID,\"model\":\"gpt-4o-mini\"}]}" >/dev/null
+  "{\"alias\":\"gpt-4o-mini\",\"deployments\":[{\"provider_id\":$PROVIDER_ID,\"model\":\"gpt-4o-mini\"}],\"policy\":$ROUTE_POLICY}" >/dev/null
 log "registered provider $PROVIDER_ID, price and route for gpt-4o-mini; waiting for the config to reach the data plane"
 sleep 1
 
@@ -171,7 +191,7 @@ CERTS="$WORK/data/certs"
 MODELGATE_LKG_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
   "$GATEWAY" data-plane --listen "$DP_LISTEN" --metrics-listen "$DP_METRICS_LISTEN" --control-plane-url "https://$GRPC_LISTEN" \
   --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/bench-dp.pem" --tls-key "$CERTS/bench-dp-key.pem" \
-  --node-id bench-dp --label region=bench --data-dir "$WORK/dp" >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
+  --node-id bench-dp --label region=bench --data-dir "$WORK/dp" ${DP_ARGS:-} >"$WORK/dp.log" 2>"$WORK/dp-stderr.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_for_line "$WORK/dp.log" '^MODELGATE_BASE_URL=' 30 "$GW_PID" || die "the data plane did not start"
 BASE_URL="$(var_from "$WORK/dp.log" MODELGATE_BASE_URL)"; BASE_URL="${BASE_URL%/}"
@@ -212,14 +232,26 @@ if [ "${SLOWLORIS:-0}" = 1 ]; then
   exit 0
 fi
 log "measuring (direct first, then gateway, phase by phase)"
-"$BENCH" compare \
-  --direct "http://$MOCK_LISTEN/v1/chat/completions" --direct-header "Authorization: Bearer sk-bench" \
+if [ "${CACHE_COMPARE:-0}" = 1 ]; then
+  echo "- CACHE_COMPARE: 'direct' = the gateway with x-modelgate-cache: bypass (pass-through to the mock), 'gateway' = cache hits; route policy $ROUTE_POLICY; data plane flags: ${DP_ARGS:-none}" | tee -a "$RESULTS"
+  DIRECT_ARGS=(--direct "$GW_CHAT" --direct-header "Authorization: Bearer $API_KEY" --direct-header "x-modelgate-cache: bypass" --direct-pid "$GW_PID")
+else
+  DIRECT_ARGS=(--direct "http://$MOCK_LISTEN/v1/chat/completions" --direct-header "Authorization: Bearer sk-bench" --direct-pid "$MOCK_PID")
+fi
+"$BENCH" compare "${DIRECT_ARGS[@]}" \
   --gateway "$GW_CHAT" --gateway-header "Authorization: Bearer $API_KEY" \
-  --gateway-pid "$GW_PID" --direct-pid "$MOCK_PID" \
+  --gateway-pid "$GW_PID" \
   --body-file "$BODY" --stream-body-file "$STREAM_BODY" \
   --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" --rate "$RATE" \
   --rate-concurrency "$RATE_CONC" --stream-concurrency "$STREAM_CONC" --reps "$REPS" | tee -a "$RESULTS"
 log "results saved to $RESULTS"
+
+if [ -n "${AFTER:-}" ]; then
+  log "running AFTER: $AFTER"
+  BASE_URL="$BASE_URL" API_KEY="$API_KEY" DP_METRICS_URL="http://$DP_METRICS_LISTEN/metrics" \
+    MOCK_LISTEN="$MOCK_LISTEN" REDIS_PROXY="${REDIS_PROXY:-}" REDIS_ADDR="$REDIS_ADDR" \
+    REDIS_PROXY_PGID="$REDIS_PROXY_PGID" bash -c "$AFTER" | tee -a "$RESULTS"
+fi
 
 # ---------------------------------------------------------------- peers
 if [ "${PEERS:-0}" = 1 ]; then

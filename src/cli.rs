@@ -272,6 +272,26 @@ pub struct DataPlaneArgs {
     /// body), in bytes; larger ones are answered 413. OpenAI's own limit is 25 MB.
     #[arg(long, env = "MODELGATE_MAX_AUDIO_BYTES", default_value_t = 25 * 1024 * 1024)]
     pub max_audio_bytes: usize,
+    /// The response cache's shared store, `redis://host:port[/db]`, which the fleet shares;
+    /// unset: each node caches in its own memory only.
+    #[arg(long, env = "MODELGATE_CACHE_REDIS_URL")]
+    pub cache_redis_url: Option<String>,
+    /// Prefix of the response cache's keys in Redis.
+    #[arg(
+        long,
+        env = "MODELGATE_CACHE_REDIS_PREFIX",
+        default_value = "modelgate:cache:v1:"
+    )]
+    pub cache_redis_prefix: String,
+    /// The longest a request waits on Redis before it is served uncached, in milliseconds.
+    #[arg(long, env = "MODELGATE_CACHE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub cache_redis_timeout_ms: u64,
+    /// Bound on the response cache's in-process layer, in bytes (compressed entries).
+    #[arg(long, env = "MODELGATE_CACHE_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_memory_bytes: usize,
+    /// The largest answer the response cache stores, in bytes (uncompressed).
+    #[arg(long, env = "MODELGATE_CACHE_MAX_ENTRY_BYTES", default_value_t = 1024 * 1024)]
+    pub cache_max_entry_bytes: usize,
     /// When the usage spool reaches stable storage: `always` (fsync before acknowledging each
     /// group write), `interval:<n>ms` (background fsync at most every n ms; a power loss takes at
     /// most that window) or `never` (a process crash still loses nothing).
@@ -380,6 +400,16 @@ impl DataPlaneArgs {
             fsync: self.spool_fsync,
             max_bytes: self.spool_max_bytes,
             when_full: self.spool_when_full,
+        }
+    }
+
+    pub fn cache_settings(&self) -> modelgate_data_plane::cache::Settings {
+        modelgate_data_plane::cache::Settings {
+            redis_url: self.cache_redis_url.clone(),
+            redis_prefix: self.cache_redis_prefix.clone(),
+            redis_timeout: std::time::Duration::from_millis(self.cache_redis_timeout_ms),
+            memory_bytes: self.cache_memory_bytes,
+            max_entry_bytes: self.cache_max_entry_bytes,
         }
     }
 

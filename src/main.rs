@@ -253,6 +253,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         health_report_interval: std::time::Duration::from_secs(5),
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
+        // In-process only: `up` runs offline, with no Redis to share.
+        cache: Default::default(),
     })
     .await?;
 
@@ -421,6 +423,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
     }
     let spool = args.spool_options();
     let security = args.security_options();
+    let cache = args.cache_settings();
     let files = args.tls.files()?;
     // Under TLS the certificate says who this node is; flags may only repeat it.
     let cert_identity = match &files {
@@ -480,6 +483,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         health_report_interval: std::time::Duration::from_millis(args.health_report_interval_ms),
         clock: modelgate_shared::clock::system(),
         security,
+        cache,
     })
     .await?;
     println!(

@@ -343,6 +343,7 @@ async fn seed(url: &str, master_key_hex: &str, args: &BigConfigArgs) -> anyhow::
             metadata: Set("{}".to_owned()),
             traffic_class: Set("interactive".to_owned()),
             allowed_traffic_classes: Set("[]".to_owned()),
+            cache: Set("route".to_owned()),
             disabled_at: Set(None),
             previous_key_hash: Set(None),
             previous_expires_at: Set(None),

@@ -136,5 +136,6 @@ fn bench_key() -> ApiKey {
         endpoint_families: vec![],
         traffic_class: modelgate_shared::routing::TrafficClass::Interactive,
         allowed_traffic_classes: vec![],
+        cache: Default::default(),
     }
 }

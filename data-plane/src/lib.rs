@@ -16,7 +16,8 @@
 //! - `routing/` (deployment health, retry budget), `config/` (snapshot subscriber, runtime
 //!   index, last-known-good), `auth/` (the key a secret belongs to), `limits` and `quota` (the
 //!   node's rate-limit shares and budget slices), `usage/` (recorder, spool, shipper),
-//!   `security/` (refusals before authentication: throttle, security log);
+//!   `security/` (refusals before authentication: throttle, security log), `cache/` (the
+//!   response cache: canonical keys, the in-process layer, Redis, streams made from answers);
 //! - `pipeline/`: the request path, one module per stage — accept → authenticate → parse →
 //!   admit (the decision is `modelgate_shared::admission`) → plan → attempt → answer or pump →
 //!   account;
@@ -24,6 +25,7 @@
 //!   listener's `/metrics`).
 
 pub mod auth;
+pub mod cache;
 pub mod channel;
 pub mod config;
 pub mod error;
@@ -93,6 +95,8 @@ pub struct Settings {
     pub clock: modelgate_shared::clock::SharedClock,
     /// Refusals before authentication: the per-address throttle and the security log.
     pub security: security::Options,
+    /// The response cache: its in-process bound and its shared store (Redis), if any.
+    pub cache: cache::Settings,
 }
 
 pub struct RunningDataPlane {
@@ -167,13 +171,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     };
 
     let tasks = tokio_util::task::TaskTracker::new();
+    let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
+    let cache = Arc::new(
+        cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
+    );
     let app = pipeline::App {
+        cache,
         runtime: runtime.clone(),
         spool: spool.clone(),
         origin: Arc::new(usage::Origin {
             node_id: settings.node_id.clone(),
             region: settings.labels.get("region").cloned().unwrap_or_default(),
-            metrics: Arc::new(metrics::Metrics::new(runtime.clone())),
+            metrics: metrics.clone(),
         }),
         max_body_bytes: settings.max_body_bytes,
         max_audio_bytes: settings.max_audio_bytes,

@@ -306,7 +306,8 @@ fn no_cycle_of_imports_spans_more_than_one_folder() {
 
 /// The pipeline's stages, lowest first: each may name only the ones before it.
 const STAGES: &[&str] = &[
-    "context", "account", "parse", "admit", "plan", "attempt", "pump", "answer", "models", "videos",
+    "context", "account", "parse", "admit", "cached", "plan", "attempt", "pump", "answer",
+    "models", "videos",
 ];
 
 #[test]

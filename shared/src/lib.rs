@@ -45,6 +45,7 @@ macro_rules! names {
 }
 
 pub mod admission;
+pub mod cache;
 pub mod clock;
 pub mod crypto;
 pub mod keys;

@@ -161,6 +161,7 @@ mod tests {
             endpoint_families: vec![],
             traffic_class: crate::routing::TrafficClass::Interactive,
             allowed_traffic_classes: vec![],
+            cache: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use crate::cache::{CachePartition, CachePolicy, KeyCacheMode};
 use crate::keys::KeyHash;
 use crate::pricing::Price;
 use crate::routing::TrafficClass;
@@ -66,6 +67,8 @@ pub struct ApiKey {
     pub traffic_class: TrafficClass,
     /// Classes a request may ask for by header; empty means any.
     pub allowed_traffic_classes: Vec<TrafficClass>,
+    /// The key's override of its routes' response cache.
+    pub cache: KeyCacheMode,
 }
 
 impl ApiKey {
@@ -271,6 +274,8 @@ pub struct RoutePolicy {
     /// of rejecting the request with a 400 naming it.
     pub drop_unsupported: bool,
     pub missing_price: MissingPricePolicy,
+    /// The group's response cache (off by default).
+    pub cache: CachePolicy,
 }
 
 /// What a group does with a request whose cost it cannot price or bound.
@@ -320,6 +325,7 @@ impl Default for RoutePolicy {
             connect_timeout_ms: 5_000,
             drop_unsupported: false,
             missing_price: MissingPricePolicy::Reject,
+            cache: CachePolicy::default(),
         }
     }
 }
@@ -345,14 +351,42 @@ impl RoutePolicy {
             connect_timeout_ms: self.connect_timeout_ms,
             drop_unsupported: self.drop_unsupported,
             missing_price: self.missing_price.as_str().to_owned(),
+            cache: self.cache.enabled.then(|| wire::CachePolicy {
+                enabled: true,
+                ttl_s: self.cache.ttl_s,
+                partition: self.cache.partition.as_str().to_owned(),
+                allow_non_deterministic: self.cache.allow_non_deterministic,
+                hit_cost_ppm: self.cache.hit_cost_ppm,
+            }),
         }
     }
 
-    fn from_wire(p: Option<wire::RoutePolicy>) -> Self {
+    /// The group's policy from the wire. Only the cache can be refused: an unknown partition
+    /// would otherwise share answers more widely than the config says.
+    fn from_wire(p: Option<wire::RoutePolicy>) -> Result<Self, String> {
         let d = RoutePolicy::default();
-        let Some(p) = p else { return d };
+        let Some(p) = p else { return Ok(d) };
+        let cache = match p.cache {
+            Some(c) if c.enabled => CachePolicy {
+                enabled: true,
+                ttl_s: if c.ttl_s == 0 {
+                    CachePolicy::DEFAULT_TTL_S
+                } else {
+                    c.ttl_s
+                },
+                partition: if c.partition.is_empty() {
+                    CachePartition::Team
+                } else {
+                    CachePartition::parse(&c.partition)
+                        .ok_or_else(|| format!("unknown cache partition `{}`", c.partition))?
+                },
+                allow_non_deterministic: c.allow_non_deterministic,
+                hit_cost_ppm: c.hit_cost_ppm,
+            },
+            _ => CachePolicy::default(),
+        };
         let or = |v: u32, default: u32| if v == 0 { default } else { v };
-        RoutePolicy {
+        Ok(RoutePolicy {
             max_retries: if p.no_retries {
                 0
             } else {
@@ -375,7 +409,8 @@ impl RoutePolicy {
             drop_unsupported: p.drop_unsupported,
             // Anything but an explicit allow is the strict choice.
             missing_price: MissingPricePolicy::parse(&p.missing_price).unwrap_or_default(),
-        }
+            cache,
+        })
     }
 }
 
@@ -712,6 +747,10 @@ fn key_to_wire(k: &ApiKey) -> wire::ApiKey {
             .iter()
             .map(|c| c.as_str().to_owned())
             .collect(),
+        cache: match k.cache {
+            KeyCacheMode::Route => String::new(),
+            m => m.as_str().to_owned(),
+        },
     }
 }
 
@@ -841,6 +880,16 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 .enumerate()
                 .map(|(j, c)| class(c, format!("keys[{i}].allowed_traffic_classes[{j}]")))
                 .collect::<Result<Vec<_>, _>>()?;
+            let cache = if k.cache.is_empty() {
+                KeyCacheMode::Route
+            } else {
+                KeyCacheMode::parse(&k.cache).ok_or_else(|| {
+                    field(
+                        format!("keys[{i}].cache"),
+                        format!("unknown cache mode `{}`", k.cache),
+                    )
+                })?
+            };
             keys.push(ApiKey {
                 id: k.id,
                 name: k.name,
@@ -859,6 +908,7 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 endpoint_families: k.endpoint_families,
                 traffic_class,
                 allowed_traffic_classes,
+                cache,
             });
         }
 
@@ -945,7 +995,8 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 alias: g.alias,
                 deployments,
                 fallbacks: g.fallbacks,
-                policy: RoutePolicy::from_wire(g.policy),
+                policy: RoutePolicy::from_wire(g.policy)
+                    .map_err(|problem| field(format!("groups[{i}].policy.cache"), problem))?,
             });
         }
 
@@ -1002,6 +1053,7 @@ mod tests {
                 endpoint_families: vec!["chat".into()],
                 traffic_class: TrafficClass::Batch,
                 allowed_traffic_classes: vec![TrafficClass::Eval],
+                cache: KeyCacheMode::Refresh,
             }],
             providers: vec![ProviderAccount {
                 id: "p1".into(),
@@ -1041,6 +1093,13 @@ mod tests {
                 policy: RoutePolicy {
                     max_retries: 0,
                     missing_price: MissingPricePolicy::AllowAndFlag,
+                    cache: CachePolicy {
+                        enabled: true,
+                        ttl_s: 60,
+                        partition: CachePartition::User,
+                        allow_non_deterministic: true,
+                        hit_cost_ppm: 250_000,
+                    },
                     ..RoutePolicy::default()
                 },
             }],
@@ -1065,12 +1124,30 @@ mod tests {
                 missing_price: s.to_owned(),
                 ..Default::default()
             }))
+            .unwrap()
             .missing_price
         };
         assert_eq!(read(""), MissingPricePolicy::Reject);
         assert_eq!(read("reject"), MissingPricePolicy::Reject);
         assert_eq!(read("something-newer"), MissingPricePolicy::Reject);
         assert_eq!(read("allow_and_flag"), MissingPricePolicy::AllowAndFlag);
+    }
+
+    #[test]
+    fn a_cache_partition_this_build_does_not_know_is_refused_not_widened() {
+        let mut wire = Snapshot::new(7, sample()).to_wire();
+        let group = &mut wire.config.as_mut().unwrap().groups[0];
+        group
+            .policy
+            .as_mut()
+            .unwrap()
+            .cache
+            .as_mut()
+            .unwrap()
+            .partition = "org".into();
+        wire.content_hash = content_hash(wire.config.as_ref().unwrap());
+        let err = Snapshot::try_from(wire).unwrap_err().to_string();
+        assert!(err.contains("groups[0].policy.cache"), "{err}");
     }
 
     #[test]

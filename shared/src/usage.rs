@@ -186,6 +186,9 @@ pub struct UsageEvent {
     /// `None` only in events written before the field existed (schema 1).
     pub traffic_class: Option<TrafficClass>,
     pub cost_flag: CostFlag,
+    /// Answered from the response cache: no upstream call; the tokens are the original
+    /// answer's, the cost the route's hit cost.
+    pub cache_hit: bool,
 }
 
 impl From<&Attempt> for wire::Attempt {
@@ -244,6 +247,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             fallback_used: e.fallback_used,
             traffic_class: e.traffic_class.map_or("", TrafficClass::as_str).to_owned(),
             cost_flag: e.cost_flag.as_str().to_owned(),
+            cache_hit: e.cache_hit,
         }
     }
 }
@@ -393,6 +397,7 @@ impl TryFrom<wire::UsageEvent> for UsageEvent {
             ),
             cost_flag: typed(e.cost_flag, Field::CostFlag, CostFlag::parse, &mut unknown)
                 .unwrap_or_default(),
+            cache_hit: e.cache_hit,
         };
         if unknown.is_empty() {
             Ok(event)

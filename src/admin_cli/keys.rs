@@ -35,6 +35,10 @@ pub enum KeysCommand {
         /// any, every class.
         #[arg(long = "allow-traffic-class", value_name = "CLASS")]
         allowed_traffic_classes: Vec<String>,
+        /// The key's response-cache override: route (the default: follow the route's
+        /// policy.cache), off (never read nor stored) or refresh (never read; answers stored).
+        #[arg(long)]
+        cache: Option<String>,
     },
     /// List keys (never their secrets).
     List(ListArgs),
@@ -204,6 +208,7 @@ impl Run for KeysCommand {
                 expires_at,
                 traffic_class,
                 allowed_traffic_classes,
+                cache,
             } => {
                 let mut body = Map::new();
                 body.insert("team_id".into(), json!(team_id));
@@ -213,6 +218,9 @@ impl Run for KeysCommand {
                 }
                 if let Some(class) = traffic_class {
                     body.insert("traffic_class".into(), json!(class));
+                }
+                if let Some(mode) = cache {
+                    body.insert("cache".into(), json!(mode));
                 }
                 if !allowed_traffic_classes.is_empty() {
                     body.insert(

@@ -35,6 +35,7 @@ mod pricing;
 mod proxy_and_metering;
 mod rate_limits;
 mod request_log;
+mod response_cache;
 mod routing;
 mod sdk;
 mod secrets_at_rest;

@@ -107,6 +107,7 @@ mod tests {
             fallback_used: false,
             traffic_class: String::new(),
             cost_flag: String::new(),
+            cache_hit: false,
             ingested_at: chrono::DateTime::default(),
         }
     }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use modelgate_shared::keys;
 use modelgate_shared::routing::TrafficClass;
-use modelgate_shared::snapshot::Environment;
+use modelgate_shared::snapshot::{Environment, KeyCacheMode};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -65,6 +65,11 @@ pub struct CreateKey {
     /// Classes a request may ask for with `x-modelgate-traffic-class`; empty or absent means any.
     #[serde(default)]
     pub allowed_traffic_classes: Vec<String>,
+    /// The key's override of its routes' response cache: `route` (default: follow the route's
+    /// `policy.cache`), `off` (never looked up nor stored) or `refresh` (never answered from
+    /// the cache; its fresh answers are stored).
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 /// A partial update: absent fields are left as they are; `expires_at` and `owner_user_id`
@@ -92,6 +97,9 @@ pub struct UpdateKey {
     pub traffic_class: Option<String>,
     #[serde(default)]
     pub allowed_traffic_classes: Option<Vec<String>>,
+    /// `route`, `off` or `refresh`.
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -131,6 +139,8 @@ pub struct Key {
     pub data_class: String,
     pub traffic_class: String,
     pub allowed_traffic_classes: Vec<String>,
+    /// The key's response-cache override: `route`, `off` or `refresh`.
+    pub cache: String,
     pub metadata: serde_json::Value,
     pub expires_at: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
@@ -186,6 +196,7 @@ impl From<api_key::Model> for Key {
             traffic_class: m.traffic_class,
             allowed_traffic_classes: serde_json::from_str(&m.allowed_traffic_classes)
                 .unwrap_or_default(),
+            cache: m.cache,
             metadata: serde_json::from_str(&m.metadata).unwrap_or_default(),
             expires_at: m.expires_at,
             disabled_at: m.disabled_at,
@@ -219,6 +230,16 @@ fn check_families(families: &[String]) -> Result<(), ServiceError> {
         }
     }
     Ok(())
+}
+
+fn check_cache(v: &str) -> Result<(), ServiceError> {
+    match KeyCacheMode::parse(v) {
+        Some(_) => Ok(()),
+        None => Err(ServiceError::invalid(
+            "cache",
+            "must be one of route, off, refresh",
+        )),
+    }
 }
 
 fn check_data_class(v: &str) -> Result<(), ServiceError> {
@@ -316,6 +337,8 @@ pub async fn create(
     check_data_class(&data_class)?;
     let traffic_class = input.traffic_class.unwrap_or_else(|| "interactive".into());
     check_traffic_classes(Some(&traffic_class), &input.allowed_traffic_classes)?;
+    let cache = input.cache.unwrap_or_else(|| "route".into());
+    check_cache(&cache)?;
     let application = check_application(input.application.as_deref().unwrap_or(""))?;
     let metadata = metadata_json(&input.metadata.unwrap_or_default())?;
     if let Some(exp) = input.expires_at {
@@ -362,6 +385,7 @@ pub async fn create(
         allowed_traffic_classes: Set(
             serde_json::to_string(&input.allowed_traffic_classes).unwrap_or_else(|_| "[]".into())
         ),
+        cache: Set(cache),
         disabled_at: Set(None),
         previous_key_hash: Set(None),
         previous_expires_at: Set(None),
@@ -524,6 +548,9 @@ pub async fn update(
         input.traffic_class.as_deref(),
         input.allowed_traffic_classes.as_deref().unwrap_or_default(),
     )?;
+    if let Some(c) = &input.cache {
+        check_cache(c)?;
+    }
     let application = input
         .application
         .as_deref()
@@ -565,6 +592,9 @@ pub async fn update(
         if let Some(v) = &input.allowed_traffic_classes {
             k.allowed_traffic_classes =
                 Set(serde_json::to_string(v).unwrap_or_else(|_| "[]".into()));
+        }
+        if let Some(v) = input.cache {
+            k.cache = Set(v);
         }
         if let Some(v) = application {
             k.application = Set(v);
@@ -687,6 +717,7 @@ mod tests {
             previous_expires_at: None,
             traffic_class: "interactive".into(),
             allowed_traffic_classes: "[]".into(),
+            cache: "route".into(),
             version: 1,
         };
         let created = CreatedKey {

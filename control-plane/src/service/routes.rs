@@ -8,6 +8,8 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use modelgate_shared::cache::{CachePartition, CachePolicy};
+
 use super::audit::{self, Change};
 use super::authz::{Action, Actor};
 use super::{page, require_name, unique_violation, Page, PageParams, ServiceError, Services};
@@ -80,6 +82,81 @@ pub struct PolicySpec {
     /// upstream) or `allow_and_flag` (served without a reservation, the usage row flagged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_price: Option<String>,
+    /// The group's exact-match response cache (absent: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// A group's response cache: identical requests (same alias, same request in canonical form,
+/// same partition) are answered from a stored answer without an upstream call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    /// Answers are looked up and stored (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Seconds a stored answer is served (default 3600, at most 2592000 = 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u32>,
+    /// Whose requests share answers: `team` (default; another team never receives them),
+    /// `key`, `user` (the key's owner) or `none` (the whole organisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Also cache requests that are not deterministic (neither `temperature` 0 nor a `seed`;
+    /// default false). Embeddings are always cacheable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_non_deterministic: Option<bool>,
+    /// What a hit costs, in millionths of the original answer's cost (default 0: free;
+    /// 1000000: the full price). Never counted as upstream spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_cost_ppm: Option<u32>,
+}
+
+impl CacheSpec {
+    fn resolve(&self) -> CachePolicy {
+        let d = CachePolicy::default();
+        CachePolicy {
+            enabled: self.enabled,
+            ttl_s: self.ttl_s.unwrap_or(d.ttl_s),
+            partition: self
+                .partition
+                .as_deref()
+                .and_then(CachePartition::parse)
+                .unwrap_or(d.partition),
+            allow_non_deterministic: self
+                .allow_non_deterministic
+                .unwrap_or(d.allow_non_deterministic),
+            hit_cost_ppm: self.hit_cost_ppm.unwrap_or(d.hit_cost_ppm),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ServiceError> {
+        if let Some(ttl) = self.ttl_s {
+            if ttl == 0 || ttl > CachePolicy::MAX_TTL_S {
+                return Err(ServiceError::invalid(
+                    "policy.cache.ttl_s",
+                    format!("must be between 1 and {}", CachePolicy::MAX_TTL_S),
+                ));
+            }
+        }
+        if let Some(p) = &self.partition {
+            if CachePartition::parse(p).is_none() {
+                return Err(ServiceError::invalid(
+                    "policy.cache.partition",
+                    "must be one of team, key, user, none",
+                ));
+            }
+        }
+        if let Some(ppm) = self.hit_cost_ppm {
+            if ppm > CachePolicy::FULL_COST_PPM {
+                return Err(ServiceError::invalid(
+                    "policy.cache.hit_cost_ppm",
+                    "must be between 0 and 1000000 (the full cost)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl PolicySpec {
@@ -114,6 +191,7 @@ impl PolicySpec {
                 .as_deref()
                 .and_then(modelgate_shared::snapshot::MissingPricePolicy::parse)
                 .unwrap_or(d.missing_price),
+            cache: self.cache.as_ref().map_or(d.cache, CacheSpec::resolve),
         }
     }
 
@@ -167,6 +245,9 @@ impl PolicySpec {
                     "must be one of public, internal, confidential, restricted",
                 ));
             }
+        }
+        if let Some(c) = &self.cache {
+            c.validate()?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::{
-    ApiKey, Config, Deployment, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
+    ApiKey, Config, Deployment, KeyCacheMode, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
 };
 use prost::Message;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -156,6 +156,8 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 .iter()
                 .map(|c| TrafficClass::parse(c))
                 .collect::<Option<Vec<_>>>()?,
+                // Fails closed like the class: a mode that does not parse leaves the key out.
+                cache: KeyCacheMode::parse(&k.cache)?,
                 key_hash: hash,
                 prefix: k.prefix,
                 team_id: k.team_id,

@@ -33,6 +33,8 @@ pub struct Model {
     pub traffic_class: String,
     /// JSON array of classes a request may ask for by header; empty means any.
     pub allowed_traffic_classes: String,
+    /// `route`, `off` or `refresh` (`modelgate_shared::cache::KeyCacheMode`).
+    pub cache: String,
     /// Bumped by every update (`If-Match`).
     pub version: i64,
 }

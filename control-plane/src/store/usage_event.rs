@@ -47,6 +47,7 @@ pub struct Model {
     pub fallback_used: bool,
     pub traffic_class: String,
     pub cost_flag: String,
+    pub cache_hit: bool,
     pub ingested_at: DateTimeUtc,
 }
 

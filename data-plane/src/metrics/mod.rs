@@ -75,6 +75,17 @@ pub struct Metrics {
     tokens: [Counter; TokenType::ALL.len()],
     cost: Counter,
     fallbacks: Family<ModelLabels, Counter>,
+    cache: CacheCounters,
+}
+
+/// The response cache's counters (`crate::cache`).
+#[derive(Default)]
+struct CacheCounters {
+    hits: Counter,
+    misses: Counter,
+    stored: Counter,
+    too_large: Counter,
+    store_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +171,33 @@ impl Metrics {
              requested alias",
             fallbacks.clone(),
         );
+        let cache = CacheCounters::default();
+        registry.register(
+            "modelgate_cache_hits",
+            "Requests answered from the response cache (no upstream call)",
+            cache.hits.clone(),
+        );
+        registry.register(
+            "modelgate_cache_misses",
+            "Cache lookups that found no usable answer (the request went upstream)",
+            cache.misses.clone(),
+        );
+        registry.register(
+            "modelgate_cache_stored",
+            "Answers written to the response cache",
+            cache.stored.clone(),
+        );
+        registry.register(
+            "modelgate_cache_too_large",
+            "Successful answers not cached because they exceed the entry bound",
+            cache.too_large.clone(),
+        );
+        registry.register(
+            "modelgate_cache_store_errors",
+            "Reads or writes of the shared cache store (Redis) that failed, timed out or were \
+             skipped after a recent failure; the request was served uncached",
+            cache.store_errors.clone(),
+        );
         let node = Arc::new(NodeCollector::default());
         registry.register_collector(Box::new(node.clone()));
         Metrics {
@@ -175,7 +213,28 @@ impl Metrics {
             tokens,
             cost,
             fallbacks,
+            cache,
         }
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache.hits.inc();
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache.misses.inc();
+    }
+
+    pub fn cache_stored(&self) {
+        self.cache.stored.inc();
+    }
+
+    pub fn cache_too_large(&self) {
+        self.cache.too_large.inc();
+    }
+
+    pub fn cache_store_error(&self) {
+        self.cache.store_errors.inc();
     }
 
     /// A request arrived (its usage event is started).

@@ -32,6 +32,8 @@ use crate::usage::Recorder;
 pub struct Prepared<'r> {
     /// The format the client speaks (requests in, answers and errors out).
     pub surface: Surface,
+    /// The key the request was admitted under.
+    pub key: &'r ApiKey,
     pub group: &'r RoutingGroup,
     /// The client's body, as received.
     pub raw: Bytes,
@@ -143,6 +145,7 @@ pub async fn prepare<'r>(
     let (anthropic_version, anthropic_beta) = parse::anthropic_headers(surface, headers);
     Ok(Prepared {
         surface,
+        key,
         group,
         raw,
         stream: peek.stream,

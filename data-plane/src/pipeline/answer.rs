@@ -15,9 +15,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::account;
 use super::admit::Prepared;
 use super::attempt::Served;
+use super::cached::{self, Capture};
 use super::context::App;
 use super::plan::Candidate;
 use super::pump::{pass_through, pump};
+use crate::cache::Plan;
 use crate::error::ProxyError;
 use crate::estimate::{self, Encoding, Produced};
 use crate::providers::{self, UpstreamResponse};
@@ -94,6 +96,7 @@ pub async fn served(
     p: &Prepared<'_>,
     served: Served<'_, '_>,
     request_id: &str,
+    cache: Option<&Plan>,
 ) -> Response {
     let Served {
         candidate: c,
@@ -170,6 +173,9 @@ pub async fn served(
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
                 rec.fail(status.as_u16(), ErrorClass::ProviderError, &text);
             }
+            if status.is_success() {
+                cached::store_whole(app, cache, &rec, &bytes);
+            }
             account::write(rec).await;
             drop(in_flight);
             let mut r = Response::new(Body::from(bytes));
@@ -203,6 +209,9 @@ pub async fn served(
                 content_type = Some(HeaderValue::from_static("text/event-stream"));
             }
             let translator = StreamTranslator::new(format, p.surface, p.client_wants_usage);
+            let capture = cache
+                .filter(|plan| plan.write && status.is_success())
+                .map(|plan| Capture::new(app.cache.clone(), plan.clone()));
             let pumped = pump(
                 upstream,
                 tx,
@@ -213,6 +222,7 @@ pub async fn served(
                 basis,
                 idle,
                 p.json_array,
+                capture,
             );
             app.tasks.spawn(async move {
                 pumped.await;

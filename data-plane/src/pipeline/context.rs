@@ -31,4 +31,6 @@ pub struct App {
     pub clock: modelgate_shared::clock::SharedClock,
     /// Refusals before authentication: throttle, counters, security log.
     pub security: Arc<crate::security::Guard>,
+    /// The response cache (in-process layer and shared store).
+    pub cache: Arc<crate::cache::Cache>,
 }

@@ -1,6 +1,6 @@
 //! The request pipeline: one request, top-down, one stage per module. [`serve`] reads as the
 //! stages in this table's order. A stage module names only the stages below it — in dependency
-//! order `context`, `account`, `parse`, `admit`, `plan`, `attempt`, `pump`, `answer`, then the
+//! order `context`, `account`, `parse`, `admit`, `cached`, `plan`, `attempt`, `pump`, `answer`, then the
 //! short pipelines `models` and `videos` — and the modules below the pipeline; none names this
 //! file, which only composes them (`tests/import_layers.rs` holds them to it).
 //!
@@ -10,6 +10,7 @@
 //! | authenticate | [`admit`] | the key, found by its secret (the Gemini URL may carry it); its state and endpoint families |
 //! | parse     | [`parse`]   | the body under the size limit, peeked through its surface      |
 //! | admit     | [`admit`]   | the admission decision (`modelgate_shared::admission`): the key's policy for the model, the price-and-bound policy; then the rate-limit shares and the budget reservation |
+//! | cached    | [`cached`]  | the response cache: a hit is answered here (no plan, no upstream call) |
 //! | plan      | [`plan`]    | the ordered deployments the request may try                    |
 //! | attempt   | [`attempt`] | the failure ladder: each attempt timed, classified, recorded   |
 //! | answer or pump | [`answer`], [`pump`] | the answer in the client's format, whole or event by event |
@@ -26,6 +27,7 @@ pub mod account;
 pub mod admit;
 pub mod answer;
 pub mod attempt;
+pub mod cached;
 pub mod context;
 pub mod models;
 pub mod parse;
@@ -39,6 +41,7 @@ use axum::response::Response;
 
 pub use context::App;
 
+use crate::cache::CACHE_HEADER;
 use crate::surfaces::Surface;
 use crate::time::now_ms;
 use attempt::Failed;
@@ -60,6 +63,19 @@ pub async fn serve(
         Ok(p) => p,
         Err(e) => return answer::reject(surface, rec, e).await,
     };
+    // Cached: a hit is answered here, without a plan or an upstream call.
+    let cache = match cached::plan(&p, &headers) {
+        Ok(c) => c,
+        Err(e) => return answer::reject(p.surface, rec, e).await,
+    };
+    if let Ok(plan) = &cache {
+        if let Some(entry) = cached::lookup(&app, &p, plan).await {
+            let hit = cached::hit(rec, &p, plan, entry).await;
+            let mut resp = answer::with_request_id(hit, &request_id);
+            budget_header(&mut resp, p.budget_remaining);
+            return resp;
+        }
+    }
     // Plan.
     let request = plan::Request {
         class: p.class,
@@ -75,7 +91,7 @@ pub async fn serve(
     // Attempt, then answer or pump; each writes the usage event (account) on its way out.
     let tried = attempt::ladder(&app, &runtime, &mut rec, &p, &plan, &request_id).await;
     let mut resp = match tried {
-        Ok(served) => answer::served(&app, rec, &p, served, &request_id).await,
+        Ok(served) => answer::served(&app, rec, &p, served, &request_id, cache.as_ref().ok()).await,
         Err(Failed::RateLimited {
             from,
             response,
@@ -83,11 +99,19 @@ pub async fn serve(
         }) => answer::rate_limited(rec, &p, from, response, attempts, &request_id).await,
         Err(Failed::Refused(e)) => answer::reject(p.surface, rec, e).await,
     };
-    if let Some(r) = p.budget_remaining {
+    budget_header(&mut resp, p.budget_remaining);
+    if let Some(v) = cached::outcome(&cache) {
+        resp.headers_mut()
+            .insert(CACHE_HEADER.clone(), HeaderValue::from_static(v));
+    }
+    resp
+}
+
+fn budget_header(resp: &mut Response, remaining: Option<i64>) {
+    if let Some(r) = remaining {
         resp.headers_mut().insert(
             answer::BUDGET_REMAINING_HEADER.clone(),
             HeaderValue::from(r),
         );
     }
-    resp
 }

@@ -10,6 +10,7 @@ use modelgate_shared::usage::ErrorClass;
 use tokio::sync::mpsc;
 
 use super::account::charge;
+use super::cached::Capture;
 use crate::error::ProxyError;
 use crate::estimate::{self, Produced};
 use crate::providers;
@@ -38,6 +39,7 @@ pub(crate) async fn pump(
     basis: estimate::Basis,
     idle_timeout: std::time::Duration,
     json_array: bool,
+    mut capture: Option<Capture>,
 ) {
     let mut framer = json_array.then(surfaces::gemini::ArrayFramer::default);
     let mut splitter = sse::SseSplitter::default();
@@ -74,6 +76,7 @@ pub(crate) async fn pump(
             };
             for event in events {
                 translator.event(event, &mut out);
+                keep(&mut capture, &out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
             }
             if let Some(e) = splitter.too_large() {
@@ -82,6 +85,7 @@ pub(crate) async fn pump(
             }
             if ended {
                 translator.end(&mut out);
+                keep(&mut capture, &out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
             }
             if ended || translator.terminal.is_some() || batch.full() {
@@ -151,6 +155,13 @@ pub(crate) async fn pump(
     } else if let Some(f) = &failure {
         rec.fail(502, ErrorClass::ProviderError, f);
     }
+    // A stream that ended well with its last event is stored as the client received it.
+    if let (Some(mut c), None, false, Some(done)) =
+        (capture, &failure, client_gone, &translator.terminal)
+    {
+        c.push(done);
+        c.store(&rec);
+    }
     if let Err(err) = rec.finish().await {
         tracing::error!(error = %err, "usage event not written");
     }
@@ -171,6 +182,15 @@ pub(crate) async fn pump(
     }
     if let Some(f) = &framer {
         let _ = tx.send(Ok(f.close())).await;
+    }
+}
+
+/// Gathers the client-bound events of a stream the cache will store.
+fn keep(capture: &mut Option<Capture>, events: &[Bytes]) {
+    if let Some(c) = capture {
+        for e in events {
+            c.push(e);
+        }
     }
 }
 
@@ -325,6 +345,7 @@ mod tests {
             basis,
             Duration::from_secs(30),
             false,
+            None,
         ));
         rx
     }

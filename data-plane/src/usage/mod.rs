@@ -230,6 +230,22 @@ impl Recorder {
         }
     }
 
+    /// The request was answered from the response cache: no upstream call, no provider. It is
+    /// metered with the original answer's tokens (and price version) at `cost` — the route's
+    /// hit cost, never upstream spend.
+    pub fn cache_hit(&mut self, usage: Tokens, cost: i64, price_version: u64, served_model: &str) {
+        let e = self.event_mut();
+        e.cache_hit = true;
+        e.input_tokens = usage.input;
+        e.output_tokens = usage.output;
+        e.cached_input_tokens = usage.cached_input;
+        e.reasoning_tokens = usage.reasoning;
+        e.images = usage.images;
+        e.cost_micros = cost;
+        e.price_version = price_version;
+        served_model.clone_into(&mut e.served_model);
+    }
+
     /// The event's id, when a charge must be one event fleet-wide (a video job's, derived from
     /// its job id: ingest keeps one event per id).
     pub fn charge_once_as(&mut self, id: String) {
@@ -358,6 +374,7 @@ mod tests {
             endpoint_families: vec![],
             traffic_class: TrafficClass::Interactive,
             allowed_traffic_classes: vec![],
+            cache: Default::default(),
         };
         rec.describe_key(&key);
         rec.requested_model("smart");

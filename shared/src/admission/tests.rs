@@ -20,6 +20,7 @@ fn key() -> ApiKey {
         endpoint_families: vec![],
         traffic_class: TrafficClass::Interactive,
         allowed_traffic_classes: vec![],
+        cache: Default::default(),
     }
 }
 

@@ -449,6 +449,7 @@ pub async fn start_data_plane_with(
         health_report_interval: std::time::Duration::from_millis(200),
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
+        cache: Default::default(),
     })
     .await
     .unwrap()
@@ -501,6 +502,7 @@ pub async fn start_data_plane_custom(
         health_report_interval: std::time::Duration::from_millis(200),
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
+        cache: Default::default(),
     };
     customize(&mut settings);
     modelgate_data_plane::start(settings).await.unwrap()

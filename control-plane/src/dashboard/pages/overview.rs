@@ -317,6 +317,7 @@ mod tests {
             reasoning_tokens: 0,
             images: 0,
             media_ms: 0,
+            characters: 0,
             cost_micros: cost,
         }
     }

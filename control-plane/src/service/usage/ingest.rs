@@ -317,6 +317,7 @@ async fn insert_unnest(
             "text",
             text(&|e| e.cost_flag.as_str().to_owned()),
         ),
+        ("cache_hit", "bool", flag(&|e| e.cache_hit)),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
@@ -639,6 +640,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         fallback_used: Set(e.fallback_used),
         traffic_class: Set(traffic_class(e).to_owned()),
         cost_flag: Set(e.cost_flag.as_str().to_owned()),
+        cache_hit: Set(e.cache_hit),
         ingested_at: Set(now),
     }
 }

@@ -56,6 +56,8 @@ pub struct UsageRow {
     pub traffic_class: String,
     /// `""`, `"price_missing"` or `"cost_unbounded"`: served under `allow_and_flag`.
     pub cost_flag: String,
+    /// Answered from the response cache (no upstream call; cost per the route's hit cost).
+    pub cache_hit: bool,
 }
 
 impl From<usage_event::Model> for UsageRow {
@@ -100,6 +102,7 @@ impl From<usage_event::Model> for UsageRow {
             fallback_used: m.fallback_used,
             traffic_class: m.traffic_class,
             cost_flag: m.cost_flag,
+            cache_hit: m.cache_hit,
         }
     }
 }

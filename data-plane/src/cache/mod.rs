@@ -1,0 +1,263 @@
+//! The response cache (exact match): a request on a route whose `policy.cache` is on, asked
+//! again — same surface, alias and partition, same body in canonical form ([`key`]) — is
+//! answered from a stored answer without an upstream call.
+//!
+//! Two layers: an in-process one bounded by bytes ([`local`]) in front of Redis ([`remote`]),
+//! which the fleet shares. Both hold the same encoded [`entry`] (LZ4-compressed body, the
+//! original answer's tokens and cost; never a header, key or credential). The pipeline asks
+//! here after admission (rate limits and budgets apply to hits) and before planning:
+//! [`Cache::plan`] decides whether a request reads and writes the cache, [`Cache::lookup`]
+//! reads it (local, then Redis within a short timeout; a Redis hit fills the local layer for
+//! the rest of its TTL), [`Cache::store`] writes a successful answer in the background. A
+//! Redis that is away, slow or failing costs at most the timeout, then a second of skipping:
+//! the request is served uncached, counted in `modelgate_cache_store_errors_total`, and
+//! logged at most every ten seconds ([`remote`]).
+//!
+//! | request                                              | reads | writes | `x-modelgate-cache` |
+//! |------------------------------------------------------|-------|--------|---------------------|
+//! | route cache off, or surface not cached               | no    | no     | (absent)            |
+//! | key `cache: off`, or `x-modelgate-cache: bypass`     | no    | no     | `bypass`            |
+//! | not deterministic and the route does not allow it    | no    | no     | `uncacheable`       |
+//! | key `cache: refresh`, or `x-modelgate-cache: refresh`| no    | yes    | `refresh`           |
+//! | otherwise                                            | yes   | on a miss | `hit` / `miss`   |
+//!
+//! Only a complete, successful (2xx) answer is stored, and only if its body is within the
+//! entry bound; a stream is stored as the events the client received once it ended well.
+
+pub mod entry;
+pub mod key;
+pub mod local;
+pub mod remote;
+pub mod synth;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderName, HeaderValue};
+use modelgate_shared::cache::{CachePolicy, KeyCacheMode};
+use modelgate_shared::snapshot::ApiKey;
+use thiserror::Error;
+
+use crate::metrics::Metrics;
+use crate::surfaces::Surface;
+pub use entry::{Entry, Kind};
+pub use key::Key;
+use local::Local;
+use remote::{Remote, StoreError};
+
+/// The request header that skips (`bypass`) or refreshes (`refresh`) the cache, and the
+/// response header that says what the cache did.
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static("x-modelgate-cache");
+
+/// The node's cache settings (flags of `modelgate data-plane`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `redis://host:port[/db]`; `None`: the in-process layer only.
+    pub redis_url: Option<String>,
+    /// Prefix of every key in Redis (several fleets, or tests, can share one Redis).
+    pub redis_prefix: String,
+    /// The longest a request waits on Redis.
+    pub redis_timeout: Duration,
+    /// The in-process layer's bound (encoded bytes).
+    pub memory_bytes: usize,
+    /// The largest answer stored (uncompressed body bytes).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            redis_url: None,
+            redis_prefix: "modelgate:cache:v1:".into(),
+            redis_timeout: Duration::from_millis(50),
+            memory_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What the cache does for one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub key: Key,
+    pub read: bool,
+    pub write: bool,
+    pub policy: CachePolicy,
+    /// The response header's value, when this request neither hits nor misses.
+    pub outcome: &'static str,
+}
+
+/// The request-side decision when the cache does not take part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The route does not cache, or the surface is not cached.
+    Off,
+    Bypass,
+    Uncacheable,
+}
+
+impl Skip {
+    /// The response header's value (none when the route does not cache).
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Skip::Off => None,
+            Skip::Bypass => Some("bypass"),
+            Skip::Uncacheable => Some("uncacheable"),
+        }
+    }
+}
+
+/// `x-modelgate-cache` named something other than `bypass` or `refresh`.
+#[derive(Debug, Error)]
+#[error("must be bypass or refresh")]
+pub struct InvalidHeader;
+
+/// The surfaces whose answers are cached.
+pub fn cached_surface(s: Surface) -> bool {
+    matches!(
+        s,
+        Surface::OpenAiChat
+            | Surface::AnthropicMessages
+            | Surface::Gemini
+            | Surface::OpenAiResponses
+            | Surface::OpenAiEmbeddings
+    )
+}
+
+pub struct Cache {
+    local: Local,
+    remote: Option<Remote>,
+    max_entry_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Cache, StoreError> {
+        let remote = match &settings.redis_url {
+            Some(url) => Some(Remote::new(
+                url,
+                settings.redis_prefix.clone(),
+                settings.redis_timeout,
+            )?),
+            None => None,
+        };
+        Ok(Cache {
+            local: Local::new(settings.memory_bytes),
+            remote,
+            max_entry_bytes: settings.max_entry_bytes,
+            metrics,
+        })
+    }
+
+    /// Whether and how `body` on `surface` for `alias` takes part in the cache, under the
+    /// route's `policy`, the key's override and the request's `x-modelgate-cache` header.
+    pub fn plan(
+        surface: Surface,
+        policy: &CachePolicy,
+        api_key: &ApiKey,
+        header: Option<&HeaderValue>,
+        alias: &str,
+        body: &[u8],
+    ) -> Result<Result<Plan, Skip>, InvalidHeader> {
+        // A route that does not cache costs this one branch (the header is not even read).
+        if !policy.enabled || !cached_surface(surface) {
+            return Ok(Err(Skip::Off));
+        }
+        let (bypass, refresh) = match header.map(|h| h.as_bytes().trim_ascii()) {
+            None => (false, false),
+            Some(v) if v.eq_ignore_ascii_case(b"bypass") => (true, false),
+            Some(v) if v.eq_ignore_ascii_case(b"refresh") => (false, true),
+            Some(_) => return Err(InvalidHeader),
+        };
+        let refresh = refresh || api_key.cache == KeyCacheMode::Refresh;
+        if bypass || api_key.cache == KeyCacheMode::Off {
+            return Ok(Err(Skip::Bypass));
+        }
+        let Some(canonical) = key::canonical(surface, body) else {
+            return Ok(Err(Skip::Uncacheable));
+        };
+        if !canonical.deterministic && !policy.allow_non_deterministic {
+            return Ok(Err(Skip::Uncacheable));
+        }
+        let partition = key::partition_id(policy.partition, api_key);
+        Ok(Ok(Plan {
+            key: key::key(surface, alias, &partition, &canonical.bytes),
+            read: !refresh,
+            write: true,
+            policy: *policy,
+            outcome: if refresh { "refresh" } else { "miss" },
+        }))
+    }
+
+    /// The stored answer for `plan`, if any: the in-process layer first, then Redis. An answer
+    /// stored as a stream's events serves only a client that `streams`.
+    pub async fn lookup(&self, plan: &Plan, streams: bool) -> Option<Entry> {
+        let now = Instant::now();
+        let stored = match self.local.get(&plan.key, now) {
+            Some(bytes) => Some(bytes),
+            None => match &self.remote {
+                Some(remote) => match remote.get(&plan.key).await {
+                    Ok(Some((bytes, ttl))) => {
+                        self.local.insert(plan.key, bytes.clone(), now + ttl);
+                        Some(bytes)
+                    }
+                    Ok(None) => None,
+                    Err(_) => {
+                        self.metrics.cache_store_error();
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+        let entry = stored.and_then(|b| match Entry::decode(&b, self.max_entry_bytes) {
+            Ok(e) if e.kind == Kind::Json || streams => Some(e),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::debug!(error = %err, "cache entry unreadable: treated as a miss");
+                None
+            }
+        });
+        if entry.is_some() {
+            self.metrics.cache_hit();
+        } else {
+            self.metrics.cache_miss();
+        }
+        entry
+    }
+
+    /// Counts an answer not stored because it exceeds the entry bound.
+    pub fn too_large(&self) {
+        self.metrics.cache_too_large();
+    }
+
+    /// The largest answer stored (uncompressed bytes).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
+    /// Stores `entry` under `plan` in the background (both layers, the route's TTL). The
+    /// request does not wait for it.
+    pub fn store(self: &Arc<Self>, plan: &Plan, entry: Entry) {
+        if !plan.write {
+            return;
+        }
+        if entry.body.len() > self.max_entry_bytes {
+            self.too_large();
+            return;
+        }
+        let cache = self.clone();
+        let key = plan.key;
+        let ttl = Duration::from_secs(u64::from(plan.policy.ttl_s));
+        tokio::spawn(async move {
+            let bytes = entry.encode();
+            cache.local.insert(key, bytes.clone(), Instant::now() + ttl);
+            cache.metrics.cache_stored();
+            if let Some(remote) = &cache.remote {
+                if remote.set(&key, &bytes, ttl).await.is_err() {
+                    cache.metrics.cache_store_error();
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,845 @@
+//! The response cache (issue 19): a route's `policy.cache` makes identical requests — same
+//! alias, same body in canonical form, same partition — answered from a stored answer without an
+//! upstream call, through the real data plane, a real Redis (127.0.0.1:6379, each test under its
+//! own key prefix) and mock upstreams that are real HTTP servers counting their calls.
+
+use std::time::Duration;
+
+use modelgate_data_plane::cache::Settings as CacheSettings;
+use modelgate_data_plane::RunningDataPlane;
+use serde_json::{json, Value};
+
+use crate::support::anthropic_upstream::{self, AnthropicUpstream};
+use crate::support::gemini_upstream::{self, GeminiUpstream};
+use crate::support::openai_upstream::{self, OpenAiUpstream};
+use crate::support::upstream::{self, MockUpstream};
+use crate::support::{eventually, request_id, start_data_plane_custom, temp_dir, Gateway};
+
+/// The shared Redis every cache test uses (each under its own prefix).
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn cache_settings(prefix: &str) -> CacheSettings {
+    CacheSettings {
+        redis_url: Some(REDIS.into()),
+        redis_prefix: prefix.into(),
+        ..CacheSettings::default()
+    }
+}
+
+fn unique_prefix() -> String {
+    format!("mg-e2e-cache:{}:", uuid::Uuid::now_v7().simple())
+}
+
+/// A data plane of `gw`'s fleet with `cache`, serving the latest config.
+async fn data_plane(gw: &Gateway, dir: &std::path::Path, cache: CacheSettings) -> RunningDataPlane {
+    let clock = gw.clock.clone();
+    let dp = start_data_plane_custom(gw.grpc_addr, dir, |s| {
+        s.clock = clock;
+        s.cache = cache;
+    })
+    .await;
+    let want = gw
+        .cp()
+        .services
+        .publisher
+        .latest()
+        .unwrap()
+        .snapshot
+        .version;
+    eventually(
+        Duration::from_secs(10),
+        "the data plane's config",
+        || async { (dp.config_version() >= want).then_some(()) },
+    )
+    .await;
+    dp
+}
+
+struct Fixture {
+    upstream: MockUpstream,
+    gw: Gateway,
+    team_id: String,
+    key: String,
+    key_id: String,
+    provider_id: String,
+}
+
+/// A gateway whose data plane caches with `cache`, and the alias `cached` (policy `cache`)
+/// routed to the mock upstream's priced `gpt-cache-1`, for a fresh team and key.
+async fn fixture(policy_cache: Value, cache: CacheSettings) -> Fixture {
+    let upstream = MockUpstream::start().await;
+    let mut gw = Gateway::start().await;
+    gw.stop_data_plane().await;
+    let dir = gw.dp_dir.clone();
+    let dp = data_plane(&gw, &dir, cache).await;
+    gw.dp = Some(dp);
+    let team = gw.create("/teams", json!({"name": "cache-team"})).await;
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    let key = gw
+        .create(
+            "/keys",
+            json!({"team_id": team_id, "name": "app", "environment": "prod"}),
+        )
+        .await;
+    let provider = gw
+        .create(
+            "/providers",
+            json!({"name": "up", "kind": "openai-compatible",
+            "base_url": upstream.base_url(), "credential": "sk-upstream-secret-1234"}),
+        )
+        .await;
+    let provider_id = provider["id"].as_str().unwrap().to_owned();
+    gw.create(
+        "/models",
+        json!({"model": "gpt-cache-1", "input_micros_per_mtok": 2_500_000,
+        "output_micros_per_mtok": 10_000_000}),
+    )
+    .await;
+    gw.create(
+        "/routes",
+        json!({"alias": "cached",
+        "deployments": [{"provider_id": provider_id, "model": "gpt-cache-1"}],
+        "policy": {"cache": policy_cache}}),
+    )
+    .await;
+    gw.wait_for_config().await;
+    Fixture {
+        upstream,
+        team_id,
+        key: key["key_secret"].as_str().unwrap().to_owned(),
+        key_id: key["id"].as_str().unwrap().to_owned(),
+        provider_id,
+        gw,
+    }
+}
+
+async fn cached_fixture() -> Fixture {
+    fixture(json!({"enabled": true}), cache_settings(&unique_prefix())).await
+}
+
+fn ask(prompt: &str) -> Value {
+    json!({"model": "cached", "temperature": 0,
+        "messages": [{"role": "user", "content": prompt}]})
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+fn cache_header(resp: &reqwest::Response) -> Option<String> {
+    header(resp, "x-modelgate-cache")
+}
+
+/// A counter of the data plane's `/metrics`.
+async fn counter(dp: &RunningDataPlane, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", dp.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits until the data plane has stored `n` answers (stores run after the answer is sent).
+async fn stored(dp: &RunningDataPlane, n: u64) {
+    eventually(
+        Duration::from_secs(10),
+        "the answer to be stored",
+        || async { (counter(dp, "modelgate_cache_stored_total").await >= n).then_some(()) },
+    )
+    .await;
+}
+
+async fn post(
+    http: &reqwest::Client,
+    dp: &RunningDataPlane,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    http.post(format!("http://{}/v1/chat/completions", dp.addr))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+impl Fixture {
+    async fn send(&self, body: &Value) -> reqwest::Response {
+        post(&self.gw.http, self.gw.dp(), &self.key, body).await
+    }
+
+    async fn send_with(&self, body: &Value, cache: &str) -> reqwest::Response {
+        self.gw
+            .chat(&self.key, body.clone())
+            .header("x-modelgate-cache", cache)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The text an OpenAI chat stream carried, its chunks' deltas joined; and whether it ended
+/// with `[DONE]`.
+fn chat_stream_text(sse: &str) -> (String, bool) {
+    let mut text = String::new();
+    let mut done = false;
+    for data in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk", "{v}");
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+    }
+    (text, done)
+}
+
+#[tokio::test]
+async fn a_hit_is_answered_without_an_upstream_call_to_streaming_and_non_streaming_clients() {
+    let f = cached_fixture().await;
+    let body = ask("What is a cache?");
+    let first = f.send(&body).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(cache_header(&first).as_deref(), Some("miss"));
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(f.upstream.calls(), 1);
+    stored(f.gw.dp(), 1).await;
+
+    let again = f.send(&body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(cache_header(&again).as_deref(), Some("hit"));
+    assert!(header(&again, "content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(f.upstream.calls(), 1, "a hit makes no upstream call");
+
+    // The same request streamed: served from the same answer, as chat chunks.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = f.send(&streamed).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert!(header(&resp, "content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let sse = resp.text().await.unwrap();
+    let (text, done) = chat_stream_text(&sse);
+    assert_eq!(text, upstream::REPLY);
+    assert!(done, "{sse}");
+    assert!(sse.contains("\"usage\""), "usage chunk asked for: {sse}");
+    assert_eq!(f.upstream.calls(), 1);
+
+    // A streamed miss is stored as the events the client received, and replayed to the next
+    // streaming client.
+    let mut other = ask("And a stream?");
+    other["stream"] = json!(true);
+    let resp = f.send(&other).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    let live = resp.text().await.unwrap();
+    assert_eq!(f.upstream.calls(), 2);
+    stored(f.gw.dp(), 2).await;
+    let resp = f.send(&other).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    let replay = resp.text().await.unwrap();
+    assert_eq!(replay, live);
+    assert_eq!(chat_stream_text(&replay).0, upstream::REPLY);
+    assert_eq!(f.upstream.calls(), 2);
+    assert_eq!(counter(f.gw.dp(), "modelgate_cache_hits_total").await, 3);
+}
+
+#[tokio::test]
+async fn reordered_fields_and_other_whitespace_hit_the_same_answer() {
+    let f = cached_fixture().await;
+    let resp = f.send(&ask("canonical please")).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    stored(f.gw.dp(), 1).await;
+    let raw = "{\n  \"messages\" : [ { \"content\" : \"canonical please\" ,\"role\":\"user\" } ],\n\t\"temperature\": 0.0 ,  \"model\":\"cached\"\n}";
+    let resp =
+        f.gw.http
+            .post(format!("{}/chat/completions", f.gw.base_url()))
+            .bearer_auth(&f.key)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 1);
+    // A different message is another request.
+    let resp = f.send(&ask("canonical please!")).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    assert_eq!(f.upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn another_team_never_receives_a_teams_cached_answer() {
+    let f = cached_fixture().await;
+    let body = ask("team secret plan");
+    f.send(&body).await;
+    stored(f.gw.dp(), 1).await;
+    // A second key of the same team shares the answer.
+    let sibling =
+        f.gw.create(
+            "/keys",
+            json!({"team_id": f.team_id, "name": "sibling", "environment": "prod"}),
+        )
+        .await;
+    f.gw.wait_for_config().await;
+    let resp = post(
+        &f.gw.http,
+        f.gw.dp(),
+        sibling["key_secret"].as_str().unwrap(),
+        &body,
+    )
+    .await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 1);
+    // Another team's key misses, and goes upstream.
+    let team = f.gw.create("/teams", json!({"name": "other-team"})).await;
+    let other =
+        f.gw.create(
+            "/keys",
+            json!({"team_id": team["id"], "name": "other", "environment": "prod"}),
+        )
+        .await;
+    f.gw.wait_for_config().await;
+    let resp = post(
+        &f.gw.http,
+        f.gw.dp(),
+        other["key_secret"].as_str().unwrap(),
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    assert_eq!(f.upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_non_deterministic_request_is_not_cached_unless_the_route_allows_it() {
+    let f = cached_fixture().await;
+    let sampled = json!({"model": "cached", "messages": [{"role": "user", "content": "a poem"}]});
+    for _ in 0..2 {
+        let resp = f.send(&sampled).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(cache_header(&resp).as_deref(), Some("uncacheable"));
+    }
+    assert_eq!(f.upstream.calls(), 2);
+    // A seed makes it deterministic.
+    let seeded = json!({"model": "cached", "seed": 42, "temperature": 0.7,
+        "messages": [{"role": "user", "content": "a poem"}]});
+    f.send(&seeded).await;
+    stored(f.gw.dp(), 1).await;
+    assert_eq!(cache_header(&f.send(&seeded).await).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 3);
+
+    // A route that allows non-deterministic caching caches the sampled request too.
+    let lenient = fixture(
+        json!({"enabled": true, "allow_non_deterministic": true}),
+        cache_settings(&unique_prefix()),
+    )
+    .await;
+    lenient.send(&sampled).await;
+    stored(lenient.gw.dp(), 1).await;
+    assert_eq!(
+        cache_header(&lenient.send(&sampled).await).as_deref(),
+        Some("hit")
+    );
+    assert_eq!(lenient.upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn bypass_skips_the_cache_and_refresh_replaces_the_answer() {
+    let f = cached_fixture().await;
+    let body = ask("fresh or not");
+    f.send(&body).await;
+    stored(f.gw.dp(), 1).await;
+    // bypass: upstream, nothing stored.
+    let resp = f.send_with(&body, "bypass").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache_header(&resp).as_deref(), Some("bypass"));
+    assert_eq!(f.upstream.calls(), 2);
+    // refresh: upstream, and the fresh answer is stored for the next request.
+    let resp = f.send_with(&body, "REFRESH").await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("refresh"));
+    assert_eq!(f.upstream.calls(), 3);
+    stored(f.gw.dp(), 2).await;
+    assert_eq!(cache_header(&f.send(&body).await).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 3);
+    // Anything else is a client error, in OpenAI's format, with no upstream call.
+    let resp = f.send_with(&body, "sometimes").await;
+    assert_eq!(resp.status(), 400);
+    let rid = request_id(&resp);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "x-modelgate-cache", "{err}");
+    assert_eq!(f.upstream.calls(), 3);
+    let row = f.gw.usage_row(&rid).await;
+    assert_eq!(row["status"], 400);
+
+    // A key that opts out never reads nor writes; one set to refresh always goes upstream.
+    let (status, _) =
+        f.gw.admin(
+            reqwest::Method::PATCH,
+            &format!("/keys/{}", f.key_id),
+            Some(json!({"cache": "off"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    f.gw.wait_for_config().await;
+    let resp = f.send(&body).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("bypass"));
+    assert_eq!(f.upstream.calls(), 4);
+    let (status, err) =
+        f.gw.admin(
+            reqwest::Method::PATCH,
+            &format!("/keys/{}", f.key_id),
+            Some(json!({"cache": "never"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("cache"), "{err}");
+}
+
+#[tokio::test]
+async fn a_hits_usage_event_is_flagged_with_the_original_tokens_and_costs_nothing() {
+    let f = cached_fixture().await;
+    let body = ask("meter me");
+    let miss = f.send(&body).await;
+    let miss_row = f.gw.usage_row(&request_id(&miss)).await;
+    stored(f.gw.dp(), 1).await;
+    let hit = f.send(&body).await;
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    let row = f.gw.usage_row(&request_id(&hit)).await;
+    assert_eq!(miss_row["cache_hit"], false);
+    assert!(miss_row["cost_micros"].as_i64().unwrap() > 0, "{miss_row}");
+    assert_eq!(row["cache_hit"], true, "{row}");
+    assert_eq!(row["status"], 200);
+    assert_eq!(row["input_tokens"], upstream::PROMPT_TOKENS);
+    assert_eq!(row["output_tokens"], upstream::COMPLETION_TOKENS);
+    assert_eq!(row["cost_micros"], 0, "a hit is not upstream spend");
+    assert_eq!(row["provider_id"], "", "no provider served it");
+    assert_eq!(row["served_model"], "gpt-cache-1");
+    assert!(row["attempts"].as_array().unwrap().is_empty(), "{row}");
+    let _ = &f.provider_id;
+
+    // A route that charges a fraction of the original cost for a hit.
+    let paid = fixture(
+        json!({"enabled": true, "hit_cost_ppm": 250_000}),
+        cache_settings(&unique_prefix()),
+    )
+    .await;
+    let miss = paid.send(&body).await;
+    let original = paid.gw.usage_row(&request_id(&miss)).await["cost_micros"]
+        .as_i64()
+        .unwrap();
+    stored(paid.gw.dp(), 1).await;
+    let hit = paid.send(&body).await;
+    let row = paid.gw.usage_row(&request_id(&hit)).await;
+    assert_eq!(row["cache_hit"], true);
+    assert_eq!(
+        row["cost_micros"].as_i64().unwrap(),
+        original * 250_000 / 1_000_000
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_still_refuses_requests_the_cache_could_answer() {
+    let f = cached_fixture().await;
+    crate::rate_limits::fresh_window(20).await;
+    crate::rate_limits::limit(&f.gw, json!({"scope": {"key_id": f.key_id}, "rpm": 2})).await;
+    let body = ask("limited");
+    assert_eq!(f.send(&body).await.status(), 200);
+    stored(f.gw.dp(), 1).await;
+    let hit = f.send(&body).await;
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    let refused = f.send(&body).await;
+    assert_eq!(refused.status(), 429);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded", "{err}");
+    assert_eq!(f.upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_the_node_serves_uncached_and_counts_it() {
+    // Nothing listens on this port: bound, then released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let settings = CacheSettings {
+        redis_url: Some(format!("redis://{addr}")),
+        redis_prefix: unique_prefix(),
+        ..CacheSettings::default()
+    };
+    let f = fixture(json!({"enabled": true}), settings).await;
+    for prompt in ["no redis 1", "no redis 2", "no redis 3"] {
+        let resp = f.send(&ask(prompt)).await;
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], upstream::REPLY);
+    }
+    assert_eq!(f.upstream.calls(), 3);
+    let errors = counter(f.gw.dp(), "modelgate_cache_store_errors_total").await;
+    assert!(errors >= 1, "store errors counted: {errors}");
+    // The node's own layer still answers what it stored.
+    stored(f.gw.dp(), 1).await;
+    let resp = f.send(&ask("no redis 1")).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 3);
+}
+
+#[tokio::test]
+async fn two_data_planes_share_answers_through_redis() {
+    let prefix = unique_prefix();
+    let f = fixture(json!({"enabled": true}), cache_settings(&prefix)).await;
+    let other = data_plane(&f.gw, &temp_dir("dp-cache-2"), cache_settings(&prefix)).await;
+    let body = ask("shared across the fleet");
+    let resp = post(&f.gw.http, f.gw.dp(), &f.key, &body).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    let first: Value = resp.json().await.unwrap();
+    stored(f.gw.dp(), 1).await;
+    // Stored in Redis by the first node (its write runs after the local one).
+    let mut redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the entry in Redis", || {
+        let mut redis = redis.clone();
+        let pattern = format!("{prefix}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let resp = post(&f.gw.http, &other, &f.key, &body).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(resp.json::<Value>().await.unwrap(), first);
+    assert_eq!(f.upstream.calls(), 1);
+    // What Redis holds carries no secret: neither the gateway key nor the provider credential.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for k in keys {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&v);
+        assert!(!text.contains(&f.key) && !text.contains("sk-upstream-secret-1234"));
+    }
+    other.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_entry_bound_is_not_stored() {
+    let settings = CacheSettings {
+        max_entry_bytes: 200,
+        ..cache_settings(&unique_prefix())
+    };
+    let f = fixture(json!({"enabled": true}), settings).await;
+    let body = ask("too big to keep");
+    for _ in 0..2 {
+        let resp = f.send(&body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    }
+    assert_eq!(f.upstream.calls(), 2);
+    assert_eq!(
+        counter(f.gw.dp(), "modelgate_cache_too_large_total").await,
+        2
+    );
+    assert_eq!(counter(f.gw.dp(), "modelgate_cache_stored_total").await, 0);
+}
+
+#[tokio::test]
+async fn route_cache_policy_is_validated_naming_the_field() {
+    let f = cached_fixture().await;
+    for (cache, field) in [
+        (json!({"enabled": true, "ttl_s": 0}), "policy.cache.ttl_s"),
+        (
+            json!({"enabled": true, "partition": "org"}),
+            "policy.cache.partition",
+        ),
+        (
+            json!({"enabled": true, "hit_cost_ppm": 1_000_001}),
+            "policy.cache.hit_cost_ppm",
+        ),
+        (json!({"enabled": true, "colour": "red"}), "colour"),
+    ] {
+        let (status, err) = f
+            .gw
+            .admin(
+                reqwest::Method::POST,
+                "/routes",
+                Some(json!({"alias": "bad", "deployments": [{"provider_id": f.provider_id, "model": "gpt-cache-1"}],
+                    "policy": {"cache": cache}})),
+            )
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    let (status, routes) = f.gw.admin(reqwest::Method::GET, "/routes", None).await;
+    assert_eq!(status, 200, "{routes}");
+    let route = routes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["alias"] == "cached")
+        .unwrap();
+    assert_eq!(route["policy"]["cache"]["enabled"], true, "{route}");
+}
+
+/// Anthropic Messages, Gemini generateContent, Responses and embeddings: a second identical
+/// request hits, and a streaming client of each streaming surface gets the surface's events.
+#[tokio::test]
+async fn every_cached_surface_answers_a_repeat_from_the_cache() {
+    let anthropic = AnthropicUpstream::start().await;
+    let gemini = GeminiUpstream::start().await;
+    let openai = OpenAiUpstream::start().await;
+    let mut gw = Gateway::start().await;
+    gw.stop_data_plane().await;
+    let dir = gw.dp_dir.clone();
+    let dp = data_plane(&gw, &dir, cache_settings(&unique_prefix())).await;
+    gw.dp = Some(dp);
+    let team = gw.create("/teams", json!({"name": "surfaces"})).await;
+    let key = gw
+        .create(
+            "/keys",
+            json!({"team_id": team["id"], "name": "app", "environment": "prod"}),
+        )
+        .await;
+    let key = key["key_secret"].as_str().unwrap().to_owned();
+    let an = gw
+        .create("/providers", json!({"name": "an", "kind": "anthropic", "base_url": anthropic.base_url(), "credential": "sk-ant-1"}))
+        .await;
+    let gm = gw
+        .create("/providers", json!({"name": "gm", "kind": "gemini", "base_url": gemini.base_url(), "credential": "AIza-1"}))
+        .await;
+    let oa = gw
+        .create("/providers", json!({"name": "oa", "kind": "openai-compatible", "base_url": openai.base_url(), "credential": "sk-oa-1"}))
+        .await;
+    for model in ["claude-c", "gemini-c", "resp-c", "embed-c"] {
+        gw.create("/models", json!({"model": model, "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}))
+            .await;
+    }
+    for (alias, provider, model) in [
+        ("an-c", &an, "claude-c"),
+        ("gm-c", &gm, "gemini-c"),
+        ("resp-c", &oa, "resp-c"),
+        ("embed-c", &oa, "embed-c"),
+    ] {
+        gw.create(
+            "/routes",
+            json!({"alias": alias,
+            "deployments": [{"provider_id": provider["id"], "model": model}],
+            "policy": {"cache": {"enabled": true}}}),
+        )
+        .await;
+    }
+    gw.wait_for_config().await;
+    let root = format!("http://{}", gw.dp().addr);
+    let mut n_stored = 0;
+    let send = |path: &str, body: &Value, anthropic_key: bool| {
+        let req = gw.http.post(format!("{root}{path}")).json(body);
+        if anthropic_key {
+            req.header("x-api-key", &key)
+                .header("anthropic-version", "2023-06-01")
+        } else {
+            req.bearer_auth(&key)
+        }
+    };
+
+    // Anthropic Messages.
+    let body = json!({"model": "an-c", "max_tokens": 50, "temperature": 0,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let miss = send("/v1/messages", &body, true).send().await.unwrap();
+    assert_eq!(cache_header(&miss).as_deref(), Some("miss"));
+    let first: Value = miss.json().await.unwrap();
+    n_stored += 1;
+    stored(gw.dp(), n_stored).await;
+    let hit = send("/v1/messages", &body, true).send().await.unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    assert_eq!(hit.json::<Value>().await.unwrap(), first);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let hit = send("/v1/messages", &streamed, true).send().await.unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    let sse = hit.text().await.unwrap();
+    assert!(
+        sse.contains("event: message_start") && sse.contains("event: message_stop"),
+        "{sse}"
+    );
+    assert!(sse.contains(anthropic_upstream::REPLY), "{sse}");
+    assert_eq!(anthropic.calls(), 1);
+
+    // Gemini generateContent, and its stream (SSE and JSON array).
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"temperature": 0}});
+    let miss = send("/v1beta/models/gm-c:generateContent", &body, false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&miss).as_deref(), Some("miss"));
+    let first: Value = miss.json().await.unwrap();
+    n_stored += 1;
+    stored(gw.dp(), n_stored).await;
+    let hit = send("/v1beta/models/gm-c:generateContent", &body, false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    assert_eq!(hit.json::<Value>().await.unwrap(), first);
+    let hit = send(
+        "/v1beta/models/gm-c:streamGenerateContent?alt=sse",
+        &body,
+        false,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    let sse = hit.text().await.unwrap();
+    let data = sse.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(data).unwrap(), first);
+    let hit = send("/v1beta/models/gm-c:streamGenerateContent", &body, false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    assert_eq!(hit.json::<Value>().await.unwrap(), json!([first]));
+    assert!(first.to_string().contains(gemini_upstream::REPLY));
+    assert_eq!(gemini.calls(), 1);
+
+    // Responses, and its stream.
+    let body = json!({"model": "resp-c", "input": "hi", "temperature": 0});
+    let miss = send("/v1/responses", &body, false).send().await.unwrap();
+    assert_eq!(cache_header(&miss).as_deref(), Some("miss"));
+    let first: Value = miss.json().await.unwrap();
+    n_stored += 1;
+    stored(gw.dp(), n_stored).await;
+    let hit = send("/v1/responses", &body, false).send().await.unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    assert_eq!(hit.json::<Value>().await.unwrap(), first);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let hit = send("/v1/responses", &streamed, false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    let sse = hit.text().await.unwrap();
+    let completed = sse
+        .split("\n\n")
+        .find(|e| e.starts_with("event: response.completed"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(completed).unwrap()["response"],
+        first
+    );
+    assert!(sse.contains(openai_upstream::RESP_TEXT), "{sse}");
+
+    // Embeddings: always cacheable, no temperature needed.
+    let body = json!({"model": "embed-c", "input": "embed me"});
+    let miss = send("/v1/embeddings", &body, false).send().await.unwrap();
+    assert_eq!(cache_header(&miss).as_deref(), Some("miss"));
+    let first: Value = miss.json().await.unwrap();
+    n_stored += 1;
+    stored(gw.dp(), n_stored).await;
+    let hit = send("/v1/embeddings", &body, false).send().await.unwrap();
+    assert_eq!(cache_header(&hit).as_deref(), Some("hit"));
+    assert_eq!(hit.json::<Value>().await.unwrap(), first);
+    assert_eq!(openai.calls(), 2, "one responses call, one embeddings call");
+}
+
+/// Redis cut mid-run (a TCP proxy in front of it drops every connection and refuses new ones):
+/// both nodes keep answering 200, count the store errors, and share answers again once it is
+/// back.
+#[tokio::test]
+async fn a_redis_outage_mid_run_serves_uncached_and_sharing_resumes_after_it() {
+    let proxy = crate::support::tcp_proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let prefix = unique_prefix();
+    let via_proxy = || CacheSettings {
+        redis_url: Some(format!("redis://{}", proxy.addr)),
+        redis_prefix: prefix.clone(),
+        ..CacheSettings::default()
+    };
+    let f = fixture(json!({"enabled": true}), via_proxy()).await;
+    let other = data_plane(&f.gw, &temp_dir("dp-cache-3"), via_proxy()).await;
+    let (one, two) = (f.gw.dp(), &other);
+
+    // Shared through Redis while it is there.
+    let body = ask("before the outage");
+    assert_eq!(post(&f.gw.http, one, &f.key, &body).await.status(), 200);
+    stored(one, 1).await;
+    let shared = eventually(
+        Duration::from_secs(10),
+        "a hit on the other node",
+        || async {
+            let resp = post(&f.gw.http, two, &f.key, &body).await;
+            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
+        },
+    );
+    shared.await;
+    let calls_before = f.upstream.calls();
+
+    proxy.go_down();
+    for (i, node) in [one, two, one, two].into_iter().enumerate() {
+        let resp = post(
+            &f.gw.http,
+            node,
+            &f.key,
+            &ask(&format!("during the outage {i}")),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "the node serves while Redis is away");
+        assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
+    }
+    assert_eq!(f.upstream.calls(), calls_before + 4);
+    for node in [one, two] {
+        eventually(Duration::from_secs(10), "store errors counted", || async {
+            (counter(node, "modelgate_cache_store_errors_total").await > 0).then_some(())
+        })
+        .await;
+    }
+
+    proxy.come_back();
+    // Sharing resumes: an answer one node stores reaches the other through Redis again.
+    let mut round = 0;
+    eventually(Duration::from_secs(20), "sharing to resume", || {
+        round += 1;
+        let body = ask(&format!("after the outage {round}"));
+        let http = f.gw.http.clone();
+        let key = f.key.clone();
+        async move {
+            let n = counter(one, "modelgate_cache_stored_total").await;
+            assert_eq!(post(&http, one, &key, &body).await.status(), 200);
+            stored(one, n + 1).await;
+            let resp = post(&http, two, &key, &body).await;
+            assert_eq!(resp.status(), 200);
+            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
+        }
+    })
+    .await;
+    other.shutdown().await;
+}
