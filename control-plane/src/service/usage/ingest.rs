@@ -130,7 +130,7 @@ struct Job {
 }
 
 /// Events in one group at most: beyond this the next transaction takes the rest.
-const GROUP_EVENTS: usize = 1;
+const GROUP_EVENTS: usize = 20_000;
 
 impl Writer {
     /// Starts the writer task on the current runtime; it ends when the last handle is dropped.
