@@ -204,18 +204,11 @@ struct Seeded {
 async fn seed(url: &str, master_key_hex: &str, args: &BigConfigArgs) -> anyhow::Result<Seeded> {
     use modelgate_shared::keys;
     let db = modelgate_control_plane::store::connect(url).await?;
-    let s = Services {
+    let s = Services::new(
         db,
-        sealer: modelgate_control_plane::crypto::Sealer::from_hex(master_key_hex)?,
-        publisher: modelgate_control_plane::snapshot::Publisher::new(),
-        fleet: Default::default(),
-        allocator: Default::default(),
-        rate_ledger: Default::default(),
-        clock: modelgate_shared::clock::system(),
-        alert_wakeup: Default::default(),
-        revoked: Default::default(),
-        metrics: Default::default(),
-    };
+        modelgate_control_plane::crypto::Sealer::from_hex(master_key_hex)?,
+        modelgate_shared::clock::system(),
+    );
     let admin_token = bootstrap::ensure_initialized(&s)
         .await?
         .context("a fresh database mints a bootstrap token")?;

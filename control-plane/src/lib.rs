@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crypto::Sealer;
 use crate::service::Services;
-use crate::snapshot::Publisher;
 
 const REBUILD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -110,18 +109,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             "sealed values are now bound to their table, column and row"
         );
     }
-    let services = Services {
-        db,
-        sealer,
-        publisher: Publisher::new(),
-        fleet: Default::default(),
-        allocator: Default::default(),
-        rate_ledger: Default::default(),
-        clock: settings.clock.clone(),
-        alert_wakeup: Default::default(),
-        revoked: Default::default(),
-        metrics: Default::default(),
-    };
+    let services = Services::new(db, sealer, settings.clock.clone());
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;

@@ -389,3 +389,68 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
     assert_eq!(actual, expected, "seed {seed}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn batches_from_many_nodes_at_once_are_each_stored_once_and_page_in_one_increasing_order() {
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let request_id = format!("concurrent-{}", uuid::Uuid::now_v7());
+    // Events every node reports (as after a failover replay), next to its own.
+    let contested: Vec<UsageEvent> = (0..20).map(|i| event(&k, &request_id, i)).collect();
+    let nodes = 8;
+    let mut senders = Vec::new();
+    for n in 0..nodes {
+        let batches: Vec<UsageBatch> = (0..4)
+            .map(|b| {
+                let mut events: Vec<UsageEvent> = (0..30)
+                    .map(|i| event(&k, &request_id, 1_000 + n * 1_000 + b * 30 + i))
+                    .collect();
+                events.extend(contested[b as usize * 5..b as usize * 5 + 5].iter().cloned());
+                UsageBatch {
+                    batch_id: format!("node-{n}-batch-{b}"),
+                    node_id: format!("node-{n}"),
+                    events,
+                }
+            })
+            .collect();
+        let gw = &gw;
+        senders.push(async move { send(gw, batches).await });
+    }
+    let acks: Vec<UsageAck> = futures_util::future::join_all(senders)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let unique = nodes as u32 * 4 * 30 + 20;
+    let sent = nodes as u32 * 4 * 35;
+    assert_eq!(acks.iter().map(|a| a.inserted).sum::<u32>(), unique);
+    assert_eq!(
+        acks.iter().map(|a| a.inserted + a.duplicates).sum::<u32>(),
+        sent
+    );
+    for a in &acks {
+        assert!(a.inserted >= 30, "{}: {a:?}", a.batch_id);
+    }
+
+    let mut seqs = Vec::new();
+    let mut costs = HashSet::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/usage/events?request_id={request_id}&limit=100{after}");
+        let (status, page) = gw.admin(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for r in page["data"].as_array().unwrap() {
+            seqs.push(r["seq"].as_i64().unwrap());
+            assert!(costs.insert(r["cost_micros"].as_i64().unwrap()), "{r}");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => after = format!("&after={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(costs.len() as u32, unique);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let rows = daily(&gw, &format!("key_id={}", k.id)).await;
+    assert_eq!(rows[0]["requests"].as_u64().unwrap() as u32, unique);
+    gw.shutdown().await;
+}

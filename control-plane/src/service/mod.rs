@@ -50,6 +50,35 @@ pub struct Services {
     pub revoked: std::sync::Arc<revocations::Revoked>,
     /// The control plane's Prometheus metrics.
     pub metrics: std::sync::Arc<crate::metrics::CpMetrics>,
+    /// The one task that stores usage batches (group commit).
+    pub ingest_writer: std::sync::Arc<usage::Writer>,
+}
+
+impl Services {
+    /// The services over `db`, with empty in-memory state, and the usage writer started on the
+    /// current runtime.
+    pub fn new(
+        db: DatabaseConnection,
+        sealer: Sealer,
+        clock: modelgate_shared::clock::SharedClock,
+    ) -> Self {
+        let alert_wakeup = std::sync::Arc::new(tokio::sync::Notify::new());
+        let ingest_writer =
+            std::sync::Arc::new(usage::Writer::start(db.clone(), alert_wakeup.clone()));
+        Services {
+            db,
+            sealer,
+            publisher: Publisher::new(),
+            fleet: Default::default(),
+            allocator: Default::default(),
+            rate_ledger: Default::default(),
+            clock,
+            alert_wakeup,
+            revoked: Default::default(),
+            metrics: Default::default(),
+            ingest_writer,
+        }
+    }
 }
 
 #[derive(Debug, Error)]

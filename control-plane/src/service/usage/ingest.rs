@@ -1,6 +1,8 @@
-//! Ingest: one transaction per batch that (1) takes a block of ingest sequence numbers under the
-//! counter's row lock, (2) inserts the events with `ON CONFLICT (id) DO NOTHING RETURNING id`,
-//! and (3) adds exactly the inserted events to the daily aggregates. A replayed batch inserts
+//! Ingest: each batch is screened by its caller, then stored by one writer task ([`Writer`],
+//! group commit) in one transaction per group of waiting batches that (1) takes a block of
+//! ingest sequence numbers under the counter's row lock, (2) inserts the events with
+//! `ON CONFLICT (id) DO NOTHING RETURNING id`, and (3) adds exactly the inserted events to the
+//! daily aggregates and budget periods. A replayed batch inserts
 //! nothing and so changes no aggregate; there is no window between "stored" and "counted".
 //!
 //! The counter's row lock also orders ingest transactions: sequence numbers become visible in
@@ -16,14 +18,16 @@
 //! guessed value.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, Undecodable, UsageEvent};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    DatabaseConnection, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::quarantine;
 use super::validate::{self, Refusal};
@@ -57,14 +61,15 @@ pub async fn ingest(
 }
 
 /// Stores a batch reported by `node_id`; events whose id is already stored are skipped, events
-/// that fail validation or could not be decoded are quarantined. Commits before returning, so
-/// the caller may acknowledge the batch.
+/// that fail validation or could not be decoded are quarantined. Returns once the batch is
+/// committed (with whatever other batches the [`Writer`] grouped it with), so the caller may
+/// acknowledge it.
 pub async fn ingest_received(
     s: &Services,
     node_id: &str,
     mut events: Vec<Received>,
 ) -> Result<Ingested, ServiceError> {
-    let total = events.len() as u64;
+    let received = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
     let mut seen = HashSet::with_capacity(events.len());
     events.retain(|e| {
@@ -78,12 +83,165 @@ pub async fn ingest_received(
         return Ok(Ingested::default());
     }
     let (events, refused) = screen(s, events).await?;
+    let first_reason = refused.first().map(|(_, why)| why.to_string());
+    let batch = Batch {
+        node_id: node_id.to_owned(),
+        received,
+        events,
+        refused,
+    };
+    let stored = s.ingest_writer.write(batch).await?;
+    let done = stored.counts;
+    s.metrics.ingested(
+        done.inserted,
+        done.duplicates,
+        done.quarantined,
+        stored.ended_at_ms.into_iter(),
+        s.clock.now().timestamp_millis(),
+    );
+    if done.quarantined > 0 {
+        tracing::warn!(
+            node = %node_id,
+            quarantined = done.quarantined,
+            first_reason = first_reason.as_deref().unwrap_or(""),
+            "usage events quarantined"
+        );
+    }
+    Ok(done)
+}
+
+/// One screened batch on its way to the [`Writer`].
+pub(super) struct Batch {
+    node_id: String,
+    /// Events as received, repeats included (for the acknowledgement's duplicate count).
+    received: u64,
+    events: Vec<UsageEvent>,
+    refused: Vec<(UsageEvent, Refusal)>,
+}
+
+/// Group commit: the one task that writes usage batches. It takes every batch that is waiting,
+/// stores them in one transaction (one sequence block, one insert, one aggregate upsert, one
+/// budget upsert, one commit) and answers each batch's caller. Batches from many data planes
+/// thus share the costs that are per transaction — the sequence counter's row lock, held to
+/// commit so that sequence numbers become visible in order, and the commit's flush — which
+/// serialised ingest when each batch took them alone.
+///
+/// If a group fails, each of its batches is retried alone, so one batch that cannot be stored
+/// fails only its own caller (whose node keeps it and resends).
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+struct Job {
+    batch: Batch,
+    done: oneshot::Sender<Result<Stored, ServiceError>>,
+}
+
+/// What the writer reports of one batch: its counts, and when each stored event ended (the
+/// ingest lag metric).
+#[derive(Debug, Default)]
+struct Stored {
+    counts: Ingested,
+    ended_at_ms: Vec<i64>,
+}
+
+/// Events in one group at most: beyond this the next transaction takes the rest.
+const GROUP_EVENTS: usize = 20_000;
+
+impl Writer {
+    /// Starts the writer task on the current runtime; it ends when the last handle is dropped.
+    pub fn start(db: DatabaseConnection, alert_wakeup: Arc<Notify>) -> Self {
+        let (jobs, rx) = mpsc::channel(1024);
+        tokio::spawn(run(db, alert_wakeup, rx));
+        Writer { jobs }
+    }
+
+    async fn write(&self, batch: Batch) -> Result<Stored, ServiceError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { batch, done })
+            .await
+            .map_err(|_| ServiceError::Unavailable("the usage writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::Unavailable("the usage writer has stopped".into()))?
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.batch.events.len() + first.batch.refused.len();
+        let mut group = vec![first];
+        while size < GROUP_EVENTS {
+            let Ok(job) = rx.try_recv() else { break };
+            size += job.batch.events.len() + job.batch.refused.len();
+            group.push(job);
+        }
+        let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
+        match store(&db, &batches).await {
+            Ok((results, alerts)) => {
+                if alerts > 0 {
+                    alert_wakeup.notify_one();
+                }
+                for (job, result) in group.into_iter().zip(results) {
+                    let _ = job.done.send(Ok(result));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(job) = group.pop() {
+                    let _ = job.done.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(batches = group.len(), error = %e, "a usage group failed; storing its batches one by one");
+                for job in group {
+                    let result = store(&db, &[&job.batch]).await.map(|(mut r, alerts)| {
+                        if alerts > 0 {
+                            alert_wakeup.notify_one();
+                        }
+                        r.pop().unwrap_or_default()
+                    });
+                    let _ = job.done.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Stores `batches` in one transaction: their quarantined events, then their events under one
+/// block of sequence numbers. An id that two batches of the group both carry is stored once and
+/// counted for the first. Returns each batch's outcome, in order, and the number of budget
+/// alerts queued.
+async fn store(
+    db: &DatabaseConnection,
+    batches: &[&Batch],
+) -> Result<(Vec<Stored>, usize), ServiceError> {
     let now = Utc::now();
-    let txn = s.db.begin().await?;
-    let quarantined = quarantine::store(&txn, node_id, &refused, now).await?;
+    let txn = db.begin().await?;
+    let mut quarantined = Vec::with_capacity(batches.len());
+    for b in batches {
+        quarantined.push(quarantine::store(&txn, &b.node_id, &b.refused, now).await?);
+    }
+    let mut seen = HashSet::new();
+    let mut owner = Vec::new();
+    let mut events: Vec<&UsageEvent> = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        for e in &b.events {
+            if seen.insert(clean(&e.id)) {
+                events.push(e);
+                owner.push(i);
+            }
+        }
+    }
+    let mut inserted = vec![0u64; batches.len()];
+    let mut ended_at_ms = vec![Vec::new(); batches.len()];
     let mut alerts = 0;
-    let mut inserted = 0;
-    let mut stored_ended_at: Vec<i64> = Vec::new();
     if !events.is_empty() {
         let first_seq = take_sequence(&txn, events.len()).await?;
         let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
@@ -91,40 +249,32 @@ pub async fn ingest_received(
         } else {
             insert_rows(&txn, &events, first_seq, now).await?
         };
-        let stored: Vec<&UsageEvent> = events
-            .iter()
-            .filter(|e| inserted_ids.contains(&clean(&e.id)))
-            .collect();
+        let mut stored = Vec::with_capacity(inserted_ids.len());
+        for (e, &i) in events.iter().zip(&owner) {
+            if inserted_ids.contains(&clean(&e.id)) {
+                stored.push(*e);
+                inserted[i] += 1;
+                ended_at_ms[i].push(e.ended_at_ms);
+            }
+        }
         add_to_aggregates(&txn, &stored).await?;
         alerts = add_to_budgets(&txn, &stored, now).await?;
-        inserted = stored.len() as u64;
-        stored_ended_at = stored.iter().map(|e| e.ended_at_ms).collect();
     }
     txn.commit().await?;
-    s.metrics.ingested(
-        inserted,
-        total - inserted - quarantined,
-        quarantined,
-        stored_ended_at.into_iter(),
-        s.clock.now().timestamp_millis(),
-    );
-    if alerts > 0 {
-        s.alert_wakeup.notify_one();
-    }
-    if quarantined > 0 {
-        let first = refused.first().map(|(_, why)| why.to_string());
-        tracing::warn!(
-            node = %node_id,
-            quarantined,
-            first_reason = first.as_deref().unwrap_or(""),
-            "usage events quarantined"
-        );
-    }
-    Ok(Ingested {
-        inserted,
-        quarantined,
-        duplicates: total - inserted - quarantined,
-    })
+    let results = batches
+        .iter()
+        .zip(ended_at_ms)
+        .enumerate()
+        .map(|(i, (b, ended_at_ms))| Stored {
+            counts: Ingested {
+                inserted: inserted[i],
+                quarantined: quarantined[i],
+                duplicates: b.received - inserted[i] - quarantined[i],
+            },
+            ended_at_ms,
+        })
+        .collect();
+    Ok((results, alerts))
 }
 
 /// Splits a batch into the events to store and the refused ones with their reasons. One query
@@ -176,7 +326,7 @@ async fn screen(
 /// Portable path: multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id` in chunks.
 async fn insert_rows(
     txn: &DatabaseTransaction,
-    events: &[UsageEvent],
+    events: &[&UsageEvent],
     first_seq: i64,
     now: chrono::DateTime<Utc>,
 ) -> Result<HashSet<String>, ServiceError> {
@@ -210,7 +360,7 @@ async fn insert_rows(
 /// and plans it once instead of per thousand-row VALUES list.
 async fn insert_unnest(
     txn: &DatabaseTransaction,
-    events: &[UsageEvent],
+    events: &[&UsageEvent],
     first_seq: i64,
     now: chrono::DateTime<Utc>,
 ) -> Result<HashSet<String>, ServiceError> {

@@ -11,5 +11,5 @@ pub mod requests;
 pub mod sinks;
 pub mod validate;
 
-pub use ingest::{ingest, ingest_received, Ingested, Received};
+pub use ingest::{ingest, ingest_received, Ingested, Received, Writer};
 pub use query::{daily, events_after, list, DailyFilter, DailyRow, UsageFilter, UsageRow};
