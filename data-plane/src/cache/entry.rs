@@ -99,6 +99,8 @@ impl Entry {
             reasoning: r.u64()?,
             images: r.u64()?,
             media_ms: 0,
+            // The cached surfaces are text and embeddings: nothing is metered by characters.
+            characters: 0,
         };
         let cost_micros = i64::from_be_bytes(r.array()?);
         let price_version = r.u64()?;
@@ -160,6 +162,7 @@ mod tests {
                 reasoning: 6,
                 images: 0,
                 media_ms: 0,
+                characters: 0,
             },
             cost_micros: 789,
             price_version: 3,

@@ -103,6 +103,7 @@ pub fn entry_of(rec: &Recorder, kind: Kind, body: Bytes) -> Option<Entry> {
             reasoning: e.reasoning_tokens,
             images: e.images,
             media_ms: 0,
+            characters: 0,
         },
         cost_micros: e.cost_micros,
         price_version: e.price_version,

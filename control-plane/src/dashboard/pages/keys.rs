@@ -158,6 +158,7 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<CreateForm
         data_class: None,
         endpoint_families: Vec::new(),
         metadata: None,
+        cache: None,
         traffic_class: None,
         allowed_traffic_classes: Vec::new(),
     };
