@@ -405,7 +405,11 @@ async fn batches_from_many_nodes_at_once_are_each_stored_once_and_page_in_one_in
                 let mut events: Vec<UsageEvent> = (0..30)
                     .map(|i| event(&k, &request_id, 1_000 + n * 1_000 + b * 30 + i))
                     .collect();
-                events.extend(contested[b as usize * 5..b as usize * 5 + 5].iter().cloned());
+                events.extend(
+                    contested[b as usize * 5..b as usize * 5 + 5]
+                        .iter()
+                        .cloned(),
+                );
                 UsageBatch {
                     batch_id: format!("node-{n}-batch-{b}"),
                     node_id: format!("node-{n}"),

@@ -24,8 +24,8 @@ use chrono::Utc;
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, Undecodable, UsageEvent};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    DatabaseConnection, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
