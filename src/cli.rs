@@ -217,6 +217,11 @@ pub struct ControlPlaneArgs {
         default_value = "127.0.0.1:9465"
     )]
     pub metrics_listen: SocketAddr,
+    /// Days usage events stay in the ledger (unset: for ever). On Postgres whole weekly
+    /// partitions are dropped once all their events are past it (and delivered to every export
+    /// sink); daily aggregates and budgets are kept.
+    #[arg(long, env = "MODELGATE_USAGE_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub usage_retention_days: Option<u32>,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]

@@ -222,6 +222,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
+        usage_retention: None,
     })
     .await?;
     // Dial the address the control plane listens on (its certificate names it), loopback when
@@ -373,6 +374,9 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.metrics_listen),
         clock: modelgate_shared::clock::system(),
+        usage_retention: args
+            .usage_retention_days
+            .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
     })
     .await?;
     let admin_scheme = scheme(&args.http_tls);

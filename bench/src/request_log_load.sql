@@ -2,7 +2,9 @@
 -- requests over the 30 days before :end_ms, from 50 teams, 2,000 keys, 500 users, 20
 -- applications, 20 model aliases and 6 providers; 95 % succeed, 2 % are rate limited, 1.5 %
 -- provider errors, 1 % bad requests, 0.5 % timeouts; 1 % fell back, 40 % streamed; latency and
--- cost with long tails. Ids sort like UUIDv7 (time first). Seeded, so every load is the same.
+-- cost with long tails. Ids are shaped like UUIDv7s (the start time's 48 bits first, hyphenated
+-- as in a real id), so they sort by time and fall into the ledger's weekly partitions. Seeded,
+-- so every load is the same.
 SELECT setseed(0.42);
 INSERT INTO usage_events (
   id, seq, schema_version, request_id, started_at_ms, first_byte_at_ms, ended_at_ms, node_id,
@@ -11,9 +13,11 @@ INSERT INTO usage_events (
   latency_us, ttfb_us, input_tokens, output_tokens, cost_micros, price_version, streamed,
   estimated, fallback_used, traffic_class, cost_flag, ingested_at)
 SELECT
-  lpad(to_hex(t), 12, '0') || '-7000-8000-' || lpad(to_hex(g), 12, '0'),
+  substr(lpad(to_hex(t), 12, '0'), 1, 8) || '-' || substr(lpad(to_hex(t), 12, '0'), 9, 4)
+    || '-7000-8000-' || lpad(to_hex(g), 12, '0'),
   g, 2,
-  lpad(to_hex(t), 12, '0') || '-7000-9000-' || lpad(to_hex(g), 12, '0'),
+  substr(lpad(to_hex(t), 12, '0'), 1, 8) || '-' || substr(lpad(to_hex(t), 12, '0'), 9, 4)
+    || '-7000-9000-' || lpad(to_hex(g), 12, '0'),
   t, t + lat / 4000, t + lat / 1000,
   'node-' || (g % 8), 'eu',
   'key-' || k, 'team-' || (k % 50), 'user-' || (k % 500), 'app-' || (k % 20),

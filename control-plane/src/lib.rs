@@ -51,6 +51,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// How long usage events stay in the ledger (`None`: for ever). Applied hourly: whole
+    /// partitions on Postgres (a week each), rows on SQLite; see `service::usage::partitions`.
+    pub usage_retention: Option<std::time::Duration>,
 }
 
 /// Bounds on the gRPC server's work per connection.
@@ -215,6 +218,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services.clone(),
         shutdown.clone(),
     ));
+    let ledger_task = tokio::spawn(service::usage::partitions::run(
+        services.clone(),
+        settings.usage_retention,
+        shutdown.clone(),
+    ));
 
     tracing::info!(%admin_addr, %grpc_addr, ?metrics_addr, "control plane started");
     tasks.extend([
@@ -223,6 +231,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         rebuild_task,
         export_task,
         alerts_task,
+        ledger_task,
         revocations_task,
         insecure_task,
     ]);

@@ -42,4 +42,5 @@ mod secrets_at_rest;
 mod snapshot_versions;
 mod team_scope;
 mod usage_ingest;
+mod usage_ledger;
 mod usage_quarantine;

@@ -1,7 +1,8 @@
 //! Ingest: each batch is screened by its caller, then stored by one writer task ([`Writer`],
 //! group commit) in one transaction per group of waiting batches that (1) takes a block of
 //! ingest sequence numbers under the counter's row lock, (2) inserts the events with
-//! `ON CONFLICT (id) DO NOTHING RETURNING id`, and (3) adds exactly the inserted events to the
+//! `ON CONFLICT (id) DO NOTHING RETURNING id` (on Postgres (1) and (2) are one statement), and
+//! (3) adds exactly the inserted events to the
 //! daily aggregates and budget periods. A replayed batch inserts
 //! nothing and so changes no aggregate; there is no window between "stored" and "counted".
 //!
@@ -126,6 +127,10 @@ pub(super) struct Batch {
 /// commit so that sequence numbers become visible in order, and the commit's flush — which
 /// serialised ingest when each batch took them alone.
 ///
+/// Two groups overlap: the next one is formed when the previous one has inserted its events, and
+/// is built and sent while that one finishes, so the database goes from one group's insert to
+/// the next without waiting on the control plane. The sequence lock still orders them.
+///
 /// If a group fails, each of its batches is retried alone, so one batch that cannot be stored
 /// fails only its own caller (whose node keeps it and resends).
 pub struct Writer {
@@ -175,7 +180,15 @@ impl std::fmt::Debug for Writer {
 }
 
 async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Receiver<Job>) {
+    // Two groups overlap at most: the next one is formed once the previous one has inserted
+    // its events, so it takes every batch that arrived meanwhile and is built, sent and waiting
+    // for the sequence lock while the previous one finishes (aggregates, budgets, commit).
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     while let Some(first) = rx.recv().await {
+        if let Some(inserted) = previous.take() {
+            // Ends when that group has inserted, or ended in any way (the sender dropped).
+            let _ = inserted.await;
+        }
         let mut size = first.batch.events.len() + first.batch.refused.len();
         let mut group = vec![first];
         while size < GROUP_EVENTS {
@@ -183,32 +196,52 @@ async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Re
             size += job.batch.events.len() + job.batch.refused.len();
             group.push(job);
         }
-        let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-        match store(&db, &batches).await {
-            Ok((results, alerts)) => {
-                if alerts > 0 {
-                    alert_wakeup.notify_one();
-                }
-                for (job, result) in group.into_iter().zip(results) {
-                    let _ = job.done.send(Ok(result));
-                }
+        let (inserted, wait) = oneshot::channel();
+        previous = Some(wait);
+        tokio::spawn(store_group(
+            db.clone(),
+            alert_wakeup.clone(),
+            group,
+            inserted,
+        ));
+    }
+}
+
+/// Stores one group and answers each of its callers; `inserted` fires once its events are in.
+async fn store_group(
+    db: DatabaseConnection,
+    alert_wakeup: Arc<Notify>,
+    mut group: Vec<Job>,
+    inserted: oneshot::Sender<()>,
+) {
+    let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
+    let outcome = store(&db, &batches, Some(inserted)).await;
+    match outcome {
+        Ok((results, alerts)) => {
+            if alerts > 0 {
+                alert_wakeup.notify_one();
             }
-            Err(e) if group.len() == 1 => {
-                if let Some(job) = group.pop() {
-                    let _ = job.done.send(Err(e));
-                }
+            for (job, result) in group.into_iter().zip(results) {
+                let _ = job.done.send(Ok(result));
             }
-            Err(e) => {
-                tracing::warn!(batches = group.len(), error = %e, "a usage group failed; storing its batches one by one");
-                for job in group {
-                    let result = store(&db, &[&job.batch]).await.map(|(mut r, alerts)| {
+        }
+        Err(e) if group.len() == 1 => {
+            if let Some(job) = group.pop() {
+                let _ = job.done.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(batches = group.len(), error = %e, "a usage group failed; storing its batches one by one");
+            for job in group {
+                let result = store(&db, &[&job.batch], None)
+                    .await
+                    .map(|(mut r, alerts)| {
                         if alerts > 0 {
                             alert_wakeup.notify_one();
                         }
                         r.pop().unwrap_or_default()
                     });
-                    let _ = job.done.send(result);
-                }
+                let _ = job.done.send(result);
             }
         }
     }
@@ -221,13 +254,9 @@ async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Re
 async fn store(
     db: &DatabaseConnection,
     batches: &[&Batch],
+    on_inserted: Option<oneshot::Sender<()>>,
 ) -> Result<(Vec<Stored>, usize), ServiceError> {
     let now = Utc::now();
-    let txn = db.begin().await?;
-    let mut quarantined = Vec::with_capacity(batches.len());
-    for b in batches {
-        quarantined.push(quarantine::store(&txn, &b.node_id, &b.refused, now).await?);
-    }
     let mut seen = HashSet::new();
     let mut owner = Vec::new();
     let mut events: Vec<&UsageEvent> = Vec::new();
@@ -239,16 +268,28 @@ async fn store(
             }
         }
     }
+    // Built before the transaction: nothing but the database's work happens under the lock.
+    let insert = (db.get_database_backend() == DbBackend::Postgres && !events.is_empty())
+        .then(|| insert_unnest(&events, now));
+    let txn = db.begin().await?;
+    let mut quarantined = Vec::with_capacity(batches.len());
+    for b in batches {
+        quarantined.push(quarantine::store(&txn, &b.node_id, &b.refused, now).await?);
+    }
     let mut inserted = vec![0u64; batches.len()];
     let mut ended_at_ms = vec![Vec::new(); batches.len()];
     let mut alerts = 0;
     if !events.is_empty() {
-        let first_seq = take_sequence(&txn, events.len()).await?;
-        let inserted_ids = if txn.get_database_backend() == DbBackend::Postgres {
-            insert_unnest(&txn, &events, first_seq, now).await?
-        } else {
-            insert_rows(&txn, &events, first_seq, now).await?
+        let inserted_ids = match insert {
+            Some(statement) => sequence_and_insert(&txn, statement).await?,
+            None => {
+                let first_seq = take_sequence(&txn, events.len()).await?;
+                insert_rows(&txn, &events, first_seq, now).await?
+            }
         };
+        if let Some(signal) = on_inserted {
+            let _ = signal.send(());
+        }
         let mut stored = Vec::with_capacity(inserted_ids.len());
         for (e, &i) in events.iter().zip(&owner) {
             if inserted_ids.contains(&clean(&e.id)) {
@@ -355,24 +396,20 @@ async fn insert_rows(
     Ok(inserted_ids)
 }
 
-/// Postgres path: one statement for the whole batch, each column sent as one array and
-/// expanded by `UNNEST` — a fixed-size statement whatever the batch size, so the server parses
-/// and plans it once instead of per thousand-row VALUES list.
-async fn insert_unnest(
-    txn: &DatabaseTransaction,
-    events: &[&UsageEvent],
-    first_seq: i64,
-    now: chrono::DateTime<Utc>,
-) -> Result<HashSet<String>, ServiceError> {
+/// Postgres path: one statement for the whole group that takes the block of sequence numbers
+/// (the counter row's lock, held to commit) and inserts every event, each column sent as one
+/// array and expanded by `UNNEST` — a fixed-size statement whatever the group's size, parsed and
+/// planned once, and one round trip under the lock.
+fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statement {
     use sea_orm::sea_query::ArrayType;
     use sea_orm::Value;
     fn array(ty: ArrayType, values: Vec<Value>) -> Value {
         Value::Array(ty, Some(Box::new(values)))
     }
-    let text = |f: &dyn Fn(&UsageEvent) -> String| {
+    let text = |f: &dyn Fn(&UsageEvent) -> &str| {
         array(
             ArrayType::String,
-            events.iter().map(|e| Value::from(clean(&f(e)))).collect(),
+            events.iter().map(|e| Value::from(clean(f(e)))).collect(),
         )
     };
     let big = |f: &dyn Fn(&UsageEvent) -> i64| {
@@ -393,48 +430,46 @@ async fn insert_unnest(
             events.iter().map(|e| Value::from(f(e))).collect(),
         )
     };
-    let seqs = array(
-        ArrayType::BigInt,
-        (first_seq..).take(events.len()).map(Value::from).collect(),
+    let attempts = array(
+        ArrayType::String,
+        events
+            .iter()
+            .map(|e| Value::from(clean(&attempts_json(e))))
+            .collect(),
     );
     // (column, SQL array type, values), in one order for the column list and UNNEST.
     let columns: Vec<(&str, &str, Value)> = vec![
-        ("id", "text", text(&|e| e.id.clone())),
-        ("seq", "int8", seqs),
+        ("id", "text", text(&|e| &e.id)),
         (
             "schema_version",
             "int4",
             int(&|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)),
         ),
-        ("request_id", "text", text(&|e| e.request_id.clone())),
+        ("request_id", "text", text(&|e| &e.request_id)),
         ("started_at_ms", "int8", big(&|e| e.started_at_ms)),
         ("first_byte_at_ms", "int8", big(&|e| e.first_byte_at_ms)),
         ("ended_at_ms", "int8", big(&|e| e.ended_at_ms)),
-        ("node_id", "text", text(&|e| e.node_id.clone())),
-        ("region", "text", text(&|e| e.region.clone())),
-        ("key_id", "text", text(&|e| e.key_id.clone())),
-        ("team_id", "text", text(&|e| e.team_id.clone())),
-        ("user_id", "text", text(&|e| e.user_id.clone())),
-        ("application", "text", text(&|e| e.application.clone())),
-        ("environment", "text", text(&|e| environment(e).to_owned())),
-        ("endpoint", "text", text(&|e| e.endpoint.clone())),
-        (
-            "requested_model",
-            "text",
-            text(&|e| e.requested_model.clone()),
-        ),
-        ("provider_id", "text", text(&|e| e.provider_id.clone())),
-        ("served_model", "text", text(&|e| e.served_model.clone())),
-        ("deployment_id", "text", text(&|e| e.deployment_id.clone())),
-        ("attempts", "text", text(&|e| attempts_json(e))),
+        ("node_id", "text", text(&|e| &e.node_id)),
+        ("region", "text", text(&|e| &e.region)),
+        ("key_id", "text", text(&|e| &e.key_id)),
+        ("team_id", "text", text(&|e| &e.team_id)),
+        ("user_id", "text", text(&|e| &e.user_id)),
+        ("application", "text", text(&|e| &e.application)),
+        ("environment", "text", text(&|e| environment(e))),
+        ("endpoint", "text", text(&|e| &e.endpoint)),
+        ("requested_model", "text", text(&|e| &e.requested_model)),
+        ("provider_id", "text", text(&|e| &e.provider_id)),
+        ("served_model", "text", text(&|e| &e.served_model)),
+        ("deployment_id", "text", text(&|e| &e.deployment_id)),
+        ("attempts", "text", attempts),
         ("status", "int4", int(&|e| i32::from(e.status))),
         // Arrays carry no NULLs through the binder: empty here, NULLIF'd back below.
         (
             "error_class",
             "text",
-            text(&|e| e.error_class.map_or("", ErrorClass::as_str).to_owned()),
+            text(&|e| e.error_class.map_or("", ErrorClass::as_str)),
         ),
-        ("error_message", "text", text(&|e| e.error_message.clone())),
+        ("error_message", "text", text(&|e| &e.error_message)),
         ("latency_us", "int8", big(&|e| to_i64(e.latency_us))),
         ("ttfb_us", "int8", big(&|e| to_i64(e.ttfb_us))),
         ("input_tokens", "int8", big(&|e| to_i64(e.input_tokens))),
@@ -457,16 +492,8 @@ async fn insert_unnest(
         ("streamed", "bool", flag(&|e| e.streamed)),
         ("estimated", "bool", flag(&|e| e.estimated)),
         ("fallback_used", "bool", flag(&|e| e.fallback_used)),
-        (
-            "traffic_class",
-            "text",
-            text(&|e| traffic_class(e).to_owned()),
-        ),
-        (
-            "cost_flag",
-            "text",
-            text(&|e| e.cost_flag.as_str().to_owned()),
-        ),
+        ("traffic_class", "text", text(&|e| traffic_class(e))),
+        ("cost_flag", "text", text(&|e| e.cost_flag.as_str())),
         ("cache_hit", "bool", flag(&|e| e.cache_hit)),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
@@ -482,24 +509,40 @@ async fn insert_unnest(
             n => format!("u.{n}"),
         })
         .collect();
+    // Sequence numbers follow the arrays' order: `first + ordinality`.
     let sql = format!(
-        "INSERT INTO usage_events ({names}, ingested_at) \
-         SELECT {selected}, ${now}::timestamptz FROM UNNEST({arrays}) AS u({names}) \
+        "WITH block AS (UPDATE counters SET value = value + ${n}::int8 \
+         WHERE name = '{SEQ_COUNTER}' RETURNING value - ${n}::int8 AS first) \
+         INSERT INTO usage_events ({names}, seq, ingested_at) \
+         SELECT {selected}, block.first + u.ord, ${now}::timestamptz \
+         FROM block CROSS JOIN UNNEST({arrays}) WITH ORDINALITY AS u({names}, ord) \
          ON CONFLICT (id) DO NOTHING RETURNING id",
         names = names.join(", "),
         selected = selected.join(", "),
-        now = columns.len() + 1,
+        n = columns.len() + 1,
+        now = columns.len() + 2,
         arrays = arrays.join(", ")
     );
     let mut values: Vec<Value> = columns.into_iter().map(|(_, _, v)| v).collect();
+    values.push(Value::from(i64::try_from(events.len()).unwrap_or(i64::MAX)));
     values.push(Value::from(now));
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Runs [`insert_unnest`]'s statement; returns the ids it inserted.
+async fn sequence_and_insert(
+    txn: &DatabaseTransaction,
+    statement: Statement,
+) -> Result<HashSet<String>, ServiceError> {
+    let rows = txn.query_all(statement).await?;
+    if rows.is_empty() {
+        // Nothing new, or no counter row to number them by (then nothing was inserted either):
+        // the latter must fail the batch, never acknowledge it as duplicates.
+        let counter = counter::Entity::find_by_id(SEQ_COUNTER).one(txn).await?;
+        if counter.is_none() {
+            return Err(sea_orm::DbErr::RecordNotFound(format!("counter {SEQ_COUNTER}")).into());
+        }
+    }
     let mut ids = HashSet::with_capacity(rows.len());
     for r in rows {
         ids.insert(r.try_get::<String>("", "id")?);

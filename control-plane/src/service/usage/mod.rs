@@ -1,10 +1,12 @@
 //! Usage: idempotent batch ingest with same-transaction aggregates ([`ingest`]) that quarantines
 //! what fails validation ([`validate`], [`quarantine`]), the pull API and aggregate queries
 //! ([`query`]), the request log ([`requests`]), latency percentiles per day for the dashboard
-//! ([`latency`]), and export sink administration ([`sinks`]).
+//! ([`latency`]), export sink administration ([`sinks`]), and the ledger's partitions and
+//! retention ([`partitions`]).
 
 mod ingest;
 pub mod latency;
+pub mod partitions;
 pub mod quarantine;
 mod query;
 pub mod requests;
