@@ -302,6 +302,7 @@ mod settings_tests {
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
+            usage_retention: None,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");
