@@ -31,6 +31,11 @@ pub enum Command {
     /// a client of the admin REST API (`--admin-url`, `--admin-token`, `--output`).
     #[command(flatten)]
     Admin(AdminCommand),
+    /// The pre-production acceptance plan against a running gateway: one success per endpoint
+    /// family the key may use, an invalid request that must fail closed, an upstream failure
+    /// and a budget refusal on a temporary key, and every request's ledger row read back.
+    /// Exit code 1 when any step fails.
+    Check(crate::check::CheckArgs),
     /// Offline maintenance against the control plane's database.
     #[command(name = "admin", subcommand)]
     Maintenance(MaintenanceCommand),

@@ -2,6 +2,7 @@
 //! (a server, or an admin command against the admin API).
 
 mod admin_cli;
+mod check;
 mod cli;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::ControlPlane(args) => control_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::DataPlane(args) => data_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::Admin(command) => Ok(admin_cli::run(command).await),
+        Command::Check(args) => Ok(check::run(args).await),
         Command::Maintenance(cli::MaintenanceCommand::RotateMasterKey(args)) => {
             rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
         }

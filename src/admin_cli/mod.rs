@@ -10,7 +10,7 @@
 
 mod audit;
 mod budgets;
-mod client;
+pub mod client;
 mod keys;
 mod limits;
 mod models;
@@ -18,7 +18,7 @@ mod nodes;
 mod providers;
 mod requests;
 mod routes;
-mod table;
+pub mod table;
 mod teams;
 mod usage;
 mod users;

@@ -76,7 +76,7 @@ pub async fn prepare<'r>(
         Some(call) => auth::presented_google_key(headers, call.key.as_deref()),
         None => auth::presented_key(headers),
     };
-    let cleared = authenticate(rec, runtime, presented, surface.family())?;
+    let cleared = authenticate(rec, runtime, presented, headers, surface.family())?;
     let key = cleared.key();
     // Parse what is needed.
     let peek;
@@ -168,10 +168,12 @@ pub fn authenticate<'r>(
     rec: &mut Recorder,
     runtime: &'r Runtime,
     presented: Option<&str>,
+    headers: &HeaderMap,
     family: &'static str,
 ) -> Result<KeyAdmitted<'r>, ProxyError> {
     let now = unix_now();
-    let key = account::identify(rec, auth::find_key(runtime, presented, now))?;
+    let check = account::is_check(headers);
+    let key = account::identify(rec, auth::find_key(runtime, presented, now), check)?;
     admission::admit_key(key, family, now).map_err(refused)
 }
 
