@@ -44,4 +44,5 @@ mod secrets_at_rest;
 mod snapshot_versions;
 mod team_scope;
 mod usage_ingest;
+mod upgrades;
 mod usage_quarantine;
