@@ -17,6 +17,7 @@ mod check;
 mod cli;
 mod config_distribution;
 mod crash;
+mod deploy;
 mod drain;
 mod estimates;
 mod explain;
