@@ -197,8 +197,14 @@ impl Gateway {
             ),
             other => return Err(Unanswered(format!("no check request for family `{other}`"))),
         };
-        self.send(Method::POST, url, auth, Some(body.to_string().into_bytes()), extra)
-            .await
+        self.send(
+            Method::POST,
+            url,
+            auth,
+            Some(body.to_string().into_bytes()),
+            extra,
+        )
+        .await
     }
 }
 

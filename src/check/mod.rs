@@ -148,7 +148,10 @@ impl<'a> Check<'a> {
         let proxy = Gateway::new(&args.base_url).map_err(CliError::Usage)?;
         let admin = AdminClient::new(
             &args.admin.admin_url,
-            args.admin.admin_token.as_ref().map(ExposeSecret::expose_secret),
+            args.admin
+                .admin_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
         )?;
         Ok(Check {
             args,
@@ -214,7 +217,10 @@ impl<'a> Check<'a> {
             } else if *family == "audio" {
                 kinds.speech.first().cloned()
             } else {
-                kinds.by_family.get(*family).and_then(|a| a.first().cloned())
+                kinds
+                    .by_family
+                    .get(*family)
+                    .and_then(|a| a.first().cloned())
             };
             if *family == "video" {
                 self.report.steps.push(
@@ -241,7 +247,10 @@ impl<'a> Check<'a> {
         // 3. One invalid request.
         let answer = self
             .proxy
-            .chat_raw(self.key, b"{\"model\": \"modelgate-check\", \"messages\": [")
+            .chat_raw(
+                self.key,
+                b"{\"model\": \"modelgate-check\", \"messages\": [",
+            )
             .await;
         let step = self.sent(Step::new("invalid request"), answer);
         let step = match step.status {
@@ -465,7 +474,10 @@ impl<'a> Check<'a> {
         if let Some(m) = chat_model {
             allowed.push(m.to_owned());
         }
-        let name = format!("modelgate-check-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+        let name = format!(
+            "modelgate-check-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        );
         let created = self
             .admin
             .post(
@@ -530,7 +542,9 @@ impl<'a> Check<'a> {
         let step = match step.status {
             s @ 500..=599 => step.pass(format!("answered {s} (deployment unreachable)")),
             0 => step,
-            s => step.fail(format!("a route to a closed port was answered {s}, not 5xx")),
+            s => step.fail(format!(
+                "a route to a closed port was answered {s}, not 5xx"
+            )),
         };
         self.report.steps.push(step);
 
@@ -672,7 +686,10 @@ impl<'a> Check<'a> {
 /// Whether a request's ledger row is what its step expects.
 fn judge(step: &Step, l: &Ledger, key: &KeyInfo) -> Result<(), String> {
     if l.status != i64::from(step.status) {
-        return Err(format!("status {} where the client saw {}", l.status, step.status));
+        return Err(format!(
+            "status {} where the client saw {}",
+            l.status, step.status
+        ));
     }
     if l.application != CHECK_APPLICATION {
         return Err(format!(
@@ -696,16 +713,17 @@ fn judge(step: &Step, l: &Ledger, key: &KeyInfo) -> Result<(), String> {
                 ));
             }
             if step.name == "budget" && l.error_class.as_deref() != Some("budget_exceeded") {
-                return Err(format!("error class {:?}, not budget_exceeded", l.error_class));
-            }
-        }
-        "upstream failure" => {
-            if l.attempts == 0 || l.error_class.is_none() || l.cost_micros != 0 {
                 return Err(format!(
-                    "{} attempts, error class {:?}, cost {} µ$: not a recorded upstream failure",
-                    l.attempts, l.error_class, l.cost_micros
+                    "error class {:?}, not budget_exceeded",
+                    l.error_class
                 ));
             }
+        }
+        "upstream failure" if l.attempts == 0 || l.error_class.is_none() || l.cost_micros != 0 => {
+            return Err(format!(
+                "{} attempts, error class {:?}, cost {} µ$: not a recorded upstream failure",
+                l.attempts, l.error_class, l.cost_micros
+            ));
         }
         name if name.starts_with("family ") && name != "family models" => {
             if l.input_tokens + l.output_tokens + l.units <= 0 {

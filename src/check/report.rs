@@ -49,7 +49,12 @@ pub struct Ledger {
 impl Ledger {
     /// Reads the fields the check judges from a request-log row.
     pub fn from_row(row: &Value) -> Ledger {
-        let text = |name: &str| row.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
+        let text = |name: &str| {
+            row.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let int = |name: &str| row.get(name).and_then(Value::as_i64).unwrap_or(0);
         Ledger {
             key_id: text("key_id"),
@@ -202,7 +207,9 @@ impl Report {
                     } else {
                         s.status.to_string()
                     },
-                    s.request_id.clone().unwrap_or_else(|| table::NONE.to_owned()),
+                    s.request_id
+                        .clone()
+                        .unwrap_or_else(|| table::NONE.to_owned()),
                     l.map_or_else(|| table::NONE.to_owned(), |l| l.model.clone()),
                     l.map_or_else(
                         || table::NONE.to_owned(),
@@ -251,7 +258,9 @@ mod tests {
     fn a_report_fails_when_any_step_failed_and_a_skip_is_not_a_failure() {
         let mut report = Report::default();
         report.steps.push(Step::new("family chat").pass("served"));
-        report.steps.push(Step::new("family images").skip("no image model"));
+        report
+            .steps
+            .push(Step::new("family images").skip("no image model"));
         assert!(report.passed());
         report.steps.push(Step::new("budget").fail("answered 200"));
         assert!(!report.passed());
@@ -262,7 +271,10 @@ mod tests {
         assert_eq!(json["steps"][2]["result"], "fail");
         let table = report.to_table();
         assert!(table.starts_with("STEP"), "{table}");
-        assert!(table.contains("FAIL: 1 passed, 1 failed, 1 skipped"), "{table}");
+        assert!(
+            table.contains("FAIL: 1 passed, 1 failed, 1 skipped"),
+            "{table}"
+        );
     }
 
     #[test]

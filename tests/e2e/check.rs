@@ -63,7 +63,14 @@ async fn check_passes_against_modelgate_up_and_reads_back_every_ledger_row() {
     assert_eq!(report["passed"], true);
 
     // One success per endpoint family the demo key may use and the demo routes serve.
-    for family in ["models", "chat", "messages", "responses", "generate_content", "audio"] {
+    for family in [
+        "models",
+        "chat",
+        "messages",
+        "responses",
+        "generate_content",
+        "audio",
+    ] {
         let s = step(&report, &format!("family {family}"));
         assert_eq!(s["result"], "pass", "{s:#}");
         assert_eq!(s["status"], 200, "{s:#}");
@@ -76,7 +83,12 @@ async fn check_passes_against_modelgate_up_and_reads_back_every_ledger_row() {
         assert!(l["output_tokens"].as_i64().unwrap() > 0, "{l:#}");
         assert!(l["cost_micros"].as_i64().unwrap() > 0, "{l:#}");
     }
-    assert!(step(&report, "family audio")["ledger"]["cost_micros"].as_i64().unwrap() > 0);
+    assert!(
+        step(&report, "family audio")["ledger"]["cost_micros"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
     // Families with no model to try are reported as such, not as passes.
     for family in ["embeddings", "images", "video"] {
         assert_eq!(step(&report, &format!("family {family}"))["result"], "skip");
@@ -120,13 +132,21 @@ async fn check_passes_against_modelgate_up_and_reads_back_every_ledger_row() {
         .collect();
     for s in report["steps"].as_array().unwrap() {
         if let Some(id) = s["request_id"].as_str() {
-            assert!(marked.contains(&id), "request {id} ({}) is not marked", s["name"]);
+            assert!(
+                marked.contains(&id),
+                "request {id} ({}) is not marked",
+                s["name"]
+            );
         }
     }
 
     // A second run reuses the unreachable route and passes again.
     let (code, report, stderr) = check(&up.env).await;
-    assert_eq!(code, Some(0), "second run failed: {report:#}\nstderr: {stderr}");
+    assert_eq!(
+        code,
+        Some(0),
+        "second run failed: {report:#}\nstderr: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -144,7 +164,10 @@ async fn check_with_a_wrong_key_fails_with_a_non_zero_exit() {
     assert_eq!(identify["result"], "fail");
     assert_eq!(identify["status"], 401);
     assert!(
-        identify["detail"].as_str().unwrap().contains("did not recognise the key"),
+        identify["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not recognise the key"),
         "{identify:#}"
     );
 }

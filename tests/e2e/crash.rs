@@ -43,7 +43,11 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
 }
 
 /// The real `modelgate data-plane` process, node `node`, over mutual TLS to `grpc`.
-pub fn spawn_data_plane_node(grpc: std::net::SocketAddr, dir: &Path, node: &str) -> DataPlaneProcess {
+pub fn spawn_data_plane_node(
+    grpc: std::net::SocketAddr,
+    dir: &Path,
+    node: &str,
+) -> DataPlaneProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
         .args([
             "data-plane",

@@ -46,7 +46,10 @@ fn kubernetes_manifests_validate_against_the_api_schemas_offline() {
         "service/modelgate-control-plane",
         "poddisruptionbudget/modelgate-control-plane",
     ] {
-        assert!(out.contains(&format!("passed for resource {resource} ")), "{resource}:\n{out}");
+        assert!(
+            out.contains(&format!("passed for resource {resource} ")),
+            "{resource}:\n{out}"
+        );
     }
     for region in ["eu-west", "us-east"] {
         for kind in [
@@ -57,7 +60,10 @@ fn kubernetes_manifests_validate_against_the_api_schemas_offline() {
             "poddisruptionbudget/modelgate-data-plane-",
         ] {
             let resource = format!("{kind}{region}");
-            assert!(out.contains(&format!("passed for resource {resource} ")), "{resource}:\n{out}");
+            assert!(
+                out.contains(&format!("passed for resource {resource} ")),
+                "{resource}:\n{out}"
+            );
         }
     }
     let cp = std::fs::read_to_string(repo().join("deploy/k8s/20-control-plane.yaml")).unwrap();
@@ -66,7 +72,11 @@ fn kubernetes_manifests_validate_against_the_api_schemas_offline() {
         assert!(cp.contains(probe), "{probe}");
     }
     // TLS on the admin API and the proxy: the probes speak HTTPS, the certificates are mounted.
-    for file in ["20-control-plane.yaml", "30-data-plane-eu-west.yaml", "30-data-plane-us-east.yaml"] {
+    for file in [
+        "20-control-plane.yaml",
+        "30-data-plane-eu-west.yaml",
+        "30-data-plane-us-east.yaml",
+    ] {
         let text = std::fs::read_to_string(repo().join("deploy/k8s").join(file)).unwrap();
         assert!(text.contains("scheme: HTTPS"), "{file}");
         assert!(text.contains("MODELGATE_HTTP_TLS_CERT"), "{file}");
@@ -75,7 +85,11 @@ fn kubernetes_manifests_validate_against_the_api_schemas_offline() {
 
     // The checker is strict: a misspelt field fails it.
     let broken = temp_dir("k8s").join("broken.yaml");
-    std::fs::write(&broken, cp.replace("failureThreshold: 2", "failureThreshhold: 2")).unwrap();
+    std::fs::write(
+        &broken,
+        cp.replace("failureThreshold: 2", "failureThreshhold: 2"),
+    )
+    .unwrap();
     let (ok, out) = validate(&[broken]);
     assert!(!ok, "a misspelt field passed:\n{out}");
     assert!(out.contains("failureThreshhold"), "{out}");
@@ -165,7 +179,12 @@ async fn local_topology_serves_a_request_through_each_region_over_mutual_tls() {
     };
 
     // Provision through the admin API: a team, a key, the mock provider, a priced route.
-    let (s, team) = admin(reqwest::Method::POST, "/teams", Some(json!({"name": "topology"}))).await;
+    let (s, team) = admin(
+        reqwest::Method::POST,
+        "/teams",
+        Some(json!({"name": "topology"})),
+    )
+    .await;
     assert_eq!(s, 201, "{team}");
     let (s, key) = admin(
         reqwest::Method::POST,
@@ -199,7 +218,14 @@ async fn local_topology_serves_a_request_through_each_region_over_mutual_tls() {
     // Both regions' nodes apply the latest published config (read from the control plane's
     // metrics), so the new key is known everywhere before it is used.
     let metrics_url = format!("http://127.0.0.1:{}/metrics", base + 2);
-    let published = http.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    let published = http
+        .get(&metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let published: i64 = published
         .lines()
         .find_map(|l| l.strip_prefix("modelgate_cp_snapshot_version "))
@@ -207,22 +233,26 @@ async fn local_topology_serves_a_request_through_each_region_over_mutual_tls() {
         .trim()
         .parse()
         .unwrap();
-    eventually(Duration::from_secs(20), "both regions to apply the config", || async {
-        let (_, nodes) = admin(reqwest::Method::GET, "/nodes", None).await;
-        let nodes = nodes["data"].as_array()?.clone();
-        let applied: Vec<(String, i64)> = nodes
-            .iter()
-            .filter(|n| n["connected"] == true)
-            .map(|n| {
-                (
-                    n["labels"]["region"].as_str().unwrap_or("").to_owned(),
-                    n["applied_version"].as_i64().unwrap_or(0),
-                )
-            })
-            .collect();
-        let ready = |region: &str| applied.iter().any(|(r, v)| r == region && *v >= published);
-        (ready("eu-west") && ready("us-east")).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "both regions to apply the config",
+        || async {
+            let (_, nodes) = admin(reqwest::Method::GET, "/nodes", None).await;
+            let nodes = nodes["data"].as_array()?.clone();
+            let applied: Vec<(String, i64)> = nodes
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .map(|n| {
+                    (
+                        n["labels"]["region"].as_str().unwrap_or("").to_owned(),
+                        n["applied_version"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            let ready = |region: &str| applied.iter().any(|(r, v)| r == region && *v >= published);
+            (ready("eu-west") && ready("us-east")).then_some(())
+        },
+    )
     .await;
 
     // One request through each region, metered with the region of the node that served it.
@@ -234,16 +264,22 @@ async fn local_topology_serves_a_request_through_each_region_over_mutual_tls() {
         let resp = http
             .post(format!("{base_url}/chat/completions"))
             .bearer_auth(secret)
-            .json(&json!({"model": "mock-small", "messages": [{"role": "user", "content": "hello"}]}))
+            .json(
+                &json!({"model": "mock-small", "messages": [{"role": "user", "content": "hello"}]}),
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{region}");
         let id = request_id(&resp);
-        let row = eventually(Duration::from_secs(20), "the request's ledger row", || async {
-            let (s, row) = admin(reqwest::Method::GET, &format!("/requests/{id}"), None).await;
-            (s == 200).then_some(row)
-        })
+        let row = eventually(
+            Duration::from_secs(20),
+            "the request's ledger row",
+            || async {
+                let (s, row) = admin(reqwest::Method::GET, &format!("/requests/{id}"), None).await;
+                (s == 200).then_some(row)
+            },
+        )
         .await;
         assert_eq!(row["node_id"], format!("{region}-1"), "{row:#}");
         assert_eq!(row["region"], region, "{row:#}");

@@ -22,8 +22,11 @@ use crate::support::{eventually, gateway_with_smart_route, request_id, temp_dir}
 /// sender is handed over, so the test decides when the rest of the answer arrives.
 #[derive(Clone, Default)]
 struct HeldStreams {
-    senders: Arc<Mutex<Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>>>,
+    senders: Arc<Mutex<Vec<Chunks>>>,
 }
+
+/// Where the test writes the rest of one held stream.
+type Chunks = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 async fn held_chat(State(held): State<HeldStreams>, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap();
@@ -41,7 +44,9 @@ async fn held_chat(State(held): State<HeldStreams>, body: Bytes) -> Response {
     held.senders.lock().unwrap().push(tx);
     Response::builder()
         .header("content-type", "text/event-stream")
-        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap()
 }
 
@@ -85,16 +90,20 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
         .unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}/chat/completions", dp.base_url);
-    eventually(Duration::from_secs(15), "the data plane process to serve", || async {
-        let r = http
-            .post(&url)
-            .bearer_auth(&p.key)
-            .json(&json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the data plane process to serve",
+        || async {
+            let r = http
+                .post(&url)
+                .bearer_auth(&p.key)
+                .json(&json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
     .await;
 
     // A streamed request is in flight: its first event has reached the client.
@@ -120,15 +129,19 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     assert!(kill.success());
 
     // New connections are refused while the stream drains.
-    eventually(Duration::from_secs(10), "new connections to be refused", || async {
-        match tokio::net::TcpStream::connect(proxy).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
-            _ => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                None
+    eventually(
+        Duration::from_secs(10),
+        "new connections to be refused",
+        || async {
+            match tokio::net::TcpStream::connect(proxy).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    None
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert!(
         dp.child.try_wait().unwrap().is_none(),
@@ -142,7 +155,9 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}});
     tx.send(Ok(sse(&usage))).await.unwrap();
-    tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+        .await
+        .unwrap();
     drop(tx);
     let mut rest = String::new();
     while let Some(bytes) = stream.chunk().await.unwrap() {
@@ -167,9 +182,16 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     // Its usage event was acknowledged before it exited: the row is in the ledger now, with the
     // stream's tokens, and nothing is left in the spool.
     let (code, row) = gw
-        .admin(reqwest::Method::GET, &format!("/requests/{streamed_id}"), None)
+        .admin(
+            reqwest::Method::GET,
+            &format!("/requests/{streamed_id}"),
+            None,
+        )
         .await;
-    assert_eq!(code, 200, "the drained stream's usage row is missing: {row}");
+    assert_eq!(
+        code, 200,
+        "the drained stream's usage row is missing: {row}"
+    );
     assert_eq!(row["node_id"], "drain-node");
     assert_eq!(row["status"], 200);
     assert_eq!(row["streamed"], true);

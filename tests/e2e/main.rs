@@ -44,6 +44,6 @@ mod sdk;
 mod secrets_at_rest;
 mod snapshot_versions;
 mod team_scope;
-mod usage_ingest;
 mod upgrades;
+mod usage_ingest;
 mod usage_quarantine;

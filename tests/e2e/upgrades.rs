@@ -91,9 +91,12 @@ fn seeds(migration: &str) -> Vec<(&'static str, &'static str, &'static str, Stri
 }
 
 async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute(Statement::from_string(db.get_database_backend(), sql.to_owned()))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.execute(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 async fn count(db: &DatabaseConnection, table: &str, column: &str, id: &str) -> i64 {
@@ -149,7 +152,11 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
         let cp = start_control_plane(&db.url, MASTER_KEY, grpc).await;
         let conn = Database::connect(&db.url).await.unwrap();
         let pending = Migrator::get_pending_migrations(&conn).await.unwrap();
-        assert!(pending.is_empty(), "from index {k}: {} migrations left", pending.len());
+        assert!(
+            pending.is_empty(),
+            "from index {k}: {} migrations left",
+            pending.len()
+        );
         for (table, column, id) in &seeded {
             assert_eq!(
                 count(&conn, table, column, id).await,
@@ -157,11 +164,24 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
                 "from index {k}: the {table} row {id} did not survive"
             );
         }
-        let published = cp.services.publisher.latest().expect("a snapshot was published");
+        let published = cp
+            .services
+            .publisher
+            .latest()
+            .expect("a snapshot was published");
         let config = &published.snapshot.config;
-        assert!(config.keys.iter().any(|key| key.id == "upg-key"), "from index {k}");
-        assert!(config.groups.iter().any(|g| g.alias == "upg-route"), "from index {k}");
-        assert!(config.prices.iter().any(|p| p.model == "upg-model"), "from index {k}");
+        assert!(
+            config.keys.iter().any(|key| key.id == "upg-key"),
+            "from index {k}"
+        );
+        assert!(
+            config.groups.iter().any(|g| g.alias == "upg-route"),
+            "from index {k}"
+        );
+        assert!(
+            config.prices.iter().any(|p| p.model == "upg-model"),
+            "from index {k}"
+        );
         let provider = config
             .providers
             .iter()
@@ -171,7 +191,10 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
         let row = requests::get(&cp.services, &Actor::system(), "upg-request")
             .await
             .unwrap_or_else(|e| panic!("from index {k}: the old usage event is not served: {e}"));
-        assert_eq!((row.input_tokens, row.output_tokens, row.cost_micros), (21, 7, 123));
+        assert_eq!(
+            (row.input_tokens, row.output_tokens, row.cost_micros),
+            (21, 7, 123)
+        );
         conn.close().await.unwrap();
         cp.shutdown().await;
         db.drop_database().await;
