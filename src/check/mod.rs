@@ -25,6 +25,11 @@
 //! Every request carries `x-modelgate-check: 1`; the data plane records it as the application
 //! `modelgate-check` on the usage event, so the request log and dashboards can leave check
 //! traffic out (`?application=`).
+//!
+//! A change it makes is awaited through the admin API — the published snapshot that holds it
+//! (`POST /explain` names its version), then every connected node's applied version
+//! (`GET /nodes`) — never by retrying the new key, whose refusals would count against the
+//! source's authentication-failure throttle.
 
 mod gateway;
 mod report;
@@ -421,10 +426,46 @@ impl<'a> Check<'a> {
             .collect())
     }
 
-    /// Waits until every connected data plane applied a config version above `before` (so a
-    /// change made after `before` was read is served everywhere).
-    async fn await_config(&self, before: i64) -> Result<(), String> {
+    /// Waits until the control plane publishes a snapshot in which the temporary key `key_id`
+    /// (and, with `budget`, a budget on it) is present — read through `POST /explain`, which
+    /// answers from the published snapshot and names its version — and then until every
+    /// connected data plane applied that version.
+    async fn await_served(
+        &self,
+        key_id: &str,
+        model: &str,
+        budget: Option<&str>,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + self.wait;
+        let request = json!({"key_id": key_id, "request": {"model": model}});
+        let published = loop {
+            let explained = self.admin.post(&["explain"], Some(&request)).await;
+            if let Ok(e) = &explained {
+                let key_known = e.get("key").is_some_and(|k| !k.is_null());
+                let budget_known = budget.is_none_or(|b| {
+                    e.get("budgets")
+                        .and_then(Value::as_array)
+                        .is_some_and(|all| {
+                            all.iter()
+                                .any(|x| x.get("id").and_then(Value::as_str) == Some(b))
+                        })
+                });
+                if key_known && budget_known {
+                    break e
+                        .get("snapshot_version")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the control plane did not publish the change within {} s ({})",
+                    self.wait.as_secs(),
+                    explained.map_or_else(|e| e.to_string(), |v| v.to_string())
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         loop {
             let versions = self
                 .applied_versions()
@@ -433,13 +474,13 @@ impl<'a> Check<'a> {
             if versions.is_empty() {
                 return Err("no data plane is connected to the control plane".into());
             }
-            if versions.iter().all(|v| *v > before) {
+            if versions.iter().all(|v| *v >= published) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "the data planes did not apply the change within {} s (applied: {versions:?}, \
-                     waiting for > {before})",
+                    "the data planes did not apply config version {published} within {} s \
+                     (applied: {versions:?})",
                     self.wait.as_secs()
                 ));
             }
@@ -447,23 +488,9 @@ impl<'a> Check<'a> {
         }
     }
 
-    async fn version_now(&self) -> Result<i64, String> {
-        self.applied_versions()
-            .await
-            .map(|v| v.into_iter().max().unwrap_or(0))
-            .map_err(|e| format!("reading the data planes: {e}"))
-    }
-
     /// The upstream-failure and budget scenarios on a temporary key, then the clean-up.
     async fn scenarios(&mut self, key: &KeyInfo, chat_model: Option<&str>) {
         let setup = Step::new("setup temporary key");
-        let before = match self.version_now().await {
-            Ok(v) => v,
-            Err(e) => {
-                self.report.steps.push(setup.fail(e));
-                return;
-            }
-        };
         if let Err(e) = self.ensure_unreachable_route().await {
             self.report
                 .steps
@@ -513,7 +540,7 @@ impl<'a> Check<'a> {
             }
         };
         let outcome = self
-            .with_temporary_key(&temp_id, temp_secret.expose_secret(), before, chat_model)
+            .with_temporary_key(&temp_id, temp_secret.expose_secret(), chat_model)
             .await;
         self.report.steps.push(match outcome {
             Ok(()) => setup.pass(format!("key {temp_id} in team {}", key.team_id)),
@@ -532,10 +559,9 @@ impl<'a> Check<'a> {
         &mut self,
         temp_id: &str,
         secret: &str,
-        before: i64,
         chat_model: Option<&str>,
     ) -> Result<(), String> {
-        self.await_config(before).await?;
+        self.await_served(temp_id, UNREACHABLE, None).await?;
         // 4. Upstream failure.
         let answer = self.proxy.chat(secret, UNREACHABLE).await;
         let step = self.sent(Step::new("upstream failure"), answer);
@@ -556,7 +582,6 @@ impl<'a> Check<'a> {
                 .push(step.skip("no chat model the key may use is routed"));
             return Ok(());
         };
-        let before = self.version_now().await?;
         let budget = self
             .admin
             .post(
@@ -575,7 +600,7 @@ impl<'a> Check<'a> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let sent = match self.await_config(before).await {
+        let sent = match self.await_served(temp_id, model, Some(&budget_id)).await {
             Ok(()) => {
                 let answer = self.proxy.chat(secret, model).await;
                 let step = self.sent(step, answer);

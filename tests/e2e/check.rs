@@ -171,3 +171,47 @@ async fn check_with_a_wrong_key_fails_with_a_non_zero_exit() {
         "{identify:#}"
     );
 }
+
+#[tokio::test]
+async fn check_passes_against_a_gateway_on_the_test_database_with_an_openai_compatible_upstream() {
+    let (upstream, gw, p) = crate::support::gateway_with_smart_route().await;
+    // This key may call chat and messages only (the mock upstream speaks OpenAI chat).
+    let (status, key) = gw
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/keys/{}", p.key_id),
+            Some(serde_json::json!({"endpoint_families": ["chat", "messages", "models"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{key}");
+    gw.wait_for_config().await;
+    let env = HashMap::from([
+        (
+            "MODELGATE_BASE_URL".to_owned(),
+            format!("http://{}/v1", gw.dp().addr),
+        ),
+        ("MODELGATE_API_KEY".to_owned(), p.key.clone()),
+        ("MODELGATE_ADMIN_URL".to_owned(), gw.admin_url.clone()),
+        ("MODELGATE_ADMIN_TOKEN".to_owned(), gw.admin_token.clone()),
+    ]);
+    let calls_before = upstream.calls();
+    let (code, report, stderr) = check(&env).await;
+    assert_eq!(code, Some(0), "check failed: {report:#}\nstderr: {stderr}");
+    let names: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"family chat") && names.contains(&"family messages"));
+    assert!(
+        !names.contains(&"family responses"),
+        "a family the key may not call is not tried: {names:?}"
+    );
+    // Served through the upstream: one call per chat-family success, none for the refusals.
+    assert_eq!(upstream.calls() - calls_before, 2);
+    let chat = step(&report, "family chat");
+    assert_eq!(chat["ledger"]["model"], "smart");
+    assert_eq!(chat["ledger"]["application"], "modelgate-check");
+    gw.shutdown().await;
+}
