@@ -1,6 +1,7 @@
 //! A data plane process told to stop (SIGTERM, as Kubernetes and systemd do) drains: it refuses
-//! new connections at once, lets a streamed request already in flight finish, hands that
-//! request's usage event to the control plane, and exits 0.
+//! new connections at once, lets the streamed requests already in flight finish, hands their
+//! usage events to the control plane — one while the other is still streaming, the last before
+//! it exits — and exits 0.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -71,7 +72,7 @@ async fn start_held_upstream() -> (String, HeldStreams) {
 }
 
 #[tokio::test]
-async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
+async fn sigterm_drains_in_flight_streams_ships_their_usage_and_exits_zero() {
     let (_smart, gw, _) = gateway_with_smart_route().await;
     let (upstream, held) = start_held_upstream().await;
     let p = gw.provision(&upstream, "slow", "gpt-4o-2024").await;
@@ -106,19 +107,9 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     )
     .await;
 
-    // A streamed request is in flight: its first event has reached the client.
-    let mut stream = http
-        .post(&url)
-        .bearer_auth(&p.key)
-        .json(&json!({"model": "slow", "stream": true,
-                      "messages": [{"role": "user", "content": "take your time"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let streamed_id = request_id(&stream);
-    let first = stream.chunk().await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&first).contains("Draining"));
+    // Two streamed requests are in flight: each one's first event has reached its client.
+    let (mut first, first_id) = open_stream(&http, &url, &p.key).await;
+    let (mut second, second_id) = open_stream(&http, &url, &p.key).await;
 
     // SIGTERM.
     let pid = dp.child.id().to_string();
@@ -128,9 +119,9 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
         .unwrap();
     assert!(kill.success());
 
-    // New connections are refused while the stream drains.
+    // New connections are refused while the streams drain.
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(5),
         "new connections to be refused",
         || async {
             match tokio::net::TcpStream::connect(proxy).await {
@@ -145,25 +136,30 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     .await;
     assert!(
         dp.child.try_wait().unwrap().is_none(),
-        "the process must not exit while a stream is in flight"
+        "the process must not exit while streams are in flight"
     );
 
-    // The upstream finishes; the client gets the whole answer.
-    let tx = held.senders.lock().unwrap().pop().unwrap();
-    tx.send(Ok(sse(&chunk("done.")))).await.unwrap();
-    let usage = json!({"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024",
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}});
-    tx.send(Ok(sse(&usage))).await.unwrap();
-    tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
-        .await
-        .unwrap();
-    drop(tx);
-    let mut rest = String::new();
-    while let Some(bytes) = stream.chunk().await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&bytes));
-    }
+    // The first upstream answer finishes; its client gets all of it, and its usage reaches the
+    // control plane while the other stream is still held (the shipper runs through the drain).
+    let rest = finish(&held, &mut first, 11).await;
     assert!(rest.contains("done."), "{rest}");
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    let row = eventually(
+        Duration::from_secs(5),
+        "the first stream's usage row during the drain",
+        || async {
+            let (code, row) = gw
+                .admin(reqwest::Method::GET, &format!("/requests/{first_id}"), None)
+                .await;
+            (code == 200).then_some(row)
+        },
+    )
+    .await;
+    assert_eq!(row["input_tokens"], 11);
+    assert!(dp.child.try_wait().unwrap().is_none());
+
+    // Then the second.
+    let rest = finish(&held, &mut second, 12).await;
     assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
 
     // The process exits 0 on its own.
@@ -179,12 +175,12 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     .await;
     assert_eq!(status.code(), Some(0), "{status:?}");
 
-    // Its usage event was acknowledged before it exited: the row is in the ledger now, with the
-    // stream's tokens, and nothing is left in the spool.
+    // The second stream's usage event was acknowledged before the process exited: the row is
+    // in the ledger now, with the stream's tokens.
     let (code, row) = gw
         .admin(
             reqwest::Method::GET,
-            &format!("/requests/{streamed_id}"),
+            &format!("/requests/{second_id}"),
             None,
         )
         .await;
@@ -195,8 +191,46 @@ async fn sigterm_drains_an_in_flight_stream_ships_its_usage_and_exits_zero() {
     assert_eq!(row["node_id"], "drain-node");
     assert_eq!(row["status"], 200);
     assert_eq!(row["streamed"], true);
-    assert_eq!(row["input_tokens"], 11);
+    assert_eq!(row["input_tokens"], 12);
     assert_eq!(row["output_tokens"], 2);
     assert!(row["cost_micros"].as_i64().unwrap() > 0);
     gw.shutdown().await;
+}
+
+/// Starts a streamed request to the held upstream and reads its first event.
+async fn open_stream(http: &reqwest::Client, url: &str, key: &str) -> (reqwest::Response, String) {
+    let mut stream = http
+        .post(url)
+        .bearer_auth(key)
+        .json(&json!({"model": "slow", "stream": true,
+                      "messages": [{"role": "user", "content": "take your time"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let id = request_id(&stream);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("Draining"));
+    (stream, id)
+}
+
+/// Lets the oldest held upstream stream finish (reporting `prompt_tokens`) and reads the rest
+/// of its client's answer.
+async fn finish(held: &HeldStreams, stream: &mut reqwest::Response, prompt_tokens: u64) -> String {
+    let tx = held.senders.lock().unwrap().remove(0);
+    tx.send(Ok(sse(&chunk("done.")))).await.unwrap();
+    let usage = json!({"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2,
+                  "total_tokens": prompt_tokens + 2}});
+    tx.send(Ok(sse(&usage))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+        .await
+        .unwrap();
+    drop(tx);
+    let mut rest = String::new();
+    while let Some(bytes) = stream.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    rest
 }
