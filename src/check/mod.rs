@@ -402,7 +402,11 @@ impl<'a> Check<'a> {
         loop {
             match self.admin.get(&["requests", request_id]).await {
                 Ok(row) => return Ok(row),
-                Err(CliError::Api { .. }) if Instant::now() < deadline => {
+                // Not ingested yet (404): wait. Any other refusal (a token that may not read
+                // usage) fails at once.
+                Err(CliError::Api { message, .. })
+                    if message.contains("not found") && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(CliError::Api { message, .. }) => {
