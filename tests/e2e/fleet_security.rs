@@ -58,6 +58,7 @@ async fn subscribe(
             software_version: "test".into(),
             current_version: 0,
             protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+            current_hash: String::new(),
         })),
     })
     .await

@@ -82,6 +82,7 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(model_versions))
         .routes(routes!(price_version))
         .routes(routes!(create_route, list_routes))
+        .routes(routes!(replace_route))
         .routes(routes!(list_nodes))
         .routes(routes!(revoke_node))
         .routes(routes!(
@@ -823,6 +824,24 @@ async fn create_route(
     ApiJson(body): ApiJson<routes::CreateRoute>,
 ) -> Result<Response> {
     Ok(created(routes::create(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/routes/{alias}",
+    tag = "catalog",
+    params(("alias" = String, Path, description = "the route's alias")),
+    request_body = routes::CreateRoute,
+    responses((status = 200, description = "the route with its new deployments, fallbacks and policy", body = routes::Route), (status = 404, description = "no route with this alias", body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn replace_route(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(alias): Path<String>,
+    ApiJson(body): ApiJson<routes::CreateRoute>,
+) -> Result<Response> {
+    Ok(ok(routes::replace(&s, &a, &alias, body).await?))
 }
 
 #[utoipa::path(

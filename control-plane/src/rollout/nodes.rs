@@ -69,9 +69,11 @@ impl NodeState {
         }
     }
 
-    /// The traffic this node served, per version, between reports within `window` of `now`
-    /// (each count is the difference of two consecutive reports on the same version; a
-    /// restart, where counts fall, starts afresh).
+    /// The traffic this node served, per version, between reports within `window` of `now`:
+    /// each count is the difference of two consecutive reports, attributed to the later
+    /// report's version (a node reports once more under the old version right before it swaps
+    /// in a new one, so what follows that report was served by the new one); a restart, where
+    /// counts fall, starts afresh.
     fn traffic_by_version(&self, now: DateTime<Utc>, window: Duration) -> Vec<(u64, Traffic)> {
         let since = now - window;
         let mut out: Vec<(u64, Traffic)> = Vec::new();
@@ -79,7 +81,6 @@ impl NodeState {
         for s in &self.samples {
             if let Some(p) = prev {
                 if s.at >= since
-                    && p.version == s.version
                     && s.requests >= p.requests
                     && s.errors >= p.errors
                 {
@@ -270,18 +271,21 @@ mod tests {
     }
 
     #[test]
-    fn traffic_is_the_difference_of_reports_on_one_version() {
+    fn traffic_is_the_difference_of_reports_counted_for_the_later_version() {
         let states = NodeStates::default();
         let t0 = Utc::now();
         states.connected("a", BTreeMap::new(), "1".into(), (1, "h1".into()), t0);
         states.reported("a", sample(t0, 1, 10, 0));
+        // The report the node sends right before it swaps in version 2.
         states.reported("a", sample(t0 + Duration::seconds(1), 1, 30, 5));
-        // The node moved to version 2: the report straddling the change counts for neither.
+        // What follows it was served by version 2.
         states.reported("a", sample(t0 + Duration::seconds(2), 2, 35, 5));
         states.reported("a", sample(t0 + Duration::seconds(3), 2, 45, 9));
-        let t = states.traffic(t0 + Duration::seconds(3), Duration::seconds(60));
+        // A restart: counts start again from zero, the fall is not traffic.
+        states.reported("a", sample(t0 + Duration::seconds(4), 2, 3, 0));
+        let t = states.traffic(t0 + Duration::seconds(4), Duration::seconds(60));
         assert_eq!((t[&1].requests, t[&1].errors), (20, 5));
-        assert_eq!((t[&2].requests, t[&2].errors), (10, 4));
+        assert_eq!((t[&2].requests, t[&2].errors), (15, 4));
     }
 
     #[test]

@@ -153,6 +153,13 @@ impl Subscriber {
                     }
                     let keys = next.keys.len();
                     let content_hash = next.content_hash.clone();
+                    // The traffic counted so far belongs to the version being replaced: report
+                    // it as that version's before the swap, so the rollout gates attribute
+                    // what follows to the new one.
+                    let closing = health_report(&self.runtime.load_full(), &self.traffic);
+                    if tx.send(closing).await.is_err() {
+                        break;
+                    }
                     self.runtime.store(Arc::new(next));
                     tracing::info!(
                         version,
@@ -194,7 +201,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Sends the node's view of every deployment's health every `interval` (the control plane's
-/// fleet view and the explain endpoint read it).
+/// fleet view and the explain endpoint read it), with its served traffic.
 async fn report_health(
     runtime: SharedRuntime,
     traffic: Arc<crate::metrics::traffic::ServedTraffic>,
@@ -205,37 +212,44 @@ async fn report_health(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = crate::time::now_ms();
-        let served = runtime.load_full();
-        let reading = traffic.read();
-        let deployments = served
-            .health
-            .snapshot(now)
-            .into_iter()
-            .map(|h| DeploymentHealth {
-                deployment_id: h.deployment_id,
-                ejected: h.ejected,
-                rate_limited_until_ms: h.rate_limited_until_ms,
-                consecutive_failures: h.consecutive_failures,
-                in_flight: h.in_flight,
-                ewma_ttfb_us: h.ewma_ttfb_us,
-            })
-            .collect();
-        let report = SubscribeRequest {
-            kind: Some(Kind::Health(HealthReport {
-                at_ms: now,
-                deployments,
-                config_version: served.version,
-                config_hash: served.content_hash.clone(),
-                traffic: Some(RolloutTraffic {
-                    requests: reading.requests,
-                    errors: reading.errors,
-                    latency_buckets: reading.latency_buckets,
-                }),
-            })),
-        };
-        if tx.send(report).await.is_err() {
+        if tx.send(health_report(&runtime.load_full(), &traffic)).await.is_err() {
             return;
         }
+    }
+}
+
+/// A health report of `served`: its deployments' health, and the traffic counted so far under
+/// its version.
+fn health_report(
+    served: &Runtime,
+    traffic: &crate::metrics::traffic::ServedTraffic,
+) -> SubscribeRequest {
+    let now = crate::time::now_ms();
+    let reading = traffic.read();
+    let deployments = served
+        .health
+        .snapshot(now)
+        .into_iter()
+        .map(|h| DeploymentHealth {
+            deployment_id: h.deployment_id,
+            ejected: h.ejected,
+            rate_limited_until_ms: h.rate_limited_until_ms,
+            consecutive_failures: h.consecutive_failures,
+            in_flight: h.in_flight,
+            ewma_ttfb_us: h.ewma_ttfb_us,
+        })
+        .collect();
+    SubscribeRequest {
+        kind: Some(Kind::Health(HealthReport {
+            at_ms: now,
+            deployments,
+            config_version: served.version,
+            config_hash: served.content_hash.clone(),
+            traffic: Some(RolloutTraffic {
+                requests: reading.requests,
+                errors: reading.errors,
+                latency_buckets: reading.latency_buckets,
+            }),
+        })),
     }
 }
