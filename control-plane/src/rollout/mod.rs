@@ -126,7 +126,7 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
         Some(Status::Running | Status::Paused) => {
             let old_v = u64::try_from(last.old_version).unwrap_or(0);
             let new_v = u64::try_from(last.new_version).unwrap_or(0);
-            let (Some(old), Some(new), Ok(plan)) = (
+            let (Some((old, old_hash)), Some((new, new_hash)), Ok(plan)) = (
                 stored_config(s, old_v).await?,
                 stored_config(s, new_v).await?,
                 serde_json::from_str::<Plan>(&last.plan),
@@ -135,8 +135,8 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
                 return Ok(());
             };
             // Credentials are not stored: each track gets the current ones (compose).
-            let stable = restored(old_v, compose(&old, &current));
-            let new = restored(new_v, compose(&new, &current));
+            let stable = restored(old_v, &old_hash, compose(&old, &current));
+            let new = restored(new_v, &new_hash, compose(&new, &current));
             st.stable = Some(stable);
             st.rollout = Some(Active {
                 id: last.id,
@@ -157,8 +157,8 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
         }
         Some(Status::RolledBack) => {
             let old_v = u64::try_from(last.old_version).unwrap_or(0);
-            if let Some(old) = stored_config(s, old_v).await? {
-                st.stable = Some(restored(old_v, compose(&old, &current)));
+            if let Some((old, hash)) = stored_config(s, old_v).await? {
+                st.stable = Some(restored(old_v, &hash, compose(&old, &current)));
             }
             st.rejected_policy = Some(last.new_policy_hash);
         }
@@ -167,10 +167,14 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
     Ok(())
 }
 
-/// A stored version with current secrets: the same number if the content is unchanged, else
-/// number 0, which the next reconcile replaces with a freshly minted one.
-fn restored(version: u64, config: Config) -> Arc<Published> {
-    let snapshot = Snapshot::new(version, config);
+/// A stored version with current secrets: the same number if the content is the one stored
+/// under it, else number 0, which the next reconcile replaces with a freshly minted one (a
+/// number never names two contents).
+fn restored(version: u64, stored_hash: &str, config: Config) -> Arc<Published> {
+    let mut snapshot = Snapshot::new(version, config);
+    if snapshot.content_hash != stored_hash {
+        snapshot.version = 0;
+    }
     Arc::new(Published {
         wire: snapshot.to_wire(),
         snapshot,

@@ -220,7 +220,7 @@ pub async fn diff(s: &Services, actor: &Actor, id: &str) -> Result<DiffView, Ser
     actor.require(Action::ReadConfig)?;
     let m = rollout::find(s, id).await?;
     let version = |v: i64| u64::try_from(v).unwrap_or(0);
-    let (Some(old), Some(new)) = (
+    let (Some((old, _)), Some((new, _))) = (
         stored_config(s, version(m.old_version)).await?,
         stored_config(s, version(m.new_version)).await?,
     ) else {

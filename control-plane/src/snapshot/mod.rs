@@ -256,9 +256,12 @@ pub(crate) async fn mint(s: &Services, config: Config) -> Result<Arc<Published>,
     }))
 }
 
-/// A stored version's config, secrets blank (they are not stored): `None` when it is missing
-/// or no longer decodes.
-pub(crate) async fn stored_config(s: &Services, version: u64) -> Result<Option<Config>, ServiceError> {
+/// A stored version's config, secrets blank (they are not stored), with its content hash:
+/// `None` when it is missing or no longer decodes.
+pub(crate) async fn stored_config(
+    s: &Services,
+    version: u64,
+) -> Result<Option<(Config, String)>, ServiceError> {
     let Some(row) = config_version::Entity::find_by_id(i64::try_from(version).unwrap_or(i64::MAX))
         .one(&s.db)
         .await?
@@ -271,7 +274,7 @@ pub(crate) async fn stored_config(s: &Services, version: u64) -> Result<Option<C
     if decoded.is_none() {
         tracing::warn!(version, "a stored config version does not decode");
     }
-    Ok(decoded)
+    Ok(decoded.map(|c| (c, row.content_hash)))
 }
 
 /// The stored copy of a version keeps no secret.
