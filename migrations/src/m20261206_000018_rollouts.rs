@@ -31,12 +31,25 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(Rollouts::Table)
-                .col(ColumnDef::new(Rollouts::Id).string().not_null().primary_key())
+                .col(
+                    ColumnDef::new(Rollouts::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(Rollouts::Status).string().not_null())
                 .col(ColumnDef::new(Rollouts::Plan).text().not_null())
                 .col(ColumnDef::new(Rollouts::Wave).integer().not_null())
-                .col(ColumnDef::new(Rollouts::OldVersion).big_integer().not_null())
-                .col(ColumnDef::new(Rollouts::NewVersion).big_integer().not_null())
+                .col(
+                    ColumnDef::new(Rollouts::OldVersion)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Rollouts::NewVersion)
+                        .big_integer()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Rollouts::OldPolicyHash).string().not_null())
                 .col(ColumnDef::new(Rollouts::NewPolicyHash).string().not_null())
                 .col(ColumnDef::new(Rollouts::Reason).text().null())

@@ -24,8 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::limits::RateLimit;
 use crate::quota::{Budget, WhenUnreachable};
 use crate::snapshot::{
-    ApiKey, CachePolicy, Config, Deployment, ModelPrice, ProviderAccount, RoutePolicy,
-    RoutingGroup,
+    ApiKey, CachePolicy, Config, Deployment, ModelPrice, ProviderAccount, RoutePolicy, RoutingGroup,
 };
 
 const TAG: &[u8] = b"modelgate.config.canonical.v1";

@@ -339,9 +339,13 @@ pub fn policy_diff(old: &Config, new: &Config) -> Vec<Change> {
     diff_by(&mut out, "budget", &old.budgets, &new.budgets, |b| {
         b.id.clone()
     });
-    diff_by(&mut out, "rate_limit", &old.rate_limits, &new.rate_limits, |l| {
-        l.id.clone()
-    });
+    diff_by(
+        &mut out,
+        "rate_limit",
+        &old.rate_limits,
+        &new.rate_limits,
+        |l| l.id.clone(),
+    );
     out
 }
 

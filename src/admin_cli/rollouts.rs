@@ -180,9 +180,8 @@ impl Run for RolloutsCommand {
                     std::fs::read_to_string(&file)
                 }
                 .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
-                let plan: Value = serde_json::from_str(&text).map_err(|e| {
-                    CliError::Usage(format!("{} is not JSON: {e}", file.display()))
-                })?;
+                let plan: Value = serde_json::from_str(&text)
+                    .map_err(|e| CliError::Usage(format!("{} is not JSON: {e}", file.display())))?;
                 Reply::One {
                     value: client
                         .call(Method::PUT, &["rollouts", "policy"], &[], Some(&plan))

@@ -90,9 +90,11 @@ impl Fleet {
         };
         let want = fleet.gw.cp().services.publisher.latest().unwrap().version();
         for n in fleet.nodes() {
-            eventually(Duration::from_secs(10), "every node on the config", || async {
-                (n.version() == want).then_some(())
-            })
+            eventually(
+                Duration::from_secs(10),
+                "every node on the config",
+                || async { (n.version() == want).then_some(()) },
+            )
             .await;
         }
         fleet
@@ -188,9 +190,11 @@ async fn a_canary_that_fails_its_error_gate_is_rolled_back_and_later_waves_never
     assert_eq!(rollout["status"], "running", "{rollout}");
     let id = rollout["id"].as_str().unwrap().to_owned();
     let new_version = rollout["new_version"].as_u64().unwrap();
-    eventually(Duration::from_secs(10), "the canary on the new version", || async {
-        (fleet.canary.version() == new_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() == new_version).then_some(()) },
+    )
     .await;
 
     // The canary's traffic fails; the other nodes still serve from the healthy upstream.
@@ -199,21 +203,33 @@ async fn a_canary_that_fails_its_error_gate_is_rolled_back_and_later_waves_never
         assert_eq!(fleet.eu.chat(&fleet.p.key, "smart").await, 200);
     }
 
-    let done = eventually(Duration::from_secs(15), "the automatic rollback", || async {
-        let r = fleet.rollout_by_id(&id).await;
-        (r["status"] == "rolled_back").then_some(r)
-    })
+    let done = eventually(
+        Duration::from_secs(15),
+        "the automatic rollback",
+        || async {
+            let r = fleet.rollout_by_id(&id).await;
+            (r["status"] == "rolled_back").then_some(r)
+        },
+    )
     .await;
     let reason = done["reason"].as_str().unwrap();
-    assert!(reason.contains("gate failed") && reason.contains("error rate"), "{reason}");
+    assert!(
+        reason.contains("gate failed") && reason.contains("error rate"),
+        "{reason}"
+    );
     assert_eq!(done["wave"], 0, "{done}");
 
     // The canary is back on the old content under a newer version, and serves again.
     let back = done["old_version"].as_u64().unwrap();
-    assert!(back > new_version, "a rollback mints a version above the new one");
-    eventually(Duration::from_secs(10), "the canary rolled back", || async {
-        (fleet.canary.version() == back).then_some(())
-    })
+    assert!(
+        back > new_version,
+        "a rollback mints a version above the new one"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the canary rolled back",
+        || async { (fleet.canary.version() == back).then_some(()) },
+    )
     .await;
     assert_eq!(fleet.canary.chat(&fleet.p.key, "smart").await, 200);
 
@@ -222,7 +238,11 @@ async fn a_canary_that_fails_its_error_gate_is_rolled_back_and_later_waves_never
     for (n, v) in [&fleet.eu, &fleet.us].iter().zip(&before[1..]) {
         let now = n.version();
         assert!(now == *v || now == back, "{} serves {now}", n.name);
-        assert!(now != new_version, "{} received the failing version", n.name);
+        assert!(
+            now != new_version,
+            "{} received the failing version",
+            n.name
+        );
     }
     let gw_now = fleet.gw.dp().config_version();
     assert!(gw_now == gateway_node_before || gw_now == back);
@@ -233,10 +253,7 @@ async fn a_canary_that_fails_its_error_gate_is_rolled_back_and_later_waves_never
         .gw
         .admin(Method::GET, "/audit?resource_type=rollout", None)
         .await;
-    assert!(
-        audit.to_string().contains("rollout.gate_failed"),
-        "{audit}"
-    );
+    assert!(audit.to_string().contains("rollout.gate_failed"), "{audit}");
     fleet.shutdown().await;
 }
 
@@ -263,26 +280,43 @@ async fn a_healthy_rollout_completes_wave_by_wave() {
         json!([{"kind": "route", "id": "smart", "change": "changed"}])
     );
 
-    eventually(Duration::from_secs(10), "the canary on the new version", || async {
-        (fleet.canary.version() > old_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() > old_version).then_some(()) },
+    )
     .await;
-    assert_eq!(fleet.eu.version(), old_version, "eu-west waits for its wave");
-    assert_eq!(fleet.us.version(), old_version, "us-east waits for its wave");
+    assert_eq!(
+        fleet.eu.version(),
+        old_version,
+        "eu-west waits for its wave"
+    );
+    assert_eq!(
+        fleet.us.version(),
+        old_version,
+        "us-east waits for its wave"
+    );
     for _ in 0..8 {
         assert_eq!(fleet.canary.chat(&fleet.p.key, "smart").await, 200);
     }
-    assert!(next.calls() >= 8, "the canary serves from the new deployment");
+    assert!(
+        next.calls() >= 8,
+        "the canary serves from the new deployment"
+    );
 
     // Watch the fleet until the rollout completes: eu-west moves while us-east still waits.
     let eu_moved_while_us_waited = std::sync::atomic::AtomicBool::new(false);
-    let done = eventually(Duration::from_secs(20), "the rollout to complete", || async {
-        if fleet.eu.version() > old_version && fleet.us.version() == old_version {
-            eu_moved_while_us_waited.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let r = fleet.rollout_by_id(&id).await;
-        (r["status"] == "completed").then_some(r)
-    })
+    let done = eventually(
+        Duration::from_secs(20),
+        "the rollout to complete",
+        || async {
+            if fleet.eu.version() > old_version && fleet.us.version() == old_version {
+                eu_moved_while_us_waited.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let r = fleet.rollout_by_id(&id).await;
+            (r["status"] == "completed").then_some(r)
+        },
+    )
     .await;
     assert!(
         eu_moved_while_us_waited.load(std::sync::atomic::Ordering::Relaxed),
@@ -290,18 +324,26 @@ async fn a_healthy_rollout_completes_wave_by_wave() {
     );
     let final_version = done["new_version"].as_u64().unwrap();
     for n in fleet.nodes() {
-        eventually(Duration::from_secs(10), "every node on the final version", || async {
-            (n.version() == final_version).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "every node on the final version",
+            || async { (n.version() == final_version).then_some(()) },
+        )
         .await;
     }
-    eventually(Duration::from_secs(10), "the gateway's node too", || async {
-        (fleet.gw.dp().config_version() == final_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the gateway's node too",
+        || async { (fleet.gw.dp().config_version() == final_version).then_some(()) },
+    )
     .await;
     let calls = fleet.good.calls();
     assert_eq!(fleet.us.chat(&fleet.p.key, "smart").await, 200);
-    assert_eq!(fleet.good.calls(), calls, "us-east now routes to the new deployment");
+    assert_eq!(
+        fleet.good.calls(),
+        calls,
+        "us-east now routes to the new deployment"
+    );
     fleet.shutdown().await;
 }
 
@@ -323,9 +365,11 @@ async fn a_key_revocation_during_a_paused_rollout_reaches_every_node() {
     let old_version = fleet.canary.version();
     fleet.reroute(&next_provider).await;
     let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(10), "the canary on the new version", || async {
-        (fleet.canary.version() > old_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() > old_version).then_some(()) },
+    )
     .await;
     let (status, paused) = fleet
         .gw
@@ -336,29 +380,47 @@ async fn a_key_revocation_during_a_paused_rollout_reaches_every_node() {
 
     let (status, body) = fleet
         .gw
-        .admin(Method::POST, &format!("/keys/{}/revoke", fleet.p.key_id), None)
+        .admin(
+            Method::POST,
+            &format!("/keys/{}/revoke", fleet.p.key_id),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     for n in fleet.nodes() {
-        eventually(Duration::from_secs(5), "the revocation on every node", || async {
-            (n.chat(&fleet.p.key, "smart").await == 401).then_some(())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the revocation on every node",
+            || async { (n.chat(&fleet.p.key, "smart").await == 401).then_some(()) },
+        )
         .await;
     }
-    eventually(Duration::from_secs(5), "the revocation on the gateway's node", || async {
-        let status = fleet.gw.say_hi(&fleet.p.key, "smart").await.status();
-        (status == 401).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the revocation on the gateway's node",
+        || async {
+            let status = fleet.gw.say_hi(&fleet.p.key, "smart").await.status();
+            (status == 401).then_some(())
+        },
+    )
     .await;
 
     // The rollout is still paused in its first wave: eu-west and us-east keep the old route
     // (with the revocation), the canary the new one.
     let r = fleet.rollout_by_id(&id).await;
-    assert_eq!((r["status"].as_str(), r["wave"].as_u64()), (Some("paused"), Some(0)), "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["wave"].as_u64()),
+        (Some("paused"), Some(0)),
+        "{r}"
+    );
     let (good_before, next_before) = (fleet.good.calls(), next.calls());
     assert_eq!(fleet.eu.chat(&other_key, "smart").await, 200);
     assert_eq!(fleet.us.chat(&other_key, "smart").await, 200);
-    assert_eq!(fleet.good.calls(), good_before + 2, "old route outside the wave");
+    assert_eq!(
+        fleet.good.calls(),
+        good_before + 2,
+        "old route outside the wave"
+    );
     assert_eq!(fleet.canary.chat(&other_key, "smart").await, 200);
     assert_eq!(next.calls(), next_before + 1, "new route on the canary");
     fleet.shutdown().await;
@@ -398,13 +460,17 @@ async fn a_node_that_stops_applying_is_flagged_as_drifting() {
         .into_inner();
     let assigned = stream.message().await.unwrap().unwrap();
 
-    let nodes = eventually(Duration::from_secs(10), "the stuck node flagged", || async {
-        let (status, page) = gw.admin(Method::GET, "/nodes", None).await;
-        assert_eq!(status, 200, "{page}");
-        let rows = page["data"].as_array().unwrap().clone();
-        let stuck = rows.iter().find(|n| n["node_id"] == "stuck-node")?;
-        (stuck["drifting"] == true).then_some(rows)
-    })
+    let nodes = eventually(
+        Duration::from_secs(10),
+        "the stuck node flagged",
+        || async {
+            let (status, page) = gw.admin(Method::GET, "/nodes", None).await;
+            assert_eq!(status, 200, "{page}");
+            let rows = page["data"].as_array().unwrap().clone();
+            let stuck = rows.iter().find(|n| n["node_id"] == "stuck-node")?;
+            (stuck["drifting"] == true).then_some(rows)
+        },
+    )
     .await;
     let stuck = nodes.iter().find(|n| n["node_id"] == "stuck-node").unwrap();
     assert_eq!(stuck["assigned_version"], assigned.version);
@@ -435,4 +501,55 @@ async fn a_node_that_stops_applying_is_flagged_as_drifting() {
     assert!(text.contains(&real_series), "{text}");
     drop(stream);
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_control_plane_resumes_the_rollout_where_it_was() {
+    let mut fleet = Fleet::start().await;
+    let next = MockUpstream::start().await;
+    let next_provider = fleet.provider(&next.base_url()).await;
+    // Gates that never pass: the rollout stays in its first wave.
+    fleet.set_policy(1, 1_000_000, "rollback").await;
+    let old_version = fleet.eu.version();
+    fleet.reroute(&next_provider).await;
+    let rollout = fleet.rollout().await;
+    let id = rollout["id"].as_str().unwrap().to_owned();
+    let new_version = rollout["new_version"].as_u64().unwrap();
+    eventually(Duration::from_secs(10), "the canary on the new version", || async {
+        (fleet.canary.version() == new_version).then_some(())
+    })
+    .await;
+
+    fleet.gw.restart_control_plane().await;
+    let r = fleet.rollout_by_id(&id).await;
+    assert_eq!((r["status"].as_str(), r["wave"].as_u64()), (Some("running"), Some(0)), "{r}");
+    assert_eq!(r["new_version"], new_version, "the tracks keep their versions");
+    // Every node reconnects and keeps its track: eu-west still waits for its wave.
+    eventually(Duration::from_secs(20), "every node back on its stream", || async {
+        let (_, page) = fleet.gw.admin(Method::GET, "/nodes", None).await;
+        let rows = page["data"].as_array()?.clone();
+        let connected = rows.iter().filter(|n| n["connected"] == true).count();
+        (connected == 4).then_some(())
+    })
+    .await;
+    assert_eq!(fleet.canary.version(), new_version);
+    assert_eq!(fleet.eu.version(), old_version);
+
+    // The restarted control plane drives it: an operator's rollback reaches the canary.
+    let (status, back) = fleet
+        .gw
+        .admin(Method::POST, &format!("/rollouts/{id}/rollback"), None)
+        .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["status"], "rolled_back");
+    let back_version = back["old_version"].as_u64().unwrap();
+    assert!(back_version > new_version);
+    eventually(Duration::from_secs(10), "the canary rolled back", || async {
+        (fleet.canary.version() == back_version).then_some(())
+    })
+    .await;
+    let calls = fleet.good.calls();
+    assert_eq!(fleet.canary.chat(&fleet.p.key, "smart").await, 200);
+    assert_eq!(fleet.good.calls(), calls + 1, "the canary routes to the old upstream again");
+    fleet.shutdown().await;
 }

@@ -85,8 +85,16 @@ impl ConfigService for ConfigStream {
                         }
                         sent = p.snapshot.version;
                         services.metrics.node_assigned(&node_id, sent);
-                        services.node_states.assigned(&node_id, sent, &p.snapshot.content_hash, services.clock.now());
-                        if let Err(e) = nodes::assigned(&services, &node_id, sent, &p.snapshot.content_hash).await {
+                        services.node_states.assigned(
+                            &node_id,
+                            sent,
+                            &p.snapshot.content_hash,
+                            services.clock.now(),
+                        );
+                        if let Err(e) =
+                            nodes::assigned(&services, &node_id, sent, &p.snapshot.content_hash)
+                                .await
+                        {
                             tracing::warn!(node = %node_id, error = %e, "could not record the assignment");
                         }
                     }

@@ -103,7 +103,10 @@ pub struct Reading {
 
 /// Reads the rollout policy and the state of the last rollout (once, before the first build).
 pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceError> {
-    st.policy = match rollout_policy::Entity::find_by_id(POLICY_ROW).one(&s.db).await? {
+    st.policy = match rollout_policy::Entity::find_by_id(POLICY_ROW)
+        .one(&s.db)
+        .await?
+    {
         Some(r) => match serde_json::from_str::<Plan>(&r.plan) {
             Ok(p) => Some(Arc::new(p)),
             Err(e) => {
@@ -209,8 +212,7 @@ pub(crate) async fn reconcile(
     }
     let current_policy = policy_hash(&current.config);
     let stable_policy = policy_hash(&stable.snapshot.config);
-    if current_policy == stable_policy || st.rejected_policy.as_deref() == Some(&current_policy)
-    {
+    if current_policy == stable_policy || st.rejected_policy.as_deref() == Some(&current_policy) {
         return Ok(());
     }
     let Some(plan) = st.policy.clone() else {
@@ -460,11 +462,10 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
     let reading = read_gates(s, r, now);
     let verdict = reading.verdict.clone();
     r.last = Some(reading);
-    let baked = r
-        .plan
-        .waves
-        .get(r.reached)
-        .is_none_or(|w| (now - r.wave_started_at).num_milliseconds() >= (w.bake_s * 1000) as i64);
+    let baked =
+        r.plan.waves.get(r.reached).is_none_or(|w| {
+            (now - r.wave_started_at).num_milliseconds() >= (w.bake_s * 1000) as i64
+        });
     let (id, on_failure) = (r.id.clone(), r.plan.on_failure);
     let action = match verdict {
         Verdict::Fail(reason) => {

@@ -80,10 +80,7 @@ impl NodeState {
         let mut prev: Option<&Sample> = None;
         for s in &self.samples {
             if let Some(p) = prev {
-                if s.at >= since
-                    && s.requests >= p.requests
-                    && s.errors >= p.errors
-                {
+                if s.at >= since && s.requests >= p.requests && s.errors >= p.errors {
                     let buckets: Vec<u64> = s
                         .latency_buckets
                         .iter()
@@ -211,7 +208,11 @@ impl NodeStates {
         let n = self
             .read()
             .values()
-            .filter(|n| n.last_nack.as_ref().is_some_and(|(v, _)| versions.contains(v)))
+            .filter(|n| {
+                n.last_nack
+                    .as_ref()
+                    .is_some_and(|(v, _)| versions.contains(v))
+            })
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
@@ -297,8 +298,18 @@ mod tests {
         states.assigned("a", 2, "h2", t0);
         let v = states.view("a", t0 + Duration::seconds(4), bound).unwrap();
         assert!(!v.drifting && v.drifting_since == Some(t0));
-        assert!(states.view("a", t0 + Duration::seconds(6), bound).unwrap().drifting);
+        assert!(
+            states
+                .view("a", t0 + Duration::seconds(6), bound)
+                .unwrap()
+                .drifting
+        );
         states.applied("a", 2, "h2".into(), t0 + Duration::seconds(7));
-        assert!(!states.view("a", t0 + Duration::seconds(8), bound).unwrap().drifting);
+        assert!(
+            !states
+                .view("a", t0 + Duration::seconds(8), bound)
+                .unwrap()
+                .drifting
+        );
     }
 }

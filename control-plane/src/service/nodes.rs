@@ -94,7 +94,11 @@ pub struct Hello {
     pub current_version: u64,
 }
 
-pub async fn connected(s: &Services, hello: &Hello, current_hash: &str) -> Result<(), ServiceError> {
+pub async fn connected(
+    s: &Services,
+    hello: &Hello,
+    current_hash: &str,
+) -> Result<(), ServiceError> {
     let row = node::ActiveModel {
         assigned_version: Set(0),
         assigned_hash: Set(String::new()),
@@ -203,7 +207,10 @@ pub async fn list(
         q = q.filter(node::Column::NodeId.gt(after.as_str()));
     }
     let rows = q.limit(limit + 1).all(&s.db).await?;
-    Ok(page(rows, limit, |r| r.node_id.clone(), |r| {
-        Node::from(r).with_live(s)
-    }))
+    Ok(page(
+        rows,
+        limit,
+        |r| r.node_id.clone(),
+        |r| Node::from(r).with_live(s),
+    ))
 }

@@ -147,7 +147,10 @@ pub async fn set_policy(
     })
     .on_conflict(
         OnConflict::column(rollout_policy::Column::Name)
-            .update_columns([rollout_policy::Column::Plan, rollout_policy::Column::UpdatedAt])
+            .update_columns([
+                rollout_policy::Column::Plan,
+                rollout_policy::Column::UpdatedAt,
+            ])
             .to_owned(),
     )
     .exec_without_returning(&txn)

@@ -397,7 +397,10 @@ pub async fn replace(
 ) -> Result<Route, ServiceError> {
     actor.require(Action::ManageOrg)?;
     if input.alias != alias {
-        return Err(ServiceError::invalid("alias", "must be the alias in the path"));
+        return Err(ServiceError::invalid(
+            "alias",
+            "must be the alias in the path",
+        ));
     }
     let alias = check(s, &input).await?;
     let txn = s.db.begin().await?;

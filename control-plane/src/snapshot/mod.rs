@@ -221,12 +221,10 @@ async fn publish_everywhere(
         .one(&s.db)
         .await?;
     match &latest {
-        Some(row) if row.content_hash == candidate.content_hash => {
-            Ok(Published::new(Snapshot {
-                version: u64::try_from(row.version).unwrap_or(0),
-                ..candidate
-            }))
-        }
+        Some(row) if row.content_hash == candidate.content_hash => Ok(Published::new(Snapshot {
+            version: u64::try_from(row.version).unwrap_or(0),
+            ..candidate
+        })),
         _ => mint(s, candidate.config).await,
     }
 }

@@ -212,7 +212,11 @@ async fn report_health(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if tx.send(health_report(&runtime.load_full(), &traffic)).await.is_err() {
+        if tx
+            .send(health_report(&runtime.load_full(), &traffic))
+            .await
+            .is_err()
+        {
             return;
         }
     }

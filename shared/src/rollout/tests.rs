@@ -111,15 +111,36 @@ fn gates_pass_wait_and_fail_as_documented() {
         ..Gates::default()
     };
     let healthy = traffic(100, 1, 0);
-    assert_eq!(evaluate(&g, &traffic(100, 2, 0), &healthy, 0), Verdict::Pass);
-    assert!(matches!(evaluate(&g, &traffic(9, 9, 0), &healthy, 0), Verdict::Wait(_)));
-    assert!(matches!(evaluate(&g, &traffic(20, 10, 0), &healthy, 0), Verdict::Fail(_)));
-    assert!(matches!(evaluate(&g, &traffic(0, 0, 0), &healthy, 1), Verdict::Fail(_)));
+    assert_eq!(
+        evaluate(&g, &traffic(100, 2, 0), &healthy, 0),
+        Verdict::Pass
+    );
+    assert!(matches!(
+        evaluate(&g, &traffic(9, 9, 0), &healthy, 0),
+        Verdict::Wait(_)
+    ));
+    assert!(matches!(
+        evaluate(&g, &traffic(20, 10, 0), &healthy, 0),
+        Verdict::Fail(_)
+    ));
+    assert!(matches!(
+        evaluate(&g, &traffic(0, 0, 0), &healthy, 1),
+        Verdict::Fail(_)
+    ));
     // Too little old traffic: compared with a zero error rate, latency not compared.
-    assert!(matches!(evaluate(&g, &traffic(20, 2, 0), &traffic(3, 0, 0), 0), Verdict::Fail(_)));
-    assert_eq!(evaluate(&g, &traffic(20, 0, 20), &traffic(3, 0, 0), 0), Verdict::Pass);
+    assert!(matches!(
+        evaluate(&g, &traffic(20, 2, 0), &traffic(3, 0, 0), 0),
+        Verdict::Fail(_)
+    ));
+    assert_eq!(
+        evaluate(&g, &traffic(20, 0, 20), &traffic(3, 0, 0), 0),
+        Verdict::Pass
+    );
     // Slower by far than the old version.
-    assert!(matches!(evaluate(&g, &traffic(100, 0, 50), &healthy, 0), Verdict::Fail(_)));
+    assert!(matches!(
+        evaluate(&g, &traffic(100, 0, 50), &healthy, 0),
+        Verdict::Fail(_)
+    ));
 }
 
 #[test]
