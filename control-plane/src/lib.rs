@@ -300,6 +300,7 @@ mod settings_tests {
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
+            config_drift_after: service::DEFAULT_CONFIG_DRIFT_AFTER,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");
