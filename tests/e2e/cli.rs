@@ -749,9 +749,13 @@ async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
     )
     .unwrap();
     let path = plan.to_str().unwrap();
-    let set = modelgate(&gw, &["rollouts", "set-policy", path, "--output", "json"], &[])
-        .await
-        .json();
+    let set = modelgate(
+        &gw,
+        &["rollouts", "set-policy", path, "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
     assert_eq!(set["plan"]["waves"][0]["selector"], "canary=true");
     assert_eq!(set["plan"]["gates"]["window_s"], 300, "defaults filled in");
     let before = gw.dp().config_version();
@@ -777,12 +781,22 @@ async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
         diff,
         serde_json::json!([{"kind": "route", "id": "fast", "change": "added"}])
     );
-    let table = modelgate(&gw, &["rollouts", "show", &id], &[]).await.ok().stdout;
-    assert!(table.contains("running") && table.contains("1/2 (canary=true)"), "{table}");
+    let table = modelgate(&gw, &["rollouts", "show", &id], &[])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        table.contains("running") && table.contains("1/2 (canary=true)"),
+        "{table}"
+    );
     assert_eq!(gw.dp().config_version(), before);
     let refused = modelgate(&gw, &["rollouts", "clear-policy"], &[]).await;
     assert_eq!(refused.code, Some(1));
-    assert!(refused.stderr.contains("rollout is in progress"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("rollout is in progress"),
+        "{}",
+        refused.stderr
+    );
 
     let back = modelgate(&gw, &["rollouts", "rollback", &id, "--output", "json"], &[])
         .await
@@ -793,7 +807,10 @@ async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
         .await
         .json();
     assert!(cleared["plan"].is_null());
-    let shown = modelgate(&gw, &["rollouts", "policy"], &[]).await.ok().stdout;
+    let shown = modelgate(&gw, &["rollouts", "policy"], &[])
+        .await
+        .ok()
+        .stdout;
     assert!(shown.contains("every change goes to every node"), "{shown}");
     let nodes = modelgate(&gw, &["nodes", "list", "--output", "json"], &[])
         .await

@@ -515,22 +515,35 @@ async fn a_restarted_control_plane_resumes_the_rollout_where_it_was() {
     let rollout = fleet.rollout().await;
     let id = rollout["id"].as_str().unwrap().to_owned();
     let new_version = rollout["new_version"].as_u64().unwrap();
-    eventually(Duration::from_secs(10), "the canary on the new version", || async {
-        (fleet.canary.version() == new_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() == new_version).then_some(()) },
+    )
     .await;
 
     fleet.gw.restart_control_plane().await;
     let r = fleet.rollout_by_id(&id).await;
-    assert_eq!((r["status"].as_str(), r["wave"].as_u64()), (Some("running"), Some(0)), "{r}");
-    assert_eq!(r["new_version"], new_version, "the tracks keep their versions");
+    assert_eq!(
+        (r["status"].as_str(), r["wave"].as_u64()),
+        (Some("running"), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        r["new_version"], new_version,
+        "the tracks keep their versions"
+    );
     // Every node reconnects and keeps its track: eu-west still waits for its wave.
-    eventually(Duration::from_secs(20), "every node back on its stream", || async {
-        let (_, page) = fleet.gw.admin(Method::GET, "/nodes", None).await;
-        let rows = page["data"].as_array()?.clone();
-        let connected = rows.iter().filter(|n| n["connected"] == true).count();
-        (connected == 4).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "every node back on its stream",
+        || async {
+            let (_, page) = fleet.gw.admin(Method::GET, "/nodes", None).await;
+            let rows = page["data"].as_array()?.clone();
+            let connected = rows.iter().filter(|n| n["connected"] == true).count();
+            (connected == 4).then_some(())
+        },
+    )
     .await;
     assert_eq!(fleet.canary.version(), new_version);
     assert_eq!(fleet.eu.version(), old_version);
@@ -544,12 +557,18 @@ async fn a_restarted_control_plane_resumes_the_rollout_where_it_was() {
     assert_eq!(back["status"], "rolled_back");
     let back_version = back["old_version"].as_u64().unwrap();
     assert!(back_version > new_version);
-    eventually(Duration::from_secs(10), "the canary rolled back", || async {
-        (fleet.canary.version() == back_version).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary rolled back",
+        || async { (fleet.canary.version() == back_version).then_some(()) },
+    )
     .await;
     let calls = fleet.good.calls();
     assert_eq!(fleet.canary.chat(&fleet.p.key, "smart").await, 200);
-    assert_eq!(fleet.good.calls(), calls + 1, "the canary routes to the old upstream again");
+    assert_eq!(
+        fleet.good.calls(),
+        calls + 1,
+        "the canary routes to the old upstream again"
+    );
     fleet.shutdown().await;
 }
