@@ -222,6 +222,15 @@ pub struct ControlPlaneArgs {
         default_value = "127.0.0.1:9465"
     )]
     pub metrics_listen: SocketAddr,
+    /// Seconds a connected data plane may serve another config than the one assigned to it
+    /// before the fleet view and `modelgate_cp_node_config_drift` flag it as drifting.
+    #[arg(
+        long,
+        env = "MODELGATE_CONFIG_DRIFT_AFTER_S",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub config_drift_after_s: u64,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]

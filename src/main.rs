@@ -224,6 +224,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
     })
     .await?;
     // Dial the address the control plane listens on (its certificate names it), loopback when
@@ -375,6 +376,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.metrics_listen),
         clock: modelgate_shared::clock::system(),
+        config_drift_after: std::time::Duration::from_secs(args.config_drift_after_s),
     })
     .await?;
     let admin_scheme = scheme(&args.http_tls);

@@ -148,6 +148,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: None,
         clock: modelgate_shared::clock::system(),
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
     })
     .await?;
     let keys = bench_keys(&cp.services).await?;

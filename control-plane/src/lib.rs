@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod export;
 pub mod grpc;
 pub mod metrics;
+pub mod rollout;
 pub mod service;
 pub mod snapshot;
 pub mod store;
@@ -51,6 +52,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// A node whose applied config differs from its assignment longer than this is flagged as
+    /// drifting (fleet view and `modelgate_cp_node_config_drift`).
+    pub config_drift_after: std::time::Duration,
 }
 
 /// Bounds on the gRPC server's work per connection.
@@ -109,7 +113,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             "sealed values are now bound to their table, column and row"
         );
     }
-    let services = Services::new(db, sealer, settings.clock.clone());
+    let mut services = Services::new(db, sealer, settings.clock.clone());
+    services.config_drift_after = settings.config_drift_after;
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -215,6 +220,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         services.clone(),
         shutdown.clone(),
     ));
+    let rollout_task = tokio::spawn(rollout::drive(services.clone(), shutdown.clone()));
 
     tracing::info!(%admin_addr, %grpc_addr, ?metrics_addr, "control plane started");
     tasks.extend([
@@ -225,6 +231,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         alerts_task,
         revocations_task,
         insecure_task,
+        rollout_task,
     ]);
     Ok(RunningControlPlane {
         admin_addr,
@@ -293,6 +300,7 @@ mod settings_tests {
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
+            config_drift_after: service::DEFAULT_CONFIG_DRIFT_AFTER,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");

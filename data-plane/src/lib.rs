@@ -157,7 +157,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let control_plane = channel::connect(&settings.control_plane_url, &settings.grpc_security)
         .context("the control plane channel")?;
 
+    let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
     let subscriber = Subscriber {
+        traffic: metrics.traffic(),
         channel: control_plane.clone(),
         node_id: settings.node_id.clone(),
         labels: settings.labels.clone(),
@@ -178,7 +180,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     };
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
     let cache = Arc::new(
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
     );

@@ -19,6 +19,9 @@ mod m20261205_000013_node_revocation;
 mod m20261206_000014_request_log;
 mod m20261206_000015_audio_characters;
 mod m20261206_000016_response_cache;
+mod m20261206_000017_node_assignment;
+mod m20261206_000018_rollouts;
+mod m20261206_000019_rollout_policy;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
@@ -45,6 +48,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_request_log::Migration),
             Box::new(m20261206_000015_audio_characters::Migration),
             Box::new(m20261206_000016_response_cache::Migration),
+            Box::new(m20261206_000017_node_assignment::Migration),
+            Box::new(m20261206_000018_rollouts::Migration),
+            Box::new(m20261206_000019_rollout_policy::Migration),
         ]
     }
 }

@@ -9,8 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use modelgate_proto::config::v1 as wire;
-use prost::Message;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use crate::cache::{CachePartition, CachePolicy, KeyCacheMode};
@@ -531,10 +529,10 @@ pub enum InvalidSnapshot {
     },
 }
 
-/// The canonical content hash of a config: hex SHA-256 of its protobuf encoding. The encoding is
-/// canonical because `Config` has no maps and every list is sorted by the builder.
-pub fn content_hash(config: &wire::Config) -> String {
-    hex::encode(Sha256::digest(config.encode_to_vec()))
+/// The content hash of a config: hex SHA-256 of its canonical encoding ([`crate::canonical`]),
+/// never of protobuf bytes.
+pub fn content_hash(config: &Config) -> String {
+    crate::canonical::content_hash(config)
 }
 
 impl Config {
@@ -798,7 +796,7 @@ impl Snapshot {
     /// Builds a snapshot from a config, computing the content hash.
     pub fn new(version: u64, mut config: Config) -> Self {
         config.canonicalize();
-        let content_hash = content_hash(&config.to_wire());
+        let content_hash = content_hash(&config);
         Snapshot {
             version,
             content_hash,
@@ -830,6 +828,9 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             });
         }
         let config = s.config.ok_or(InvalidSnapshot::MissingConfig { version })?;
+        let mut config = Config::from_wire(version, config)?;
+        // The hash is over the canonical encoding of what was decoded, in canonical order.
+        config.canonicalize();
         let computed = content_hash(&config);
         if computed != s.content_hash {
             return Err(InvalidSnapshot::HashMismatch {
@@ -838,6 +839,19 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 computed,
             });
         }
+        Ok(Snapshot {
+            version,
+            content_hash: s.content_hash,
+            config,
+        })
+    }
+}
+
+impl Config {
+    /// Decodes and validates a wire config (every field; no hash: see `TryFrom<wire::Snapshot>`).
+    /// `version` only names the snapshot in errors. The control plane also reads stored
+    /// versions back with it.
+    pub fn from_wire(version: u64, config: wire::Config) -> Result<Config, InvalidSnapshot> {
         let field = |field: String, problem: String| InvalidSnapshot::Field {
             version,
             field,
@@ -1000,24 +1014,20 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             });
         }
 
-        Ok(Snapshot {
-            version,
-            content_hash: s.content_hash,
-            config: Config {
-                key_hash_secret: config.key_hash_secret,
-                keys,
-                providers,
-                prices,
-                groups,
-                budgets,
-                rate_limits,
-            },
+        Ok(Config {
+            key_hash_secret: config.key_hash_secret,
+            keys,
+            providers,
+            prices,
+            groups,
+            budgets,
+            rate_limits,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1032,7 +1042,7 @@ mod tests {
         assert!(shown.contains("REDACTED") && shown.contains("p1"));
     }
 
-    fn sample() -> Config {
+    pub(crate) fn sample() -> Config {
         Config {
             key_hash_secret: vec![7; 32],
             keys: vec![ApiKey {
@@ -1145,7 +1155,8 @@ mod tests {
             .as_mut()
             .unwrap()
             .partition = "org".into();
-        wire.content_hash = content_hash(wire.config.as_ref().unwrap());
+        // Fields are validated before the hash is compared.
+        wire.content_hash = "not checked before the fields".into();
         let err = Snapshot::try_from(wire).unwrap_err().to_string();
         assert!(err.contains("groups[0].policy.cache"), "{err}");
     }
@@ -1187,7 +1198,7 @@ mod tests {
         wire_config.providers[0].kind = "bedrock".into();
         let wire = wire::Snapshot {
             version: 9,
-            content_hash: content_hash(&wire_config),
+            content_hash: "not checked before the fields".into(),
             min_protocol_version: 1,
             config: Some(wire_config),
         };

@@ -1,4 +1,4 @@
-//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes|usage|requests …`:
+//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes|usage|requests|rollouts …`:
 //! the admin CLI.
 //! Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
@@ -17,6 +17,7 @@ mod models;
 mod nodes;
 mod providers;
 mod requests;
+mod rollouts;
 mod routes;
 pub mod table;
 mod teams;
@@ -60,6 +61,9 @@ pub enum AdminCommand {
     Usage(Resource<usage::UsageCommand>),
     /// The request log (admin API): list with filters, show one request's attempts.
     Requests(Resource<requests::RequestsCommand>),
+    /// Staged rollouts of policy changes (admin API): list, show, diff, promote, pause,
+    /// resume, rollback; the rollout policy: policy, set-policy, clear-policy.
+    Rollouts(Resource<rollouts::RolloutsCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -237,6 +241,7 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Nodes(r) => r.execute().await,
         AdminCommand::Usage(r) => r.execute().await,
         AdminCommand::Requests(r) => r.execute().await,
+        AdminCommand::Rollouts(r) => r.execute().await,
     }
 }
 

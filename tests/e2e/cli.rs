@@ -736,3 +736,85 @@ async fn cli_lists_the_usage_quarantine_with_node_and_reason() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let dir = crate::support::temp_dir("cli-rollout");
+    let plan = dir.join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"waves": [{"selector": "canary=true", "bake_s": 60}, {"selector": "*"}],
+            "gates": {"min_requests": 1000000}}"#,
+    )
+    .unwrap();
+    let path = plan.to_str().unwrap();
+    let set = modelgate(
+        &gw,
+        &["rollouts", "set-policy", path, "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(set["plan"]["waves"][0]["selector"], "canary=true");
+    assert_eq!(set["plan"]["gates"]["window_s"], 300, "defaults filled in");
+    let before = gw.dp().config_version();
+
+    // A policy change: a new route. The gateway's node (no canary label) keeps its version.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/routes",
+            Some(serde_json::json!({"alias": "fast", "deployments": [{"provider_id": p.provider_id, "model": "gpt-4o-mini"}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let list = modelgate(&gw, &["rollouts", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(list[0]["status"], "running", "{list}");
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let diff = modelgate(&gw, &["rollouts", "diff", &id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(
+        diff,
+        serde_json::json!([{"kind": "route", "id": "fast", "change": "added"}])
+    );
+    let table = modelgate(&gw, &["rollouts", "show", &id], &[])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        table.contains("running") && table.contains("1/2 (canary=true)"),
+        "{table}"
+    );
+    assert_eq!(gw.dp().config_version(), before);
+    let refused = modelgate(&gw, &["rollouts", "clear-policy"], &[]).await;
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("rollout is in progress"),
+        "{}",
+        refused.stderr
+    );
+
+    let back = modelgate(&gw, &["rollouts", "rollback", &id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(back["status"], "rolled_back");
+    // With the rollout over, the policy can be removed (it cannot while one is in progress).
+    let cleared = modelgate(&gw, &["rollouts", "clear-policy", "--output", "json"], &[])
+        .await
+        .json();
+    assert!(cleared["plan"].is_null());
+    let shown = modelgate(&gw, &["rollouts", "policy"], &[])
+        .await
+        .ok()
+        .stdout;
+    assert!(shown.contains("every change goes to every node"), "{shown}");
+    let nodes = modelgate(&gw, &["nodes", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(nodes[0]["drifting"], false, "{nodes}");
+    gw.shutdown().await;
+}

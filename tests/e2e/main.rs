@@ -39,6 +39,7 @@ mod proxy_and_metering;
 mod rate_limits;
 mod request_log;
 mod response_cache;
+mod rollouts;
 mod routing;
 mod sdk;
 mod secrets_at_rest;

@@ -18,6 +18,8 @@ pub mod node;
 pub mod node_revocation;
 pub mod provider_account;
 pub mod rate_limit;
+pub mod rollout;
+pub mod rollout_policy;
 pub mod routing_group;
 pub mod setting;
 pub mod team;

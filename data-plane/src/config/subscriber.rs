@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use modelgate_proto::config::v1::{
     config_service_client::ConfigServiceClient, subscribe_request::Kind, Ack, DeploymentHealth,
-    HealthReport, Hello, Nack, SubscribeRequest,
+    HealthReport, Hello, Nack, RolloutTraffic, SubscribeRequest,
 };
 use modelgate_shared::snapshot::{should_apply, Decision, Snapshot};
 use prost::Message;
@@ -35,6 +35,8 @@ pub struct Subscriber {
     pub shutdown: CancellationToken,
     /// How often deployment health is reported on the stream.
     pub health_report_interval: Duration,
+    /// What this node served, reported with its health for the rollout gates.
+    pub traffic: Arc<crate::metrics::traffic::ServedTraffic>,
 }
 
 /// The largest snapshot message accepted. tonic's default (4 MiB) is about 20,000 keys; a
@@ -74,19 +76,23 @@ impl Subscriber {
         let mut client = ConfigServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let (tx, rx) = mpsc::channel(8);
+        let serving = self.runtime.load_full();
         let hello = SubscribeRequest {
             kind: Some(Kind::Hello(Hello {
                 node_id: self.node_id.clone(),
                 labels: self.labels.clone(),
                 software_version: env!("CARGO_PKG_VERSION").to_owned(),
-                current_version: self.runtime.load().version,
+                current_version: serving.version,
                 protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+                current_hash: serving.content_hash.clone(),
             })),
         };
+        drop(serving);
         let _ = tx.send(hello).await;
         // Reports end with the session: the sender fails once the stream's receiver is gone.
         let reporter = tokio::spawn(report_health(
             self.runtime.clone(),
+            self.traffic.clone(),
             tx.clone(),
             self.health_report_interval,
         ));
@@ -103,7 +109,10 @@ impl Subscriber {
             match should_apply(served, version) {
                 Decision::Apply => {}
                 Decision::AlreadyServing => {
-                    let ack = Kind::Ack(Ack { version });
+                    let ack = Kind::Ack(Ack {
+                        version,
+                        content_hash: self.runtime.load().content_hash.clone(),
+                    });
                     if tx.send(SubscribeRequest { kind: Some(ack) }).await.is_err() {
                         break;
                     }
@@ -143,6 +152,14 @@ impl Subscriber {
                         Err(e) => tracing::error!(error = %e, "last-known-good writer panicked"),
                     }
                     let keys = next.keys.len();
+                    let content_hash = next.content_hash.clone();
+                    // The traffic counted so far belongs to the version being replaced: report
+                    // it as that version's before the swap, so the rollout gates attribute
+                    // what follows to the new one.
+                    let closing = health_report(&self.runtime.load_full(), &self.traffic);
+                    if tx.send(closing).await.is_err() {
+                        break;
+                    }
                     self.runtime.store(Arc::new(next));
                     tracing::info!(
                         version,
@@ -150,7 +167,10 @@ impl Subscriber {
                         apply_ms = received.elapsed().as_secs_f64() * 1e3,
                         "snapshot applied"
                     );
-                    Kind::Ack(Ack { version })
+                    Kind::Ack(Ack {
+                        version,
+                        content_hash,
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(version, reason = %e, "snapshot rejected");
@@ -181,9 +201,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Sends the node's view of every deployment's health every `interval` (the control plane's
-/// fleet view and the explain endpoint read it).
+/// fleet view and the explain endpoint read it), with its served traffic.
 async fn report_health(
     runtime: SharedRuntime,
+    traffic: Arc<crate::metrics::traffic::ServedTraffic>,
     tx: mpsc::Sender<SubscribeRequest>,
     interval: Duration,
 ) {
@@ -191,29 +212,48 @@ async fn report_health(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = crate::time::now_ms();
-        let deployments = runtime
-            .load()
-            .health
-            .snapshot(now)
-            .into_iter()
-            .map(|h| DeploymentHealth {
-                deployment_id: h.deployment_id,
-                ejected: h.ejected,
-                rate_limited_until_ms: h.rate_limited_until_ms,
-                consecutive_failures: h.consecutive_failures,
-                in_flight: h.in_flight,
-                ewma_ttfb_us: h.ewma_ttfb_us,
-            })
-            .collect();
-        let report = SubscribeRequest {
-            kind: Some(Kind::Health(HealthReport {
-                at_ms: now,
-                deployments,
-            })),
-        };
-        if tx.send(report).await.is_err() {
+        if tx
+            .send(health_report(&runtime.load_full(), &traffic))
+            .await
+            .is_err()
+        {
             return;
         }
+    }
+}
+
+/// A health report of `served`: its deployments' health, and the traffic counted so far under
+/// its version.
+fn health_report(
+    served: &Runtime,
+    traffic: &crate::metrics::traffic::ServedTraffic,
+) -> SubscribeRequest {
+    let now = crate::time::now_ms();
+    let reading = traffic.read();
+    let deployments = served
+        .health
+        .snapshot(now)
+        .into_iter()
+        .map(|h| DeploymentHealth {
+            deployment_id: h.deployment_id,
+            ejected: h.ejected,
+            rate_limited_until_ms: h.rate_limited_until_ms,
+            consecutive_failures: h.consecutive_failures,
+            in_flight: h.in_flight,
+            ewma_ttfb_us: h.ewma_ttfb_us,
+        })
+        .collect();
+    SubscribeRequest {
+        kind: Some(Kind::Health(HealthReport {
+            at_ms: now,
+            deployments,
+            config_version: served.version,
+            config_hash: served.content_hash.clone(),
+            traffic: Some(RolloutTraffic {
+                requests: reading.requests,
+                errors: reading.errors,
+                latency_buckets: reading.latency_buckets,
+            }),
+        })),
     }
 }
