@@ -217,6 +217,10 @@ pub struct ControlPlaneArgs {
         default_value = "127.0.0.1:9465"
     )]
     pub metrics_listen: SocketAddr,
+    /// Hours after a month ends before its statements close (a closed month never changes;
+    /// usage that arrives later lands in the next open month).
+    #[arg(long, env = "MODELGATE_STATEMENT_GRACE_HOURS", default_value_t = 72)]
+    pub statement_grace_hours: u64,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]

@@ -222,6 +222,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
     // Dial the address the control plane listens on (its certificate names it), loopback when
@@ -373,6 +374,9 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: Some(args.metrics_listen),
         clock: modelgate_shared::clock::system(),
+        statement_grace: std::time::Duration::from_secs(
+            args.statement_grace_hours.saturating_mul(3600),
+        ),
     })
     .await?;
     let admin_scheme = scheme(&args.http_tls);

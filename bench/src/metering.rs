@@ -148,6 +148,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         grpc_limits: Default::default(),
         metrics_listen: None,
         clock: modelgate_shared::clock::system(),
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
     let keys = bench_keys(&cp.services).await?;

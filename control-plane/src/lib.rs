@@ -51,6 +51,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Wall-clock time for budget periods (`modelgate_shared::clock::system()` in production).
     pub clock: modelgate_shared::clock::SharedClock,
+    /// How long after a month ends its statements close
+    /// (`service::statements::DEFAULT_GRACE`, 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 /// Bounds on the gRPC server's work per connection.
@@ -109,7 +112,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             "sealed values are now bound to their table, column and row"
         );
     }
-    let services = Services::new(db, sealer, settings.clock.clone());
+    let mut services = Services::new(db, sealer, settings.clock.clone());
+    services.statement_grace = settings.statement_grace;
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -216,6 +220,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         shutdown.clone(),
     ));
 
+    let statements_task = tokio::spawn(service::statements::run_closer(
+        services.clone(),
+        shutdown.clone(),
+    ));
+
     tracing::info!(%admin_addr, %grpc_addr, ?metrics_addr, "control plane started");
     tasks.extend([
         admin_task,
@@ -223,6 +232,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         rebuild_task,
         export_task,
         alerts_task,
+        statements_task,
         revocations_task,
         insecure_task,
     ]);

@@ -551,12 +551,18 @@ impl Config {
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
     /// newer fields (provider, family, cached input, reasoning, image, second), 7 once one
-    /// prices characters, else 3, so a control plane keeps feeding older data planes until the
+    /// prices characters, 8 once a team has a prepaid balance, else 3, so a control plane keeps feeding older data planes until the
     /// catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
         // A data plane that does not know a character price would charge speech nothing, and
         // one that does not know budgets or rate limits would serve past them: each must NACK.
-        if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
+        if self
+            .budgets
+            .iter()
+            .any(|b| b.kind == crate::quota::BudgetKind::Balance)
+        {
+            8
+        } else if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
             7
         } else if !self.rate_limits.is_empty() {
             6
@@ -677,7 +683,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
     };
     wire::Budget {
         id: b.id.clone(),
-        scope_kind: b.scope.as_str().to_owned(),
+        scope_kind: match b.kind {
+            crate::quota::BudgetKind::Spend => b.scope.as_str().to_owned(),
+            crate::quota::BudgetKind::Balance => BALANCE_SCOPE.to_owned(),
+        },
         scope_id: b.scope_id.clone(),
         amount_micros: b.amount_micros,
         period: b.period.as_str().to_owned(),
@@ -686,6 +695,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
         fail_open_allowance_micros: allowance,
     }
 }
+
+/// A prepaid balance travels as a budget whose `scope_kind` is this (its scope is always a team):
+/// the wire's spelling of `BudgetKind::Balance` (protocol 8).
+const BALANCE_SCOPE: &str = "team_balance";
 
 fn budget_from_wire(
     version: u64,
@@ -712,8 +725,17 @@ fn budget_from_wire(
             problem: "must not be negative".into(),
         });
     }
+    let (scope, kind) = if b.scope_kind == BALANCE_SCOPE {
+        (crate::quota::ScopeKind::Team, crate::quota::BudgetKind::Balance)
+    } else {
+        (
+            b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+            crate::quota::BudgetKind::Spend,
+        )
+    };
     Ok(Budget {
-        scope: b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+        scope,
+        kind,
         period: b.period.parse().map_err(|e| bad("period", e))?,
         enforcement: b.enforcement.parse().map_err(|e| bad("enforcement", e))?,
         id: b.id,

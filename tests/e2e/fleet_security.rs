@@ -423,6 +423,7 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_security: misnamed.server_security(),
         clock: modelgate_shared::clock::system(),
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();
@@ -509,6 +510,7 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
             modelgate_shared::tls::Reloading::server(files).unwrap(),
         )),
         clock: modelgate_shared::clock::system(),
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod balances;
 pub mod bootstrap;
 pub mod budget_alerts;
 pub mod budgets;
@@ -18,6 +19,7 @@ pub mod providers;
 pub mod revocations;
 pub mod routes;
 mod scopes;
+pub mod statements;
 pub mod teams;
 pub mod tokens;
 pub mod usage;
@@ -52,6 +54,8 @@ pub struct Services {
     pub metrics: std::sync::Arc<crate::metrics::CpMetrics>,
     /// The one task that stores usage batches (group commit).
     pub ingest_writer: std::sync::Arc<usage::Writer>,
+    /// How long after a month ends its statements close (`statements`; default 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 impl Services {
@@ -77,6 +81,7 @@ impl Services {
             revoked: Default::default(),
             metrics: Default::default(),
             ingest_writer,
+            statement_grace: statements::DEFAULT_GRACE,
         }
     }
 }

@@ -473,6 +473,7 @@ pub async fn start_control_plane_custom(
         grpc_limits: Default::default(),
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: modelgate_shared::clock::system(),
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     };
     customize(&mut settings);
     modelgate_control_plane::start(settings).await.unwrap()
