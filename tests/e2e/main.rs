@@ -10,6 +10,7 @@ mod anonymous;
 mod anthropic;
 mod audio;
 mod bad_input;
+mod balances;
 mod budget_admin;
 mod budget_alerts;
 mod budgets;
