@@ -726,7 +726,10 @@ fn budget_from_wire(
         });
     }
     let (scope, kind) = if b.scope_kind == BALANCE_SCOPE {
-        (crate::quota::ScopeKind::Team, crate::quota::BudgetKind::Balance)
+        (
+            crate::quota::ScopeKind::Team,
+            crate::quota::BudgetKind::Balance,
+        )
     } else {
         (
             b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,

@@ -83,7 +83,13 @@ const LINES: &[Column] = &[
     },
     Column {
         header: "UNIT_PRICE_MICROS",
-        cell: |v| format!("{} {}", field(v, "unit_price_micros"), field(v, "price_basis")),
+        cell: |v| {
+            format!(
+                "{} {}",
+                field(v, "unit_price_micros"),
+                field(v, "price_basis")
+            )
+        },
     },
     Column {
         header: "AMOUNT_MICROS",

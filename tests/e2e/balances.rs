@@ -171,8 +171,10 @@ async fn a_team_at_zero_is_refused_with_402_in_every_surfaces_format_and_never_f
         .http
         .post(format!("{root}/v1beta/models/smart:generateContent"))
         .header("x-goog-api-key", &p.key)
-        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-                      "generationConfig": {"maxOutputTokens": 10}}))
+        .json(
+            &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                      "generationConfig": {"maxOutputTokens": 10}}),
+        )
         .send()
         .await
         .unwrap();
@@ -198,7 +200,10 @@ async fn a_team_at_zero_is_refused_with_402_in_every_surfaces_format_and_never_f
         assert_eq!(r.status(), 402, "{path}");
         ids.push(request_id(&r));
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "insufficient_balance", "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"], "insufficient_balance",
+            "{path}: {body}"
+        );
     }
 
     assert_eq!(upstream.calls(), 0, "a refusal never reaches upstream");
@@ -233,7 +238,9 @@ async fn explain_shows_the_balance_check_and_refuses_as_the_data_plane_would() {
     .await;
     let request = json!({"key_id": p.key_id, "request": {"model": "smart", "max_tokens": 10,
         "messages": [{"role": "user", "content": "say something expensive"}]}});
-    let (status, v) = gw.admin(Method::POST, "/explain", Some(request.clone())).await;
+    let (status, v) = gw
+        .admin(Method::POST, "/explain", Some(request.clone()))
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["allowed"], false, "{v}");
     assert_eq!(v["status"], 402, "{v}");
@@ -362,7 +369,10 @@ async fn balances_are_read_by_the_teams_billing_role_and_credited_only_org_wide_
         404,
         "another team's balance does not exist for a scoped token"
     );
-    assert_eq!(as_token(&member, Method::GET, path.clone(), None).await, 403);
+    assert_eq!(
+        as_token(&member, Method::GET, path.clone(), None).await,
+        403
+    );
     let top_up = json!({"amount_micros": 1, "reason": "not mine to give"});
     assert_eq!(
         as_token(

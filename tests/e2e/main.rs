@@ -41,6 +41,7 @@ mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod snapshot_versions;
+mod statements;
 mod team_scope;
 mod usage_ingest;
 mod usage_quarantine;

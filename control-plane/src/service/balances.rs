@@ -157,9 +157,9 @@ async fn find_row(s: &Services, team_id: &str) -> Result<Option<budget::Model>, 
 pub async fn get(s: &Services, actor: &Actor, team_id: &str) -> Result<Balance, ServiceError> {
     actor.require(Action::ReadBilling)?;
     actor.require_team(team_id, "team")?;
-    let m = find_row(s, team_id).await?.ok_or_else(|| {
-        ServiceError::NotFound(format!("prepaid balance of team `{team_id}`"))
-    })?;
+    let m = find_row(s, team_id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("prepaid balance of team `{team_id}`")))?;
     let history = balance_entry::Entity::find()
         .filter(balance_entry::Column::TeamId.eq(team_id))
         .order_by_desc(balance_entry::Column::CreatedAt)
@@ -179,8 +179,11 @@ async fn shape(
     history: Vec<Entry>,
 ) -> Result<Balance, ServiceError> {
     let mode = Mode::of_row(&m);
-    let (team_id, webhook, opened_at) =
-        (m.scope_id.clone(), m.alert_webhook_url.clone(), m.created_at);
+    let (team_id, webhook, opened_at) = (
+        m.scope_id.clone(),
+        m.alert_webhook_url.clone(),
+        m.created_at,
+    );
     let v = budgets::view(s, m, s.clock.now()).await?;
     Ok(Balance {
         team_id,
@@ -220,12 +223,7 @@ pub async fn adjust(
     let kind = match input.kind.as_deref() {
         None | Some("top_up") => "top_up",
         Some("adjustment") => "adjustment",
-        Some(_) => {
-            return Err(ServiceError::invalid(
-                "kind",
-                "one of top_up, adjustment",
-            ))
-        }
+        Some(_) => return Err(ServiceError::invalid("kind", "one of top_up, adjustment")),
     };
     let mode = input
         .mode
@@ -344,7 +342,10 @@ pub async fn adjust(
         .await?;
     }
     // New credits re-arm the alert thresholds they uncross (a debit arms nothing new).
-    if let Some(p) = budget_period::Entity::find_by_id((id.clone(), 0)).one(&txn).await? {
+    if let Some(p) = budget_period::Entity::find_by_id((id.clone(), 0))
+        .one(&txn)
+        .await?
+    {
         let still = super::budget_alerts::crossed(p.spent_micros, row.amount_micros);
         if p.alerts_fired & !still != 0 {
             budget_period::Entity::update_many()

@@ -69,7 +69,7 @@ pub struct Line {
     pub model: String,
     /// The provider model that served them.
     pub served_model: String,
-    /// The provider kind the catalog priced (`openai`, `anthropic`, ...).
+    /// The kind of the provider that served (`openai`, `anthropic`, ...).
     pub provider: String,
     pub price_version: i64,
     /// input_tokens | cached_input_tokens | output_tokens | reasoning_tokens | images | seconds
@@ -173,7 +173,7 @@ impl Month {
     pub fn start(self) -> DateTime<Utc> {
         NaiveDate::from_ymd_opt(self.year, self.month, 1)
             .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map_or(DateTime::<Utc>::MIN_UTC, |d| Utc.from_utc_datetime(&d))
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |d| Utc.from_utc_datetime(&d))
     }
 
     pub fn next(self) -> Month {
@@ -332,11 +332,15 @@ pub async fn run_closer(s: Services, shutdown: tokio_util::sync::CancellationTok
 }
 
 /// `GET /statements?team_id=…&month=YYYY-MM`: the team's billing role, owners and admins.
-pub async fn get(s: &Services, actor: &Actor, q: StatementQuery) -> Result<Statement, ServiceError> {
+pub async fn get(
+    s: &Services,
+    actor: &Actor,
+    q: StatementQuery,
+) -> Result<Statement, ServiceError> {
     actor.require(Action::ReadBilling)?;
     actor.require_team(&q.team_id, "team")?;
-    let month = Month::parse(&q.month)
-        .ok_or_else(|| ServiceError::invalid("month", "must be YYYY-MM"))?;
+    let month =
+        Month::parse(&q.month).ok_or_else(|| ServiceError::invalid("month", "must be YYYY-MM"))?;
     team::Entity::find_by_id(q.team_id.as_str())
         .one(&s.db)
         .await?
@@ -377,7 +381,7 @@ fn price_at(
     kind: &str,
     model: &str,
     version: i64,
-) -> Option<(String, modelgate_shared::pricing::Price)> {
+) -> Option<modelgate_shared::pricing::Price> {
     let find = |k: &str| {
         catalog
             .get(&(k.to_owned(), model.to_owned()))?
@@ -385,23 +389,18 @@ fn price_at(
             .rev()
             .find(|v| v.version <= version)
     };
-    let (k, v) = match find(kind) {
-        Some(v) => (kind, v),
-        None => ("", find("")?),
-    };
-    Some((
-        k.to_owned(),
-        modelgate_shared::pricing::Price {
-            input_micros_per_mtok: v.input_micros_per_mtok,
-            output_micros_per_mtok: v.output_micros_per_mtok,
-            cached_input_micros_per_mtok: v.cached_input_micros_per_mtok,
-            reasoning_micros_per_mtok: v.reasoning_micros_per_mtok,
-            per_image_micros: v.per_image_micros,
-            per_second_micros: v.per_second_micros,
-            per_mchar_micros: v.per_mchar_micros,
-            version: u64::try_from(v.version).unwrap_or(0),
-        },
-    ))
+    // The row of the deployment's provider kind, else the row for any provider (`*`).
+    let v = find(kind).or_else(|| find("*"))?;
+    Some(modelgate_shared::pricing::Price {
+        input_micros_per_mtok: v.input_micros_per_mtok,
+        output_micros_per_mtok: v.output_micros_per_mtok,
+        cached_input_micros_per_mtok: v.cached_input_micros_per_mtok,
+        reasoning_micros_per_mtok: v.reasoning_micros_per_mtok,
+        per_image_micros: v.per_image_micros,
+        per_second_micros: v.per_second_micros,
+        per_mchar_micros: v.per_mchar_micros,
+        version: u64::try_from(v.version).unwrap_or(0),
+    })
 }
 
 #[derive(Default)]
@@ -505,16 +504,11 @@ async fn build(s: &Services, team_id: &str, month: Month) -> Result<Statement, S
     let (opening, closing) = match opened_ms {
         None => (None, None),
         Some(opened) => {
-            let before = balances::entries_between(
-                s,
-                team_id,
-                DateTime::<Utc>::MIN_UTC,
-                start,
-            )
-            .await?
-            .iter()
-            .map(|c| c.amount_micros)
-            .sum::<i64>();
+            let before = balances::entries_between(s, team_id, DateTime::<Utc>::UNIX_EPOCH, start)
+                .await?
+                .iter()
+                .map(|c| c.amount_micros)
+                .sum::<i64>();
             let spent_before = usage_before(s, team_id, opened, start, prev_close).await?;
             let opening = before - spent_before;
             (Some(opening), Some(opening + credits_micros - deducted))
@@ -578,9 +572,7 @@ fn itemise(
     use modelgate_shared::pricing::{cost_lines, Tokens};
     let kind = kinds.get(&e.provider_id).map_or("", String::as_str);
     let priced = price_at(catalog, kind, &e.served_model, e.price_version);
-    let provider = priced
-        .as_ref()
-        .map_or_else(|| kind.to_owned(), |(k, _)| k.clone());
+    let provider = kind.to_owned();
     let key = |unit: &str| -> LineKey {
         (
             e.requested_model.clone(),
@@ -592,7 +584,7 @@ fn itemise(
         )
     };
     let mut explained = 0i64;
-    if let Some((_, price)) = &priced {
+    if let Some(price) = &priced {
         let u = |v: i64| u64::try_from(v).unwrap_or(0);
         let tokens = Tokens {
             input: u(e.input_tokens),

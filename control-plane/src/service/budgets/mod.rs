@@ -479,7 +479,11 @@ pub(crate) async fn spent_in(s: &Services, id: &str, start: i64) -> Result<i64, 
         .map_or(0, |p| p.spent_micros))
 }
 
-pub(crate) async fn view(s: &Services, m: budget::Model, now: DateTime<Utc>) -> Result<Budget, ServiceError> {
+pub(crate) async fn view(
+    s: &Services,
+    m: budget::Model,
+    now: DateTime<Utc>,
+) -> Result<Budget, ServiceError> {
     let period: Period = m.period.parse().unwrap_or(Period::Total);
     let start = period_start(now, period);
     let spent = spent_in(s, &m.id, start).await?;
