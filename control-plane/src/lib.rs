@@ -303,6 +303,7 @@ mod settings_tests {
             grpc_security: grpc::transport::GrpcSecurity::InsecurePlaintext,
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
+            statement_grace: service::statements::DEFAULT_GRACE,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");

@@ -1183,6 +1183,45 @@ mod tests {
     }
 
     #[test]
+    fn a_prepaid_balance_round_trips_as_a_team_balance_budget_and_needs_protocol_8() {
+        use crate::quota::{Budget, BudgetKind, Enforcement, Period, ScopeKind, WhenUnreachable};
+        let mut config = sample();
+        let budget = |id: &str, kind| Budget {
+            id: id.into(),
+            scope: ScopeKind::Team,
+            scope_id: "t1".into(),
+            amount_micros: 5_000_000,
+            period: Period::Total,
+            enforcement: Enforcement::Hard,
+            when_unreachable: WhenUnreachable::FailClosed,
+            kind,
+        };
+        config.budgets = vec![budget("b1", BudgetKind::Spend)];
+        assert_eq!(
+            Snapshot::new(1, config.clone())
+                .to_wire()
+                .min_protocol_version,
+            6
+        );
+        config
+            .budgets
+            .push(budget("balance-t1", BudgetKind::Balance));
+        let snap = Snapshot::new(1, config);
+        let wire = snap.to_wire();
+        assert_eq!(wire.min_protocol_version, 8);
+        let kinds: Vec<&str> = wire
+            .config
+            .as_ref()
+            .unwrap()
+            .budgets
+            .iter()
+            .map(|b| b.scope_kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["team", "team_balance"]);
+        assert_eq!(Snapshot::try_from(wire).unwrap(), snap);
+    }
+
+    #[test]
     fn tampered_snapshot_is_rejected_by_hash() {
         let mut wire = Snapshot::new(1, sample()).to_wire();
         if let Some(c) = wire.config.as_mut() {

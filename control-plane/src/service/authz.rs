@@ -221,6 +221,22 @@ mod tests {
     }
 
     #[test]
+    fn billing_reads_balances_and_statements_and_only_org_wide_billing_and_admins_credit() {
+        for (role, team, read, credit) in [
+            (Role::Owner, None, true, true),
+            (Role::Admin, Some("team-a"), true, false),
+            (Role::Billing, None, true, true),
+            (Role::Billing, Some("team-a"), true, false),
+            (Role::Member, None, false, false),
+            (Role::Viewer, Some("team-a"), false, false),
+        ] {
+            let a = actor(role, team);
+            assert_eq!(a.may(Action::ReadBilling), read, "{role:?} {team:?}");
+            assert_eq!(a.may(Action::ManageBilling), credit, "{role:?} {team:?}");
+        }
+    }
+
+    #[test]
     fn only_org_wide_admins_and_billing_read_the_usage_quarantine() {
         for (role, team, may) in [
             (Role::Owner, None, true),
