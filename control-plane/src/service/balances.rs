@@ -170,7 +170,7 @@ pub async fn get(s: &Services, actor: &Actor, team_id: &str) -> Result<Balance, 
         .into_iter()
         .map(entry)
         .collect();
-    Ok(shape(s, m, history).await?)
+    shape(s, m, history).await
 }
 
 async fn shape(
