@@ -24,6 +24,15 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        // A balance row's ingest sequence when it opened: ingest deducts the events stored
+        // after it (statements count the same ones).
+        m.alter_table(
+            Table::alter()
+                .table(Budgets::Table)
+                .add_column(ColumnDef::new(Budgets::OpenedSeq).big_integer().null())
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(BalanceEntries::Table)
@@ -73,6 +82,13 @@ impl MigrationTrait for Migration {
         m.alter_table(
             Table::alter()
                 .table(Budgets::Table)
+                .drop_column(Budgets::OpenedSeq)
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(Budgets::Table)
                 .drop_column(Budgets::Kind)
                 .to_owned(),
         )
@@ -84,6 +100,7 @@ impl MigrationTrait for Migration {
 enum Budgets {
     Table,
     Kind,
+    OpenedSeq,
 }
 
 #[derive(DeriveIden)]

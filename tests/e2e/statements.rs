@@ -180,11 +180,17 @@ async fn a_months_statement_equals_its_ledger_rows_to_the_micro_dollar_across_a_
             sent += 1;
         }
     }
-    // September 30, 23:30: served by the cut-off node, which keeps the event in its spool.
+    // Served by the cut-off node, which keeps the events in its spool: one of September 30,
+    // 23:30, and one of August 20, a month before any other usage.
     proxy.go_down();
     gw.clock.set(at("2026-09-30T23:30:00Z"));
     random_request(&gw, late_dp.addr, &p, &mut rng).await;
-    let is_late = |r: &Value| started_in(r, "2026-09-30T23:30:00Z", "2026-09-30T23:40:00Z");
+    gw.clock.set(at("2026-08-20T12:00:00Z"));
+    random_request(&gw, late_dp.addr, &p, &mut rng).await;
+    let is_late = |r: &Value| {
+        started_in(r, "2026-09-30T23:30:00Z", "2026-09-30T23:40:00Z")
+            || started_in(r, "2026-08-20T12:00:00Z", "2026-08-20T12:10:00Z")
+    };
     // October 4, 00:30: September has closed (72 h after its end); two October requests.
     gw.clock.set(at("2026-10-04T00:30:00Z"));
     for _ in 0..2 {
@@ -199,15 +205,15 @@ async fn a_months_statement_equals_its_ledger_rows_to_the_micro_dollar_across_a_
     let september = statement(&gw, &p.team_id, "2026-09").await;
     assert_eq!(september["status"], "closed", "{september}");
 
-    // The late event arrives now, after September closed.
+    // The late events arrive now, after September closed.
     proxy.come_back();
-    let rows = eventually(Duration::from_secs(30), "the late event", || async {
+    let rows = eventually(Duration::from_secs(30), "the late events", || async {
         let rows = usage_rows(&gw, &p.key_id).await;
-        (rows.len() == sent + 1).then_some(rows)
+        (rows.len() == sent + 2).then_some(rows)
     })
     .await;
     let late: Vec<&Value> = rows.iter().filter(|r| is_late(r)).collect();
-    assert_eq!(late.len(), 1);
+    assert_eq!(late.len(), 2);
     let sept_rows: Vec<&Value> = rows
         .iter()
         .filter(|r| started_in(r, "2026-09-01T00:00:00Z", "2026-10-01T00:00:00Z") && !is_late(r))
@@ -269,32 +275,56 @@ async fn a_months_statement_equals_its_ledger_rows_to_the_micro_dollar_across_a_
     // A closed month never changes, even with a late event of its own.
     assert_eq!(statement(&gw, &p.team_id, "2026-09").await, september);
 
-    // October: its own events and the late one, which names its original day.
+    // August closed with September (it had nothing then): its late event is not billed there.
+    let august = statement(&gw, &p.team_id, "2026-08").await;
+    assert_eq!(august["status"], "closed", "{august}");
+    assert_eq!(august["requests"], 0, "{august}");
+    assert_eq!(august["usage_micros"], 0, "{august}");
+
+    // October: its own events and the late ones, which name their original days.
     let october = statement(&gw, &p.team_id, "2026-10").await;
     assert_eq!(october["status"], "open", "{october}");
-    assert_eq!(october["requests"], oct_rows.len() + 1, "{october}");
-    assert_eq!(october["late_requests"], 1, "{october}");
+    assert_eq!(october["requests"], oct_rows.len() + 2, "{october}");
+    assert_eq!(october["late_requests"], 2, "{october}");
     let october_usage = cost(&oct_rows) + cost(&late);
     assert_eq!(october["usage_micros"], october_usage, "{october}");
     assert_eq!(lines_total(&october), october_usage, "{october}");
-    let late_lines: Vec<&Value> = october["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["original_day"] == "2026-09-30")
-        .collect();
-    assert!(!late_lines.is_empty(), "{october}");
-    assert_eq!(
-        late_lines
+    for (day, from) in [
+        ("2026-09-30", "2026-09-30T23:30:00Z"),
+        ("2026-08-20", "2026-08-20T12:00:00Z"),
+    ] {
+        let on_day: i64 = october["lines"]
+            .as_array()
+            .unwrap()
             .iter()
+            .filter(|l| l["original_day"] == day)
             .map(|l| l["amount_micros"].as_i64().unwrap())
-            .sum::<i64>(),
-        cost(&late)
-    );
+            .sum();
+        let late_of_day: Vec<&Value> = late
+            .iter()
+            .copied()
+            .filter(|r| r["started_at_ms"].as_i64().unwrap() >= at(from).timestamp_millis())
+            .filter(|r| {
+                r["started_at_ms"].as_i64().unwrap()
+                    < (at(from) + chrono::Duration::minutes(10)).timestamp_millis()
+            })
+            .collect();
+        assert_eq!(late_of_day.len(), 1);
+        assert!(on_day > 0, "{day}: {october}");
+        assert_eq!(on_day, cost(&late_of_day), "{day}: {october}");
+    }
     assert_eq!(october["opening_balance_micros"], september_closing);
     assert_eq!(
         october["closing_balance_micros"],
         september_closing - october_usage
+    );
+    // With every event in, the open month closes at the live balance ingest keeps.
+    let (_, live) = gw
+        .admin(Method::GET, &format!("/teams/{}/balance", p.team_id), None)
+        .await;
+    assert_eq!(
+        live["balance_micros"], october["closing_balance_micros"],
+        "{live}"
     );
     println!(
         "September: {} requests, {} µ$ in {} lines; October: {} requests ({} late), {} µ$",

@@ -285,6 +285,11 @@ pub async fn adjust(
         Some(m) => Some(shape(s, m, Vec::new()).await?),
         None => None,
     };
+    // Ingest deducts from the row once it is committed: the events stored after this sequence.
+    let opened_seq = crate::store::counter::Entity::find_by_id("usage_seq")
+        .one(&s.db)
+        .await?
+        .map_or(0, |c| c.value);
     let txn = s.db.begin().await?;
     // Opens the balance (refuse mode unless told otherwise) if it is not open yet; concurrent
     // first adjustments both land, the row is made once.
@@ -301,6 +306,7 @@ pub async fn adjust(
         alert_webhook_url: Set(webhook.clone().flatten()),
         created_at: Set(now),
         kind: Set(BALANCE.into()),
+        opened_seq: Set(Some(opened_seq)),
     })
     .on_conflict(
         OnConflict::column(budget::Column::Id)

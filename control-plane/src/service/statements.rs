@@ -14,6 +14,7 @@
 //! ```
 //!
 //! Every event is covered by exactly one month, so statements never double count or drop one.
+//! (A month before the first one closed counts as closed with it, at its `close_seq`.)
 //!
 //! **Lines.** Each covered event's cost is itemised by the catalog price version it was charged
 //! (`shared::pricing::cost_lines`, each unit's line rounded on its own exactly as the data plane
@@ -23,9 +24,9 @@
 //! `other` line, so the total is always the sum of the covered ledger rows' `cost_micros`, to the
 //! micro-dollar.
 //!
-//! **Balances.** With a prepaid balance: opening = credits before the month − usage of events
-//! since the balance opened covered by earlier months; closing = opening + the month's credits −
-//! the month's usage since the balance opened.
+//! **Balances.** With a prepaid balance: opening = credits before the month − the usage
+//! deducted from it (events stored after the balance opened, by ingest sequence) that earlier
+//! months cover; closing = opening + the month's credits − the month's deducted usage.
 //!
 //! **Immutability.** A closed month's statement is stored whole (`statements`) the first time it
 //! is read or by the closer, and served from there from then on.
@@ -234,15 +235,25 @@ pub async fn close_due(s: &Services) -> Result<Vec<String>, ServiceError> {
             None => return Ok(Vec::new()),
         },
         None => {
-            // The first month with any usage is the first to close.
-            let first: Option<i64> = usage_event::Entity::find()
+            // The first month with any usage or credit is the first to close.
+            let first_event: Option<i64> = usage_event::Entity::find()
                 .select_only()
                 .column_as(usage_event::Column::StartedAtMs.min(), "first")
                 .into_tuple::<Option<i64>>()
                 .one(&s.db)
                 .await?
                 .flatten();
-            match first.and_then(DateTime::from_timestamp_millis) {
+            let first_credit = crate::store::balance_entry::Entity::find()
+                .order_by_asc(crate::store::balance_entry::Column::CreatedAt)
+                .one(&s.db)
+                .await?
+                .map(|e| e.created_at);
+            let first = first_event
+                .and_then(DateTime::from_timestamp_millis)
+                .into_iter()
+                .chain(first_credit)
+                .min();
+            match first {
                 Some(t) => Month::of(t),
                 None => return Ok(Vec::new()),
             }
@@ -364,13 +375,28 @@ async fn closes(
     months: &[Month],
 ) -> Result<BTreeMap<Month, statement_close::Model>, ServiceError> {
     let names: Vec<String> = months.iter().map(Month::to_string).collect();
-    Ok(statement_close::Entity::find()
+    let mut found: BTreeMap<Month, statement_close::Model> = statement_close::Entity::find()
         .filter(statement_close::Column::Month.is_in(names))
         .all(&s.db)
         .await?
         .into_iter()
         .filter_map(|c| Some((Month::parse(&c.month)?, c)))
-        .collect())
+        .collect();
+    // A month before the first one closed had no usage or credit when that one closed: it
+    // counts as closed with it, so an event of it that arrives later lands in the next open
+    // month like any late event (never in a month that is already past).
+    let first = statement_close::Entity::find()
+        .order_by_asc(statement_close::Column::Month)
+        .one(&s.db)
+        .await?;
+    if let Some(first) = first {
+        if let Some(first_month) = Month::parse(&first.month) {
+            for m in months.iter().filter(|m| **m < first_month) {
+                found.entry(*m).or_insert_with(|| first.clone());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The catalog's prices by (provider kind, model), each with its versions ascending.
@@ -425,9 +451,7 @@ async fn build(s: &Services, team_id: &str, month: Month) -> Result<Statement, S
         .one(&s.db)
         .await?
         .filter(|b| b.kind == balances::BALANCE);
-    let opened_ms = balance_row
-        .as_ref()
-        .map(|b| b.created_at.timestamp_millis());
+    let opened_seq = balance_row.as_ref().map(|b| b.opened_seq.unwrap_or(0));
 
     let catalog: Catalog = model_price_version::Entity::find()
         .order_by_asc(model_price_version::Column::Version)
@@ -485,7 +509,7 @@ async fn build(s: &Services, team_id: &str, month: Month) -> Result<Statement, S
         for e in &page {
             requests += 1;
             usage += e.cost_micros;
-            if opened_ms.is_some_and(|o| e.started_at_ms >= o) {
+            if opened_seq.is_some_and(|o| e.seq.is_some_and(|seq| seq > o)) {
                 deducted += e.cost_micros;
             }
             let original_day = (e.started_at_ms < start.timestamp_millis()).then(|| {
@@ -501,7 +525,7 @@ async fn build(s: &Services, team_id: &str, month: Month) -> Result<Statement, S
 
     let credits = balances::entries_between(s, team_id, start, end).await?;
     let credits_micros: i64 = credits.iter().map(|c| c.amount_micros).sum();
-    let (opening, closing) = match opened_ms {
+    let (opening, closing) = match opened_seq {
         None => (None, None),
         Some(opened) => {
             let before = balances::entries_between(s, team_id, DateTime::<Utc>::UNIX_EPOCH, start)
@@ -630,11 +654,12 @@ fn day(ms: i64) -> String {
         .to_string()
 }
 
-/// Usage of events since the balance opened that months before `start` cover.
+/// Usage of events stored since the balance opened (deducted from it) that months before
+/// `start` cover.
 async fn usage_before(
     s: &Services,
     team_id: &str,
-    opened_ms: i64,
+    opened_seq: i64,
     start: DateTime<Utc>,
     prev_close: Option<i64>,
 ) -> Result<i64, ServiceError> {
@@ -648,7 +673,7 @@ async fn usage_before(
         )
         .filter(E::TeamId.eq(team_id))
         .filter(E::Seq.is_not_null())
-        .filter(E::StartedAtMs.gte(opened_ms))
+        .filter(E::Seq.gt(opened_seq))
         .filter(E::StartedAtMs.lt(start.timestamp_millis()));
     if let Some(cs) = prev_close {
         find = find.filter(E::Seq.lte(cs));

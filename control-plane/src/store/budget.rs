@@ -18,6 +18,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// `spend` | `balance`.
     pub kind: String,
+    /// A balance: the ingest sequence when it opened (it is deducted the events stored after).
+    pub opened_seq: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

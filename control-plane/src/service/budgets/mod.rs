@@ -197,6 +197,7 @@ pub async fn create(
         alert_webhook_url: Set(webhook),
         created_at: Set(Utc::now()),
         kind: Set(SPEND.to_owned()),
+        opened_seq: Set(None),
     };
     let txn = s.db.begin().await?;
     let model = budget::Entity::insert(row)
