@@ -231,6 +231,10 @@ pub struct ControlPlaneArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub config_drift_after_s: u64,
+    /// Hours after a month ends before its statements close (a closed month never changes;
+    /// usage that arrives later lands in the next open month).
+    #[arg(long, env = "MODELGATE_STATEMENT_GRACE_HOURS", default_value_t = 72)]
+    pub statement_grace_hours: u64,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]

@@ -225,6 +225,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
         config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
     // Dial the address the control plane listens on (its certificate names it), loopback when
@@ -377,6 +378,9 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         metrics_listen: Some(args.metrics_listen),
         clock: modelgate_shared::clock::system(),
         config_drift_after: std::time::Duration::from_secs(args.config_drift_after_s),
+        statement_grace: std::time::Duration::from_secs(
+            args.statement_grace_hours.saturating_mul(3600),
+        ),
     })
     .await?;
     let admin_scheme = scheme(&args.http_tls);

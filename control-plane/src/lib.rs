@@ -55,6 +55,9 @@ pub struct Settings {
     /// A node whose applied config differs from its assignment longer than this is flagged as
     /// drifting (fleet view and `modelgate_cp_node_config_drift`).
     pub config_drift_after: std::time::Duration,
+    /// How long after a month ends its statements close
+    /// (`service::statements::DEFAULT_GRACE`, 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 /// Bounds on the gRPC server's work per connection.
@@ -115,6 +118,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     }
     let mut services = Services::new(db, sealer, settings.clock.clone());
     services.config_drift_after = settings.config_drift_after;
+    services.statement_grace = settings.statement_grace;
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -222,6 +226,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     ));
     let rollout_task = tokio::spawn(rollout::drive(services.clone(), shutdown.clone()));
 
+    let statements_task = tokio::spawn(service::statements::run_closer(
+        services.clone(),
+        shutdown.clone(),
+    ));
+
     tracing::info!(%admin_addr, %grpc_addr, ?metrics_addr, "control plane started");
     tasks.extend([
         admin_task,
@@ -229,6 +238,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         rebuild_task,
         export_task,
         alerts_task,
+        statements_task,
         revocations_task,
         insecure_task,
         rollout_task,
@@ -301,6 +311,7 @@ mod settings_tests {
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
             config_drift_after: service::DEFAULT_CONFIG_DRIFT_AFTER,
+            statement_grace: service::statements::DEFAULT_GRACE,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");

@@ -22,7 +22,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::limits::RateLimit;
-use crate::quota::{Budget, WhenUnreachable};
+use crate::quota::{Budget, BudgetKind, WhenUnreachable};
 use crate::snapshot::{
     ApiKey, CachePolicy, Config, Deployment, ModelPrice, ProviderAccount, RoutePolicy, RoutingGroup,
 };
@@ -36,6 +36,13 @@ pub fn content_hash(config: &Config) -> String {
     e.list(&config.keys, Encoder::key);
     e.list(&config.providers, |e, p| e.provider(p, true));
     policy_sections(&mut e, config);
+    // Prepaid balances are money, not policy: a top-up reaches every node at once.
+    let balances: Vec<&Budget> = config
+        .budgets
+        .iter()
+        .filter(|b| b.kind == BudgetKind::Balance)
+        .collect();
+    e.list(&balances, |e, b| e.budget(b));
     e.finish()
 }
 
@@ -51,7 +58,12 @@ pub fn policy_hash(config: &Config) -> String {
 fn policy_sections(e: &mut Encoder, c: &Config) {
     e.list(&c.prices, Encoder::price);
     e.list(&c.groups, Encoder::group);
-    e.list(&c.budgets, Encoder::budget);
+    let spend: Vec<&Budget> = c
+        .budgets
+        .iter()
+        .filter(|b| b.kind == BudgetKind::Spend)
+        .collect();
+    e.list(&spend, |e, b| e.budget(b));
     e.list(&c.rate_limits, Encoder::rate_limit);
 }
 
@@ -299,6 +311,7 @@ impl Encoder {
             period,
             enforcement,
             when_unreachable,
+            kind,
         } = b;
         self.str(id);
         self.str(scope.as_str());
@@ -313,6 +326,7 @@ impl Encoder {
                 self.i64(*allowance_micros);
             }
         }
+        self.str(kind.as_str());
     }
 
     fn rate_limit(&mut self, l: &RateLimit) {

@@ -65,7 +65,7 @@ pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a
 /// higher `min_protocol_version` is NACKed rather than misapplied.
-pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 7;
+pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 8;
 
 /// A new time-ordered unique id (UUIDv7), used for every resource and event.
 pub fn new_id() -> uuid::Uuid {

@@ -36,6 +36,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::quota::BudgetKind;
 use crate::snapshot::Config;
 
 /// Upper bounds (milliseconds) of the request-latency buckets nodes report for the latency
@@ -274,7 +275,8 @@ pub fn reuse_or_mint(track: u64, highest_mover: u64) -> Handover {
 
 /// The content a track serves: the policy part of `policy` with the immediate part of
 /// `current` (the key-hash secret, every key, and each provider's credential — taken from
-/// `current` where the provider still exists there, else kept from `policy`). So a security
+/// `current` where the provider still exists there, else kept from `policy`; and every prepaid
+/// balance, whose top-ups are money, not policy). So a security
 /// change in `current` reaches both tracks, and neither track's policy moves.
 pub fn compose(policy: &Config, current: &Config) -> Config {
     let mut out = Config {
@@ -283,7 +285,20 @@ pub fn compose(policy: &Config, current: &Config) -> Config {
         providers: policy.providers.clone(),
         prices: policy.prices.clone(),
         groups: policy.groups.clone(),
-        budgets: policy.budgets.clone(),
+        // Spend budgets are policy; prepaid balances (top-ups, adjustments) are money and, like
+        // keys, reach every track at once.
+        budgets: policy
+            .budgets
+            .iter()
+            .filter(|b| b.kind == BudgetKind::Spend)
+            .chain(
+                current
+                    .budgets
+                    .iter()
+                    .filter(|b| b.kind == BudgetKind::Balance),
+            )
+            .cloned()
+            .collect(),
         rate_limits: policy.rate_limits.clone(),
     };
     for p in &mut out.providers {
@@ -336,7 +351,14 @@ pub fn policy_diff(old: &Config, new: &Config) -> Vec<Change> {
     diff_by(&mut out, "route", &old.groups, &new.groups, |g| {
         g.alias.clone()
     });
-    diff_by(&mut out, "budget", &old.budgets, &new.budgets, |b| {
+    let spend = |c: &Config| -> Vec<crate::quota::Budget> {
+        c.budgets
+            .iter()
+            .filter(|b| b.kind == BudgetKind::Spend)
+            .cloned()
+            .collect()
+    };
+    diff_by(&mut out, "budget", &spend(old), &spend(new), |b| {
         b.id.clone()
     });
     diff_by(

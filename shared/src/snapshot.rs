@@ -549,12 +549,18 @@ impl Config {
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
     /// newer fields (provider, family, cached input, reasoning, image, second), 7 once one
-    /// prices characters, else 3, so a control plane keeps feeding older data planes until the
+    /// prices characters, 8 once a team has a prepaid balance, else 3, so a control plane keeps feeding older data planes until the
     /// catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
         // A data plane that does not know a character price would charge speech nothing, and
         // one that does not know budgets or rate limits would serve past them: each must NACK.
-        if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
+        if self
+            .budgets
+            .iter()
+            .any(|b| b.kind == crate::quota::BudgetKind::Balance)
+        {
+            8
+        } else if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
             7
         } else if !self.rate_limits.is_empty() {
             6
@@ -675,7 +681,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
     };
     wire::Budget {
         id: b.id.clone(),
-        scope_kind: b.scope.as_str().to_owned(),
+        scope_kind: match b.kind {
+            crate::quota::BudgetKind::Spend => b.scope.as_str().to_owned(),
+            crate::quota::BudgetKind::Balance => BALANCE_SCOPE.to_owned(),
+        },
         scope_id: b.scope_id.clone(),
         amount_micros: b.amount_micros,
         period: b.period.as_str().to_owned(),
@@ -684,6 +693,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
         fail_open_allowance_micros: allowance,
     }
 }
+
+/// A prepaid balance travels as a budget whose `scope_kind` is this (its scope is always a team):
+/// the wire's spelling of `BudgetKind::Balance` (protocol 8).
+const BALANCE_SCOPE: &str = "team_balance";
 
 fn budget_from_wire(
     version: u64,
@@ -710,8 +723,20 @@ fn budget_from_wire(
             problem: "must not be negative".into(),
         });
     }
+    let (scope, kind) = if b.scope_kind == BALANCE_SCOPE {
+        (
+            crate::quota::ScopeKind::Team,
+            crate::quota::BudgetKind::Balance,
+        )
+    } else {
+        (
+            b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+            crate::quota::BudgetKind::Spend,
+        )
+    };
     Ok(Budget {
-        scope: b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+        scope,
+        kind,
         period: b.period.parse().map_err(|e| bad("period", e))?,
         enforcement: b.enforcement.parse().map_err(|e| bad("enforcement", e))?,
         id: b.id,
@@ -1166,6 +1191,45 @@ pub(crate) mod tests {
         let snap = Snapshot::new(42, sample());
         let back = Snapshot::try_from(snap.to_wire()).unwrap();
         assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn a_prepaid_balance_round_trips_as_a_team_balance_budget_and_needs_protocol_8() {
+        use crate::quota::{Budget, BudgetKind, Enforcement, Period, ScopeKind, WhenUnreachable};
+        let mut config = sample();
+        let budget = |id: &str, kind| Budget {
+            id: id.into(),
+            scope: ScopeKind::Team,
+            scope_id: "t1".into(),
+            amount_micros: 5_000_000,
+            period: Period::Total,
+            enforcement: Enforcement::Hard,
+            when_unreachable: WhenUnreachable::FailClosed,
+            kind,
+        };
+        config.budgets = vec![budget("b1", BudgetKind::Spend)];
+        assert_eq!(
+            Snapshot::new(1, config.clone())
+                .to_wire()
+                .min_protocol_version,
+            6
+        );
+        config
+            .budgets
+            .push(budget("balance-t1", BudgetKind::Balance));
+        let snap = Snapshot::new(1, config);
+        let wire = snap.to_wire();
+        assert_eq!(wire.min_protocol_version, 8);
+        let kinds: Vec<&str> = wire
+            .config
+            .as_ref()
+            .unwrap()
+            .budgets
+            .iter()
+            .map(|b| b.scope_kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["team", "team_balance"]);
+        assert_eq!(Snapshot::try_from(wire).unwrap(), snap);
     }
 
     #[test]

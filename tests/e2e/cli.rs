@@ -818,3 +818,127 @@ async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
     assert_eq!(nodes[0]["drifting"], false, "{nodes}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_balance_is_credited_and_shown_and_a_statement_printed_from_the_cli() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let top_up = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--amount-micros",
+            "2500000",
+            "--reason",
+            "prepaid order 7",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(top_up["credited_micros"], 2_500_000, "{top_up}");
+    assert_eq!(top_up["mode"], "refuse", "{top_up}");
+    let debit = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--kind",
+            "adjustment",
+            "--amount-micros",
+            "-500000",
+            "--reason",
+            "correction",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(debit["balance_micros"], 2_000_000, "{debit}");
+
+    let shown = modelgate(&gw, &["balances", "show", &p.team_id], &[])
+        .await
+        .ok();
+    assert!(shown.stdout.contains("2000000"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("prepaid order 7"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("correction"), "{}", shown.stdout);
+
+    gw.wait_for_config().await;
+    // Under a refusing balance a request needs an output bound, like under a hard budget.
+    let served = gw
+        .chat(
+            &p.key,
+            serde_json::json!({"model": "smart", "max_tokens": 10,
+                               "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let month = modelgate_shared::clock::Clock::now(gw.clock.as_ref())
+        .format("%Y-%m")
+        .to_string();
+    let statement = modelgate(
+        &gw,
+        &[
+            "statements",
+            "show",
+            "--team-id",
+            &p.team_id,
+            "--month",
+            &month,
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(statement["credits_micros"], 2_000_000, "{statement}");
+    let csv = modelgate(
+        &gw,
+        &[
+            "statements",
+            "show",
+            "--team-id",
+            &p.team_id,
+            "--month",
+            &month,
+            "--csv",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(
+        csv.stdout.starts_with("record,team_id,month,model"),
+        "{}",
+        csv.stdout
+    );
+    assert!(csv.stdout.contains("prepaid order 7"), "{}", csv.stdout);
+
+    // Bad input comes back on stderr, naming the field.
+    let bad = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--amount-micros",
+            "-1",
+            "--reason",
+            "x",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("amount_micros"), "{}", bad.stderr);
+    gw.shutdown().await;
+}

@@ -425,6 +425,7 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
         grpc_security: misnamed.server_security(),
         clock: modelgate_shared::clock::system(),
         config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();
@@ -512,6 +513,7 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
         )),
         clock: modelgate_shared::clock::system(),
         config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();

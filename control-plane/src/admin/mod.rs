@@ -3,6 +3,7 @@
 //! service layer decides what that actor may do. Creates honour `Idempotency-Key`
 //! ([`idempotency`]); key updates honour `If-Match`.
 
+mod billing;
 mod error;
 mod idempotency;
 mod json;
@@ -62,6 +63,9 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_team, list_teams))
         .routes(routes!(get_team))
+        .routes(routes!(billing::get_balance))
+        .routes(routes!(billing::adjust_balance))
+        .routes(routes!(billing::get_statement))
         .routes(routes!(create_budget, list_budgets))
         .routes(routes!(get_budget, update_budget, delete_budget))
         .routes(routes!(create_rate_limit, list_rate_limits))

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod balances;
 pub mod bootstrap;
 pub mod budget_alerts;
 pub mod budgets;
@@ -19,6 +20,7 @@ pub mod revocations;
 pub mod rollouts;
 pub mod routes;
 mod scopes;
+pub mod statements;
 pub mod teams;
 pub mod tokens;
 pub mod usage;
@@ -62,6 +64,8 @@ pub struct Services {
     pub node_states: std::sync::Arc<crate::rollout::nodes::NodeStates>,
     /// A node whose applied config differs from its assignment longer than this is drifting.
     pub config_drift_after: std::time::Duration,
+    /// How long after a month ends its statements close (`statements`; default 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 impl Services {
@@ -89,6 +93,7 @@ impl Services {
             ingest_writer,
             node_states: Default::default(),
             config_drift_after: DEFAULT_CONFIG_DRIFT_AFTER,
+            statement_grace: statements::DEFAULT_GRACE,
         }
     }
 }

@@ -431,9 +431,11 @@ pub(crate) async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 } else {
                     WhenUnreachable::FailClosed
                 },
+                kind: b.kind.parse().ok()?,
                 id: b.id,
                 scope_id: b.scope_id,
-                amount_micros: b.amount_micros,
+                // A balance debited past its credits has nothing to grant.
+                amount_micros: b.amount_micros.max(0),
             })
         })
         .collect();

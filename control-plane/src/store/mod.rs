@@ -4,6 +4,7 @@
 pub mod admin_token;
 pub mod api_key;
 pub mod audit;
+pub mod balance_entry;
 pub mod budget;
 pub mod budget_alert;
 pub mod budget_grant;
@@ -22,6 +23,8 @@ pub mod rollout;
 pub mod rollout_policy;
 pub mod routing_group;
 pub mod setting;
+pub mod statement;
+pub mod statement_close;
 pub mod team;
 pub mod team_member;
 pub mod usage_daily;

@@ -227,6 +227,9 @@ async fn reserve(
             crate::quota::Refusal::Exceeded { budget_id } => {
                 ProxyError::budget_exceeded(&budget_id, 60)
             }
+            crate::quota::Refusal::InsufficientBalance { team_id } => {
+                ProxyError::insufficient_balance(&team_id)
+            }
         })?;
     rec.hold(reservation);
     Ok(app.quotas.remaining(&runtime.budgets, key))

@@ -69,6 +69,52 @@ fn composing_keeps_the_tracks_policy_and_takes_the_current_security_state() {
 }
 
 #[test]
+fn a_balance_top_up_is_not_policy_and_reaches_every_track() {
+    use crate::quota::{Budget, Enforcement, Period, ScopeKind, WhenUnreachable};
+    let budget = |id: &str, kind, amount_micros| Budget {
+        id: id.into(),
+        scope: ScopeKind::Team,
+        scope_id: "t1".into(),
+        amount_micros,
+        period: Period::Total,
+        enforcement: Enforcement::Hard,
+        when_unreachable: WhenUnreachable::FailClosed,
+        kind,
+    };
+    let mut old = sample();
+    old.budgets = vec![
+        budget("b1", BudgetKind::Spend, 5_000_000),
+        budget("balance-t1", BudgetKind::Balance, 1_000_000),
+    ];
+    let mut topped_up = old.clone();
+    topped_up.budgets[1].amount_micros = 3_000_000;
+    // A top-up moves the content (nodes must get it) but not the policy (no rollout).
+    assert_eq!(
+        crate::canonical::policy_hash(&old),
+        crate::canonical::policy_hash(&topped_up)
+    );
+    assert_ne!(
+        crate::canonical::content_hash(&old),
+        crate::canonical::content_hash(&topped_up)
+    );
+    assert!(policy_diff(&old, &topped_up).is_empty());
+    // A track on older policy still serves the new balance, and its spend budgets stay its own.
+    let mut current = topped_up.clone();
+    current.budgets[0].amount_micros = 9_000_000;
+    let on_old = compose(&old, &current);
+    let amount = |c: &Config, id: &str| {
+        c.budgets
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.amount_micros)
+    };
+    assert_eq!(amount(&on_old, "balance-t1"), Some(3_000_000));
+    assert_eq!(amount(&on_old, "b1"), Some(5_000_000));
+    // A spend budget change is policy.
+    assert_eq!(policy_diff(&old, &current).len(), 1);
+}
+
+#[test]
 fn the_diff_names_each_changed_resource() {
     let old = sample();
     let mut new = sample();

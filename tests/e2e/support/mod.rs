@@ -496,6 +496,7 @@ pub async fn start_control_plane_custom(
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: modelgate_shared::clock::system(),
         config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     };
     customize(&mut settings);
     modelgate_control_plane::start(settings).await.unwrap()
