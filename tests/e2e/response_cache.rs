@@ -1208,3 +1208,161 @@ async fn one_cached_answer_serves_streaming_and_whole_clients_on_every_surface()
         );
     }
 }
+
+/// An invalid `x-modelgate-cache` is refused before admission takes anything: with one request
+/// a minute allowed, the refused request leaves that request to the next one.
+#[tokio::test]
+async fn an_invalid_cache_directive_is_refused_before_any_limit_is_taken() {
+    let f = cached_fixture().await;
+    crate::rate_limits::fresh_window(20).await;
+    crate::rate_limits::limit(&f.gw, json!({"scope": {"key_id": f.key_id}, "rpm": 1})).await;
+    let body = ask("a directive");
+    let resp = f.send_with(&body, "sometimes").await;
+    assert_eq!(resp.status(), 400);
+    let rid = request_id(&resp);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "x-modelgate-cache", "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
+    assert_eq!(f.gw.usage_row(&rid).await["status"], 400);
+    let resp = f.send(&body).await;
+    assert_eq!(resp.status(), 200, "the refused request took no share of the limit");
+    assert_eq!(f.send(&body).await.status(), 429, "the limit is one a minute");
+    assert_eq!(f.upstream.calls(), 1);
+}
+
+/// An answer is served for the route's `ttl_s` (here 2 s), then expires from both layers: the
+/// next request goes upstream again.
+#[tokio::test]
+async fn an_answer_expires_after_the_routes_ttl() {
+    let f = fixture(
+        json!({"enabled": true, "ttl_s": 2}),
+        cache_settings(&unique_prefix()),
+    )
+    .await;
+    let body = ask("short-lived");
+    assert_eq!(cache_header(&f.send(&body).await).as_deref(), Some("miss"));
+    stored(f.gw.dp(), 1).await;
+    assert_eq!(cache_header(&f.send(&body).await).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 1);
+    eventually(Duration::from_secs(20), "the answer to expire", || async {
+        let resp = f.send(&body).await;
+        assert_eq!(resp.status(), 200);
+        (cache_header(&resp).as_deref() == Some("miss")).then_some(())
+    })
+    .await;
+    assert_eq!(f.upstream.calls(), 2);
+}
+
+/// `partition: key` shares an answer only with the key that stored it, `user` with the keys of
+/// the same owner, `none` with every key (another team's too).
+#[tokio::test]
+async fn the_key_user_and_none_partitions_share_answers_as_they_say() {
+    let f = cached_fixture().await;
+    for (alias, partition) in [("by-key", "key"), ("by-user", "user"), ("shared", "none")] {
+        f.gw.create(
+            "/routes",
+            json!({"alias": alias,
+            "deployments": [{"provider_id": f.provider_id, "model": "gpt-cache-1"}],
+            "policy": {"cache": {"enabled": true, "partition": partition}}}),
+        )
+        .await;
+    }
+    let new_key = |team: String, owner: Option<String>| {
+        let gw = &f.gw;
+        async move {
+            let mut body = json!({"team_id": team, "name": "k", "environment": "prod"});
+            if let Some(o) = owner {
+                body["owner_user_id"] = json!(o);
+            }
+            gw.create("/keys", body).await["key_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut users = Vec::new();
+    for email in ["ada@example.com", "bo@example.com"] {
+        let u = f.gw.create("/users", json!({"email": email})).await;
+        let id = u["id"].as_str().unwrap().to_owned();
+        f.gw.create(
+            &format!("/teams/{}/members", f.team_id),
+            json!({"user_id": id, "role": "member"}),
+        )
+        .await;
+        users.push(id);
+    }
+    let sibling = new_key(f.team_id.clone(), None).await;
+    let ada_1 = new_key(f.team_id.clone(), Some(users[0].clone())).await;
+    let ada_2 = new_key(f.team_id.clone(), Some(users[0].clone())).await;
+    let bo = new_key(f.team_id.clone(), Some(users[1].clone())).await;
+    let team = f.gw.create("/teams", json!({"name": "elsewhere"})).await;
+    let stranger = new_key(team["id"].as_str().unwrap().to_owned(), None).await;
+    f.gw.wait_for_config().await;
+
+    /// `store` asks on `alias` (a miss, the `n`th answer stored; a miss below stores too), then
+    /// each key asks the
+    /// same and is told `want`.
+    async fn check(f: &Fixture, n: u64, alias: &str, store: &str, cases: &[(&str, &str)]) {
+        let dp = f.gw.dp();
+        let mut body = ask("partitioned");
+        body["model"] = json!(alias);
+        let resp = post(&f.gw.http, dp, store, &body).await;
+        assert_eq!(cache_header(&resp).as_deref(), Some("miss"), "{alias}");
+        stored(dp, n).await;
+        for (key, want) in cases {
+            let resp = post(&f.gw.http, dp, key, &body).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(cache_header(&resp).as_deref(), Some(*want), "{alias}");
+        }
+    }
+    check(&f, 1, "by-key", &f.key, &[(&f.key, "hit"), (&sibling, "miss")]).await;
+    check(&f, 3, "by-user", &ada_1, &[(&ada_2, "hit"), (&bo, "miss")]).await;
+    check(&f, 5, "shared", &f.key, &[(&stranger, "hit"), (&bo, "hit")]).await;
+    // One upstream call per store, one per miss.
+    assert_eq!(f.upstream.calls(), 5);
+}
+
+/// A refresh on one node replaces the answer in Redis at once; another node that holds the
+/// older answer in memory serves it for at most its local TTL (here 1 s), then the new one.
+#[tokio::test]
+async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
+    let prefix = unique_prefix();
+    let settings = || CacheSettings {
+        local_ttl: Duration::from_secs(1),
+        ..cache_settings(&prefix)
+    };
+    let f = fixture(json!({"enabled": true}), settings()).await;
+    let other = data_plane(&f.gw, &temp_dir("dp-cache-4"), settings()).await;
+    let body = ask("refreshed elsewhere");
+    let first: Value = f.send(&body).await.json().await.unwrap();
+    stored(f.gw.dp(), 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "a hit on the other node",
+        || async {
+            let resp = post(&f.gw.http, &other, &f.key, &body).await;
+            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
+        },
+    )
+    .await;
+    // The provider's answer changes (it now reports cached and reasoning tokens); a refresh on
+    // the first node stores it.
+    f.upstream.report_details(3, 2);
+    let resp = f.send_with(&body, "refresh").await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("refresh"));
+    let fresh: Value = resp.json().await.unwrap();
+    assert_ne!(fresh, first);
+    stored(f.gw.dp(), 2).await;
+    eventually(
+        Duration::from_secs(10),
+        "the fresh answer on the other node",
+        || async {
+            let resp = post(&f.gw.http, &other, &f.key, &body).await;
+            assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+            (resp.json::<Value>().await.unwrap() == fresh).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(f.upstream.calls(), 2);
+    other.shutdown().await;
+}
