@@ -1336,15 +1336,28 @@ async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
     let body = ask("refreshed elsewhere");
     let first: Value = f.send(&body).await.json().await.unwrap();
     stored(f.gw.dp(), 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "a hit on the other node",
-        || async {
-            let resp = post(&f.gw.http, &other, &f.key, &body).await;
-            (cache_header(&resp).as_deref() == Some("hit")).then_some(())
-        },
-    )
+    let redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the entry in Redis", || {
+        let mut redis = redis.clone();
+        let pattern = format!("{prefix}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (!keys.is_empty()).then_some(())
+        }
+    })
     .await;
+    // The other node reads it from Redis and keeps it in memory.
+    let resp = post(&f.gw.http, &other, &f.key, &body).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(resp.json::<Value>().await.unwrap(), first);
     // The provider's answer changes (it now reports cached and reasoning tokens); a refresh on
     // the first node stores it.
     f.upstream.report_details(3, 2);
