@@ -1069,6 +1069,16 @@ fn stream_digest(surface: &str, sse: &str) -> Option<Value> {
     Some(json!({"text": text, "tool": tool, "arguments": args, "stop": stop, "usage": usage}))
 }
 
+/// A surface (as `stream_digest` names it), its whole and streaming paths, a request, and the
+/// change that makes the provider's whole answer the one its stream spells.
+type SurfaceCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+    fn(&mut Value),
+);
+
 /// One cached answer serves both kinds of client on every surface. An answer stored from a
 /// stream answers a non-streaming client with the whole answer the provider gives that request
 /// (but for the identifiers the mock's stream spells differently), and a streaming client with
@@ -1079,7 +1089,7 @@ async fn one_cached_answer_serves_streaming_and_whole_clients_on_every_surface()
     let s = surfaces().await;
     let weather = json!({"type": "object", "properties": {"city": {"type": "string"},
         "unit": {"type": "string"}}});
-    let cases: Vec<(&str, &str, &str, Value, fn(&mut Value))> = vec![
+    let cases: Vec<SurfaceCase> = vec![
         (
             "chat",
             "/v1/chat/completions",
@@ -1225,8 +1235,16 @@ async fn an_invalid_cache_directive_is_refused_before_any_limit_is_taken() {
     assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
     assert_eq!(f.gw.usage_row(&rid).await["status"], 400);
     let resp = f.send(&body).await;
-    assert_eq!(resp.status(), 200, "the refused request took no share of the limit");
-    assert_eq!(f.send(&body).await.status(), 429, "the limit is one a minute");
+    assert_eq!(
+        resp.status(),
+        200,
+        "the refused request took no share of the limit"
+    );
+    assert_eq!(
+        f.send(&body).await.status(),
+        429,
+        "the limit is one a minute"
+    );
     assert_eq!(f.upstream.calls(), 1);
 }
 
@@ -1315,7 +1333,14 @@ async fn the_key_user_and_none_partitions_share_answers_as_they_say() {
             assert_eq!(cache_header(&resp).as_deref(), Some(*want), "{alias}");
         }
     }
-    check(&f, 1, "by-key", &f.key, &[(&f.key, "hit"), (&sibling, "miss")]).await;
+    check(
+        &f,
+        1,
+        "by-key",
+        &f.key,
+        &[(&f.key, "hit"), (&sibling, "miss")],
+    )
+    .await;
     check(&f, 3, "by-user", &ada_1, &[(&ada_2, "hit"), (&bo, "miss")]).await;
     check(&f, 5, "shared", &f.key, &[(&stranger, "hit"), (&bo, "hit")]).await;
     // One upstream call per store, one per miss.
