@@ -344,3 +344,30 @@ impl Cache {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directive_is_read_only_where_the_cache_takes_part() {
+        let on = CachePolicy {
+            enabled: true,
+            ..CachePolicy::default()
+        };
+        let of = |surface, policy: &CachePolicy, v: Option<&'static str>| {
+            let h = v.map(HeaderValue::from_static);
+            Directive::of_request(surface, policy, h.as_ref()).ok()
+        };
+        let chat = Surface::OpenAiChat;
+        assert_eq!(of(chat, &on, None), Some(Directive::Use));
+        assert_eq!(of(chat, &on, Some(" Refresh ")), Some(Directive::Refresh));
+        assert_eq!(of(chat, &on, Some("BYPASS")), Some(Directive::Bypass));
+        assert_eq!(of(chat, &on, Some("sometimes")), None);
+        // A route that does not cache, or a surface that is not cached, never reads it.
+        let off = CachePolicy::default();
+        assert_eq!(of(chat, &off, Some("sometimes")), Some(Directive::Use));
+        let images = Surface::OpenAiImages;
+        assert_eq!(of(images, &on, Some("sometimes")), Some(Directive::Use));
+    }
+}
