@@ -9,10 +9,9 @@
 //! [`Cache::plan`] decides whether a request reads and writes the cache, [`Cache::lookup`]
 //! reads it (local, then Redis within a short timeout; a Redis hit fills the local layer for
 //! the rest of its TTL, at most `local_ttl`), [`Cache::store`] writes a successful answer in
-//! the background. A
-//! Redis that is away, slow or failing costs at most the timeout, then a second of skipping:
-//! the request is served uncached, counted in `modelgate_cache_store_errors_total`, and
-//! logged at most every ten seconds ([`remote`]).
+//! the background. A Redis that is away, slow or failing costs at most the timeout, then a
+//! second of skipping: the request is served uncached, counted in
+//! `modelgate_cache_store_errors_total`, and logged at most every ten seconds ([`remote`]).
 //!
 //! | request                                              | reads | writes | `x-modelgate-cache` |
 //! |------------------------------------------------------|-------|--------|---------------------|
@@ -34,7 +33,6 @@
 //! the only one and keeps an entry for the route's TTL.
 
 pub mod assemble;
-
 pub mod entry;
 pub mod key;
 pub mod local;
