@@ -310,6 +310,10 @@ pub struct DataPlaneArgs {
     /// The largest answer the response cache stores, in bytes (uncompressed).
     #[arg(long, env = "MODELGATE_CACHE_MAX_ENTRY_BYTES", default_value_t = 1024 * 1024)]
     pub cache_max_entry_bytes: usize,
+    /// With Redis, the longest the response cache's in-process layer keeps an entry, in
+    /// seconds: a node serves an answer another node refreshed for at most this long.
+    #[arg(long, env = "MODELGATE_CACHE_LOCAL_TTL_S", default_value_t = 10)]
+    pub cache_local_ttl_s: u64,
     /// When the usage spool reaches stable storage: `always` (fsync before acknowledging each
     /// group write), `interval:<n>ms` (background fsync at most every n ms; a power loss takes at
     /// most that window) or `never` (a process crash still loses nothing).
@@ -428,6 +432,7 @@ impl DataPlaneArgs {
             redis_timeout: std::time::Duration::from_millis(self.cache_redis_timeout_ms),
             memory_bytes: self.cache_memory_bytes,
             max_entry_bytes: self.cache_max_entry_bytes,
+            local_ttl: std::time::Duration::from_secs(self.cache_local_ttl_s),
         }
     }
 

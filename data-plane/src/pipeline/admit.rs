@@ -20,6 +20,7 @@ use super::account;
 use super::context::App;
 use super::parse;
 use crate::auth;
+use crate::cache::{Directive, CACHE_HEADER};
 use crate::config::Runtime;
 use crate::error::ProxyError;
 use crate::routing::TrafficClass;
@@ -52,6 +53,8 @@ pub struct Prepared<'r> {
     pub budget_remaining: Option<i64>,
     /// An audio surface's upload (parsed, judged, its duration read) or speech input.
     pub media: Media,
+    /// What `x-modelgate-cache` asks (checked before the limits and the budget).
+    pub cache: Directive,
 }
 
 /// Authenticates, parses and admits one request.
@@ -126,6 +129,9 @@ pub async fn prepare<'r>(
     let Some(group) = group else {
         return Err(ProxyError::model_not_found(alias));
     };
+    // A bad cache directive is the client's error: refused before any limit or budget is taken.
+    let cache = Directive::of_request(surface, &group.policy.cache, headers.get(&CACHE_HEADER))
+        .map_err(|e| ProxyError::invalid_param(CACHE_HEADER.as_str(), e.to_string()))?;
     // Limits: this node's leased shares.
     if !runtime.rate_limits.is_empty() {
         // Tokens are estimated (prompt bytes / 4 plus the output bound) and settled to the
@@ -158,6 +164,7 @@ pub async fn prepare<'r>(
         anthropic_beta,
         budget_remaining,
         media: peek.media,
+        cache,
     })
 }
 
