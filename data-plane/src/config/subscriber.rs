@@ -134,23 +134,18 @@ impl Subscriber {
                     continue;
                 }
             }
-            let encoded = wire.encode_to_vec();
-            let reply = match Snapshot::try_from(wire) {
-                Ok(snapshot) => {
-                    let next = Runtime::build_after(snapshot, &self.runtime.load());
-                    // Persisted before it is served: a node that serves a version boots back
-                    // into it (or a newer one), even when it is restarted right after the swap.
-                    let dir = self.data_dir.clone();
-                    let sealer = self.lkg_sealer.clone();
-                    match tokio::task::spawn_blocking(move || lkg::save(&dir, &sealer, &encoded))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "could not persist last-known-good")
-                        }
-                        Err(e) => tracing::error!(error = %e, "last-known-good writer panicked"),
-                    }
+            // Decoding, indexing and persisting a large snapshot takes a while (over a second
+            // at 100k keys): it runs on a blocking thread, so the workers keep serving requests
+            // from the current runtime meanwhile.
+            let previous = self.runtime.load_full();
+            let dir = self.data_dir.clone();
+            let sealer = self.lkg_sealer.clone();
+            let prepared =
+                tokio::task::spawn_blocking(move || prepare(wire, &previous, &dir, &sealer))
+                    .await
+                    .map_err(|e| tonic::Status::internal(format!("snapshot apply failed: {e}")))?;
+            let reply = match prepared {
+                Ok(next) => {
                     let keys = next.keys.len();
                     let content_hash = next.content_hash.clone();
                     // The traffic counted so far belongs to the version being replaced: report
@@ -160,7 +155,13 @@ impl Subscriber {
                     if tx.send(closing).await.is_err() {
                         break;
                     }
-                    self.runtime.store(Arc::new(next));
+                    let replaced = self.runtime.swap(Arc::new(next));
+                    // The old runtime goes once the last request holding it ends; the heap it
+                    // leaves is then given back to the system (see `release_free_memory`).
+                    tokio::task::spawn_blocking(move || {
+                        drop(replaced);
+                        release_free_memory();
+                    });
                     tracing::info!(
                         version,
                         keys,
@@ -189,6 +190,40 @@ impl Subscriber {
             }
         }
         Ok(())
+    }
+}
+
+/// Validates `wire`, indexes it as the runtime that follows `previous`, and persists it as the
+/// last-known-good before it may be served: a node that serves a version boots back into it (or
+/// a newer one), even when it is restarted right after the swap. Runs on a blocking thread.
+fn prepare(
+    wire: modelgate_proto::config::v1::Snapshot,
+    previous: &Runtime,
+    dir: &std::path::Path,
+    sealer: &modelgate_shared::crypto::Sealer,
+) -> Result<Runtime, modelgate_shared::snapshot::InvalidSnapshot> {
+    let encoded = wire.encode_to_vec();
+    let snapshot = Snapshot::try_from(wire)?;
+    let next = Runtime::build_after(snapshot, previous);
+    if let Err(e) = lkg::save(dir, sealer, &encoded) {
+        tracing::error!(error = %e, "could not persist last-known-good");
+    }
+    drop(encoded);
+    release_free_memory();
+    Ok(next)
+}
+
+/// Gives the heap's free pages back to the system. An apply frees about as much as it allocates
+/// (the wire message, its encoding, the replaced runtime), and glibc keeps freed memory in its
+/// arenas: at 100k keys a node stayed at 165 MB resident after the first apply without this,
+/// 124 MB with it (`modelgate-bench big-config`).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` takes no pointers; it only shrinks the allocator's own free lists,
+    // under the allocator's locks, and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
