@@ -14,8 +14,11 @@ REDIS_PROXY, REDIS_ADDR, REDIS_PROXY_PGID), e.g.:
 The workload: REQUESTS requests [3000], sequential on one keep-alive connection, each asking one
 of PROMPTS distinct prompts [300] drawn from a Zipf distribution (exponent ZIPF [1.1], seed
 SEED [7]) — a few popular prompts (system prompts, eval items) and a long tail. Every request is
-deterministic (temperature 0). A request that is not a hit made exactly one upstream call (the
-mock never fails), so upstream calls = requests - hits. Only the standard library is used.
+deterministic (temperature 0). A share STREAM_SHARE [0.5] of the requests stream (drawn with a
+separate generator, so the prompt sequence does not depend on it): one stored answer serves
+both kinds of client, whichever kind stored it. A request that is not a hit made exactly one
+upstream call (the mock never fails), so upstream calls = requests - hits. Only the standard
+library is used.
 """
 
 import http.client
@@ -82,6 +85,8 @@ def main():
     prompts = env("PROMPTS", 300)
     rng = random.Random(env("SEED", 7))
     draw = zipf_sampler(prompts, env("ZIPF", 1.1), rng)
+    stream_share = env("STREAM_SHARE", 0.5)
+    delivery = random.Random(env("SEED", 7) + 1)
     # A run-unique suffix: a replay never hits answers an earlier run left in Redis.
     run = "%x" % int(time.time() * 1000)
 
@@ -108,14 +113,20 @@ def main():
             print("- request %d: Redis proxy back (pid %d)" % (i, restarted.pid))
         phase = "before" if i < cut_at else ("redis cut" if i < back_at else "after")
         p = draw()
-        body = json.dumps({"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 64,
-                           "messages": [{"role": "user", "content": "replay %s prompt %d" % (run, p)}]})
+        streams = delivery.random() < stream_share
+        req = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 64,
+               "messages": [{"role": "user", "content": "replay %s prompt %d" % (run, p)}]}
+        if streams:
+            req["stream"] = True
+        body = json.dumps(req)
         t0 = time.perf_counter()
         conn.request("POST", u.path, body, headers)
         resp = conn.getresponse()
-        resp.read()
+        got = resp.read()
         dt = (time.perf_counter() - t0) * 1e3
-        phases[phase].append((resp.status, resp.getheader("x-modelgate-cache"), dt))
+        if resp.status == 200 and streams and not got.rstrip().endswith(b"data: [DONE]"):
+            print("- request %d: a stream that did not end with [DONE]" % i)
+        phases[phase].append((resp.status, resp.getheader("x-modelgate-cache"), dt, streams))
     after = {m: metric(metrics_url, m) for m in before}
     if restarted is not None:
         os.killpg(restarted.pid, signal.SIGTERM)
@@ -142,6 +153,12 @@ def main():
     print("- %d requests over %d prompts (Zipf %.2f): %d hits (%.1f %%), upstream calls %d instead of %d (%.1f %% saved)" % (
         total, distinct, env("ZIPF", 1.1), total_hits, 100.0 * total_hits / total,
         total - total_hits, total, 100.0 * total_hits / total))
+    for kind, flag in (("streaming", True), ("non-streaming", False)):
+        rows = [r for rs in phases.values() for r in rs if r[3] == flag]
+        if rows:
+            print("- %s requests: %d, hits %d (%.1f %%)" % (
+                kind, len(rows), sum(1 for r in rows if r[1] == "hit"),
+                100.0 * sum(1 for r in rows if r[1] == "hit") / len(rows)))
     print("- data plane counters over the replay: " + ", ".join(
         "%s +%d" % (m, after[m] - before[m]) for m in before))
     return 0

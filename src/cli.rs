@@ -31,6 +31,11 @@ pub enum Command {
     /// a client of the admin REST API (`--admin-url`, `--admin-token`, `--output`).
     #[command(flatten)]
     Admin(AdminCommand),
+    /// The pre-production acceptance plan against a running gateway: one success per endpoint
+    /// family the key may use, an invalid request that must fail closed, an upstream failure
+    /// and a budget refusal on a temporary key, and every request's ledger row read back.
+    /// Exit code 1 when any step fails.
+    Check(crate::check::CheckArgs),
     /// Offline maintenance against the control plane's database.
     #[command(name = "admin", subcommand)]
     Maintenance(MaintenanceCommand),
@@ -222,6 +227,19 @@ pub struct ControlPlaneArgs {
     /// sink); daily aggregates and budgets are kept.
     #[arg(long, env = "MODELGATE_USAGE_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub usage_retention_days: Option<u32>,
+    /// Seconds a connected data plane may serve another config than the one assigned to it
+    /// before the fleet view and `modelgate_cp_node_config_drift` flag it as drifting.
+    #[arg(
+        long,
+        env = "MODELGATE_CONFIG_DRIFT_AFTER_S",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub config_drift_after_s: u64,
+    /// Hours after a month ends before its statements close (a closed month never changes;
+    /// usage that arrives later lands in the next open month).
+    #[arg(long, env = "MODELGATE_STATEMENT_GRACE_HOURS", default_value_t = 72)]
+    pub statement_grace_hours: u64,
     #[command(flatten)]
     pub tls: GrpcTlsArgs,
     #[command(flatten)]
@@ -297,6 +315,10 @@ pub struct DataPlaneArgs {
     /// The largest answer the response cache stores, in bytes (uncompressed).
     #[arg(long, env = "MODELGATE_CACHE_MAX_ENTRY_BYTES", default_value_t = 1024 * 1024)]
     pub cache_max_entry_bytes: usize,
+    /// With Redis, the longest the response cache's in-process layer keeps an entry, in
+    /// seconds: a node serves an answer another node refreshed for at most this long.
+    #[arg(long, env = "MODELGATE_CACHE_LOCAL_TTL_S", default_value_t = 10)]
+    pub cache_local_ttl_s: u64,
     /// When the usage spool reaches stable storage: `always` (fsync before acknowledging each
     /// group write), `interval:<n>ms` (background fsync at most every n ms; a power loss takes at
     /// most that window) or `never` (a process crash still loses nothing).
@@ -415,6 +437,7 @@ impl DataPlaneArgs {
             redis_timeout: std::time::Duration::from_millis(self.cache_redis_timeout_ms),
             memory_bytes: self.cache_memory_bytes,
             max_entry_bytes: self.cache_max_entry_bytes,
+            local_ttl: std::time::Duration::from_secs(self.cache_local_ttl_s),
         }
     }
 

@@ -2,6 +2,7 @@
 //! (a server, or an admin command against the admin API).
 
 mod admin_cli;
+mod check;
 mod cli;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::ControlPlane(args) => control_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::DataPlane(args) => data_plane(args).await.map(|()| ExitCode::SUCCESS),
         Command::Admin(command) => Ok(admin_cli::run(command).await),
+        Command::Check(args) => Ok(check::run(args).await),
         Command::Maintenance(cli::MaintenanceCommand::RotateMasterKey(args)) => {
             rotate_master_key(args).await.map(|()| ExitCode::SUCCESS)
         }
@@ -223,6 +225,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         metrics_listen: Some(args.cp_metrics_listen),
         clock: modelgate_shared::clock::system(),
         usage_retention: None,
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
     // Dial the address the control plane listens on (its certificate names it), loopback when
@@ -377,6 +381,10 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         usage_retention: args
             .usage_retention_days
             .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
+        config_drift_after: std::time::Duration::from_secs(args.config_drift_after_s),
+        statement_grace: std::time::Duration::from_secs(
+            args.statement_grace_hours.saturating_mul(3600),
+        ),
     })
     .await?;
     let admin_scheme = scheme(&args.http_tls);

@@ -149,6 +149,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         metrics_listen: None,
         clock: modelgate_shared::clock::system(),
         usage_retention: None,
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
     let keys = bench_keys(&cp.services).await?;

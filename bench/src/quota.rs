@@ -46,6 +46,7 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
             period: Period::Month,
             enforcement: Enforcement::Hard,
             when_unreachable: WhenUnreachable::FailClosed,
+            kind: modelgate_shared::quota::BudgetKind::Spend,
         })
         .collect();
     let key = ApiKey {

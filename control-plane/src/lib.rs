@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod export;
 pub mod grpc;
 pub mod metrics;
+pub mod rollout;
 pub mod service;
 pub mod snapshot;
 pub mod store;
@@ -54,6 +55,12 @@ pub struct Settings {
     /// How long usage events stay in the ledger (`None`: for ever). Applied hourly: whole
     /// partitions on Postgres (a week each), rows on SQLite; see `service::usage::partitions`.
     pub usage_retention: Option<std::time::Duration>,
+    /// A node whose applied config differs from its assignment longer than this is flagged as
+    /// drifting (fleet view and `modelgate_cp_node_config_drift`).
+    pub config_drift_after: std::time::Duration,
+    /// How long after a month ends its statements close
+    /// (`service::statements::DEFAULT_GRACE`, 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 /// Bounds on the gRPC server's work per connection.
@@ -112,7 +119,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
             "sealed values are now bound to their table, column and row"
         );
     }
-    let services = Services::new(db, sealer, settings.clock.clone());
+    let mut services = Services::new(db, sealer, settings.clock.clone());
+    services.config_drift_after = settings.config_drift_after;
+    services.statement_grace = settings.statement_grace;
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -221,6 +230,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let ledger_task = tokio::spawn(service::usage::partitions::run(
         services.clone(),
         settings.usage_retention,
+    let rollout_task = tokio::spawn(rollout::drive(services.clone(), shutdown.clone()));
+
+    let statements_task = tokio::spawn(service::statements::run_closer(
+        services.clone(),
         shutdown.clone(),
     ));
 
@@ -232,8 +245,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         export_task,
         alerts_task,
         ledger_task,
+        statements_task,
         revocations_task,
         insecure_task,
+        rollout_task,
     ]);
     Ok(RunningControlPlane {
         admin_addr,
@@ -303,6 +318,8 @@ mod settings_tests {
             metrics_listen: None,
             clock: modelgate_shared::clock::system(),
             usage_retention: None,
+            config_drift_after: service::DEFAULT_CONFIG_DRIFT_AFTER,
+            statement_grace: service::statements::DEFAULT_GRACE,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains(&key), "{shown}");

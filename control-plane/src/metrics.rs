@@ -110,6 +110,8 @@ pub struct CpMetrics {
     snapshots_published: Counter,
     snapshot_version: Gauge,
     node_version: Family<NodeLabels, Gauge>,
+    node_assigned: Family<NodeLabels, Gauge>,
+    node_drift: Family<NodeLabels, Gauge>,
     config_nacks: Counter,
     connected_nodes: Gauge,
     grants: Family<KindLabels, Counter>,
@@ -170,6 +172,20 @@ impl Default for CpMetrics {
             "The config version each connected data plane last acknowledged as applied",
             node_version.clone(),
         );
+        let node_assigned = Family::<NodeLabels, Gauge>::default();
+        r.register(
+            "modelgate_cp_node_assigned_version",
+            "The config version the control plane assigned to each connected data plane (during \
+             a staged rollout, nodes outside the waves reached keep the previous one)",
+            node_assigned.clone(),
+        );
+        let node_drift = Family::<NodeLabels, Gauge>::default();
+        r.register(
+            "modelgate_cp_node_config_drift",
+            "1 while a connected data plane's applied config has differed from its assignment \
+             for longer than the drift bound (--config-drift-after), else 0",
+            node_drift.clone(),
+        );
         let config_nacks = Counter::default();
         r.register(
             "modelgate_cp_config_nacks",
@@ -217,6 +233,8 @@ impl Default for CpMetrics {
             snapshots_published,
             snapshot_version,
             node_version,
+            node_assigned,
+            node_drift,
             config_nacks,
             connected_nodes,
             grants,
@@ -273,9 +291,30 @@ impl CpMetrics {
     /// A data plane's config stream closed: its series go with it.
     pub fn node_disconnected(&self, node: &str) {
         self.connected_nodes.dec();
-        self.node_version.remove(&NodeLabels {
+        let labels = NodeLabels {
             node: node.to_owned(),
-        });
+        };
+        self.node_version.remove(&labels);
+        self.node_assigned.remove(&labels);
+        self.node_drift.remove(&labels);
+    }
+
+    /// The control plane assigned `version` to a data plane.
+    pub fn node_assigned(&self, node: &str, version: u64) {
+        self.node_assigned
+            .get_or_create(&NodeLabels {
+                node: node.to_owned(),
+            })
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Whether a connected data plane is drifting now.
+    pub fn node_drift(&self, node: &str, drifting: bool) {
+        self.node_drift
+            .get_or_create(&NodeLabels {
+                node: node.to_owned(),
+            })
+            .set(i64::from(drifting));
     }
 
     /// A data plane acknowledged `version` as applied.

@@ -200,6 +200,19 @@ impl ProxyError {
         e.retry_after_secs = Some(retry_after_secs);
         e
     }
+    /// The key's team pays from a prepaid balance that cannot cover this request's worst-case
+    /// cost. Payment required: waiting does not help, a top-up does.
+    pub fn insufficient_balance(team_id: &str) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            ErrorClass::BudgetExceeded,
+            "insufficient_quota",
+            "insufficient_balance",
+            format!(
+                "The prepaid balance of team `{team_id}` does not cover this request's                  worst-case cost; it was not forwarded. Top up the balance to continue."
+            ),
+        )
+    }
     /// A rate limit of the key, its team, its user or the model is reached.
     pub fn rate_limit_exceeded(hit: &modelgate_shared::limits::Limited) -> Self {
         let mut e = Self::new(

@@ -107,12 +107,16 @@ pub struct RunningDataPlane {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     streams: tokio_util::task::TaskTracker,
+    /// The usage shipper, stopped by its own token after the drain (see [`Self::shutdown`]).
+    shipper: JoinHandle<()>,
+    stop_shipping: CancellationToken,
     background: Vec<JoinHandle<()>>,
     /// Rate-limit shares, whose concurrency slots go back to the control plane at shutdown.
     limits: Arc<limits::Limits>,
 }
 
-/// How long shutdown waits for in-flight requests and streams.
+/// How long shutdown waits for in-flight requests and streams, and then for the control plane
+/// to acknowledge the spooled usage.
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
@@ -146,13 +150,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let spool_dir = settings.data_dir.join("spool");
     let spool = Spool::open(&spool_dir, settings.spool).context("opening the usage spool")?;
     let shutdown = CancellationToken::new();
+    let stop_shipping = CancellationToken::new();
     if let channel::ControlPlaneSecurity::Tls(files) = &settings.grpc_security {
         check_identity(&settings, files)?;
     }
     let control_plane = channel::connect(&settings.control_plane_url, &settings.grpc_security)
         .context("the control plane channel")?;
 
+    let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
     let subscriber = Subscriber {
+        traffic: metrics.traffic(),
         channel: control_plane.clone(),
         node_id: settings.node_id.clone(),
         labels: settings.labels.clone(),
@@ -167,11 +174,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         node_id: settings.node_id.clone(),
         spool: spool.clone(),
         committed: spool.committed(),
-        shutdown: shutdown.clone(),
+        // Not the listeners' token: at shutdown the shipper outlives the drain, to hand over
+        // the usage of the requests that finished during it.
+        shutdown: stop_shipping.clone(),
     };
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
     let cache = Arc::new(
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
     );
@@ -219,10 +227,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         shutdown.clone(),
     ));
     let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
+    let shipper = tokio::spawn(shipper.run());
     let background = vec![
         metrics_task,
         tokio::spawn(subscriber.run()),
-        tokio::spawn(shipper.run()),
         tokio::spawn(app_limits.clone().keep(runtime.clone())),
         tokio::spawn(channel::warn_while_plaintext(
             settings.grpc_security.clone(),
@@ -239,6 +247,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         shutdown,
         server,
         streams: tasks,
+        shipper,
+        stop_shipping,
         background,
     })
 }
@@ -275,10 +285,12 @@ fn check_identity(
 }
 
 impl RunningDataPlane {
-    /// Stops accepting, lets in-flight requests and streams finish (bounded), writes every
-    /// pending usage event to the spool, then stops the background tasks. Spooled events not yet
-    /// shipped stay on disk and are shipped by the next start.
-    pub async fn shutdown(self) {
+    /// Stops accepting (new connections are refused), lets in-flight requests and streams
+    /// finish (bounded), writes every pending usage event to the spool, lets the shipper hand
+    /// the spool to the control plane until it acknowledged everything (bounded), then stops
+    /// the background tasks. Events still unacknowledged then (the control plane unreachable)
+    /// stay on disk and are shipped by the next start.
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let abort = self.server.abort_handle();
         if tokio::time::timeout(DRAIN, self.server).await.is_err() {
@@ -294,6 +306,25 @@ impl RunningDataPlane {
         }
         if let Err(e) = self.spool.flush().await {
             tracing::error!(error = %e, "could not flush the usage spool");
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let mut backlog = usage::shipper::backlog_bytes(&self.spool);
+        while backlog > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            backlog = usage::shipper::backlog_bytes(&self.spool);
+        }
+        if backlog > 0 {
+            tracing::warn!(
+                backlog_bytes = backlog,
+                "usage not yet acknowledged by the control plane stays in the spool for the next start"
+            );
+        }
+        self.stop_shipping.cancel();
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.shipper)
+            .await
+            .is_err()
+        {
+            self.shipper.abort();
         }
         let limits = self.runtime.load().rate_limits.clone();
         self.limits.release_all(&limits).await;

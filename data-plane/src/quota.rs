@@ -4,7 +4,8 @@
 //! Before a request is forwarded, its worst-case cost is reserved from the node's slice of every
 //! hard budget whose scope matches the key (key, team, owner user, environment); the request is
 //! refused with `budget_exceeded` when a slice cannot cover it and the control plane grants no
-//! more. After the response the reservation is settled to the actual cost (the `Recorder` does
+//! more. A team's prepaid balance in `refuse` mode is such a budget (kind `Balance`, its amount
+//! what was credited) and refuses with `insufficient_balance`. After the response the reservation is settled to the actual cost (the `Recorder` does
 //! it when it writes the usage event); a request dropped mid-way keeps its whole reservation.
 //!
 //! The hot path takes one short `std::sync::Mutex` per matching budget (a compare and two
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
-use modelgate_shared::quota::{period_start, Budget, Enforcement, WhenUnreachable};
+use modelgate_shared::quota::{period_start, Budget, BudgetKind, Enforcement, WhenUnreachable};
 use modelgate_shared::snapshot::ApiKey;
 use tonic::transport::Channel;
 
@@ -75,6 +76,8 @@ impl Local {
 pub enum Refusal {
     /// The reservation would cross a hard budget.
     Exceeded { budget_id: String },
+    /// The reservation would cross the team's prepaid balance (a hard balance: `refuse`).
+    InsufficientBalance { team_id: String },
 }
 
 pub use modelgate_shared::quota::any_hard;
@@ -191,8 +194,13 @@ impl Quotas {
             }
             if !taken {
                 r.settle(0);
-                return Err(Refusal::Exceeded {
-                    budget_id: b.id.clone(),
+                return Err(match b.kind {
+                    BudgetKind::Spend => Refusal::Exceeded {
+                        budget_id: b.id.clone(),
+                    },
+                    BudgetKind::Balance => Refusal::InsufficientBalance {
+                        team_id: b.scope_id.clone(),
+                    },
                 });
             }
             r.held.push(Held {

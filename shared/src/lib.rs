@@ -4,6 +4,8 @@
 //!   one order the data plane's pipeline and the control plane's explain both call.
 //! - [`snapshot`]: the config snapshot the control plane builds and data planes serve from,
 //!   with its explicit conversions to and from the wire types in `modelgate-proto`.
+//! - [`canonical`]: the canonical encoding of a config, its content hash and policy hash.
+//! - [`rollout`]: the version model, staged-rollout plans, health gates, policy diffs.
 //! - [`keys`]: gateway key generation and keyed hashing (HMAC-SHA-256).
 //! - [`pricing`]: exact cost arithmetic in integer micro-USD.
 //! - [`routing`]: traffic classes and the cost guardrail (used by routing and by explain).
@@ -46,12 +48,14 @@ macro_rules! names {
 
 pub mod admission;
 pub mod cache;
+pub mod canonical;
 pub mod clock;
 pub mod crypto;
 pub mod keys;
 pub mod limits;
 pub mod pricing;
 pub mod quota;
+pub mod rollout;
 pub mod routing;
 pub mod scope;
 pub mod secret_fs;
@@ -61,7 +65,7 @@ pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a
 /// higher `min_protocol_version` is NACKed rather than misapplied.
-pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 7;
+pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 8;
 
 /// A new time-ordered unique id (UUIDv7), used for every resource and event.
 pub fn new_id() -> uuid::Uuid {

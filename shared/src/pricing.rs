@@ -71,6 +71,65 @@ pub struct Tokens {
 /// Cost in micro-USD: each line rounded half up on its own, so a bill is the sum of its parts.
 /// Saturates instead of overflowing.
 pub fn cost_micros(usage: Tokens, price: &Price) -> i64 {
+    cost_lines(usage, price)
+        .into_iter()
+        .map(|l| l.amount_micros)
+        .fold(0i64, i64::saturating_add)
+}
+
+/// The unit a cost line counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    InputTokens,
+    CachedInputTokens,
+    OutputTokens,
+    ReasoningTokens,
+    Images,
+    /// Audio or video time; counted in milliseconds, priced per second.
+    Seconds,
+    Characters,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::InputTokens => "input_tokens",
+            Unit::CachedInputTokens => "cached_input_tokens",
+            Unit::OutputTokens => "output_tokens",
+            Unit::ReasoningTokens => "reasoning_tokens",
+            Unit::Images => "images",
+            Unit::Seconds => "seconds",
+            Unit::Characters => "characters",
+        }
+    }
+
+    /// What the unit price is per: `1M tokens`, `image`, `second`, `1M characters`.
+    pub fn price_basis(self) -> &'static str {
+        match self {
+            Unit::InputTokens
+            | Unit::CachedInputTokens
+            | Unit::OutputTokens
+            | Unit::ReasoningTokens => "per_1m_tokens",
+            Unit::Images => "per_image",
+            Unit::Seconds => "per_second",
+            Unit::Characters => "per_1m_characters",
+        }
+    }
+}
+
+/// One line of a request's cost: how many units, at which unit price, for how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostLine {
+    pub unit: Unit,
+    /// Tokens, images, milliseconds (for `Seconds`) or characters.
+    pub quantity: u64,
+    pub unit_price_micros: i64,
+    pub amount_micros: i64,
+}
+
+/// The lines [`cost_micros`] sums, in a fixed order (input, cached input, output, reasoning,
+/// images, seconds, characters); statements itemise a request's cost by them.
+pub fn cost_lines(usage: Tokens, price: &Price) -> [CostLine; 7] {
     let cached = usage.cached_input.min(usage.input);
     let reasoning = usage.reasoning.min(usage.output);
     let cached_rate = or_else(
@@ -81,17 +140,60 @@ pub fn cost_micros(usage: Tokens, price: &Price) -> i64 {
         price.reasoning_micros_per_mtok,
         price.output_micros_per_mtok,
     );
+    let line = |unit, quantity, unit_price_micros, amount_micros| CostLine {
+        unit,
+        quantity,
+        unit_price_micros,
+        amount_micros,
+    };
+    let input = usage.input - cached;
+    let output = usage.output - reasoning;
+    let input_rate = price.input_micros_per_mtok;
+    let output_rate = price.output_micros_per_mtok;
     [
-        per_million(usage.input - cached, price.input_micros_per_mtok),
-        per_million(cached, cached_rate),
-        per_million(usage.output - reasoning, price.output_micros_per_mtok),
-        per_million(reasoning, reasoning_rate),
-        scaled(usage.images, price.per_image_micros, 1),
-        scaled(usage.media_ms, price.per_second_micros, 1_000),
-        per_million(usage.characters, price.per_mchar_micros),
+        line(
+            Unit::InputTokens,
+            input,
+            input_rate,
+            per_million(input, input_rate),
+        ),
+        line(
+            Unit::CachedInputTokens,
+            cached,
+            cached_rate,
+            per_million(cached, cached_rate),
+        ),
+        line(
+            Unit::OutputTokens,
+            output,
+            output_rate,
+            per_million(output, output_rate),
+        ),
+        line(
+            Unit::ReasoningTokens,
+            reasoning,
+            reasoning_rate,
+            per_million(reasoning, reasoning_rate),
+        ),
+        line(
+            Unit::Images,
+            usage.images,
+            price.per_image_micros,
+            scaled(usage.images, price.per_image_micros, 1),
+        ),
+        line(
+            Unit::Seconds,
+            usage.media_ms,
+            price.per_second_micros,
+            scaled(usage.media_ms, price.per_second_micros, 1_000),
+        ),
+        line(
+            Unit::Characters,
+            usage.characters,
+            price.per_mchar_micros,
+            per_million(usage.characters, price.per_mchar_micros),
+        ),
     ]
-    .into_iter()
-    .fold(0i64, i64::saturating_add)
 }
 
 fn or_else(specific: i64, general: i64) -> i64 {

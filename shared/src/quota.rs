@@ -41,6 +41,14 @@ pub enum WhenUnreachable {
     },
 }
 
+/// What a budget's amount is: a spend limit, or a team's prepaid balance (its amount is what
+/// was credited, its spend the usage deducted; a hard one refuses with `insufficient_balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetKind {
+    Spend,
+    Balance,
+}
+
 /// A budget definition as the snapshot carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
@@ -51,6 +59,7 @@ pub struct Budget {
     pub period: Period,
     pub enforcement: Enforcement,
     pub when_unreachable: WhenUnreachable,
+    pub kind: BudgetKind,
 }
 
 impl Budget {
@@ -70,6 +79,7 @@ impl Budget {
 names!(ScopeKind { Key => "key", Team => "team", User => "user", Environment => "environment" });
 names!(Period { Day => "day", Week => "week", Month => "month", Total => "total" });
 names!(Enforcement { Hard => "hard", Soft => "soft" });
+names!(BudgetKind { Spend => "spend", Balance => "balance" });
 
 /// The start (unix seconds, UTC) of the period that contains `now`. `Total` has one period
 /// starting at 0. Rollover is by a new period row keyed by this value, never by resetting one.

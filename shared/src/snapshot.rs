@@ -9,8 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use modelgate_proto::config::v1 as wire;
-use prost::Message;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use crate::cache::{CachePartition, CachePolicy, KeyCacheMode};
@@ -531,10 +529,10 @@ pub enum InvalidSnapshot {
     },
 }
 
-/// The canonical content hash of a config: hex SHA-256 of its protobuf encoding. The encoding is
-/// canonical because `Config` has no maps and every list is sorted by the builder.
-pub fn content_hash(config: &wire::Config) -> String {
-    hex::encode(Sha256::digest(config.encode_to_vec()))
+/// The content hash of a config: hex SHA-256 of its canonical encoding ([`crate::canonical`]),
+/// never of protobuf bytes.
+pub fn content_hash(config: &Config) -> String {
+    crate::canonical::content_hash(config)
 }
 
 impl Config {
@@ -551,12 +549,18 @@ impl Config {
 
     /// The lowest protocol that reads this config correctly: 4 once a price uses the catalog's
     /// newer fields (provider, family, cached input, reasoning, image, second), 7 once one
-    /// prices characters, else 3, so a control plane keeps feeding older data planes until the
+    /// prices characters, 8 once a team has a prepaid balance, else 3, so a control plane keeps feeding older data planes until the
     /// catalog needs more.
     pub fn min_protocol_version(&self) -> u32 {
         // A data plane that does not know a character price would charge speech nothing, and
         // one that does not know budgets or rate limits would serve past them: each must NACK.
-        if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
+        if self
+            .budgets
+            .iter()
+            .any(|b| b.kind == crate::quota::BudgetKind::Balance)
+        {
+            8
+        } else if self.prices.iter().any(|p| p.price.per_mchar_micros != 0) {
             7
         } else if !self.rate_limits.is_empty() {
             6
@@ -677,7 +681,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
     };
     wire::Budget {
         id: b.id.clone(),
-        scope_kind: b.scope.as_str().to_owned(),
+        scope_kind: match b.kind {
+            crate::quota::BudgetKind::Spend => b.scope.as_str().to_owned(),
+            crate::quota::BudgetKind::Balance => BALANCE_SCOPE.to_owned(),
+        },
         scope_id: b.scope_id.clone(),
         amount_micros: b.amount_micros,
         period: b.period.as_str().to_owned(),
@@ -686,6 +693,10 @@ fn budget_to_wire(b: &crate::quota::Budget) -> wire::Budget {
         fail_open_allowance_micros: allowance,
     }
 }
+
+/// A prepaid balance travels as a budget whose `scope_kind` is this (its scope is always a team):
+/// the wire's spelling of `BudgetKind::Balance` (protocol 8).
+const BALANCE_SCOPE: &str = "team_balance";
 
 fn budget_from_wire(
     version: u64,
@@ -712,8 +723,20 @@ fn budget_from_wire(
             problem: "must not be negative".into(),
         });
     }
+    let (scope, kind) = if b.scope_kind == BALANCE_SCOPE {
+        (
+            crate::quota::ScopeKind::Team,
+            crate::quota::BudgetKind::Balance,
+        )
+    } else {
+        (
+            b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+            crate::quota::BudgetKind::Spend,
+        )
+    };
     Ok(Budget {
-        scope: b.scope_kind.parse().map_err(|e| bad("scope_kind", e))?,
+        scope,
+        kind,
         period: b.period.parse().map_err(|e| bad("period", e))?,
         enforcement: b.enforcement.parse().map_err(|e| bad("enforcement", e))?,
         id: b.id,
@@ -798,7 +821,7 @@ impl Snapshot {
     /// Builds a snapshot from a config, computing the content hash.
     pub fn new(version: u64, mut config: Config) -> Self {
         config.canonicalize();
-        let content_hash = content_hash(&config.to_wire());
+        let content_hash = content_hash(&config);
         Snapshot {
             version,
             content_hash,
@@ -830,6 +853,9 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             });
         }
         let config = s.config.ok_or(InvalidSnapshot::MissingConfig { version })?;
+        let mut config = Config::from_wire(version, config)?;
+        // The hash is over the canonical encoding of what was decoded, in canonical order.
+        config.canonicalize();
         let computed = content_hash(&config);
         if computed != s.content_hash {
             return Err(InvalidSnapshot::HashMismatch {
@@ -838,6 +864,19 @@ impl TryFrom<wire::Snapshot> for Snapshot {
                 computed,
             });
         }
+        Ok(Snapshot {
+            version,
+            content_hash: s.content_hash,
+            config,
+        })
+    }
+}
+
+impl Config {
+    /// Decodes and validates a wire config (every field; no hash: see `TryFrom<wire::Snapshot>`).
+    /// `version` only names the snapshot in errors. The control plane also reads stored
+    /// versions back with it.
+    pub fn from_wire(version: u64, config: wire::Config) -> Result<Config, InvalidSnapshot> {
         let field = |field: String, problem: String| InvalidSnapshot::Field {
             version,
             field,
@@ -1000,24 +1039,20 @@ impl TryFrom<wire::Snapshot> for Snapshot {
             });
         }
 
-        Ok(Snapshot {
-            version,
-            content_hash: s.content_hash,
-            config: Config {
-                key_hash_secret: config.key_hash_secret,
-                keys,
-                providers,
-                prices,
-                groups,
-                budgets,
-                rate_limits,
-            },
+        Ok(Config {
+            key_hash_secret: config.key_hash_secret,
+            keys,
+            providers,
+            prices,
+            groups,
+            budgets,
+            rate_limits,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1032,7 +1067,7 @@ mod tests {
         assert!(shown.contains("REDACTED") && shown.contains("p1"));
     }
 
-    fn sample() -> Config {
+    pub(crate) fn sample() -> Config {
         Config {
             key_hash_secret: vec![7; 32],
             keys: vec![ApiKey {
@@ -1145,7 +1180,8 @@ mod tests {
             .as_mut()
             .unwrap()
             .partition = "org".into();
-        wire.content_hash = content_hash(wire.config.as_ref().unwrap());
+        // Fields are validated before the hash is compared.
+        wire.content_hash = "not checked before the fields".into();
         let err = Snapshot::try_from(wire).unwrap_err().to_string();
         assert!(err.contains("groups[0].policy.cache"), "{err}");
     }
@@ -1155,6 +1191,45 @@ mod tests {
         let snap = Snapshot::new(42, sample());
         let back = Snapshot::try_from(snap.to_wire()).unwrap();
         assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn a_prepaid_balance_round_trips_as_a_team_balance_budget_and_needs_protocol_8() {
+        use crate::quota::{Budget, BudgetKind, Enforcement, Period, ScopeKind, WhenUnreachable};
+        let mut config = sample();
+        let budget = |id: &str, kind| Budget {
+            id: id.into(),
+            scope: ScopeKind::Team,
+            scope_id: "t1".into(),
+            amount_micros: 5_000_000,
+            period: Period::Total,
+            enforcement: Enforcement::Hard,
+            when_unreachable: WhenUnreachable::FailClosed,
+            kind,
+        };
+        config.budgets = vec![budget("b1", BudgetKind::Spend)];
+        assert_eq!(
+            Snapshot::new(1, config.clone())
+                .to_wire()
+                .min_protocol_version,
+            6
+        );
+        config
+            .budgets
+            .push(budget("balance-t1", BudgetKind::Balance));
+        let snap = Snapshot::new(1, config);
+        let wire = snap.to_wire();
+        assert_eq!(wire.min_protocol_version, 8);
+        let kinds: Vec<&str> = wire
+            .config
+            .as_ref()
+            .unwrap()
+            .budgets
+            .iter()
+            .map(|b| b.scope_kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["team", "team_balance"]);
+        assert_eq!(Snapshot::try_from(wire).unwrap(), snap);
     }
 
     #[test]
@@ -1187,7 +1262,7 @@ mod tests {
         wire_config.providers[0].kind = "bedrock".into();
         let wire = wire::Snapshot {
             version: 9,
-            content_hash: content_hash(&wire_config),
+            content_hash: "not checked before the fields".into(),
             min_protocol_version: 1,
             config: Some(wire_config),
         };

@@ -112,6 +112,15 @@ impl CostFlag {
     }
 }
 
+/// The request header that marks a request as check traffic (`modelgate check` sends it with
+/// the value `1`). Such a request is served and charged like any other; its usage event's
+/// `application` is [`CHECK_APPLICATION`] in place of the key's, so the request log
+/// (`?application=`), exports and dashboards can tell acceptance checks from real traffic.
+pub const CHECK_HEADER: &str = "x-modelgate-check";
+
+/// The `application` a check request's usage event carries.
+pub const CHECK_APPLICATION: &str = "modelgate-check";
+
 /// The usage event schema this build writes (see `schema_version` in the proto).
 pub const USAGE_SCHEMA_VERSION: u32 = 2;
 

@@ -217,6 +217,34 @@ impl AdminClient {
         })
     }
 
+    /// A GET answered as text in the media type `accept` names (a CSV export).
+    pub async fn get_text(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        accept: &str,
+    ) -> Result<String, CliError> {
+        let url = self.url(segments, query);
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.transport(&e))?;
+        if !status.is_success() {
+            return Err(CliError::from_response(
+                url.as_str(),
+                status.as_u16(),
+                &text,
+            ));
+        }
+        Ok(text)
+    }
+
     pub async fn get(&self, segments: &[&str]) -> Result<Value, CliError> {
         self.call(Method::GET, segments, &[], None).await
     }

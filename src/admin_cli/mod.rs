@@ -1,4 +1,4 @@
-//! `modelgate teams|users|keys|providers|models|routes|budgets|limits|audit|nodes|usage|requests …`:
+//! `modelgate teams|users|keys|providers|models|routes|budgets|balances|statements|limits|audit|nodes|usage|requests|rollouts …`:
 //! the admin CLI.
 //! Every command is
 //! one or more calls to the admin REST API (never the database), printed as an aligned table
@@ -9,16 +9,19 @@
 //! subcommands, request bodies and table columns.
 
 mod audit;
+mod balances;
 mod budgets;
-mod client;
+pub mod client;
 mod keys;
 mod limits;
 mod models;
 mod nodes;
 mod providers;
 mod requests;
+mod rollouts;
 mod routes;
-mod table;
+mod statements;
+pub mod table;
 mod teams;
 mod usage;
 mod users;
@@ -49,6 +52,10 @@ pub enum AdminCommand {
     /// Routes, model alias → deployments (admin API): create, list.
     Routes(Resource<routes::RoutesCommand>),
     Budgets(Resource<budgets::BudgetsCommand>),
+    /// Prepaid team balances (admin API): show, adjust (top-ups and adjustments).
+    Balances(Resource<balances::BalancesCommand>),
+    /// Monthly statements per team (admin API): show, as a table, JSON or CSV.
+    Statements(Resource<statements::StatementsCommand>),
     /// The audit log of admin changes (admin API): list.
     Audit(Resource<audit::AuditCommand>),
     /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
@@ -60,6 +67,9 @@ pub enum AdminCommand {
     Usage(Resource<usage::UsageCommand>),
     /// The request log (admin API): list with filters, show one request's attempts.
     Requests(Resource<requests::RequestsCommand>),
+    /// Staged rollouts of policy changes (admin API): list, show, diff, promote, pause,
+    /// resume, rollback; the rollout policy: policy, set-policy, clear-policy.
+    Rollouts(Resource<rollouts::RolloutsCommand>),
 }
 
 /// A resource's subcommands with the options every admin command takes.
@@ -232,11 +242,14 @@ async fn execute(command: AdminCommand) -> Result<Printed, CliError> {
         AdminCommand::Models(r) => r.execute().await,
         AdminCommand::Routes(r) => r.execute().await,
         AdminCommand::Budgets(r) => r.execute().await,
+        AdminCommand::Balances(r) => r.execute().await,
+        AdminCommand::Statements(r) => r.execute().await,
         AdminCommand::Audit(r) => r.execute().await,
         AdminCommand::Limits(r) => r.execute().await,
         AdminCommand::Nodes(r) => r.execute().await,
         AdminCommand::Usage(r) => r.execute().await,
         AdminCommand::Requests(r) => r.execute().await,
+        AdminCommand::Rollouts(r) => r.execute().await,
     }
 }
 

@@ -17,8 +17,8 @@ use crate::support::{eventually, Gateway};
 /// Records every alert it accepts; with `fail_first`, answers 503 to the first attempt of each
 /// alert id.
 #[derive(Clone, Default)]
-struct Hook {
-    accepted: Arc<Mutex<Vec<Value>>>,
+pub(crate) struct Hook {
+    pub(crate) accepted: Arc<Mutex<Vec<Value>>>,
     attempts: Arc<Mutex<HashMap<String, usize>>>,
     fail_first: bool,
 }
@@ -40,7 +40,7 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: String) -> Sta
     StatusCode::NO_CONTENT
 }
 
-async fn start_hook(fail_first: bool) -> (Hook, String) {
+pub(crate) async fn start_hook(fail_first: bool) -> (Hook, String) {
     let h = Hook {
         fail_first,
         ..Hook::default()

@@ -736,3 +736,209 @@ async fn cli_lists_the_usage_quarantine_with_node_and_reason() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_sets_the_rollout_policy_previews_and_rolls_back_a_rollout() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let dir = crate::support::temp_dir("cli-rollout");
+    let plan = dir.join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"waves": [{"selector": "canary=true", "bake_s": 60}, {"selector": "*"}],
+            "gates": {"min_requests": 1000000}}"#,
+    )
+    .unwrap();
+    let path = plan.to_str().unwrap();
+    let set = modelgate(
+        &gw,
+        &["rollouts", "set-policy", path, "--output", "json"],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(set["plan"]["waves"][0]["selector"], "canary=true");
+    assert_eq!(set["plan"]["gates"]["window_s"], 300, "defaults filled in");
+    let before = gw.dp().config_version();
+
+    // A policy change: a new route. The gateway's node (no canary label) keeps its version.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/routes",
+            Some(serde_json::json!({"alias": "fast", "deployments": [{"provider_id": p.provider_id, "model": "gpt-4o-mini"}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let list = modelgate(&gw, &["rollouts", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(list[0]["status"], "running", "{list}");
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let diff = modelgate(&gw, &["rollouts", "diff", &id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(
+        diff,
+        serde_json::json!([{"kind": "route", "id": "fast", "change": "added"}])
+    );
+    let table = modelgate(&gw, &["rollouts", "show", &id], &[])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        table.contains("running") && table.contains("1/2 (canary=true)"),
+        "{table}"
+    );
+    assert_eq!(gw.dp().config_version(), before);
+    let refused = modelgate(&gw, &["rollouts", "clear-policy"], &[]).await;
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("rollout is in progress"),
+        "{}",
+        refused.stderr
+    );
+
+    let back = modelgate(&gw, &["rollouts", "rollback", &id, "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(back["status"], "rolled_back");
+    // With the rollout over, the policy can be removed (it cannot while one is in progress).
+    let cleared = modelgate(&gw, &["rollouts", "clear-policy", "--output", "json"], &[])
+        .await
+        .json();
+    assert!(cleared["plan"].is_null());
+    let shown = modelgate(&gw, &["rollouts", "policy"], &[])
+        .await
+        .ok()
+        .stdout;
+    assert!(shown.contains("every change goes to every node"), "{shown}");
+    let nodes = modelgate(&gw, &["nodes", "list", "--output", "json"], &[])
+        .await
+        .json();
+    assert_eq!(nodes[0]["drifting"], false, "{nodes}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_balance_is_credited_and_shown_and_a_statement_printed_from_the_cli() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let top_up = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--amount-micros",
+            "2500000",
+            "--reason",
+            "prepaid order 7",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(top_up["credited_micros"], 2_500_000, "{top_up}");
+    assert_eq!(top_up["mode"], "refuse", "{top_up}");
+    let debit = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--kind",
+            "adjustment",
+            "--amount-micros",
+            "-500000",
+            "--reason",
+            "correction",
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(debit["balance_micros"], 2_000_000, "{debit}");
+
+    let shown = modelgate(&gw, &["balances", "show", &p.team_id], &[])
+        .await
+        .ok();
+    assert!(shown.stdout.contains("2000000"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("prepaid order 7"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("correction"), "{}", shown.stdout);
+
+    gw.wait_for_config().await;
+    // Under a refusing balance a request needs an output bound, like under a hard budget.
+    let served = gw
+        .chat(
+            &p.key,
+            serde_json::json!({"model": "smart", "max_tokens": 10,
+                               "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let month = modelgate_shared::clock::Clock::now(gw.clock.as_ref())
+        .format("%Y-%m")
+        .to_string();
+    let statement = modelgate(
+        &gw,
+        &[
+            "statements",
+            "show",
+            "--team-id",
+            &p.team_id,
+            "--month",
+            &month,
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(statement["credits_micros"], 2_000_000, "{statement}");
+    let csv = modelgate(
+        &gw,
+        &[
+            "statements",
+            "show",
+            "--team-id",
+            &p.team_id,
+            "--month",
+            &month,
+            "--csv",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(
+        csv.stdout.starts_with("record,team_id,month,model"),
+        "{}",
+        csv.stdout
+    );
+    assert!(csv.stdout.contains("prepaid order 7"), "{}", csv.stdout);
+
+    // Bad input comes back on stderr, naming the field.
+    let bad = modelgate(
+        &gw,
+        &[
+            "balances",
+            "adjust",
+            &p.team_id,
+            "--amount-micros",
+            "-1",
+            "--reason",
+            "x",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("amount_micros"), "{}", bad.stderr);
+    gw.shutdown().await;
+}

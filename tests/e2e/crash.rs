@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use crate::support::gateway_with_smart_route;
 use crate::support::{eventually, temp_dir, Gateway};
 
-struct DataPlaneProcess {
-    child: Child,
-    base_url: String,
+pub struct DataPlaneProcess {
+    pub child: Child,
+    pub base_url: String,
 }
 
 impl Drop for DataPlaneProcess {
@@ -39,6 +39,15 @@ fn tls_args(files: &modelgate_shared::tls::TlsFiles) -> Vec<std::ffi::OsString> 
 }
 
 fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess {
+    spawn_data_plane_node(grpc, dir, "crash-node")
+}
+
+/// The real `modelgate data-plane` process, node `node`, over mutual TLS to `grpc`.
+pub fn spawn_data_plane_node(
+    grpc: std::net::SocketAddr,
+    dir: &Path,
+    node: &str,
+) -> DataPlaneProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
         .args([
             "data-plane",
@@ -47,13 +56,13 @@ fn spawn_data_plane(grpc: std::net::SocketAddr, dir: &Path) -> DataPlaneProcess 
             "--metrics-listen",
             "127.0.0.1:0",
             "--node-id",
-            "crash-node",
+            node,
             "--data-dir",
         ])
         .arg(dir)
         .args(["--control-plane-url", &crate::support::pki::grpc_url(grpc)])
         .args(tls_args(
-            &crate::support::pki::Pki::shared().node("crash-node", &[]),
+            &crate::support::pki::Pki::shared().node(node, &[]),
         ))
         // The same key across restarts, so the restarted process reads its last-known-good file.
         .env("MODELGATE_LKG_KEY", "5a".repeat(32))

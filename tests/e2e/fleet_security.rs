@@ -58,6 +58,7 @@ async fn subscribe(
             software_version: "test".into(),
             current_version: 0,
             protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+            current_hash: String::new(),
         })),
     })
     .await
@@ -424,6 +425,8 @@ async fn a_data_plane_refuses_a_control_plane_with_another_name_or_from_another_
         grpc_security: misnamed.server_security(),
         clock: modelgate_shared::clock::system(),
         usage_retention: None,
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();
@@ -511,6 +514,8 @@ async fn rotated_certificates_and_ca_are_used_by_new_connections_without_a_resta
         )),
         clock: modelgate_shared::clock::system(),
         usage_retention: None,
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await
     .unwrap();

@@ -240,22 +240,96 @@ async fn a_hit_is_answered_without_an_upstream_call_to_streaming_and_non_streami
     assert!(sse.contains("\"usage\""), "usage chunk asked for: {sse}");
     assert_eq!(f.upstream.calls(), 1);
 
-    // A streamed miss is stored as the events the client received, and replayed to the next
-    // streaming client.
+    // A streamed miss (no usage chunk asked for) is stored as the whole answer its events
+    // make: a non-streaming repeat gets that answer, a streaming one chunks made from it.
     let mut other = ask("And a stream?");
     other["stream"] = json!(true);
     let resp = f.send(&other).await;
     assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
     let live = resp.text().await.unwrap();
+    assert_eq!(chat_stream_text(&live), (upstream::REPLY.to_owned(), true));
     assert_eq!(f.upstream.calls(), 2);
     stored(f.gw.dp(), 2).await;
     let resp = f.send(&other).await;
     assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
     let replay = resp.text().await.unwrap();
-    assert_eq!(replay, live);
-    assert_eq!(chat_stream_text(&replay).0, upstream::REPLY);
+    assert_eq!(
+        chat_stream_text(&replay),
+        (upstream::REPLY.to_owned(), true)
+    );
+    assert!(
+        !replay.contains("\"usage\""),
+        "no usage chunk asked for: {replay}"
+    );
+    let mut whole = other.clone();
+    whole.as_object_mut().unwrap().remove("stream");
+    let resp = f.send(&whole).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], upstream::REPLY);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], upstream::PROMPT_TOKENS, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], upstream::COMPLETION_TOKENS);
     assert_eq!(f.upstream.calls(), 2);
-    assert_eq!(counter(f.gw.dp(), "modelgate_cache_hits_total").await, 3);
+    assert_eq!(counter(f.gw.dp(), "modelgate_cache_hits_total").await, 4);
+}
+
+/// The usage chunk of a streamed hit follows the current client's
+/// `stream_options.include_usage`, whichever client's answer was stored.
+#[tokio::test]
+async fn a_streamed_hit_carries_the_usage_chunk_only_when_this_client_asks_for_it() {
+    let f = cached_fixture().await;
+    let usage_chunks = |sse: &str| {
+        sse.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .filter(|c| c["usage"].is_object())
+            .collect::<Vec<_>>()
+    };
+    let mut with = ask("usage, please");
+    with["stream"] = json!(true);
+    with["stream_options"] = json!({"include_usage": true});
+    let mut without = with.clone();
+    without.as_object_mut().unwrap().remove("stream_options");
+    // Stored from a client that asked for usage.
+    let live = f.send(&with).await.text().await.unwrap();
+    assert_eq!(usage_chunks(&live).len(), 1, "{live}");
+    stored(f.gw.dp(), 1).await;
+    let resp = f.send(&without).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    let sse = resp.text().await.unwrap();
+    assert!(usage_chunks(&sse).is_empty(), "not asked for: {sse}");
+    assert_eq!(chat_stream_text(&sse), (upstream::REPLY.to_owned(), true));
+    let resp = f.send(&with).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    let sse = resp.text().await.unwrap();
+    let chunks = usage_chunks(&sse);
+    assert_eq!(chunks.len(), 1, "{sse}");
+    assert_eq!(chunks[0]["choices"], json!([]));
+    assert_eq!(chunks[0]["usage"], usage_chunks(&live)[0]["usage"]);
+    assert_eq!(f.upstream.calls(), 1);
+
+    // Stored from a client that did not ask: a client that asks still gets the usage chunk,
+    // with the tokens the provider reported.
+    let mut with = ask("usage, later");
+    with["stream"] = json!(true);
+    let mut without = with.clone();
+    with["stream_options"] = json!({"include_usage": true});
+    without["stream_options"] = json!({"include_usage": false});
+    let live = f.send(&without).await.text().await.unwrap();
+    assert!(usage_chunks(&live).is_empty(), "{live}");
+    stored(f.gw.dp(), 2).await;
+    let sse = f.send(&with).await.text().await.unwrap();
+    let chunks = usage_chunks(&sse);
+    assert_eq!(chunks.len(), 1, "{sse}");
+    assert_eq!(chunks[0]["usage"]["prompt_tokens"], upstream::PROMPT_TOKENS);
+    assert_eq!(
+        chunks[0]["usage"]["completion_tokens"],
+        upstream::COMPLETION_TOKENS
+    );
+    assert_eq!(f.upstream.calls(), 2);
 }
 
 #[tokio::test]
@@ -609,13 +683,23 @@ async fn route_cache_policy_is_validated_naming_the_field() {
     assert_eq!(route["policy"]["cache"]["enabled"], true, "{route}");
 }
 
-/// Anthropic Messages, Gemini generateContent, Responses and embeddings: a second identical
-/// request hits, and a streaming client of each streaming surface gets the surface's events.
-#[tokio::test]
-async fn every_cached_surface_answers_a_repeat_from_the_cache() {
+/// A gateway whose data plane caches, with a cached alias per surface, each routed to a mock
+/// upstream of that provider's wire format: `chat-c` (OpenAI chat), `an-c` (Anthropic), `gm-c`
+/// (Gemini), `resp-c` (Responses) and `embed-c` (embeddings).
+struct Surfaces {
+    anthropic: AnthropicUpstream,
+    gemini: GeminiUpstream,
+    openai: OpenAiUpstream,
+    chat: MockUpstream,
+    gw: Gateway,
+    key: String,
+}
+
+async fn surfaces() -> Surfaces {
     let anthropic = AnthropicUpstream::start().await;
     let gemini = GeminiUpstream::start().await;
     let openai = OpenAiUpstream::start().await;
+    let chat = MockUpstream::start().await;
     let mut gw = Gateway::start().await;
     gw.stop_data_plane().await;
     let dir = gw.dp_dir.clone();
@@ -638,11 +722,15 @@ async fn every_cached_surface_answers_a_repeat_from_the_cache() {
     let oa = gw
         .create("/providers", json!({"name": "oa", "kind": "openai-compatible", "base_url": openai.base_url(), "credential": "sk-oa-1"}))
         .await;
-    for model in ["claude-c", "gemini-c", "resp-c", "embed-c"] {
+    let ch = gw
+        .create("/providers", json!({"name": "ch", "kind": "openai-compatible", "base_url": chat.base_url(), "credential": "sk-ch-1"}))
+        .await;
+    for model in ["chat-c", "claude-c", "gemini-c", "resp-c", "embed-c"] {
         gw.create("/models", json!({"model": model, "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}))
             .await;
     }
     for (alias, provider, model) in [
+        ("chat-c", &ch, "chat-c"),
         ("an-c", &an, "claude-c"),
         ("gm-c", &gm, "gemini-c"),
         ("resp-c", &oa, "resp-c"),
@@ -657,17 +745,62 @@ async fn every_cached_surface_answers_a_repeat_from_the_cache() {
         .await;
     }
     gw.wait_for_config().await;
-    let root = format!("http://{}", gw.dp().addr);
-    let mut n_stored = 0;
-    let send = |path: &str, body: &Value, anthropic_key: bool| {
-        let req = gw.http.post(format!("{root}{path}")).json(body);
-        if anthropic_key {
-            req.header("x-api-key", &key)
+    Surfaces {
+        anthropic,
+        gemini,
+        openai,
+        chat,
+        gw,
+        key,
+    }
+}
+
+impl Surfaces {
+    /// A request to `path` (Anthropic's paths with Anthropic's key header).
+    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        let req = self
+            .gw
+            .http
+            .post(format!("http://{}{path}", self.gw.dp().addr))
+            .json(body);
+        if path == "/v1/messages" {
+            req.header("x-api-key", &self.key)
                 .header("anthropic-version", "2023-06-01")
         } else {
-            req.bearer_auth(&key)
+            req.bearer_auth(&self.key)
         }
-    };
+    }
+
+    /// Sends, and returns the cache header and the body's text.
+    async fn send(
+        &self,
+        path: &str,
+        body: &Value,
+        cache: Option<&str>,
+    ) -> (Option<String>, String) {
+        let mut req = self.post(path, body);
+        if let Some(c) = cache {
+            req = req.header("x-modelgate-cache", c);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        (cache_header(&resp), resp.text().await.unwrap())
+    }
+
+    /// Every upstream's calls so far, together.
+    fn calls(&self) -> usize {
+        self.anthropic.calls() + self.gemini.calls() + self.openai.calls() + self.chat.calls()
+    }
+}
+
+/// Anthropic Messages, Gemini generateContent, Responses and embeddings: a second identical
+/// request hits, and a streaming client of each streaming surface gets the surface's events.
+#[tokio::test]
+async fn every_cached_surface_answers_a_repeat_from_the_cache() {
+    let s = surfaces().await;
+    let (anthropic, gemini, openai, gw) = (&s.anthropic, &s.gemini, &s.openai, &s.gw);
+    let mut n_stored = 0;
+    let send = |path: &str, body: &Value, _anthropic_key: bool| s.post(path, body);
 
     // Anthropic Messages.
     let body = json!({"model": "an-c", "max_tokens": 50, "temperature": 0,
@@ -841,5 +974,433 @@ async fn a_redis_outage_mid_run_serves_uncached_and_sharing_resumes_after_it() {
         }
     })
     .await;
+    other.shutdown().await;
+}
+
+/// What a client reads from a stream of `surface`, gathered independently of the gateway's
+/// code: the text, the tool call's name and arguments, the stop reason and the usage; `None`
+/// if the stream does not end as that surface's stream ends.
+fn stream_digest(surface: &str, sse: &str) -> Option<Value> {
+    let events: Vec<Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (mut text, mut args, mut tool, mut stop, mut usage) = (
+        String::new(),
+        String::new(),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    );
+    match surface {
+        "chat" => {
+            if !sse.trim_end().ends_with("data: [DONE]") {
+                return None;
+            }
+            for e in &events {
+                assert_eq!(e["object"], "chat.completion.chunk", "{e}");
+                let c = &e["choices"][0];
+                text += c["delta"]["content"].as_str().unwrap_or("");
+                let call = &c["delta"]["tool_calls"][0]["function"];
+                args += call["arguments"].as_str().unwrap_or("");
+                if call["name"].is_string() {
+                    tool = call["name"].clone();
+                }
+                if !c["finish_reason"].is_null() {
+                    stop = c["finish_reason"].clone();
+                }
+                if e["usage"].is_object() {
+                    usage = e["usage"].clone();
+                }
+            }
+        }
+        "messages" => {
+            let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+            if types.first() != Some(&"message_start") || types.last() != Some(&"message_stop") {
+                return None;
+            }
+            let mut input = Value::Null;
+            for e in &events {
+                match e["type"].as_str().unwrap() {
+                    "message_start" => input = e["message"]["usage"]["input_tokens"].clone(),
+                    "content_block_start" if e["content_block"]["type"] == "tool_use" => {
+                        tool = e["content_block"]["name"].clone();
+                    }
+                    "content_block_delta" => {
+                        text += e["delta"]["text"].as_str().unwrap_or("");
+                        args += e["delta"]["partial_json"].as_str().unwrap_or("");
+                    }
+                    "message_delta" => {
+                        stop = e["delta"]["stop_reason"].clone();
+                        usage = json!({"input": input, "output": e["usage"]["output_tokens"]});
+                    }
+                    _ => {}
+                }
+            }
+        }
+        "gemini" => {
+            for e in &events {
+                for part in e["candidates"][0]["content"]["parts"].as_array().unwrap() {
+                    text += part["text"].as_str().unwrap_or("");
+                    if part["functionCall"].is_object() {
+                        tool = part["functionCall"]["name"].clone();
+                        args += &part["functionCall"]["args"].to_string();
+                    }
+                }
+                if e["candidates"][0]["finishReason"].is_string() {
+                    stop = e["candidates"][0]["finishReason"].clone();
+                }
+                usage = e["usageMetadata"].clone();
+            }
+            stop.as_str()?;
+        }
+        _ => {
+            let completed = events.iter().find(|e| e["type"] == "response.completed")?;
+            return Some(completed["response"].clone());
+        }
+    }
+    let args = if args.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&args).unwrap()
+    };
+    Some(json!({"text": text, "tool": tool, "arguments": args, "stop": stop, "usage": usage}))
+}
+
+/// A surface (as `stream_digest` names it), its whole and streaming paths, a request, and the
+/// change that makes the provider's whole answer the one its stream spells.
+type SurfaceCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+    fn(&mut Value),
+);
+
+/// One cached answer serves both kinds of client on every surface. An answer stored from a
+/// stream answers a non-streaming client with the whole answer the provider gives that request
+/// (but for the identifiers the mock's stream spells differently), and a streaming client with
+/// the same content; an answer stored whole answers a streaming client with what a live stream
+/// of it carries. No hit makes an upstream call.
+#[tokio::test]
+async fn one_cached_answer_serves_streaming_and_whole_clients_on_every_surface() {
+    let s = surfaces().await;
+    let weather = json!({"type": "object", "properties": {"city": {"type": "string"},
+        "unit": {"type": "string"}}});
+    let cases: Vec<SurfaceCase> = vec![
+        (
+            "chat",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            json!({"model": "chat-c", "temperature": 0,
+                "messages": [{"role": "user", "content": "weather in Paris?"}],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]}),
+            |v: &mut Value| {
+                v["id"] = json!("chatcmpl-upstream-2");
+                v["choices"][0]["message"]["tool_calls"][0]["id"] = json!("call_mock_2");
+                v["choices"][0]["logprobs"] = Value::Null;
+            },
+        ),
+        (
+            "messages",
+            "/v1/messages",
+            "/v1/messages",
+            json!({"model": "an-c", "max_tokens": 50, "temperature": 0,
+                "messages": [{"role": "user", "content": "weather in Paris?"}],
+                "tools": [{"name": "get_weather", "input_schema": weather}]}),
+            |v: &mut Value| {
+                v["id"] = json!("msg_mock_2");
+                v["content"][1]["id"] = json!("toolu_mock_2");
+            },
+        ),
+        (
+            "gemini",
+            "/v1beta/models/gm-c:generateContent",
+            "/v1beta/models/gm-c:streamGenerateContent?alt=sse",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hello?"}]}],
+                "generationConfig": {"temperature": 0}}),
+            |v: &mut Value| {
+                v["responseId"] = json!("gemini-mock-2");
+                v["candidates"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("avgLogprobs");
+            },
+        ),
+        (
+            "responses",
+            "/v1/responses",
+            "/v1/responses",
+            json!({"model": "resp-c", "input": "hello?", "temperature": 0}),
+            |_: &mut Value| {},
+        ),
+    ];
+    let dp = s.gw.dp();
+    for (surface, whole_path, stream_path, body, patch) in cases {
+        let streamed = |mut b: Value| {
+            if surface != "gemini" {
+                b["stream"] = json!(true);
+            }
+            b
+        };
+        let other = |mut b: Value| {
+            let t = b
+                .to_string()
+                .replace("Paris", "Lyon")
+                .replace("hello", "hi");
+            b = serde_json::from_str(&t).unwrap();
+            b
+        };
+        // What the provider answers, whole and streamed (bypassing the cache).
+        let (_, provider_whole) = s.send(whole_path, &body, Some("bypass")).await;
+        let mut expected: Value = serde_json::from_str(&provider_whole).unwrap();
+        patch(&mut expected);
+        let (_, provider_stream) = s
+            .send(stream_path, &streamed(body.clone()), Some("bypass"))
+            .await;
+        let live = stream_digest(surface, &provider_stream).expect(surface);
+
+        // Stored from a stream.
+        let calls = s.calls();
+        let n = counter(dp, "modelgate_cache_stored_total").await;
+        let (c, first) = s.send(stream_path, &streamed(body.clone()), None).await;
+        assert_eq!(c.as_deref(), Some("miss"), "{surface}");
+        assert_eq!(
+            stream_digest(surface, &first).as_ref(),
+            Some(&live),
+            "{surface}"
+        );
+        stored(dp, n + 1).await;
+        let (c, text) = s.send(whole_path, &body, None).await;
+        assert_eq!(c.as_deref(), Some("hit"), "{surface}");
+        let got: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            got, expected,
+            "{surface}: the whole answer a stream was stored as"
+        );
+        let (c, again) = s.send(stream_path, &streamed(body.clone()), None).await;
+        assert_eq!(c.as_deref(), Some("hit"), "{surface}");
+        assert_eq!(
+            stream_digest(surface, &again).as_ref(),
+            Some(&live),
+            "{surface}"
+        );
+        assert_eq!(
+            s.calls(),
+            calls + 1,
+            "{surface}: hits make no upstream call"
+        );
+
+        // Stored whole, served as a stream: what a live stream of that answer carries.
+        let body = other(body);
+        let (_, provider_stream) = s
+            .send(stream_path, &streamed(body.clone()), Some("bypass"))
+            .await;
+        let live = stream_digest(surface, &provider_stream).expect(surface);
+        let calls = s.calls();
+        let n = counter(dp, "modelgate_cache_stored_total").await;
+        let (c, whole) = s.send(whole_path, &body, None).await;
+        assert_eq!(c.as_deref(), Some("miss"), "{surface}");
+        stored(dp, n + 1).await;
+        let (c, sse) = s.send(stream_path, &streamed(body.clone()), None).await;
+        assert_eq!(c.as_deref(), Some("hit"), "{surface}");
+        let hit = stream_digest(surface, &sse).expect(surface);
+        assert_eq!(hit, live, "{surface}: {sse}");
+        if surface == "responses" {
+            assert_eq!(hit, serde_json::from_str::<Value>(&whole).unwrap());
+        }
+        assert_eq!(
+            s.calls(),
+            calls + 1,
+            "{surface}: the hit made no upstream call"
+        );
+    }
+}
+
+/// An invalid `x-modelgate-cache` is refused before admission takes anything: with one request
+/// a minute allowed, the refused request leaves that request to the next one.
+#[tokio::test]
+async fn an_invalid_cache_directive_is_refused_before_any_limit_is_taken() {
+    let f = cached_fixture().await;
+    crate::rate_limits::fresh_window(20).await;
+    crate::rate_limits::limit(&f.gw, json!({"scope": {"key_id": f.key_id}, "rpm": 1})).await;
+    let body = ask("a directive");
+    let resp = f.send_with(&body, "sometimes").await;
+    assert_eq!(resp.status(), 400);
+    let rid = request_id(&resp);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "x-modelgate-cache", "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
+    assert_eq!(f.gw.usage_row(&rid).await["status"], 400);
+    let resp = f.send(&body).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the refused request took no share of the limit"
+    );
+    assert_eq!(
+        f.send(&body).await.status(),
+        429,
+        "the limit is one a minute"
+    );
+    assert_eq!(f.upstream.calls(), 1);
+}
+
+/// An answer is served for the route's `ttl_s` (here 2 s), then expires from both layers: the
+/// next request goes upstream again.
+#[tokio::test]
+async fn an_answer_expires_after_the_routes_ttl() {
+    let f = fixture(
+        json!({"enabled": true, "ttl_s": 2}),
+        cache_settings(&unique_prefix()),
+    )
+    .await;
+    let body = ask("short-lived");
+    assert_eq!(cache_header(&f.send(&body).await).as_deref(), Some("miss"));
+    stored(f.gw.dp(), 1).await;
+    assert_eq!(cache_header(&f.send(&body).await).as_deref(), Some("hit"));
+    assert_eq!(f.upstream.calls(), 1);
+    eventually(Duration::from_secs(20), "the answer to expire", || async {
+        let resp = f.send(&body).await;
+        assert_eq!(resp.status(), 200);
+        (cache_header(&resp).as_deref() == Some("miss")).then_some(())
+    })
+    .await;
+    assert_eq!(f.upstream.calls(), 2);
+}
+
+/// `partition: key` shares an answer only with the key that stored it, `user` with the keys of
+/// the same owner, `none` with every key (another team's too).
+#[tokio::test]
+async fn the_key_user_and_none_partitions_share_answers_as_they_say() {
+    let f = cached_fixture().await;
+    for (alias, partition) in [("by-key", "key"), ("by-user", "user"), ("shared", "none")] {
+        f.gw.create(
+            "/routes",
+            json!({"alias": alias,
+            "deployments": [{"provider_id": f.provider_id, "model": "gpt-cache-1"}],
+            "policy": {"cache": {"enabled": true, "partition": partition}}}),
+        )
+        .await;
+    }
+    let new_key = |team: String, owner: Option<String>| {
+        let gw = &f.gw;
+        async move {
+            let mut body = json!({"team_id": team, "name": "k", "environment": "prod"});
+            if let Some(o) = owner {
+                body["owner_user_id"] = json!(o);
+            }
+            gw.create("/keys", body).await["key_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut users = Vec::new();
+    for email in ["ada@example.com", "bo@example.com"] {
+        let u = f.gw.create("/users", json!({"email": email})).await;
+        let id = u["id"].as_str().unwrap().to_owned();
+        f.gw.create(
+            &format!("/teams/{}/members", f.team_id),
+            json!({"user_id": id, "role": "member"}),
+        )
+        .await;
+        users.push(id);
+    }
+    let sibling = new_key(f.team_id.clone(), None).await;
+    let ada_1 = new_key(f.team_id.clone(), Some(users[0].clone())).await;
+    let ada_2 = new_key(f.team_id.clone(), Some(users[0].clone())).await;
+    let bo = new_key(f.team_id.clone(), Some(users[1].clone())).await;
+    let team = f.gw.create("/teams", json!({"name": "elsewhere"})).await;
+    let stranger = new_key(team["id"].as_str().unwrap().to_owned(), None).await;
+    f.gw.wait_for_config().await;
+
+    /// `store` asks on `alias` (a miss, the `n`th answer stored; a miss below stores too), then
+    /// each key asks the
+    /// same and is told `want`.
+    async fn check(f: &Fixture, n: u64, alias: &str, store: &str, cases: &[(&str, &str)]) {
+        let dp = f.gw.dp();
+        let mut body = ask("partitioned");
+        body["model"] = json!(alias);
+        let resp = post(&f.gw.http, dp, store, &body).await;
+        assert_eq!(cache_header(&resp).as_deref(), Some("miss"), "{alias}");
+        stored(dp, n).await;
+        for (key, want) in cases {
+            let resp = post(&f.gw.http, dp, key, &body).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(cache_header(&resp).as_deref(), Some(*want), "{alias}");
+        }
+    }
+    check(
+        &f,
+        1,
+        "by-key",
+        &f.key,
+        &[(&f.key, "hit"), (&sibling, "miss")],
+    )
+    .await;
+    check(&f, 3, "by-user", &ada_1, &[(&ada_2, "hit"), (&bo, "miss")]).await;
+    check(&f, 5, "shared", &f.key, &[(&stranger, "hit"), (&bo, "hit")]).await;
+    // One upstream call per store, one per miss.
+    assert_eq!(f.upstream.calls(), 5);
+}
+
+/// A refresh on one node replaces the answer in Redis at once; another node that holds the
+/// older answer in memory serves it for at most its local TTL (here 1 s), then the new one.
+#[tokio::test]
+async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
+    let prefix = unique_prefix();
+    let settings = || CacheSettings {
+        local_ttl: Duration::from_secs(1),
+        ..cache_settings(&prefix)
+    };
+    let f = fixture(json!({"enabled": true}), settings()).await;
+    let other = data_plane(&f.gw, &temp_dir("dp-cache-4"), settings()).await;
+    let body = ask("refreshed elsewhere");
+    let first: Value = f.send(&body).await.json().await.unwrap();
+    stored(f.gw.dp(), 1).await;
+    let redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the entry in Redis", || {
+        let mut redis = redis.clone();
+        let pattern = format!("{prefix}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
+    // The other node reads it from Redis and keeps it in memory.
+    let resp = post(&f.gw.http, &other, &f.key, &body).await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+    assert_eq!(resp.json::<Value>().await.unwrap(), first);
+    // The provider's answer changes (it now reports cached and reasoning tokens); a refresh on
+    // the first node stores it.
+    f.upstream.report_details(3, 2);
+    let resp = f.send_with(&body, "refresh").await;
+    assert_eq!(cache_header(&resp).as_deref(), Some("refresh"));
+    let fresh: Value = resp.json().await.unwrap();
+    assert_ne!(fresh, first);
+    stored(f.gw.dp(), 2).await;
+    eventually(
+        Duration::from_secs(10),
+        "the fresh answer on the other node",
+        || async {
+            let resp = post(&f.gw.http, &other, &f.key, &body).await;
+            assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
+            (resp.json::<Value>().await.unwrap() == fresh).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(f.upstream.calls(), 2);
     other.shutdown().await;
 }

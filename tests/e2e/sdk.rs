@@ -11,9 +11,9 @@ use crate::support::request_id;
 use crate::support::temp_dir;
 
 /// A `modelgate up` child process, killed on drop.
-struct Up {
+pub struct Up {
     child: Child,
-    env: HashMap<String, String>,
+    pub env: HashMap<String, String>,
 }
 
 impl Drop for Up {
@@ -23,7 +23,7 @@ impl Drop for Up {
     }
 }
 
-fn modelgate_up() -> Up {
+pub fn modelgate_up() -> Up {
     let dir = temp_dir("up");
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
         .args(["up", "--data-dir"])

@@ -343,7 +343,7 @@ async fn spawn_until(
     stderr_log: &std::path::Path,
     until: &'static str,
 ) -> (Running, Vec<String>) {
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read};
     let log = std::fs::File::create(stderr_log).unwrap();
     let mut child = command
         .stdout(std::process::Stdio::piped())
@@ -353,8 +353,9 @@ async fn spawn_until(
     let stdout = child.stdout.take().unwrap();
     let running = Running(child);
     let read = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
         let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
+        for line in reader.by_ref().lines() {
             let line = line.unwrap();
             let done = line.starts_with(until);
             lines.push(line);
@@ -362,6 +363,9 @@ async fn spawn_until(
                 break;
             }
         }
+        // Keep reading what follows (e.g. the metrics URL printed after the admin URL): a
+        // closed pipe would make the process's next println fail.
+        std::thread::spawn(move || reader.lines().for_each(drop));
         lines
     });
     let lines = tokio::time::timeout(std::time::Duration::from_secs(60), read)

@@ -3,6 +3,7 @@
 //! service layer decides what that actor may do. Creates honour `Idempotency-Key`
 //! ([`idempotency`]); key updates honour `If-Match`.
 
+mod billing;
 mod error;
 mod idempotency;
 mod json;
@@ -30,7 +31,7 @@ use crate::service::authz::Actor;
 use crate::service::bootstrap::Authentication;
 use crate::service::{
     bootstrap, budgets, explain, fleet, keys, limits, models, nodes, providers, revocations,
-    routes, teams, tokens, usage, users, PageParams, Services,
+    rollouts, routes, teams, tokens, usage, users, PageParams, Services,
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations as they are
@@ -62,6 +63,9 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_team, list_teams))
         .routes(routes!(get_team))
+        .routes(routes!(billing::get_balance))
+        .routes(routes!(billing::adjust_balance))
+        .routes(routes!(billing::get_statement))
         .routes(routes!(create_budget, list_budgets))
         .routes(routes!(get_budget, update_budget, delete_budget))
         .routes(routes!(create_rate_limit, list_rate_limits))
@@ -82,8 +86,21 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(model_versions))
         .routes(routes!(price_version))
         .routes(routes!(create_route, list_routes))
+        .routes(routes!(replace_route))
         .routes(routes!(list_nodes))
         .routes(routes!(revoke_node))
+        .routes(routes!(
+            get_rollout_policy,
+            set_rollout_policy,
+            clear_rollout_policy
+        ))
+        .routes(routes!(list_rollouts))
+        .routes(routes!(get_rollout))
+        .routes(routes!(rollout_diff))
+        .routes(routes!(promote_rollout))
+        .routes(routes!(pause_rollout))
+        .routes(routes!(resume_rollout))
+        .routes(routes!(rollback_rollout))
         .routes(routes!(deployment_health))
         .routes(routes!(explain_request))
         .routes(routes!(list_audit))
@@ -814,6 +831,24 @@ async fn create_route(
 }
 
 #[utoipa::path(
+    put,
+    path = "/routes/{alias}",
+    tag = "catalog",
+    params(("alias" = String, Path, description = "the route's alias")),
+    request_body = routes::CreateRoute,
+    responses((status = 200, description = "the route with its new deployments, fallbacks and policy", body = routes::Route), (status = 404, description = "no route with this alias", body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn replace_route(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(alias): Path<String>,
+    ApiJson(body): ApiJson<routes::CreateRoute>,
+) -> Result<Response> {
+    Ok(ok(routes::replace(&s, &a, &alias, body).await?))
+}
+
+#[utoipa::path(
     get,
     path = "/routes",
     tag = "catalog",
@@ -1073,3 +1108,140 @@ async fn rewind_sink(
 ) -> Result<Response> {
     Ok(ok(usage::sinks::rewind(&s, &a, &id, body).await?))
 }
+
+#[utoipa::path(
+    get,
+    path = "/rollouts/policy",
+    tag = "rollouts",
+    responses((status = 200, description = "the rollout policy in effect (`plan` null: every change goes to every node at once)", body = rollouts::PolicyView), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_rollout_policy(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+) -> Result<Response> {
+    Ok(ok(rollouts::get_policy(&s, &a).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/rollouts/policy",
+    tag = "rollouts",
+    request_body(content = Object, description = "a plan: `{\"waves\": [{\"selector\": \"canary=true\", \"bake_s\": 300}, …], \"gates\": {\"max_nacks\": 0, \"max_error_rate_increase\": 0.05, \"max_p99_ratio\": 1.5, \"p99_slack_ms\": 100, \"min_requests\": 50, \"window_s\": 300}, \"on_failure\": \"rollback\" | \"pause\"}` (gates and on_failure optional, defaults shown)"),
+    responses((status = 200, description = "the policy is in effect for the next policy change", body = rollouts::PolicyView), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn set_rollout_policy(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response> {
+    Ok(ok(rollouts::set_policy(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/rollouts/policy",
+    tag = "rollouts",
+    responses((status = 200, description = "no policy: every change goes to every node at once", body = rollouts::PolicyView), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody), (status = 409, description = "a rollout is in progress", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn clear_rollout_policy(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+) -> Result<Response> {
+    Ok(ok(rollouts::clear_policy(&s, &a).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/rollouts",
+    tag = "rollouts",
+    responses((status = 200, description = "the latest rollouts, newest first: {data}", body = Object), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_rollouts(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+) -> Result<Response> {
+    Ok(ok(
+        serde_json::json!({ "data": rollouts::list(&s, &a).await? }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/rollouts/{id}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "the rollout's id")),
+    responses((status = 200, description = "the rollout: waves, their nodes, the gates' last reading", body = rollouts::RolloutView), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody), (status = 404, description = "no such rollout", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_rollout(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(rollouts::get(&s, &a, &id).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/rollouts/{id}/diff",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "the rollout's id")),
+    responses((status = 200, description = "the policy resources its new version adds, changes or removes", body = rollouts::DiffView), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody), (status = 404, description = "no such rollout", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn rollout_diff(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(ok(rollouts::diff(&s, &a, &id).await?))
+}
+
+macro_rules! rollout_action {
+    ($name:ident, $path:literal, $action:expr, $what:literal) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "rollouts",
+            params(("id" = String, Path, description = "the rollout's id")),
+            responses((status = 200, description = $what, body = rollouts::RolloutView), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody), (status = 404, description = "no such rollout", body = ErrorBody), (status = 409, description = "the rollout is not in progress", body = ErrorBody)),
+            security(("bearer" = []))
+        )]
+        async fn $name(
+            State(s): State<Services>,
+            Extension(a): Extension<Actor>,
+            Path(id): Path<String>,
+        ) -> Result<Response> {
+            Ok(ok(rollouts::act(&s, &a, &id, $action).await?))
+        }
+    };
+}
+
+rollout_action!(
+    promote_rollout,
+    "/rollouts/{id}/promote",
+    crate::rollout::Action::Promote,
+    "the next wave started now (the rollout completed after its last)"
+);
+rollout_action!(
+    pause_rollout,
+    "/rollouts/{id}/pause",
+    crate::rollout::Action::Pause,
+    "paused: no wave moves until resumed (security changes still reach every node)"
+);
+rollout_action!(
+    resume_rollout,
+    "/rollouts/{id}/resume",
+    crate::rollout::Action::Resume,
+    "running again; the current wave's bake time starts afresh"
+);
+rollout_action!(
+    rollback_rollout,
+    "/rollouts/{id}/rollback",
+    crate::rollout::Action::Rollback,
+    "every node back on the old content, under a new version"
+);

@@ -1,5 +1,6 @@
-//! `ConfigService.Subscribe`: hello, then the latest snapshot and every later one; ACK/NACK
-//! recorded per node.
+//! `ConfigService.Subscribe`: hello, then the version assigned to the node (by its labels, from
+//! the publisher's distribution: the latest everywhere, or during a staged rollout the new or
+//! the old track) and every later assignment; ACK/NACK and traffic reports recorded per node.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::identity;
+use crate::rollout;
 use crate::service::{fleet, nodes, Services};
 
 pub struct ConfigStream {
@@ -41,6 +43,7 @@ impl ConfigService for ConfigStream {
                 ))
             }
         };
+        let current_hash = hello.current_hash;
         let hello = nodes::Hello {
             node_id: hello.node_id,
             labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
@@ -48,7 +51,14 @@ impl ConfigService for ConfigStream {
             current_version: hello.current_version,
         };
         caller.hello(&hello.node_id, &hello.labels)?;
-        nodes::connected(&self.services, &hello).await?;
+        nodes::connected(&self.services, &hello, &current_hash).await?;
+        self.services.node_states.connected(
+            &hello.node_id,
+            hello.labels.clone(),
+            hello.software_version.clone(),
+            (hello.current_version, current_hash),
+            self.services.clock.now(),
+        );
         self.services.metrics.node_connected();
         self.services
             .metrics
@@ -64,13 +74,29 @@ impl ConfigService for ConfigStream {
             let mut revocations = services.revoked.subscribe();
             let mut sent = hello.current_version;
             loop {
-                let latest = snapshots.borrow_and_update().clone();
-                if let Some(p) = latest {
+                let assigned = snapshots
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|d| d.for_node(&hello.labels).0.clone());
+                if let Some(p) = assigned {
                     if p.snapshot.version != sent {
                         if tx.send(Ok(p.wire.clone())).await.is_err() {
                             break;
                         }
                         sent = p.snapshot.version;
+                        services.metrics.node_assigned(&node_id, sent);
+                        services.node_states.assigned(
+                            &node_id,
+                            sent,
+                            &p.snapshot.content_hash,
+                            services.clock.now(),
+                        );
+                        if let Err(e) =
+                            nodes::assigned(&services, &node_id, sent, &p.snapshot.content_hash)
+                                .await
+                        {
+                            tracing::warn!(node = %node_id, error = %e, "could not record the assignment");
+                        }
                     }
                 }
                 tokio::select! {
@@ -79,18 +105,29 @@ impl ConfigService for ConfigStream {
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Ack(ack)) })) => {
                             tracing::debug!(node = %node_id, version = ack.version, "ack");
                             services.metrics.node_applied(&node_id, ack.version);
-                            if let Err(e) = nodes::acknowledged(&services, &node_id, ack.version, None).await {
+                            services.node_states.applied(&node_id, ack.version, ack.content_hash.clone(), services.clock.now());
+                            if let Err(e) = nodes::acknowledged(&services, &node_id, ack.version, Some(&ack.content_hash), None).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record ack");
                             }
                         }
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Nack(nack)) })) => {
                             tracing::warn!(node = %node_id, version = nack.version, reason = %nack.reason, "nack");
                             services.metrics.node_refused();
-                            if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, Some(nack.reason)).await {
+                            services.node_states.nacked(&node_id, nack.version, nack.reason.clone(), services.clock.now());
+                            if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, None, Some(nack.reason)).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record nack");
                             }
                         }
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Health(report)) })) => {
+                            if let Some(t) = report.traffic {
+                                services.node_states.reported(&node_id, rollout::nodes::Sample {
+                                    at: services.clock.now(),
+                                    version: report.config_version,
+                                    requests: t.requests,
+                                    errors: t.errors,
+                                    latency_buckets: t.latency_buckets,
+                                });
+                            }
                             services.fleet.record(&node_id, report.deployments.into_iter().map(|d| fleet::NodeDeploymentHealth {
                                 deployment_id: d.deployment_id,
                                 ejected: d.ejected,
@@ -114,6 +151,7 @@ impl ConfigService for ConfigStream {
                 }
             }
             services.fleet.forget(&node_id);
+            services.node_states.forget(&node_id);
             services.metrics.node_disconnected(&node_id);
             if let Err(e) = nodes::disconnected(&services, &node_id).await {
                 tracing::warn!(node = %node_id, error = %e, "could not record disconnect");

@@ -10,6 +10,8 @@
 //! | `ReadUsage`   | yes   | yes   | yes    | yes    | yes     |
 //! | `ReadAudit`   | yes   | yes   | no     | no     | no      |
 //! | `ReadQuarantine` | yes¹ | yes¹ | no    | no     | yes¹    |
+//! | `ReadBilling` | yes   | yes   | no     | no     | yes     |
+//! | `ManageBilling` | yes¹ | yes¹  | no     | no     | yes¹    |
 //!
 //! ¹ only without a team scope; also the only actors who read export sinks (their URLs may
 //! name a billing system's credentials). A team-scoped actor sees and changes only its own
@@ -94,6 +96,10 @@ pub enum Action {
     ReadAudit,
     /// Usage events ingest quarantined: they name keys and teams of the whole organisation.
     ReadQuarantine,
+    /// A team's prepaid balance, its history and its monthly statements.
+    ReadBilling,
+    /// Top-ups and adjustments of a team's prepaid balance.
+    ManageBilling,
 }
 
 /// The authenticated caller of a service function.
@@ -129,9 +135,10 @@ impl Actor {
             Action::ManageTeam | Action::ReadAudit => matches!(self.role, Owner | Admin),
             Action::ManageOrg => matches!(self.role, Owner | Admin) && self.team_id.is_none(),
             Action::ReadUsage => true,
-            Action::ReadQuarantine => {
+            Action::ReadQuarantine | Action::ManageBilling => {
                 matches!(self.role, Owner | Admin | Billing) && self.team_id.is_none()
             }
+            Action::ReadBilling => matches!(self.role, Owner | Admin | Billing),
         }
     }
 
@@ -210,6 +217,22 @@ mod tests {
             Action::ReadAudit,
         ] {
             assert!(!viewer.may(a), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn billing_reads_balances_and_statements_and_only_org_wide_billing_and_admins_credit() {
+        for (role, team, read, credit) in [
+            (Role::Owner, None, true, true),
+            (Role::Admin, Some("team-a"), true, false),
+            (Role::Billing, None, true, true),
+            (Role::Billing, Some("team-a"), true, false),
+            (Role::Member, None, false, false),
+            (Role::Viewer, Some("team-a"), false, false),
+        ] {
+            let a = actor(role, team);
+            assert_eq!(a.may(Action::ReadBilling), read, "{role:?} {team:?}");
+            assert_eq!(a.may(Action::ManageBilling), credit, "{role:?} {team:?}");
         }
     }
 

@@ -108,7 +108,11 @@ pub(crate) async fn claim_crossed<C: ConnectionTrait>(
             let alert_id = modelgate_shared::new_id().to_string();
             let body = AlertBody {
                 id: &alert_id,
-                kind: "budget.threshold_crossed",
+                kind: if b.kind == super::balances::BALANCE {
+                    "balance.threshold_crossed"
+                } else {
+                    "budget.threshold_crossed"
+                },
                 budget_id: &b.id,
                 scope: super::budgets::scope_of(b),
                 period: &b.period,

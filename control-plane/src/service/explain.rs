@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use modelgate_shared::admission::{self, Cost, Refusal, RequestedClass, Stage};
 use modelgate_shared::pricing::Price;
-use modelgate_shared::quota::any_hard;
+use modelgate_shared::quota::{any_hard, BudgetKind};
 use modelgate_shared::routing::{blended, within_cost_guardrail, TrafficClass};
 use modelgate_shared::scope::ScopeOwner;
 use modelgate_shared::snapshot::{Config, Deployment, LbStrategy, RoutingGroup};
@@ -69,6 +69,10 @@ pub struct Explanation {
     /// The budgets that apply to the key (its own, its team's, its owner's, its environment's),
     /// with what is spent, reserved by data planes, and left in the current period.
     pub budgets: Vec<super::budgets::Budget>,
+    /// The key's team's prepaid balance, when it has one: the balance check (in `refuse` mode a
+    /// request whose worst case the balance cannot cover is refused, 402
+    /// `insufficient_balance`).
+    pub balance: Option<super::balances::BalanceCheck>,
     /// The rate limits that apply to the request (the key's, its team's, its owner's, the
     /// model's), with what the fleet holds and has taken in the current window.
     pub rate_limits: Vec<super::limits::RateLimit>,
@@ -244,15 +248,23 @@ async fn decide(
         candidates: Vec::new(),
         skipped: Vec::new(),
         budgets: Vec::new(),
+        balance: None,
         rate_limits: Vec::new(),
     };
     let applying: Vec<&str> = config
         .budgets
         .iter()
-        .filter(|b| b.applies_to(key))
+        .filter(|b| b.applies_to(key) && b.kind == BudgetKind::Spend)
         .map(|b| b.id.as_str())
         .collect();
     out.budgets = super::budgets::views(s, &applying).await?;
+    if let Some(b) = config
+        .budgets
+        .iter()
+        .find(|b| b.applies_to(key) && b.kind == BudgetKind::Balance)
+    {
+        out.balance = super::balances::check(s, &b.id).await?;
+    }
     // The admission decision, in the data plane's order (`modelgate_shared::admission`): the
     // key's state and endpoint family first, then — once the request names a model, as the data
     // plane's peek requires — the key's policy for it and the price-and-bound policy.
@@ -359,7 +371,7 @@ async fn decide(
         );
         return refuse(out, 429, "rate_limit_exceeded", message);
     }
-    if let Cost::Reserve(_) = admitted.cost {
+    if let Cost::Reserve(worst_case) = admitted.cost {
         if let Some(b) = out
             .budgets
             .iter()
@@ -367,6 +379,20 @@ async fn decide(
         {
             let message = format!("the {} budget `{}` has nothing left", b.period, b.id);
             return refuse(out, 429, "budget_exceeded", message);
+        }
+        // The balance check, after the spend budgets as on the data plane (whose snapshot
+        // lists them first): the request's worst case must fit in what is left.
+        if let Some(b) = out
+            .balance
+            .as_ref()
+            .filter(|b| b.mode == "refuse" && b.balance_micros < worst_case)
+        {
+            let message = format!(
+                "the prepaid balance of team `{}` ({} µ$) does not cover the request's worst \
+                 case ({worst_case} µ$)",
+                b.team_id, b.balance_micros
+            );
+            return refuse(out, 402, "insufficient_balance", message);
         }
     }
     let fleet = s.fleet.view();

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod balances;
 pub mod bootstrap;
 pub mod budget_alerts;
 pub mod budgets;
@@ -16,8 +17,10 @@ pub mod models;
 pub mod nodes;
 pub mod providers;
 pub mod revocations;
+pub mod rollouts;
 pub mod routes;
 mod scopes;
+pub mod statements;
 pub mod teams;
 pub mod tokens;
 pub mod usage;
@@ -29,6 +32,10 @@ use thiserror::Error;
 
 use crate::crypto::{CryptoError, Sealer};
 use crate::snapshot::Publisher;
+
+/// The default bound after which a node that has not applied its assigned version is flagged
+/// as drifting (`--config-drift-after`).
+pub const DEFAULT_CONFIG_DRIFT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What every service function needs.
 #[derive(Clone)]
@@ -52,6 +59,13 @@ pub struct Services {
     pub metrics: std::sync::Arc<crate::metrics::CpMetrics>,
     /// The one task that stores usage batches (group commit).
     pub ingest_writer: std::sync::Arc<usage::Writer>,
+    /// Each connected node's assigned and applied versions and traffic reports (rollout
+    /// gates, drift).
+    pub node_states: std::sync::Arc<crate::rollout::nodes::NodeStates>,
+    /// A node whose applied config differs from its assignment longer than this is drifting.
+    pub config_drift_after: std::time::Duration,
+    /// How long after a month ends its statements close (`statements`; default 72 h).
+    pub statement_grace: std::time::Duration,
 }
 
 impl Services {
@@ -77,6 +91,9 @@ impl Services {
             revoked: Default::default(),
             metrics: Default::default(),
             ingest_writer,
+            node_states: Default::default(),
+            config_drift_after: DEFAULT_CONFIG_DRIFT_AFTER,
+            statement_grace: statements::DEFAULT_GRACE,
         }
     }
 }

@@ -298,6 +298,41 @@ pub async fn create(
     input: CreateRoute,
 ) -> Result<Route, ServiceError> {
     actor.require(Action::ManageOrg)?;
+    let alias = check(s, &input).await?;
+    let row = routing_group::ActiveModel {
+        id: Set(modelgate_shared::new_id().to_string()),
+        alias: Set(alias),
+        deployments: Set(serde_json::to_string(&input.deployments).unwrap_or_default()),
+        fallbacks: Set(serde_json::to_string(&input.fallbacks).unwrap_or_else(|_| "[]".into())),
+        policy: Set(serde_json::to_string(&input.policy).unwrap_or_else(|_| "{}".into())),
+        created_at: Set(Utc::now()),
+    };
+    let txn = s.db.begin().await?;
+    let model = routing_group::Entity::insert(row)
+        .exec_with_returning(&txn)
+        .await
+        .map_err(|e| unique_violation(e, "a route with this alias"))?;
+    let route = Route::from(model);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "route.create",
+            resource_type: "route",
+            resource_id: &route.id,
+            team_id: None,
+            before: None,
+            after: audit::view(&route),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.publisher.rebuild(s).await?;
+    Ok(route)
+}
+
+/// Validates a route's input; returns its alias.
+async fn check(s: &Services, input: &CreateRoute) -> Result<String, ServiceError> {
     let alias = require_name("alias", &input.alias)?;
     if input.deployments.is_empty() {
         return Err(ServiceError::invalid(
@@ -348,29 +383,48 @@ pub async fn create(
             return Err(ServiceError::invalid(&param, "no route with this alias"));
         }
     }
-    let row = routing_group::ActiveModel {
-        id: Set(modelgate_shared::new_id().to_string()),
-        alias: Set(alias),
-        deployments: Set(serde_json::to_string(&input.deployments).unwrap_or_default()),
-        fallbacks: Set(serde_json::to_string(&input.fallbacks).unwrap_or_else(|_| "[]".into())),
-        policy: Set(serde_json::to_string(&input.policy).unwrap_or_else(|_| "{}".into())),
-        created_at: Set(Utc::now()),
-    };
+    Ok(alias)
+}
+
+/// Replaces the deployments, fallbacks and policy of the route `alias` (`PUT /routes/{alias}`;
+/// the body's alias must be the same). Audited; published like any change (through a staged
+/// rollout when a rollout policy is configured).
+pub async fn replace(
+    s: &Services,
+    actor: &Actor,
+    alias: &str,
+    input: CreateRoute,
+) -> Result<Route, ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    if input.alias != alias {
+        return Err(ServiceError::invalid(
+            "alias",
+            "must be the alias in the path",
+        ));
+    }
+    let alias = check(s, &input).await?;
     let txn = s.db.begin().await?;
-    let model = routing_group::Entity::insert(row)
-        .exec_with_returning(&txn)
-        .await
-        .map_err(|e| unique_violation(e, "a route with this alias"))?;
+    let existing = routing_group::Entity::find()
+        .filter(routing_group::Column::Alias.eq(alias.as_str()))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("route `{alias}`")))?;
+    let before = Route::from(existing.clone());
+    let mut row: routing_group::ActiveModel = existing.into();
+    row.deployments = Set(serde_json::to_string(&input.deployments).unwrap_or_default());
+    row.fallbacks = Set(serde_json::to_string(&input.fallbacks).unwrap_or_else(|_| "[]".into()));
+    row.policy = Set(serde_json::to_string(&input.policy).unwrap_or_else(|_| "{}".into()));
+    let model = routing_group::Entity::update(row).exec(&txn).await?;
     let route = Route::from(model);
     audit::record(
         &txn,
         actor,
         Change {
-            action: "route.create",
+            action: "route.update",
             resource_type: "route",
             resource_id: &route.id,
             team_id: None,
-            before: None,
+            before: audit::view(&before),
             after: audit::view(&route),
         },
     )

@@ -1,7 +1,14 @@
 //! The snapshot builder and publisher. After every committed config change the service layer
-//! calls [`Publisher::rebuild`]: it reads the config tables, builds a canonical snapshot, and if
-//! its content hash differs from the latest version, stores a new immutable version (monotonic
-//! number) and publishes it on a `watch` channel that every config stream forwards at once.
+//! calls [`Publisher::rebuild`]: it reads the config tables into a canonical snapshot and
+//! decides what each node should serve, as a [`Distribution`] on a `watch` channel that every
+//! config stream reads with its node's labels.
+//!
+//! Without a rollout policy (today's behaviour) the distribution is one version for every node:
+//! when the content hash differs from the latest version's, a new immutable version (monotonic
+//! number) is stored and published at once. With a rollout policy, a change of the *policy*
+//! part starts a staged rollout (`crate::rollout`): the nodes of the waves reached serve the
+//! new content, the others keep the old; a change of the *immediate* part (keys, credentials)
+//! is minted into both tracks at once (`modelgate_shared::rollout::compose`).
 
 use std::sync::Arc;
 
@@ -9,6 +16,7 @@ use chrono::Utc;
 use modelgate_proto::config::v1 as wire;
 use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
+use modelgate_shared::rollout::{Plan, Track};
 use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::{
     ApiKey, Config, Deployment, KeyCacheMode, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
@@ -17,6 +25,7 @@ use prost::Message;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tokio::sync::{watch, Mutex};
 
+use crate::rollout::{self, Active};
 use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
 use crate::store::{
     api_key, budget, config_version, model_price, provider_account, rate_limit, routing_group,
@@ -29,10 +38,76 @@ pub struct Published {
     pub wire: wire::Snapshot,
 }
 
+impl Published {
+    fn new(snapshot: Snapshot) -> Arc<Published> {
+        Arc::new(Published {
+            wire: snapshot.to_wire(),
+            snapshot,
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot.version
+    }
+}
+
+/// What each node should serve now.
+#[derive(Debug)]
+pub struct Distribution {
+    /// The version of every node outside the waves a rollout reached (of every node when no
+    /// rollout runs).
+    pub stable: Arc<Published>,
+    /// While a rollout runs or is paused: its new content and the waves it reached.
+    pub rollout: Option<NewTrack>,
+}
+
+/// The new track of a rollout.
+#[derive(Debug)]
+pub struct NewTrack {
+    pub published: Arc<Published>,
+    pub plan: Arc<Plan>,
+    /// The index of the last wave reached.
+    pub reached: usize,
+}
+
+impl Distribution {
+    /// The version a node with `labels` is assigned, and its track.
+    pub fn for_node(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> (&Arc<Published>, Track) {
+        match &self.rollout {
+            Some(r) if r.plan.reached(r.reached, labels) => (&r.published, Track::New),
+            _ => (&self.stable, Track::Old),
+        }
+    }
+
+    /// The highest version assigned to any node.
+    pub fn newest(&self) -> &Arc<Published> {
+        match &self.rollout {
+            Some(r) if r.published.version() > self.stable.version() => &r.published,
+            _ => &self.stable,
+        }
+    }
+}
+
+/// The publisher's state, changed only under its lock.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Read from the database once, then kept current by the admin API.
+    pub(crate) loaded: bool,
+    pub(crate) policy: Option<Arc<Plan>>,
+    pub(crate) stable: Option<Arc<Published>>,
+    pub(crate) rollout: Option<Active>,
+    /// The policy hash of the last rollout rolled back: not rolled out again until the policy
+    /// in the database changes.
+    pub(crate) rejected_policy: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    tx: Arc<watch::Sender<Option<Arc<Published>>>>,
-    build_lock: Arc<Mutex<()>>,
+    tx: Arc<watch::Sender<Option<Arc<Distribution>>>>,
+    pub(crate) state: Arc<Mutex<State>>,
 }
 
 impl Default for Publisher {
@@ -46,68 +121,158 @@ impl Publisher {
         let (tx, _rx) = watch::channel(None);
         Publisher {
             tx: Arc::new(tx),
-            build_lock: Arc::new(Mutex::new(())),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Distribution>>> {
         self.tx.subscribe()
     }
 
-    pub fn latest(&self) -> Option<Arc<Published>> {
+    pub fn distribution(&self) -> Option<Arc<Distribution>> {
         self.tx.borrow().clone()
     }
 
-    /// Rebuilds from the database; publishes a new version when the content changed.
+    /// The highest version published (the only one when no rollout runs).
+    pub fn latest(&self) -> Option<Arc<Published>> {
+        self.tx.borrow().as_ref().map(|d| d.newest().clone())
+    }
+
+    /// The version every node outside a rollout's waves serves.
+    pub fn stable(&self) -> Option<Arc<Published>> {
+        self.tx.borrow().as_ref().map(|d| d.stable.clone())
+    }
+
+    /// Rebuilds from the database; publishes what changed.
     pub async fn rebuild(&self, s: &Services) -> Result<Arc<Published>, ServiceError> {
-        let _guard = self.build_lock.lock().await;
-        let config = load_config(s).await?;
-        let latest = config_version::Entity::find()
-            .order_by_desc(config_version::Column::Version)
-            .one(&s.db)
-            .await?;
-        let candidate = Snapshot::new(0, config);
-        let version = match &latest {
-            Some(row) if row.content_hash == candidate.content_hash => {
-                u64::try_from(row.version).unwrap_or(0)
-            }
+        let mut st = self.state.lock().await;
+        self.reconcile(s, &mut st).await
+    }
+
+    /// Reads the config tables and brings the distribution in line with them (under the lock).
+    pub(crate) async fn reconcile(
+        &self,
+        s: &Services,
+        st: &mut State,
+    ) -> Result<Arc<Published>, ServiceError> {
+        if !st.loaded {
+            rollout::load(s, st).await?;
+            st.loaded = true;
+        }
+        let current = Snapshot::new(0, load_config(s).await?);
+        let staged = st.policy.is_some() || st.rollout.is_some();
+        match (&st.stable, staged) {
+            (Some(_), true) => rollout::reconcile(s, st, current).await?,
             _ => {
-                let next = latest.as_ref().map_or(1, |r| r.version + 1);
-                config_version::Entity::insert(config_version::ActiveModel {
-                    version: Set(next),
-                    content_hash: Set(candidate.content_hash.clone()),
-                    body: Set(redacted(&candidate.config).encode_to_vec()),
-                    created_at: Set(Utc::now()),
-                })
-                .exec_without_returning(&s.db)
-                .await?;
-                u64::try_from(next).unwrap_or(0)
-            }
-        };
-        let snapshot = Snapshot {
-            version,
-            ..candidate
-        };
-        if let Some(current) = self.tx.borrow().as_ref() {
-            if current.snapshot.version == version
-                && current.snapshot.content_hash == snapshot.content_hash
-            {
-                return Ok(current.clone());
+                let published = publish_everywhere(s, current).await?;
+                st.stable = Some(published);
             }
         }
-        let published = Arc::new(Published {
-            wire: snapshot.to_wire(),
-            snapshot,
-        });
-        tracing::info!(
-            version = published.snapshot.version,
-            hash = %published.snapshot.content_hash,
-            "snapshot published"
-        );
-        s.metrics.published(published.snapshot.version);
-        self.tx.send_replace(Some(published.clone()));
-        Ok(published)
+        self.send(s, st)
     }
+
+    /// Publishes the state's distribution (when it changed) and returns the newest version.
+    pub(crate) fn send(&self, s: &Services, st: &State) -> Result<Arc<Published>, ServiceError> {
+        let stable = st
+            .stable
+            .clone()
+            .ok_or_else(|| ServiceError::Unavailable("no config version built yet".into()))?;
+        let next = Distribution {
+            stable,
+            rollout: st.rollout.as_ref().map(|r| NewTrack {
+                published: r.new.clone(),
+                plan: r.plan.clone(),
+                reached: r.reached,
+            }),
+        };
+        let unchanged = self.tx.borrow().as_ref().is_some_and(|d| {
+            d.stable.version() == next.stable.version()
+                && match (&d.rollout, &next.rollout) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => {
+                        a.published.version() == b.published.version() && a.reached == b.reached
+                    }
+                    _ => false,
+                }
+        });
+        let newest = next.newest().clone();
+        if !unchanged {
+            tracing::info!(
+                stable = next.stable.version(),
+                new = next.rollout.as_ref().map(|r| r.published.version()),
+                wave = next.rollout.as_ref().map(|r| r.reached),
+                "config distribution published"
+            );
+            s.metrics.published(newest.version());
+            self.tx.send_replace(Some(Arc::new(next)));
+        }
+        Ok(newest)
+    }
+}
+
+/// Today's behaviour: the current content, under the latest version if its hash is the same,
+/// else under a new one, for every node.
+async fn publish_everywhere(
+    s: &Services,
+    candidate: Snapshot,
+) -> Result<Arc<Published>, ServiceError> {
+    let latest = config_version::Entity::find()
+        .order_by_desc(config_version::Column::Version)
+        .one(&s.db)
+        .await?;
+    match &latest {
+        Some(row) if row.content_hash == candidate.content_hash => Ok(Published::new(Snapshot {
+            version: u64::try_from(row.version).unwrap_or(0),
+            ..candidate
+        })),
+        _ => mint(s, candidate.config).await,
+    }
+}
+
+/// Stores `config` under the next fleet-wide version number and returns it, published form
+/// made once. Every version of every track is minted here.
+pub(crate) async fn mint(s: &Services, config: Config) -> Result<Arc<Published>, ServiceError> {
+    let candidate = Snapshot::new(0, config);
+    let latest = config_version::Entity::find()
+        .order_by_desc(config_version::Column::Version)
+        .one(&s.db)
+        .await?;
+    let next = latest.as_ref().map_or(1, |r| r.version + 1);
+    config_version::Entity::insert(config_version::ActiveModel {
+        version: Set(next),
+        content_hash: Set(candidate.content_hash.clone()),
+        body: Set(redacted(&candidate.config).encode_to_vec()),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(&s.db)
+    .await?;
+    let version = u64::try_from(next).unwrap_or(0);
+    tracing::info!(version, hash = %candidate.content_hash, "config version minted");
+    Ok(Published::new(Snapshot {
+        version,
+        ..candidate
+    }))
+}
+
+/// A stored version's config, secrets blank (they are not stored), with its content hash:
+/// `None` when it is missing or no longer decodes.
+pub(crate) async fn stored_config(
+    s: &Services,
+    version: u64,
+) -> Result<Option<(Config, String)>, ServiceError> {
+    let Some(row) = config_version::Entity::find_by_id(i64::try_from(version).unwrap_or(i64::MAX))
+        .one(&s.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let decoded = wire::Config::decode(row.body.as_slice())
+        .ok()
+        .and_then(|w| Config::from_wire(version, w).ok());
+    if decoded.is_none() {
+        tracing::warn!(version, "a stored config version does not decode");
+    }
+    Ok(decoded.map(|c| (c, row.content_hash)))
 }
 
 /// The stored copy of a version keeps no secret.
@@ -120,7 +285,7 @@ fn redacted(config: &Config) -> wire::Config {
     w
 }
 
-async fn load_config(s: &Services) -> Result<Config, ServiceError> {
+pub(crate) async fn load_config(s: &Services) -> Result<Config, ServiceError> {
     let key_hash_secret = bootstrap::key_hash_secret(s).await?;
 
     let now = chrono::Utc::now();
@@ -266,9 +431,11 @@ async fn load_config(s: &Services) -> Result<Config, ServiceError> {
                 } else {
                     WhenUnreachable::FailClosed
                 },
+                kind: b.kind.parse().ok()?,
                 id: b.id,
                 scope_id: b.scope_id,
-                amount_micros: b.amount_micros,
+                // A balance debited past its credits has nothing to grant.
+                amount_micros: b.amount_micros.max(0),
             })
         })
         .collect();

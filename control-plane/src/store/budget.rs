@@ -1,4 +1,5 @@
-//! A spend budget on one scope (key, team, user or environment).
+//! A budget on one scope (key, team, user or environment): a spend budget (`kind = spend`), or a
+//! team's prepaid balance (`kind = balance`, see `service::balances`).
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -15,6 +16,10 @@ pub struct Model {
     pub fail_open_allowance_micros: i64,
     pub alert_webhook_url: Option<String>,
     pub created_at: DateTimeUtc,
+    /// `spend` | `balance`.
+    pub kind: String,
+    /// A balance: the ingest sequence when it opened (it is deducted the events stored after).
+    pub opened_seq: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

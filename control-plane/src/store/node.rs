@@ -14,6 +14,11 @@ pub struct Model {
     pub last_error: Option<String>,
     pub connected: bool,
     pub last_seen: DateTimeUtc,
+    /// The version the control plane last assigned to the node (0: none yet).
+    pub assigned_version: i64,
+    pub assigned_hash: String,
+    /// The content hash of the version the node last applied, as it reported it.
+    pub applied_hash: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

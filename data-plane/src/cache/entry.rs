@@ -4,10 +4,11 @@
 //! cost of the original answer (a hit is metered with them), and nothing of the request: no
 //! header, no key, no credential is ever part of it. Two kinds:
 //! - `Json`: a whole answer; serves a non-streaming client as is and a streaming one through
-//!   events synthesised from it (`synth`).
-//! - `Events`: a streamed answer's events as the client received them (SSE framing); serves
-//!   streaming clients only (a non-streaming client misses, and its whole answer then replaces
-//!   the entry, serving both).
+//!   events synthesised from it (`synth`). Every entry is stored so: a streamed answer is
+//!   assembled into its whole answer first (`assemble`).
+//! - `Events`: a streamed answer's events as the client received them (SSE framing): what the
+//!   capture of a stream hands to `Cache::store`, and what earlier versions stored (still read:
+//!   assembled into a whole answer on lookup).
 //!
 //! Layout: `MGC1`, kind (1 byte), input, output, cached input, reasoning, images (u64 BE each),
 //! cost in micro-USD (i64 BE), price version (u64 BE), served model (u16 BE length + UTF-8),

@@ -47,6 +47,8 @@ pub struct KeyEntry {
 pub struct Runtime {
     /// 0 when no snapshot has been applied yet.
     pub version: u64,
+    /// The served snapshot's content hash (empty when none).
+    pub content_hash: String,
     pub key_hash_secret: Vec<u8>,
     /// Signs video job ids; derived from `key_hash_secret` once per snapshot.
     pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
@@ -140,6 +142,7 @@ impl Runtime {
         Runtime {
             endpoints,
             version: snapshot.version,
+            content_hash: snapshot.content_hash,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
             keys: index_keys(c.keys),

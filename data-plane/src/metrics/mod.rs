@@ -17,6 +17,7 @@
 
 pub mod labels;
 mod node;
+pub mod traffic;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -76,6 +77,8 @@ pub struct Metrics {
     cost: Counter,
     fallbacks: Family<ModelLabels, Counter>,
     cache: CacheCounters,
+    /// Requests, 5xx answers and latencies for the rollout gates (see [`traffic`]).
+    traffic: Arc<traffic::ServedTraffic>,
 }
 
 /// The response cache's counters (`crate::cache`).
@@ -214,7 +217,13 @@ impl Metrics {
             cost,
             fallbacks,
             cache,
+            traffic: Arc::default(),
         }
+    }
+
+    /// The node's served traffic, which its health reports carry to the rollout gates.
+    pub fn traffic(&self) -> Arc<traffic::ServedTraffic> {
+        self.traffic.clone()
     }
 
     pub fn cache_hit(&self) {
@@ -246,6 +255,7 @@ impl Metrics {
     /// came in on). Called exactly once per [`Metrics::started`]. Allocates nothing.
     pub fn record(&self, surface: &'static str, e: &UsageEvent) {
         self.in_flight.dec();
+        self.traffic.record(e.status, e.latency_us);
         let names = self.interner.current();
         let model = names.model(&e.requested_model);
         let labels = RequestLabels {

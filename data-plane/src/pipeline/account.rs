@@ -22,19 +22,19 @@ pub fn open(app: &App, endpoint: &'static str, request_id: &str) -> Recorder {
 pub fn identify<'r>(
     rec: &mut Recorder,
     auth: Result<&'r ApiKey, auth::Refused<'r>>,
+    check: bool,
 ) -> Result<&'r ApiKey, ProxyError> {
-    match auth {
-        Ok(key) => {
-            rec.describe_key(key);
-            Ok(key)
-        }
-        Err(refused) => {
-            if let Some(key) = refused.key {
-                rec.describe_key(key);
-            }
-            Err(refused.error)
+    let (key, result) = match auth {
+        Ok(key) => (Some(key), Ok(key)),
+        Err(refused) => (refused.key, Err(refused.error)),
+    };
+    if let Some(key) = key {
+        rec.describe_key(key);
+        if check {
+            rec.check_traffic();
         }
     }
+    result
 }
 
 /// Meters a request (the pump's name for [`Recorder::charge`]).
@@ -48,4 +48,13 @@ pub async fn write(rec: Recorder) {
     if let Err(err) = rec.finish().await {
         tracing::error!(error = %err, "usage event not written");
     }
+}
+
+/// Whether the request is marked as check traffic ([`CHECK_HEADER`] is `1`).
+///
+/// [`CHECK_HEADER`]: modelgate_shared::usage::CHECK_HEADER
+pub fn is_check(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(modelgate_shared::usage::CHECK_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
 }

@@ -20,6 +20,7 @@ use super::account;
 use super::context::App;
 use super::parse;
 use crate::auth;
+use crate::cache::{Directive, CACHE_HEADER};
 use crate::config::Runtime;
 use crate::error::ProxyError;
 use crate::routing::TrafficClass;
@@ -52,6 +53,8 @@ pub struct Prepared<'r> {
     pub budget_remaining: Option<i64>,
     /// An audio surface's upload (parsed, judged, its duration read) or speech input.
     pub media: Media,
+    /// What `x-modelgate-cache` asks (checked before the limits and the budget).
+    pub cache: Directive,
 }
 
 /// Authenticates, parses and admits one request.
@@ -76,7 +79,7 @@ pub async fn prepare<'r>(
         Some(call) => auth::presented_google_key(headers, call.key.as_deref()),
         None => auth::presented_key(headers),
     };
-    let cleared = authenticate(rec, runtime, presented, surface.family())?;
+    let cleared = authenticate(rec, runtime, presented, headers, surface.family())?;
     let key = cleared.key();
     // Parse what is needed.
     let peek;
@@ -126,6 +129,9 @@ pub async fn prepare<'r>(
     let Some(group) = group else {
         return Err(ProxyError::model_not_found(alias));
     };
+    // A bad cache directive is the client's error: refused before any limit or budget is taken.
+    let cache = Directive::of_request(surface, &group.policy.cache, headers.get(&CACHE_HEADER))
+        .map_err(|e| ProxyError::invalid_param(CACHE_HEADER.as_str(), e.to_string()))?;
     // Limits: this node's leased shares.
     if !runtime.rate_limits.is_empty() {
         // Tokens are estimated (prompt bytes / 4 plus the output bound) and settled to the
@@ -158,6 +164,7 @@ pub async fn prepare<'r>(
         anthropic_beta,
         budget_remaining,
         media: peek.media,
+        cache,
     })
 }
 
@@ -168,10 +175,12 @@ pub fn authenticate<'r>(
     rec: &mut Recorder,
     runtime: &'r Runtime,
     presented: Option<&str>,
+    headers: &HeaderMap,
     family: &'static str,
 ) -> Result<KeyAdmitted<'r>, ProxyError> {
     let now = unix_now();
-    let key = account::identify(rec, auth::find_key(runtime, presented, now))?;
+    let check = account::is_check(headers);
+    let key = account::identify(rec, auth::find_key(runtime, presented, now), check)?;
     admission::admit_key(key, family, now).map_err(refused)
 }
 
@@ -224,6 +233,9 @@ async fn reserve(
         .map_err(|r| match r {
             crate::quota::Refusal::Exceeded { budget_id } => {
                 ProxyError::budget_exceeded(&budget_id, 60)
+            }
+            crate::quota::Refusal::InsufficientBalance { team_id } => {
+                ProxyError::insufficient_balance(&team_id)
             }
         })?;
     rec.hold(reservation);

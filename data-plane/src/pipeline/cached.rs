@@ -2,13 +2,13 @@
 //! share and its budget reservation, settled to the hit's cost) and before the plan. It decides
 //! whether the request takes part (`crate::cache::Cache::plan`: the route's `policy.cache`, the
 //! key's override, `x-modelgate-cache`), looks the answer up, and answers a hit — the stored
-//! answer as is, or for a streaming client as events in its surface's format (replayed, or
-//! made from a whole answer) — with its usage event: the cached flag, the original answer's
+//! whole answer as is, or for a streaming client as events in its surface's format made from
+//! it — with its usage event: the cached flag, the original answer's
 //! tokens, the route's hit cost. Storing a miss's answer is `answer`'s and `pump`'s, once it
 //! is complete and successful.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::Response;
 use bytes::Bytes;
 
@@ -16,30 +16,28 @@ use super::account;
 use super::admit::Prepared;
 use super::context::App;
 use crate::cache::{synth, Cache, Entry, Kind, Plan, Skip, CACHE_HEADER};
-use crate::error::ProxyError;
 use crate::usage::Recorder;
 
 /// What the cache does for the request: a plan (it reads, writes, or both), or why it does not
-/// take part.
-pub fn plan(p: &Prepared<'_>, headers: &HeaderMap) -> Result<Result<Plan, Skip>, ProxyError> {
+/// take part. (A bad `x-modelgate-cache` was refused at admission.)
+pub fn plan(p: &Prepared<'_>) -> Result<Plan, Skip> {
     Cache::plan(
         p.surface,
         &p.group.policy.cache,
         p.key,
-        headers.get(&CACHE_HEADER),
+        p.cache,
         &p.alias,
         &p.raw,
     )
-    .map_err(|e| ProxyError::invalid_param(CACHE_HEADER.as_str(), e.to_string()))
 }
 
-/// The stored answer for the request, if it may read one and one serves its delivery (an
-/// answer stored as a stream's events serves only streaming clients).
-pub async fn lookup(app: &App, p: &Prepared<'_>, plan: &Plan) -> Option<Entry> {
+/// The stored answer for the request, if it may read one. Every entry is a whole answer and
+/// serves streaming and non-streaming clients alike.
+pub async fn lookup(app: &App, plan: &Plan) -> Option<Entry> {
     if !plan.read {
         return None;
     }
-    app.cache.lookup(plan, p.stream).await
+    app.cache.lookup(plan).await
 }
 
 /// Answers a hit without an upstream call, after writing its usage event (the caller adds the
@@ -54,12 +52,9 @@ pub async fn hit(mut rec: Recorder, p: &Prepared<'_>, plan: &Plan, entry: Entry)
     );
     rec.answered(200);
     let (body, content_type) = if p.stream {
-        let events = match entry.kind {
-            Kind::Events if p.json_array => synth::array(&entry.body),
-            Kind::Events => entry.body.clone(),
-            Kind::Json => synth::stream(p.surface, &entry.body, p.client_wants_usage, p.json_array)
-                .unwrap_or_default(),
-        };
+        // Made for this client: the usage chunk is there if and only if it asked for it.
+        let events = synth::stream(p.surface, &entry.body, p.client_wants_usage, p.json_array)
+            .unwrap_or_default();
         let ct = if p.json_array {
             "application/json; charset=UTF-8"
         } else {
@@ -143,7 +138,8 @@ impl Capture {
         self.buf.extend_from_slice(event);
     }
 
-    /// Stores the gathered events: the stream ended with its last event and no failure.
+    /// Stores the gathered events (as the whole answer they make, assembled in the background):
+    /// the stream ended with its last event and no failure.
     pub fn store(self, rec: &Recorder) {
         if self.overflow {
             self.cache.too_large();

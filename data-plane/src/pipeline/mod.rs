@@ -64,12 +64,9 @@ pub async fn serve(
         Err(e) => return answer::reject(surface, rec, e).await,
     };
     // Cached: a hit is answered here, without a plan or an upstream call.
-    let cache = match cached::plan(&p, &headers) {
-        Ok(c) => c,
-        Err(e) => return answer::reject(p.surface, rec, e).await,
-    };
+    let cache = cached::plan(&p);
     if let Ok(plan) = &cache {
-        if let Some(entry) = cached::lookup(&app, &p, plan).await {
+        if let Some(entry) = cached::lookup(&app, plan).await {
             let hit = cached::hit(rec, &p, plan, entry).await;
             let mut resp = answer::with_request_id(hit, &request_id);
             budget_header(&mut resp, p.budget_remaining);

@@ -20,7 +20,7 @@ pub async fn list(app: App, headers: HeaderMap) -> Response {
     }
     let runtime = app.runtime.load_full();
     let presented = auth::presented_key(&headers);
-    let key = match admit::authenticate(&mut rec, &runtime, presented, "models") {
+    let key = match admit::authenticate(&mut rec, &runtime, presented, &headers, "models") {
         Ok(k) => k.key(),
         Err(e) => return reject(Surface::OpenAiChat, rec, e).await,
     };

@@ -338,7 +338,7 @@ pub async fn job_request(
         return reject(SURFACE, rec, ProxyError::no_config()).await;
     }
     let presented = auth::presented_key(&headers);
-    let key = match authenticate(&mut rec, &runtime, presented, SURFACE.family()) {
+    let key = match authenticate(&mut rec, &runtime, presented, &headers, SURFACE.family()) {
         Ok(k) => k.key(),
         Err(e) => return reject(SURFACE, rec, e).await,
     };

@@ -164,6 +164,12 @@ impl Recorder {
         e.environment = Some(key.environment);
     }
 
+    /// The request is check traffic (`x-modelgate-check: 1`): its event carries
+    /// [`CHECK_APPLICATION`](modelgate_shared::usage::CHECK_APPLICATION) as its application.
+    pub fn check_traffic(&mut self) {
+        modelgate_shared::usage::CHECK_APPLICATION.clone_into(&mut self.event_mut().application);
+    }
+
     /// The model alias the request names.
     pub fn requested_model(&mut self, alias: &str) {
         alias.clone_into(&mut self.event_mut().requested_model);

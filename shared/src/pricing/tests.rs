@@ -292,3 +292,49 @@ fn every_spelling_of_a_value_scales_to_the_same_integer() {
         n = n * 7 + 3;
     }
 }
+
+#[test]
+fn the_cost_lines_sum_to_the_cost_and_name_their_units_quantities_and_rates() {
+    let p = full();
+    let usage = Tokens {
+        input: 1_234,
+        output: 567,
+        cached_input: 200,
+        reasoning: 100,
+        images: 2,
+        media_ms: 2_500,
+        characters: 3_000,
+    };
+    let lines = cost_lines(usage, &p);
+    let sum: i64 = lines.iter().map(|l| l.amount_micros).sum();
+    assert_eq!(sum, cost_micros(usage, &p));
+    let by_unit = |u: Unit| lines.iter().find(|l| l.unit == u).unwrap();
+    assert_eq!(by_unit(Unit::InputTokens).quantity, 1_034);
+    assert_eq!(by_unit(Unit::CachedInputTokens).quantity, 200);
+    assert_eq!(
+        by_unit(Unit::CachedInputTokens).unit_price_micros,
+        p.cached_input_micros_per_mtok
+    );
+    assert_eq!(by_unit(Unit::OutputTokens).quantity, 467);
+    assert_eq!(by_unit(Unit::ReasoningTokens).quantity, 100);
+    assert_eq!(by_unit(Unit::Seconds).quantity, 2_500);
+    assert_eq!(by_unit(Unit::Seconds).unit.price_basis(), "per_second");
+    // Over many usages the lines always add up to the charged cost exactly.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let usage = Tokens {
+            input: x % 100_000,
+            output: (x >> 20) % 10_000,
+            cached_input: (x >> 8) % 50_000,
+            reasoning: (x >> 30) % 5_000,
+            images: (x >> 40) % 4,
+            media_ms: (x >> 44) % 100_000,
+            characters: (x >> 50) % 10_000,
+        };
+        let sum: i64 = cost_lines(usage, &p).iter().map(|l| l.amount_micros).sum();
+        assert_eq!(sum, cost_micros(usage, &p), "{usage:?}");
+    }
+}

@@ -114,13 +114,35 @@ impl Gateway {
 
     /// A gateway whose control plane reaches the test database through `cp_db_url`.
     pub async fn start_on(db: TestDb, cp_db_url: String) -> Gateway {
+        Gateway::start_with(db, cp_db_url, |_| {}).await
+    }
+
+    /// A gateway whose control plane's settings `customize` adjusts (its clock is the
+    /// gateway's).
+    pub async fn start_custom(
+        customize: impl FnOnce(&mut modelgate_control_plane::Settings),
+    ) -> Gateway {
+        let db = TestDb::new().await;
+        let url = db.url.clone();
+        Gateway::start_with(db, url, customize).await
+    }
+
+    async fn start_with(
+        db: TestDb,
+        cp_db_url: String,
+        customize: impl FnOnce(&mut modelgate_control_plane::Settings),
+    ) -> Gateway {
         let master_key = Sealer::generate_master_key_hex();
         let clock = modelgate_shared::clock::SettableClock::new();
-        let cp = start_control_plane_clocked(
+        let cp_clock: modelgate_shared::clock::SharedClock = clock.clone();
+        let cp = start_control_plane_custom(
             &cp_db_url,
             &master_key,
             "127.0.0.1:0".parse().unwrap(),
-            clock.clone(),
+            |s| {
+                s.clock = cp_clock;
+                customize(s);
+            },
         )
         .await;
         let admin_token = cp
@@ -474,6 +496,8 @@ pub async fn start_control_plane_custom(
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: modelgate_shared::clock::system(),
         usage_retention: None,
+        config_drift_after: modelgate_control_plane::service::DEFAULT_CONFIG_DRIFT_AFTER,
+        statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     };
     customize(&mut settings);
     modelgate_control_plane::start(settings).await.unwrap()

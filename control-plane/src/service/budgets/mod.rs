@@ -7,6 +7,10 @@ mod allocator;
 
 pub use allocator::{allocate, AllocateInput, Allocator, Grant, LEASE_TTL};
 
+/// `budgets.kind` of a spend budget; a prepaid balance's row is `balance`
+/// (`service::balances`).
+pub(crate) const SPEND: &str = "spend";
+
 use chrono::{DateTime, Utc};
 use modelgate_shared::quota::{period_start, Enforcement, Period, ScopeKind};
 use modelgate_shared::scope::{one_named, ScopeChoice, ScopeKindOwner, ScopeOwner};
@@ -192,6 +196,8 @@ pub async fn create(
         fail_open_allowance_micros: Set(input.fail_open_allowance_micros),
         alert_webhook_url: Set(webhook),
         created_at: Set(Utc::now()),
+        kind: Set(SPEND.to_owned()),
+        opened_seq: Set(None),
     };
     let txn = s.db.begin().await?;
     let model = budget::Entity::insert(row)
@@ -242,7 +248,10 @@ pub async fn list(
         limit: q.limit,
     }
     .limit()?;
-    let mut find = budget::Entity::find().order_by_asc(budget::Column::Id);
+    // Prepaid balances are budget rows too, but read and changed as balances.
+    let mut find = budget::Entity::find()
+        .filter(budget::Column::Kind.eq(SPEND))
+        .order_by_asc(budget::Column::Id);
     let filter = Scope {
         key_id: q.key_id,
         team_id: q.team_id,
@@ -312,6 +321,7 @@ async fn find_for(s: &Services, actor: &Actor, id: &str) -> Result<budget::Model
     let model = budget::Entity::find_by_id(id)
         .one(&s.db)
         .await?
+        .filter(|m| m.kind == SPEND)
         .ok_or_else(|| ServiceError::NotFound(format!("budget `{id}`")))?;
     let owner = scopes::owner_of::<ScopeKind>(&model.scope_kind, &model.scope_id);
     scopes::require_visible(s, actor, owner, &format!("budget `{id}`")).await?;
@@ -470,7 +480,11 @@ pub(crate) async fn spent_in(s: &Services, id: &str, start: i64) -> Result<i64, 
         .map_or(0, |p| p.spent_micros))
 }
 
-async fn view(s: &Services, m: budget::Model, now: DateTime<Utc>) -> Result<Budget, ServiceError> {
+pub(crate) async fn view(
+    s: &Services,
+    m: budget::Model,
+    now: DateTime<Utc>,
+) -> Result<Budget, ServiceError> {
     let period: Period = m.period.parse().unwrap_or(Period::Total);
     let start = period_start(now, period);
     let spent = spent_in(s, &m.id, start).await?;
