@@ -230,6 +230,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let ledger_task = tokio::spawn(service::usage::partitions::run(
         services.clone(),
         settings.usage_retention,
+        shutdown.clone(),
+    ));
     let rollout_task = tokio::spawn(rollout::drive(services.clone(), shutdown.clone()));
 
     let statements_task = tokio::spawn(service::statements::run_closer(

@@ -19,13 +19,13 @@ mod m20261205_000013_node_revocation;
 mod m20261206_000014_request_log;
 mod m20261206_000015_audio_characters;
 mod m20261206_000016_response_cache;
-mod m20261206_000023_usage_partitions;
-pub mod usage_partitions;
 mod m20261206_000017_node_assignment;
 mod m20261206_000018_rollouts;
 mod m20261206_000019_rollout_policy;
 mod m20261206_000020_balances;
 mod m20261206_000021_statements;
+mod m20261206_000023_usage_partitions;
+pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
