@@ -41,5 +41,6 @@ mod sdk;
 mod secrets_at_rest;
 mod snapshot_versions;
 mod team_scope;
+mod traces;
 mod usage_ingest;
 mod usage_quarantine;
