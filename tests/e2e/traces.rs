@@ -277,7 +277,10 @@ async fn a_request_is_one_server_span_with_a_client_span_per_attempt_continuing_
     assert!(streamed.parent_span_id.is_empty());
     let st = attributes(&streamed.attributes);
     assert_eq!(st["modelgate.streamed"], true);
-    assert_eq!(st["gen_ai.usage.output_tokens"], streamed_row["output_tokens"]);
+    assert_eq!(
+        st["gen_ai.usage.output_tokens"],
+        streamed_row["output_tokens"]
+    );
     let streamed_attempt = spans
         .iter()
         .map(|(sp, _)| sp)
@@ -312,7 +315,10 @@ async fn a_refused_request_is_a_span_with_its_error_type_and_no_attempt() {
     let (mut gw, a, _b, key) = fallback_gateway().await;
     export_to(&mut gw, &endpoint).await;
     let resp = gw
-        .chat(&key, json!({"model": "no-such-alias", "messages": [{"role": "user", "content": "hi"}]}))
+        .chat(
+            &key,
+            json!({"model": "no-such-alias", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .header("traceparent", client_traceparent())
         .send()
         .await

@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use modelgate_shared::snapshot::ProviderKind;
+use modelgate_shared::usage::{Attempt, UsageEvent};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use modelgate_shared::snapshot::ProviderKind;
-use modelgate_shared::usage::{Attempt, UsageEvent};
 use thiserror::Error;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -310,7 +310,10 @@ impl RequestTrace {
         if let RequestTrace::Exported(live) = self {
             live.provider = Some(provider);
         }
-        span.set_attribute(KeyValue::new("modelgate.provider_id", a.provider_id.clone()));
+        span.set_attribute(KeyValue::new(
+            "modelgate.provider_id",
+            a.provider_id.clone(),
+        ));
         if a.status != 0 {
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
@@ -353,9 +356,8 @@ impl RequestTrace {
                 i64::try_from(e.attempts.len()).unwrap_or(i64::MAX),
             ),
         ];
-        let text = |k: &'static str, v: &String| {
-            (!v.is_empty()).then(|| KeyValue::new(k, v.clone()))
-        };
+        let text =
+            |k: &'static str, v: &String| (!v.is_empty()).then(|| KeyValue::new(k, v.clone()));
         attrs.extend(
             [
                 text("gen_ai.response.model", &e.served_model),

@@ -16,7 +16,10 @@ fn check(value: &str, valid: bool) {
 #[test]
 fn a_traceparent_is_read_as_w3c_writes_it() {
     check(CLIENT, true);
-    check("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true);
+    check(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        true,
+    );
     // A later version may append fields.
     check(
         "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
@@ -27,12 +30,30 @@ fn a_traceparent_is_read_as_w3c_writes_it() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
         false,
     );
-    check("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false);
-    check("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false);
-    check("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false);
-    check("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false);
-    check("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false);
-    check("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false);
+    check(
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        false,
+    );
+    check(
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        false,
+    );
+    check(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        false,
+    );
+    check(
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        false,
+    );
+    check(
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        false,
+    );
+    check(
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        false,
+    );
     check("", false);
     check("garbage", false);
 }
