@@ -19,6 +19,7 @@ mod m20261205_000013_node_revocation;
 mod m20261206_000014_request_log;
 mod m20261206_000015_audio_characters;
 mod m20261206_000016_response_cache;
+mod m20261206_000026_usage_trace_id;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_request_log::Migration),
             Box::new(m20261206_000015_audio_characters::Migration),
             Box::new(m20261206_000016_response_cache::Migration),
+            Box::new(m20261206_000026_usage_trace_id::Migration),
         ]
     }
 }

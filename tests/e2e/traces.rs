@@ -230,6 +230,8 @@ async fn a_request_is_one_server_span_with_a_client_span_per_attempt_continuing_
     assert_eq!(s["modelgate.fallback_used"], true);
     assert_eq!(s["modelgate.attempts"], 2);
     assert!(!s.contains_key("error.type"), "{s:?}");
+    // The request log links the request to its trace.
+    assert_eq!(row["trace_id"], CLIENT_TRACE);
 
     // Its two attempts: client spans under it, in the order the ladder made them.
     let mut attempts: Vec<&Span> = spans
@@ -277,6 +279,7 @@ async fn a_request_is_one_server_span_with_a_client_span_per_attempt_continuing_
     assert!(streamed.parent_span_id.is_empty());
     let st = attributes(&streamed.attributes);
     assert_eq!(st["modelgate.streamed"], true);
+    assert_eq!(streamed_row["trace_id"], hex(&streamed.trace_id));
     assert_eq!(
         st["gen_ai.usage.output_tokens"],
         streamed_row["output_tokens"]
@@ -360,6 +363,8 @@ async fn with_export_off_the_clients_traceparent_reaches_the_upstream_unchanged(
     let target = a.last_target();
     assert_eq!(target.traceparent, Some(client_traceparent()));
     assert_eq!(target.tracestate.as_deref(), Some("vendor=abc"));
+    // No span, so no trace id in the request log.
+    assert_eq!(gw.usage_row(&request_id(&resp)).await["trace_id"], "");
 
     // A malformed one is not passed on; without one, the upstream gets none.
     let resp = gw

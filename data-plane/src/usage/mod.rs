@@ -103,6 +103,9 @@ impl Recorder {
 
     /// The request's trace, begun from its headers (`crate::trace::Tracer::request`).
     pub fn traced(&mut self, trace: crate::trace::RequestTrace) {
+        if let Some(id) = trace.trace_id() {
+            self.event_mut().trace_id = id;
+        }
         self.trace = trace;
     }
 

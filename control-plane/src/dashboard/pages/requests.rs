@@ -318,6 +318,7 @@ pub async fn detail(State(dash): State<Dash>, ctx: Ctx, Path(id): Path<String>) 
             dt { "Tokens" } dd { (format::count(r.input_tokens)) " in, " (format::count(r.output_tokens)) " out" @if r.estimated { " (estimated)" } }
             dt { "Cost" } dd { (format::usd(r.cost_micros)) @if !r.cost_flag.is_empty() { " (" (r.cost_flag) ")" } }
             dt { "Node" } dd { code { (r.node_id) } }
+            @if !r.trace_id.is_empty() { dt { "Trace id" } dd.trace { code { (r.trace_id) } } }
         }
         section aria-labelledby="attempts" {
             h2 #attempts { "Attempts" }
