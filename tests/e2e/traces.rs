@@ -33,10 +33,13 @@ fn client_traceparent() -> String {
     format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
 }
 
+/// An exported span with its resource's attributes.
+type Received = (Span, BTreeMap<String, Value>);
+
 /// An OTLP/gRPC trace receiver: every exported span, with its resource's attributes.
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<(Span, BTreeMap<String, Value>)>>>,
+    spans: Arc<Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]
@@ -75,7 +78,7 @@ impl Collector {
         (collector, format!("http://{addr}"))
     }
 
-    fn spans(&self) -> Vec<(Span, BTreeMap<String, Value>)> {
+    fn spans(&self) -> Vec<Received> {
         self.spans.lock().unwrap().clone()
     }
 }

@@ -223,12 +223,15 @@ pub enum AttemptTrace {
         traceparent: HeaderValue,
         tracestate: Option<HeaderValue>,
     },
-    Exported {
-        span: opentelemetry_sdk::trace::Span,
-        traceparent: HeaderValue,
-        tracestate: Option<HeaderValue>,
-        provider: &'static str,
-    },
+    /// Boxed: a span is large, and only export pays for it.
+    Exported(Box<LiveAttempt>),
+}
+
+pub struct LiveAttempt {
+    span: opentelemetry_sdk::trace::Span,
+    traceparent: HeaderValue,
+    tracestate: Option<HeaderValue>,
+    provider: &'static str,
 }
 
 /// The trace headers of one upstream call.
@@ -289,24 +292,24 @@ impl RequestTrace {
                     ])
                     .start_with_context(&live.tracer, &live.cx);
                 let traceparent = traceparent_of(span.span_context());
-                AttemptTrace::Exported {
+                AttemptTrace::Exported(Box::new(LiveAttempt {
                     span,
                     traceparent,
                     tracestate: live.tracestate.clone(),
                     provider,
-                }
+                }))
             }
         }
     }
 
     /// An attempt ended as `a` records it: its span gets the outcome and ends.
     pub fn attempt_ended(&mut self, trace: AttemptTrace, a: &Attempt) {
-        let AttemptTrace::Exported {
-            mut span, provider, ..
-        } = trace
-        else {
+        let AttemptTrace::Exported(live_attempt) = trace else {
             return;
         };
+        let LiveAttempt {
+            mut span, provider, ..
+        } = *live_attempt;
         if let RequestTrace::Exported(live) = self {
             live.provider = Some(provider);
         }
@@ -406,14 +409,13 @@ impl AttemptTrace {
             AttemptTrace::PassThrough {
                 traceparent,
                 tracestate,
-            }
-            | AttemptTrace::Exported {
-                traceparent,
-                tracestate,
-                ..
             } => UpstreamHeaders {
                 traceparent: Some(traceparent),
                 tracestate: tracestate.as_ref(),
+            },
+            AttemptTrace::Exported(a) => UpstreamHeaders {
+                traceparent: Some(&a.traceparent),
+                tracestate: a.tracestate.as_ref(),
             },
         }
     }

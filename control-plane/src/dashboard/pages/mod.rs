@@ -59,6 +59,9 @@ pub(super) fn query(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).unwrap_or_default()
 }
 
+/// One group of a scope select: its label, the kind its values name, and (id, text) pairs.
+pub(super) type ScopeGroup<'a> = (&'a str, &'a str, &'a [(String, String)]);
+
 /// Who a budget or a rate limit may be set on, for the create forms' scope select: every team,
 /// key and user the actor may see, by name (values `kind:id`).
 pub(super) struct ScopeChoices {
@@ -95,8 +98,8 @@ impl ScopeChoices {
 
     /// The scope select (`name="scope"`), grouped by kind; `extra` adds a group of its own
     /// (environments for budgets, model aliases for rate limits).
-    pub(super) fn select(&self, id: &str, extra: (&str, &str, &[(String, String)])) -> Markup {
-        let groups: [(&str, &str, &[(String, String)]); 4] = [
+    pub(super) fn select(&self, id: &str, extra: ScopeGroup<'_>) -> Markup {
+        let groups: [ScopeGroup<'_>; 4] = [
             ("Teams", "team", &self.teams),
             ("Keys", "key", &self.keys),
             ("Users", "user", &self.users),
