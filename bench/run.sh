@@ -21,6 +21,9 @@
 #   PEER_TARGETS ["direct nginx-proxy"; add "litellm portkey" for the slow peers]
 #   ROUTE_POLICY [{}; the route's policy JSON, e.g. '{"cache":{"enabled":true}}']
 #   DP_ARGS [""; extra flags of the measured data plane, e.g. "--cache-redis-url redis://..."]
+#   OTLP [0; 1 = start `modelgate-bench otlp-sink` on OTLP_LISTEN [127.0.0.1:18096] and export the
+#     data plane's trace spans to it (--otlp-endpoint)]
+#   GW_HEADER [""; one extra header on every gateway request, e.g. "traceparent: 00-…-01"]
 #   REDIS_PROXY [""; host:port: start `setsid socat` there forwarding to REDIS_ADDR [127.0.0.1:6379]
 #     (its pid is its process group, exported as REDIS_PROXY_PGID, so a script can cut it)]
 #   CACHE_COMPARE [0; 1 = the "direct" side is the gateway itself with `x-modelgate-cache:
@@ -132,6 +135,16 @@ MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_for_line "$WORK/mock.log" '^listening on ' 10 "$MOCK_PID" || die "mock upstream did not start"
 log "mock upstream pid $MOCK_PID on $MOCK_LISTEN"
 
+# ---------------------------------------------------------------- OTLP receiver (optional)
+if [ "${OTLP:-0}" = 1 ]; then
+  OTLP_LISTEN="${OTLP_LISTEN:-127.0.0.1:18096}"
+  "$BENCH" otlp-sink --listen "$OTLP_LISTEN" >"$WORK/otlp.log" 2>&1 &
+  OTLP_PID=$!; PIDS+=("$OTLP_PID")
+  wait_for_line "$WORK/otlp.log" '^listening on ' 10 "$OTLP_PID" || die "otlp sink did not start"
+  DP_ARGS="${DP_ARGS:-} --otlp-endpoint http://$OTLP_LISTEN"
+  log "otlp sink pid $OTLP_PID on $OTLP_LISTEN"
+fi
+
 # ---------------------------------------------------------------- gateway
 "$GATEWAY" up --data-dir "$WORK/data" --listen "$GW_LISTEN" --admin-listen "$ADMIN_LISTEN" \
   --grpc-listen "$GRPC_LISTEN" --metrics-listen "$UP_METRICS_LISTEN" >"$WORK/gateway.log" 2>"$WORK/gateway-stderr.log" &
@@ -240,11 +253,16 @@ else
 fi
 "$BENCH" compare "${DIRECT_ARGS[@]}" \
   --gateway "$GW_CHAT" --gateway-header "Authorization: Bearer $API_KEY" \
+  ${GW_HEADER:+--gateway-header "$GW_HEADER"} \
   --gateway-pid "$GW_PID" \
   --body-file "$BODY" --stream-body-file "$STREAM_BODY" \
   --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" --rate "$RATE" \
   --rate-concurrency "$RATE_CONC" --stream-concurrency "$STREAM_CONC" --reps "$REPS" | tee -a "$RESULTS"
 log "results saved to $RESULTS"
+if [ "${OTLP:-0}" = 1 ]; then
+  sleep 6  # the batch processor's 5 s schedule, then the sink's own 5 s report
+  echo "- otlp sink received: $(grep -E '^exports=' "$WORK/otlp.log" | tail -n 1)" | tee -a "$RESULTS"
+fi
 
 if [ -n "${AFTER:-}" ]; then
   log "running AFTER: $AFTER"

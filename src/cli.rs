@@ -354,6 +354,11 @@ pub struct DataPlaneArgs {
     /// The throttle's window, in seconds.
     #[arg(long, env = "MODELGATE_AUTH_FAILURE_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub auth_failure_window_secs: u64,
+    /// Export OpenTelemetry trace spans (one per request, one per upstream attempt, GenAI
+    /// semantic-convention attributes) to this OTLP/gRPC collector, `http://host:4317`. Unset:
+    /// no spans; a client's W3C `traceparent` is still passed to the upstream unchanged.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A secret argument: kept in a `SecretString`, so the args' `Debug` shows no key.
@@ -499,6 +504,21 @@ mod tests {
         assert_eq!(got.max_connections, want.max_connections);
         assert!(got.tls.is_none());
         assert_eq!(a.metrics_listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn otlp_export_is_one_flag() {
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "data-plane",
+            "--otlp-endpoint",
+            "http://collector:4317",
+        ])
+        .unwrap();
+        let Command::DataPlane(a) = cli.command else {
+            panic!("expected data-plane")
+        };
+        assert_eq!(a.otlp_endpoint.as_deref(), Some("http://collector:4317"));
     }
 
     #[test]

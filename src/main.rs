@@ -260,6 +260,7 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         security: Default::default(),
         // In-process only: `up` runs offline, with no Redis to share.
         cache: Default::default(),
+        otlp_endpoint: None,
     })
     .await?;
 
@@ -496,6 +497,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         clock: modelgate_shared::clock::system(),
         security,
         cache,
+        otlp_endpoint: args.otlp_endpoint,
     })
     .await?;
     println!(

@@ -11,6 +11,7 @@
 //! * `slowloris` — normal clients at a fixed rate, alone and while 1,000 connections drip a
 //!   request head byte by byte (loopback only, bounded).
 //! * `request-log` — the request log's filtered pages at 10M rows on Postgres (EXPLAIN ANALYZE).
+//! * `otlp-sink` — an OTLP/gRPC trace receiver that counts the spans it is sent.
 
 mod bigconfig;
 mod compare;
@@ -18,6 +19,7 @@ mod load;
 mod metering;
 mod metrics;
 mod mock;
+mod otlp_sink;
 mod procstat;
 mod quota;
 mod request_log;
@@ -74,6 +76,8 @@ enum Cmd {
     /// The request log at scale: loads synthetic usage rows into a scratch Postgres database
     /// and times filtered pages under EXPLAIN ANALYZE.
     RequestLog(request_log::RequestLogArgs),
+    /// An OTLP/gRPC trace receiver that counts spans (for measuring the data plane's export).
+    OtlpSink(otlp_sink::SinkArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -197,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Slowloris(args) => slowloris::run(args).await,
             Cmd::BigConfig(args) => bigconfig::run(args).await,
             Cmd::RequestLog(args) => request_log::run(args).await,
+            Cmd::OtlpSink(args) => otlp_sink::run(args).await,
         }
     })
 }

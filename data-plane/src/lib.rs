@@ -23,6 +23,9 @@
 //!   account;
 //! - `server/`: the HTTP edge (routes over the pipeline, the anonymous guard, the metrics
 //!   listener's `/metrics`).
+//!
+//! `trace` (OpenTelemetry spans and the W3C trace context, R-7.3) sits beside `metrics`, at the
+//! bottom: the usage recorder owns a request's trace, the attempt stage starts each attempt's.
 
 pub mod auth;
 pub mod cache;
@@ -43,6 +46,7 @@ pub mod server;
 pub mod sse;
 pub mod surfaces;
 pub mod time;
+pub mod trace;
 pub mod translate;
 pub mod usage;
 
@@ -97,6 +101,9 @@ pub struct Settings {
     pub security: security::Options,
     /// The response cache: its in-process bound and its shared store (Redis), if any.
     pub cache: cache::Settings,
+    /// Where to export OpenTelemetry trace spans (OTLP over gRPC, `http://host:4317`); `None`
+    /// (the default) exports nothing and still passes the client's `traceparent` upstream.
+    pub otlp_endpoint: Option<String>,
 }
 
 pub struct RunningDataPlane {
@@ -113,6 +120,8 @@ pub struct RunningDataPlane {
     background: Vec<JoinHandle<()>>,
     /// Rate-limit shares, whose concurrency slots go back to the control plane at shutdown.
     limits: Arc<limits::Limits>,
+    /// Flushed at shutdown, after the last request's span has ended.
+    tracer: trace::Tracer,
 }
 
 /// How long shutdown waits for in-flight requests and streams, and then for the control plane
@@ -179,6 +188,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         shutdown: stop_shipping.clone(),
     };
 
+    let tracer = match &settings.otlp_endpoint {
+        Some(endpoint) => {
+            let t = trace::Tracer::otlp(endpoint, &settings.node_id)?;
+            tracing::info!(%endpoint, "exporting trace spans over OTLP");
+            t
+        }
+        None => trace::Tracer::off(),
+    };
     let tasks = tokio_util::task::TaskTracker::new();
     let cache = Arc::new(
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
@@ -191,6 +208,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             node_id: settings.node_id.clone(),
             region: settings.labels.get("region").cloned().unwrap_or_default(),
             metrics: metrics.clone(),
+            tracer: tracer.clone(),
         }),
         max_body_bytes: settings.max_body_bytes,
         max_audio_bytes: settings.max_audio_bytes,
@@ -242,6 +260,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         addr,
         metrics_addr,
         limits: app_limits,
+        tracer,
         runtime,
         spool,
         shutdown,
@@ -326,6 +345,7 @@ impl RunningDataPlane {
         {
             self.shipper.abort();
         }
+        self.tracer.shutdown().await;
         let limits = self.runtime.load().rate_limits.clone();
         self.limits.release_all(&limits).await;
         for task in self.background {
@@ -336,6 +356,11 @@ impl RunningDataPlane {
     /// Bytes of usage events spooled and not yet acknowledged by the control plane.
     pub fn usage_backlog_bytes(&self) -> u64 {
         usage::shipper::backlog_bytes(&self.spool)
+    }
+
+    /// Whether request spans are exported (an OTLP endpoint was given).
+    pub fn exports_traces(&self) -> bool {
+        self.tracer.is_exporting()
     }
 
     /// The version of the snapshot being served (0 before the first).

@@ -26,6 +26,7 @@ mod m20261206_000020_balances;
 mod m20261206_000021_statements;
 mod m20261206_000023_usage_partitions;
 pub mod usage_partitions;
+mod m20261206_000026_usage_trace_id;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;
@@ -52,12 +53,13 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_request_log::Migration),
             Box::new(m20261206_000015_audio_characters::Migration),
             Box::new(m20261206_000016_response_cache::Migration),
-            Box::new(m20261206_000023_usage_partitions::Migration),
             Box::new(m20261206_000017_node_assignment::Migration),
             Box::new(m20261206_000018_rollouts::Migration),
             Box::new(m20261206_000019_rollout_policy::Migration),
             Box::new(m20261206_000020_balances::Migration),
             Box::new(m20261206_000021_statements::Migration),
+            Box::new(m20261206_000023_usage_partitions::Migration),
+            Box::new(m20261206_000026_usage_trace_id::Migration),
         ]
     }
 }

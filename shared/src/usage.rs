@@ -198,6 +198,8 @@ pub struct UsageEvent {
     /// Answered from the response cache: no upstream call; the tokens are the original
     /// answer's, the cost the route's hit cost.
     pub cache_hit: bool,
+    /// The request's OpenTelemetry trace id (32 hex digits) when its node exported spans.
+    pub trace_id: String,
 }
 
 impl From<&Attempt> for wire::Attempt {
@@ -257,6 +259,7 @@ impl From<&UsageEvent> for wire::UsageEvent {
             traffic_class: e.traffic_class.map_or("", TrafficClass::as_str).to_owned(),
             cost_flag: e.cost_flag.as_str().to_owned(),
             cache_hit: e.cache_hit,
+            trace_id: e.trace_id.clone(),
         }
     }
 }
@@ -407,6 +410,7 @@ impl TryFrom<wire::UsageEvent> for UsageEvent {
             cost_flag: typed(e.cost_flag, Field::CostFlag, CostFlag::parse, &mut unknown)
                 .unwrap_or_default(),
             cache_hit: e.cache_hit,
+            trace_id: e.trace_id,
         };
         if unknown.is_empty() {
             Ok(event)

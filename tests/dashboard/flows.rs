@@ -9,6 +9,17 @@ use serde_json::json;
 use crate::browser::{self, click_and_wait, count, fill, screenshot, text};
 use crate::support::{eventually, gateway_with_smart_route, request_id, Gateway};
 
+/// Chooses `value` in the select `css`.
+async fn select(client: &Client, css: &str, value: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
 /// Signs in through the form with `token`; lands on the overview.
 async fn sign_in(client: &Client, gw: &Gateway, token: &str) {
     client
@@ -58,17 +69,6 @@ async fn main_text(client: &Client) -> String {
 async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() {
     let driver = browser::start_driver().await;
     let (_upstream, gw, p) = gateway_with_smart_route().await;
-    // Something on every screen: a budget and a rate limit for the team.
-    gw.create(
-        "/budgets",
-        json!({"scope": {"team_id": p.team_id}, "amount_micros": 5_000_000, "period": "month", "enforcement": "soft"}),
-    )
-    .await;
-    gw.create(
-        "/rate-limits",
-        json!({"scope": {"team_id": p.team_id}, "rpm": 600}),
-    )
-    .await;
     let client = browser::open(&driver).await;
 
     // Signing in.
@@ -80,6 +80,47 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     );
     screenshot(&client, "01-sign-in").await;
     sign_in(&client, &gw, &gw.admin_token).await;
+
+    // Creating a budget and a rate limit for the team through their forms; a bad amount is
+    // refused with the reason and creates nothing.
+    goto(&client, &gw, "/budgets").await;
+    select(&client, "#b-scope", &format!("team:{}", p.team_id)).await;
+    fill(&client, "#b-amount", "5.000.1").await;
+    click_and_wait(&client, "form[action='/budgets'] button[type=submit]").await;
+    let refused = text(&client, ".flash.error").await;
+    assert!(refused.contains("amount"), "{refused}");
+    let (_, budgets) = gw.admin(Method::GET, "/budgets", None).await;
+    assert_eq!(budgets["data"], json!([]), "no budget from a bad amount");
+    select(&client, "#b-scope", &format!("team:{}", p.team_id)).await;
+    fill(&client, "#b-amount", "5").await;
+    select(&client, "#b-period", "month").await;
+    select(&client, "#b-enforcement", "soft").await;
+    click_and_wait(&client, "form[action='/budgets'] button[type=submit]").await;
+    assert!(text(&client, ".flash.ok").await.contains("$5.00"));
+    assert_accessible_basics(&client, "/budgets").await;
+    let (_, budgets) = gw.admin(Method::GET, "/budgets", None).await;
+    let budget = &budgets["data"][0];
+    assert_eq!(budget["scope"], json!({"team_id": p.team_id}));
+    assert_eq!(
+        (
+            &budget["amount_micros"],
+            &budget["period"],
+            &budget["enforcement"]
+        ),
+        (&json!(5_000_000), &json!("month"), &json!("soft"))
+    );
+    goto(&client, &gw, "/rate-limits").await;
+    select(&client, "#l-scope", &format!("team:{}", p.team_id)).await;
+    fill(&client, "#l-rpm", "600").await;
+    click_and_wait(&client, "form[action='/rate-limits'] button[type=submit]").await;
+    assert!(text(&client, ".flash.ok")
+        .await
+        .contains("Rate limit created"));
+    assert_accessible_basics(&client, "/rate-limits").await;
+    let (_, limits) = gw.admin(Method::GET, "/rate-limits", None).await;
+    let limit = &limits["data"][0];
+    assert_eq!(limit["scope"], json!({"team_id": p.team_id}));
+    assert_eq!((&limit["rpm"], &limit["tpm"]), (&json!(600), &json!(0)));
 
     // Creating a key: the secret is shown once.
     goto(&client, &gw, "/keys").await;
@@ -180,6 +221,40 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     );
     assert!(attempts.contains("200"), "{attempts}");
     assert_eq!(count(&client, "table.attempts tbody tr").await, 1);
+    // The request is told by names: the key's, the team's, the route alias, the deployment's
+    // provider.
+    let named = |list: &serde_json::Value, id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (_, teams) = gw.admin(Method::GET, "/teams?limit=1000", None).await;
+    let (_, providers) = gw.admin(Method::GET, "/providers?limit=1000", None).await;
+    let team_name = named(&teams, &p.team_id);
+    let provider_name = named(&providers, &p.provider_id);
+    let provider_name = provider_name.as_str();
+    let key_shown = text(&client, "dd.key").await;
+    assert!(key_shown.starts_with("dashboard-key (mg-"), "{key_shown}");
+    assert!(text(&client, "dd.team").await.starts_with(&team_name));
+    assert_eq!(text(&client, "dd.route").await, "smart");
+    let deployment = text(&client, "dd.deployment").await;
+    assert!(
+        deployment.starts_with(&format!("{provider_name} · gpt-4o-2024")),
+        "{deployment}"
+    );
+    assert!(text(&client, "dd.provider")
+        .await
+        .starts_with(provider_name));
+    assert!(
+        attempts.contains(&format!("{provider_name} · gpt-4o-2024")),
+        "{attempts}"
+    );
     screenshot(&client, "05-request-attempts").await;
 
     // Every other screen renders what it should, never a credential.
@@ -556,6 +631,13 @@ async fn a_team_scoped_token_sees_only_its_team_on_every_screen() {
     assert!(
         !providers.contains("action=\"/providers\""),
         "no add-provider form"
+    );
+    let budgets = page_text(&http, &gw, &team, "/budgets").await;
+    assert!(!budgets.contains("action=\"/budgets\""), "no budget form");
+    let limits = page_text(&http, &gw, &team, "/rate-limits").await;
+    assert!(
+        !limits.contains("action=\"/rate-limits\""),
+        "no rate-limit form"
     );
     // And a key for another team is refused even when posted by hand.
     let csrf = keys

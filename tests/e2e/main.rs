@@ -47,6 +47,7 @@ mod secrets_at_rest;
 mod snapshot_versions;
 mod statements;
 mod team_scope;
+mod traces;
 mod upgrades;
 mod usage_ingest;
 mod usage_ledger;

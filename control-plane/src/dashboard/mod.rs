@@ -74,8 +74,14 @@ pub fn router(services: Services, secure: bool) -> Router {
             get(pages::providers::show).post(pages::providers::create),
         )
         .route("/routes", get(pages::routes::show))
-        .route("/budgets", get(pages::budgets::show))
-        .route("/rate-limits", get(pages::limits::show))
+        .route(
+            "/budgets",
+            get(pages::budgets::show).post(pages::budgets::create),
+        )
+        .route(
+            "/rate-limits",
+            get(pages::limits::show).post(pages::limits::create),
+        )
         .route("/requests", get(pages::requests::show))
         .route("/requests/{id}", get(pages::requests::detail))
         .route("/fleet", get(pages::fleet::show))

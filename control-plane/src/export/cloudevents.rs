@@ -108,6 +108,7 @@ mod tests {
             traffic_class: String::new(),
             cost_flag: String::new(),
             cache_hit: false,
+            trace_id: String::new(),
             ingested_at: chrono::DateTime::default(),
         }
     }

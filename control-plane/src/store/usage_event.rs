@@ -48,6 +48,7 @@ pub struct Model {
     pub traffic_class: String,
     pub cost_flag: String,
     pub cache_hit: bool,
+    pub trace_id: String,
     pub ingested_at: DateTimeUtc,
 }
 

@@ -11,9 +11,17 @@ use crate::error::ProxyError;
 use crate::translate::Usage;
 use crate::usage::Recorder;
 
-/// Opens the request's usage event (accept): from here on the request leaves exactly one.
-pub fn open(app: &App, endpoint: &'static str, request_id: &str) -> Recorder {
-    Recorder::start(app.spool.clone(), &app.origin, endpoint, request_id)
+/// Opens the request's usage event (accept): from here on the request leaves exactly one. Its
+/// trace begins here too, from the client's trace context in `headers` (`crate::trace`).
+pub fn open(
+    app: &App,
+    endpoint: &'static str,
+    request_id: &str,
+    headers: &http::HeaderMap,
+) -> Recorder {
+    let mut rec = Recorder::start(app.spool.clone(), &app.origin, endpoint, request_id);
+    rec.traced(app.origin.tracer.request(headers, endpoint));
+    rec
 }
 
 /// The request's key, copied into its usage event — also when the secret is refused but names

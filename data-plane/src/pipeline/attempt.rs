@@ -15,6 +15,9 @@
 //! with the model renamed) when the formats match, and translated (`crate::translate`) when they
 //! differ; the answer — JSON, error body or stream, event by event — is translated back to the
 //! client's format by `answer` and marked with `x-modelgate-translated`.
+//!
+//! Each attempt is traced (`crate::trace`): the upstream gets the request's trace context (the
+//! attempt's own span id when spans are exported), and the attempt's span ends with its outcome.
 
 use std::time::{Duration, Instant};
 
@@ -172,10 +175,11 @@ pub async fn ladder<'p, 'r>(
             tries_here += 1;
             let started = Instant::now();
             let started_at_ms = now_ms();
-            let outcome = attempt(runtime, c, p, body, request_id, remaining).await;
+            let trace = rec.start_attempt(c.provider.kind, &c.deployment.model, c.deployment_id);
+            let outcome = attempt(runtime, c, p, body, request_id, remaining, &trace).await;
             let latency_us = micros(started.elapsed());
-            let mut record = |status: u16, class: Option<ErrorClass>, error_message: String| {
-                rec.attempt(Attempt {
+            let record = |status: u16, class: Option<ErrorClass>, error_message: String| {
+                let a = Attempt {
                     deployment_id: c.deployment_id.to_owned(),
                     provider_id: c.provider.id.clone(),
                     model: c.deployment.model.clone(),
@@ -184,7 +188,8 @@ pub async fn ladder<'p, 'r>(
                     latency_us,
                     started_at_ms,
                     error_message,
-                });
+                };
+                rec.attempt_traced(a, trace);
             };
             match outcome {
                 Ok(Outcome::Answer(resp)) => {
@@ -283,6 +288,7 @@ async fn attempt(
     body: Bytes,
     request_id: &str,
     remaining: Duration,
+    trace: &crate::trace::AttemptTrace,
 ) -> Result<Outcome, ProxyError> {
     let format = p.surface.upstream_for(c.provider.kind);
     // A stream's attempt ends at its first byte (headers); a JSON answer's at its last byte.
@@ -306,6 +312,7 @@ async fn attempt(
             anthropic_version: p.anthropic_version.as_ref(),
             anthropic_beta: p.anthropic_beta.as_ref(),
             upload: p.media.upload(),
+            trace: trace.headers(),
         },
     );
     let result = match tokio::time::timeout(limit, call).await {

@@ -56,7 +56,7 @@ pub async fn serve(
 ) -> Response {
     // Accept: from here on the request leaves one usage event, and sees one config.
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, surface.endpoint(), &request_id);
+    let mut rec = account::open(&app, surface.endpoint(), &request_id, &headers);
     let runtime = app.runtime.load_full();
     // Authenticate, parse what is needed, admit.
     let p = match admit::prepare(&app, &runtime, surface, &headers, uri, body, &mut rec).await {

@@ -14,7 +14,7 @@ use crate::surfaces::Surface;
 
 pub async fn list(app: App, headers: HeaderMap) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, "models", &request_id);
+    let mut rec = account::open(&app, "models", &request_id, &headers);
     if rec.refused() {
         return reject(Surface::OpenAiChat, rec, ProxyError::metering_unavailable()).await;
     }

@@ -94,6 +94,7 @@ fn call<'a>(
         anthropic_version: None,
         anthropic_beta: None,
         upload: None,
+        trace: Default::default(),
     }
 }
 
@@ -134,7 +135,7 @@ fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Byt
 /// `POST /v1/videos`: creates a job on the first deployment of the plan that takes it.
 pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id);
+    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id, &headers);
     let runtime = app.runtime.load_full();
     let p = match prepare(&app, &runtime, SURFACE, &headers, &uri, body, &mut rec).await {
         Ok(p) => p,
@@ -329,7 +330,7 @@ pub async fn job_request(
     } else {
         "videos.retrieve"
     };
-    let mut rec = account::open(&app, endpoint, &request_id);
+    let mut rec = account::open(&app, endpoint, &request_id, &headers);
     let runtime = app.runtime.load_full();
     if rec.refused() {
         return reject(SURFACE, rec, ProxyError::metering_unavailable()).await;

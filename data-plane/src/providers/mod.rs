@@ -164,6 +164,8 @@ pub struct Call<'a> {
     /// A transcription or translation upload: `body` is its multipart encoding, sent with its
     /// content type (the mock reads the parsed parts instead).
     pub upload: Option<&'a crate::surfaces::openai_audio::Upload>,
+    /// The W3C trace context the call carries (`traceparent`, `tracestate`), if any.
+    pub trace: crate::trace::UpstreamHeaders<'a>,
 }
 
 pub async fn send(client: &HttpClient, call: Call<'_>) -> Result<UpstreamResponse, UpstreamError> {
@@ -190,6 +192,7 @@ pub(crate) async fn execute(
     if let Ok(id) = HeaderValue::from_str(call.request_id) {
         req = req.header("x-request-id", id);
     }
+    let req = call.trace.apply(req);
     let req = req
         .body(Full::new(call.body))
         .map_err(|e| UpstreamError::Connect(e.to_string()))?;

@@ -134,7 +134,7 @@ async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let rec = account::open(&app, "unknown", &request_id);
+    let rec = account::open(&app, "unknown", &request_id, req.headers());
     answer::reject(
         Surface::OpenAiChat,
         rec,

@@ -34,6 +34,8 @@ pub struct Origin {
     /// The node's `region` label.
     pub region: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the node's request spans go (off by default).
+    pub tracer: crate::trace::Tracer,
 }
 
 /// Who served a request: the deployment whose answer the client gets.
@@ -65,6 +67,8 @@ pub struct Recorder {
     /// Rate-limit shares taken by this request: tokens settled to the event's count when it is
     /// written, slots given back then.
     limits: Option<crate::limits::Admission>,
+    /// The request's trace: its span (export on), or the client's trace context to pass on.
+    trace: crate::trace::RequestTrace,
 }
 
 impl Recorder {
@@ -93,7 +97,32 @@ impl Recorder {
             admission,
             reservation: None,
             limits: None,
+            trace: crate::trace::RequestTrace::Off,
         }
+    }
+
+    /// The request's trace, begun from its headers (`crate::trace::Tracer::request`).
+    pub fn traced(&mut self, trace: crate::trace::RequestTrace) {
+        if let Some(id) = trace.trace_id() {
+            self.event_mut().trace_id = id;
+        }
+        self.trace = trace;
+    }
+
+    /// The request's trace id, when its spans are exported.
+    pub fn trace_id(&self) -> Option<String> {
+        self.trace.trace_id()
+    }
+
+    /// Begins the trace of one upstream attempt: the headers the upstream gets and, with export
+    /// on, the attempt's span (ended by [`Recorder::attempt_traced`]).
+    pub fn start_attempt(
+        &self,
+        kind: modelgate_shared::snapshot::ProviderKind,
+        model: &str,
+        deployment_id: &str,
+    ) -> crate::trace::AttemptTrace {
+        self.trace.attempt(kind, model, deployment_id)
     }
 
     /// Holds `r` until the event is written, then settles it to the event's cost. If the
@@ -198,6 +227,12 @@ impl Recorder {
     /// One upstream attempt, as the failure ladder (or a video job call) made it.
     pub fn attempt(&mut self, attempt: Attempt) {
         self.event_mut().attempts.push(attempt);
+    }
+
+    /// One upstream attempt begun by [`Recorder::start_attempt`]: its span ends with it.
+    pub fn attempt_traced(&mut self, attempt: Attempt, trace: crate::trace::AttemptTrace) {
+        self.trace.attempt_ended(trace, &attempt);
+        self.attempt(attempt);
     }
 
     /// The deployment whose answer the client gets.
@@ -305,6 +340,7 @@ impl Recorder {
         // from the injected clock): the control plane quarantines an event that ends first.
         e.ended_at_ms = now_ms().max(e.started_at_ms);
         e.latency_us = latency;
+        std::mem::take(&mut self.trace).end(&e);
         self.metrics.record(self.surface, &e);
         Some(e)
     }

@@ -31,6 +31,7 @@ fn full_event() -> UsageEvent {
         fallback_used: true,
         traffic_class: Some(TrafficClass::Batch),
         cost_flag: CostFlag::PriceMissing,
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         ..Default::default()
     }
 }

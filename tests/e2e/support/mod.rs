@@ -472,6 +472,7 @@ pub async fn start_data_plane_with(
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
         cache: Default::default(),
+        otlp_endpoint: None,
     })
     .await
     .unwrap()
@@ -528,6 +529,7 @@ pub async fn start_data_plane_custom(
         clock: modelgate_shared::clock::system(),
         security: Default::default(),
         cache: Default::default(),
+        otlp_endpoint: None,
     };
     customize(&mut settings);
     modelgate_data_plane::start(settings).await.unwrap()

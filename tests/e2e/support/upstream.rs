@@ -53,6 +53,9 @@ pub struct Target {
     pub path_and_query: String,
     pub api_key: Option<String>,
     pub authorization: Option<String>,
+    /// The W3C trace context the request carried.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// The credential of the azure-openai accounts pointed at this mock ([`MockUpstream::azure_url`]).
@@ -105,6 +108,11 @@ impl MockUpstream {
 
     pub fn calls(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Where every request went, in order.
+    pub fn targets(&self) -> Vec<Target> {
+        self.targets.lock().unwrap().clone()
     }
 
     /// Where the last request went.
@@ -217,6 +225,8 @@ async fn chat(
             .unwrap_or_default(),
         api_key: header("api-key"),
         authorization: header("authorization"),
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
     });
     let now = up.in_flight.fetch_add(1, SeqCst) + 1;
     up.peak.fetch_max(now, SeqCst);

@@ -10,7 +10,7 @@ use super::super::{format, page, Ctx, Dash, PageResult};
 use super::{query, team_label};
 use crate::service::authz::Action;
 use crate::service::usage::requests::{self, RequestFilter, RequestSummary};
-use crate::service::{providers, PageParams};
+use crate::service::{keys, providers, PageParams};
 
 /// The form's fields, as typed (empty: not filtered).
 #[derive(Deserialize, Default, Clone)]
@@ -236,22 +236,89 @@ fn row(r: &RequestSummary, teams: &[(String, String)], provs: &[(String, String)
     }
 }
 
+/// What the request detail names by name: keys, teams and providers the actor may see.
+struct Names {
+    key: Option<String>,
+    teams: Vec<(String, String)>,
+    providers: Vec<(String, String)>,
+}
+
+impl Names {
+    /// A deployment (`{provider id}/{model}`) as `provider name · model`.
+    fn deployment(&self, id: &str) -> Option<String> {
+        let (provider, model) = id.split_once('/')?;
+        let name = self.providers.iter().find(|(p, _)| p == provider)?;
+        Some(format!("{} · {model}", name.1))
+    }
+}
+
+/// A name with its id beside it (the id alone when the name is unknown).
+fn named(name: Option<&str>, id: &str) -> Markup {
+    html! {
+        @if id.is_empty() { "—" }
+        @else if let Some(n) = name.filter(|n| *n != id) { (n) " " small.inline { code { (id) } } }
+        @else { code { (id) } }
+    }
+}
+
 pub async fn detail(State(dash): State<Dash>, ctx: Ctx, Path(id): Path<String>) -> PageResult {
-    let r = requests::get(&dash.services, &ctx.actor, &id).await?;
+    let s = &dash.services;
+    let r = requests::get(s, &ctx.actor, &id).await?;
+    let names = if ctx.actor.may(Action::ReadConfig) {
+        let all = PageParams {
+            after: None,
+            limit: Some(PageParams::MAX_LIMIT),
+        };
+        // A key the actor cannot read (or one gone) is shown by its id.
+        let key = keys::get(s, &ctx.actor, &r.key_id)
+            .await
+            .ok()
+            .map(|k| format!("{} ({}…)", k.name, k.prefix));
+        Names {
+            key,
+            teams: super::team_names(s, &ctx.actor).await?,
+            providers: providers::list(s, &ctx.actor, all)
+                .await?
+                .data
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect(),
+        }
+    } else {
+        Names {
+            key: None,
+            teams: Vec::new(),
+            providers: Vec::new(),
+        }
+    };
+    let team = names
+        .teams
+        .iter()
+        .find(|(t, _)| *t == r.team_id)
+        .map(|(_, n)| n.as_str());
+    let provider = names
+        .providers
+        .iter()
+        .find(|(p, _)| *p == r.provider_id)
+        .map(|(_, n)| n.as_str());
     let body = html! {
         dl.facts {
             dt { "Request id" } dd { code { (r.request_id) } }
             dt { "Started" } dd { (format::when_ms(r.started_at_ms)) }
             dt { "Status" } dd { (status(r.status, r.error_class.as_deref())) @if !r.error_message.is_empty() { " — " (r.error_message) } }
             dt { "Endpoint" } dd { (r.endpoint) @if r.streamed { " (streamed)" } }
-            dt { "Model" } dd { (r.requested_model) @if !r.served_model.is_empty() { " → served by " (r.served_model) } }
-            dt { "Key" } dd { code { (r.key_id) } }
-            dt { "Team" } dd { code { (r.team_id) } }
+            dt { "Route alias" } dd.route { @if r.requested_model.is_empty() { "—" } @else { a href="/routes" { (r.requested_model) } } }
+            dt { "Served model" } dd { @if r.served_model.is_empty() { "—" } @else { (r.served_model) } }
+            dt { "Deployment" } dd.deployment { (named(names.deployment(&r.deployment_id).as_deref(), &r.deployment_id)) }
+            dt { "Provider" } dd.provider { (named(provider, &r.provider_id)) }
+            dt { "Key" } dd.key { (named(names.key.as_deref(), &r.key_id)) }
+            dt { "Team" } dd.team { (named(team, &r.team_id)) }
             dt { "Application / environment" } dd { (r.application) " / " (r.environment) }
             dt { "Latency (first byte)" } dd { (format::ms(r.latency_us)) " (" (format::ms(r.ttfb_us)) ")" }
             dt { "Tokens" } dd { (format::count(r.input_tokens)) " in, " (format::count(r.output_tokens)) " out" @if r.estimated { " (estimated)" } }
             dt { "Cost" } dd { (format::usd(r.cost_micros)) @if !r.cost_flag.is_empty() { " (" (r.cost_flag) ")" } }
             dt { "Node" } dd { code { (r.node_id) } }
+            @if !r.trace_id.is_empty() { dt { "Trace id" } dd.trace { code { (r.trace_id) } } }
         }
         section aria-labelledby="attempts" {
             h2 #attempts { "Attempts" }
@@ -263,7 +330,7 @@ pub async fn detail(State(dash): State<Dash>, ctx: Ctx, Path(id): Path<String>) 
                             tr {
                                 th scope="row" { (i + 1) }
                                 td { @if a.started_at_ms == 0 { "—" } @else { "+" (format::ms((a.started_at_ms - r.started_at_ms).max(0) * 1000)) } }
-                                td { code { (a.deployment_id) } }
+                                td { (named(names.deployment(&a.deployment_id).as_deref(), &a.deployment_id)) }
                                 td { (a.model) }
                                 td { @if a.status == 0 { "none" } @else { (a.status) } }
                                 td {

@@ -495,6 +495,7 @@ fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statemen
         ("traffic_class", "text", text(&|e| traffic_class(e))),
         ("cost_flag", "text", text(&|e| e.cost_flag.as_str())),
         ("cache_hit", "bool", flag(&|e| e.cache_hit)),
+        ("trace_id", "text", text(&|e| e.trace_id.clone())),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
@@ -834,6 +835,7 @@ fn row(e: &UsageEvent, seq: i64, now: chrono::DateTime<Utc>) -> usage_event::Act
         traffic_class: Set(traffic_class(e).to_owned()),
         cost_flag: Set(e.cost_flag.as_str().to_owned()),
         cache_hit: Set(e.cache_hit),
+        trace_id: Set(e.trace_id.clone()),
         ingested_at: Set(now),
     }
 }

@@ -58,6 +58,8 @@ pub struct UsageRow {
     pub cost_flag: String,
     /// Answered from the response cache (no upstream call; cost per the route's hit cost).
     pub cache_hit: bool,
+    /// The request's OpenTelemetry trace id when its node exported spans, else empty.
+    pub trace_id: String,
 }
 
 impl From<usage_event::Model> for UsageRow {
@@ -103,6 +105,7 @@ impl From<usage_event::Model> for UsageRow {
             traffic_class: m.traffic_class,
             cost_flag: m.cost_flag,
             cache_hit: m.cache_hit,
+            trace_id: m.trace_id,
         }
     }
 }
