@@ -25,8 +25,8 @@ mod m20261206_000019_rollout_policy;
 mod m20261206_000020_balances;
 mod m20261206_000021_statements;
 mod m20261206_000023_usage_partitions;
-pub mod usage_partitions;
 mod m20261206_000026_usage_trace_id;
+pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
 pub use m20261205_000012_bind_sealed_values::MARKER as SEALED_VALUES_FORMAT;

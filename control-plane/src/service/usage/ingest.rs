@@ -495,7 +495,7 @@ fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statemen
         ("traffic_class", "text", text(&|e| traffic_class(e))),
         ("cost_flag", "text", text(&|e| e.cost_flag.as_str())),
         ("cache_hit", "bool", flag(&|e| e.cache_hit)),
-        ("trace_id", "text", text(&|e| e.trace_id.clone())),
+        ("trace_id", "text", text(&|e| &e.trace_id)),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
