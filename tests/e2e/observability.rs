@@ -73,35 +73,7 @@ fn families(text: &str) -> BTreeSet<String> {
 async fn two_tier_gateway() -> (Gateway, MockUpstream, MockUpstream, String, String, String) {
     let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
     let gw = Gateway::start().await;
-    let mut providers = Vec::new();
-    for (name, up) in [("obs-a", &a), ("obs-b", &b)] {
-        let p = gw
-            .create(
-                "/providers",
-                json!({"name": name, "kind": "openai-compatible", "base_url": up.base_url(), "credential": "sk-1234"}),
-            )
-            .await;
-        providers.push(p["id"].as_str().unwrap().to_owned());
-    }
-    gw.create(
-        "/models",
-        json!({"model": "gpt-x", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
-    )
-    .await;
-    gw.create(
-        "/routes",
-        json!({"alias": "smart", "policy": {"max_retries": 0}, "deployments": [
-            {"provider_id": providers[0], "model": "gpt-x", "tier": 0},
-            {"provider_id": providers[1], "model": "gpt-x", "tier": 1}]}),
-    )
-    .await;
-    let team = gw.create("/teams", json!({"name": "obs"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key = gw
-        .create("/keys", json!({"team_id": team, "name": "obs"}))
-        .await;
+    let (providers, team, key) = gw.two_tier_route("obs", &a, &b, 0).await;
     let key_id = key["id"].as_str().unwrap().to_owned();
     // A hard budget and a rate limit: serving under them takes allocations from the control
     // plane.

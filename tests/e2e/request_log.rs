@@ -364,32 +364,7 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
 async fn a_request_that_fell_back_is_shown_with_each_attempt_and_why_it_failed() {
     let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
     let gw = Gateway::start().await;
-    let mut providers = Vec::new();
-    for (name, up) in [("log-a", &a), ("log-b", &b)] {
-        let p = gw
-            .create(
-                "/providers",
-                json!({"name": name, "kind": "openai-compatible", "base_url": up.base_url(), "credential": "sk-1234"}),
-            )
-            .await;
-        providers.push(p["id"].as_str().unwrap().to_owned());
-    }
-    gw.create(
-        "/models",
-        json!({"model": "gpt-x", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
-    )
-    .await;
-    gw.create(
-        "/routes",
-        json!({"alias": "smart", "policy": {"max_retries": 1}, "deployments": [
-            {"provider_id": providers[0], "model": "gpt-x", "tier": 0},
-            {"provider_id": providers[1], "model": "gpt-x", "tier": 1}]}),
-    )
-    .await;
-    let team_id = team(&gw, "log-live").await;
-    let k = gw
-        .create("/keys", json!({"team_id": team_id, "name": "live"}))
-        .await;
+    let (providers, team_id, k) = gw.two_tier_route("log-live", &a, &b, 1).await;
     gw.wait_for_config().await;
     a.fail_with(Some(503));
     let before = chrono::Utc::now().timestamp_millis();

@@ -108,35 +108,7 @@ fn hex(bytes: &[u8]) -> String {
 async fn fallback_gateway() -> (Gateway, MockUpstream, MockUpstream, String) {
     let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
     let gw = Gateway::start().await;
-    let mut providers = Vec::new();
-    for (name, up) in [("trace-a", &a), ("trace-b", &b)] {
-        let p = gw
-            .create(
-                "/providers",
-                json!({"name": name, "kind": "openai-compatible", "base_url": up.base_url(), "credential": "sk-upstream-secret-1234"}),
-            )
-            .await;
-        providers.push(p["id"].as_str().unwrap().to_owned());
-    }
-    gw.create(
-        "/models",
-        json!({"model": "gpt-x", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
-    )
-    .await;
-    gw.create(
-        "/routes",
-        json!({"alias": "smart", "policy": {"max_retries": 0}, "deployments": [
-            {"provider_id": providers[0], "model": "gpt-x", "tier": 0},
-            {"provider_id": providers[1], "model": "gpt-x", "tier": 1}]}),
-    )
-    .await;
-    let team = gw.create("/teams", json!({"name": "traced"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key = gw
-        .create("/keys", json!({"team_id": team, "name": "traced"}))
-        .await;
+    let (_, _, key) = gw.two_tier_route("traced", &a, &b, 0).await;
     gw.wait_for_config().await;
     (gw, a, b, key["key_secret"].as_str().unwrap().to_owned())
 }

@@ -183,6 +183,49 @@ impl Gateway {
     }
 
     /// Waits until the data plane serves the control plane's latest snapshot.
+    /// A route `smart` over two OpenAI-compatible deployments of the priced model `gpt-x`:
+    /// `a` at tier 0 and `b` at tier 1, retrying `max_retries` times before falling back; and
+    /// a team named `name` with one key. Returns (provider ids of a and b, team id, the key as
+    /// created). The data plane may not have the config yet: see [`Gateway::wait_for_config`].
+    pub async fn two_tier_route(
+        &self,
+        name: &str,
+        a: &upstream::MockUpstream,
+        b: &upstream::MockUpstream,
+        max_retries: u32,
+    ) -> ([String; 2], String, Value) {
+        let mut providers: [String; 2] = Default::default();
+        for (i, up) in [a, b].into_iter().enumerate() {
+            let p = self
+                .create(
+                    "/providers",
+                    json!({"name": format!("{name}-{i}"), "kind": "openai-compatible", "base_url": up.base_url(), "credential": "sk-upstream-secret-1234"}),
+                )
+                .await;
+            providers[i] = p["id"].as_str().unwrap().to_owned();
+        }
+        self.create(
+            "/models",
+            json!({"model": "gpt-x", "input_micros_per_mtok": 1_000_000, "output_micros_per_mtok": 2_000_000}),
+        )
+        .await;
+        self.create(
+            "/routes",
+            json!({"alias": "smart", "policy": {"max_retries": max_retries}, "deployments": [
+                {"provider_id": providers[0], "model": "gpt-x", "tier": 0},
+                {"provider_id": providers[1], "model": "gpt-x", "tier": 1}]}),
+        )
+        .await;
+        let team = self.create("/teams", json!({"name": name})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let key = self
+            .create("/keys", json!({"team_id": team, "name": name}))
+            .await;
+        (providers, team, key)
+    }
+
     pub async fn wait_for_config(&self) {
         let Some(cp) = &self.cp else { return };
         let want = cp.services.publisher.latest().unwrap().snapshot.version;
