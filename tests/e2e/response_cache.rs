@@ -584,24 +584,7 @@ async fn two_data_planes_share_answers_through_redis() {
     let first: Value = resp.json().await.unwrap();
     stored(f.gw.dp(), 1).await;
     // Stored in Redis by the first node (its write runs after the local one).
-    let mut redis = redis::Client::open(REDIS)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "the entry in Redis", || {
-        let mut redis = redis.clone();
-        let pattern = format!("{prefix}*");
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            (!keys.is_empty()).then_some(())
-        }
-    })
-    .await;
+    let mut redis = entry_in_redis(&prefix).await;
     let resp = post(&f.gw.http, &other, &f.key, &body).await;
     assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
     assert_eq!(resp.json::<Value>().await.unwrap(), first);
@@ -1361,24 +1344,7 @@ async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
     let body = ask("refreshed elsewhere");
     let first: Value = f.send(&body).await.json().await.unwrap();
     stored(f.gw.dp(), 1).await;
-    let redis = redis::Client::open(REDIS)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "the entry in Redis", || {
-        let mut redis = redis.clone();
-        let pattern = format!("{prefix}*");
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            (!keys.is_empty()).then_some(())
-        }
-    })
-    .await;
+    entry_in_redis(&prefix).await;
     // The other node reads it from Redis and keeps it in memory.
     let resp = post(&f.gw.http, &other, &f.key, &body).await;
     assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
@@ -1403,4 +1369,28 @@ async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
     .await;
     assert_eq!(f.upstream.calls(), 2);
     other.shutdown().await;
+}
+
+/// Waits until some entry under `prefix` is in Redis (a node writes Redis after its local
+/// layer) and returns the connection that saw it.
+async fn entry_in_redis(prefix: &str) -> redis::aio::MultiplexedConnection {
+    let redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the entry in Redis", || {
+        let mut redis = redis.clone();
+        let pattern = format!("{prefix}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
+    redis
 }
