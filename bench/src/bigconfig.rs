@@ -93,10 +93,15 @@ pub struct BigConfigArgs {
 
 /// Child processes, stopped (TERM, then KILL) when dropped.
 #[derive(Default)]
-struct Children(Vec<(String, Child)>);
+pub(crate) struct Children(Vec<(String, Child)>);
 
 impl Children {
-    fn spawn(&mut self, name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<u32> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+    ) -> anyhow::Result<u32> {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -112,7 +117,7 @@ impl Children {
         Ok(pid)
     }
 
-    fn alive(&mut self, pid: u32) -> bool {
+    pub(crate) fn alive(&mut self, pid: u32) -> bool {
         self.0
             .iter_mut()
             .find(|(_, c)| c.id() == pid)
@@ -138,7 +143,7 @@ impl Drop for Children {
     }
 }
 
-async fn wait_for_line(
+pub(crate) async fn wait_for_line(
     children: &mut Children,
     pid: u32,
     log: &Path,
@@ -173,7 +178,7 @@ fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// VmRSS and VmHWM of a process, in MiB.
-fn memory_mb(pid: u32) -> Option<(f64, f64)> {
+pub(crate) fn memory_mb(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(name))?;

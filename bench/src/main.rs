@@ -21,6 +21,7 @@ mod metrics;
 mod mock;
 mod otlp_sink;
 mod procstat;
+mod propagation;
 mod quota;
 mod request_log;
 mod route;
@@ -78,6 +79,9 @@ enum Cmd {
     RequestLog(request_log::RequestLogArgs),
     /// An OTLP/gRPC trace receiver that counts spans (for measuring the data plane's export).
     OtlpSink(otlp_sink::SinkArgs),
+    /// Time from a committed change to applied on every node of a fleet of data-plane config
+    /// subscribers (100 by default), without and during a paused rollout.
+    Propagation(propagation::PropagationArgs),
 }
 
 /// Request body: inline JSON or a file.
@@ -202,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::BigConfig(args) => bigconfig::run(args).await,
             Cmd::RequestLog(args) => request_log::run(args).await,
             Cmd::OtlpSink(args) => otlp_sink::run(args).await,
+            Cmd::Propagation(args) => propagation::run(args).await,
         }
     })
 }
