@@ -192,7 +192,11 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<()> {
 
 fn node_labels(i: usize, nodes: usize) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    let region = if i.is_multiple_of(2) { "eu-west" } else { "us-east" };
+    let region = if i.is_multiple_of(2) {
+        "eu-west"
+    } else {
+        "us-east"
+    };
     labels.insert("region".to_owned(), region.to_owned());
     if i < nodes.div_ceil(10) {
         labels.insert("canary".to_owned(), "true".to_owned());

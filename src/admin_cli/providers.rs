@@ -1,7 +1,8 @@
-//! `modelgate providers create|list`. The credential goes to the API once and is never shown
-//! again (the API answers only its last 4 characters).
+//! `modelgate providers create|set-credential|list`. A credential goes to the API once and is
+//! never shown again (the API answers only its last 4 characters).
 
 use clap::Subcommand;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::table::{field, time, Column, NONE};
@@ -30,6 +31,16 @@ pub enum ProvidersCommand {
         /// shell history and the process list.
         #[arg(long, env = "MODELGATE_PROVIDER_CREDENTIAL", hide_env_values = true)]
         credential: Option<String>,
+    },
+    /// Replace a provider account's credential (an upstream key rotated or leaked). Every data
+    /// plane uses the new one at once, also during a staged rollout.
+    SetCredential {
+        /// The provider account's id.
+        id: String,
+        /// The new provider API key. Prefer the environment variable, which keeps it out of
+        /// the shell history and the process list.
+        #[arg(long, env = "MODELGATE_PROVIDER_CREDENTIAL", hide_env_values = true)]
+        credential: String,
     },
     /// List provider accounts.
     List(ListArgs),
@@ -90,6 +101,20 @@ impl Run for ProvidersCommand {
                 }
                 let value = client
                     .post(&["providers"], Some(&Value::Object(body)))
+                    .await?;
+                Ok(Reply::One {
+                    value,
+                    columns: COLUMNS,
+                })
+            }
+            ProvidersCommand::SetCredential { id, credential } => {
+                let value = client
+                    .call(
+                        Method::PUT,
+                        &["providers", &id, "credential"],
+                        &[],
+                        Some(&json!({"credential": credential})),
+                    )
                     .await?;
                 Ok(Reply::One {
                     value,

@@ -176,6 +176,35 @@ async fn cli_provisions_a_route_and_key_that_serve_traffic_and_are_metered() {
     assert_eq!(row["provider_id"], provider_id.as_str());
     assert_eq!(row["served_model"], "gpt-4o-2024");
 
+    // A rotated upstream key, again from the environment: the next request carries it.
+    let replaced = modelgate(
+        &gw,
+        &[
+            "providers",
+            "set-credential",
+            &provider_id,
+            "--output",
+            "json",
+        ],
+        &[("MODELGATE_PROVIDER_CREDENTIAL", "sk-rotated-upstream-4242")],
+    )
+    .await
+    .json();
+    assert_eq!(replaced["credential_last4"], "4242");
+    eventually(
+        Duration::from_secs(5),
+        "the replaced credential upstream",
+        || async {
+            let calls = upstream.calls();
+            let ok = gw.say_hi(&secret, "smart").await.status() == 200;
+            (ok && upstream.calls() == calls + 1
+                && upstream.last_target().authorization.as_deref()
+                    == Some("Bearer sk-rotated-upstream-4242"))
+            .then_some(())
+        },
+    )
+    .await;
+
     // The human table names the key but never prints its secret.
     let table = cli(&["keys", "list"]).await.ok().stdout;
     let header = table.lines().next().unwrap();

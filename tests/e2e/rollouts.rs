@@ -426,6 +426,149 @@ async fn a_key_revocation_during_a_paused_rollout_reaches_every_node() {
     fleet.shutdown().await;
 }
 
+/// Every other security change (a key disabled, a rotation ended at once, a provider credential
+/// replaced) reaches both tracks of a rollout paused in its first wave, and starts no rollout.
+/// (Node revocation is not config: the control plane closes the node's streams itself, see
+/// `fleet_security::a_revoked_node_is_cut_off_…`.)
+#[tokio::test]
+async fn disabling_a_key_ending_a_rotation_and_replacing_a_credential_during_a_paused_rollout_reach_every_node(
+) {
+    let fleet = Fleet::start().await;
+    let next = MockUpstream::start().await;
+    let next_provider = fleet.provider(&next.base_url()).await;
+    async fn key(fleet: &Fleet, name: &str) -> (String, String) {
+        let body = json!({"team_id": fleet.p.team_id, "name": name, "environment": "prod"});
+        let v = fleet.gw.create("/keys", body).await;
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key_secret"].as_str().unwrap().to_owned(),
+        )
+    }
+    let (to_disable_id, to_disable) = key(&fleet, "to-disable").await;
+    let (rotated_id, rotated_old) = key(&fleet, "rotated").await;
+    fleet.set_policy(1, 1_000_000, "pause").await;
+    let old_version = fleet.canary.version();
+    fleet.reroute(&next_provider).await;
+    let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() > old_version).then_some(()) },
+    )
+    .await;
+    let (status, paused) = fleet
+        .gw
+        .admin(Method::POST, &format!("/rollouts/{id}/pause"), None)
+        .await;
+    assert_eq!(status, 200, "{paused}");
+
+    // A key disabled.
+    let (status, body) = fleet
+        .gw
+        .admin(
+            Method::POST,
+            &format!("/keys/{to_disable_id}/disable"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for n in fleet.nodes() {
+        eventually(
+            Duration::from_secs(5),
+            "the disabled key refused on every node",
+            || async { (n.chat(&to_disable, "smart").await == 401).then_some(()) },
+        )
+        .await;
+    }
+
+    // A rotation with no grace: the old secret stops everywhere, the new one works everywhere.
+    let (status, rotated) = fleet
+        .gw
+        .admin(
+            Method::POST,
+            &format!("/keys/{rotated_id}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let rotated_new = rotated["key_secret"].as_str().unwrap().to_owned();
+    for n in fleet.nodes() {
+        eventually(
+            Duration::from_secs(5),
+            "the rotated-away secret refused and the new one served on every node",
+            || async {
+                (n.chat(&rotated_old, "smart").await == 401
+                    && n.chat(&rotated_new, "smart").await == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // Both upstreams' credentials replaced: the old track (eu, us) calls the first upstream with
+    // its new credential, the canary calls the second with its new one.
+    for (provider, credential) in [
+        (&fleet.p.provider_id, "sk-replaced-old-track-1111"),
+        (&next_provider, "sk-replaced-new-track-2222"),
+    ] {
+        let (status, body) = fleet
+            .gw
+            .admin(
+                Method::PUT,
+                &format!("/providers/{provider}/credential"),
+                Some(json!({"credential": credential})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["credential_last4"],
+            &credential[credential.len() - 4..]
+        );
+        assert!(!body.to_string().contains(credential), "{body}");
+    }
+    let bearer = |c: &str| Some(format!("Bearer {c}"));
+    for (n, upstream, credential) in [
+        (&fleet.eu, &fleet.good, "sk-replaced-old-track-1111"),
+        (&fleet.us, &fleet.good, "sk-replaced-old-track-1111"),
+        (&fleet.canary, &next, "sk-replaced-new-track-2222"),
+    ] {
+        eventually(
+            Duration::from_secs(5),
+            "the replaced credential used upstream",
+            || async {
+                let calls = upstream.calls();
+                let status = n.chat(&rotated_new, "smart").await;
+                (status == 200
+                    && upstream.calls() == calls + 1
+                    && upstream.last_target().authorization == bearer(credential))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // None of it moved the rollout: still paused in its first wave, and still the only one.
+    let r = fleet.rollout_by_id(&id).await;
+    assert_eq!(
+        (r["status"].as_str(), r["wave"].as_u64()),
+        (Some("paused"), Some(0)),
+        "{r}"
+    );
+    let (_, all) = fleet.gw.admin(Method::GET, "/rollouts", None).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 1, "{all}");
+    let (_, audit) = fleet.gw.admin(Method::GET, "/audit?limit=100", None).await;
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "provider.credential_replace"
+                && e["resource_id"] == fleet.p.provider_id.as_str()),
+        "{audit}"
+    );
+    fleet.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_node_that_stops_applying_is_flagged_as_drifting() {
     use modelgate_proto::config::v1::{

@@ -81,6 +81,7 @@ fn routes() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(enable_key))
         .routes(routes!(rotate_key))
         .routes(routes!(create_provider, list_providers))
+        .routes(routes!(replace_provider_credential))
         .routes(routes!(upsert_model, list_models))
         .routes(routes!(import_models))
         .routes(routes!(model_versions))
@@ -696,6 +697,24 @@ async fn create_provider(
     ApiJson(body): ApiJson<providers::CreateProvider>,
 ) -> Result<Response> {
     Ok(created(providers::create(&s, &a, body).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/providers/{id}/credential",
+    tag = "catalog",
+    params(("id" = String, Path, description = "the provider account's id")),
+    request_body = providers::ReplaceCredential,
+    responses((status = 200, description = "the credential is replaced (a security change: every node, at once, also during a staged rollout); only its last 4 characters are returned", body = providers::Provider), (status = 404, body = ErrorBody), (status = 400, description = "invalid input, naming the field", body = ErrorBody), (status = 401, description = "no valid admin token", body = ErrorBody), (status = 403, description = "the token's role or scope does not allow this", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn replace_provider_credential(
+    State(s): State<Services>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<providers::ReplaceCredential>,
+) -> Result<Response> {
+    Ok(ok(providers::replace_credential(&s, &a, &id, body).await?))
 }
 
 #[utoipa::path(

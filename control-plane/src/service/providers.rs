@@ -36,6 +36,22 @@ impl std::fmt::Debug for CreateProvider {
     }
 }
 
+/// A new credential for an existing provider account (`PUT /providers/{id}/credential`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceCredential {
+    pub credential: String,
+}
+
+// Hand-written so a credential can never reach a log through `{:?}`.
+impl std::fmt::Debug for ReplaceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplaceCredential")
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Provider {
     pub id: String,
@@ -109,10 +125,7 @@ pub async fn create(
             format!("is required for {kind}"),
         ));
     }
-    let last4: String = {
-        let chars: Vec<char> = credential.chars().collect();
-        chars[chars.len().saturating_sub(4)..].iter().collect()
-    };
+    let last4 = last4(&credential);
     let id = modelgate_shared::new_id().to_string();
     let credential_ciphertext = s.sealer.seal_bound(
         credential.as_bytes(),
@@ -142,6 +155,58 @@ pub async fn create(
             resource_id: &provider.id,
             team_id: None,
             before: None,
+            after: audit::view(&provider),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    s.publisher.rebuild(s).await?;
+    Ok(provider)
+}
+
+/// The last four characters of a credential, the only part the API ever shows.
+fn last4(credential: &str) -> String {
+    let chars: Vec<char> = credential.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+/// Replaces a provider account's credential (an upstream key rotated or leaked). A security
+/// change: it reaches every node at once, also the nodes of a staged rollout's old track
+/// (`shared::rollout::compose` takes credentials from the current config), and starts no
+/// rollout. The old credential is gone from the store when this returns.
+pub async fn replace_credential(
+    s: &Services,
+    actor: &Actor,
+    id: &str,
+    input: ReplaceCredential,
+) -> Result<Provider, ServiceError> {
+    actor.require(Action::ManageOrg)?;
+    let credential = input.credential.trim();
+    if credential.is_empty() {
+        return Err(ServiceError::invalid("credential", "must not be empty"));
+    }
+    let txn = s.db.begin().await?;
+    let row = provider_account::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("provider {id}")))?;
+    let before = Provider::from(row.clone());
+    let mut active: provider_account::ActiveModel = row.into();
+    active.credential_ciphertext = Set(s.sealer.seal_bound(
+        credential.as_bytes(),
+        &crate::crypto::provider_credential(id),
+    ));
+    active.credential_last4 = Set(last4(credential));
+    let provider = Provider::from(provider_account::Entity::update(active).exec(&txn).await?);
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            action: "provider.credential_replace",
+            resource_type: "provider",
+            resource_id: &provider.id,
+            team_id: None,
+            before: audit::view(&before),
             after: audit::view(&provider),
         },
     )
