@@ -205,11 +205,12 @@ impl ProxyError {
     pub fn insufficient_balance(team_id: &str) -> Self {
         Self::new(
             StatusCode::PAYMENT_REQUIRED,
-            ErrorClass::BudgetExceeded,
+            ErrorClass::InsufficientBalance,
             "insufficient_quota",
             "insufficient_balance",
             format!(
-                "The prepaid balance of team `{team_id}` does not cover this request's                  worst-case cost; it was not forwarded. Top up the balance to continue."
+                "The prepaid balance of team `{team_id}` does not cover this request's \
+                 worst-case cost; it was not forwarded. Top up the balance to continue."
             ),
         )
     }

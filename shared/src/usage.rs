@@ -31,13 +31,17 @@ pub enum ErrorClass {
     /// Refused before forwarding: a hard budget would be crossed. (A request whose cost cannot
     /// be bounded under a hard budget is a `BadRequest`: the client must set `max_tokens`.)
     BudgetExceeded,
+    /// Refused before forwarding: the team's prepaid balance (R-4.7, refuse mode) cannot cover
+    /// the request's worst-case cost (402). Apart from `BudgetExceeded` because what fixes it is
+    /// a top-up, not the next period, and billing reads it apart.
+    InsufficientBalance,
     /// Refused before forwarding: a rate limit (requests or tokens per minute, concurrent
     /// requests) of the key, its team, its user or the model is reached.
     RateLimited,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         Self::Auth,
         Self::Permission,
         Self::NotFound,
@@ -48,6 +52,7 @@ impl ErrorClass {
         Self::ClientCancel,
         Self::Internal,
         Self::BudgetExceeded,
+        Self::InsufficientBalance,
         Self::RateLimited,
     ];
 
@@ -63,6 +68,7 @@ impl ErrorClass {
             Self::ClientCancel => "client_cancel",
             Self::Internal => "internal",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::InsufficientBalance => "insufficient_balance",
             Self::RateLimited => "rate_limited",
         }
     }

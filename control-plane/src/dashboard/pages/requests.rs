@@ -93,20 +93,6 @@ impl LogQuery {
     }
 }
 
-const ERROR_CLASSES: &[&str] = &[
-    "auth",
-    "permission",
-    "not_found",
-    "bad_request",
-    "payload_too_large",
-    "provider_error",
-    "timeout",
-    "client_cancel",
-    "internal",
-    "budget_exceeded",
-    "rate_limited",
-];
-
 fn choice(id: &str, label: &str, name: &str, current: &str, options: &[(&str, &str)]) -> Markup {
     html! {
         div {
@@ -163,7 +149,11 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<LogQuery>)
         ("none", "none (success)"),
         ("any", "any failure"),
     ];
-    class_options.extend(ERROR_CLASSES.iter().map(|c| (*c, *c)));
+    class_options.extend(
+        modelgate_shared::usage::ErrorClass::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.as_str())),
+    );
     let yes_no = [("", "any"), ("true", "yes"), ("false", "no")];
     let body = html! {
         form.filters method="get" action="/requests" role="search" aria-label="Filter requests" {
