@@ -37,6 +37,14 @@ pub enum Service {
 }
 
 impl Service {
+    fn index(self) -> usize {
+        match self {
+            Service::Postgres => 0,
+            Service::Nats => 1,
+            Service::Redis => 2,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Service::Postgres => "postgres",
@@ -125,38 +133,34 @@ async fn on_blocking_thread(f: impl FnOnce() -> Result<String, String> + Send + 
     }
 }
 
-fn resolve_blocking(service: Service) -> Result<String, String> {
-    if let Some(url) = std::env::var(service.env_var())
-        .ok()
-        .filter(|u| !u.is_empty())
-        .filter(|u| service != Service::Postgres || u.starts_with("postgres"))
-    {
-        return Ok(url);
-    }
-    let always = std::env::var("MODELGATE_TEST_PROVISION").is_ok_and(|v| v == "always");
-    if !always
-        && TcpStream::connect_timeout(&service.default_addr(), Duration::from_millis(500)).is_ok()
-    {
-        return Ok(service.url(service.default_addr()));
-    }
-    provisioned_blocking(service)
-}
+/// Per service, in [`Service::index`] order: where this process found it (decided once), and
+/// the outcome of this process's one attempt to start its own (a failure is kept too, so that
+/// every test needing the service fails with it instead of retrying).
+static RESOLVED: [OnceLock<Result<String, String>>; 3] = [const { OnceLock::new() }; 3];
+static PROVISIONED: [OnceLock<Result<Running, String>>; 3] = [const { OnceLock::new() }; 3];
 
-/// One slot per service: the outcome of this process's one provisioning attempt (a failure is
-/// kept too, so that every test needing the service fails with it instead of retrying).
-fn slot(service: Service) -> &'static OnceLock<Result<Running, String>> {
-    static POSTGRES: OnceLock<Result<Running, String>> = OnceLock::new();
-    static NATS: OnceLock<Result<Running, String>> = OnceLock::new();
-    static REDIS: OnceLock<Result<Running, String>> = OnceLock::new();
-    match service {
-        Service::Postgres => &POSTGRES,
-        Service::Nats => &NATS,
-        Service::Redis => &REDIS,
-    }
+fn resolve_blocking(service: Service) -> Result<String, String> {
+    RESOLVED[service.index()]
+        .get_or_init(|| {
+            if let Some(url) = std::env::var(service.env_var())
+                .ok()
+                .filter(|u| !u.is_empty())
+                .filter(|u| service != Service::Postgres || u.starts_with("postgres"))
+            {
+                return Ok(url);
+            }
+            let always = std::env::var("MODELGATE_TEST_PROVISION").is_ok_and(|v| v == "always");
+            let addr = service.default_addr();
+            if !always && TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                return Ok(service.url(addr));
+            }
+            provisioned_blocking(service)
+        })
+        .clone()
 }
 
 fn provisioned_blocking(service: Service) -> Result<String, String> {
-    match slot(service).get_or_init(|| start(service)) {
+    match PROVISIONED[service.index()].get_or_init(|| start(service)) {
         Ok(running) => Ok(running.url.clone()),
         Err(e) => Err(format!(
             "this test needs {name} and could not start one of its own: {e}\n\
