@@ -228,7 +228,16 @@ fn start(service: Service) -> Result<Running, String> {
             if let Some((uid, gid)) = user {
                 initdb.uid(uid).gid(gid);
             }
-            run(&mut initdb, "initdb")?;
+            run(&mut initdb, "initdb").map_err(|e| match user {
+                Some(_) => format!(
+                    "{e}\nAs root, Postgres runs as `nobody`, which must be able to read {} and \
+                     write {}: keep the checkout out of a private directory such as /root, or \
+                     set MODELGATE_TEST_SERVICES_DIR to a directory under /tmp",
+                    bin.display(),
+                    dir.display()
+                ),
+                None => e,
+            })?;
             let mut postgres = Command::new(bin.join("postgres"));
             postgres
                 .arg("-D")
