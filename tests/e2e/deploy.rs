@@ -1,8 +1,9 @@
 //! What `deploy/` ships works: the Kubernetes manifests are valid against the Kubernetes API's
 //! schemas (checked offline by `deploy/k8s/validate.sh`, which installs the PyPI package
-//! `kubernetes-validate`; without it the test fails), and `deploy/local-topology.sh` starts the
-//! topology as plain processes — a control plane and data planes in two regions over mutual
-//! TLS — that serves a request through each region.
+//! `kubernetes-validate`; without it the test fails), the compose file's commands, variables
+//! and certificate paths are ones the binary accepts (no container engine needed), and
+//! `deploy/local-topology.sh` starts the topology as plain processes — a control plane and data
+//! planes in two regions over mutual TLS — that serves a request through each region.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -287,4 +288,118 @@ async fn local_topology_serves_a_request_through_each_region_over_mutual_tls() {
     }
     drop(_topology);
     db.drop_database().await;
+}
+
+/// `deploy/compose.yaml` as JSON, read with PyYAML from the manifest checker's virtualenv
+/// (`validate.sh --install` makes it; it follows YAML anchors and merge keys as compose does).
+fn compose_file() -> Value {
+    let install = Command::new("bash")
+        .arg(repo().join("deploy/k8s/validate.sh"))
+        .arg("--install")
+        .output()
+        .expect("running deploy/k8s/validate.sh --install");
+    assert!(
+        install.status.success(),
+        "installing the checker's virtualenv failed:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let venv = std::env::var_os("MODELGATE_K8S_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/k8s-venv"));
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(repo().join("deploy/compose.yaml"))
+        .output()
+        .expect("running the virtualenv's python");
+    assert!(
+        out.status.success(),
+        "deploy/compose.yaml does not parse:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The compose file without a container engine: the `certs` service's script runs as written
+/// against the real binary (with a temporary directory for the `/certs` volume) and makes every
+/// certificate file the other services name; each plane's command line and `MODELGATE_*`
+/// variable is one the binary accepts (an unknown flag makes `--help` after it fail, and
+/// `--help` lists every variable the plane reads).
+#[test]
+fn the_compose_files_commands_variables_and_certificate_paths_are_ones_the_binary_accepts() {
+    let compose = compose_file();
+    let services = compose["services"].as_object().unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_modelgate"));
+
+    let certs = temp_dir("compose-certs");
+    let script = services["certs"]["command"][0]
+        .as_str()
+        .unwrap()
+        .replace("/certs", &certs.display().to_string());
+    let path_dir = temp_dir("compose-path");
+    std::os::unix::fs::symlink(&bin, path_dir.join("modelgate")).unwrap();
+    let path = format!(
+        "{}:{}",
+        path_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for run in ["first start", "restart (the CA is kept)"] {
+        let out = Command::new("sh")
+            .args(["-ec", &script])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the certs service's script fails on its {run}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        !certs.join("http/ca-key.pem").exists(),
+        "the CA key is not left beside the HTTP certificate"
+    );
+
+    let mut planes = 0;
+    for (name, service) in services {
+        let Some(command) = service["command"].as_array() else {
+            continue;
+        };
+        let args: Vec<&str> = command.iter().map(|a| a.as_str().unwrap()).collect();
+        if !matches!(args.first(), Some(&"control-plane" | &"data-plane")) {
+            continue;
+        }
+        planes += 1;
+        let out = Command::new(&bin)
+            .args(&args)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: `modelgate {}` is refused:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = service["environment"].as_object().unwrap();
+        for (key, value) in env.iter().filter(|(k, _)| k.starts_with("MODELGATE_")) {
+            assert!(
+                help.contains(&format!("[env: {key}=")) || help.contains(&format!("[env: {key}]")),
+                "{name}: `modelgate {}` does not read {key}",
+                args[0]
+            );
+            if let Some(file) = value.as_str().and_then(|v| v.strip_prefix("/certs/")) {
+                assert!(
+                    certs.join(file).is_file(),
+                    "{name}: {key} names /certs/{file}, which the certs service does not make"
+                );
+            }
+        }
+    }
+    assert_eq!(planes, 3, "a control plane and two data planes");
 }

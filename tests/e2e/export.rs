@@ -16,7 +16,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::{eventually, gateway_with_smart_route, nats_url, Gateway, Provisioned};
+use crate::support::services::nats_url;
+use crate::support::{eventually, gateway_with_smart_route, Gateway, Provisioned};
 
 const SECRET: &str = "whsec-test-secret-0123456789";
 
@@ -209,6 +210,7 @@ async fn sinks_are_validated_and_never_show_their_secret() {
 
 #[tokio::test]
 async fn a_jetstream_consumer_sees_every_event_once_even_after_a_redelivery() {
+    let nats = nats_url().await;
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let subject = format!("modelgate.test.{tag}.usage");
@@ -216,16 +218,13 @@ async fn a_jetstream_consumer_sees_every_event_once_even_after_a_redelivery() {
     let sink = gw
         .create(
             "/usage/sinks",
-            json!({"name": "nats", "kind": "nats", "url": nats_url(), "subject": subject, "stream": stream_name}),
+            json!({"name": "nats", "kind": "nats", "url": nats, "subject": subject, "stream": stream_name}),
         )
         .await;
     let ids = traffic(&gw, &p, 20).await;
 
-    let client = async_nats::connect(nats_url()).await.unwrap_or_else(|e| {
-        panic!(
-            "this test needs NATS at {} (MODELGATE_TEST_NATS_URL): {e}",
-            nats_url()
-        )
+    let client = async_nats::connect(&nats).await.unwrap_or_else(|e| {
+        panic!("this test needs NATS at {nats} (MODELGATE_TEST_NATS_URL): {e}")
     });
     let js = async_nats::jetstream::new(client);
     let stream = eventually(Duration::from_secs(30), "every event in the stream", || {

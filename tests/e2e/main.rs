@@ -36,6 +36,7 @@ mod observability;
 mod openai_surfaces;
 mod openapi;
 mod pricing;
+mod provisioned_services;
 mod proxy_and_metering;
 mod rate_limits;
 mod request_log;

@@ -1,7 +1,7 @@
 //! The response cache (issue 19): a route's `policy.cache` makes identical requests — same
 //! alias, same body in canonical form, same partition — answered from a stored answer without an
-//! upstream call, through the real data plane, a real Redis (127.0.0.1:6379, each test under its
-//! own key prefix) and mock upstreams that are real HTTP servers counting their calls.
+//! upstream call, through the real data plane, a real Redis (`support::services::redis_url`: the
+//! configured one, the local one, or one the suite starts; each test under its own key prefix) and mock upstreams that are real HTTP servers counting their calls.
 
 use std::time::Duration;
 
@@ -12,15 +12,14 @@ use serde_json::{json, Value};
 use crate::support::anthropic_upstream::{self, AnthropicUpstream};
 use crate::support::gemini_upstream::{self, GeminiUpstream};
 use crate::support::openai_upstream::{self, OpenAiUpstream};
+use crate::support::services::{redis_addr, redis_url};
 use crate::support::upstream::{self, MockUpstream};
 use crate::support::{eventually, request_id, start_data_plane_custom, temp_dir, Gateway};
 
-/// The shared Redis every cache test uses (each under its own prefix).
-const REDIS: &str = "redis://127.0.0.1:6379";
-
-fn cache_settings(prefix: &str) -> CacheSettings {
+/// Cache settings on the shared Redis every cache test uses, under `prefix`.
+async fn cache_settings(prefix: &str) -> CacheSettings {
     CacheSettings {
-        redis_url: Some(REDIS.into()),
+        redis_url: Some(redis_url().await),
         redis_prefix: prefix.into(),
         ..CacheSettings::default()
     }
@@ -114,7 +113,11 @@ async fn fixture(policy_cache: Value, cache: CacheSettings) -> Fixture {
 }
 
 async fn cached_fixture() -> Fixture {
-    fixture(json!({"enabled": true}), cache_settings(&unique_prefix())).await
+    fixture(
+        json!({"enabled": true}),
+        cache_settings(&unique_prefix()).await,
+    )
+    .await
 }
 
 fn ask(prompt: &str) -> Value {
@@ -422,7 +425,7 @@ async fn a_non_deterministic_request_is_not_cached_unless_the_route_allows_it() 
     // A route that allows non-deterministic caching caches the sampled request too.
     let lenient = fixture(
         json!({"enabled": true, "allow_non_deterministic": true}),
-        cache_settings(&unique_prefix()),
+        cache_settings(&unique_prefix()).await,
     )
     .await;
     lenient.send(&sampled).await;
@@ -511,7 +514,7 @@ async fn a_hits_usage_event_is_flagged_with_the_original_tokens_and_costs_nothin
     // A route that charges a fraction of the original cost for a hit.
     let paid = fixture(
         json!({"enabled": true, "hit_cost_ppm": 250_000}),
-        cache_settings(&unique_prefix()),
+        cache_settings(&unique_prefix()).await,
     )
     .await;
     let miss = paid.send(&body).await;
@@ -576,8 +579,13 @@ async fn with_redis_unreachable_the_node_serves_uncached_and_counts_it() {
 #[tokio::test]
 async fn two_data_planes_share_answers_through_redis() {
     let prefix = unique_prefix();
-    let f = fixture(json!({"enabled": true}), cache_settings(&prefix)).await;
-    let other = data_plane(&f.gw, &temp_dir("dp-cache-2"), cache_settings(&prefix)).await;
+    let f = fixture(json!({"enabled": true}), cache_settings(&prefix).await).await;
+    let other = data_plane(
+        &f.gw,
+        &temp_dir("dp-cache-2"),
+        cache_settings(&prefix).await,
+    )
+    .await;
     let body = ask("shared across the fleet");
     let resp = post(&f.gw.http, f.gw.dp(), &f.key, &body).await;
     assert_eq!(cache_header(&resp).as_deref(), Some("miss"));
@@ -611,7 +619,7 @@ async fn two_data_planes_share_answers_through_redis() {
 async fn an_answer_over_the_entry_bound_is_not_stored() {
     let settings = CacheSettings {
         max_entry_bytes: 200,
-        ..cache_settings(&unique_prefix())
+        ..cache_settings(&unique_prefix()).await
     };
     let f = fixture(json!({"enabled": true}), settings).await;
     let body = ask("too big to keep");
@@ -686,7 +694,7 @@ async fn surfaces() -> Surfaces {
     let mut gw = Gateway::start().await;
     gw.stop_data_plane().await;
     let dir = gw.dp_dir.clone();
-    let dp = data_plane(&gw, &dir, cache_settings(&unique_prefix())).await;
+    let dp = data_plane(&gw, &dir, cache_settings(&unique_prefix()).await).await;
     gw.dp = Some(dp);
     let team = gw.create("/teams", json!({"name": "surfaces"})).await;
     let key = gw
@@ -893,7 +901,7 @@ async fn every_cached_surface_answers_a_repeat_from_the_cache() {
 /// back.
 #[tokio::test]
 async fn a_redis_outage_mid_run_serves_uncached_and_sharing_resumes_after_it() {
-    let proxy = crate::support::tcp_proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let proxy = crate::support::tcp_proxy::TcpProxy::start(redis_addr().await).await;
     let prefix = unique_prefix();
     let via_proxy = || CacheSettings {
         redis_url: Some(format!("redis://{}", proxy.addr)),
@@ -1237,7 +1245,7 @@ async fn an_invalid_cache_directive_is_refused_before_any_limit_is_taken() {
 async fn an_answer_expires_after_the_routes_ttl() {
     let f = fixture(
         json!({"enabled": true, "ttl_s": 2}),
-        cache_settings(&unique_prefix()),
+        cache_settings(&unique_prefix()).await,
     )
     .await;
     let body = ask("short-lived");
@@ -1335,9 +1343,10 @@ async fn the_key_user_and_none_partitions_share_answers_as_they_say() {
 #[tokio::test]
 async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
     let prefix = unique_prefix();
+    let base = cache_settings(&prefix).await;
     let settings = || CacheSettings {
         local_ttl: Duration::from_secs(1),
-        ..cache_settings(&prefix)
+        ..base.clone()
     };
     let f = fixture(json!({"enabled": true}), settings()).await;
     let other = data_plane(&f.gw, &temp_dir("dp-cache-4"), settings()).await;
@@ -1374,7 +1383,7 @@ async fn a_refresh_on_one_node_reaches_another_within_its_local_ttl() {
 /// Waits until some entry under `prefix` is in Redis (a node writes Redis after its local
 /// layer) and returns the connection that saw it.
 async fn entry_in_redis(prefix: &str) -> redis::aio::MultiplexedConnection {
-    let redis = redis::Client::open(REDIS)
+    let redis = redis::Client::open(redis_url().await)
         .unwrap()
         .get_multiplexed_async_connection()
         .await

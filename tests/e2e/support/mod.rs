@@ -9,6 +9,7 @@ pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
 pub mod pki;
+pub mod services;
 pub mod tcp_proxy;
 pub mod upstream;
 
@@ -578,24 +579,16 @@ pub async fn start_data_plane_custom(
     modelgate_data_plane::start(settings).await.unwrap()
 }
 
-/// The Postgres server tests that need one use: `MODELGATE_TEST_DATABASE_URL`, or the local
-/// server at its default address. Fails loudly (never skips) when it is unreachable.
-pub fn postgres_base_url() -> String {
-    std::env::var("MODELGATE_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 impl TestDb {
-    /// A fresh database on the Postgres server of [`postgres_base_url`].
+    /// A fresh database on the Postgres server of [`services::postgres_url`] (configured,
+    /// local, or provisioned for this test process).
     pub async fn postgres() -> TestDb {
-        TestDb::on_postgres(postgres_base_url()).await
+        TestDb::on_postgres(services::postgres_url().await).await
     }
 
     /// Creates a fresh database on the Postgres server `base` points at; fails loudly if it is
     /// unreachable.
-    async fn on_postgres(base: String) -> TestDb {
+    pub async fn on_postgres(base: String) -> TestDb {
         let name = format!("mg_test_{}", uuid::Uuid::now_v7().simple());
         let admin = Database::connect(&base).await.unwrap_or_else(|e| {
             panic!("this test needs Postgres at {base} (set MODELGATE_TEST_DATABASE_URL): {e}")
@@ -611,11 +604,6 @@ impl TestDb {
             postgres: Some((base, name)),
         }
     }
-}
-
-/// The NATS server the export tests publish to: `MODELGATE_TEST_NATS_URL` or the local one.
-pub fn nats_url() -> String {
-    std::env::var("MODELGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
 /// A usage-reporting gRPC client to the control plane at `grpc_addr`, connected as data plane
