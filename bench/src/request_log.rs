@@ -82,6 +82,13 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         db.execute_unprepared(&sql).await?;
         db.execute_unprepared("ANALYZE usage_events").await?;
+        // The rows were stored around ingest: move its sequence past them, as ingest would.
+        db.execute_unprepared(
+            "INSERT INTO counters (name, value) \
+             SELECT 'usage_seq', max(seq) FROM usage_events \
+             ON CONFLICT (name) DO UPDATE SET value = GREATEST(counters.value, EXCLUDED.value)",
+        )
+        .await?;
         println!(
             "loaded {} rows in {:.1} s",
             args.rows,
@@ -260,6 +267,60 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
         let median = times[times.len() / 2];
         let max = times[times.len() - 1];
         println!("| {name} | {median:.2} | {max:.2} | {returned} | {plan_line} |");
+    }
+    statements_at_scale(&db, &args, newest).await
+}
+
+/// The monthly statement of one team (`team-7`, a fiftieth of the rows) at this scale: the
+/// previous month closed (built from its events and stored, once), then the current, open
+/// month built from its events on every call. The synthetic rows have no catalog prices, so
+/// every cost lands on the `other` line; the work (reading and itemising every event of the
+/// team's month) is the same.
+async fn statements_at_scale(
+    db: &sea_orm::DatabaseConnection,
+    args: &RequestLogArgs,
+    newest_ms: i64,
+) -> anyhow::Result<()> {
+    use modelgate_control_plane::service::statements::{self, Month, StatementQuery};
+    db.execute_unprepared(
+        "INSERT INTO teams (id, name, created_at, version) \
+         VALUES ('team-7', 'team-7', now(), 1) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    let s = modelgate_control_plane::service::Services::new(
+        db.clone(),
+        modelgate_control_plane::crypto::Sealer::from_hex(
+            &modelgate_control_plane::crypto::Sealer::generate_master_key_hex(),
+        )?,
+        modelgate_shared::clock::system(),
+    );
+    let admin = Actor::system();
+    let current = Month::of(chrono::DateTime::from_timestamp_millis(newest_ms).unwrap_or_default());
+    println!("\n| statement of team-7 | month | requests | lines | ms |");
+    println!("|---|---|---|---|---|");
+    let time = |month: Month, what: &'static str| {
+        let s = &s;
+        let admin = &admin;
+        async move {
+            let q = StatementQuery {
+                team_id: "team-7".into(),
+                month: month.to_string(),
+            };
+            let t = Instant::now();
+            let st = statements::get(s, admin, q).await?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            println!(
+                "| {what} | {month} | {} | {} | {ms:.0} |",
+                st.requests,
+                st.lines.len()
+            );
+            anyhow::Ok(())
+        }
+    };
+    time(current.prev(), "previous month, first read (closes it)").await?;
+    time(current.prev(), "previous month, stored").await?;
+    for _ in 0..args.runs.clamp(1, 3) {
+        time(current, "current month, open (built each time)").await?;
     }
     Ok(())
 }
