@@ -38,6 +38,7 @@ mod openapi;
 mod pricing;
 mod proxy_and_metering;
 mod rate_limits;
+mod replicas;
 mod request_log;
 mod response_cache;
 mod rollouts;
