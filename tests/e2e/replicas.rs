@@ -458,3 +458,58 @@ async fn a_replica_killed_under_load_hands_its_nodes_over_without_losing_usage_o
     on_b.shutdown().await;
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_per_minute_hold_across_nodes_on_two_replicas() {
+    let upstream = upstream::MockUpstream::start().await;
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let (on_b, _) = data_plane_on(&[b.grpc_addr]).await;
+    let rpm: usize = 10;
+    crate::rate_limits::limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "rpm": rpm, "when_unreachable": "fail_closed"}),
+    )
+    .await;
+    applied(
+        &on_b,
+        newest(gw.cp()),
+        "the node on replica B to have the limit",
+    )
+    .await;
+    crate::rate_limits::fresh_window(40).await;
+    // Each replica alone would grant the whole minute: 2 × rpm over the two nodes.
+    let mut tasks = Vec::new();
+    for i in 0..(4 * rpm) {
+        let node = if i % 2 == 0 { gw.dp().addr } else { on_b.addr };
+        let req = ask(&gw.http, node, &p.key);
+        tasks.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            accepted += 1;
+        }
+    }
+    eprintln!("rpm {rpm} over nodes on two replicas: {accepted} accepted");
+    assert!(
+        accepted <= rpm,
+        "{accepted} accepted in a minute under rpm {rpm}"
+    );
+    assert!(accepted > 0);
+    assert_eq!(upstream.calls(), accepted);
+
+    on_b.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}
