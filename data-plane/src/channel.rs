@@ -246,3 +246,35 @@ async fn dial(target: &Target, tls: Option<&Arc<Reloading<ClientConfig>>>) -> io
         .await?;
     Ok(tokio_util::either::Either::Left(stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> ControlPlaneSecurity {
+        ControlPlaneSecurity::Tls(TlsFiles {
+            ca: "ca.pem".into(),
+            cert: "node.pem".into(),
+            key: "node-key.pem".into(),
+        })
+    }
+
+    #[test]
+    fn a_comma_separated_list_names_every_control_plane_in_order() {
+        let t = targets(" https://cp-a:9091, https://cp-b:9092 ,", &tls()).unwrap();
+        let got: Vec<(&str, u16)> = t.iter().map(|t| (t.host.as_str(), t.port)).collect();
+        assert_eq!(got, [("cp-a", 9091), ("cp-b", 9092)]);
+        assert_eq!(targets("https://cp:9091", &tls()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_url_of_the_list_must_suit_the_security_mode() {
+        assert!(targets("https://cp-a:9091,http://cp-b:9091", &tls()).is_err());
+        assert!(targets(
+            "http://cp-a:9091,https://cp-b:9091",
+            &ControlPlaneSecurity::InsecurePlaintext
+        )
+        .is_err());
+        assert!(targets(" , ", &tls()).is_err());
+    }
+}
