@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The compose topology as plain processes, for a machine with no container engine: a control
-# plane on Postgres and two data planes labelled region=eu-west and region=us-east, the planes
-# talking gRPC over mutual TLS with a fleet PKI made here. (Two control planes once control-plane
-# replicas exist; until then one.)
+# The compose topology as plain processes, for a machine with no container engine: two
+# control-plane replicas on Postgres (one on SQLite, which allows one per file) and two data
+# planes labelled region=eu-west and region=us-east, each given both control planes' URLs (in
+# opposite orders, so each replica has a node until one goes away), the planes talking gRPC over
+# mutual TLS with a fleet PKI made here.
 #
 #   MODELGATE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/modelgate \
 #     deploy/local-topology.sh start [DIR]     start, wait until every process serves, print
@@ -12,7 +13,8 @@
 # DIR (default ./modelgate-topology) holds the certificates, keys (0600), the bootstrap admin
 # token (first start on an empty database only), each data plane's data directory, logs and
 # pids. Ports: MODELGATE_TOPOLOGY_PORT_BASE (default 19090) + 0 admin, +1 gRPC, +2 control-plane
-# metrics, +10/+11 eu-west proxy/metrics, +20/+21 us-east proxy/metrics. The binary:
+# metrics, +3/+4/+5 the second control plane's admin/gRPC/metrics, +10/+11 eu-west
+# proxy/metrics, +20/+21 us-east proxy/metrics. The binary:
 # MODELGATE_BIN, else `modelgate` on PATH, else target/release or target/debug.
 set -euo pipefail
 
@@ -61,6 +63,22 @@ stop() {
     done
 }
 
+# start_control_plane NAME ADMIN GRPC METRICS_PORT [ARGS…]: one control plane, logs and pid
+# under NAME; returns once it answers.
+start_control_plane() {
+    local name="$1" admin="$2" grpc="$3" metrics="$4"
+    shift 4
+    MODELGATE_MASTER_KEY_FILE="$dir/master.key" \
+        nohup "$bin" control-plane \
+        --admin-listen "$admin" --grpc-listen "$grpc" \
+        --metrics-listen "127.0.0.1:${metrics}" \
+        --tls-ca "$certs/ca.pem" --tls-cert "$certs/control-plane.pem" --tls-key "$certs/control-plane-key.pem" \
+        "$@" \
+        >"$dir/${name}.log" 2>&1 &
+    echo $! > "$dir/${name}.pid"
+    wait_http "http://${admin}/healthz" "$dir/${name}.log"
+}
+
 start() {
     : "${MODELGATE_DATABASE_URL:?set MODELGATE_DATABASE_URL to a Postgres database URL}"
     local bin; bin="$(find_bin)"
@@ -73,17 +91,19 @@ start() {
     [[ -f "$dir/lkg.key" ]] || (umask 077; hex_key > "$dir/lkg.key")
 
     local admin="127.0.0.1:${base}" grpc="127.0.0.1:$((base + 1))"
-    MODELGATE_MASTER_KEY_FILE="$dir/master.key" \
-        nohup "$bin" control-plane \
-        --admin-listen "$admin" --grpc-listen "$grpc" \
-        --metrics-listen "127.0.0.1:$((base + 2))" \
-        --tls-ca "$certs/ca.pem" --tls-cert "$certs/control-plane.pem" --tls-key "$certs/control-plane-key.pem" \
-        --bootstrap-token-file "$dir/admin-token.new" \
-        >"$dir/control-plane.log" 2>&1 &
-    echo $! > "$dir/control-plane.pid"
-    wait_http "http://${admin}/healthz" "$dir/control-plane.log"
+    # The first replica alone first: on an empty database it initialises it (one bootstrap token).
+    start_control_plane control-plane "$admin" "$grpc" "$((base + 2))" \
+        --bootstrap-token-file "$dir/admin-token.new"
     # The bootstrap token exists only after the first start on an empty database.
     if [[ -s "$dir/admin-token.new" ]]; then mv "$dir/admin-token.new" "$dir/admin-token"; fi
+    local urls_eu="https://${grpc}" urls_us="https://${grpc}" admin_b=""
+    if [[ "$MODELGATE_DATABASE_URL" == postgres* ]]; then
+        admin_b="127.0.0.1:$((base + 3))"
+        local grpc_b="127.0.0.1:$((base + 4))"
+        start_control_plane control-plane-b "$admin_b" "$grpc_b" "$((base + 5))"
+        urls_eu="https://${grpc},https://${grpc_b}"
+        urls_us="https://${grpc_b},https://${grpc}"
+    fi
 
     local offset region
     for region in eu-west us-east; do
@@ -91,7 +111,7 @@ start() {
         "$bin" certs issue --dir "$certs" --node-id "$region-1" --label "region=$region" >/dev/null
         nohup "$bin" data-plane \
             --listen "127.0.0.1:$((base + offset))" --metrics-listen "127.0.0.1:$((base + offset + 1))" \
-            --control-plane-url "https://${grpc}" \
+            --control-plane-url "$([[ $region == eu-west ]] && echo "$urls_eu" || echo "$urls_us")" \
             --tls-ca "$certs/ca.pem" --tls-cert "$certs/$region-1.pem" --tls-key "$certs/$region-1-key.pem" \
             --data-dir "$dir/data-plane-$region" --lkg-key-file "$dir/lkg.key" \
             >"$dir/data-plane-$region.log" 2>&1 &
@@ -100,6 +120,7 @@ start() {
     done
 
     echo "MODELGATE_ADMIN_URL=http://${admin}"
+    if [[ -n "$admin_b" ]]; then echo "MODELGATE_ADMIN_URL_B=http://${admin_b}"; fi
     echo "MODELGATE_ADMIN_TOKEN_FILE=$dir/admin-token"
     echo "MODELGATE_BASE_URL_EU_WEST=http://127.0.0.1:$((base + 10))/v1"
     echo "MODELGATE_BASE_URL_US_EAST=http://127.0.0.1:$((base + 20))/v1"

@@ -264,9 +264,12 @@ pub struct DataPlaneArgs {
     #[command(flatten)]
     pub http_tls: HttpTlsArgs,
     /// The control plane's gRPC URL: `https://host:port` (the host must be a name or address on
-    /// the control plane's certificate); `http://` only with `--insecure-plaintext-grpc`.
+    /// the control plane's certificate); `http://` only with `--insecure-plaintext-grpc`. Several
+    /// control-plane replicas: their URLs comma-separated; the node connects to one and moves to
+    /// another when it becomes unreachable.
     #[arg(
         long,
+        alias = "control-plane-urls",
         env = "MODELGATE_CONTROL_PLANE_URL",
         default_value = "https://localhost:9091"
     )]

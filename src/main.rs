@@ -418,6 +418,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         (None, _) => {}
     }
     println!("MODELGATE_ADMIN_URL={admin_scheme}://{}", cp.admin_addr);
+    println!("MODELGATE_GRPC_ADDR={}", cp.grpc_addr);
     if let Some(addr) = cp.metrics_addr {
         println!("MODELGATE_CP_METRICS_URL=http://{addr}/metrics");
     }

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod export;
 pub mod grpc;
 pub mod metrics;
+pub mod replica;
 pub mod rollout;
 pub mod service;
 pub mod snapshot;
@@ -122,6 +123,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let mut services = Services::new(db, sealer, settings.clock.clone());
     services.config_drift_after = settings.config_drift_after;
     services.statement_grace = settings.statement_grace;
+    replica::claim_database(&services).await?;
     let bootstrap_admin_token = service::bootstrap::ensure_initialized(&services).await?;
     service::limits::warm_up_if_needed(&services).await?;
     services.publisher.rebuild(&services).await?;
@@ -208,7 +210,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
                 _ = tick.tick() => {}
                 () = rebuild_shutdown.cancelled() => return,
             }
-            if let Err(e) = rebuild_services.publisher.rebuild(&rebuild_services).await {
+            if let Err(e) = rebuild_services.publisher.refresh(&rebuild_services).await {
                 tracing::warn!(error = %e, "periodic snapshot rebuild failed");
             }
         }
@@ -233,6 +235,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         shutdown.clone(),
     ));
     let rollout_task = tokio::spawn(rollout::drive(services.clone(), shutdown.clone()));
+    let leases_task = tokio::spawn(replica::hold_leases(services.clone(), shutdown.clone()));
+    let listen_task = tokio::spawn(replica::listen(services.clone(), shutdown.clone()));
+    let refresh_task = tokio::spawn(replica::refresh(services.clone(), shutdown.clone()));
 
     let statements_task = tokio::spawn(service::statements::run_closer(
         services.clone(),
@@ -251,6 +256,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         revocations_task,
         insecure_task,
         rollout_task,
+        leases_task,
+        listen_task,
+        refresh_task,
     ]);
     Ok(RunningControlPlane {
         admin_addr,

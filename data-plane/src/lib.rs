@@ -75,7 +75,8 @@ pub struct Settings {
     pub http: HttpOptions,
     /// Where `/metrics` is served (loopback by default; not on the proxy port).
     pub metrics_listen: SocketAddr,
-    /// The control plane's gRPC endpoint, e.g. `https://cp.internal:9091`.
+    /// The control plane's gRPC endpoint, e.g. `https://cp.internal:9091`, or several replicas'
+    /// comma-separated (see [`channel::connect`]).
     pub control_plane_url: String,
     /// Mutual TLS to the control plane (or, explicitly, none). Under TLS the control plane
     /// attributes every call to the node id its certificate names; `node_id` must equal it.

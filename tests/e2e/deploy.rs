@@ -101,7 +101,7 @@ fn free_port_base() -> u16 {
     for attempt in 0..200u16 {
         let slot = (std::process::id() as u16).wrapping_add(attempt.wrapping_mul(37)) % 400;
         let base = 20_000 + slot * 50;
-        let ports = [0, 1, 2, 10, 11, 20, 21];
+        let ports = [0, 1, 2, 3, 4, 5, 10, 11, 20, 21];
         let all_free = ports
             .iter()
             .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());

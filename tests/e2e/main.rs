@@ -39,6 +39,7 @@ mod pricing;
 mod provisioned_services;
 mod proxy_and_metering;
 mod rate_limits;
+mod replicas;
 mod request_log;
 mod response_cache;
 mod rollouts;

@@ -103,20 +103,7 @@ pub struct Reading {
 
 /// Reads the rollout policy and the state of the last rollout (once, before the first build).
 pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceError> {
-    st.policy = match rollout_policy::Entity::find_by_id(POLICY_ROW)
-        .one(&s.db)
-        .await?
-    {
-        Some(r) => match serde_json::from_str::<Plan>(&r.plan) {
-            Ok(p) => Some(Arc::new(p)),
-            Err(e) => {
-                // Fails safe: a stored plan that no longer reads stages nothing new, loudly.
-                tracing::error!(error = %e, "the stored rollout policy does not read; changes go everywhere");
-                None
-            }
-        },
-        None => None,
-    };
+    st.policy = read_policy(s).await?;
     let Some(last) = row::Entity::find()
         .order_by_desc(row::Column::CreatedAt)
         .one(&s.db)
@@ -124,6 +111,31 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
     else {
         return Ok(());
     };
+    load_rollout(s, st, last).await
+}
+
+/// The stored rollout policy, if any.
+pub(crate) async fn read_policy(s: &Services) -> Result<Option<Arc<Plan>>, ServiceError> {
+    Ok(
+        match rollout_policy::Entity::find_by_id(POLICY_ROW)
+            .one(&s.db)
+            .await?
+        {
+            Some(r) => match serde_json::from_str::<Plan>(&r.plan) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    // Fails safe: a stored plan that no longer reads stages nothing new, loudly.
+                    tracing::error!(error = %e, "the stored rollout policy does not read; changes go everywhere");
+                    None
+                }
+            },
+            None => None,
+        },
+    )
+}
+
+/// Restores the state of rollout `last` (the newest).
+async fn load_rollout(s: &Services, st: &mut State, last: row::Model) -> Result<(), ServiceError> {
     let current = crate::snapshot::load_config(s).await?;
     match Status::parse(&last.status) {
         Some(Status::Running | Status::Paused) => {
@@ -173,7 +185,7 @@ pub(crate) async fn load(s: &Services, st: &mut State) -> Result<(), ServiceErro
 /// A stored version with current secrets: the same number if the content is the one stored
 /// under it, else number 0, which the next reconcile replaces with a freshly minted one (a
 /// number never names two contents).
-fn restored(version: u64, stored_hash: &str, config: Config) -> Arc<Published> {
+pub(crate) fn restored(version: u64, stored_hash: &str, config: Config) -> Arc<Published> {
     let mut snapshot = Snapshot::new(version, config);
     if snapshot.content_hash != stored_hash {
         snapshot.version = 0;
@@ -286,6 +298,13 @@ pub(crate) async fn act(
     action: Action,
     reason: Option<String>,
 ) -> Result<row::Model, ServiceError> {
+    if !s.replica.drives_rollouts() {
+        return Err(ServiceError::Unavailable(
+            "another control-plane replica drives rollouts now (it holds the `rollouts` lease): \
+             send rollout actions to it, or retry in a few seconds"
+                .into(),
+        ));
+    }
     let mut st = s.publisher.state.lock().await;
     match st.rollout.as_ref() {
         Some(r) if r.id == id => {}
@@ -304,6 +323,7 @@ pub(crate) async fn act(
     reconcile(s, &mut st, current).await?;
     s.publisher.send(s, &st)?;
     drop(st);
+    crate::replica::announce(s).await;
     row::Entity::find_by_id(id)
         .one(&s.db)
         .await?
@@ -419,6 +439,7 @@ async fn write_row(s: &Services, r: &Active, status: Status) -> Result<(), Servi
         )
         .exec_without_returning(&s.db)
         .await?;
+    s.publisher.wrote();
     Ok(())
 }
 
@@ -451,6 +472,9 @@ fn read_gates(s: &Services, r: &Active, now: DateTime<Utc>) -> Reading {
 /// One evaluation of the running rollout: a failed gate pauses or rolls back at once (during
 /// the bake too); a pass after the wave's bake time moves to the next wave.
 async fn step(s: &Services) -> Result<(), ServiceError> {
+    if !s.replica.drives_rollouts() {
+        return Ok(());
+    }
     let mut st = s.publisher.state.lock().await;
     let now = s.clock.now();
     let Some(r) = st.rollout.as_mut() else {
@@ -490,6 +514,7 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
     reconcile(s, &mut st, current).await?;
     s.publisher.send(s, &st)?;
     drop(st);
+    crate::replica::announce(s).await;
     crate::service::audit::record(
         &s.db,
         &crate::service::authz::Actor::system(),

@@ -34,10 +34,16 @@ pub async fn ensure_initialized(s: &Services) -> Result<Option<String>, ServiceE
             &keys::generate_server_secret(),
             &crypto::setting_value(KEY_HASH_SECRET),
         );
+        // Two replicas starting at once on an empty database: the first secret stored stays.
         setting::Entity::insert(setting::ActiveModel {
             name: Set(KEY_HASH_SECRET.to_owned()),
             value: Set(sealed),
         })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(setting::Column::Name)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(&s.db)
         .await?;
     }

@@ -66,6 +66,8 @@ pub struct Services {
     pub config_drift_after: std::time::Duration,
     /// How long after a month ends its statements close (`statements`; default 72 h).
     pub statement_grace: std::time::Duration,
+    /// This process among the control-plane replicas of its database (`crate::replica`).
+    pub replica: std::sync::Arc<crate::replica::Replica>,
 }
 
 impl Services {
@@ -80,6 +82,7 @@ impl Services {
         let ingest_writer =
             std::sync::Arc::new(usage::Writer::start(db.clone(), alert_wakeup.clone()));
         Services {
+            replica: std::sync::Arc::new(crate::replica::Replica::new(&db)),
             db,
             sealer,
             publisher: Publisher::new(),

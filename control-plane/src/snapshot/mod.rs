@@ -108,6 +108,9 @@ pub(crate) struct State {
 pub struct Publisher {
     tx: Arc<watch::Sender<Option<Arc<Distribution>>>>,
     pub(crate) state: Arc<Mutex<State>>,
+    /// Counts the versions minted and rollout rows written by this process: a rebuild that
+    /// wrote announces it to the other replicas (`crate::replica`).
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Publisher {
@@ -122,6 +125,7 @@ impl Publisher {
         Publisher {
             tx: Arc::new(tx),
             state: Arc::new(Mutex::new(State::default())),
+            writes: Arc::default(),
         }
     }
 
@@ -143,10 +147,33 @@ impl Publisher {
         self.tx.borrow().as_ref().map(|d| d.stable.clone())
     }
 
-    /// Rebuilds from the database; publishes what changed.
+    /// Rebuilds from the database after a committed config change; publishes what changed and
+    /// tells the other replicas.
     pub async fn rebuild(&self, s: &Services) -> Result<Arc<Published>, ServiceError> {
         let mut st = self.state.lock().await;
-        self.reconcile(s, &mut st).await
+        let newest = self.reconcile(s, &mut st).await;
+        drop(st);
+        crate::replica::announce(s).await;
+        newest
+    }
+
+    /// Rebuilds from the database without a change of its own (periodically, and after another
+    /// replica's change); tells the other replicas only when it minted or moved a rollout.
+    pub async fn refresh(&self, s: &Services) -> Result<Arc<Published>, ServiceError> {
+        let mut st = self.state.lock().await;
+        let before = self.writes.load(std::sync::atomic::Ordering::Relaxed);
+        let newest = self.reconcile(s, &mut st).await;
+        drop(st);
+        if self.writes.load(std::sync::atomic::Ordering::Relaxed) != before {
+            crate::replica::announce(s).await;
+        }
+        newest
+    }
+
+    /// Counts a version minted or a rollout row written by this process.
+    pub(crate) fn wrote(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reads the config tables and brings the distribution in line with them (under the lock).
@@ -155,9 +182,20 @@ impl Publisher {
         s: &Services,
         st: &mut State,
     ) -> Result<Arc<Published>, ServiceError> {
+        if !s.replica.drives_rollouts() {
+            // Another replica drives rollouts: follow what it persisted.
+            crate::replica::follow::reconcile(s, st).await?;
+            return self.send(s, st);
+        }
         if !st.loaded {
+            st.policy = None;
+            st.rollout = None;
+            st.rejected_policy = None;
             rollout::load(s, st).await?;
             st.loaded = true;
+        } else if s.replica.shared_database() {
+            // Another replica may have set or cleared it.
+            st.policy = rollout::read_policy(s).await?;
         }
         let current = Snapshot::new(0, load_config(s).await?);
         let staged = st.policy.is_some() || st.rollout.is_some();
@@ -212,46 +250,81 @@ impl Publisher {
 
 /// Today's behaviour: the current content, under the latest version if its hash is the same,
 /// else under a new one, for every node.
-async fn publish_everywhere(
+pub(crate) async fn publish_everywhere(
     s: &Services,
     candidate: Snapshot,
 ) -> Result<Arc<Published>, ServiceError> {
-    let latest = config_version::Entity::find()
-        .order_by_desc(config_version::Column::Version)
-        .one(&s.db)
-        .await?;
-    match &latest {
-        Some(row) if row.content_hash == candidate.content_hash => Ok(Published::new(Snapshot {
-            version: u64::try_from(row.version).unwrap_or(0),
-            ..candidate
-        })),
-        _ => mint(s, candidate.config).await,
-    }
+    store(s, candidate, true).await
 }
 
 /// Stores `config` under the next fleet-wide version number and returns it, published form
 /// made once. Every version of every track is minted here.
 pub(crate) async fn mint(s: &Services, config: Config) -> Result<Arc<Published>, ServiceError> {
-    let candidate = Snapshot::new(0, config);
-    let latest = config_version::Entity::find()
-        .order_by_desc(config_version::Column::Version)
-        .one(&s.db)
-        .await?;
-    let next = latest.as_ref().map_or(1, |r| r.version + 1);
-    config_version::Entity::insert(config_version::ActiveModel {
-        version: Set(next),
-        content_hash: Set(candidate.content_hash.clone()),
-        body: Set(redacted(&candidate.config).encode_to_vec()),
-        created_at: Set(Utc::now()),
-    })
-    .exec_without_returning(&s.db)
-    .await?;
-    let version = u64::try_from(next).unwrap_or(0);
-    tracing::info!(version, hash = %candidate.content_hash, "config version minted");
-    Ok(Published::new(Snapshot {
-        version,
-        ..candidate
-    }))
+    store(s, Snapshot::new(0, config), false).await
+}
+
+/// How many times a replica tries the next version number before giving up.
+const MINT_ATTEMPTS: u32 = 50;
+
+/// Stores `candidate` under the next version number (or, with `reuse_latest`, returns the
+/// latest version when it carries the same content). The number is the table's primary key:
+/// when another replica stored it first, the insert fails and this one reads the newest
+/// version again and retries.
+async fn store(
+    s: &Services,
+    candidate: Snapshot,
+    reuse_latest: bool,
+) -> Result<Arc<Published>, ServiceError> {
+    let body = redacted(&candidate.config).encode_to_vec();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let latest = config_version::Entity::find()
+            .order_by_desc(config_version::Column::Version)
+            .one(&s.db)
+            .await?;
+        if let Some(row) = latest.as_ref().filter(|_| reuse_latest) {
+            if row.content_hash == candidate.content_hash {
+                return Ok(Published::new(Snapshot {
+                    version: u64::try_from(row.version).unwrap_or(0),
+                    ..candidate
+                }));
+            }
+        }
+        let next = latest.as_ref().map_or(1, |r| r.version + 1);
+        let inserted = config_version::Entity::insert(config_version::ActiveModel {
+            version: Set(next),
+            content_hash: Set(candidate.content_hash.clone()),
+            body: Set(body.clone()),
+            created_at: Set(Utc::now()),
+        })
+        .exec_without_returning(&s.db)
+        .await;
+        match inserted {
+            Ok(_) => {
+                s.publisher.wrote();
+                let version = u64::try_from(next).unwrap_or(0);
+                tracing::info!(version, hash = %candidate.content_hash, "config version minted");
+                return Ok(Published::new(Snapshot {
+                    version,
+                    ..candidate
+                }));
+            }
+            Err(e)
+                if attempt < MINT_ATTEMPTS
+                    && matches!(
+                        e.sql_err(),
+                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                    ) =>
+            {
+                tracing::debug!(
+                    version = next,
+                    "another replica stored this version number first; retrying"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A stored version's config, secrets blank (they are not stored), with its content hash:

@@ -18,6 +18,7 @@ pub mod model_price_version;
 pub mod node;
 pub mod node_revocation;
 pub mod provider_account;
+pub mod rate_grant;
 pub mod rate_limit;
 pub mod rollout;
 pub mod rollout_policy;

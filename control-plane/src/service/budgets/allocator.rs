@@ -5,13 +5,15 @@
 //! consumed. A live lease claims its whole grant; an expired one claims only what it reported.
 //! A grant is made only from `amount − spent_before − Σ claims`, so `Σ claims ≤ amount`.
 //!
-//! **Restart safety.** The ledger is computed in memory (one short lock per call) and each
-//! allocation call writes its holder's row to `budget_grants` (cumulative grant, consumption,
-//! lease end; allocation calls are per refill, never per request). The first call for a
-//! budget and period after a control plane starts loads every row back, so grants that data
-//! planes still hold keep claiming the budget: a restart never grants the same money twice.
-//! The row with the empty holder keeps `spent_before`, the spend recorded before the first
-//! grant of the period.
+//! **One ledger in the database.** Each allocation call (per refill, never per request) is one
+//! transaction: it locks the period's baseline row in `budget_grants` (the row with the empty
+//! holder, made by the period's first grant; `SELECT … FOR UPDATE` on Postgres, SQLite having
+//! one writer), reads every holder's row, grants from what they leave, writes the caller's row
+//! and commits before the data plane hears of the grant. So the ledger a grant is computed from
+//! is always the whole fleet's, whichever control-plane replica answers: replicas over one
+//! Postgres, and a restarted control plane, never grant the same money twice. On Postgres lease
+//! ends are timed by the database's clock, which every replica shares. The row with the empty
+//! holder keeps `spent_before`, the spend recorded before the first grant of the period.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +22,10 @@ use std::time::Duration;
 use chrono::Utc;
 use modelgate_shared::quota::{period_start, Period};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, Statement, TransactionTrait,
+};
 
 use super::{spent_in, Allocation};
 use crate::service::{ServiceError, Services};
@@ -64,10 +69,13 @@ struct Ledger {
     nodes: HashMap<String, NodeLease>,
 }
 
-/// The allocation ledgers, one per budget per period, loaded from `budget_grants` on first use.
+/// Computes grants: the ledger of the budget period being allocated, read from `budget_grants`
+/// inside the allocation's transaction.
 #[derive(Default)]
 pub struct Allocator {
     ledgers: Mutex<HashMap<(String, i64), Ledger>>,
+    /// One allocation at a time in this process (its ledger above is the one just read).
+    serial: tokio::sync::Mutex<()>,
 }
 
 fn ttl_ms() -> i64 {
@@ -82,15 +90,12 @@ impl Allocator {
         }
     }
 
-    fn loaded(&self, budget_id: &str, start: i64) -> bool {
-        self.lock().contains_key(&(budget_id.to_owned(), start))
-    }
-
-    /// Installs a ledger read from the store (a no-op if another call did first).
+    /// Installs the ledger just read from the store, replacing what this process knew (other
+    /// replicas may have granted since).
     fn install(&self, budget_id: &str, start: i64, ledger: Ledger) {
-        self.lock()
-            .entry((budget_id.to_owned(), start))
-            .or_insert(ledger);
+        let mut ledgers = self.lock();
+        ledgers.retain(|(id, _), _| id != budget_id);
+        ledgers.insert((budget_id.to_owned(), start), ledger);
     }
 
     /// Drops every ledger of a deleted budget.
@@ -185,11 +190,15 @@ impl Allocator {
 }
 
 /// Reads a budget period's ledger back from `budget_grants`; `None` when nothing was granted.
-async fn load(s: &Services, budget_id: &str, start: i64) -> Result<Option<Ledger>, ServiceError> {
+async fn load(
+    db: &impl ConnectionTrait,
+    budget_id: &str,
+    start: i64,
+) -> Result<Option<Ledger>, ServiceError> {
     let rows = budget_grant::Entity::find()
         .filter(budget_grant::Column::BudgetId.eq(budget_id))
         .filter(budget_grant::Column::PeriodStart.eq(start))
-        .all(&s.db)
+        .all(db)
         .await?;
     let mut ledger = Ledger {
         spent_before: 0,
@@ -215,7 +224,7 @@ async fn load(s: &Services, budget_id: &str, start: i64) -> Result<Option<Ledger
 }
 
 async fn save(
-    s: &Services,
+    db: &impl ConnectionTrait,
     budget_id: &str,
     start: i64,
     holder: &str,
@@ -235,7 +244,7 @@ async fn save(
             .update_columns([G::GrantedMicros, G::ConsumedMicros, G::ExpiresAtMs])
             .to_owned(),
     )
-    .exec_without_returning(&s.db)
+    .exec_without_returning(db)
     .await?;
     Ok(())
 }
@@ -249,33 +258,65 @@ pub async fn allocate(s: &Services, input: AllocateInput) -> Result<Grant, Servi
     let period: Period = m.period.parse().unwrap_or(Period::Total);
     let start = period_start(s.clock.now(), period);
     let spent = spent_in(s, &m.id, start).await?;
-    if !s.allocator.loaded(&m.id, start) {
-        match load(s, &m.id, start).await? {
-            Some(ledger) => s.allocator.install(&m.id, start, ledger),
-            None => {
-                // The period's first grant: its baseline is the spend recorded so far.
-                save(
-                    s,
-                    &m.id,
-                    start,
-                    BASELINE,
-                    NodeLease {
-                        granted_total: spent,
-                        consumed: 0,
-                        expires_ms: 0,
-                    },
-                )
-                .await?;
-            }
-        }
+    let _serial = s.allocator.serial.lock().await;
+    let txn = s.db.begin().await?;
+    // The period's first grant makes its baseline row (the spend recorded so far); every
+    // allocation then locks it, so allocations of one budget period run one at a time across
+    // every replica.
+    use budget_grant::Column as G;
+    budget_grant::Entity::insert(budget_grant::ActiveModel {
+        budget_id: Set(m.id.clone()),
+        period_start: Set(start),
+        holder: Set(BASELINE.to_owned()),
+        granted_micros: Set(spent),
+        consumed_micros: Set(0),
+        expires_at_ms: Set(0),
+    })
+    .on_conflict(
+        OnConflict::columns([G::BudgetId, G::PeriodStart, G::Holder])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&txn)
+    .await?;
+    let postgres = txn.get_database_backend() == DbBackend::Postgres;
+    if postgres {
+        budget_grant::Entity::find()
+            .filter(G::BudgetId.eq(m.id.as_str()))
+            .filter(G::PeriodStart.eq(start))
+            .filter(G::Holder.eq(BASELINE))
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
     }
-    let now_ms = Utc::now().timestamp_millis();
+    let ledger = load(&txn, &m.id, start).await?.ok_or_else(|| {
+        ServiceError::Unavailable("the budget ledger's baseline is missing".into())
+    })?;
+    s.allocator.install(&m.id, start, ledger);
+    let now_ms = if postgres {
+        database_now_ms(&txn).await?
+    } else {
+        Utc::now().timestamp_millis()
+    };
     let (grant, lease) = s
         .allocator
         .grant(m.amount_micros, spent, &input, start, now_ms);
-    // Persisted before the data plane hears of the grant: a grant it can spend is on disk.
-    save(s, &m.id, start, &input.node, lease).await?;
+    // Committed before the data plane hears of the grant: a grant it can spend is on disk.
+    save(&txn, &m.id, start, &input.node, lease).await?;
+    txn.commit().await?;
     Ok(grant)
+}
+
+/// The database's clock in Unix milliseconds: every replica times leases by the same clock.
+async fn database_now_ms(db: &impl ConnectionTrait) -> Result<i64, ServiceError> {
+    let row = db
+        .query_one(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS now_ms",
+        ))
+        .await?
+        .ok_or_else(|| ServiceError::Unavailable("the database did not tell its time".into()))?;
+    Ok(row.try_get::<i64>("", "now_ms")?)
 }
 
 /// Every holder's allocation in a period, from the store (so any control plane, restarted or

@@ -1,4 +1,6 @@
-//! The rate-limit lease ledger, in control-plane memory.
+//! The rate-limit lease ledger's arithmetic. The ledger itself is kept in the database (see
+//! `super::stored`): each allocation loads its measure's window here, grants, and writes the
+//! caller's lease back in one transaction.
 //!
 //! **Invariant (windowed measures: requests, tokens).** For one limit, measure and minute the
 //! ledger keeps, per data-plane incarnation, the cumulative amount granted and the amount it
@@ -78,8 +80,18 @@ struct Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmingUp;
 
+/// One holder's lease as stored: cumulative grant, reported taken, lease end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredLease {
+    pub granted: i64,
+    pub consumed: i64,
+    pub expires: Instant,
+}
+
 #[derive(Default)]
 pub struct Ledger {
+    /// One allocation at a time in this process (the window above is the one it just read).
+    pub(crate) serial: tokio::sync::Mutex<()>,
     /// By limit id and measure: the current window only (an older one is dropped when a newer
     /// one starts).
     windows: Mutex<HashMap<(String, Measure), Window>>,
@@ -101,6 +113,51 @@ impl Lease {
 }
 
 impl Ledger {
+    /// Replaces what this process knew of one measure's window with the stored leases.
+    pub fn install(
+        &self,
+        limit_id: &str,
+        measure: Measure,
+        start: i64,
+        leases: impl IntoIterator<Item = (String, StoredLease)>,
+    ) {
+        let nodes = leases
+            .into_iter()
+            .map(|(node, l)| {
+                (
+                    node,
+                    Lease {
+                        granted: l.granted,
+                        consumed: l.consumed,
+                        expires: l.expires,
+                    },
+                )
+            })
+            .collect();
+        let mut windows = match self.windows.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        windows.insert((limit_id.to_owned(), measure), Window { start, nodes });
+    }
+
+    /// One holder's lease in a measure's window, to store.
+    pub fn lease_of(&self, limit_id: &str, measure: Measure, node: &str) -> Option<StoredLease> {
+        let windows = match self.windows.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        let l = windows
+            .get(&(limit_id.to_owned(), measure))?
+            .nodes
+            .get(node)?;
+        Some(StoredLease {
+            granted: l.granted,
+            consumed: l.consumed,
+            expires: l.expires,
+        })
+    }
+
     /// A control plane that starts while rate limits exist may have had a predecessor that
     /// leased shares still live at data planes; it learns them from the nodes' reports (`held`)
     /// and grants nothing new until every such lease has either reported or lapsed.

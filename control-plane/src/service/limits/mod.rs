@@ -3,6 +3,7 @@
 //! concurrent-request slots (see [`ledger`] for the invariant).
 
 pub mod ledger;
+pub mod stored;
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::limits::{window_start, LimitFallback, LimitScope, Measure};
@@ -328,14 +329,8 @@ pub async fn allocate(s: &Services, ask: RateAsk) -> Result<RateGrant, ServiceEr
     let limit = to_domain(&m)
         .ok_or_else(|| ServiceError::Conflict(format!("rate limit `{}` is invalid", m.id)))?;
     let amount = i64::try_from(limit.amount(ask.measure)).unwrap_or(i64::MAX);
-    let now = Utc::now().timestamp();
-    s.rate_ledger
-        .grant(
-            amount,
-            &ask,
-            window_start(ask.measure, now),
-            std::time::Instant::now(),
-        )
+    stored::allocate(s, &s.rate_ledger, amount, &ask)
+        .await?
         .map_err(|ledger::WarmingUp| {
             ServiceError::Unavailable(
                 "the rate-limit ledger is learning what data planes hold after a restart".into(),

@@ -1,0 +1,515 @@
+//! Control-plane replicas over one Postgres (issue #15, R-6.8): a change committed on one
+//! replica reaches nodes connected to another, two replicas minting at once never collide, and
+//! a replica killed with SIGKILL under load hands its nodes to the survivor without losing or
+//! double-counting usage and without overspending a hard budget.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use modelgate_data_plane::RunningDataPlane;
+use sea_orm::ConnectionTrait;
+use serde_json::{json, Value};
+
+use crate::budgets::{ask, budget, expensive, usage_rows};
+use crate::support::pki::{grpc_url, Pki};
+use crate::support::{
+    eventually, start_control_plane, start_data_plane_custom, temp_dir, upstream, Gateway, TestDb,
+};
+
+/// A `modelgate control-plane` process on `database_url`, over the test fleet's mutual TLS.
+struct ControlPlaneProcess {
+    child: Child,
+    grpc_addr: std::net::SocketAddr,
+}
+
+impl Drop for ControlPlaneProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ControlPlaneProcess {
+    fn spawn(database_url: &str, master_key: &str) -> ControlPlaneProcess {
+        let files = Pki::shared().control_plane();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
+            .args([
+                "control-plane",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+            ])
+            .arg("--tls-ca")
+            .arg(&files.ca)
+            .arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+            .env("MODELGATE_MASTER_KEY", master_key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning modelgate control-plane");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let grpc_addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("MODELGATE_GRPC_ADDR=")
+                    .map(|a| a.parse().unwrap())
+            })
+            .expect("the control plane printed its gRPC address");
+        std::thread::spawn(move || lines.for_each(drop));
+        ControlPlaneProcess { child, grpc_addr }
+    }
+
+    /// SIGKILL: no graceful shutdown, no lease released, connections cut.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// A data plane (in this process) given the control planes at `grpc` in that order.
+async fn data_plane_on(grpc: &[std::net::SocketAddr]) -> (RunningDataPlane, String) {
+    let urls = grpc
+        .iter()
+        .map(|a| grpc_url(*a))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = temp_dir("dp");
+    let node = crate::support::node_id_for(&dir);
+    let dp = start_data_plane_custom(grpc[0], &dir, |s| s.control_plane_url = urls).await;
+    (dp, node)
+}
+
+async fn applied(dp: &RunningDataPlane, version: u64, what: &str) {
+    eventually(Duration::from_secs(20), what, || async {
+        (dp.config_version() >= version).then_some(())
+    })
+    .await;
+}
+
+fn newest(cp: &modelgate_control_plane::RunningControlPlane) -> u64 {
+    cp.services.publisher.latest().unwrap().version()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_committed_on_one_replica_reaches_a_node_connected_to_another() {
+    let upstream = upstream::MockUpstream::start().await;
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let (dp_b, _) = data_plane_on(&[b.grpc_addr]).await;
+    applied(&dp_b, newest(gw.cp()), "the node on replica B to start").await;
+
+    // Committed on replica A (its admin API); the node only talks to B.
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    let on_a = newest(gw.cp());
+    applied(&dp_b, on_a, "the node on replica B to apply A's change").await;
+    assert_eq!(newest(&b), on_a, "both replicas publish the same version");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/chat/completions", dp_b.addr))
+        .bearer_auth(&p.key)
+        .json(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the key made on A works on B's node");
+
+    dp_b.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_minting_at_once_never_collide_and_end_on_the_same_version() {
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let team = gw.create("/teams", json!({"name": "minting"})).await;
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    let admins = [gw.admin_url.clone(), format!("http://{}", b.admin_addr)];
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, admin, token, team_id) = (
+            gw.http.clone(),
+            admins[i % 2].clone(),
+            gw.admin_token.clone(),
+            team_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(format!("{admin}/admin/v1/keys"))
+                .bearer_auth(token)
+                .json(&json!({"team_id": team_id, "name": format!("k{i}"), "environment": "prod"}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body["id"].as_str().unwrap_or_default().to_owned())
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (status, id) = t.await.unwrap();
+        // A version insert that lost the race would fail the rebuild after the commit (500).
+        assert_eq!(status, 201, "every key create succeeds on either replica");
+        ids.push(id);
+    }
+    let a = gw.cp();
+    let both = eventually(
+        Duration::from_secs(20),
+        "both replicas to publish one newest version",
+        || async {
+            let (va, vb) = (newest(a), newest(&b));
+            (va == vb).then_some(va)
+        },
+    )
+    .await;
+    for cp in [a, &b] {
+        let latest = cp.services.publisher.latest().unwrap();
+        assert_eq!(latest.version(), both);
+        for id in &ids {
+            assert!(
+                latest.snapshot.config.keys.iter().any(|k| &k.id == id),
+                "key {id} in the newest version"
+            );
+        }
+    }
+    let versions = a
+        .services
+        .db
+        .query_all(sea_orm::Statement::from_string(
+            a.services.db.get_database_backend(),
+            "SELECT version, content_hash FROM config_versions ORDER BY version",
+        ))
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = versions
+        .iter()
+        .map(|r| r.try_get::<i64>("", "version").unwrap())
+        .collect();
+    let mut unique = numbers.clone();
+    unique.dedup();
+    assert_eq!(numbers, unique, "no version number stored twice");
+
+    b.shutdown().await;
+    gw.shutdown().await;
+}
+
+/// Clients sending budgeted requests to some data planes until stopped; each answer's request
+/// id and status.
+struct BudgetLoad {
+    stop: Arc<AtomicBool>,
+    answered: Arc<Mutex<Vec<(String, u16, std::net::SocketAddr)>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BudgetLoad {
+    fn start(nodes: &[std::net::SocketAddr], key: &str, per_node: usize) -> BudgetLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered: Arc<Mutex<Vec<(String, u16, std::net::SocketAddr)>>> = Arc::default();
+        let http = reqwest::Client::new();
+        let mut clients = Vec::new();
+        for node in nodes {
+            for _ in 0..per_node {
+                let (http, node, key) = (http.clone(), *node, key.to_owned());
+                let (stop, answered) = (stop.clone(), answered.clone());
+                clients.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(resp) = ask(&http, node, &key).send().await {
+                            let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+                            let status = resp.status().as_u16();
+                            if resp.bytes().await.is_ok() {
+                                answered.lock().unwrap().push((id, status, node));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                }));
+            }
+        }
+        BudgetLoad {
+            stop,
+            answered,
+            clients,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.answered.lock().unwrap().len()
+    }
+
+    async fn stop(self) -> Vec<(String, u16, std::net::SocketAddr)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let all = self.answered.lock().unwrap().clone();
+        all
+    }
+}
+
+/// Budget grants recorded for holders of `node`.
+async fn grants_of(gw: &Gateway, node: &str) -> i64 {
+    let db = &gw.cp().services.db;
+    let row = db
+        .query_one(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM budget_grants WHERE holder LIKE $1 AND granted_micros > 0",
+            [format!("{node}%").into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_under_load_hands_its_nodes_over_without_losing_usage_or_overspending() {
+    let upstream = upstream::MockUpstream::start().await;
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let p = gw
+        .provision(&upstream.base_url(), "smart", "pricey-1")
+        .await;
+    expensive(&gw, "pricey-1").await;
+    // Each answer costs 91 000 µ$ and reserves about twice that: about two hundred requests.
+    let amount = 20_000_000_i64;
+    budget(
+        &gw,
+        json!({"scope": {"team_id": p.team_id}, "amount_micros": amount, "period": "month",
+               "enforcement": "hard", "when_unreachable": "fail_closed"}),
+    )
+    .await;
+
+    let mut b = tokio::task::spawn_blocking({
+        let (url, key) = (gw.cp_db_url.clone(), gw.master_key.clone());
+        move || ControlPlaneProcess::spawn(&url, &key)
+    })
+    .await
+    .unwrap();
+    let a_addr = gw.grpc_addr;
+    let (on_a, node_a) = data_plane_on(&[a_addr, b.grpc_addr]).await;
+    let (on_b, node_b) = data_plane_on(&[b.grpc_addr, a_addr]).await;
+    let version = newest(gw.cp());
+    applied(&on_a, version, "the first node's config").await;
+    applied(&on_b, version, "the second node's config").await;
+
+    let load = BudgetLoad::start(&[on_a.addr, on_b.addr], &p.key, 3);
+    // Both nodes hold budget grants (the second from replica B) before B dies.
+    eventually(
+        Duration::from_secs(30),
+        "both nodes to be granted budget",
+        || async {
+            (grants_of(&gw, &node_a).await > 0 && grants_of(&gw, &node_b).await > 0).then_some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "load before the kill", || async {
+        (load.count() >= 40).then_some(())
+    })
+    .await;
+    let before_kill = load.count();
+    tokio::task::spawn_blocking(move || {
+        b.kill_9();
+        b
+    })
+    .await
+    .unwrap();
+
+    // A change on the survivor reaches both nodes: the second can only have it from A now.
+    let late = gw
+        .create(
+            "/keys",
+            json!({"team_id": p.team_id, "name": "after-failover", "environment": "prod", "allowed_models": ["smart"]}),
+        )
+        .await;
+    let after_change = newest(gw.cp());
+    applied(
+        &on_a,
+        after_change,
+        "the first node to apply the survivor's change",
+    )
+    .await;
+    applied(
+        &on_b,
+        after_change,
+        "the moved node to apply the survivor's change",
+    )
+    .await;
+    let resp = ask(&gw.http, on_b.addr, late["key_secret"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [200, 429].contains(&resp.status().as_u16()),
+        "the moved node serves the new key (or refuses it on the budget): {}",
+        resp.status()
+    );
+    let late_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let late_status = resp.status().as_u16();
+    drop(resp);
+
+    // Keep the load on until the budget is spent.
+    eventually(
+        Duration::from_secs(60),
+        "the budget to run out after the failover",
+        || async {
+            let answered = load.answered.lock().unwrap().clone();
+            let refused_after = answered[before_kill.min(answered.len())..]
+                .iter()
+                .filter(|(_, s, _)| *s == 429)
+                .count();
+            (refused_after >= 20).then_some(())
+        },
+    )
+    .await;
+    let mut answered = load.stop().await;
+    let moved_served = answered[before_kill..]
+        .iter()
+        .filter(|(_, s, node)| *s == 200 && *node == on_b.addr)
+        .count();
+    assert!(
+        moved_served > 0,
+        "the moved node kept serving after the kill"
+    );
+    answered.push((late_id, late_status, on_b.addr));
+    assert!(
+        answered.iter().all(|(_, s, _)| [200, 429].contains(s)),
+        "every request answered or refused on the budget: {:?}",
+        answered
+            .iter()
+            .filter(|(_, s, _)| ![200, 429].contains(s))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+
+    // Every answered request has exactly one usage row, and there is no other row.
+    let want: HashMap<String, u16> = answered.into_iter().map(|(id, s, _)| (id, s)).collect();
+    let rows = eventually(
+        Duration::from_secs(60),
+        "a usage row for every answered request",
+        || async {
+            let mut rows = usage_rows(&gw, &p.key_id).await;
+            rows.extend(usage_rows(&gw, late["id"].as_str().unwrap()).await);
+            (rows.len() >= want.len()).then_some(rows)
+        },
+    )
+    .await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        *counts
+            .entry(r["request_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "usage counted twice: {twice:?}");
+    let missing: Vec<_> = want.keys().filter(|id| !counts.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "usage lost: {missing:?}");
+    assert_eq!(
+        counts.len(),
+        want.len(),
+        "no usage row of a request not sent"
+    );
+
+    let charged: i64 = rows
+        .iter()
+        .map(|r| r["cost_micros"].as_i64().unwrap())
+        .sum();
+    let accepted = want.values().filter(|s| **s == 200).count();
+    assert!(accepted > 0);
+    assert!(
+        charged <= amount,
+        "charged {charged} µ$ of a {amount} µ$ hard budget ({accepted} accepted)"
+    );
+    eprintln!(
+        "replica failover: {} requests ({before_kill} before the kill), {accepted} accepted \
+         ({moved_served} by the moved node after the kill), charged {charged} of {amount} µ$",
+        want.len(),
+    );
+
+    on_a.shutdown().await;
+    on_b.shutdown().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_per_minute_hold_across_nodes_on_two_replicas() {
+    let upstream = upstream::MockUpstream::start().await;
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let (on_b, _) = data_plane_on(&[b.grpc_addr]).await;
+    let rpm: usize = 10;
+    crate::rate_limits::limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "rpm": rpm, "when_unreachable": "fail_closed"}),
+    )
+    .await;
+    applied(
+        &on_b,
+        newest(gw.cp()),
+        "the node on replica B to have the limit",
+    )
+    .await;
+    crate::rate_limits::fresh_window(40).await;
+    // Each replica alone would grant the whole minute: 2 × rpm over the two nodes.
+    let mut tasks = Vec::new();
+    for i in 0..(4 * rpm) {
+        let node = if i % 2 == 0 { gw.dp().addr } else { on_b.addr };
+        let req = ask(&gw.http, node, &p.key);
+        tasks.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            accepted += 1;
+        }
+    }
+    eprintln!("rpm {rpm} over nodes on two replicas: {accepted} accepted");
+    assert!(
+        accepted <= rpm,
+        "{accepted} accepted in a minute under rpm {rpm}"
+    );
+    assert!(accepted > 0);
+    assert_eq!(upstream.calls(), accepted);
+
+    on_b.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}
