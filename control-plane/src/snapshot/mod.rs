@@ -10,6 +10,8 @@
 //! new content, the others keep the old; a change of the *immediate* part (keys, credentials)
 //! is minted into both tracks at once (`modelgate_shared::rollout::compose`).
 
+pub mod delta;
+
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -108,6 +110,8 @@ pub(crate) struct State {
 pub struct Publisher {
     tx: Arc<watch::Sender<Option<Arc<Distribution>>>>,
     pub(crate) state: Arc<Mutex<State>>,
+    /// Recent versions and the deltas between them (`delta`).
+    deltas: Arc<delta::Deltas>,
 }
 
 impl Default for Publisher {
@@ -122,11 +126,17 @@ impl Publisher {
         Publisher {
             tx: Arc::new(tx),
             state: Arc::new(Mutex::new(State::default())),
+            deltas: Arc::default(),
         }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Distribution>>> {
         self.tx.subscribe()
+    }
+
+    /// Recent versions and the deltas between them, for the config streams.
+    pub fn deltas(&self) -> &delta::Deltas {
+        &self.deltas
     }
 
     pub fn distribution(&self) -> Option<Arc<Distribution>> {
@@ -196,6 +206,10 @@ impl Publisher {
                 }
         });
         let newest = next.newest().clone();
+        self.deltas.remember(&next.stable);
+        if let Some(r) = &next.rollout {
+            self.deltas.remember(&r.published);
+        }
         if !unchanged {
             tracing::info!(
                 stable = next.stable.version(),
