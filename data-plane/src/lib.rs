@@ -205,6 +205,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
     );
     let app = pipeline::App {
+        config_updates: config_updates.clone(),
         cache,
         runtime: runtime.clone(),
         spool: spool.clone(),

@@ -113,7 +113,8 @@ impl Resource for ModelPrice {
         }
     }
     fn cmp_id(&self, id: &PriceId) -> Ordering {
-        (self.model.as_str(), self.provider.as_str()).cmp(&(id.model.as_str(), id.provider.as_str()))
+        (self.model.as_str(), self.provider.as_str())
+            .cmp(&(id.model.as_str(), id.provider.as_str()))
     }
     fn order(&self, other: &Self) -> Ordering {
         (&self.model, &self.provider).cmp(&(&other.model, &other.provider))
@@ -209,7 +210,9 @@ impl ConfigDelta {
 /// Why two configs cannot be told apart as a delta (the control plane sends a full snapshot).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NotRepresentable {
-    #[error("{section}: `{id}` is not strictly after the resource before it (unsorted or duplicate id)")]
+    #[error(
+        "{section}: `{id}` is not strictly after the resource before it (unsorted or duplicate id)"
+    )]
     NotCanonical { section: &'static str, id: String },
 }
 
@@ -355,7 +358,9 @@ impl Target for Config {
 /// Why a delta was not applied.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DeltaError {
-    #[error("delta to {version} applies to version {base_version}, this node serves {served_version}")]
+    #[error(
+        "delta to {version} applies to version {base_version}, this node serves {served_version}"
+    )]
     WrongBase {
         version: u64,
         base_version: u64,
@@ -445,7 +450,10 @@ pub fn apply<S: Target>(
         .map(|g| {
             (
                 g.alias.clone(),
-                g.deployments.iter().map(|d| d.provider_id.clone()).collect(),
+                g.deployments
+                    .iter()
+                    .map(|d| d.provider_id.clone())
+                    .collect(),
             )
         })
         .collect();

@@ -513,7 +513,9 @@ pub enum InvalidSnapshot {
         needed: u32,
         have: u32,
     },
-    #[error("snapshot {version} needs the protocol feature `{feature}`, which this data plane lacks")]
+    #[error(
+        "snapshot {version} needs the protocol feature `{feature}`, which this data plane lacks"
+    )]
     MissingFeature { version: u64, feature: String },
     #[error("snapshot {version} has no config")]
     MissingConfig { version: u64 },

@@ -61,7 +61,10 @@ async fn keys_created_and_revoked_after_connect_reach_the_node_as_deltas_and_are
     assert!(after.1 >= before.1 + 2, "{before:?} → {after:?}");
     // What the node serves is what the control plane published, hash for hash.
     let published = gw.cp().services.publisher.latest().unwrap();
-    assert_eq!(dp.runtime.load().content_hash, published.snapshot.content_hash);
+    assert_eq!(
+        dp.runtime.load().content_hash,
+        published.snapshot.content_hash
+    );
     assert_eq!(dp.config_updates().resyncs(), 0);
     gw.shutdown().await;
 }
@@ -98,10 +101,7 @@ async fn raw_stream(
     node: &str,
     protocol: u32,
     features: &[&str],
-) -> (
-    mpsc::Sender<SubscribeRequest>,
-    Streaming<WireSnapshot>,
-) {
+) -> (mpsc::Sender<SubscribeRequest>, Streaming<WireSnapshot>) {
     let labels = [("region", "test")];
     let channel = pki::node_channel(pki::Pki::shared(), gw.grpc_addr, node, &labels);
     let (tx, rx) = mpsc::channel(4);
@@ -159,7 +159,10 @@ async fn nodes_without_the_delta_feature_get_full_snapshots_and_nodes_with_it_ge
     let first_old = next(&mut old).await;
     let first_new = next(&mut new).await;
     for (tx, s) in [(&old_tx, &first_old), (&new_tx, &first_new)] {
-        assert!(s.config.is_some() && s.delta.is_none(), "a first snapshot is full");
+        assert!(
+            s.config.is_some() && s.delta.is_none(),
+            "a first snapshot is full"
+        );
         assert!(s.min_protocol_version <= 8);
         ack(tx, s).await;
     }
@@ -176,7 +179,10 @@ async fn nodes_without_the_delta_feature_get_full_snapshots_and_nodes_with_it_ge
     assert!(second_old.config.is_some() && second_old.delta.is_none());
     Snapshot::try_from(second_old.clone()).unwrap();
     let second_new = next(&mut new).await;
-    let d = second_new.delta.as_ref().expect("a delta for the delta-capable node");
+    let d = second_new
+        .delta
+        .as_ref()
+        .expect("a delta for the delta-capable node");
     assert_eq!(d.base_version, first_new.version);
     assert_eq!(second_new.version, second_old.version);
     assert_eq!(second_new.content_hash, second_old.content_hash);
@@ -344,17 +350,16 @@ async fn a_delta_on_another_base_makes_the_node_ask_for_a_full_snapshot_and_end_
     let (v1, v2, mut d) = versions();
     // The control plane believes the node serves version 7.
     d.base_version = 7;
-    let script = vec![
-        (v1.to_wire(), 1),
-        (d.to_wire(), 1),
-        (v2.to_wire(), 1),
-    ];
+    let script = vec![(v1.to_wire(), 1), (d.to_wire(), 1), (v2.to_wire(), 1)];
     let (cp, dp) = against_script("delta-wrong-base", script).await;
     let hello = cp.hello.lock().unwrap().clone().unwrap();
     assert_eq!(hello.protocol_version, 9);
     assert!(hello.features.iter().any(|f| f == FEATURE_CONFIG_DELTA));
     let replies = cp.replies.lock().unwrap().clone();
-    assert!(matches!(&replies[0], Kind::Ack(a) if a.version == 1), "{replies:?}");
+    assert!(
+        matches!(&replies[0], Kind::Ack(a) if a.version == 1),
+        "{replies:?}"
+    );
     assert!(
         matches!(&replies[1], Kind::Resync(r) if r.served_version == 1 && r.served_hash == v1.content_hash),
         "{replies:?}"
@@ -365,7 +370,11 @@ async fn a_delta_on_another_base_makes_the_node_ask_for_a_full_snapshot_and_end_
     );
     let rt = dp.runtime.load_full();
     assert_eq!((rt.version, &rt.content_hash), (2, &v2.content_hash));
-    assert_eq!(dp.config_updates().deltas(), 0, "the delta was never applied");
+    assert_eq!(
+        dp.config_updates().deltas(),
+        0,
+        "the delta was never applied"
+    );
     assert_eq!(dp.config_updates().resyncs(), 1);
     dp.shutdown().await;
 }
@@ -390,7 +399,10 @@ async fn a_delta_whose_result_does_not_hash_as_declared_is_nacked_not_applied_an
         matches!(&replies[2], Kind::Resync(r) if r.served_version == 1),
         "{replies:?}"
     );
-    assert!(matches!(&replies[3], Kind::Ack(a) if a.version == 2), "{replies:?}");
+    assert!(
+        matches!(&replies[3], Kind::Ack(a) if a.version == 2),
+        "{replies:?}"
+    );
     assert_eq!(dp.runtime.load().content_hash, v2.content_hash);
     assert_eq!(dp.config_updates().deltas(), 0);
     dp.shutdown().await;

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::identity;
 use crate::rollout;
-use crate::snapshot::delta;
 use crate::service::{fleet, nodes, Services};
+use crate::snapshot::delta;
 
 pub struct ConfigStream {
     pub services: Services,
@@ -88,7 +88,11 @@ impl ConfigService for ConfigStream {
                 if let Some(p) = assigned {
                     if p.snapshot.version != sent || resync {
                         let message = if deltas_ok && !resync {
-                            services.publisher.deltas().for_node((sent, &sent_hash), &p).await
+                            services
+                                .publisher
+                                .deltas()
+                                .for_node((sent, &sent_hash), &p)
+                                .await
                         } else {
                             delta::Send::Full(p.clone())
                         };

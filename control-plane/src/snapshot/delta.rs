@@ -7,8 +7,8 @@
 //! can be told apart as a delta; otherwise it gets the full snapshot, as before. The structured
 //! digest of each version ([`ConfigDigest`]) is computed once, the first time a delta to it is.
 //!
-//! Memory: each version held costs what its `Published` costs (about 1 KB a key, domain and
-//! wire form); [`HISTORY`] bounds how many are held beyond those the distribution itself holds.
+//! Memory: each version held costs what its `Published` costs (domain and wire form, several
+//! hundred bytes a key); [`HISTORY`] bounds how many are held (the distributed ones among them).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -19,7 +19,7 @@ use modelgate_shared::digest::ConfigDigest;
 
 use super::Published;
 
-/// Versions published before the current ones that a node may still serve.
+/// Versions distributed (the current ones included) that a delta may start from.
 pub const HISTORY: usize = 4;
 
 /// Delta encodings kept (each a few hundred bytes for a small change).
@@ -99,11 +99,7 @@ impl Deltas {
             if base.snapshot.content_hash != base_hash {
                 return full();
             }
-            let digest = inner
-                .digests
-                .entry(target.version())
-                .or_default()
-                .clone();
+            let digest = inner.digests.entry(target.version()).or_default().clone();
             let key = (base_version, target.version());
             let cell = match inner.deltas.get(&key) {
                 Some(c) => c.clone(),
@@ -124,9 +120,21 @@ impl Deltas {
         let target_owned = target.clone();
         let computed = tokio::task::spawn_blocking(move || {
             cell.get_or_init(|| {
+                let started = std::time::Instant::now();
                 let digest = digest.get_or_init(|| ConfigDigest::of(&target_owned.snapshot.config));
                 match delta::compute(&base.snapshot, &target_owned.snapshot, digest) {
-                    Ok(d) => Some(Arc::new(d.to_wire())),
+                    Ok(d) => {
+                        let wire = d.to_wire();
+                        tracing::info!(
+                            base = base.version(),
+                            target = target_owned.version(),
+                            changes = d.changes(),
+                            bytes = prost::Message::encoded_len(&wire),
+                            compute_ms = started.elapsed().as_secs_f64() * 1e3,
+                            "delta computed"
+                        );
+                        Some(Arc::new(wire))
+                    }
                     Err(e) => {
                         tracing::warn!(
                             base = base.version(),

@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use modelgate_proto::config::v1::{self as wire, subscribe_request::Kind, Ack, Nack, Resync};
 use modelgate_proto::config::v1::SubscribeRequest;
+use modelgate_proto::config::v1::{self as wire, subscribe_request::Kind, Ack, Nack, Resync};
 use modelgate_shared::delta::{self, ConfigDelta, DeltaError, PriceId, Store, Target};
 use modelgate_shared::digest::Leaf;
 use modelgate_shared::limits::RateLimit;
@@ -191,13 +191,15 @@ impl Subscriber {
         let sealer = self.lkg_sealer.clone();
         let previous = serving.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let next = previous.after_delta(d)?;
+            let indexed = started.elapsed();
             persist(&next, &dir, &sealer, &encoded);
-            Ok::<_, DeltaError>(next)
+            Ok::<_, DeltaError>((next, indexed, started.elapsed() - indexed))
         })
         .await;
         match outcome {
-            Ok(Ok(next)) => {
+            Ok(Ok((next, indexed, journalled))) => {
                 let content_hash = next.content_hash.clone();
                 // As for a full snapshot: what was served so far is reported as the old version's.
                 tx.send(health_report(&serving, &self.traffic))
@@ -211,6 +213,8 @@ impl Subscriber {
                     changes,
                     bytes,
                     apply_ms = received.elapsed().as_secs_f64() * 1e3,
+                    index_ms = indexed.as_secs_f64() * 1e3,
+                    journal_ms = journalled.as_secs_f64() * 1e3,
                     "delta applied"
                 );
                 send(Kind::Ack(Ack {
@@ -254,7 +258,12 @@ impl Subscriber {
 
 /// Journals an applied delta before it is served; past the journal's bound, folds everything
 /// into the snapshot file instead (one full write every few thousand deltas).
-fn persist(next: &Runtime, dir: &std::path::Path, sealer: &modelgate_shared::crypto::Sealer, encoded: &[u8]) {
+fn persist(
+    next: &Runtime,
+    dir: &std::path::Path,
+    sealer: &modelgate_shared::crypto::Sealer,
+    encoded: &[u8],
+) {
     let size = match lkg::append_delta(dir, sealer, encoded) {
         Ok(size) => size,
         Err(e) => {
@@ -267,7 +276,10 @@ fn persist(next: &Runtime, dir: &std::path::Path, sealer: &modelgate_shared::cry
     }
     let snapshot = Snapshot::new(next.version, next.to_config());
     if snapshot.content_hash != next.content_hash {
-        tracing::error!(version = next.version, "the served config does not hash as declared; journal kept");
+        tracing::error!(
+            version = next.version,
+            "the served config does not hash as declared; journal kept"
+        );
         return;
     }
     if let Err(e) = lkg::save(dir, sealer, &snapshot.to_wire().encode_to_vec()) {
@@ -417,4 +429,3 @@ pub(crate) fn key_ids(rt: &Runtime) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
-

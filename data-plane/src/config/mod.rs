@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
-use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::snapshot::{ApiKey, ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
 
 use crate::providers::{Clients, Endpoint, HttpClient};

@@ -117,6 +117,7 @@ impl Subscriber {
             }
             let received = std::time::Instant::now();
             let version = wire.version;
+            let bytes = wire.encoded_len();
             let served = self.runtime.load().version;
             match should_apply(served, version) {
                 Decision::Apply => {}
@@ -180,6 +181,7 @@ impl Subscriber {
                     tracing::info!(
                         version,
                         keys,
+                        bytes,
                         apply_ms = received.elapsed().as_secs_f64() * 1e3,
                         "snapshot applied"
                     );

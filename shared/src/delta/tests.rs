@@ -42,7 +42,10 @@ fn check(name: &str, change: impl FnOnce(&mut Config)) -> ConfigDelta {
     check_base(&received, 4, &from.content_hash).unwrap();
     apply(&mut applied, &mut digest, received).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(applied, to.config, "{name}: the result is the target");
-    assert_eq!(digest, to_digest, "{name}: incremental digest = from scratch");
+    assert_eq!(
+        digest, to_digest,
+        "{name}: incremental digest = from scratch"
+    );
     assert_eq!(
         crate::canonical::content_hash(&applied),
         to.content_hash,
@@ -71,7 +74,9 @@ fn every_kind_of_change_round_trips_through_a_delta() {
     check("a credential replaced", |c| {
         c.providers[0].credential = "sk-rotated".into()
     });
-    check("a price changed", |c| c.prices[0].price.input_micros_per_mtok += 7);
+    check("a price changed", |c| {
+        c.prices[0].price.input_micros_per_mtok += 7
+    });
     check("a price removed and another added", |c| {
         let mut p = c.prices[0].clone();
         p.provider = String::new();
@@ -101,7 +106,9 @@ fn every_kind_of_change_round_trips_through_a_delta() {
             kind: crate::quota::BudgetKind::Spend,
         })
     });
-    let d = check("the key-hash secret replaced", |c| c.key_hash_secret = vec![8; 32]);
+    let d = check("the key-hash secret replaced", |c| {
+        c.key_hash_secret = vec![8; 32]
+    });
     assert_eq!(d.key_hash_secret, Some(vec![8; 32]));
     let d = check("nothing changed", |_| {});
     assert_eq!(d.changes(), 0);
@@ -174,7 +181,16 @@ fn removing_what_the_node_does_not_have_is_refused() {
     let mut served = to.config.clone();
     let mut digest = ConfigDigest::of(&served);
     let err = apply(&mut served, &mut digest, delta).unwrap_err();
-    assert!(matches!(err, DeltaError::Missing { section: "keys", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DeltaError::Missing {
+                section: "keys",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -224,7 +240,13 @@ fn configs_with_duplicate_ids_are_not_sent_as_deltas() {
     };
     let to = Snapshot::new(2, base());
     let err = compute(&from, &to, &ConfigDigest::of(&to.config)).unwrap_err();
-    assert!(matches!(err, NotRepresentable::NotCanonical { section: "keys", .. }));
+    assert!(matches!(
+        err,
+        NotRepresentable::NotCanonical {
+            section: "keys",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -268,5 +290,8 @@ fn a_deltas_debug_shows_neither_secret_nor_credential() {
     let to = Snapshot::new(5, next);
     let delta = compute(&from, &to, &ConfigDigest::of(&to.config)).unwrap();
     let shown = format!("{delta:?}");
-    assert!(!shown.contains("sk-live") && !shown.contains("secret-bytes"), "{shown}");
+    assert!(
+        !shown.contains("sk-live") && !shown.contains("secret-bytes"),
+        "{shown}"
+    );
 }

@@ -91,14 +91,29 @@ fn check(name: &str, change: impl FnOnce(&mut Config)) {
     assert_eq!(applied.content_hash, built.content_hash, "{name}");
     assert_eq!(applied.digest, built.digest, "{name}");
     assert_eq!(key_ids(&applied), key_ids(&built), "{name}");
-    let mut hashes: Vec<_> = applied.keys.iter().map(|(h, e)| (*h, e.key.id.clone(), e.valid_until)).collect();
-    let mut want: Vec<_> = built.keys.iter().map(|(h, e)| (*h, e.key.id.clone(), e.valid_until)).collect();
+    let mut hashes: Vec<_> = applied
+        .keys
+        .iter()
+        .map(|(h, e)| (*h, e.key.id.clone(), e.valid_until))
+        .collect();
+    let mut want: Vec<_> = built
+        .keys
+        .iter()
+        .map(|(h, e)| (*h, e.key.id.clone(), e.valid_until))
+        .collect();
     hashes.sort();
     want.sort();
     assert_eq!(hashes, want, "{name}: key index");
     for (alias, index) in &built.routes {
-        let got = applied.routes.get(alias).unwrap_or_else(|| panic!("{name}: route {alias}"));
-        assert_eq!((&got.ids, &got.prices, &got.output_limits), (&index.ids, &index.prices, &index.output_limits), "{name}: {alias}");
+        let got = applied
+            .routes
+            .get(alias)
+            .unwrap_or_else(|| panic!("{name}: route {alias}"));
+        assert_eq!(
+            (&got.ids, &got.prices, &got.output_limits),
+            (&index.ids, &index.prices, &index.output_limits),
+            "{name}: {alias}"
+        );
     }
     assert_eq!(applied.routes.len(), built.routes.len(), "{name}");
     assert_eq!(applied.prices, built.prices, "{name}");
@@ -116,11 +131,15 @@ fn a_runtime_after_a_delta_equals_one_built_from_the_target() {
         c.keys[2].previous = Some((c.keys[2].key_hash, 2_000_000_000));
         c.keys[2].key_hash = [99; 32];
     });
-    check("a route moved", |c| c.groups[0].deployments[0].provider_id = "p2".into());
+    check("a route moved", |c| {
+        c.groups[0].deployments[0].provider_id = "p2".into()
+    });
     check("a route removed", |c| {
         c.groups.remove(1);
     });
-    check("a price changed", |c| c.prices[0].price.input_micros_per_mtok = 5);
+    check("a price changed", |c| {
+        c.prices[0].price.input_micros_per_mtok = 5
+    });
     check("a price removed", |c| c.prices.clear());
     check("the secret replaced", |c| c.key_hash_secret = vec![2; 32]);
 }
