@@ -22,7 +22,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::subscriber::{health_report, Subscriber};
-use super::{index_key, lkg, unindex_key, Runtime};
+use super::{index_key, lkg, unindex_key, ById, Runtime};
 
 /// How this node's config changed since it started: full snapshots and deltas applied, full
 /// snapshots it asked for (`modelgate_dp_config_updates_total`, `…_resyncs_total`).
@@ -121,7 +121,7 @@ impl Runtime {
     pub fn to_config(&self) -> Config {
         let mut c = Config {
             key_hash_secret: self.key_hash_secret.clone(),
-            keys: self.keys_by_id.values().map(|k| (**k).clone()).collect(),
+            keys: self.keys_by_id.iter().map(|k| (*k.0).clone()).collect(),
             providers: self.providers.values().cloned().collect(),
             prices: self.price_rows.values().cloned().collect(),
             groups: self.groups.values().cloned().collect(),
@@ -289,18 +289,15 @@ fn persist(
 
 impl Store<ApiKey> for Working {
     fn remove(&mut self, id: &String) -> Option<Leaf> {
-        let old = self.rt.keys_by_id.remove(id.as_str())?;
+        let ById(old) = self.rt.keys_by_id.take(id.as_str())?;
         unindex_key(&mut self.rt.keys, &old);
         Some(Leaf::key(&old))
     }
 
     fn put(&mut self, key: ApiKey) -> Option<Leaf> {
         let key = Arc::new(key);
-        let replaced = self
-            .rt
-            .keys_by_id
-            .insert(Arc::from(key.id.as_str()), key.clone());
-        let leaf = replaced.map(|old| {
+        let replaced = self.rt.keys_by_id.replace(ById(key.clone()));
+        let leaf = replaced.map(|ById(old)| {
             unindex_key(&mut self.rt.keys, &old);
             Leaf::key(&old)
         });
@@ -422,7 +419,7 @@ impl Target for Working {
 /// The keys of a runtime by id, for tests that compare an applied runtime with a built one.
 #[cfg(test)]
 pub(crate) fn key_ids(rt: &Runtime) -> Vec<String> {
-    let mut ids: Vec<String> = rt.keys_by_id.keys().map(|k| k.to_string()).collect();
+    let mut ids: Vec<String> = rt.keys_by_id.iter().map(|k| k.0.id.clone()).collect();
     ids.sort();
     ids
 }

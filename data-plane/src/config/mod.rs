@@ -8,7 +8,9 @@ mod labels;
 pub mod lkg;
 pub mod subscriber;
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -37,6 +39,32 @@ pub struct GroupIndex {
     pub client: HttpClient,
 }
 
+/// A key in the by-id index: hashed and compared by its id, and found by `&str`, so the index
+/// holds one pointer per key.
+#[derive(Debug, Clone)]
+pub struct ById(pub Arc<ApiKey>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// A key as found by one of its secrets.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
@@ -59,8 +87,9 @@ pub struct Runtime {
     pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
     pub keys: HashMap<KeyHash, KeyEntry>,
-    /// Every key by id (the same `Arc`s): where a delta finds the key it changes or removes.
-    pub keys_by_id: HashMap<Arc<str>, Arc<ApiKey>>,
+    /// Every key by id (the same `Arc`s, no copy of the id): where a delta finds the key it
+    /// changes or removes.
+    pub keys_by_id: HashSet<ById>,
     pub providers: HashMap<String, ProviderAccount>,
     /// Catalog rows by (provider kind, model), whole.
     pub price_rows: HashMap<(String, String), ModelPrice>,
@@ -104,18 +133,14 @@ impl Runtime {
             c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
         let groups: HashMap<String, RoutingGroup> =
             c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
-        let keys_by_id: HashMap<Arc<str>, Arc<ApiKey>> = c
-            .keys
-            .into_iter()
-            .map(|k| (Arc::from(k.id.as_str()), Arc::new(k)))
-            .collect();
+        let keys_by_id: HashSet<ById> = c.keys.into_iter().map(|k| ById(Arc::new(k))).collect();
         let mut runtime = Runtime {
             version: snapshot.version,
             content_hash: snapshot.content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
-            keys: index_keys(keys_by_id.values()),
+            keys: index_keys(keys_by_id.iter().map(|k| &k.0)),
             keys_by_id,
             providers,
             price_rows,

@@ -155,6 +155,84 @@ fn a_delta_whose_result_differs_is_refused_and_the_served_runtime_is_untouched()
     let served = Runtime::build(from);
     let err = served.after_delta(delta).unwrap_err();
     assert!(matches!(err, DeltaError::DigestMismatch { .. }), "{err}");
-    assert!(!served.keys_by_id["key-000"].revoked);
+    assert!(!served.keys_by_id.get("key-000").unwrap().0.revoked);
     assert_eq!(served.version, 1);
+}
+
+/// Not an assertion: prints the cost of a full snapshot and of a one-key delta at 100k keys and
+/// 1k routes, in process (no gRPC, no disk): sizes, the full decode + build, the delta's decode +
+/// apply, and both hashes from scratch. Ignored in debug builds' runs; for the figures:
+/// `cargo test --release -p modelgate-data-plane config::delta::tests::timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints figures; run in release"]
+fn timing() {
+    use std::time::Instant;
+    let mut c = config();
+    c.keys = (0..100_000u32)
+        .map(|n| {
+            let mut k = key(0);
+            k.id = format!("0193b7c2-{n:08x}-7000-8000-000000000000");
+            k.name = format!("key number {n}");
+            k.key_hash = [0; 32];
+            k.key_hash[..4].copy_from_slice(&n.to_le_bytes());
+            k.team_id = format!("team-{:03}", n % 100);
+            k.allowed_models = vec!["a".into()];
+            k
+        })
+        .collect();
+    let template = c.groups[0].clone();
+    c.groups = (0..1000)
+        .map(|n| RoutingGroup {
+            id: format!("g-{n}"),
+            alias: format!("route-{n:04}"),
+            ..template.clone()
+        })
+        .collect();
+    let v1 = Snapshot::new(1, c);
+    let mut next = v1.config.clone();
+    next.keys[50_000].revoked = true;
+    let v2 = Snapshot::new(2, next);
+
+    let t = Instant::now();
+    let content = modelgate_shared::canonical::content_hash(&v2.config);
+    let content_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let digest = ConfigDigest::of(&v2.config);
+    let digest_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(content, v2.content_hash);
+
+    let full = v1.to_wire();
+    let full_bytes = full.encoded_len();
+    let t = Instant::now();
+    let decoded = Snapshot::try_from(full).unwrap();
+    let rt = Runtime::build(decoded);
+    let full_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let t = Instant::now();
+    let d = delta::compute(&v1, &v2, &digest).unwrap();
+    let wire = d.to_wire();
+    let compute_ms = t.elapsed().as_secs_f64() * 1e3;
+    let delta_bytes = wire.encoded_len();
+    let mut applies = Vec::new();
+    for _ in 0..5 {
+        let wire = wire.clone();
+        let t = Instant::now();
+        let d = ConfigDelta::try_from(wire).unwrap();
+        delta::check_base(&d, rt.version, &rt.content_hash).unwrap();
+        let next = rt.after_delta(d).unwrap();
+        applies.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(next.digest, digest);
+        drop(next);
+    }
+    println!(
+        "100k keys, 1k routes: full snapshot {full_bytes} bytes, decode + build {full_ms:.0} ms; \
+         content hash from scratch {content_ms:.1} ms, structured digest from scratch \
+         {digest_ms:.1} ms; one-key delta {delta_bytes} bytes, computed in {compute_ms:.1} ms \
+         (digest given), decoded + applied in {} ms",
+        applies
+            .iter()
+            .map(|ms| format!("{ms:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
 }
