@@ -13,7 +13,7 @@
 //!    long the first apply took.
 //! 4. Runs the same fixed-rate load at the mock directly, then through the gateway with many
 //!    keys while config changes (a key created through the admin API) make the control plane
-//!    publish new full snapshots; splits the gateway's requests into steady state, those in
+//!    publish new versions; splits the gateway's requests into steady state, those in
 //!    flight during a change (admin call until the data plane applied it) and those in flight
 //!    while the data plane itself was applying, and prints their latency and the RSS peak.
 
@@ -410,7 +410,7 @@ async fn admin_post(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// A `snapshot applied` line of the data plane's log.
+/// A `snapshot applied` or `delta applied` line of the data plane's log.
 #[derive(Debug, Clone, Copy)]
 struct Applied {
     /// Wall-clock time of the line.
@@ -418,6 +418,13 @@ struct Applied {
     version: u64,
     /// The data plane's own measure of the apply (`apply_ms`), if it logs one.
     apply_ms: Option<f64>,
+    /// A delta (else a full snapshot).
+    delta: bool,
+    /// The message's encoded size, if logged.
+    bytes: Option<u64>,
+    /// For a delta: the indexing and the last-known-good journal's parts of the apply.
+    index_ms: Option<f64>,
+    journal_ms: Option<f64>,
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -446,15 +453,20 @@ fn applied_lines(log: &Path) -> Vec<Applied> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .map(strip_ansi)
-        .filter(|l| l.contains("snapshot applied"))
+        .filter(|l| l.contains("snapshot applied") || l.contains("delta applied"))
         .filter_map(|l| {
             let at = chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?)
                 .ok()?
                 .with_timezone(&chrono::Utc);
+            let ms = |name: &str| field(&l, name).and_then(|v| v.parse().ok());
             Some(Applied {
                 at,
                 version: field(&l, "version")?.parse().ok()?,
-                apply_ms: field(&l, "apply_ms").and_then(|v| v.parse().ok()),
+                apply_ms: ms("apply_ms"),
+                delta: l.contains("delta applied"),
+                bytes: field(&l, "bytes").and_then(|v| v.parse().ok()),
+                index_ms: ms("index_ms"),
+                journal_ms: ms("journal_ms"),
             })
         })
         .collect()
@@ -658,7 +670,8 @@ async fn run_in(args: &BigConfigArgs, work: &Path) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ready = dp_started.elapsed();
-    let first_apply = applied_lines(&dp_log).first().and_then(|a| a.apply_ms);
+    let first = applied_lines(&dp_log).first().copied();
+    let first_apply = first.and_then(|a| a.apply_ms);
     let (rss_loaded, hwm_loaded) = memory_mb(dp_pid).unwrap_or_default();
     println!();
     println!(
@@ -671,6 +684,12 @@ async fn run_in(args: &BigConfigArgs, work: &Path) -> anyhow::Result<()> {
          plane logs it) {}",
         ready.as_secs_f64(),
         first_apply.map_or("-".to_owned(), |ms| format!("{ms:.0} ms"))
+    );
+    println!(
+        "- full snapshot: {} bytes on the wire",
+        first
+            .and_then(|a| a.bytes)
+            .map_or("-".to_owned(), |b| b.to_string())
     );
     println!(
         "- RSS: {rss_empty:.1} MB before the snapshot, {rss_loaded:.1} MB once served, peak \
@@ -801,14 +820,14 @@ async fn run_in(args: &BigConfigArgs, work: &Path) -> anyhow::Result<()> {
     let mut change_windows = Vec::new();
     let mut apply_windows = Vec::new();
     println!();
-    println!("| change | admin call (commit + control-plane rebuild) | admin → applied on the data plane | data plane apply | version |");
-    println!("|---|---|---|---|---|");
+    println!("| change | admin call (commit + control-plane rebuild) | admin → applied on the data plane | data plane apply | sent as | bytes | index + journal | version |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (n, c) in changes.iter().enumerate() {
         // The admin call answers once the change is published; the first snapshot the data
         // plane applies after that carries it (several changes may share one).
         let Some(a) = applied.iter().find(|a| wall_offset(a.at) >= c.answered) else {
             println!(
-                "| {n} | {:.0} ms (HTTP {}) | not applied | - | - |",
+                "| {n} | {:.0} ms (HTTP {}) | not applied | - | - | - | - | - |",
                 (c.answered - c.sent) as f64 / 1e6,
                 c.status
             );
@@ -820,12 +839,18 @@ async fn run_in(args: &BigConfigArgs, work: &Path) -> anyhow::Result<()> {
             apply_windows.push((at - (ms * 1e6) as i64, at));
         }
         println!(
-            "| {n} | {:.0} ms (HTTP {}) | {:.0} ms | {} | {} |",
+            "| {n} | {:.0} ms (HTTP {}) | {:.0} ms | {} | {} | {} | {} | {} |",
             (c.answered - c.sent) as f64 / 1e6,
             c.status,
             (at - c.sent) as f64 / 1e6,
             a.apply_ms
-                .map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
+                .map_or("-".to_owned(), |ms| format!("{ms:.2} ms")),
+            if a.delta { "delta" } else { "full" },
+            a.bytes.map_or("-".to_owned(), |b| b.to_string()),
+            match (a.index_ms, a.journal_ms) {
+                (Some(i), Some(j)) => format!("{i:.2} + {j:.2} ms"),
+                _ => "-".to_owned(),
+            },
             a.version
         );
     }
@@ -860,7 +885,7 @@ async fn run_in(args: &BigConfigArgs, work: &Path) -> anyhow::Result<()> {
     println!();
     println!(
         "Fixed rate {:.0} req/s, c={}, {} keys in turn; gateway {:.0} s with {} config changes \
-         (a key created through the admin API → a full new snapshot); direct {:.0} s.",
+         (a key created through the admin API → a new version, sent as a delta); direct {:.0} s.",
         args.rate,
         args.concurrency,
         args.load_keys,

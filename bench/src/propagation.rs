@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use modelgate_control_plane::service::authz::Actor;
 use modelgate_control_plane::service::{bootstrap, providers, routes, teams, Services};
 use modelgate_data_plane::channel::{self, ControlPlaneSecurity};
+use modelgate_data_plane::config::delta::UpdateCounts;
 use modelgate_data_plane::config::{lkg, subscriber::Subscriber, Runtime, SharedRuntime};
 use modelgate_shared::tls::{issue, TlsFiles};
 use serde_json::{json, Value};
@@ -59,9 +60,10 @@ pub struct PropagationArgs {
     pub grpc_listen: String,
 }
 
-/// One node of the fleet as the bench sees it: its served version.
+/// One node of the fleet as the bench sees it: its served version and how its updates came.
 struct Node {
     runtime: SharedRuntime,
+    updates: Arc<UpdateCounts>,
 }
 
 impl Node {
@@ -308,6 +310,7 @@ async fn run_in(args: &PropagationArgs, work: &Path) -> anyhow::Result<()> {
         modelgate_shared::secret_fs::create_private_dir_all(&data_dir)?;
         let lkg_sealer = lkg::sealer(&data_dir, &lkg::LkgKey::GeneratedBesideData)?;
         let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::default()));
+        let updates = Arc::new(UpdateCounts::default());
         let subscriber = Subscriber {
             channel,
             node_id,
@@ -318,9 +321,10 @@ async fn run_in(args: &PropagationArgs, work: &Path) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             health_report_interval: Duration::from_secs(5),
             traffic: Arc::default(),
+            updates: updates.clone(),
         };
         tokio::spawn(subscriber.run());
-        nodes.push(Node { runtime });
+        nodes.push(Node { runtime, updates });
     }
     let started = Instant::now();
     loop {
@@ -437,8 +441,15 @@ async fn run_in(args: &PropagationArgs, work: &Path) -> anyhow::Result<()> {
         ),
         &per_change,
     );
+    let sum = |f: fn(&UpdateCounts) -> u64| nodes.iter().map(|n| f(&n.updates)).sum::<u64>();
     println!(
-        "\ncontrol plane RSS {:.0} MB (peak {:.0} MB)",
+        "\nupdates applied by the fleet: {} full snapshots, {} deltas, {} resyncs asked for",
+        sum(UpdateCounts::full),
+        sum(UpdateCounts::deltas),
+        sum(UpdateCounts::resyncs)
+    );
+    println!(
+        "control plane RSS {:.0} MB (peak {:.0} MB)",
         memory_mb(cp_pid).map_or(0.0, |m| m.0),
         memory_mb(cp_pid).map_or(0.0, |m| m.1)
     );

@@ -113,6 +113,8 @@ pub struct CpMetrics {
     node_assigned: Family<NodeLabels, Gauge>,
     node_drift: Family<NodeLabels, Gauge>,
     config_nacks: Counter,
+    config_sent: Family<KindLabels, Counter>,
+    config_resyncs: Counter,
     connected_nodes: Gauge,
     grants: Family<KindLabels, Counter>,
     admin_requests: Family<AdminLabels, Counter>,
@@ -192,6 +194,18 @@ impl Default for CpMetrics {
             "Snapshots a data plane refused (NACK)",
             config_nacks.clone(),
         );
+        let config_sent = Family::<KindLabels, Counter>::default();
+        r.register(
+            "modelgate_cp_config_sent",
+            "Config versions sent to data planes, by kind: `full` snapshots and `delta`s",
+            config_sent.clone(),
+        );
+        let config_resyncs = Counter::default();
+        r.register(
+            "modelgate_cp_config_resyncs",
+            "Full snapshots data planes asked for because a delta did not fit what they served",
+            config_resyncs.clone(),
+        );
         let connected_nodes = Gauge::default();
         r.register(
             "modelgate_cp_connected_nodes",
@@ -236,6 +250,8 @@ impl Default for CpMetrics {
             node_assigned,
             node_drift,
             config_nacks,
+            config_sent,
+            config_resyncs,
             connected_nodes,
             grants,
             admin_requests,
@@ -329,6 +345,17 @@ impl CpMetrics {
     /// A data plane refused a snapshot.
     pub fn node_refused(&self) {
         self.config_nacks.inc();
+    }
+
+    /// A config version went to a data plane, whole (`delta` false) or as a delta.
+    pub fn config_sent(&self, delta: bool) {
+        let kind = if delta { "delta" } else { "full" };
+        self.config_sent.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A data plane asked for a full snapshot.
+    pub fn config_resync(&self) {
+        self.config_resyncs.inc();
     }
 
     /// An allocation call was answered with a grant.

@@ -121,6 +121,8 @@ pub struct RunningDataPlane {
     background: Vec<JoinHandle<()>>,
     /// Rate-limit shares, whose concurrency slots go back to the control plane at shutdown.
     limits: Arc<limits::Limits>,
+    /// Full snapshots and deltas applied, resyncs asked for.
+    config_updates: Arc<config::delta::UpdateCounts>,
     /// Flushed at shutdown, after the last request's span has ended.
     tracer: trace::Tracer,
 }
@@ -168,7 +170,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         .context("the control plane channel")?;
 
     let metrics = Arc::new(metrics::Metrics::new(runtime.clone()));
+    let config_updates = Arc::new(config::delta::UpdateCounts::default());
     let subscriber = Subscriber {
+        updates: config_updates.clone(),
         traffic: metrics.traffic(),
         channel: control_plane.clone(),
         node_id: settings.node_id.clone(),
@@ -202,6 +206,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
     );
     let app = pipeline::App {
+        config_updates: config_updates.clone(),
         cache,
         runtime: runtime.clone(),
         spool: spool.clone(),
@@ -258,6 +263,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     ];
     tracing::info!(%addr, %metrics_addr, node = %settings.node_id, "data plane started");
     Ok(RunningDataPlane {
+        config_updates,
         addr,
         metrics_addr,
         limits: app_limits,
@@ -362,6 +368,11 @@ impl RunningDataPlane {
     /// Whether request spans are exported (an OTLP endpoint was given).
     pub fn exports_traces(&self) -> bool {
         self.tracer.is_exporting()
+    }
+
+    /// How the served config got here: full snapshots and deltas applied, resyncs asked for.
+    pub fn config_updates(&self) -> &config::delta::UpdateCounts {
+        &self.config_updates
     }
 
     /// The version of the snapshot being served (0 before the first).

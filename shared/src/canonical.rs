@@ -55,6 +55,43 @@ pub fn policy_hash(config: &Config) -> String {
     e.finish()
 }
 
+/// SHA-256 of one resource's canonical encoding, tagged with its section: the leaves of the
+/// structured digest ([`crate::digest`]). `section` is the digest's name for the section.
+pub(crate) fn key_leaf(k: &ApiKey) -> [u8; 32] {
+    leaf("keys", |e| e.key(k))
+}
+
+pub(crate) fn provider_leaf(p: &ProviderAccount) -> [u8; 32] {
+    leaf("providers", |e| e.provider(p, true))
+}
+
+pub(crate) fn price_leaf(p: &ModelPrice) -> [u8; 32] {
+    leaf("prices", |e| e.price(p))
+}
+
+pub(crate) fn group_leaf(g: &RoutingGroup) -> [u8; 32] {
+    leaf("groups", |e| e.group(g))
+}
+
+pub(crate) fn budget_leaf(b: &Budget) -> [u8; 32] {
+    leaf("budgets", |e| e.budget(b))
+}
+
+pub(crate) fn rate_limit_leaf(l: &RateLimit) -> [u8; 32] {
+    leaf("rate_limits", |e| e.rate_limit(l))
+}
+
+pub(crate) fn secret_leaf(secret: &[u8]) -> [u8; 32] {
+    leaf("key_hash_secret", |e| e.bytes(secret))
+}
+
+fn leaf(section: &str, item: impl FnOnce(&mut Encoder)) -> [u8; 32] {
+    let mut e = Encoder::new("item");
+    e.str(section);
+    item(&mut e);
+    e.hasher.finalize().into()
+}
+
 fn policy_sections(e: &mut Encoder, c: &Config) {
     e.list(&c.prices, Encoder::price);
     e.list(&c.groups, Encoder::group);

@@ -5,6 +5,8 @@
 //! - [`snapshot`]: the config snapshot the control plane builds and data planes serve from,
 //!   with its explicit conversions to and from the wire types in `modelgate-proto`.
 //! - [`canonical`]: the canonical encoding of a config, its content hash and policy hash.
+//! - [`digest`]: the structured digest of a config, kept one resource at a time.
+//! - [`delta`]: the changes between two configs, computed and applied resource by resource.
 //! - [`rollout`]: the version model, staged-rollout plans, health gates, policy diffs.
 //! - [`keys`]: gateway key generation and keyed hashing (HMAC-SHA-256).
 //! - [`pricing`]: exact cost arithmetic in integer micro-USD.
@@ -51,6 +53,8 @@ pub mod cache;
 pub mod canonical;
 pub mod clock;
 pub mod crypto;
+pub mod delta;
+pub mod digest;
 pub mod keys;
 pub mod limits;
 pub mod pricing;
@@ -65,7 +69,11 @@ pub mod usage;
 
 /// The snapshot protocol version this build understands. A snapshot that declares a
 /// higher `min_protocol_version` is NACKed rather than misapplied.
-pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 8;
+///
+/// 9: deltas (`Snapshot.delta`, `SubscribeRequest.resync`, `Hello.features`); a delta declares
+/// 9 and requires the `config-delta` feature, full snapshots keep declaring what their content
+/// needs, so data planes of 8 and below keep receiving (and reading) full snapshots.
+pub const SNAPSHOT_PROTOCOL_VERSION: u32 = 9;
 
 /// A new time-ordered unique id (UUIDv7), used for every resource and event.
 pub fn new_id() -> uuid::Uuid {

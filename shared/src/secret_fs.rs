@@ -54,6 +54,22 @@ pub fn replace_secret_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Appends `contents` to the secret file `path` (created with mode 0600 when absent) and syncs
+/// it; returns the file's length after the append.
+pub fn append_secret_file(path: &Path, contents: &[u8]) -> io::Result<u64> {
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(contents)?;
+    f.sync_data()?;
+    Ok(f.metadata()?.len())
+}
+
 /// Whether `key_file` lies inside `protected_dir` (after resolving both): a key kept beside the
 /// data it seals protects nothing from whoever can read that directory.
 pub fn is_inside(key_file: &Path, protected_dir: &Path) -> io::Result<bool> {

@@ -513,8 +513,14 @@ pub enum InvalidSnapshot {
         needed: u32,
         have: u32,
     },
+    #[error(
+        "snapshot {version} needs the protocol feature `{feature}`, which this data plane lacks"
+    )]
+    MissingFeature { version: u64, feature: String },
     #[error("snapshot {version} has no config")]
     MissingConfig { version: u64 },
+    #[error("snapshot {version} is a delta where a full config was expected")]
+    UnexpectedDelta { version: u64 },
     #[error("snapshot {version} content hash mismatch: declared {declared}, computed {computed}")]
     HashMismatch {
         version: u64,
@@ -835,8 +841,34 @@ impl Snapshot {
             content_hash: self.content_hash.clone(),
             min_protocol_version: self.config.min_protocol_version(),
             config: Some(self.config.to_wire()),
+            delta: None,
+            required_features: Vec::new(),
         }
     }
+}
+
+/// Whether this build may read `s` at all: every feature it requires is one this build
+/// has ([`crate::delta::FEATURES`]), and its protocol is not newer. Checked first, for full
+/// snapshots and deltas alike, so a message is refused with a reason rather than misread.
+pub fn check_compatible(s: &wire::Snapshot) -> Result<(), InvalidSnapshot> {
+    if let Some(missing) = s
+        .required_features
+        .iter()
+        .find(|f| !crate::delta::FEATURES.contains(&f.as_str()))
+    {
+        return Err(InvalidSnapshot::MissingFeature {
+            version: s.version,
+            feature: missing.clone(),
+        });
+    }
+    if s.min_protocol_version > crate::SNAPSHOT_PROTOCOL_VERSION {
+        return Err(InvalidSnapshot::ProtocolTooNew {
+            version: s.version,
+            needed: s.min_protocol_version,
+            have: crate::SNAPSHOT_PROTOCOL_VERSION,
+        });
+    }
+    Ok(())
 }
 
 impl TryFrom<wire::Snapshot> for Snapshot {
@@ -845,12 +877,9 @@ impl TryFrom<wire::Snapshot> for Snapshot {
     /// Validates a received snapshot: protocol version, content hash, and every field.
     fn try_from(s: wire::Snapshot) -> Result<Self, Self::Error> {
         let version = s.version;
-        if s.min_protocol_version > crate::SNAPSHOT_PROTOCOL_VERSION {
-            return Err(InvalidSnapshot::ProtocolTooNew {
-                version,
-                needed: s.min_protocol_version,
-                have: crate::SNAPSHOT_PROTOCOL_VERSION,
-            });
+        check_compatible(&s)?;
+        if s.delta.is_some() {
+            return Err(InvalidSnapshot::UnexpectedDelta { version });
         }
         let config = s.config.ok_or(InvalidSnapshot::MissingConfig { version })?;
         let mut config = Config::from_wire(version, config)?;
@@ -877,6 +906,24 @@ impl Config {
     /// `version` only names the snapshot in errors. The control plane also reads stored
     /// versions back with it.
     pub fn from_wire(version: u64, config: wire::Config) -> Result<Config, InvalidSnapshot> {
+        Self::decode(version, config, true)
+    }
+
+    /// Decodes and validates each resource of a wire config on its own: a deployment's provider
+    /// need not be in the same message (a delta's groups name providers the node already has;
+    /// [`crate::delta`] checks the links of the result).
+    pub(crate) fn decode_resources(
+        version: u64,
+        config: wire::Config,
+    ) -> Result<Config, InvalidSnapshot> {
+        Self::decode(version, config, false)
+    }
+
+    fn decode(
+        version: u64,
+        config: wire::Config,
+        check_links: bool,
+    ) -> Result<Config, InvalidSnapshot> {
         let field = |field: String, problem: String| InvalidSnapshot::Field {
             version,
             field,
@@ -1008,7 +1055,7 @@ impl Config {
         for (i, g) in config.groups.into_iter().enumerate() {
             let mut deployments = Vec::with_capacity(g.deployments.len());
             for (j, d) in g.deployments.into_iter().enumerate() {
-                if !providers.iter().any(|p| p.id == d.provider_id) {
+                if check_links && !providers.iter().any(|p| p.id == d.provider_id) {
                     return Err(field(
                         format!("groups[{i}].deployments[{j}].provider_id"),
                         format!("unknown provider `{}`", d.provider_id),
@@ -1265,6 +1312,8 @@ pub(crate) mod tests {
             content_hash: "not checked before the fields".into(),
             min_protocol_version: 1,
             config: Some(wire_config),
+            delta: None,
+            required_features: Vec::new(),
         };
         let err = Snapshot::try_from(wire).unwrap_err();
         assert!(err.to_string().contains("providers[0].kind"), "{err}");

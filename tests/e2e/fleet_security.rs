@@ -59,6 +59,7 @@ async fn subscribe(
             current_version: 0,
             protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
             current_hash: String::new(),
+            features: Vec::new(),
         })),
     })
     .await

@@ -16,6 +16,7 @@ mod budget_alerts;
 mod budgets;
 mod check;
 mod cli;
+mod config_deltas;
 mod config_distribution;
 mod crash;
 mod deploy;

@@ -592,6 +592,7 @@ async fn a_node_that_stops_applying_is_flagged_as_drifting() {
             current_version: 0,
             protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
             current_hash: String::new(),
+            features: Vec::new(),
         })),
     })
     .await

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::identity;
 use crate::rollout;
 use crate::service::{fleet, nodes, Services};
+use crate::snapshot::delta;
 
 pub struct ConfigStream {
     pub services: Services,
@@ -44,6 +45,7 @@ impl ConfigService for ConfigStream {
             }
         };
         let current_hash = hello.current_hash;
+        let deltas_ok = delta::supports_deltas(hello.protocol_version, &hello.features);
         let hello = nodes::Hello {
             node_id: hello.node_id,
             labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
@@ -56,14 +58,14 @@ impl ConfigService for ConfigStream {
             &hello.node_id,
             hello.labels.clone(),
             hello.software_version.clone(),
-            (hello.current_version, current_hash),
+            (hello.current_version, current_hash.clone()),
             self.services.clock.now(),
         );
         self.services.metrics.node_connected();
         self.services
             .metrics
             .node_applied(&hello.node_id, hello.current_version);
-        tracing::info!(node = %hello.node_id, version = hello.current_version, "data plane subscribed");
+        tracing::info!(node = %hello.node_id, version = hello.current_version, deltas = deltas_ok, "data plane subscribed");
 
         let (tx, rx) = mpsc::channel(4);
         let services = self.services.clone();
@@ -72,18 +74,36 @@ impl ConfigService for ConfigStream {
             let node_id = hello.node_id.clone();
             let mut snapshots = services.publisher.subscribe();
             let mut revocations = services.revoked.subscribe();
+            // What the node serves once it applied what it was sent: the base of the next delta
+            // (a node that did not apply it asks for a full snapshot instead).
             let mut sent = hello.current_version;
+            let mut sent_hash = current_hash;
+            // The node asked for a full snapshot (`Resync`): the next message is one.
+            let mut resync = false;
             loop {
                 let assigned = snapshots
                     .borrow_and_update()
                     .as_ref()
                     .map(|d| d.for_node(&hello.labels).0.clone());
                 if let Some(p) = assigned {
-                    if p.snapshot.version != sent {
-                        if tx.send(Ok(p.wire.clone())).await.is_err() {
+                    if p.snapshot.version != sent || resync {
+                        let message = if deltas_ok && !resync {
+                            services
+                                .publisher
+                                .deltas()
+                                .for_node((sent, &sent_hash), &p)
+                                .await
+                        } else {
+                            delta::Send::Full(p.clone())
+                        };
+                        let is_delta = matches!(message, delta::Send::Delta(_));
+                        if tx.send(Ok(message.wire())).await.is_err() {
                             break;
                         }
+                        resync = false;
+                        services.metrics.config_sent(is_delta);
                         sent = p.snapshot.version;
+                        sent_hash = p.snapshot.content_hash.clone();
                         services.metrics.node_assigned(&node_id, sent);
                         services.node_states.assigned(
                             &node_id,
@@ -117,6 +137,13 @@ impl ConfigService for ConfigStream {
                             if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, None, Some(nack.reason)).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record nack");
                             }
+                        }
+                        Ok(Some(SubscribeRequest { kind: Some(Kind::Resync(r)) })) => {
+                            tracing::info!(node = %node_id, served = r.served_version, reason = %r.reason, "resync asked; sending the full snapshot");
+                            services.metrics.config_resync();
+                            sent = r.served_version;
+                            sent_hash = r.served_hash;
+                            resync = true;
                         }
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Health(report)) })) => {
                             if let Some(t) = report.traffic {

@@ -10,6 +10,8 @@
 //! new content, the others keep the old; a change of the *immediate* part (keys, credentials)
 //! is minted into both tracks at once (`modelgate_shared::rollout::compose`).
 
+pub mod delta;
+
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -111,6 +113,8 @@ pub struct Publisher {
     /// Counts the versions minted and rollout rows written by this process: a rebuild that
     /// wrote announces it to the other replicas (`crate::replica`).
     writes: Arc<std::sync::atomic::AtomicU64>,
+    /// Recent versions and the deltas between them (`delta`).
+    deltas: Arc<delta::Deltas>,
 }
 
 impl Default for Publisher {
@@ -126,11 +130,17 @@ impl Publisher {
             tx: Arc::new(tx),
             state: Arc::new(Mutex::new(State::default())),
             writes: Arc::default(),
+            deltas: Arc::default(),
         }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Distribution>>> {
         self.tx.subscribe()
+    }
+
+    /// Recent versions and the deltas between them, for the config streams.
+    pub fn deltas(&self) -> &delta::Deltas {
+        &self.deltas
     }
 
     pub fn distribution(&self) -> Option<Arc<Distribution>> {
@@ -234,6 +244,10 @@ impl Publisher {
                 }
         });
         let newest = next.newest().clone();
+        self.deltas.remember(&next.stable);
+        if let Some(r) = &next.rollout {
+            self.deltas.remember(&r.published);
+        }
         if !unchanged {
             tracing::info!(
                 stable = next.stable.version(),

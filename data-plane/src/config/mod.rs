@@ -3,24 +3,29 @@
 //! last-known-good file by [`lkg`]. A request loads one `Arc<Runtime>` at its start and uses it
 //! to the end, so no request sees half a config.
 
+pub mod delta;
 mod labels;
 pub mod lkg;
 pub mod subscriber;
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::{ApiKey, ProviderAccount, RoutingGroup, Snapshot};
+use modelgate_shared::snapshot::{ApiKey, ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
 
 use crate::providers::{Clients, Endpoint, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
 
 /// A routing group's deployments, indexed for the routing decision: aligned with
-/// `RoutingGroup::deployments`, built once per snapshot so a request allocates nothing to plan.
-#[derive(Debug)]
+/// `RoutingGroup::deployments`, built once per snapshot (and per delta that touches the group,
+/// its providers or prices) so a request allocates nothing to plan.
+#[derive(Debug, Clone)]
 pub struct GroupIndex {
     /// `provider_id/model` of each deployment.
     pub ids: Vec<String>,
@@ -34,8 +39,34 @@ pub struct GroupIndex {
     pub client: HttpClient,
 }
 
+/// A key in the by-id index: hashed and compared by its id, and found by `&str`, so the index
+/// holds one pointer per key.
+#[derive(Debug, Clone)]
+pub struct ById(pub Arc<ApiKey>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// A key as found by one of its secrets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub key: Arc<ApiKey>,
     /// Set when found by a rotated-away secret: it works until then (unix seconds).
@@ -49,12 +80,19 @@ pub struct Runtime {
     pub version: u64,
     /// The served snapshot's content hash (empty when none).
     pub content_hash: String,
+    /// The served config's structured digest, kept across deltas (`modelgate_shared::digest`).
+    pub digest: ConfigDigest,
     pub key_hash_secret: Vec<u8>,
     /// Signs video job ids; derived from `key_hash_secret` once per snapshot.
     pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
     pub keys: HashMap<KeyHash, KeyEntry>,
+    /// Every key by id (the same `Arc`s, no copy of the id): where a delta finds the key it
+    /// changes or removes.
+    pub keys_by_id: HashSet<ById>,
     pub providers: HashMap<String, ProviderAccount>,
+    /// Catalog rows by (provider kind, model), whole.
+    pub price_rows: HashMap<(String, String), ModelPrice>,
     /// Catalog prices by (provider kind, model); an empty kind is the row for any provider.
     pub prices: HashMap<(String, String), Price>,
     pub groups: HashMap<String, RoutingGroup>,
@@ -84,76 +122,99 @@ impl Runtime {
     }
 
     fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
+        let digest = ConfigDigest::of(&snapshot.config);
         let c = snapshot.config;
-        let limits: HashMap<(String, String), u64> = c
-            .prices
-            .iter()
-            .filter(|p| p.max_output_tokens > 0)
-            .map(|p| ((p.provider.clone(), p.model.clone()), p.max_output_tokens))
-            .collect();
-        let prices: HashMap<(String, String), Price> = c
+        let price_rows: HashMap<(String, String), ModelPrice> = c
             .prices
             .into_iter()
-            .map(|p| ((p.provider, p.model), p.price))
+            .map(|p| ((p.provider.clone(), p.model.clone()), p))
             .collect();
-        let kinds: HashMap<&str, &'static str> = c
-            .providers
-            .iter()
-            .map(|p| (p.id.as_str(), p.kind.as_str()))
-            .collect();
-        let routes = c
-            .groups
-            .iter()
-            .map(|g| {
-                let ids: Vec<String> = g.deployments.iter().map(|d| d.id()).collect();
-                let group_prices: Vec<Option<Price>> = g
-                    .deployments
-                    .iter()
-                    .map(|d| {
-                        let kind = kinds.get(d.provider_id.as_str()).copied();
-                        price_for(&prices, kind, &d.model)
-                    })
-                    .collect();
-                let index = GroupIndex {
-                    health: ids.iter().map(|id| health.get(id)).collect(),
-                    unpriced: group_prices.iter().any(Option::is_none),
-                    prices: group_prices,
-                    output_limits: g
-                        .deployments
-                        .iter()
-                        .map(|d| {
-                            let kind = kinds.get(d.provider_id.as_str()).copied();
-                            kind.and_then(|k| limits.get(&(k.to_owned(), d.model.clone())))
-                                .or_else(|| limits.get(&(String::new(), d.model.clone())))
-                                .copied()
-                        })
-                        .collect(),
-                    ids,
-                    client: clients.get(g.policy.connect_timeout_ms),
-                };
-                (g.alias.clone(), index)
-            })
-            .collect();
-        let endpoints = c
-            .providers
-            .iter()
-            .filter_map(|p| Some((p.id.clone(), Endpoint::for_provider(p)?)))
-            .collect();
-        Runtime {
-            endpoints,
+        let providers: HashMap<String, ProviderAccount> =
+            c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
+        let groups: HashMap<String, RoutingGroup> =
+            c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
+        let keys_by_id: HashSet<ById> = c.keys.into_iter().map(|k| ById(Arc::new(k))).collect();
+        let mut runtime = Runtime {
             version: snapshot.version,
             content_hash: snapshot.content_hash,
+            digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
-            keys: index_keys(c.keys),
-            providers: c.providers.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            prices,
-            groups: c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect(),
-            routes,
+            keys: index_keys(keys_by_id.iter().map(|k| &k.0)),
+            keys_by_id,
+            providers,
+            price_rows,
+            prices: HashMap::new(),
+            groups,
+            endpoints: HashMap::new(),
+            routes: HashMap::new(),
             health,
             clients,
             budgets: c.budgets,
             rate_limits: c.rate_limits.into_iter().map(Arc::new).collect(),
+        };
+        runtime.index_catalog();
+        runtime.index_endpoints();
+        runtime.index_routes();
+        runtime
+    }
+
+    /// `prices` from `price_rows`.
+    fn index_catalog(&mut self) {
+        self.prices = self
+            .price_rows
+            .iter()
+            .map(|(id, p)| (id.clone(), p.price))
+            .collect();
+    }
+
+    /// `endpoints` from `providers`.
+    fn index_endpoints(&mut self) {
+        self.endpoints = self
+            .providers
+            .values()
+            .filter_map(|p| Some((p.id.clone(), Endpoint::for_provider(p)?)))
+            .collect();
+    }
+
+    /// `routes` from `groups`, `providers` and the catalog.
+    fn index_routes(&mut self) {
+        self.routes = self
+            .groups
+            .values()
+            .map(|g| (g.alias.clone(), self.index_group(g)))
+            .collect();
+    }
+
+    fn index_group(&self, g: &RoutingGroup) -> GroupIndex {
+        let kind = |provider_id: &str| self.providers.get(provider_id).map(|p| p.kind.as_str());
+        let ids: Vec<String> = g.deployments.iter().map(|d| d.id()).collect();
+        let group_prices: Vec<Option<Price>> = g
+            .deployments
+            .iter()
+            .map(|d| price_for(&self.prices, kind(&d.provider_id), &d.model))
+            .collect();
+        let limit = |k: &str, model: &str| {
+            self.price_rows
+                .get(&(k.to_owned(), model.to_owned()))
+                .map(|p| p.max_output_tokens)
+                .filter(|t| *t > 0)
+        };
+        GroupIndex {
+            health: ids.iter().map(|id| self.health.get(id)).collect(),
+            unpriced: group_prices.iter().any(Option::is_none),
+            prices: group_prices,
+            output_limits: g
+                .deployments
+                .iter()
+                .map(|d| {
+                    kind(&d.provider_id)
+                        .and_then(|k| limit(k, &d.model))
+                        .or_else(|| limit("", &d.model))
+                })
+                .collect(),
+            ids,
+            client: self.clients.get(g.policy.connect_timeout_ms),
         }
     }
 }
@@ -181,11 +242,19 @@ fn price_for(
         .copied()
 }
 
-fn index_keys(keys: Vec<ApiKey>) -> HashMap<KeyHash, KeyEntry> {
-    let mut index = HashMap::with_capacity(keys.len());
-    for k in keys {
-        let key = Arc::new(k);
-        if let Some((previous, until)) = key.previous {
+fn index_keys<'a>(keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> HashMap<KeyHash, KeyEntry> {
+    let mut index = HashMap::with_capacity(keys.size_hint().0);
+    for key in keys {
+        index_key(&mut index, key);
+    }
+    index
+}
+
+/// Indexes `key` under its secrets' hashes.
+fn index_key(index: &mut HashMap<KeyHash, KeyEntry>, key: &Arc<ApiKey>) {
+    if let Some((previous, until)) = key.previous {
+        // The current secret of another key wins should the two ever collide.
+        if index.get(&previous).is_none_or(|e| e.valid_until.is_some()) {
             index.insert(
                 previous,
                 KeyEntry {
@@ -194,16 +263,24 @@ fn index_keys(keys: Vec<ApiKey>) -> HashMap<KeyHash, KeyEntry> {
                 },
             );
         }
-        // The current secret wins should the two ever collide.
-        index.insert(
-            key.key_hash,
-            KeyEntry {
-                key,
-                valid_until: None,
-            },
-        );
     }
-    index
+    index.insert(
+        key.key_hash,
+        KeyEntry {
+            key: key.clone(),
+            valid_until: None,
+        },
+    );
+}
+
+/// Removes `key`'s entries (those that name this key) from the index.
+fn unindex_key(index: &mut HashMap<KeyHash, KeyEntry>, key: &ApiKey) {
+    let hashes = [Some(key.key_hash), key.previous.map(|(h, _)| h)];
+    for hash in hashes.into_iter().flatten() {
+        if index.get(&hash).is_some_and(|e| e.key.id == key.id) {
+            index.remove(&hash);
+        }
+    }
 }
 
 /// The shared, atomically swapped current config.

@@ -3,7 +3,7 @@
 //! NACK. Only a version above the served one is applied (`shared::snapshot::should_apply`): the
 //! served version offered again is ACKed as it is, an older one is NACKed "not newer than the
 //! served version N" and the node keeps serving what it has. Reconnects with jittered
-//! exponential backoff.
+//! exponential backoff. A delta (protocol 9) is handled by [`super::delta`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +37,8 @@ pub struct Subscriber {
     pub health_report_interval: Duration,
     /// What this node served, reported with its health for the rollout gates.
     pub traffic: Arc<crate::metrics::traffic::ServedTraffic>,
+    /// Full snapshots and deltas applied, resyncs asked for.
+    pub updates: Arc<super::delta::UpdateCounts>,
 }
 
 /// The largest snapshot message accepted. tonic's default (4 MiB) is about 20,000 keys; a
@@ -85,6 +87,10 @@ impl Subscriber {
                 current_version: serving.version,
                 protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
                 current_hash: serving.content_hash.clone(),
+                features: modelgate_shared::delta::FEATURES
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect(),
             })),
         };
         drop(serving);
@@ -103,8 +109,15 @@ impl Subscriber {
             .into_inner();
         tracing::info!("config stream connected");
         while let Some(wire) = stream.message().await? {
+            if wire.delta.is_some() {
+                if self.on_delta(wire, &tx).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             let received = std::time::Instant::now();
             let version = wire.version;
+            let bytes = wire.encoded_len();
             let served = self.runtime.load().version;
             match should_apply(served, version) {
                 Decision::Apply => {}
@@ -162,9 +175,13 @@ impl Subscriber {
                         drop(replaced);
                         release_free_memory();
                     });
+                    self.updates
+                        .full
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(
                         version,
                         keys,
+                        bytes,
                         apply_ms = received.elapsed().as_secs_f64() * 1e3,
                         "snapshot applied"
                     );
@@ -259,7 +276,7 @@ async fn report_health(
 
 /// A health report of `served`: its deployments' health, and the traffic counted so far under
 /// its version.
-fn health_report(
+pub(super) fn health_report(
     served: &Runtime,
     traffic: &crate::metrics::traffic::ServedTraffic,
 ) -> SubscribeRequest {

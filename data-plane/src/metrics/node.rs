@@ -18,6 +18,10 @@ use super::labels::label_value;
 #[derive(Debug, Clone, Default)]
 pub struct NodeReadings {
     pub config_version: u64,
+    /// Full snapshots and deltas applied, and full snapshots asked for, since start.
+    pub config_full: u64,
+    pub config_deltas: u64,
+    pub config_resyncs: u64,
     pub spool_disk_bytes: u64,
     pub spool_max_bytes: u64,
     pub spool_backlog_bytes: u64,
@@ -94,6 +98,24 @@ impl Collector for NodeCollector {
             "Version of the config snapshot being served.",
             None,
             r.config_version,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "modelgate_config_updates",
+                "Config versions applied since start, by kind: `full` snapshots and `delta`s.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in [("full", r.config_full), ("delta", r.config_deltas)] {
+                ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        counter(
+            e,
+            "modelgate_config_resyncs",
+            "Full snapshots asked for because a delta did not fit the served config or failed \
+             its checks.",
+            r.config_resyncs,
         )?;
         let bytes = Some(&Unit::Bytes);
         gauge(

@@ -178,6 +178,9 @@ fn node_readings_render_under_their_existing_names() {
     let m = Metrics::default();
     let readings = NodeReadings {
         config_version: 7,
+        config_full: 1,
+        config_deltas: 3,
+        config_resyncs: 0,
         spool_disk_bytes: 4096,
         spool_max_bytes: 1 << 30,
         spool_backlog_bytes: 12,
@@ -207,6 +210,9 @@ fn node_readings_render_under_their_existing_names() {
     let lines = lines(&text);
     for want in [
         "modelgate_config_version 7",
+        r#"modelgate_config_updates_total{kind="full"} 1"#,
+        r#"modelgate_config_updates_total{kind="delta"} 3"#,
+        "modelgate_config_resyncs_total 0",
         "modelgate_usage_spool_disk_bytes 4096",
         "modelgate_usage_spool_max_bytes 1073741824",
         "modelgate_usage_spool_backlog_bytes 12",

@@ -33,4 +33,6 @@ pub struct App {
     pub security: Arc<crate::security::Guard>,
     /// The response cache (in-process layer and shared store).
     pub cache: Arc<crate::cache::Cache>,
+    /// Full snapshots and deltas applied, resyncs asked for (the metrics read them).
+    pub config_updates: Arc<crate::config::delta::UpdateCounts>,
 }

@@ -54,6 +54,9 @@ async fn read(app: &App) -> NodeReadings {
     let security = app.security.counts();
     NodeReadings {
         config_version: runtime.version,
+        config_full: app.config_updates.full(),
+        config_deltas: app.config_updates.deltas(),
+        config_resyncs: app.config_updates.resyncs(),
         spool_disk_bytes: stats.disk_bytes.load(Relaxed),
         spool_max_bytes: app.spool.max_bytes(),
         spool_backlog_bytes: backlog,

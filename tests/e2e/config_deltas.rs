@@ -1,0 +1,434 @@
+//! Incremental config updates (issue #15, R-6.6/R-6.7): after its first full snapshot a data
+//! plane receives deltas; a delta on another base makes it ask for a full snapshot (resync); a
+//! delta whose result does not hash as declared is NACKed and not applied; a node without the
+//! delta feature keeps receiving full snapshots.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use modelgate_proto::config::v1::config_service_client::ConfigServiceClient;
+use modelgate_proto::config::v1::config_service_server::{ConfigService, ConfigServiceServer};
+use modelgate_proto::config::v1::{
+    subscribe_request::Kind, Ack, Hello, Resync, Snapshot as WireSnapshot, SubscribeRequest,
+};
+use modelgate_shared::delta::{self, FEATURE_CONFIG_DELTA};
+use modelgate_shared::digest::ConfigDigest;
+use modelgate_shared::snapshot::{Config, Snapshot};
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::support::{
+    eventually, gateway_with_smart_route, pki, start_data_plane, temp_dir, Gateway,
+};
+
+#[tokio::test]
+async fn keys_created_and_revoked_after_connect_reach_the_node_as_deltas_and_are_enforced() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    let dp = gw.dp();
+    let before = (dp.config_updates().full(), dp.config_updates().deltas());
+    assert!(before.0 >= 1, "the first snapshot is a full one");
+
+    let key = gw
+        .create(
+            "/keys",
+            json!({"team_id": p.team_id, "name": "late", "environment": "prod", "allowed_models": ["smart"]}),
+        )
+        .await;
+    let secret = key["key_secret"].as_str().unwrap().to_owned();
+    gw.wait_for_config().await;
+    assert_eq!(gw.say_hi(&secret, "smart").await.status(), 200);
+
+    let (status, body) = gw
+        .admin(
+            Method::POST,
+            &format!("/keys/{}/revoke", key["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    gw.wait_for_config().await;
+    assert_eq!(gw.say_hi(&secret, "smart").await.status(), 401);
+    // The first key is untouched by either delta.
+    assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
+
+    let after = (dp.config_updates().full(), dp.config_updates().deltas());
+    assert_eq!(after.0, before.0, "no full snapshot after the first");
+    assert!(after.1 >= before.1 + 2, "{before:?} → {after:?}");
+    // What the node serves is what the control plane published, hash for hash.
+    let published = gw.cp().services.publisher.latest().unwrap();
+    assert_eq!(
+        dp.runtime.load().content_hash,
+        published.snapshot.content_hash
+    );
+    assert_eq!(dp.config_updates().resyncs(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_restarted_after_deltas_serves_the_right_config_from_its_last_known_good() {
+    let (_upstream, mut gw, p) = gateway_with_smart_route().await;
+    let key = gw
+        .create(
+            "/keys",
+            json!({"team_id": p.team_id, "name": "late", "environment": "prod", "allowed_models": ["smart"]}),
+        )
+        .await;
+    let secret = key["key_secret"].as_str().unwrap().to_owned();
+    gw.wait_for_config().await;
+    assert!(gw.dp().config_updates().deltas() >= 1);
+    let served = gw.dp().runtime.load_full();
+
+    // The control plane goes away; the node restarts from its disk alone.
+    gw.stop_control_plane().await;
+    gw.restart_data_plane().await;
+    let rt = gw.dp().runtime.load_full();
+    assert_eq!(
+        (rt.version, &rt.content_hash),
+        (served.version, &served.content_hash)
+    );
+    assert_eq!(gw.say_hi(&secret, "smart").await.status(), 200);
+    gw.shutdown().await;
+}
+
+/// A raw config stream to the real control plane, as a node of `protocol` with `features`.
+async fn raw_stream(
+    gw: &Gateway,
+    node: &str,
+    protocol: u32,
+    features: &[&str],
+) -> (mpsc::Sender<SubscribeRequest>, Streaming<WireSnapshot>) {
+    let labels = [("region", "test")];
+    let channel = pki::node_channel(pki::Pki::shared(), gw.grpc_addr, node, &labels);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(SubscribeRequest {
+        kind: Some(Kind::Hello(Hello {
+            node_id: node.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            software_version: "test".into(),
+            current_version: 0,
+            protocol_version: protocol,
+            current_hash: String::new(),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+        })),
+    })
+    .await
+    .unwrap();
+    let stream = ConfigServiceClient::new(channel)
+        .subscribe(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
+
+async fn ack(tx: &mpsc::Sender<SubscribeRequest>, s: &WireSnapshot) {
+    tx.send(SubscribeRequest {
+        kind: Some(Kind::Ack(Ack {
+            version: s.version,
+            content_hash: s.content_hash.clone(),
+        })),
+    })
+    .await
+    .unwrap();
+}
+
+async fn next(stream: &mut Streaming<WireSnapshot>) -> WireSnapshot {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a config message")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn nodes_without_the_delta_feature_get_full_snapshots_and_nodes_with_it_get_deltas_or_a_resync(
+) {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    // An older data plane: protocol 8, no features.
+    let (old_tx, mut old) = raw_stream(&gw, "old-node", 8, &[]).await;
+    // A current one.
+    let (new_tx, mut new) = raw_stream(&gw, "new-node", 9, &[FEATURE_CONFIG_DELTA]).await;
+    let first_old = next(&mut old).await;
+    let first_new = next(&mut new).await;
+    for (tx, s) in [(&old_tx, &first_old), (&new_tx, &first_new)] {
+        assert!(
+            s.config.is_some() && s.delta.is_none(),
+            "a first snapshot is full"
+        );
+        assert!(s.min_protocol_version <= 8);
+        ack(tx, s).await;
+    }
+    // Give the ACKs time to land before the change (the base is what was sent; the ACK only
+    // makes the fleet view current).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    gw.create(
+        "/keys",
+        json!({"team_id": p.team_id, "name": "late", "environment": "prod"}),
+    )
+    .await;
+    let second_old = next(&mut old).await;
+    assert!(second_old.config.is_some() && second_old.delta.is_none());
+    Snapshot::try_from(second_old.clone()).unwrap();
+    let second_new = next(&mut new).await;
+    let d = second_new
+        .delta
+        .as_ref()
+        .expect("a delta for the delta-capable node");
+    assert_eq!(d.base_version, first_new.version);
+    assert_eq!(second_new.version, second_old.version);
+    assert_eq!(second_new.content_hash, second_old.content_hash);
+    assert_eq!(d.upsert_keys.len(), 1);
+    assert!(second_new.config.is_none());
+    assert_eq!(second_new.required_features, [FEATURE_CONFIG_DELTA]);
+
+    // Applied on the first full snapshot, the delta gives the second, hash for hash.
+    let base = Snapshot::try_from(first_new.clone()).unwrap();
+    let delta = delta::ConfigDelta::try_from(second_new.clone()).unwrap();
+    let mut config = base.config.clone();
+    let mut digest = ConfigDigest::of(&config);
+    delta::apply(&mut config, &mut digest, delta).unwrap();
+    assert_eq!(
+        Snapshot::new(second_new.version, config).content_hash,
+        second_new.content_hash
+    );
+
+    // A node that asks for a full snapshot gets one, of the version it is assigned.
+    new_tx
+        .send(SubscribeRequest {
+            kind: Some(Kind::Resync(Resync {
+                served_version: first_new.version,
+                served_hash: first_new.content_hash.clone(),
+                reason: "test".into(),
+            })),
+        })
+        .await
+        .unwrap();
+    let full = next(&mut new).await;
+    assert!(full.config.is_some() && full.delta.is_none());
+    assert_eq!(full.version, second_new.version);
+    assert_eq!(
+        Snapshot::try_from(full).unwrap().content_hash,
+        second_new.content_hash
+    );
+    drop((old_tx, new_tx));
+    gw.shutdown().await;
+}
+
+/// Sends each step's message after the previous step's replies (as many as the step expects),
+/// recording every reply but health reports, and the hello.
+#[derive(Clone)]
+struct ScriptedControlPlane {
+    script: Arc<Vec<(WireSnapshot, usize)>>,
+    replies: Arc<Mutex<Vec<Kind>>>,
+    hello: Arc<Mutex<Option<Hello>>>,
+}
+
+#[tonic::async_trait]
+impl ConfigService for ScriptedControlPlane {
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<WireSnapshot, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(Some(SubscribeRequest {
+                kind: Some(Kind::Hello(hello)),
+            })) = inbound.message().await
+            else {
+                return;
+            };
+            *me.hello.lock().unwrap() = Some(hello);
+            for (message, expected) in me.script.iter() {
+                if tx.send(Ok(message.clone())).await.is_err() {
+                    return;
+                }
+                let mut got = 0;
+                while got < *expected {
+                    match inbound.message().await {
+                        Ok(Some(SubscribeRequest {
+                            kind: Some(Kind::Health(_)),
+                        })) => continue,
+                        Ok(Some(SubscribeRequest { kind: Some(reply) })) => {
+                            me.replies.lock().unwrap().push(reply);
+                            got += 1;
+                        }
+                        _ => return,
+                    }
+                }
+            }
+            while let Ok(Some(_)) = inbound.message().await {}
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A real data plane on a scripted control plane; returns once it replied `replies` times.
+async fn against_script(
+    name: &str,
+    script: Vec<(WireSnapshot, usize)>,
+) -> (ScriptedControlPlane, modelgate_data_plane::RunningDataPlane) {
+    let total: usize = script.iter().map(|(_, n)| n).sum();
+    let cp = ScriptedControlPlane {
+        script: Arc::new(script),
+        replies: Arc::default(),
+        hello: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server =
+        tonic::transport::Server::builder().add_service(ConfigServiceServer::new(cp.clone()));
+    tokio::spawn(
+        server.serve_with_incoming(modelgate_control_plane::grpc::transport::incoming(
+            listener,
+            pki::Pki::shared().server_security(),
+            Arc::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )),
+    );
+    let dp = start_data_plane(addr, &temp_dir(name)).await;
+    let replies = cp.replies.clone();
+    eventually(Duration::from_secs(10), "every scripted reply", || async {
+        (replies.lock().unwrap().len() >= total).then_some(())
+    })
+    .await;
+    (cp, dp)
+}
+
+/// Versions 1 and 2 of a small config (2 revokes a key) and the delta between them.
+fn versions() -> (Snapshot, Snapshot, delta::ConfigDelta) {
+    let key = modelgate_shared::snapshot::ApiKey {
+        id: "k1".into(),
+        name: "k".into(),
+        key_hash: [5; 32],
+        prefix: "mg-x".into(),
+        team_id: "t1".into(),
+        environment: modelgate_shared::snapshot::Environment::Prod,
+        allowed_models: vec![],
+        revoked: false,
+        expires_at: None,
+        disabled: false,
+        previous: None,
+        owner_user_id: String::new(),
+        application: String::new(),
+        data_class: "internal".into(),
+        endpoint_families: vec![],
+        traffic_class: Default::default(),
+        allowed_traffic_classes: vec![],
+        cache: modelgate_shared::snapshot::KeyCacheMode::Route,
+    };
+    let v1 = Snapshot::new(
+        1,
+        Config {
+            key_hash_secret: vec![1; 32],
+            keys: vec![key],
+            ..Default::default()
+        },
+    );
+    let mut c2 = v1.config.clone();
+    c2.keys[0].revoked = true;
+    let v2 = Snapshot::new(2, c2);
+    let d = delta::compute(&v1, &v2, &ConfigDigest::of(&v2.config)).unwrap();
+    (v1, v2, d)
+}
+
+#[tokio::test]
+async fn a_delta_on_another_base_makes_the_node_ask_for_a_full_snapshot_and_end_on_the_right_hash()
+{
+    let (v1, v2, mut d) = versions();
+    // The control plane believes the node serves version 7.
+    d.base_version = 7;
+    let script = vec![(v1.to_wire(), 1), (d.to_wire(), 1), (v2.to_wire(), 1)];
+    let (cp, dp) = against_script("delta-wrong-base", script).await;
+    let hello = cp.hello.lock().unwrap().clone().unwrap();
+    assert_eq!(hello.protocol_version, 9);
+    assert!(hello.features.iter().any(|f| f == FEATURE_CONFIG_DELTA));
+    let replies = cp.replies.lock().unwrap().clone();
+    assert!(
+        matches!(&replies[0], Kind::Ack(a) if a.version == 1),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], Kind::Resync(r) if r.served_version == 1 && r.served_hash == v1.content_hash),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[2], Kind::Ack(a) if a.version == 2 && a.content_hash == v2.content_hash),
+        "{replies:?}"
+    );
+    let rt = dp.runtime.load_full();
+    assert_eq!((rt.version, &rt.content_hash), (2, &v2.content_hash));
+    assert_eq!(
+        dp.config_updates().deltas(),
+        0,
+        "the delta was never applied"
+    );
+    assert_eq!(dp.config_updates().resyncs(), 1);
+    dp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delta_whose_result_does_not_hash_as_declared_is_nacked_not_applied_and_resynced() {
+    let (v1, v2, mut d) = versions();
+    d.digest = ConfigDigest::default().hex();
+    let script = vec![
+        (v1.to_wire(), 1),
+        // A NACK, then a resync request.
+        (d.to_wire(), 2),
+        (v2.to_wire(), 1),
+    ];
+    let (cp, dp) = against_script("delta-bad-hash", script).await;
+    let replies = cp.replies.lock().unwrap().clone();
+    assert!(
+        matches!(&replies[1], Kind::Nack(n) if n.version == 2 && n.reason.contains("digest")),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[2], Kind::Resync(r) if r.served_version == 1),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[3], Kind::Ack(a) if a.version == 2),
+        "{replies:?}"
+    );
+    assert_eq!(dp.runtime.load().content_hash, v2.content_hash);
+    assert_eq!(dp.config_updates().deltas(), 0);
+    dp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_good_delta_from_a_scripted_control_plane_is_applied_and_a_message_needing_an_unknown_feature_is_refused(
+) {
+    let (v1, v2, d) = versions();
+    let mut future = v2.to_wire();
+    future.version = 3;
+    future.required_features = vec!["config-teleport".into()];
+    let script = vec![(v1.to_wire(), 1), (d.to_wire(), 1), (future, 1)];
+    let (cp, dp) = against_script("delta-good", script).await;
+    let replies = cp.replies.lock().unwrap().clone();
+    assert!(
+        matches!(&replies[1], Kind::Ack(a) if a.version == 2 && a.content_hash == v2.content_hash),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[2], Kind::Nack(n) if n.version == 3 && n.reason.contains("config-teleport")),
+        "{replies:?}"
+    );
+    assert_eq!(dp.config_version(), 2);
+    assert_eq!(dp.config_updates().deltas(), 1);
+    let rt = dp.runtime.load_full();
+    assert!(rt.keys_by_id.get("k1").unwrap().0.revoked);
+    dp.shutdown().await;
+}
