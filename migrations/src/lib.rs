@@ -26,6 +26,8 @@ mod m20261206_000020_balances;
 mod m20261206_000021_statements;
 mod m20261206_000023_usage_partitions;
 mod m20261206_000026_usage_trace_id;
+mod m20261207_000037_usage_sequence_blocks;
+mod m20261207_000038_request_log_provider_index;
 pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
@@ -60,6 +62,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000021_statements::Migration),
             Box::new(m20261206_000023_usage_partitions::Migration),
             Box::new(m20261206_000026_usage_trace_id::Migration),
+            Box::new(m20261207_000037_usage_sequence_blocks::Migration),
+            Box::new(m20261207_000038_request_log_provider_index::Migration),
         ]
     }
 }
