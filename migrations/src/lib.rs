@@ -28,6 +28,8 @@ mod m20261206_000023_usage_partitions;
 mod m20261206_000026_usage_trace_id;
 mod m20261207_000033_replica_leases;
 mod m20261207_000034_rate_grants;
+mod m20261207_000037_usage_sequence_blocks;
+mod m20261207_000038_request_log_provider_index;
 pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
@@ -64,6 +66,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000026_usage_trace_id::Migration),
             Box::new(m20261207_000033_replica_leases::Migration),
             Box::new(m20261207_000034_rate_grants::Migration),
+            Box::new(m20261207_000037_usage_sequence_blocks::Migration),
+            Box::new(m20261207_000038_request_log_provider_index::Migration),
         ]
     }
 }

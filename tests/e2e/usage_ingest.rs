@@ -68,14 +68,22 @@ fn event(key: &Key, request_id: &str, cost: i64) -> UsageEvent {
 
 /// Sends `batches` on one stream as the node they name (its certificate from the test fleet),
 /// each event stamped with that node as a data plane does, and returns their acknowledgements.
-pub async fn send(gw: &Gateway, mut batches: Vec<UsageBatch>) -> Vec<UsageAck> {
+pub async fn send(gw: &Gateway, batches: Vec<UsageBatch>) -> Vec<UsageAck> {
+    send_to(gw.grpc_addr, batches).await
+}
+
+/// [`send`] to the control plane whose gRPC address is `grpc_addr`.
+pub async fn send_to(
+    grpc_addr: std::net::SocketAddr,
+    mut batches: Vec<UsageBatch>,
+) -> Vec<UsageAck> {
     let node = batches[0].node_id.clone();
     for b in &mut batches {
         for e in &mut b.events {
             e.node_id = b.node_id.clone();
         }
     }
-    let mut client = crate::support::usage_client(gw.grpc_addr, &node).await;
+    let mut client = crate::support::usage_client(grpc_addr, &node).await;
     let n = batches.len();
     let mut acks = client
         .report(tokio_stream::iter(batches))
@@ -456,5 +464,149 @@ async fn batches_from_many_nodes_at_once_are_each_stored_once_and_page_in_one_in
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     let rows = daily(&gw, &format!("key_id={}", k.id)).await;
     assert_eq!(rows[0]["requests"].as_u64().unwrap() as u32, unique);
+    gw.shutdown().await;
+}
+
+/// A pull consumer of one request id's events: its cursor and every row it was given.
+struct Consumer {
+    request_id: String,
+    after: i64,
+    seen: Vec<(i64, String)>,
+}
+
+impl Consumer {
+    /// Pages from the cursor until a page comes back short.
+    async fn page_to_end(&mut self, gw: &Gateway) {
+        loop {
+            let path = format!(
+                "/usage/events?request_id={}&limit=50&after={}",
+                self.request_id, self.after
+            );
+            let (status, page) = gw.admin(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            let rows = page["data"].as_array().unwrap();
+            for r in rows {
+                let seq = r["seq"].as_i64().unwrap();
+                self.seen.push((seq, r["id"].as_str().unwrap().to_owned()));
+                self.after = seq;
+            }
+            if rows.len() < 50 {
+                return;
+            }
+        }
+    }
+}
+
+/// `nodes` nodes' batches (each `batches` × `per_batch` events of `key`) sent at once to the
+/// control planes at `to`, in turn; returns how many events were stored.
+async fn ship(
+    to: &[std::net::SocketAddr],
+    key: &Key,
+    request_id: &str,
+    round: u32,
+    nodes: u32,
+) -> u32 {
+    let senders = (0..nodes).map(|n| {
+        let batches: Vec<UsageBatch> = (0..3)
+            .map(|b| UsageBatch {
+                batch_id: format!("round-{round}-node-{n}-batch-{b}"),
+                node_id: format!("node-{n}"),
+                events: (0..40).map(|i| event(key, request_id, i)).collect(),
+            })
+            .collect();
+        send_to(to[n as usize % to.len()], batches)
+    });
+    futures_util::future::join_all(senders)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|a| a.inserted)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_consumer_paging_while_writers_commit_out_of_order_sees_every_event_once_in_cursor_order()
+{
+    use modelgate_control_plane::service::usage::sequence;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    // Several writers: two control planes on one Postgres database, each storing several groups
+    // at once, so their transactions commit in any order.
+    let db = crate::support::TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let second = crate::support::start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let planes = [gw.grpc_addr, second.grpc_addr];
+    let k = new_key(&gw, None).await;
+    let request_id = format!("out-of-order-{}", uuid::Uuid::now_v7());
+    let mut consumer = Consumer {
+        request_id: request_id.clone(),
+        after: 0,
+        seen: Vec::new(),
+    };
+
+    // Round 1: the consumer pages while 6 nodes ship; once they are done it has every event.
+    let (stored, ()) = tokio::join!(ship(&planes, &k, &request_id, 1, 6), async {
+        for _ in 0..20 {
+            consumer.page_to_end(&gw).await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    let mut expected = stored;
+    consumer.page_to_end(&gw).await;
+    assert_eq!(consumer.seen.len() as u32, expected);
+
+    // Round 2: a writer takes its block first and commits last (its event inserted, its
+    // transaction open) while 6 nodes ship and commit: the consumer is never given a number
+    // above the pending block, so its cursor cannot pass the late event.
+    let services = &gw.cp().services;
+    let block = sequence::take(&services.db, 1).await.unwrap();
+    let slow = services.db.begin().await.unwrap();
+    sequence::claim(&slow, block).await.unwrap();
+    let slow_id = uuid::Uuid::now_v7().to_string();
+    slow.execute_unprepared(&format!(
+        "INSERT INTO usage_events (id, request_id, node_id, key_id, team_id, endpoint, \
+         requested_model, provider_id, served_model, status, error_message, streamed, \
+         estimated, ingested_at, seq) VALUES ('{slow_id}', '{}', 'slow', '{}', '{}', \
+         'chat.completions', '', '', 'gpt-x', 200, '', false, false, now(), {})",
+        request_id, k.id, k.team_id, block.first
+    ))
+    .await
+    .unwrap();
+    let before = consumer.seen.len();
+    let (stored, ()) = tokio::join!(ship(&planes, &k, &request_id, 2, 6), async {
+        for _ in 0..20 {
+            consumer.page_to_end(&gw).await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    expected += stored;
+    consumer.page_to_end(&gw).await;
+    assert_eq!(
+        consumer.seen.len(),
+        before,
+        "events above a pending block were paged past it"
+    );
+    assert!(consumer.after < block.first);
+
+    // The late writer commits: the consumer resumes and is given its event, then the rest.
+    slow.commit().await.unwrap();
+    expected += 1;
+    consumer.page_to_end(&gw).await;
+    assert_eq!(consumer.seen[before].1, slow_id);
+    assert_eq!(consumer.seen.len() as u32, expected);
+    let ids: HashSet<&String> = consumer.seen.iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), consumer.seen.len(), "an event was given twice");
+    assert!(
+        consumer.seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "cursor order: {:?}",
+        consumer.seen.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    second.shutdown().await;
     gw.shutdown().await;
 }

@@ -286,10 +286,7 @@ pub async fn adjust(
         None => None,
     };
     // Ingest deducts from the row once it is committed: the events stored after this sequence.
-    let opened_seq = crate::store::counter::Entity::find_by_id("usage_seq")
-        .one(&s.db)
-        .await?
-        .map_or(0, |c| c.value);
+    let opened_seq = crate::service::usage::sequence::committed_through(&s.db).await?;
     let txn = s.db.begin().await?;
     // Opens the balance (refuse mode unless told otherwise) if it is not open yet; concurrent
     // first adjustments both land, the row is made once.

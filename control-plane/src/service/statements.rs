@@ -45,8 +45,7 @@ use super::authz::{Action, Actor};
 use super::balances::{self, Entry};
 use super::{ServiceError, Services};
 use crate::store::{
-    budget, counter, model_price_version, provider_account, statement, statement_close, team,
-    usage_event,
+    budget, model_price_version, provider_account, statement, statement_close, team, usage_event,
 };
 
 /// How long after a month ends it closes, unless configured.
@@ -261,12 +260,8 @@ pub async fn close_due(s: &Services) -> Result<Vec<String>, ServiceError> {
     };
     let mut closed = Vec::new();
     while month.closes_at(s.statement_grace) <= now {
-        // Sequence numbers become visible in commit order: every event stored so far is at or
-        // below the committed counter, every later one above it.
-        let close_seq = counter::Entity::find_by_id("usage_seq")
-            .one(&s.db)
-            .await?
-            .map_or(0, |c| c.value);
+        // Every event stored so far is at or below this, every later one above it.
+        let close_seq = crate::service::usage::sequence::committed_through(&s.db).await?;
         let inserted = statement_close::Entity::insert(statement_close::ActiveModel {
             month: Set(month.to_string()),
             closed_at: Set(now),

@@ -1,13 +1,13 @@
-//! Ingest: each batch is screened by its caller, then stored by one writer task ([`Writer`],
-//! group commit) in one transaction per group of waiting batches that (1) takes a block of
-//! ingest sequence numbers under the counter's row lock, (2) inserts the events with
-//! `ON CONFLICT (id) DO NOTHING RETURNING id` (on Postgres (1) and (2) are one statement), and
-//! (3) adds exactly the inserted events to the
-//! daily aggregates and budget periods. A replayed batch inserts
-//! nothing and so changes no aggregate; there is no window between "stored" and "counted".
+//! Ingest: each batch is screened by its caller, then stored by the [`Writer`] (group commit,
+//! several groups at once on Postgres) in one transaction per group of waiting batches that
+//! (1) stores the events under a block of ingest sequence numbers ([`super::sequence`]) with
+//! `ON CONFLICT (id) DO NOTHING RETURNING id`, and (2) adds exactly the inserted events to the
+//! daily aggregates and budget periods. A replayed batch inserts nothing and so changes no
+//! aggregate; there is no window between "stored" and "counted".
 //!
-//! The counter's row lock also orders ingest transactions: sequence numbers become visible in
-//! increasing order, so a consumer paging by `seq` never skips an event committed late.
+//! Groups commit in any order; a consumer paging by `seq` still never skips an event committed
+//! late, because readers see only the numbers below the lowest block still pending
+//! ([`super::sequence::VISIBLE_BELOW`]).
 //!
 //! Before any of that, each event is screened ([`super::validate`]): one whose figures no genuine
 //! node could produce, or whose key does not exist or belongs to another team, is quarantined
@@ -23,21 +23,21 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, Undecodable, UsageEvent};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::quarantine;
+use super::sequence::{self, Block};
 use super::validate::{self, Refusal};
 use crate::service::{ServiceError, Services};
-use crate::store::{api_key, budget, budget_period, counter, usage_daily, usage_event};
+use crate::store::{api_key, budget, budget_period, usage_daily, usage_event};
 
 /// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
 const CHUNK: usize = 400;
-const SEQ_COUNTER: &str = "usage_seq";
 
 /// Outcome of ingesting one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,16 +120,16 @@ pub(super) struct Batch {
     refused: Vec<(UsageEvent, Refusal)>,
 }
 
-/// Group commit: the one task that writes usage batches. It takes every batch that is waiting,
+/// Group commit: the task that writes usage batches. It takes every batch that is waiting,
 /// stores them in one transaction (one sequence block, one insert, one aggregate upsert, one
 /// budget upsert, one commit) and answers each batch's caller. Batches from many data planes
-/// thus share the costs that are per transaction — the sequence counter's row lock, held to
-/// commit so that sequence numbers become visible in order, and the commit's flush — which
-/// serialised ingest when each batch took them alone.
+/// thus share the costs that are per transaction (taking a block, the commit's flush).
 ///
-/// Two groups overlap: the next one is formed when the previous one has inserted its events, and
-/// is built and sent while that one finishes, so the database goes from one group's insert to
-/// the next without waiting on the control plane. The sequence lock still orders them.
+/// On Postgres up to [`POSTGRES_GROUPS`] groups are stored at once, each on its own connection:
+/// the next group is formed as soon as one may start, from every batch that arrived meanwhile.
+/// Their inserts run in parallel (no lock is held across them; see [`super::sequence`]); only
+/// their upserts of a shared aggregate row wait for each other. SQLite stores one group at a
+/// time.
 ///
 /// If a group fails, each of its batches is retried alone, so one batch that cannot be stored
 /// fails only its own caller (whose node keeps it and resends).
@@ -153,11 +153,18 @@ struct Stored {
 /// Events in one group at most: beyond this the next transaction takes the rest.
 const GROUP_EVENTS: usize = 20_000;
 
+/// Groups stored at once on Postgres.
+pub const POSTGRES_GROUPS: usize = 4;
+
 impl Writer {
     /// Starts the writer task on the current runtime; it ends when the last handle is dropped.
     pub fn start(db: DatabaseConnection, alert_wakeup: Arc<Notify>) -> Self {
         let (jobs, rx) = mpsc::channel(1024);
-        tokio::spawn(run(db, alert_wakeup, rx));
+        let groups = match db.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_GROUPS,
+            _ => 1,
+        };
+        tokio::spawn(run(db, alert_wakeup, rx, groups));
         Writer { jobs }
     }
 
@@ -179,16 +186,18 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Receiver<Job>) {
-    // Two groups overlap at most: the next one is formed once the previous one has inserted
-    // its events, so it takes every batch that arrived meanwhile and is built, sent and waiting
-    // for the sequence lock while the previous one finishes (aggregates, budgets, commit).
-    let mut previous: Option<oneshot::Receiver<()>> = None;
+async fn run(
+    db: DatabaseConnection,
+    alert_wakeup: Arc<Notify>,
+    mut rx: mpsc::Receiver<Job>,
+    groups: usize,
+) {
+    let slots = Arc::new(Semaphore::new(groups));
     while let Some(first) = rx.recv().await {
-        if let Some(inserted) = previous.take() {
-            // Ends when that group has inserted, or ended in any way (the sender dropped).
-            let _ = inserted.await;
-        }
+        // A group is formed once it may start, so it takes every batch that arrived meanwhile.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut size = first.batch.events.len() + first.batch.refused.len();
         let mut group = vec![first];
         while size < GROUP_EVENTS {
@@ -196,26 +205,20 @@ async fn run(db: DatabaseConnection, alert_wakeup: Arc<Notify>, mut rx: mpsc::Re
             size += job.batch.events.len() + job.batch.refused.len();
             group.push(job);
         }
-        let (inserted, wait) = oneshot::channel();
-        previous = Some(wait);
-        tokio::spawn(store_group(
-            db.clone(),
-            alert_wakeup.clone(),
-            group,
-            inserted,
-        ));
+        tokio::spawn(store_group(db.clone(), alert_wakeup.clone(), group, slot));
     }
 }
 
-/// Stores one group and answers each of its callers; `inserted` fires once its events are in.
+/// Stores one group and answers each of its callers; `slot` is given back when it is done.
 async fn store_group(
     db: DatabaseConnection,
     alert_wakeup: Arc<Notify>,
     mut group: Vec<Job>,
-    inserted: oneshot::Sender<()>,
+    slot: OwnedSemaphorePermit,
 ) {
+    let _slot = slot;
     let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-    let outcome = store(&db, &batches, Some(inserted)).await;
+    let outcome = store(&db, &batches).await;
     match outcome {
         Ok((results, alerts)) => {
             if alerts > 0 {
@@ -233,14 +236,12 @@ async fn store_group(
         Err(e) => {
             tracing::warn!(batches = group.len(), error = %e, "a usage group failed; storing its batches one by one");
             for job in group {
-                let result = store(&db, &[&job.batch], None)
-                    .await
-                    .map(|(mut r, alerts)| {
-                        if alerts > 0 {
-                            alert_wakeup.notify_one();
-                        }
-                        r.pop().unwrap_or_default()
-                    });
+                let result = store(&db, &[&job.batch]).await.map(|(mut r, alerts)| {
+                    if alerts > 0 {
+                        alert_wakeup.notify_one();
+                    }
+                    r.pop().unwrap_or_default()
+                });
                 let _ = job.done.send(result);
             }
         }
@@ -254,7 +255,6 @@ async fn store_group(
 async fn store(
     db: &DatabaseConnection,
     batches: &[&Batch],
-    on_inserted: Option<oneshot::Sender<()>>,
 ) -> Result<(Vec<Stored>, usize), ServiceError> {
     let now = Utc::now();
     let mut seen = HashSet::new();
@@ -268,10 +268,40 @@ async fn store(
             }
         }
     }
-    // Built before the transaction: nothing but the database's work happens under the lock.
-    let insert = (db.get_database_backend() == DbBackend::Postgres && !events.is_empty())
-        .then(|| insert_unnest(&events, now));
+    // Postgres: the block is taken first, in its own transaction (see `super::sequence`).
+    let block = match db.get_database_backend() {
+        DbBackend::Postgres if !events.is_empty() => Some(sequence::take(db, events.len()).await?),
+        _ => None,
+    };
+    let stored = store_in(db, batches, &events, &owner, block, now).await;
+    if let (Err(_), Some(block)) = (&stored, block) {
+        sequence::release(db, block).await;
+    }
+    stored
+}
+
+/// [`store`]'s transaction: `events` (each from batch `owner[i]`) under `block` (Postgres) or
+/// under numbers taken inside it (SQLite).
+async fn store_in(
+    db: &DatabaseConnection,
+    batches: &[&Batch],
+    events: &[&UsageEvent],
+    owner: &[usize],
+    block: Option<Block>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Vec<Stored>, usize), ServiceError> {
+    let insert = block.map(|b| {
+        // Numbered in arrival order, inserted in id order: concurrent groups that share ids (a
+        // batch replayed to two control planes) then wait on each other's rows in one order and
+        // never deadlock.
+        let mut rows: Vec<(&UsageEvent, i64)> = events.iter().copied().zip(b.first..).collect();
+        rows.sort_by(|x, y| x.0.id.cmp(&y.0.id));
+        insert_unnest(&rows, now)
+    });
     let txn = db.begin().await?;
+    if let Some(block) = block {
+        sequence::claim(&txn, block).await?;
+    }
     let mut quarantined = Vec::with_capacity(batches.len());
     for b in batches {
         quarantined.push(quarantine::store(&txn, &b.node_id, &b.refused, now).await?);
@@ -281,17 +311,14 @@ async fn store(
     let mut alerts = 0;
     if !events.is_empty() {
         let inserted_ids = match insert {
-            Some(statement) => sequence_and_insert(&txn, statement).await?,
+            Some(statement) => insert_returning(&txn, statement).await?,
             None => {
-                let first_seq = take_sequence(&txn, events.len()).await?;
-                insert_rows(&txn, &events, first_seq, now).await?
+                let first_seq = sequence::take_in(&txn, events.len()).await?;
+                insert_rows(&txn, events, first_seq, now).await?
             }
         };
-        if let Some(signal) = on_inserted {
-            let _ = signal.send(());
-        }
         let mut stored = Vec::with_capacity(inserted_ids.len());
-        for (e, &i) in events.iter().zip(&owner) {
+        for (e, &i) in events.iter().zip(owner) {
             if inserted_ids.contains(&clean(&e.id)) {
                 stored.push(*e);
                 inserted[i] += 1;
@@ -396,16 +423,16 @@ async fn insert_rows(
     Ok(inserted_ids)
 }
 
-/// Postgres path: one statement for the whole group that takes the block of sequence numbers
-/// (the counter row's lock, held to commit) and inserts every event, each column sent as one
-/// array and expanded by `UNNEST` — a fixed-size statement whatever the group's size, parsed and
-/// planned once, and one round trip under the lock.
-fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statement {
+/// Postgres path: one statement for the whole group that inserts every event with its sequence
+/// number, each column sent as one array and expanded by `UNNEST` — a fixed-size statement
+/// whatever the group's size, parsed and planned once, and one round trip.
+fn insert_unnest(rows: &[(&UsageEvent, i64)], now: chrono::DateTime<Utc>) -> Statement {
     use sea_orm::sea_query::ArrayType;
     use sea_orm::Value;
     fn array(ty: ArrayType, values: Vec<Value>) -> Value {
         Value::Array(ty, Some(Box::new(values)))
     }
+    let events: Vec<&UsageEvent> = rows.iter().map(|(e, _)| *e).collect();
     let text = |f: &dyn Fn(&UsageEvent) -> &str| {
         array(
             ArrayType::String,
@@ -496,6 +523,14 @@ fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statemen
         ("cost_flag", "text", text(&|e| e.cost_flag.as_str())),
         ("cache_hit", "bool", flag(&|e| e.cache_hit)),
         ("trace_id", "text", text(&|e| &e.trace_id)),
+        (
+            "seq",
+            "int8",
+            array(
+                ArrayType::BigInt,
+                rows.iter().map(|(_, seq)| Value::from(*seq)).collect(),
+            ),
+        ),
     ];
     let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     let arrays: Vec<String> = columns
@@ -510,40 +545,27 @@ fn insert_unnest(events: &[&UsageEvent], now: chrono::DateTime<Utc>) -> Statemen
             n => format!("u.{n}"),
         })
         .collect();
-    // Sequence numbers follow the arrays' order: `first + ordinality`.
     let sql = format!(
-        "WITH block AS (UPDATE counters SET value = value + ${n}::int8 \
-         WHERE name = '{SEQ_COUNTER}' RETURNING value - ${n}::int8 AS first) \
-         INSERT INTO usage_events ({names}, seq, ingested_at) \
-         SELECT {selected}, block.first + u.ord, ${now}::timestamptz \
-         FROM block CROSS JOIN UNNEST({arrays}) WITH ORDINALITY AS u({names}, ord) \
+        "INSERT INTO usage_events ({names}, ingested_at) \
+         SELECT {selected}, ${now}::timestamptz \
+         FROM UNNEST({arrays}) AS u({names}) \
          ON CONFLICT (id) DO NOTHING RETURNING id",
         names = names.join(", "),
         selected = selected.join(", "),
-        n = columns.len() + 1,
-        now = columns.len() + 2,
+        now = columns.len() + 1,
         arrays = arrays.join(", ")
     );
     let mut values: Vec<Value> = columns.into_iter().map(|(_, _, v)| v).collect();
-    values.push(Value::from(i64::try_from(events.len()).unwrap_or(i64::MAX)));
     values.push(Value::from(now));
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
 /// Runs [`insert_unnest`]'s statement; returns the ids it inserted.
-async fn sequence_and_insert(
+async fn insert_returning(
     txn: &DatabaseTransaction,
     statement: Statement,
 ) -> Result<HashSet<String>, ServiceError> {
     let rows = txn.query_all(statement).await?;
-    if rows.is_empty() {
-        // Nothing new, or no counter row to number them by (then nothing was inserted either):
-        // the latter must fail the batch, never acknowledge it as duplicates.
-        let counter = counter::Entity::find_by_id(SEQ_COUNTER).one(txn).await?;
-        if counter.is_none() {
-            return Err(sea_orm::DbErr::RecordNotFound(format!("counter {SEQ_COUNTER}")).into());
-        }
-    }
     let mut ids = HashSet::with_capacity(rows.len());
     for r in rows {
         ids.insert(r.try_get::<String>("", "id")?);
@@ -553,27 +575,6 @@ async fn sequence_and_insert(
 
 fn attempts_json(e: &UsageEvent) -> String {
     serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())
-}
-
-/// Reserves `n` sequence numbers and returns the first. The row lock is held to commit.
-async fn take_sequence(txn: &DatabaseTransaction, n: usize) -> Result<i64, ServiceError> {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut update = Query::update();
-    update
-        .table(counter::Entity)
-        .value(
-            counter::Column::Value,
-            Expr::col(counter::Column::Value).add(n),
-        )
-        .and_where(Expr::col(counter::Column::Name).eq(SEQ_COUNTER))
-        .returning_col(counter::Column::Value);
-    let backend = txn.get_database_backend();
-    let row = txn
-        .query_one(backend.build(&update))
-        .await?
-        .ok_or_else(|| sea_orm::DbErr::RecordNotFound(format!("counter {SEQ_COUNTER}")))?;
-    let last: i64 = row.try_get("", "value")?;
-    Ok(last - n + 1)
 }
 
 /// The aggregate row an event counts towards.

@@ -1,6 +1,7 @@
 //! Usage: idempotent batch ingest with same-transaction aggregates ([`ingest`]) that quarantines
 //! what fails validation ([`validate`], [`quarantine`]), the pull API and aggregate queries
-//! ([`query`]), the request log ([`requests`]), latency percentiles per day for the dashboard
+//! ([`query`]), the ingest sequence that the pull cursor follows ([`sequence`]), the request log
+//! ([`requests`]), latency percentiles per day for the dashboard
 //! ([`latency`]), export sink administration ([`sinks`]), and the ledger's partitions and
 //! retention ([`partitions`]).
 
@@ -10,6 +11,7 @@ pub mod partitions;
 pub mod quarantine;
 mod query;
 pub mod requests;
+pub mod sequence;
 pub mod sinks;
 pub mod validate;
 

@@ -129,9 +129,16 @@ fn parse_seq(after: Option<&str>) -> Result<i64, ServiceError> {
     }
 }
 
-/// Events in ingest-sequence (commit) order after the cursor: the pull API for billing
-/// consumers. The sequence is ordered by commit, so a consumer that pages to the end and later
-/// resumes from the last `seq` never misses an event.
+/// Only the sequence numbers below every block still pending (see [`super::sequence`]): an
+/// event committed later always has a higher number than any this condition lets through.
+fn visible() -> sea_orm::sea_query::SimpleExpr {
+    sea_orm::sea_query::Expr::cust(format!("seq < {}", super::sequence::VISIBLE_BELOW))
+}
+
+/// Events in ingest-sequence order after the cursor: the pull API for billing consumers. Pages
+/// end below the lowest sequence block still being stored, so a consumer that pages to the end
+/// and later resumes from the last `seq` never misses an event, in whatever order writers
+/// commit.
 pub async fn list(
     s: &Services,
     actor: &Actor,
@@ -143,6 +150,7 @@ pub async fn list(
     let after = parse_seq(params.after.as_deref())?;
     let mut q = usage_event::Entity::find()
         .filter(usage_event::Column::Seq.gt(after))
+        .filter(visible())
         .order_by_asc(usage_event::Column::Seq);
     if let Some(team) = actor.scope() {
         q = q.filter(usage_event::Column::TeamId.eq(team));
@@ -173,6 +181,7 @@ pub async fn events_after(
 ) -> Result<Vec<UsageRow>, ServiceError> {
     let rows = usage_event::Entity::find()
         .filter(usage_event::Column::Seq.gt(after))
+        .filter(visible())
         .order_by_asc(usage_event::Column::Seq)
         .limit(limit)
         .all(&s.db)
