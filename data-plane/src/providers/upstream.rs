@@ -305,6 +305,34 @@ impl Body for Leased {
     }
 }
 
+impl Drop for Leased {
+    /// A reader that stops at the answer's last event (an SSE `[DONE]`) may leave the end of
+    /// the body unread though it has arrived: what is already here is read (never waited
+    /// for), and if that reaches the end the connection goes back to the pool.
+    fn drop(&mut self) {
+        let Some(mut lease) = self.lease.take() else {
+            return;
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..MAX_FRAMES_READ_ON_DROP {
+            lease.conn.drive(&mut cx);
+            match Pin::new(&mut self.body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(None) => {
+                    if lease.conn.drive(&mut cx) {
+                        lease.pool.give_back(lease.origin, lease.conn);
+                    }
+                    return;
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            }
+        }
+    }
+}
+
+/// How many frames already received a dropped body reads looking for its end.
+const MAX_FRAMES_READ_ON_DROP: usize = 16;
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -412,14 +440,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_dropped_before_its_end_does_not_return_its_connection() {
-        let (uri, accepted, _) = server("unread", false).await;
+    async fn an_answer_dropped_before_its_end_arrived_does_not_return_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    // Half of the announced body, then nothing more.
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.read(&mut buf).await;
+                });
+            }
+        });
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
         let client = http_client(Duration::from_secs(1));
-        let req = Request::post(uri.clone())
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        drop(client.request(req).await.unwrap());
-        assert_eq!(call(&client, &uri).await.unwrap(), "unread");
+        for _ in 0..2 {
+            let req = Request::get(uri.clone())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            drop(client.request(req).await.unwrap());
+        }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -452,5 +498,43 @@ mod tests {
         let uri = format!("http://{addr}/").parse().unwrap();
         let err = call(&client, &uri).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_whose_end_has_arrived_returns_its_connection_when_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    // Each read is one small request (no body); answer it, chunked, all at once.
+                    while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                        let answer = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                      6\r\ndata: \r\n7\r\n[DONE]\n\r\n0\r\n\r\n";
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let client = http_client(Duration::from_secs(1));
+        for _ in 0..3 {
+            let req = Request::get(uri.clone())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let mut body = client.request(req).await.unwrap().into_body();
+            // The reader stops after the first frame, as the pump does at `[DONE]`, once the
+            // whole answer is here.
+            let first = body.frame().await.unwrap().unwrap();
+            assert!(first.is_data());
+            drop(body);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
