@@ -10,6 +10,7 @@ pub mod azure;
 pub mod gemini;
 pub mod mock;
 pub mod openai;
+pub mod upstream;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -71,30 +72,7 @@ pub struct UpstreamResponse {
     pub body: Body,
 }
 
-/// The upstream HTTP client: hyper's pooled client over rustls (HTTP/1.1 and HTTP/2).
-pub type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<Bytes>,
->;
-
-/// Builds an upstream client: TCP_NODELAY, the given connect timeout, pooled keep-alive, TLS
-/// with the webpki roots (plain HTTP allowed for local and compatible hosts).
-pub fn http_client(connect_timeout: std::time::Duration) -> HttpClient {
-    use std::time::Duration;
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
-}
+pub use upstream::{http_client, HttpClient};
 
 /// One upstream client per distinct connect timeout, so each routing group gets its own
 /// timeout while groups with the same timeout share a connection pool. Looked up when a
@@ -196,13 +174,7 @@ pub(crate) async fn execute(
     let req = req
         .body(Full::new(call.body))
         .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|e| {
-        if e.is_connect() {
-            UpstreamError::Connect(e.to_string())
-        } else {
-            UpstreamError::Read(e.to_string())
-        }
-    })?;
+    let resp = client.request(req).await?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(CONTENT_TYPE).cloned();
     let retry_after_secs = resp
