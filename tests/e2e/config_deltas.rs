@@ -3,13 +3,15 @@
 //! delta whose result does not hash as declared is NACKed and not applied; a node without the
 //! delta feature keeps receiving full snapshots.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use crate::support::scripted::against_script;
+use crate::support::{gateway_with_smart_route, pki, Gateway};
 use modelgate_proto::config::v1::config_service_client::ConfigServiceClient;
-use modelgate_proto::config::v1::config_service_server::{ConfigService, ConfigServiceServer};
 use modelgate_proto::config::v1::{
     subscribe_request::Kind, Ack, Hello, Resync, Snapshot as WireSnapshot, SubscribeRequest,
 };
@@ -18,13 +20,6 @@ use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::snapshot::{Config, Snapshot};
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-
-use crate::support::{
-    eventually, gateway_with_smart_route, pki, start_data_plane, temp_dir, Gateway,
-};
 
 #[tokio::test]
 async fn keys_created_and_revoked_after_connect_reach_the_node_as_deltas_and_are_enforced() {
@@ -221,90 +216,6 @@ async fn nodes_without_the_delta_feature_get_full_snapshots_and_nodes_with_it_ge
     );
     drop((old_tx, new_tx));
     gw.shutdown().await;
-}
-
-/// Sends each step's message after the previous step's replies (as many as the step expects),
-/// recording every reply but health reports, and the hello.
-#[derive(Clone)]
-struct ScriptedControlPlane {
-    script: Arc<Vec<(WireSnapshot, usize)>>,
-    replies: Arc<Mutex<Vec<Kind>>>,
-    hello: Arc<Mutex<Option<Hello>>>,
-}
-
-#[tonic::async_trait]
-impl ConfigService for ScriptedControlPlane {
-    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<WireSnapshot, Status>> + Send>>;
-
-    async fn subscribe(
-        &self,
-        request: Request<Streaming<SubscribeRequest>>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let Ok(Some(SubscribeRequest {
-                kind: Some(Kind::Hello(hello)),
-            })) = inbound.message().await
-            else {
-                return;
-            };
-            *me.hello.lock().unwrap() = Some(hello);
-            for (message, expected) in me.script.iter() {
-                if tx.send(Ok(message.clone())).await.is_err() {
-                    return;
-                }
-                let mut got = 0;
-                while got < *expected {
-                    match inbound.message().await {
-                        Ok(Some(SubscribeRequest {
-                            kind: Some(Kind::Health(_)),
-                        })) => continue,
-                        Ok(Some(SubscribeRequest { kind: Some(reply) })) => {
-                            me.replies.lock().unwrap().push(reply);
-                            got += 1;
-                        }
-                        _ => return,
-                    }
-                }
-            }
-            while let Ok(Some(_)) = inbound.message().await {}
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// A real data plane on a scripted control plane; returns once it replied `replies` times.
-async fn against_script(
-    name: &str,
-    script: Vec<(WireSnapshot, usize)>,
-) -> (ScriptedControlPlane, modelgate_data_plane::RunningDataPlane) {
-    let total: usize = script.iter().map(|(_, n)| n).sum();
-    let cp = ScriptedControlPlane {
-        script: Arc::new(script),
-        replies: Arc::default(),
-        hello: Arc::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server =
-        tonic::transport::Server::builder().add_service(ConfigServiceServer::new(cp.clone()));
-    tokio::spawn(
-        server.serve_with_incoming(modelgate_control_plane::grpc::transport::incoming(
-            listener,
-            pki::Pki::shared().server_security(),
-            Arc::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )),
-    );
-    let dp = start_data_plane(addr, &temp_dir(name)).await;
-    let replies = cp.replies.clone();
-    eventually(Duration::from_secs(10), "every scripted reply", || async {
-        (replies.lock().unwrap().len() >= total).then_some(())
-    })
-    .await;
-    (cp, dp)
 }
 
 /// Versions 1 and 2 of a small config (2 revokes a key) and the delta between them.

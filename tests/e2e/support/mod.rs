@@ -9,6 +9,7 @@ pub mod gemini_upstream;
 pub mod load;
 pub mod openai_upstream;
 pub mod pki;
+pub mod scripted;
 pub mod services;
 pub mod tcp_proxy;
 pub mod upstream;
