@@ -149,6 +149,28 @@ impl Fleet {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Starts a rollout of `smart` to `provider_id` (gates that never pass on their own),
+    /// waits until the canary serves it and pauses it; returns its id.
+    async fn paused_rollout_to(&self, provider_id: &str) -> String {
+        self.set_policy(1, 1_000_000, "pause").await;
+        let old_version = self.canary.version();
+        self.reroute(provider_id).await;
+        let id = self.rollout().await["id"].as_str().unwrap().to_owned();
+        eventually(
+            Duration::from_secs(10),
+            "the canary on the new version",
+            || async { (self.canary.version() > old_version).then_some(()) },
+        )
+        .await;
+        let (status, paused) = self
+            .gw
+            .admin(Method::POST, &format!("/rollouts/{id}/pause"), None)
+            .await;
+        assert_eq!(status, 200, "{paused}");
+        assert_eq!(paused["status"], "paused");
+        id
+    }
+
     /// The rollout the last change started.
     async fn rollout(&self) -> Value {
         let (status, body) = self.gw.admin(Method::GET, "/rollouts", None).await;
@@ -361,22 +383,7 @@ async fn a_key_revocation_during_a_paused_rollout_reaches_every_node() {
         )
         .await;
     let other_key = other["key_secret"].as_str().unwrap().to_owned();
-    fleet.set_policy(1, 1_000_000, "pause").await;
-    let old_version = fleet.canary.version();
-    fleet.reroute(&next_provider).await;
-    let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
-    eventually(
-        Duration::from_secs(10),
-        "the canary on the new version",
-        || async { (fleet.canary.version() > old_version).then_some(()) },
-    )
-    .await;
-    let (status, paused) = fleet
-        .gw
-        .admin(Method::POST, &format!("/rollouts/{id}/pause"), None)
-        .await;
-    assert_eq!(status, 200, "{paused}");
-    assert_eq!(paused["status"], "paused");
+    let id = fleet.paused_rollout_to(&next_provider).await;
 
     let (status, body) = fleet
         .gw
@@ -446,21 +453,7 @@ async fn disabling_a_key_ending_a_rotation_and_replacing_a_credential_during_a_p
     }
     let (to_disable_id, to_disable) = key(&fleet, "to-disable").await;
     let (rotated_id, rotated_old) = key(&fleet, "rotated").await;
-    fleet.set_policy(1, 1_000_000, "pause").await;
-    let old_version = fleet.canary.version();
-    fleet.reroute(&next_provider).await;
-    let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
-    eventually(
-        Duration::from_secs(10),
-        "the canary on the new version",
-        || async { (fleet.canary.version() > old_version).then_some(()) },
-    )
-    .await;
-    let (status, paused) = fleet
-        .gw
-        .admin(Method::POST, &format!("/rollouts/{id}/pause"), None)
-        .await;
-    assert_eq!(status, 200, "{paused}");
+    let id = fleet.paused_rollout_to(&next_provider).await;
 
     // A key disabled.
     let (status, body) = fleet
