@@ -329,13 +329,25 @@ pub async fn allocate(s: &Services, ask: RateAsk) -> Result<RateGrant, ServiceEr
     let limit = to_domain(&m)
         .ok_or_else(|| ServiceError::Conflict(format!("rate limit `{}` is invalid", m.id)))?;
     let amount = i64::try_from(limit.amount(ask.measure)).unwrap_or(i64::MAX);
-    stored::allocate(s, &s.rate_ledger, amount, &ask)
-        .await?
-        .map_err(|ledger::WarmingUp| {
-            ServiceError::Unavailable(
-                "the rate-limit ledger is learning what data planes hold after a restart".into(),
-            )
-        })
+    let granted = if s.replica.shared_database() {
+        stored::allocate(s, &s.rate_ledger, amount, &ask).await?
+    } else {
+        // SQLite has one control plane per file and one connection, which a rebuild of a large
+        // config holds for seconds: the ledger stays in this process's memory (re-learned after
+        // a restart, see `ledger`), so a rate share never waits behind a rebuild.
+        let now = Utc::now().timestamp();
+        s.rate_ledger.grant(
+            amount,
+            &ask,
+            window_start(ask.measure, now),
+            std::time::Instant::now(),
+        )
+    };
+    granted.map_err(|ledger::WarmingUp| {
+        ServiceError::Unavailable(
+            "the rate-limit ledger is learning what data planes hold after a restart".into(),
+        )
+    })
 }
 
 /// At start: if rate limits exist, a previous control plane may have leased shares that are
