@@ -48,6 +48,7 @@ mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod snapshot_versions;
+mod snippets;
 mod statements;
 mod team_scope;
 mod traces;

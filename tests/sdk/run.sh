@@ -7,26 +7,10 @@ set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "${script_dir}/../.." && pwd)"
-venv="${MODELGATE_SDK_VENV:-${repo_root}/target/sdk-venv}"
-requirements="${script_dir}/requirements.txt"
-stamp="${venv}/.modelgate-sdk-requirements.sha256"
-
-if [[ ! -x "${venv}/bin/python" ]]; then
-    echo "run.sh: creating virtualenv at ${venv}" >&2
-    mkdir -p "$(dirname "${venv}")"
-    python3 -m venv "${venv}"
-fi
-
-wanted="$(sha256sum "${requirements}" | cut -d' ' -f1)"
-installed="$(cat "${stamp}" 2>/dev/null || true)"
-if [[ "${wanted}" != "${installed}" ]]; then
-    echo "run.sh: installing Python requirements into ${venv}" >&2
-    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${requirements}"
-    printf '%s\n' "${wanted}" > "${stamp}"
-fi
+python="$("${script_dir}/venv.sh")"
 
 # pytest exits non-zero on failures and with status 5 when no tests were
 # collected; `set -e` plus exec propagates either. The cache provider is
 # disabled so no .pytest_cache directory is written into the repository.
 cd "${repo_root}"
-exec "${venv}/bin/python" -m pytest -q -p no:cacheprovider "${script_dir#"${repo_root}/"}" "$@"
+exec "${python}" -m pytest -q -p no:cacheprovider "${script_dir#"${repo_root}/"}" "$@"
