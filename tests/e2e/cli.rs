@@ -369,6 +369,35 @@ async fn cli_revoked_key_is_refused_by_the_data_plane() {
 }
 
 #[tokio::test]
+async fn after_nodes_wait_a_revoked_key_is_refused_on_the_first_try() {
+    let (_upstream, gw, p) = gateway_with_smart_route().await;
+    assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
+
+    modelgate(&gw, &["keys", "revoke", &p.key_id], &[]).await.ok();
+    let waited = modelgate(&gw, &["nodes", "wait", "--timeout-secs", "30"], &[])
+        .await
+        .ok();
+    assert_eq!(
+        waited.stdout, "1 connected node serves the current config\n",
+        "{}",
+        waited.stderr
+    );
+    // No polling: once `nodes wait` returned, the node serves the revocation.
+    assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 401);
+
+    let nodes = modelgate(&gw, &["nodes", "list", "--output", "json"], &[])
+        .await
+        .json();
+    let node = &nodes.as_array().unwrap()[0];
+    assert!(
+        node["applied_version"].as_i64() >= node["target_version"].as_i64()
+            && node["target_version"].as_i64() > Some(0),
+        "{node}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn cli_rotates_disables_and_enables_a_key_and_reads_users_and_the_audit_log() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     let user = modelgate(

@@ -23,6 +23,10 @@ pub struct Node {
     pub assigned_hash: String,
     /// The version the node serves, by its hello and its last ACK.
     pub applied_version: i64,
+    /// The version this control plane's current config assigns the node (for a connected
+    /// node; 0 otherwise), which may not have been sent yet: the node is in sync with every
+    /// committed change once `applied_version` reaches it (`modelgate nodes wait`).
+    pub target_version: i64,
     pub applied_hash: String,
     pub status: String,
     pub last_error: Option<String>,
@@ -48,6 +52,7 @@ impl From<node::Model> for Node {
             assigned_version: m.assigned_version,
             assigned_hash: m.assigned_hash,
             applied_version: m.applied_version,
+            target_version: 0,
             applied_hash: m.applied_hash,
             status: m.status,
             last_error: m.last_error,
@@ -69,6 +74,10 @@ impl Node {
         }
         let bound = chrono::Duration::from_std(s.config_drift_after)
             .unwrap_or(chrono::Duration::seconds(60));
+        if let Some(distribution) = s.publisher.distribution() {
+            let (published, _) = distribution.for_node(&self.labels);
+            self.target_version = i64::try_from(published.version()).unwrap_or(i64::MAX);
+        }
         if let Some(live) = s.node_states.view(&self.node_id, s.clock.now(), bound) {
             if let Some((v, h)) = live.assigned {
                 self.assigned_version = i64::try_from(v).unwrap_or(i64::MAX);
