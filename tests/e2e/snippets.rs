@@ -28,7 +28,16 @@ use crate::support::temp_dir;
 
 /// The documents whose blocks are run. A Markdown file under `docs/` (outside the generated
 /// `docs/reference/`) that is not listed here fails `every_guide_is_run`.
-const DOCUMENTS: &[&str] = &["README.md", "docs/README.md"];
+const DOCUMENTS: &[&str] = &[
+    "README.md",
+    "docs/README.md",
+    "docs/applications.md",
+    "docs/fleet.md",
+    "docs/rollouts.md",
+    "docs/observability.md",
+    "docs/upgrades.md",
+    "docs/testing.md",
+];
 
 /// A hang guard, not a timing assertion: a block that waits on something forever fails here
 /// instead of holding the suite until its own limit.
@@ -407,6 +416,12 @@ macro_rules! documents {
 documents! {
     the_readme_runs_as_written => "README.md",
     the_guide_index_runs_as_written => "docs/README.md",
+    the_applications_guide_runs_as_written => "docs/applications.md",
+    the_fleet_guide_runs_as_written => "docs/fleet.md",
+    the_rollouts_guide_runs_as_written => "docs/rollouts.md",
+    the_observability_guide_runs_as_written => "docs/observability.md",
+    the_upgrades_guide_runs_as_written => "docs/upgrades.md",
+    the_testing_guide_runs_as_written => "docs/testing.md",
 }
 
 #[test]
