@@ -373,7 +373,9 @@ async fn after_nodes_wait_a_revoked_key_is_refused_on_the_first_try() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     assert_eq!(gw.say_hi(&p.key, "smart").await.status(), 200);
 
-    modelgate(&gw, &["keys", "revoke", &p.key_id], &[]).await.ok();
+    modelgate(&gw, &["keys", "revoke", &p.key_id], &[])
+        .await
+        .ok();
     let waited = modelgate(&gw, &["nodes", "wait", "--timeout-secs", "30"], &[])
         .await
         .ok();

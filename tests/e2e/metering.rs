@@ -1,6 +1,7 @@
 //! Metering survives its dependencies going away: every answered request has exactly one usage
-//! row after the control plane was away under load, and after Postgres "restarted" (every
-//! connection cut, new ones refused) mid-ingest; the spool drains to zero. And a full spool
+//! row after the control plane was away under load, and after the control plane's connections to
+//! Postgres were cut mid-ingest (through a TCP proxy: every connection cut, new ones refused for a
+//! while, as in a database restart or failover); the spool drains to zero. And a full spool
 //! refuses traffic it could not meter, without calling upstream.
 
 use std::collections::HashSet;
@@ -78,7 +79,7 @@ async fn control_plane_away_under_load_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test]
-async fn postgres_restart_during_ingest_loses_and_duplicates_nothing() {
+async fn a_database_connection_cut_during_ingest_loses_and_duplicates_nothing() {
     let db = TestDb::postgres().await;
     let (head, rest) = db.url.split_once('@').unwrap();
     let (host_port, db_name) = rest.split_once('/').unwrap();

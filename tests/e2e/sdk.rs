@@ -1,5 +1,6 @@
 //! `modelgate up` as a user runs it (the real binary, embedded SQLite, the built-in mock
-//! provider), and the official OpenAI Python SDK against it (`tests/sdk/`).
+//! provider), and the official OpenAI, Anthropic and Google GenAI Python SDKs against it
+//! (`tests/sdk/`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -150,7 +151,7 @@ async fn modelgate_up_serves_the_printed_demo_key_offline_through_the_mock_provi
 }
 
 #[tokio::test]
-async fn official_openai_and_anthropic_python_sdks_work_against_the_gateway() {
+async fn official_openai_anthropic_and_google_genai_python_sdks_work_against_the_gateway() {
     let up = tokio::task::spawn_blocking(modelgate_up).await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh");
     let env = up.env.clone();

@@ -1,5 +1,5 @@
-"""Shared fixtures for the ModelGate SDK compatibility suite (official OpenAI and Anthropic
-Python SDKs).
+"""Shared fixtures for the ModelGate SDK compatibility suite (the official OpenAI, Anthropic
+and Google GenAI Python SDKs).
 
 The suite talks to an already-running gateway described by environment
 variables (see README.md). Missing required variables are a hard failure, not
