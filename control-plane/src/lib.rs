@@ -13,6 +13,8 @@ pub mod grpc;
 pub mod metrics;
 pub mod replica;
 pub mod rollout;
+#[cfg(test)]
+mod scratch_db;
 pub mod service;
 pub mod snapshot;
 pub mod store;

@@ -321,31 +321,14 @@ pub async fn refresh(s: Services, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use modelgate_shared::snapshot::Config;
-    use sea_orm::{ConnectionTrait, Database};
 
     use crate::crypto::Sealer;
     use crate::service::Services;
 
-    /// The Postgres server of the tests (`MODELGATE_TEST_DATABASE_URL`, else the local one).
-    fn postgres_base() -> String {
-        std::env::var("MODELGATE_TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| u.starts_with("postgres"))
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_replicas_minting_at_once_get_distinct_consecutive_numbers() {
-        let base = postgres_base();
-        let name = format!("mg_unit_{}", modelgate_shared::new_id().simple());
-        let admin = Database::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("this test needs Postgres at {base}: {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        let db = crate::scratch_db::ScratchDb::create().await;
+        let url = db.url.clone();
         let key = Sealer::generate_master_key_hex();
         let replica = || async {
             Services::new(
@@ -375,9 +358,6 @@ mod tests {
         assert_eq!(all, (1..=40).collect::<Vec<u64>>());
         a.db.close().await.unwrap();
         b.db.close().await.unwrap();
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .unwrap();
+        db.drop_now().await;
     }
 }

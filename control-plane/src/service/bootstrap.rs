@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::keys;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
+};
 
 use super::authz::{Actor, Role};
 use super::{keys as key_service, models, providers, routes, teams, ServiceError, Services};
@@ -47,15 +49,44 @@ pub async fn ensure_initialized(s: &Services) -> Result<Option<String>, ServiceE
         .exec_without_returning(&s.db)
         .await?;
     }
-    let tokens = admin_token::Entity::find().count(&s.db).await?;
-    if tokens == 0 {
-        return Ok(Some(mint_admin_token(s, "bootstrap").await?));
+    if admin_token::Entity::find().count(&s.db).await? > 0 {
+        return Ok(None);
     }
-    Ok(None)
+    // Several replicas may find no token at once: the one whose claim row is stored mints, in
+    // the claim's transaction, so a crash in between leaves neither.
+    let txn = s.db.begin().await?;
+    let claimed = setting::Entity::insert(setting::ActiveModel {
+        name: Set(BOOTSTRAP_CLAIM.to_owned()),
+        value: Set(Utc::now().to_rfc3339()),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(setting::Column::Name)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&txn)
+    .await?;
+    if claimed == 0 {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let token = insert_owner_token(&txn, "bootstrap").await?;
+    txn.commit().await?;
+    Ok(Some(token))
 }
+
+/// The settings row that records that a bootstrap admin token was minted (its value: when).
+const BOOTSTRAP_CLAIM: &str = "bootstrap_token_minted_at";
 
 /// Mints an organisation owner token (shown once, stored as SHA-256).
 pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, ServiceError> {
+    insert_owner_token(&s.db, name).await
+}
+
+async fn insert_owner_token(
+    db: &impl sea_orm::ConnectionTrait,
+    name: &str,
+) -> Result<String, ServiceError> {
     let token = keys::generate_admin_token();
     admin_token::Entity::insert(admin_token::ActiveModel {
         id: Set(modelgate_shared::new_id().to_string()),
@@ -68,7 +99,7 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
         expires_at: Set(None),
         created_at: Set(Utc::now()),
     })
-    .exec_without_returning(&s.db)
+    .exec_without_returning(db)
     .await?;
     Ok(token.secret)
 }
@@ -76,10 +107,15 @@ pub async fn mint_admin_token(s: &Services, name: &str) -> Result<String, Servic
 /// Deletes the admin token `presented` (a bootstrap token that could not be handed over), so
 /// that a database left without any token mints a new bootstrap token at the next start.
 pub async fn withdraw_admin_token(s: &Services, presented: &str) -> Result<(), ServiceError> {
+    let txn = s.db.begin().await?;
     admin_token::Entity::delete_many()
         .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
-        .exec(&s.db)
+        .exec(&txn)
         .await?;
+    setting::Entity::delete_by_id(BOOTSTRAP_CLAIM)
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -302,4 +338,56 @@ async fn ensure_route(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crypto::Sealer;
+    use crate::scratch_db::ScratchDb;
+    use crate::service::Services;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_at_once_on_an_empty_database_mint_one_bootstrap_token() {
+        let db = ScratchDb::create().await;
+        let key = Sealer::generate_master_key_hex();
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            replicas.push(Services::new(
+                crate::store::connect(&db.url).await.unwrap(),
+                Sealer::from_hex(&key).unwrap(),
+                modelgate_shared::clock::system(),
+            ));
+        }
+        let starts: Vec<_> = replicas
+            .iter()
+            .cloned()
+            .map(|s| tokio::spawn(async move { super::ensure_initialized(&s).await.unwrap() }))
+            .collect();
+        let mut minted = Vec::new();
+        for start in starts {
+            minted.extend(start.await.unwrap());
+        }
+        assert_eq!(minted.len(), 1, "one bootstrap token, shown by one replica");
+        assert!(matches!(
+            super::authenticate(&replicas[0], &minted[0], "test")
+                .await
+                .unwrap(),
+            super::Authentication::Actor(_)
+        ));
+
+        // A token that could not be handed over is withdrawn: the next start mints again.
+        super::withdraw_admin_token(&replicas[1], &minted[0])
+            .await
+            .unwrap();
+        let again = super::ensure_initialized(&replicas[2]).await.unwrap();
+        assert!(again.is_some());
+        assert!(super::ensure_initialized(&replicas[3])
+            .await
+            .unwrap()
+            .is_none());
+        for s in replicas {
+            s.db.close().await.unwrap();
+        }
+        db.drop_now().await;
+    }
 }
