@@ -45,12 +45,14 @@ pub enum AdminCommand {
     Users(Resource<users::UsersCommand>),
     /// Gateway keys (admin API): create, list, get, revoke, rotate, disable, enable.
     Keys(Resource<keys::KeysCommand>),
-    /// Provider accounts (admin API): create, list.
+    /// Provider accounts (admin API): create, set-credential, list.
     Providers(Resource<providers::ProvidersCommand>),
     /// The pricing catalog (admin API): set, list, versions, import.
     Models(Resource<models::ModelsCommand>),
-    /// Routes, model alias → deployments (admin API): create, list.
+    /// Routes, model alias → deployments (admin API): create, list, explain.
     Routes(Resource<routes::RoutesCommand>),
+    /// Spend budgets on a key, team, user or environment (admin API): create, list, show,
+    /// update, delete.
     Budgets(Resource<budgets::BudgetsCommand>),
     /// Prepaid team balances (admin API): show, adjust (top-ups and adjustments).
     Balances(Resource<balances::BalancesCommand>),
@@ -61,7 +63,7 @@ pub enum AdminCommand {
     /// Rate limits on keys, teams, users, model aliases (admin API): create, list, show,
     /// delete.
     Limits(Resource<limits::LimitsCommand>),
-    /// Data-plane nodes (admin API): revoke.
+    /// Data-plane nodes (admin API): list, revoke.
     Nodes(Resource<nodes::NodesCommand>),
     /// Usage (admin API): quarantine, the events ingest refused to count.
     Usage(Resource<usage::UsageCommand>),
