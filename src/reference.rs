@@ -332,13 +332,13 @@ fn admin_api() -> String {
     let base = doc["servers"][0]["url"].as_str().unwrap_or("");
     let mut out = generated_line();
     out.push_str("# Admin API reference\n\n");
-    let _ = write!(
+    let _ = writeln!(
         out,
         "From the OpenAPI document the control plane serves at `{base}/openapi.json` (no token \
          needed for it). Paths are relative to `{base}` on the admin listener. Operations marked \
          _bearer_ take `Authorization: Bearer <admin token>`. Bodies are JSON unless a media type \
          is named. Errors answer `{{\"error\": {{\"type\", \"message\", \"param\"?}}}}` \
-         ([ErrorBody](#errorbody)). Schemas are listed at the end.\n"
+         ([ErrorBody](#errorbody)). Schemas are listed at the end."
     );
 
     // tag → (path, method) → operation
