@@ -4,6 +4,9 @@
 mod admin_cli;
 mod check;
 mod cli;
+/// The generated reference in `docs/reference/`; only its tests use it.
+#[cfg(test)]
+mod reference;
 
 use std::collections::HashMap;
 use std::path::Path;

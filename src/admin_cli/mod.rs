@@ -1,8 +1,8 @@
 //! `modelgate teams|users|keys|providers|models|routes|budgets|balances|statements|limits|audit|nodes|usage|requests|rollouts …`:
 //! the admin CLI.
 //! Every command is
-//! one or more calls to the admin REST API (never the database), printed as an aligned table
-//! or as the API's JSON.
+//! one or more calls to the admin REST API (never the database), printed as an aligned table,
+//! as the API's JSON, or as the `--field`s a script asked for (tab-separated, no `jq` needed).
 //!
 //! Layout: this module holds the shared options, the command tree and the dispatch; `client`
 //! the HTTP client and error mapping; `table` the formatter; one module per resource with its
@@ -105,7 +105,7 @@ pub struct AdminOptions {
     )]
     pub admin_token: Option<secrecy::SecretString>,
     /// `table` for people, `json` for scripts (the API's JSON; a list prints one JSON array of
-    /// every row).
+    /// every row). `--field` takes precedence.
     #[arg(
         long,
         env = "MODELGATE_OUTPUT",
@@ -114,6 +114,14 @@ pub struct AdminOptions {
         global = true
     )]
     pub output: OutputFormat,
+    /// Print only this top-level field of the result instead of the table or JSON (repeatable):
+    /// the fields tab-separated in the order given, one line per row. Strings print as they are
+    /// (as a JSON string when they hold a control character), null as nothing, other values as
+    /// compact JSON. A field no row has is an error. Give every `--field` on the same side of
+    /// the subcommand. E.g. `read -r ID KEY < <(modelgate keys create … --field id --field
+    /// key_secret)`.
+    #[arg(long = "field", value_name = "NAME", global = true)]
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,6 +217,86 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The rows `--field` reads: the one object, every row of a list, or (for a text reply)
+    /// the elements of an array value or the value itself.
+    fn field_rows(&self) -> Vec<&Value> {
+        match self {
+            Reply::One { value, .. } | Reply::WithSecret { value, .. } => vec![value],
+            Reply::Many { rows, .. } => rows.iter().collect(),
+            Reply::Text {
+                value: Value::Array(rows),
+                ..
+            } => rows.iter().collect(),
+            Reply::Text { value, .. } => vec![value],
+        }
+    }
+
+    /// `--field NAME…`: the named top-level fields of each row, tab-separated, one line per
+    /// row. A name no row has is an error naming the fields that exist (an empty list prints
+    /// nothing, as there is no row to check against). A one-time `key_secret` keeps its
+    /// notice on stderr, and one that was not asked for is reported as lost.
+    pub fn render_fields(&self, names: &[String]) -> Result<Printed, CliError> {
+        let rows = self.field_rows();
+        if !rows.is_empty() {
+            if let Some(missing) = names
+                .iter()
+                .find(|name| !rows.iter().any(|row| row.get(name.as_str()).is_some()))
+            {
+                let existing: std::collections::BTreeSet<&str> = rows
+                    .iter()
+                    .filter_map(|row| row.as_object())
+                    .flat_map(|object| object.keys().map(String::as_str))
+                    .collect();
+                let existing = if existing.is_empty() {
+                    "none: the result is not an object".to_owned()
+                } else {
+                    existing.into_iter().collect::<Vec<_>>().join(", ")
+                };
+                return Err(CliError::Usage(format!(
+                    "--field {missing}: the result has no field `{missing}` (its fields: \
+                     {existing}); the request itself succeeded"
+                )));
+            }
+        }
+        let mut stdout = String::new();
+        for row in rows {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|name| field_text(row.get(name.as_str())))
+                .collect();
+            stdout.push_str(&cells.join("\t"));
+            stdout.push('\n');
+        }
+        let notice = match self {
+            Reply::WithSecret { .. } if names.iter().any(|n| n == "key_secret") => {
+                Some(format!("note: `key_secret` is shown once. {SECRET_NOTICE}"))
+            }
+            Reply::WithSecret { .. } => Some(
+                "note: the one-time `key_secret` was not among the --field names and cannot be \
+                 retrieved again; `keys rotate` issues a new one."
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        Ok(Printed { stdout, notice })
+    }
+}
+
+/// One `--field` cell: a string as it is (as a JSON string when it holds a control character,
+/// so a row stays one line and sends no escape sequence), nothing for null or absent, and
+/// compact JSON for anything else.
+fn field_text(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.chars().any(|c| c < ' ') => {
+            Value::String(s.clone()).to_string()
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
 fn pretty(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
     text.push('\n');
@@ -271,7 +359,11 @@ impl<C: Subcommand + Run> Resource<C> {
                 .map(secrecy::ExposeSecret::expose_secret),
         )?;
         let reply = self.command.run(&client).await?;
-        Ok(reply.render(self.options.output))
+        if self.options.fields.is_empty() {
+            Ok(reply.render(self.options.output))
+        } else {
+            reply.render_fields(&self.options.fields)
+        }
     }
 }
 

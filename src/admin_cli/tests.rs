@@ -273,3 +273,121 @@ fn usage_quarantine_parses_with_a_limit() {
     let usage::UsageCommand::Quarantine { list } = r.command;
     assert_eq!(list.limit, Some(3));
 }
+
+#[test]
+fn field_is_repeatable_and_global() {
+    for args in [
+        &["keys", "--field", "id", "--field", "name", "list"][..],
+        &["keys", "list", "--field", "id", "--field", "name"][..],
+    ] {
+        let AdminCommand::Keys(r) = parse(args) else {
+            panic!("expected keys")
+        };
+        assert_eq!(r.options.fields, ["id", "name"], "{args:?}");
+    }
+    let AdminCommand::Teams(r) = parse(&["teams", "list"]) else {
+        panic!("expected teams")
+    };
+    assert!(r.options.fields.is_empty());
+}
+
+fn fields(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+fn fields_print_tab_separated_in_the_order_given_one_line_per_row() {
+    let reply = Reply::Many {
+        rows: vec![
+            json!({"id": "t1", "name": "alpha", "n": 3, "on": true, "tags": ["a"], "meta": {"k": 1}, "gone": null}),
+            json!({"id": "t2", "name": "beta"}),
+        ],
+        columns: &[],
+    };
+    let printed = reply
+        .render_fields(&fields(&["name", "id", "n", "on", "tags", "meta", "gone"]))
+        .unwrap();
+    assert_eq!(
+        printed.stdout,
+        "alpha\tt1\t3\ttrue\t[\"a\"]\t{\"k\":1}\t\nbeta\tt2\t\t\t\t\t\n"
+    );
+    assert_eq!(printed.notice, None);
+}
+
+#[test]
+fn a_field_string_with_a_control_character_prints_as_json_so_the_row_stays_one_line() {
+    let reply = Reply::One {
+        value: json!({"name": "two\nlines\tand \u{1b}[31m", "id": "x"}),
+        columns: &[],
+    };
+    let printed = reply.render_fields(&fields(&["name", "id"])).unwrap();
+    assert_eq!(printed.stdout, "\"two\\nlines\\tand \\u001b[31m\"\tx\n");
+}
+
+#[test]
+fn a_field_no_row_has_is_an_error_naming_the_fields_that_exist() {
+    let reply = Reply::Many {
+        rows: vec![
+            json!({"id": "t1", "name": "a"}),
+            json!({"id": "t2", "created_at": "x"}),
+        ],
+        columns: &[],
+    };
+    let e = reply
+        .render_fields(&fields(&["id", "nmae"]))
+        .unwrap_err()
+        .render();
+    assert!(e.starts_with("error: --field nmae:"), "{e}");
+    assert!(e.contains("(its fields: created_at, id, name)"), "{e}");
+    // A field some rows lack is not an error: those rows print it empty.
+    let printed = reply.render_fields(&fields(&["name"])).unwrap();
+    assert_eq!(printed.stdout, "a\n\n");
+    // An empty list has no row to check a name against and prints nothing.
+    let empty = Reply::Many {
+        rows: vec![],
+        columns: &[],
+    };
+    assert_eq!(empty.render_fields(&fields(&["nmae"])).unwrap().stdout, "");
+    // Text that is not an object has no fields.
+    let csv = Reply::Text {
+        value: Value::String("a,b\n".into()),
+        text: "a,b\n".into(),
+    };
+    let e = csv.render_fields(&fields(&["id"])).unwrap_err().to_string();
+    assert!(e.contains("none: the result is not an object"), "{e}");
+}
+
+#[test]
+fn a_new_keys_fields_print_its_secret_with_the_store_it_now_notice_on_stderr() {
+    let reply = Reply::WithSecret {
+        value: json!({"id": "k1", "name": "app", "key_secret": "mg-abc-SECRET"}),
+        columns: &[],
+    };
+    let printed = reply.render_fields(&fields(&["id", "key_secret"])).unwrap();
+    assert_eq!(printed.stdout, "k1\tmg-abc-SECRET\n");
+    let notice = printed.notice.unwrap();
+    assert!(notice.contains("shown once"), "{notice}");
+    assert!(!notice.contains("SECRET"), "{notice}");
+    // Not asking for the secret loses it; stderr says so.
+    let printed = reply.render_fields(&fields(&["id"])).unwrap();
+    assert_eq!(printed.stdout, "k1\n");
+    assert!(
+        printed
+            .notice
+            .unwrap()
+            .contains("cannot be retrieved again"),
+        "the lost secret is not reported"
+    );
+}
+
+#[test]
+fn fields_of_a_text_reply_read_its_json_value() {
+    let reply = Reply::Text {
+        value: json!({"deleted": "b1"}),
+        text: "deleted budget b1\n".into(),
+    };
+    assert_eq!(
+        reply.render_fields(&fields(&["deleted"])).unwrap().stdout,
+        "b1\n"
+    );
+}

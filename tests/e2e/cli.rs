@@ -1002,3 +1002,92 @@ async fn a_balance_is_credited_and_shown_and_a_statement_printed_from_the_cli() 
     assert!(bad.stderr.contains("amount_micros"), "{}", bad.stderr);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_fields_feed_one_command_into_the_next_without_jq() {
+    let (_upstream, gw, _p) = gateway_with_smart_route().await;
+
+    let team = modelgate(
+        &gw,
+        &["teams", "create", "--name", "field-team", "--field", "id"],
+        &[],
+    )
+    .await
+    .ok();
+    let team_id = team.stdout.strip_suffix('\n').unwrap().to_owned();
+    assert!(
+        !team_id.is_empty() && !team_id.contains(['\t', '\n', ' ']),
+        "{:?}",
+        team.stdout
+    );
+
+    // `read -r KEY_ID KEY < <(modelgate keys create … --field id --field key_secret)`.
+    let created = modelgate(
+        &gw,
+        &[
+            "keys",
+            "create",
+            "--team-id",
+            &team_id,
+            "--name",
+            "field-app",
+            "--allowed-model",
+            "smart",
+            "--field",
+            "id",
+            "--field",
+            "key_secret",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(created.stderr.contains("shown once"), "{}", created.stderr);
+    let (key_id, secret) = created
+        .stdout
+        .strip_suffix('\n')
+        .and_then(|line| line.split_once('\t'))
+        .unwrap_or_else(|| panic!("{:?}", created.stdout));
+    assert!(!secret.contains('\t'), "{:?}", created.stdout);
+
+    let shown = modelgate(
+        &gw,
+        &[
+            "keys", "get", key_id, "--field", "team_id", "--field", "name",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    assert_eq!(shown.stdout, format!("{team_id}\tfield-app\n"));
+
+    gw.wait_for_config().await;
+    assert_eq!(gw.say_hi(secret, "smart").await.status(), 200);
+
+    let teams = modelgate(
+        &gw,
+        &["teams", "list", "--field", "id", "--field", "name"],
+        &[],
+    )
+    .await
+    .ok();
+    assert!(
+        teams
+            .stdout
+            .lines()
+            .any(|l| l == format!("{team_id}\tfield-team")),
+        "{}",
+        teams.stdout
+    );
+
+    let unknown = modelgate(&gw, &["teams", "list", "--field", "nmae"], &[]).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(unknown.stdout.is_empty(), "{}", unknown.stdout);
+    assert!(
+        unknown.stderr.starts_with("error: --field nmae:") && unknown.stderr.contains("name"),
+        "{}",
+        unknown.stderr
+    );
+
+    gw.shutdown().await;
+}
