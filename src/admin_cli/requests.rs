@@ -15,6 +15,10 @@ pub enum RequestsCommand {
     Show {
         /// The request id (`x-request-id` of the gateway's answer).
         request_id: String,
+        /// If the request is not in the log yet, ask again for up to this many seconds (a
+        /// request reaches the log within about a second of its answer).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
     },
 }
 
@@ -63,6 +67,10 @@ pub struct ListRequests {
     /// Print at most this many requests.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     limit: u64,
+    /// While fewer than --limit requests match, ask again for up to this many seconds (a
+    /// request reaches the log within about a second of its answer); then print what there is.
+    #[arg(long, default_value_t = 0)]
+    wait_secs: u64,
 }
 
 impl ListRequests {
@@ -271,15 +279,47 @@ fn detail_text(value: &Value) -> String {
     out
 }
 
+/// How often `--wait-secs` asks again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn deadline(wait_secs: u64) -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(wait_secs)
+}
+
 impl Run for RequestsCommand {
     async fn run(self, client: &AdminClient) -> Result<Reply, CliError> {
         match self {
             RequestsCommand::List(args) => {
+                let until = deadline(args.wait_secs);
                 let (filters, args) = args.filters();
-                list(client, &["requests"], &filters, &args, LIST_COLUMNS).await
+                loop {
+                    let reply = list(client, &["requests"], &filters, &args, LIST_COLUMNS).await?;
+                    let full = match &reply {
+                        Reply::Many { rows, .. } => {
+                            args.limit.is_none_or(|l| rows.len() as u64 >= l)
+                        }
+                        _ => true,
+                    };
+                    if full || std::time::Instant::now() >= until {
+                        return Ok(reply);
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
             }
-            RequestsCommand::Show { request_id } => {
-                let value = client.get(&["requests", &request_id]).await?;
+            RequestsCommand::Show {
+                request_id,
+                wait_secs,
+            } => {
+                let until = deadline(wait_secs);
+                let value = loop {
+                    match client.get(&["requests", &request_id]).await {
+                        Ok(value) => break value,
+                        Err(CliError::Api { .. }) if std::time::Instant::now() < until => {
+                            tokio::time::sleep(POLL).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 let text = detail_text(&value);
                 Ok(Reply::Text { value, text })
             }
