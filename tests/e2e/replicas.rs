@@ -513,3 +513,138 @@ async fn requests_per_minute_hold_across_nodes_on_two_replicas() {
     b.shutdown().await;
     gw.shutdown().await;
 }
+
+/// `POST /admin/v1{path}` on a replica's admin API.
+async fn admin_on(
+    cp: &modelgate_control_plane::RunningControlPlane,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/admin/v1{path}", cp.admin_addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollout_actions_sent_to_the_replica_that_does_not_drive_rollouts_are_carried_out() {
+    let upstream = upstream::MockUpstream::start().await;
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    // Long bakes and a gate that never decides: only the operator moves this rollout.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::PUT,
+            "/rollouts/policy",
+            Some(
+                json!({"waves": [{"selector": "canary=true", "bake_s": 3600},
+                                  {"selector": "region=eu-west", "bake_s": 3600},
+                                  {"selector": "*", "bake_s": 3600}],
+                        "gates": {"min_requests": 1000000}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/routes",
+            Some(json!({"alias": "fast", "deployments": [{"provider_id": p.provider_id, "model": "gpt-y"}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // Exactly one replica holds the rollouts lease; the other is the one to talk to.
+    let follower = eventually(
+        Duration::from_secs(30),
+        "one replica to drive rollouts",
+        || async {
+            match (
+                gw.cp().services.replica.drives_rollouts(),
+                b.services.replica.drives_rollouts(),
+            ) {
+                (true, false) => Some(&b),
+                (false, true) => Some(gw.cp()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let rollout = eventually(Duration::from_secs(30), "the rollout to start", || async {
+        let (status, list) = gw.admin(reqwest::Method::GET, "/rollouts", None).await;
+        assert_eq!(status, 200, "{list}");
+        list["data"][0]["id"]
+            .as_str()
+            .or_else(|| list[0]["id"].as_str())
+            .map(str::to_owned)
+    })
+    .await;
+
+    let act = |action: &'static str| {
+        let rollout = rollout.clone();
+        let token = gw.admin_token.clone();
+        async move {
+            admin_on(
+                follower,
+                &token,
+                &format!("/rollouts/{rollout}/{action}"),
+                json!({}),
+            )
+            .await
+        }
+    };
+    let (status, promoted) = act("promote").await;
+    assert_eq!(status, 200, "{promoted}");
+    assert_eq!(promoted["status"], "running", "{promoted}");
+    let (status, paused) = act("pause").await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let (status, rolled_back) = act("rollback").await;
+    assert_eq!(status, 200, "{rolled_back}");
+    assert_eq!(rolled_back["status"], "rolled_back", "{rolled_back}");
+    let (status, refused) = act("promote").await;
+    assert_eq!(
+        status, 409,
+        "the driver's refusal comes back as it is: {refused}"
+    );
+
+    // Each action was carried out once, by the driver, and audited once.
+    let (status, audit) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/audit?resource_type=rollout&resource_id={rollout}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for action in ["rollout.promote", "rollout.pause", "rollout.rollback"] {
+        assert_eq!(
+            actions.iter().filter(|a| **a == action).count(),
+            1,
+            "{action} in {actions:?}"
+        );
+    }
+
+    b.shutdown().await;
+    gw.shutdown().await;
+}

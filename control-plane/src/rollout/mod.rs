@@ -10,6 +10,7 @@
 //! written to its `rollouts` row, so a restarted control plane resumes where it was.
 
 pub mod nodes;
+mod relay;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -292,7 +293,22 @@ pub enum Action {
 
 /// Applies `action` to rollout `id` under the publisher's lock and publishes. Returns the
 /// rollout's row afterwards.
+/// On a replica that does not drive rollouts, the driver does it (`relay`).
 pub(crate) async fn act(
+    s: &Services,
+    id: &str,
+    action: Action,
+    reason: Option<String>,
+) -> Result<row::Model, ServiceError> {
+    if s.replica.drives_rollouts() {
+        act_as_driver(s, id, action, reason).await
+    } else {
+        relay::request(s, id, action, reason).await
+    }
+}
+
+/// [`act`] on the replica that drives rollouts.
+async fn act_as_driver(
     s: &Services,
     id: &str,
     action: Action,
@@ -300,9 +316,7 @@ pub(crate) async fn act(
 ) -> Result<row::Model, ServiceError> {
     if !s.replica.drives_rollouts() {
         return Err(ServiceError::Unavailable(
-            "another control-plane replica drives rollouts now (it holds the `rollouts` lease): \
-             send rollout actions to it, or retry in a few seconds"
-                .into(),
+            "this replica stopped driving rollouts (the `rollouts` lease moved); retry".into(),
         ));
     }
     let mut st = s.publisher.state.lock().await;
@@ -475,6 +489,7 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
     if !s.replica.drives_rollouts() {
         return Ok(());
     }
+    relay::serve(s).await?;
     let mut st = s.publisher.state.lock().await;
     let now = s.clock.now();
     let Some(r) = st.rollout.as_mut() else {

@@ -22,6 +22,7 @@ pub mod rate_grant;
 pub mod rate_limit;
 pub mod rollout;
 pub mod rollout_policy;
+pub mod rollout_request;
 pub mod routing_group;
 pub mod setting;
 pub mod statement;
