@@ -6,6 +6,7 @@ mod check;
 mod cli;
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
