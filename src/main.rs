@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use modelgate_control_plane::crypto::Sealer;
 use modelgate_control_plane::grpc::transport::GrpcSecurity;
+use modelgate_control_plane::service::bootstrap;
 use modelgate_data_plane::channel::ControlPlaneSecurity;
 use modelgate_data_plane::usage::spool::SpoolOptions;
 use modelgate_data_plane::LkgKey;
@@ -239,9 +240,19 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     } else {
         cp.grpc_addr
     };
-    let demo = modelgate_control_plane::service::bootstrap::seed_demo(
+    let upstream = |key: Option<SecretString>, base_url: Option<String>| {
+        key.map(|k| bootstrap::DemoUpstream {
+            credential: k.expose_secret().to_owned(),
+            base_url,
+        })
+    };
+    let demo = bootstrap::seed_demo(
         &cp.services,
-        args.openai_api_key.map(|k| k.expose_secret().to_owned()),
+        bootstrap::DemoUpstreams {
+            openai: upstream(args.openai_api_key, args.openai_base_url),
+            anthropic: upstream(args.anthropic_api_key, args.anthropic_base_url),
+            gemini: upstream(args.gemini_api_key, args.gemini_base_url),
+        },
     )
     .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
@@ -396,11 +407,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         (Some(token), Some(path)) => {
             if let Err(e) = secret_fs::write_new_secret_file(path, token.as_bytes()) {
                 // Not written: withdraw it, so that the next start mints another one.
-                modelgate_control_plane::service::bootstrap::withdraw_admin_token(
-                    &cp.services,
-                    token,
-                )
-                .await?;
+                bootstrap::withdraw_admin_token(&cp.services, token).await?;
                 cp.shutdown().await;
                 return Err(e).with_context(|| {
                     format!(
