@@ -4,6 +4,7 @@
 mod admin_cli;
 mod check;
 mod cli;
+mod up_env;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -293,29 +294,34 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     }
 
     let base = format!("http://{}/v1", dp.addr);
-    let banner = format!(
-        "ModelGate is up (control plane on embedded SQLite, one data plane, mock provider).\n\n\
-         MODELGATE_BASE_URL={base}\n\
-         MODELGATE_API_KEY={key}\n\
-         MODELGATE_ADMIN_URL=http://{admin}\n\
-         MODELGATE_GRPC_ADDR={grpc}\n\
-         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\
-         MODELGATE_CP_METRICS_URL=http://{cp_metrics}/metrics\n\
-         MODELGATE_ADMIN_TOKEN={token}\n\n\
-         Try it:\n\
-         curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
-         -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
-         The key and admin token above are shown once; a restart issues new ones. Ctrl-C stops.\n",
-        key = demo.api_key,
-        admin = cp.admin_addr,
-        token = demo.admin_token,
-        grpc = grpc_dial,
-        metrics = dp.metrics_addr,
-        cp_metrics = cp
-            .metrics_addr
-            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        model = demo.model,
-    );
+    let exports = up_env::export_lines(&[
+        ("MODELGATE_BASE_URL", base.clone()),
+        ("MODELGATE_API_KEY", demo.api_key.clone()),
+        ("MODELGATE_ADMIN_URL", format!("http://{}", cp.admin_addr)),
+        ("MODELGATE_GRPC_ADDR", grpc_dial.to_string()),
+        (
+            "MODELGATE_METRICS_URL",
+            format!("http://{}/metrics", dp.metrics_addr),
+        ),
+        (
+            "MODELGATE_CP_METRICS_URL",
+            cp.metrics_addr
+                .map_or_else(|| "-".to_owned(), |a| format!("http://{a}/metrics")),
+        ),
+        ("MODELGATE_ADMIN_TOKEN", demo.admin_token.clone()),
+    ]);
+    let env_file = data_dir.join(up_env::ENV_FILE);
+    up_env::write_env_file(&env_file, &exports)
+        .with_context(|| format!("writing {}", env_file.display()))?;
+    let banner = up_env::Banner {
+        exports: &exports,
+        env_file: &env_file,
+        routes: &demo.routes,
+        base_url: &base,
+        api_key: &demo.api_key,
+        model: &demo.model,
+    }
+    .render();
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
     {
         use std::io::Write;
