@@ -51,6 +51,7 @@ mod snapshot_versions;
 mod statements;
 mod team_scope;
 mod traces;
+mod up;
 mod upgrades;
 mod usage_ingest;
 mod usage_ledger;
