@@ -28,10 +28,26 @@ impl Drop for Up {
 }
 
 impl Up {
-    /// Stops it (SIGKILL) and waits until it has exited.
+    /// Stops it as Ctrl-C would (SIGTERM: a graceful shutdown that gives up its claim on the
+    /// SQLite database) and waits until it has exited successfully.
     pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success(), "kill -TERM: {term}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "modelgate up did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "modelgate up exited with {status}");
     }
 }
 

@@ -125,7 +125,9 @@ async fn up_prints_export_lines_writes_them_to_a_private_env_file_and_rewrites_i
 
     // Standard error is a file: log lines, no colour codes.
     let old_key = up.env["MODELGATE_API_KEY"].clone();
-    up.stop();
+    tokio::task::spawn_blocking(move || up.stop())
+        .await
+        .unwrap();
     let logged = std::fs::read(dir.join("first.log")).unwrap();
     assert!(
         String::from_utf8_lossy(&logged).contains("INFO"),
@@ -143,7 +145,9 @@ async fn up_prints_export_lines_writes_them_to_a_private_env_file_and_rewrites_i
     let base_url = &again.env["MODELGATE_BASE_URL"];
     assert_eq!(chat_status(base_url, new_key, "mock-small").await, 200);
     assert_eq!(chat_status(base_url, &old_key, "mock-small").await, 401);
-    again.stop();
+    tokio::task::spawn_blocking(move || again.stop())
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -156,8 +160,10 @@ async fn up_routes_claude_and_gemini_aliases_to_the_providers_whose_keys_are_set
     let anthropic = AnthropicUpstream::start().await;
     let gemini = GeminiUpstream::start().await;
     let (anthropic_url, gemini_url) = (anthropic.base_url(), gemini.base_url());
+    let data = temp_dir("up-providers");
+    let dir = data.clone();
     let up = tokio::task::spawn_blocking(move || {
-        modelgate_up_in(&temp_dir("up-providers"), |c| {
+        modelgate_up_in(&dir, |c| {
             c.env("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
                 .env("GEMINI_API_KEY", GEMINI_KEY)
                 .env("OPENAI_API_KEY", OPENAI_KEY)
@@ -244,7 +250,33 @@ async fn up_routes_claude_and_gemini_aliases_to_the_providers_whose_keys_are_set
     assert_eq!(base_url_of("openai"), "https://api.openai.com/v1");
     assert_eq!(base_url_of("anthropic"), anthropic.base_url().as_str());
     assert_eq!(base_url_of("gemini"), gemini.base_url().as_str());
-    up.stop();
+    tokio::task::spawn_blocking(move || up.stop())
+        .await
+        .unwrap();
+
+    // A restart with another Anthropic key: the account now sends that one.
+    let anthropic_url = anthropic.base_url();
+    let again = tokio::task::spawn_blocking(move || {
+        modelgate_up_in(&data, |c| {
+            c.env("ANTHROPIC_API_KEY", "sk-ant-up-test-rotated")
+                .args(["--anthropic-base-url", &anthropic_url]);
+        })
+    })
+    .await
+    .unwrap();
+    let (base, key) = (
+        &again.env["MODELGATE_BASE_URL"],
+        &again.env["MODELGATE_API_KEY"],
+    );
+    assert_eq!(chat_status(base, key, "claude-haiku-4-5").await, 200);
+    assert_eq!(anthropic.calls(), 2);
+    assert_eq!(
+        anthropic.last_header("x-api-key").as_deref(),
+        Some("sk-ant-up-test-rotated")
+    );
+    tokio::task::spawn_blocking(move || again.stop())
+        .await
+        .unwrap();
 }
 
 #[test]
