@@ -353,7 +353,8 @@ async fn ensure_real_provider(
         &row.credential_ciphertext,
         &crypto::provider_credential(&row.id),
     )?;
-    if stored != upstream.credential.as_bytes() {
+    // Compared as `replace_credential` stores it (trimmed), so an unchanged key changes nothing.
+    if stored != upstream.credential.trim().as_bytes() {
         providers::replace_credential(
             s,
             &Actor::system(),
