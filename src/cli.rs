@@ -188,6 +188,25 @@ pub struct UpArgs {
     /// Registers OpenAI (route `gpt-4o-mini`) when set.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_parser = secret)]
     pub openai_api_key: Option<SecretString>,
+    /// Registers Anthropic (route `claude-haiku-4-5`) when set.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub anthropic_api_key: Option<SecretString>,
+    /// Registers Gemini (route `gemini-2.5-flash`) when set.
+    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub gemini_api_key: Option<SecretString>,
+    /// The OpenAI account's base URL (default `https://api.openai.com/v1`), used when `up`
+    /// first registers it. The SDK's own `OPENAI_BASE_URL` is not read: it often points at
+    /// the gateway itself.
+    #[arg(long, env = "MODELGATE_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// The Anthropic account's base URL (default `https://api.anthropic.com`), used when `up`
+    /// first registers it. `ANTHROPIC_BASE_URL` is not read.
+    #[arg(long, env = "MODELGATE_ANTHROPIC_BASE_URL")]
+    pub anthropic_base_url: Option<String>,
+    /// The Gemini account's base URL (default `https://generativelanguage.googleapis.com`),
+    /// used when `up` first registers it.
+    #[arg(long, env = "MODELGATE_GEMINI_BASE_URL")]
+    pub gemini_base_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -488,9 +507,21 @@ mod tests {
         assert!(!shown.contains(&key), "{shown}");
         let cli = Cli::try_parse_from(["modelgate", "data-plane", "--lkg-key", &key]).unwrap();
         assert!(!format!("{cli:?}").contains(&key));
-        let cli = Cli::try_parse_from(["modelgate", "up", "--openai-api-key", "sk-openai-secret"])
-            .unwrap();
-        assert!(!format!("{cli:?}").contains("sk-openai-secret"));
+        let cli = Cli::try_parse_from([
+            "modelgate",
+            "up",
+            "--openai-api-key",
+            "sk-openai-secret",
+            "--anthropic-api-key",
+            "sk-ant-secret",
+            "--gemini-api-key",
+            "gemini-secret",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        for secret in ["sk-openai-secret", "sk-ant-secret", "gemini-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     #[test]

@@ -7,8 +7,10 @@ mod cli;
 /// The generated reference in `docs/reference/`; only its tests use it.
 #[cfg(test)]
 mod reference;
+mod up_env;
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use modelgate_control_plane::crypto::Sealer;
 use modelgate_control_plane::grpc::transport::GrpcSecurity;
+use modelgate_control_plane::service::bootstrap;
 use modelgate_data_plane::channel::ControlPlaneSecurity;
 use modelgate_data_plane::usage::spool::SpoolOptions;
 use modelgate_data_plane::LkgKey;
@@ -34,6 +37,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
@@ -239,9 +244,19 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     } else {
         cp.grpc_addr
     };
-    let demo = modelgate_control_plane::service::bootstrap::seed_demo(
+    let upstream = |key: Option<SecretString>, base_url: Option<String>| {
+        key.map(|k| bootstrap::DemoUpstream {
+            credential: k.expose_secret().to_owned(),
+            base_url,
+        })
+    };
+    let demo = bootstrap::seed_demo(
         &cp.services,
-        args.openai_api_key.map(|k| k.expose_secret().to_owned()),
+        bootstrap::DemoUpstreams {
+            openai: upstream(args.openai_api_key, args.openai_base_url),
+            anthropic: upstream(args.anthropic_api_key, args.anthropic_base_url),
+            gemini: upstream(args.gemini_api_key, args.gemini_base_url),
+        },
     )
     .await?;
     let dp = modelgate_data_plane::start(modelgate_data_plane::Settings {
@@ -282,29 +297,34 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
     }
 
     let base = format!("http://{}/v1", dp.addr);
-    let banner = format!(
-        "ModelGate is up (control plane on embedded SQLite, one data plane, mock provider).\n\n\
-         MODELGATE_BASE_URL={base}\n\
-         MODELGATE_API_KEY={key}\n\
-         MODELGATE_ADMIN_URL=http://{admin}\n\
-         MODELGATE_GRPC_ADDR={grpc}\n\
-         MODELGATE_METRICS_URL=http://{metrics}/metrics\n\
-         MODELGATE_CP_METRICS_URL=http://{cp_metrics}/metrics\n\
-         MODELGATE_ADMIN_TOKEN={token}\n\n\
-         Try it:\n\
-         curl -s {base}/chat/completions -H \"Authorization: Bearer {key}\" -H 'Content-Type: application/json' \\\n  \
-         -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
-         The key and admin token above are shown once; a restart issues new ones. Ctrl-C stops.\n",
-        key = demo.api_key,
-        admin = cp.admin_addr,
-        token = demo.admin_token,
-        grpc = grpc_dial,
-        metrics = dp.metrics_addr,
-        cp_metrics = cp
-            .metrics_addr
-            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        model = demo.model,
-    );
+    let exports = up_env::export_lines(&[
+        ("MODELGATE_BASE_URL", base.clone()),
+        ("MODELGATE_API_KEY", demo.api_key.clone()),
+        ("MODELGATE_ADMIN_URL", format!("http://{}", cp.admin_addr)),
+        ("MODELGATE_GRPC_ADDR", grpc_dial.to_string()),
+        (
+            "MODELGATE_METRICS_URL",
+            format!("http://{}/metrics", dp.metrics_addr),
+        ),
+        (
+            "MODELGATE_CP_METRICS_URL",
+            cp.metrics_addr
+                .map_or_else(|| "-".to_owned(), |a| format!("http://{a}/metrics")),
+        ),
+        ("MODELGATE_ADMIN_TOKEN", demo.admin_token.clone()),
+    ]);
+    let env_file = data_dir.join(up_env::ENV_FILE);
+    up_env::write_env_file(&env_file, &exports)
+        .with_context(|| format!("writing {}", env_file.display()))?;
+    let banner = up_env::Banner {
+        exports: &exports,
+        env_file: &env_file,
+        routes: &demo.routes,
+        base_url: &base,
+        api_key: &demo.api_key,
+        model: &demo.model,
+    }
+    .render();
     // One write; a closed stdout (e.g. a script that read what it needed) must not stop the gateway.
     {
         use std::io::Write;
@@ -396,11 +416,7 @@ async fn control_plane(args: cli::ControlPlaneArgs) -> anyhow::Result<()> {
         (Some(token), Some(path)) => {
             if let Err(e) = secret_fs::write_new_secret_file(path, token.as_bytes()) {
                 // Not written: withdraw it, so that the next start mints another one.
-                modelgate_control_plane::service::bootstrap::withdraw_admin_token(
-                    &cp.services,
-                    token,
-                )
-                .await?;
+                bootstrap::withdraw_admin_token(&cp.services, token).await?;
                 cp.shutdown().await;
                 return Err(e).with_context(|| {
                     format!(

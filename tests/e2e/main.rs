@@ -52,6 +52,7 @@ mod snippets;
 mod statements;
 mod team_scope;
 mod traces;
+mod up;
 mod upgrades;
 mod usage_ingest;
 mod usage_ledger;

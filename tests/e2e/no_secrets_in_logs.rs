@@ -1,7 +1,7 @@
-//! No secret reaches the logs: the real `modelgate up` binary runs at debug log level while a
-//! gateway key, an admin token, an OpenAI key and a provider credential are used, created,
-//! rotated and presented wrongly, and export sinks whose URLs carry a password fail their
-//! deliveries; afterwards none of them appears in what it logged.
+//! No secret reaches the logs: the real `modelgate up` binary runs at debug log level with
+//! OpenAI, Anthropic and Gemini keys while a gateway key, an admin token and a provider
+//! credential are used, created, rotated and presented wrongly, and export sinks whose URLs
+//! carry a password fail their deliveries; afterwards none of them appears in what it logged.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,6 +11,8 @@ use serde_json::json;
 use crate::support::temp_dir;
 
 const OPENAI_KEY: &str = "sk-openai-marker-must-not-leak-4242";
+const ANTHROPIC_KEY: &str = "sk-ant-marker-must-not-leak-5353";
+const GEMINI_KEY: &str = "gemini-marker-must-not-leak-6464";
 const CREDENTIAL: &str = "sk-provider-marker-must-not-leak-7777";
 const SINK_PASSWORD: &str = "sink-password-marker-must-not-leak-3131";
 
@@ -35,6 +37,8 @@ async fn debug_logs_contain_no_key_token_or_credential() {
             "127.0.0.1:0",
         ])
         .env("OPENAI_API_KEY", OPENAI_KEY)
+        .env("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+        .env("GEMINI_API_KEY", GEMINI_KEY)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -45,10 +49,10 @@ async fn debug_logs_contain_no_key_token_or_credential() {
         let mut env = std::collections::HashMap::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
-            if let Some((k, v)) = line.split_once('=') {
-                env.insert(k.trim_start_matches("export ").to_owned(), v.to_owned());
+            if let Some((k, v)) = crate::sdk::up_var(&line) {
+                env.insert(k.to_owned(), v);
             }
-            if line.starts_with("MODELGATE_ADMIN_TOKEN=") {
+            if line.starts_with("export MODELGATE_ADMIN_TOKEN=") {
                 break;
             }
         }
@@ -173,6 +177,8 @@ async fn debug_logs_contain_no_key_token_or_credential() {
         ("the demo gateway key", key.as_str()),
         ("the admin token", token.as_str()),
         ("the OpenAI key", OPENAI_KEY),
+        ("the Anthropic key", ANTHROPIC_KEY),
+        ("the Gemini key", GEMINI_KEY),
         ("the provider credential", CREDENTIAL),
         ("a created key", fresh.as_str()),
         ("a rotated key", rotated.as_str()),

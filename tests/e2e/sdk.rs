@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
@@ -14,7 +15,10 @@ use crate::support::temp_dir;
 /// A `modelgate up` child process, killed on drop.
 pub struct Up {
     child: Child,
+    /// The `MODELGATE_…` variables it printed, except `MODELGATE_GRPC_ADDR`.
     pub env: HashMap<String, String>,
+    /// Its standard output up to and including the curl example (two lines).
+    pub printed: Vec<String>,
 }
 
 impl Drop for Up {
@@ -24,11 +28,58 @@ impl Drop for Up {
     }
 }
 
+impl Up {
+    /// Stops it as Ctrl-C would (SIGTERM: a graceful shutdown that gives up its claim on the
+    /// SQLite database) and waits until it has exited successfully.
+    pub fn stop(mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success(), "kill -TERM: {term}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "modelgate up did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "modelgate up exited with {status}");
+    }
+}
+
+/// A variable `modelgate up` prints, `export MODELGATE_NAME=value`: its name and value (a value
+/// in single quotes, as `up` writes one a shell would otherwise split, unquoted).
+pub fn up_var(line: &str) -> Option<(&str, String)> {
+    let (name, value) = line.strip_prefix("export ")?.split_once('=')?;
+    if !name.starts_with("MODELGATE_") {
+        return None;
+    }
+    let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(quoted) => quoted.replace(r"'\''", "'"),
+        None => value.to_owned(),
+    };
+    Some((name, value))
+}
+
+/// `modelgate up` on a new data directory, all ports chosen by the system, no real provider.
 pub fn modelgate_up() -> Up {
-    let dir = temp_dir("up");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
+    modelgate_up_in(&temp_dir("up"), |_| {})
+}
+
+/// `modelgate up` on `dir` (new or used before), all ports chosen by the system, with none of
+/// the real providers' keys or base URLs from the test's environment; `configure` adds to the
+/// command (arguments, variables, where standard error goes) before it is spawned. Returns once
+/// up has printed its banner.
+pub fn modelgate_up_in(dir: &Path, configure: impl FnOnce(&mut Command)) -> Up {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    command
         .args(["up", "--data-dir"])
-        .arg(&dir)
+        .arg(dir)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -41,26 +92,42 @@ pub fn modelgate_up() -> Up {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
-        .env_remove("OPENAI_API_KEY")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning modelgate up");
+        .stderr(Stdio::inherit());
+    for var in [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "MODELGATE_OPENAI_BASE_URL",
+        "MODELGATE_ANTHROPIC_BASE_URL",
+        "MODELGATE_GEMINI_BASE_URL",
+        "MODELGATE_MASTER_KEY",
+    ] {
+        command.env_remove(var);
+    }
+    configure(&mut command);
+    let mut child = command.spawn().expect("spawning modelgate up");
     let stdout = child.stdout.take().unwrap();
     let mut env = HashMap::new();
+    let mut printed = Vec::new();
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if let Some((k, v)) = line.split_once('=') {
-            if k.starts_with("MODELGATE_") {
-                env.insert(k.to_owned(), v.to_owned());
-            }
+        if let Some((k, v)) = up_var(&line) {
+            env.insert(k.to_owned(), v);
         }
-        if line.starts_with("MODELGATE_ADMIN_TOKEN=") {
+        // The curl example is the banner's last part: two lines.
+        let done = printed
+            .last()
+            .is_some_and(|l: &String| l.starts_with("curl "));
+        printed.push(line);
+        if done {
             break;
         }
     }
+    // Keep reading what follows: a closed pipe must not be what the test observes.
+    std::thread::spawn(move || lines.for_each(drop));
     for k in [
         "MODELGATE_BASE_URL",
         "MODELGATE_API_KEY",
@@ -68,7 +135,10 @@ pub fn modelgate_up() -> Up {
         "MODELGATE_GRPC_ADDR",
         "MODELGATE_ADMIN_TOKEN",
     ] {
-        assert!(env.contains_key(k), "modelgate up did not print {k}");
+        assert!(
+            env.contains_key(k),
+            "modelgate up did not print {k}: {printed:#?}"
+        );
     }
     // The planes talk mutual TLS with up's own fleet PKI: keys 0600 in a 0700 directory.
     env.remove("MODELGATE_GRPC_ADDR")
@@ -85,7 +155,11 @@ pub fn modelgate_up() -> Up {
             assert_eq!(mode(&certs.join(key)), 0o600, "{key}");
         }
     }
-    Up { child, env }
+    Up {
+        child,
+        env,
+        printed,
+    }
 }
 
 #[tokio::test]

@@ -611,7 +611,7 @@ async fn up_creates_its_key_files_0600_and_its_directories_0700() {
         "--data-dir",
     ]);
     c.arg(&data);
-    let (running, _) = spawn_until(c, &dir.join("up.log"), "MODELGATE_ADMIN_TOKEN=").await;
+    let (running, _) = spawn_until(c, &dir.join("up.log"), "export MODELGATE_ADMIN_TOKEN=").await;
     let dp = data.join("data-plane");
     let lkg = modelgate_data_plane::config::lkg::path(&dp);
     crate::support::eventually(
@@ -623,6 +623,7 @@ async fn up_creates_its_key_files_0600_and_its_directories_0700() {
     for (what, path, want) in [
         ("the data directory", data.clone(), 0o700),
         ("the master key", data.join("master.key"), 0o600),
+        ("the env file", data.join("modelgate.env"), 0o600),
         ("the data plane's directory", dp.clone(), 0o700),
         ("the LKG key", dp.join("lkg.key"), 0o600),
         ("the spool", dp.join("spool"), 0o700),

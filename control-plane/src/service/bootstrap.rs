@@ -177,6 +177,43 @@ pub struct DemoCredentials {
     pub api_key: String,
     pub admin_token: String,
     pub model: String,
+    /// One chat route per registered provider, the mock's first.
+    pub routes: Vec<DemoRoute>,
+}
+
+/// A routed, priced alias `modelgate up` registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoRoute {
+    /// The provider account's name (`mock`, `openai`, `anthropic`, `gemini`).
+    pub provider: &'static str,
+    pub alias: &'static str,
+    /// The provider's model the alias routes to.
+    pub model: &'static str,
+}
+
+/// A real provider account for `modelgate up` to register.
+pub struct DemoUpstream {
+    pub credential: String,
+    /// `None`: the provider kind's public URL.
+    pub base_url: Option<String>,
+}
+
+// Hand-written so a credential can never reach a log through `{:?}`.
+impl std::fmt::Debug for DemoUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoUpstream")
+            .field("credential", &"<redacted>")
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// The real providers `modelgate up` registers beside the mock, each when its key is set.
+#[derive(Debug, Default)]
+pub struct DemoUpstreams {
+    pub openai: Option<DemoUpstream>,
+    pub anthropic: Option<DemoUpstream>,
+    pub gemini: Option<DemoUpstream>,
 }
 
 pub const DEMO_TEAM: &str = "demo";
@@ -187,12 +224,41 @@ pub const DEMO_SPEECH_MODEL: &str = "mock-tts";
 const DEMO_KEY_NAME: &str = "demo (modelgate up)";
 const UP_TOKEN_NAME: &str = "modelgate up";
 
-/// Seeds the demo team, the built-in mock provider with a priced model and a route, and, when
-/// `openai_api_key` is given, OpenAI. Each run replaces the previous run's demo key and admin
-/// token (their secrets were shown once and are not recoverable).
+/// A real provider's demo route: the provider account (named as its kind), the alias (the
+/// model's own name) and its list price in micro-USD per 1M input and output tokens.
+struct RealProvider {
+    kind: &'static str,
+    model: &'static str,
+    input_micros_per_mtok: i64,
+    output_micros_per_mtok: i64,
+}
+
+const OPENAI: RealProvider = RealProvider {
+    kind: "openai",
+    model: "gpt-4o-mini",
+    input_micros_per_mtok: 150_000,
+    output_micros_per_mtok: 600_000,
+};
+const ANTHROPIC: RealProvider = RealProvider {
+    kind: "anthropic",
+    model: "claude-haiku-4-5",
+    input_micros_per_mtok: 1_000_000,
+    output_micros_per_mtok: 5_000_000,
+};
+const GEMINI: RealProvider = RealProvider {
+    kind: "gemini",
+    model: "gemini-2.5-flash",
+    input_micros_per_mtok: 300_000,
+    output_micros_per_mtok: 2_500_000,
+};
+
+/// Seeds the demo team, the built-in mock provider with a priced model and a route, and each
+/// real provider in `upstreams` with a priced route named after its model. Each run replaces
+/// the previous run's demo key and admin token (their secrets were shown once and are not
+/// recoverable).
 pub async fn seed_demo(
     s: &Services,
-    openai_api_key: Option<String>,
+    upstreams: DemoUpstreams,
 ) -> Result<DemoCredentials, ServiceError> {
     let team_id = match team::Entity::find()
         .filter(team::Column::Name.eq(DEMO_TEAM))
@@ -213,7 +279,7 @@ pub async fn seed_demo(
         }
     };
 
-    let mock_id = ensure_provider(s, "mock", "mock", None).await?;
+    let mock_id = ensure_provider(s, "mock", "mock", None, None).await?;
     // Priced like a real small model (gpt-4o-mini's list price), never zero.
     models::upsert_if_missing(s, DEMO_MODEL, 150_000, 600_000).await?;
     ensure_route(s, DEMO_MODEL, &mock_id, DEMO_MODEL).await?;
@@ -246,10 +312,33 @@ pub async fn seed_demo(
         ensure_route(s, model, &mock_id, model).await?;
     }
 
-    if let Some(credential) = openai_api_key.filter(|k| !k.is_empty()) {
-        let openai_id = ensure_provider(s, "openai", "openai", Some(credential)).await?;
-        models::upsert_if_missing(s, "gpt-4o-mini", 150_000, 600_000).await?;
-        ensure_route(s, "gpt-4o-mini", &openai_id, "gpt-4o-mini").await?;
+    let mut routes = vec![DemoRoute {
+        provider: "mock",
+        alias: DEMO_MODEL,
+        model: DEMO_MODEL,
+    }];
+    for (provider, upstream) in [
+        (OPENAI, upstreams.openai),
+        (ANTHROPIC, upstreams.anthropic),
+        (GEMINI, upstreams.gemini),
+    ] {
+        let Some(upstream) = upstream.filter(|u| !u.credential.is_empty()) else {
+            continue;
+        };
+        let id = ensure_real_provider(s, provider.kind, upstream).await?;
+        models::upsert_if_missing(
+            s,
+            provider.model,
+            provider.input_micros_per_mtok,
+            provider.output_micros_per_mtok,
+        )
+        .await?;
+        ensure_route(s, provider.model, &id, provider.model).await?;
+        routes.push(DemoRoute {
+            provider: provider.kind,
+            alias: provider.model,
+            model: provider.model,
+        });
     }
 
     api_key::Entity::update_many()
@@ -276,7 +365,57 @@ pub async fn seed_demo(
         api_key: key.key_secret,
         admin_token,
         model: DEMO_MODEL.into(),
+        routes,
     })
+}
+
+/// The provider account named `kind` with `upstream`'s credential: created when missing; an
+/// existing one whose credential differs gets the new one (a key fixed or rotated between two
+/// runs). An existing account keeps its base URL (no admin call changes it); a different one
+/// given is logged and ignored.
+async fn ensure_real_provider(
+    s: &Services,
+    kind: &str,
+    upstream: DemoUpstream,
+) -> Result<String, ServiceError> {
+    let Some(row) = provider_account::Entity::find()
+        .filter(provider_account::Column::Name.eq(kind))
+        .one(&s.db)
+        .await?
+    else {
+        return ensure_provider(s, kind, kind, Some(upstream.credential), upstream.base_url).await;
+    };
+    let stored = s.sealer.open_bound(
+        &row.credential_ciphertext,
+        &crypto::provider_credential(&row.id),
+    )?;
+    // Compared as `replace_credential` stores it (trimmed), so an unchanged key changes nothing.
+    if stored != upstream.credential.trim().as_bytes() {
+        providers::replace_credential(
+            s,
+            &Actor::system(),
+            &row.id,
+            providers::ReplaceCredential {
+                credential: upstream.credential,
+            },
+        )
+        .await?;
+    }
+    if let Some(url) = upstream
+        .base_url
+        .as_deref()
+        .map(|u| u.trim().trim_end_matches('/'))
+        .filter(|u| !u.is_empty() && *u != row.base_url)
+    {
+        tracing::warn!(
+            provider = kind,
+            base_url = %row.base_url,
+            ignored = %url,
+            "the provider account already exists and keeps its base URL: the base URL flag \
+             applies when `modelgate up` creates the account"
+        );
+    }
+    Ok(row.id)
 }
 
 async fn ensure_provider(
@@ -284,6 +423,7 @@ async fn ensure_provider(
     name: &str,
     kind: &str,
     credential: Option<String>,
+    base_url: Option<String>,
 ) -> Result<String, ServiceError> {
     if let Some(p) = provider_account::Entity::find()
         .filter(provider_account::Column::Name.eq(name))
@@ -298,7 +438,7 @@ async fn ensure_provider(
         providers::CreateProvider {
             name: name.into(),
             kind: kind.into(),
-            base_url: None,
+            base_url,
             credential,
         },
     )
