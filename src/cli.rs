@@ -229,8 +229,10 @@ pub struct ControlPlaneArgs {
     /// file, mode 0600, instead of printing it.
     #[arg(long, env = "MODELGATE_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// The admin API's and dashboard's listen address (`0.0.0.0:9090` behind a load balancer).
     #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// The gRPC listen address the data planes connect to (mutual TLS).
     #[arg(long, env = "MODELGATE_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
     /// Where the control plane serves `/metrics` (Prometheus text); the admin port does not
@@ -269,6 +271,7 @@ pub struct ControlPlaneArgs {
 
 #[derive(Debug, Args)]
 pub struct DataPlaneArgs {
+    /// The proxy's listen address (applications' base URL is http(s)://ADDR/v1).
     #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Where `/metrics` (Prometheus text) is served; the proxy port does not serve it.
