@@ -648,3 +648,124 @@ async fn rollout_actions_sent_to_the_replica_that_does_not_drive_rollouts_are_ca
     b.shutdown().await;
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_connected_to_the_replica_that_does_not_drive_rollouts_still_fails_its_gate() {
+    let good = upstream::MockUpstream::start().await;
+    let bad = upstream::MockUpstream::start().await;
+    bad.fail_with(Some(500));
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let b = start_control_plane(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let p = gw.provision(&good.base_url(), "smart", "gpt-x").await;
+    let follower = eventually(
+        Duration::from_secs(30),
+        "one replica to drive rollouts",
+        || async {
+            match (
+                gw.cp().services.replica.drives_rollouts(),
+                b.services.replica.drives_rollouts(),
+            ) {
+                (true, false) => Some(&b),
+                (false, true) => Some(gw.cp()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+
+    // The canary reports only to the replica that does not judge the rollout.
+    let dir = temp_dir("canary");
+    let id = crate::support::node_id_for(&dir);
+    let labels = [("canary", "true"), ("region", "eu-west")];
+    let canary = start_data_plane_custom(follower.grpc_addr, &dir, move |s| {
+        s.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        s.grpc_security = Pki::shared().node_security(&id, &labels);
+    })
+    .await;
+    applied(&canary, newest(gw.cp()), "the canary on the current config").await;
+
+    // A provider is policy too: added before the plan, so the rollout is the route's alone.
+    let bad_provider = gw
+        .create(
+            "/providers",
+            json!({"name": "bad", "kind": "openai-compatible", "base_url": bad.base_url(), "credential": "sk-bad"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::PUT,
+            "/rollouts/policy",
+            Some(
+                json!({"waves": [{"selector": "canary=true", "bake_s": 3600},
+                                  {"selector": "*", "bake_s": 3600}],
+                        "gates": {"min_requests": 5, "window_s": 60},
+                        "on_failure": "rollback"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::PUT,
+            "/routes/smart",
+            Some(json!({"alias": "smart", "deployments": [{"provider_id": bad_provider, "model": "gpt-x"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = gw.admin(reqwest::Method::GET, "/rollouts", None).await;
+    let rollout = list["data"][0].clone();
+    let new_version = rollout["new_version"].as_u64().unwrap();
+    let rollout_id = rollout["id"].as_str().unwrap().to_owned();
+    applied(&canary, new_version, "the canary on the new version").await;
+
+    let http = reqwest::Client::new();
+    for _ in 0..8 {
+        let status = http
+            .post(format!("http://{}/v1/chat/completions", canary.addr))
+            .bearer_auth(&p.key)
+            .json(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.as_u16() >= 500, "{status}");
+    }
+
+    let done = eventually(
+        Duration::from_secs(30),
+        "the driving replica to roll back on the canary's errors",
+        || async {
+            let (_, r) = gw
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/rollouts/{rollout_id}"),
+                    None,
+                )
+                .await;
+            (r["status"] == "rolled_back").then_some(r)
+        },
+    )
+    .await;
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gate failed") && reason.contains("error rate"),
+        "{reason}"
+    );
+
+    canary.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}

@@ -134,6 +134,7 @@ impl ConfigService for ConfigStream {
                             tracing::warn!(node = %node_id, version = nack.version, reason = %nack.reason, "nack");
                             services.metrics.node_refused();
                             services.node_states.nacked(&node_id, nack.version, nack.reason.clone(), services.clock.now());
+                            rollout::shared_reports::nack(&services, &node_id, nack.version, &nack.reason);
                             if let Err(e) = nodes::acknowledged(&services, &node_id, nack.version, None, Some(nack.reason)).await {
                                 tracing::warn!(node = %node_id, error = %e, "could not record nack");
                             }
@@ -147,13 +148,15 @@ impl ConfigService for ConfigStream {
                         }
                         Ok(Some(SubscribeRequest { kind: Some(Kind::Health(report)) })) => {
                             if let Some(t) = report.traffic {
-                                services.node_states.reported(&node_id, rollout::nodes::Sample {
+                                let sample = rollout::nodes::Sample {
                                     at: services.clock.now(),
                                     version: report.config_version,
                                     requests: t.requests,
                                     errors: t.errors,
                                     latency_buckets: t.latency_buckets,
-                                });
+                                };
+                                rollout::shared_reports::traffic(&services, &node_id, &sample);
+                                services.node_states.reported(&node_id, sample);
                             }
                             services.fleet.record(&node_id, report.deployments.into_iter().map(|d| fleet::NodeDeploymentHealth {
                                 deployment_id: d.deployment_id,

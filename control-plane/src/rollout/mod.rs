@@ -11,6 +11,7 @@
 
 pub mod nodes;
 mod relay;
+pub mod shared_reports;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -490,6 +491,7 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
         return Ok(());
     }
     relay::serve(s).await?;
+    shared_reports::sync(s).await?;
     let mut st = s.publisher.state.lock().await;
     let now = s.clock.now();
     let Some(r) = st.rollout.as_mut() else {

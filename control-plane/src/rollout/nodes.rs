@@ -2,6 +2,9 @@
 //! assigned and the version applied (with hashes), its last NACK, and its traffic reports. The
 //! rollout gates read the traffic by version; the fleet view reads drift and rates. In memory
 //! only: a node that disconnects leaves it (the `data_plane_nodes` row keeps the last values).
+//! Beside them, the reports and NACKs of nodes connected to other replicas, as the replica that
+//! drives rollouts reads them from the database (`rollout::shared_reports`), so the gates judge
+//! every node.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{PoisonError, RwLock};
@@ -54,6 +57,26 @@ pub struct LiveView {
 #[derive(Debug, Default)]
 pub struct NodeStates {
     nodes: RwLock<HashMap<String, NodeState>>,
+    /// Nodes as other replicas received them: their traffic reports and last NACK.
+    remote: RwLock<HashMap<String, RemoteNode>>,
+    /// The last `node_reports.seq` read into `remote`.
+    pub(crate) remote_cursor: std::sync::atomic::AtomicI64,
+    /// The minute (Unix) old `node_reports` were last pruned in.
+    pub(crate) pruned_minute: std::sync::atomic::AtomicI64,
+}
+
+/// What another replica received from a node.
+#[derive(Debug, Default)]
+struct RemoteNode {
+    samples: VecDeque<Sample>,
+    last_nack: Option<(u64, String)>,
+}
+
+fn push_sample(samples: &mut VecDeque<Sample>, sample: Sample) {
+    if samples.len() == MAX_SAMPLES {
+        samples.pop_front();
+    }
+    samples.push_back(sample);
 }
 
 impl NodeState {
@@ -69,41 +92,50 @@ impl NodeState {
         }
     }
 
-    /// The traffic this node served, per version, between reports within `window` of `now`:
-    /// each count is the difference of two consecutive reports, attributed to the later
-    /// report's version (a node reports once more under the old version right before it swaps
-    /// in a new one, so what follows that report was served by the new one); a restart, where
-    /// counts fall, starts afresh.
+    /// [`traffic_by_version`] of this node's reports.
     fn traffic_by_version(&self, now: DateTime<Utc>, window: Duration) -> Vec<(u64, Traffic)> {
-        let since = now - window;
-        let mut out: Vec<(u64, Traffic)> = Vec::new();
-        let mut prev: Option<&Sample> = None;
-        for s in &self.samples {
-            if let Some(p) = prev {
-                if s.at >= since && s.requests >= p.requests && s.errors >= p.errors {
-                    let buckets: Vec<u64> = s
-                        .latency_buckets
-                        .iter()
-                        .zip(p.latency_buckets.iter().chain(std::iter::repeat(&0)))
-                        .map(|(a, b)| a.saturating_sub(*b))
-                        .collect();
-                    let entry = match out.iter_mut().find(|(v, _)| *v == s.version) {
-                        Some(e) => e,
-                        None => {
-                            out.push((s.version, Traffic::default()));
-                            let last = out.len() - 1;
-                            &mut out[last]
-                        }
-                    };
-                    entry
-                        .1
-                        .add(s.requests - p.requests, s.errors - p.errors, &buckets);
-                }
-            }
-            prev = Some(s);
-        }
-        out
+        traffic_by_version(&self.samples, now, window)
     }
+}
+
+/// The traffic a node served, per version, between reports within `window` of `now`:
+/// each count is the difference of two consecutive reports, attributed to the later
+/// report's version (a node reports once more under the old version right before it swaps
+/// in a new one, so what follows that report was served by the new one); a restart, where
+/// counts fall, starts afresh.
+fn traffic_by_version(
+    samples: &VecDeque<Sample>,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> Vec<(u64, Traffic)> {
+    let since = now - window;
+    let mut out: Vec<(u64, Traffic)> = Vec::new();
+    let mut prev: Option<&Sample> = None;
+    for s in samples {
+        if let Some(p) = prev {
+            if s.at >= since && s.requests >= p.requests && s.errors >= p.errors {
+                let buckets: Vec<u64> = s
+                    .latency_buckets
+                    .iter()
+                    .zip(p.latency_buckets.iter().chain(std::iter::repeat(&0)))
+                    .map(|(a, b)| a.saturating_sub(*b))
+                    .collect();
+                let entry = match out.iter_mut().find(|(v, _)| *v == s.version) {
+                    Some(e) => e,
+                    None => {
+                        out.push((s.version, Traffic::default()));
+                        let last = out.len() - 1;
+                        &mut out[last]
+                    }
+                };
+                entry
+                    .1
+                    .add(s.requests - p.requests, s.errors - p.errors, &buckets);
+            }
+        }
+        prev = Some(s);
+    }
+    out
 }
 
 impl NodeStates {
@@ -168,11 +200,23 @@ impl NodeStates {
     pub fn reported(&self, node_id: &str, sample: Sample) {
         if let Some(n) = self.write().get_mut(node_id) {
             n.last_seen = sample.at;
-            if n.samples.len() == MAX_SAMPLES {
-                n.samples.pop_front();
-            }
-            n.samples.push_back(sample);
+            push_sample(&mut n.samples, sample);
         }
+    }
+
+    /// A traffic report another replica received.
+    pub fn remote_reported(&self, node_id: &str, sample: Sample) {
+        let mut remote = self.remote.write().unwrap_or_else(PoisonError::into_inner);
+        push_sample(
+            &mut remote.entry(node_id.to_owned()).or_default().samples,
+            sample,
+        );
+    }
+
+    /// A NACK another replica received.
+    pub fn remote_nacked(&self, node_id: &str, version: u64, reason: String) {
+        let mut remote = self.remote.write().unwrap_or_else(PoisonError::into_inner);
+        remote.entry(node_id.to_owned()).or_default().last_nack = Some((version, reason));
     }
 
     pub fn forget(&self, node_id: &str) {
@@ -190,30 +234,39 @@ impl NodeStates {
         out
     }
 
-    /// The traffic of every connected node over `window`, summed per version.
+    /// The traffic of every node over `window`, summed per version: the nodes connected here
+    /// and what other replicas received.
     pub fn traffic(&self, now: DateTime<Utc>, window: Duration) -> HashMap<u64, Traffic> {
         let mut out: HashMap<u64, Traffic> = HashMap::new();
-        for n in self.read().values() {
-            for (v, t) in n.traffic_by_version(now, window) {
+        let mut add = |by_version: Vec<(u64, Traffic)>| {
+            for (v, t) in by_version {
                 out.entry(v)
                     .or_default()
                     .add(t.requests, t.errors, &t.latency_buckets);
             }
+        };
+        for n in self.read().values() {
+            add(n.traffic_by_version(now, window));
+        }
+        let remote = self.remote.read().unwrap_or_else(PoisonError::into_inner);
+        for n in remote.values() {
+            add(traffic_by_version(&n.samples, now, window));
         }
         out
     }
 
     /// Nodes whose last NACK was of one of `versions`.
     pub fn nacks_of(&self, versions: &std::collections::BTreeSet<u64>) -> u32 {
-        let n = self
-            .read()
-            .values()
-            .filter(|n| {
-                n.last_nack
-                    .as_ref()
-                    .is_some_and(|(v, _)| versions.contains(v))
-            })
-            .count();
+        let refused =
+            |nack: &Option<(u64, String)>| nack.as_ref().is_some_and(|(v, _)| versions.contains(v));
+        let local = self.read();
+        let remote = self.remote.read().unwrap_or_else(PoisonError::into_inner);
+        // A node counts once, by what this replica saw of it when it is connected here.
+        let n = local.values().filter(|n| refused(&n.last_nack)).count()
+            + remote
+                .iter()
+                .filter(|(id, n)| !local.contains_key(*id) && refused(&n.last_nack))
+                .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod model_price;
 pub mod model_price_version;
 pub mod node;
+pub mod node_report;
 pub mod node_revocation;
 pub mod provider_account;
 pub mod rate_grant;
