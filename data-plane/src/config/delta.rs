@@ -425,4 +425,4 @@ pub(crate) fn key_ids(rt: &Runtime) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -4,18 +4,20 @@
 //! to the end, so no request sees half a config.
 
 pub mod delta;
+mod key_index;
 mod labels;
 pub mod lkg;
 pub mod subscriber;
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+pub use key_index::{KeyIndex, KeysById};
+
 use arc_swap::ArcSwap;
 use modelgate_shared::digest::ConfigDigest;
-use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::snapshot::{ApiKey, ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
 
@@ -86,10 +88,10 @@ pub struct Runtime {
     /// Signs video job ids; derived from `key_hash_secret` once per snapshot.
     pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
-    pub keys: HashMap<KeyHash, KeyEntry>,
+    pub keys: KeyIndex,
     /// Every key by id (the same `Arc`s, no copy of the id): where a delta finds the key it
     /// changes or removes.
-    pub keys_by_id: HashSet<ById>,
+    pub keys_by_id: KeysById,
     pub providers: HashMap<String, ProviderAccount>,
     /// Catalog rows by (provider kind, model), whole.
     pub price_rows: HashMap<(String, String), ModelPrice>,
@@ -133,14 +135,17 @@ impl Runtime {
             c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
         let groups: HashMap<String, RoutingGroup> =
             c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
-        let keys_by_id: HashSet<ById> = c.keys.into_iter().map(|k| ById(Arc::new(k))).collect();
+        let mut keys_by_id = KeysById::for_keys(c.keys.len());
+        for k in c.keys {
+            keys_by_id.replace(ById(Arc::new(k)));
+        }
         let mut runtime = Runtime {
             version: snapshot.version,
             content_hash: snapshot.content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
-            keys: index_keys(keys_by_id.iter().map(|k| &k.0)),
+            keys: index_keys(keys_by_id.len(), keys_by_id.iter().map(|k| &k.0)),
             keys_by_id,
             providers,
             price_rows,
@@ -242,8 +247,8 @@ fn price_for(
         .copied()
 }
 
-fn index_keys<'a>(keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> HashMap<KeyHash, KeyEntry> {
-    let mut index = HashMap::with_capacity(keys.size_hint().0);
+fn index_keys<'a>(count: usize, keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> KeyIndex {
+    let mut index = KeyIndex::for_keys(count);
     for key in keys {
         index_key(&mut index, key);
     }
@@ -251,7 +256,7 @@ fn index_keys<'a>(keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> HashMap<KeyHas
 }
 
 /// Indexes `key` under its secrets' hashes.
-fn index_key(index: &mut HashMap<KeyHash, KeyEntry>, key: &Arc<ApiKey>) {
+fn index_key(index: &mut KeyIndex, key: &Arc<ApiKey>) {
     if let Some((previous, until)) = key.previous {
         // The current secret of another key wins should the two ever collide.
         if index.get(&previous).is_none_or(|e| e.valid_until.is_some()) {
@@ -274,7 +279,7 @@ fn index_key(index: &mut HashMap<KeyHash, KeyEntry>, key: &Arc<ApiKey>) {
 }
 
 /// Removes `key`'s entries (those that name this key) from the index.
-fn unindex_key(index: &mut HashMap<KeyHash, KeyEntry>, key: &ApiKey) {
+fn unindex_key(index: &mut KeyIndex, key: &ApiKey) {
     let hashes = [Some(key.key_hash), key.previous.map(|(h, _)| h)];
     for hash in hashes.into_iter().flatten() {
         if index.get(&hash).is_some_and(|e| e.key.id == key.id) {

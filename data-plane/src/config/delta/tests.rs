@@ -7,7 +7,7 @@ use modelgate_shared::snapshot::{
 
 use super::*;
 
-fn key(n: u8) -> ApiKey {
+pub(in crate::config) fn key(n: u8) -> ApiKey {
     ApiKey {
         id: format!("key-{n:03}"),
         name: format!("k{n}"),
