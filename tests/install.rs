@@ -14,11 +14,12 @@ use std::process::Command;
 #[test]
 fn cargo_install_from_the_repository_root_gives_a_modelgate_that_runs() {
     let exe = Path::new(env!("CARGO_BIN_EXE_modelgate"));
-    // This build's own target directory (cargo marks its root with CACHEDIR.TAG) and profile,
-    // so the install reuses what is already built.
+    // This build's own target directory and profile, so the install reuses what is already
+    // built. Cargo keeps `.rustc_info.json` at the root of every target directory it uses
+    // (CACHEDIR.TAG only when cargo itself created the directory: CI makes `target/` first).
     let target_dir = exe
         .ancestors()
-        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .find(|d| d.join(".rustc_info.json").is_file())
         .expect("the target directory above the modelgate binary");
     let profile_dir = exe.parent().unwrap();
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
