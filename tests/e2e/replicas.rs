@@ -104,9 +104,9 @@ fn newest(cp: &modelgate_control_plane::RunningControlPlane) -> u64 {
     cp.services.publisher.latest().unwrap().version()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_change_committed_on_one_replica_reaches_a_node_connected_to_another() {
-    let upstream = upstream::MockUpstream::start().await;
+/// A gateway on a fresh Postgres database (replica A, with its data plane) and a second control
+/// plane on the same database (replica B).
+async fn two_replicas() -> (Gateway, modelgate_control_plane::RunningControlPlane) {
     let db = TestDb::postgres().await;
     let url = db.url.clone();
     let gw = Gateway::start_on(db, url).await;
@@ -116,6 +116,13 @@ async fn a_change_committed_on_one_replica_reaches_a_node_connected_to_another()
         "127.0.0.1:0".parse().unwrap(),
     )
     .await;
+    (gw, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_committed_on_one_replica_reaches_a_node_connected_to_another() {
+    let upstream = upstream::MockUpstream::start().await;
+    let (gw, b) = two_replicas().await;
     let (dp_b, _) = data_plane_on(&[b.grpc_addr]).await;
     applied(&dp_b, newest(gw.cp()), "the node on replica B to start").await;
 
@@ -140,15 +147,7 @@ async fn a_change_committed_on_one_replica_reaches_a_node_connected_to_another()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_minting_at_once_never_collide_and_end_on_the_same_version() {
-    let db = TestDb::postgres().await;
-    let url = db.url.clone();
-    let gw = Gateway::start_on(db, url).await;
-    let b = start_control_plane(
-        &gw.cp_db_url,
-        &gw.master_key,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await;
+    let (gw, b) = two_replicas().await;
     let team = gw.create("/teams", json!({"name": "minting"})).await;
     let team_id = team["id"].as_str().unwrap().to_owned();
     let admins = [gw.admin_url.clone(), format!("http://{}", b.admin_addr)];
@@ -514,6 +513,28 @@ async fn requests_per_minute_hold_across_nodes_on_two_replicas() {
     gw.shutdown().await;
 }
 
+/// Of two replicas, the one that does not hold the rollouts lease, once one of them holds it.
+async fn the_replica_not_driving_rollouts<'a>(
+    a: &'a modelgate_control_plane::RunningControlPlane,
+    b: &'a modelgate_control_plane::RunningControlPlane,
+) -> &'a modelgate_control_plane::RunningControlPlane {
+    eventually(
+        Duration::from_secs(30),
+        "one replica to drive rollouts",
+        || async {
+            match (
+                a.services.replica.drives_rollouts(),
+                b.services.replica.drives_rollouts(),
+            ) {
+                (true, false) => Some(b),
+                (false, true) => Some(a),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
 /// `POST /admin/v1{path}` on a replica's admin API.
 async fn admin_on(
     cp: &modelgate_control_plane::RunningControlPlane,
@@ -535,15 +556,7 @@ async fn admin_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_actions_sent_to_the_replica_that_does_not_drive_rollouts_are_carried_out() {
     let upstream = upstream::MockUpstream::start().await;
-    let db = TestDb::postgres().await;
-    let url = db.url.clone();
-    let gw = Gateway::start_on(db, url).await;
-    let b = start_control_plane(
-        &gw.cp_db_url,
-        &gw.master_key,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await;
+    let (gw, b) = two_replicas().await;
     let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
     // Long bakes and a gate that never decides: only the operator moves this rollout.
     let (status, body) = gw
@@ -569,21 +582,7 @@ async fn rollout_actions_sent_to_the_replica_that_does_not_drive_rollouts_are_ca
     assert_eq!(status, 201, "{body}");
 
     // Exactly one replica holds the rollouts lease; the other is the one to talk to.
-    let follower = eventually(
-        Duration::from_secs(30),
-        "one replica to drive rollouts",
-        || async {
-            match (
-                gw.cp().services.replica.drives_rollouts(),
-                b.services.replica.drives_rollouts(),
-            ) {
-                (true, false) => Some(&b),
-                (false, true) => Some(gw.cp()),
-                _ => None,
-            }
-        },
-    )
-    .await;
+    let follower = the_replica_not_driving_rollouts(gw.cp(), &b).await;
     let rollout = eventually(Duration::from_secs(30), "the rollout to start", || async {
         let (status, list) = gw.admin(reqwest::Method::GET, "/rollouts", None).await;
         assert_eq!(status, 200, "{list}");
@@ -654,31 +653,9 @@ async fn a_canary_connected_to_the_replica_that_does_not_drive_rollouts_still_fa
     let good = upstream::MockUpstream::start().await;
     let bad = upstream::MockUpstream::start().await;
     bad.fail_with(Some(500));
-    let db = TestDb::postgres().await;
-    let url = db.url.clone();
-    let gw = Gateway::start_on(db, url).await;
-    let b = start_control_plane(
-        &gw.cp_db_url,
-        &gw.master_key,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await;
+    let (gw, b) = two_replicas().await;
     let p = gw.provision(&good.base_url(), "smart", "gpt-x").await;
-    let follower = eventually(
-        Duration::from_secs(30),
-        "one replica to drive rollouts",
-        || async {
-            match (
-                gw.cp().services.replica.drives_rollouts(),
-                b.services.replica.drives_rollouts(),
-            ) {
-                (true, false) => Some(&b),
-                (false, true) => Some(gw.cp()),
-                _ => None,
-            }
-        },
-    )
-    .await;
+    let follower = the_replica_not_driving_rollouts(gw.cp(), &b).await;
 
     // The canary reports only to the replica that does not judge the rollout.
     let dir = temp_dir("canary");
