@@ -119,9 +119,14 @@ pub(crate) async fn request(
     }
 }
 
-/// On the replica that drives rollouts: claims and carries out every pending request, oldest
-/// first. Requests older than [`WAIT`] are left to their receivers, which withdraw them.
+/// On the replica that drives rollouts (on Postgres): claims and carries out every pending
+/// request, oldest first. Requests older than [`WAIT`] are left to their receivers, which withdraw them.
 pub(crate) async fn serve(s: &Services) -> Result<(), ServiceError> {
+    // Only replicas sharing a database relay: on SQLite (one control plane) there is nothing to
+    // read, and its one connection is better left to the rest.
+    if !s.replica.shared_database() {
+        return Ok(());
+    }
     let now = unix_ms(s);
     let oldest = now - i64::try_from(WAIT.as_millis()).unwrap_or(i64::MAX);
     let pending = request::Entity::find()
