@@ -346,6 +346,7 @@ async fn seed(url: &str, master_key_hex: &str, args: &BigConfigArgs) -> anyhow::
             previous_key_hash: Set(None),
             previous_expires_at: Set(None),
             version: Set(1),
+            revision: Set(0),
         });
         if i < args.load_keys {
             load_secrets.push(secret.secret);
@@ -376,7 +377,7 @@ async fn seed(url: &str, master_key_hex: &str, args: &BigConfigArgs) -> anyhow::
         "control plane snapshot build (read tables, canonicalise, hash, store the version): \
          {:.0} ms; wire size {:.1} MB",
         started.elapsed().as_secs_f64() * 1e3,
-        prost::Message::encoded_len(&published.wire) as f64 / 1e6
+        prost::Message::encoded_len(&published.snapshot.to_wire()) as f64 / 1e6
     );
     s.db.close().await?;
     Ok(Seeded {

@@ -241,6 +241,49 @@ pub fn compute(
     })
 }
 
+/// The digest of a delta's result, from the digest of its base (`base`, whose digest is
+/// `base_digest`) and the delta's changes: per resource removed or replaced, its leaf in the base
+/// taken out; per resource upserted, its leaf put in. What a node does applying the delta,
+/// without touching the resources left alone, so the control plane need not hash every key of
+/// each new version ([`ConfigDigest::of`]) when it holds the previous version's digest.
+pub fn advance_digest(
+    base: &Config,
+    base_digest: &ConfigDigest,
+    delta: &ConfigDelta,
+) -> ConfigDigest {
+    let mut d = *base_digest;
+    if let Some(secret) = &delta.key_hash_secret {
+        d.set_secret(secret);
+    }
+    advance_section(base, &mut d, &delta.keys);
+    advance_section(base, &mut d, &delta.providers);
+    advance_section(base, &mut d, &delta.prices);
+    advance_section(base, &mut d, &delta.groups);
+    advance_section(base, &mut d, &delta.budgets);
+    advance_section(base, &mut d, &delta.rate_limits);
+    d
+}
+
+fn advance_section<T: Resource>(base: &Config, d: &mut ConfigDigest, changes: &Changes<T>) {
+    let list = T::list(base);
+    let find = |id: &T::Id| {
+        list.binary_search_by(|x| x.cmp_id(id))
+            .ok()
+            .map(|at| &list[at])
+    };
+    for id in &changes.removed {
+        if let Some(old) = find(id) {
+            d.remove(T::SECTION, &old.leaf());
+        }
+    }
+    for item in &changes.upserted {
+        if let Some(old) = find(&item.id()) {
+            d.remove(T::SECTION, &old.leaf());
+        }
+        d.add(T::SECTION, &item.leaf());
+    }
+}
+
 /// One section's changes: a merge of the two sorted lists.
 fn diff<T: Resource>(base: &Config, target: &Config) -> Result<Changes<T>, NotRepresentable> {
     let (old, new) = (T::list(base), T::list(target));

@@ -192,10 +192,7 @@ pub(crate) fn restored(version: u64, stored_hash: &str, config: Config) -> Arc<P
     if snapshot.content_hash != stored_hash {
         snapshot.version = 0;
     }
-    Arc::new(Published {
-        wire: snapshot.to_wire(),
-        snapshot,
-    })
+    Published::new(snapshot)
 }
 
 const POLICY_ROW: &str = "default";
@@ -529,9 +526,7 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
     apply(s, &mut st, action, reason.clone()).await?;
     let current = Snapshot::new(0, crate::snapshot::load_config(s).await?);
     reconcile(s, &mut st, current).await?;
-    s.publisher.send(s, &st)?;
-    drop(st);
-    crate::replica::announce(s).await;
+    // Audited before the nodes can see its effect: whoever sees a node rolled back finds why.
     crate::service::audit::record(
         &s.db,
         &crate::service::authz::Actor::system(),
@@ -545,6 +540,9 @@ async fn step(s: &Services) -> Result<(), ServiceError> {
         },
     )
     .await?;
+    s.publisher.send(s, &st)?;
+    drop(st);
+    crate::replica::announce(s).await;
     Ok(())
 }
 

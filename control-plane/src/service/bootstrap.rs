@@ -341,12 +341,21 @@ pub async fn seed_demo(
         });
     }
 
+    // Like every key write, this one bumps the version and takes a revision (`snapshot::keys`).
+    let txn = s.db.begin().await?;
+    let revision = crate::snapshot::keys::take_revision(&txn).await?;
     api_key::Entity::update_many()
         .col_expr(api_key::Column::RevokedAt, Some(Utc::now()).into())
+        .col_expr(
+            api_key::Column::Version,
+            sea_orm::sea_query::Expr::col(api_key::Column::Version).add(1i64),
+        )
+        .col_expr(api_key::Column::Revision, revision.into())
         .filter(api_key::Column::Name.eq(DEMO_KEY_NAME))
         .filter(api_key::Column::RevokedAt.is_null())
-        .exec(&s.db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     let key = key_service::create(
         s,
         &Actor::system(),

@@ -390,8 +390,11 @@ pub async fn create(
         previous_key_hash: Set(None),
         previous_expires_at: Set(None),
         version: Set(1),
+        revision: Set(0),
     };
     let txn = s.db.begin().await?;
+    let mut row = row;
+    row.revision = Set(crate::snapshot::keys::take_revision(&txn).await?);
     let model = api_key::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
@@ -502,6 +505,7 @@ where
     let mut active = current.clone().into_active_model();
     change(&current, &mut active)?;
     active.version = Set(current.version + 1);
+    active.revision = Set(crate::snapshot::keys::take_revision(&txn).await?);
     let updated = active.update(&txn).await?;
     let after = Key::from(updated.clone());
     audit::record(
@@ -719,6 +723,7 @@ mod tests {
             allowed_traffic_classes: "[]".into(),
             cache: "route".into(),
             version: 1,
+            revision: 0,
         };
         let created = CreatedKey {
             key: Key::from(m),

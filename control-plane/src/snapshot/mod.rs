@@ -11,41 +11,38 @@
 //! is minted into both tracks at once (`modelgate_shared::rollout::compose`).
 
 pub mod delta;
+pub mod keys;
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use modelgate_proto::config::v1 as wire;
-use modelgate_shared::keys::KeyHash;
 use modelgate_shared::pricing::Price;
 use modelgate_shared::rollout::{Plan, Track};
-use modelgate_shared::routing::TrafficClass;
 use modelgate_shared::snapshot::{
-    ApiKey, Config, Deployment, KeyCacheMode, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
+    Config, Deployment, ModelPrice, ProviderAccount, RoutingGroup, Snapshot,
 };
 use prost::Message;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::{watch, Mutex};
 
 use crate::rollout::{self, Active};
 use crate::service::{bootstrap, routes::DeploymentSpec, ServiceError, Services};
 use crate::store::{
-    api_key, budget, config_version, model_price, provider_account, rate_limit, routing_group,
+    budget, config_version, model_price, provider_account, rate_limit, routing_group,
 };
 
-/// A published snapshot with its wire form encoded once for every subscriber.
+/// A published snapshot. Its wire form is made when a node needs the whole of it (a first
+/// connection, a resync): with deltas that is rare, and holding it beside the domain form
+/// doubled the memory of every version held.
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Snapshot,
-    pub wire: wire::Snapshot,
 }
 
 impl Published {
-    fn new(snapshot: Snapshot) -> Arc<Published> {
-        Arc::new(Published {
-            wire: snapshot.to_wire(),
-            snapshot,
-        })
+    pub(crate) fn new(snapshot: Snapshot) -> Arc<Published> {
+        Arc::new(Published { snapshot })
     }
 
     pub fn version(&self) -> u64 {
@@ -104,6 +101,21 @@ pub(crate) struct State {
     /// The policy hash of the last rollout rolled back: not rolled out again until the policy
     /// in the database changes.
     pub(crate) rejected_policy: Option<String>,
+    /// What the last rebuild was made from, and the stable version it left: a rebuild that
+    /// finds the same skips the hashing and storing.
+    pub(crate) inputs: Option<Inputs>,
+}
+
+/// What a rebuild's outcome depends on when no rollout is in flight.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Inputs {
+    keys: (u64, usize),
+    /// The content hash of every section but the keys.
+    policy_tables: String,
+    /// The rollout policy, as stored.
+    policy: Option<String>,
+    rejected_policy: Option<String>,
+    stable: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -115,6 +127,8 @@ pub struct Publisher {
     writes: Arc<std::sync::atomic::AtomicU64>,
     /// Recent versions and the deltas between them (`delta`).
     deltas: Arc<delta::Deltas>,
+    /// The keys section, kept between rebuilds (`keys`).
+    keys: Arc<Mutex<keys::KeyCache>>,
 }
 
 impl Default for Publisher {
@@ -131,6 +145,7 @@ impl Publisher {
             state: Arc::new(Mutex::new(State::default())),
             writes: Arc::default(),
             deltas: Arc::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -198,6 +213,7 @@ impl Publisher {
             return self.send(s, st);
         }
         if !st.loaded {
+            st.inputs = None;
             st.policy = None;
             st.rollout = None;
             st.rejected_policy = None;
@@ -207,7 +223,32 @@ impl Publisher {
             // Another replica may have set or cleared it.
             st.policy = rollout::read_policy(s).await?;
         }
-        let current = Snapshot::new(0, load_config(s).await?);
+        let mut config = load_policy_tables(s).await?;
+        config.canonicalize();
+        let now = Utc::now();
+        let mut cache = self.keys.lock().await;
+        cache.sync(&s.db).await?;
+        let mut inputs = Inputs {
+            keys: cache.fingerprint(now),
+            policy_tables: modelgate_shared::snapshot::content_hash(&config),
+            policy: st
+                .policy
+                .as_deref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default()),
+            rejected_policy: st.rejected_policy.clone(),
+            stable: st.stable.as_ref().map(|p| p.version()),
+        };
+        // Nothing the config is made of changed since the last rebuild, and no rollout is in
+        // flight: what is published stands (the periodic rebuild costs a few small reads).
+        if st.rollout.is_none() && st.inputs.as_ref() == Some(&inputs) {
+            drop(cache);
+            return self.send(s, st);
+        }
+        config.keys = cache.keys(now);
+        drop(cache);
+        let started = std::time::Instant::now();
+        let current = Snapshot::new(0, config);
+        let hashed = started.elapsed();
         let staged = st.policy.is_some() || st.rollout.is_some();
         match (&st.stable, staged) {
             (Some(_), true) => rollout::reconcile(s, st, current).await?,
@@ -216,6 +257,15 @@ impl Publisher {
                 st.stable = Some(published);
             }
         }
+        inputs.stable = st.stable.as_ref().map(|p| p.version());
+        inputs.rejected_policy.clone_from(&st.rejected_policy);
+        st.inputs = Some(inputs);
+        let stored = started.elapsed();
+        tracing::debug!(
+            hash_ms = hashed.as_secs_f64() * 1e3,
+            store_ms = (stored - hashed).as_secs_f64() * 1e3,
+            "config rebuilt"
+        );
         self.send(s, st)
     }
 
@@ -289,27 +339,36 @@ async fn store(
     candidate: Snapshot,
     reuse_latest: bool,
 ) -> Result<Arc<Published>, ServiceError> {
-    let body = redacted(&candidate.config).encode_to_vec();
+    // Encoded only when a version is stored (a rebuild that changed nothing stores none).
+    let mut body: Option<Vec<u8>> = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let latest = config_version::Entity::find()
+        // The newest number and hash only: its body is not needed here.
+        let latest: Option<(i64, String)> = config_version::Entity::find()
+            .select_only()
+            .column(config_version::Column::Version)
+            .column(config_version::Column::ContentHash)
             .order_by_desc(config_version::Column::Version)
+            .into_tuple()
             .one(&s.db)
             .await?;
-        if let Some(row) = latest.as_ref().filter(|_| reuse_latest) {
-            if row.content_hash == candidate.content_hash {
+        if let Some((version, hash)) = latest.as_ref().filter(|_| reuse_latest) {
+            if *hash == candidate.content_hash {
                 return Ok(Published::new(Snapshot {
-                    version: u64::try_from(row.version).unwrap_or(0),
+                    version: u64::try_from(*version).unwrap_or(0),
                     ..candidate
                 }));
             }
         }
-        let next = latest.as_ref().map_or(1, |r| r.version + 1);
+        let next = latest.as_ref().map_or(1, |(v, _)| v + 1);
+        let body = body
+            .get_or_insert_with(|| redacted(&candidate.config).encode_to_vec())
+            .clone();
         let inserted = config_version::Entity::insert(config_version::ActiveModel {
             version: Set(next),
             content_hash: Set(candidate.content_hash.clone()),
-            body: Set(body.clone()),
+            body: Set(body),
             created_at: Set(Utc::now()),
         })
         .exec_without_returning(&s.db)
@@ -362,66 +421,39 @@ pub(crate) async fn stored_config(
     Ok(decoded.map(|c| (c, row.content_hash)))
 }
 
-/// The stored copy of a version keeps no secret.
+/// The stored copy of a version keeps no secret and no key. Whoever reads a stored version
+/// composes it with the current keys, credentials and balances (`rollout::compose`), which
+/// reach every track at once; leaving the keys out keeps a version's row small (a few hundred
+/// kilobytes at 1k routes, not 21 MB at 100k keys) and its encoding cheap.
 fn redacted(config: &Config) -> wire::Config {
-    let mut w = config.to_wire();
-    w.key_hash_secret.clear();
+    let stored = Config {
+        key_hash_secret: Vec::new(),
+        keys: Vec::new(),
+        providers: config.providers.clone(),
+        prices: config.prices.clone(),
+        groups: config.groups.clone(),
+        budgets: config.budgets.clone(),
+        rate_limits: config.rate_limits.clone(),
+    };
+    let mut w = stored.to_wire();
     for p in &mut w.providers {
         p.credential.clear();
     }
     w
 }
 
+/// The config as the tables hold it now (keys from the publisher's cache, brought up to date).
 pub(crate) async fn load_config(s: &Services) -> Result<Config, ServiceError> {
-    let key_hash_secret = bootstrap::key_hash_secret(s).await?;
+    let mut config = load_policy_tables(s).await?;
+    let mut cache = s.publisher.keys.lock().await;
+    cache.sync(&s.db).await?;
+    config.keys = cache.keys(Utc::now());
+    Ok(config)
+}
 
-    let now = chrono::Utc::now();
-    let keys = api_key::Entity::find()
-        .all(&s.db)
-        .await?
-        .into_iter()
-        .filter_map(|k| {
-            let hash: KeyHash = hex::decode(&k.key_hash).ok()?.try_into().ok()?;
-            // A replaced secret travels only while its grace period lasts; the data plane
-            // enforces the end to the second.
-            let previous = match (&k.previous_key_hash, k.previous_expires_at) {
-                (Some(h), Some(until)) if until > now => {
-                    let h: KeyHash = hex::decode(h).ok()?.try_into().ok()?;
-                    Some((h, until.timestamp()))
-                }
-                _ => None,
-            };
-            Some(ApiKey {
-                disabled: k.disabled_at.is_some(),
-                previous,
-                owner_user_id: k.owner_user_id.unwrap_or_default(),
-                application: k.application,
-                data_class: k.data_class,
-                endpoint_families: serde_json::from_str(&k.endpoint_families).unwrap_or_default(),
-                // A class that does not parse leaves the key out (fails closed): the service
-                // validates classes, so only a hand-edited row can get here.
-                traffic_class: TrafficClass::parse(&k.traffic_class)?,
-                allowed_traffic_classes: serde_json::from_str::<Vec<String>>(
-                    &k.allowed_traffic_classes,
-                )
-                .ok()?
-                .iter()
-                .map(|c| TrafficClass::parse(c))
-                .collect::<Option<Vec<_>>>()?,
-                // Fails closed like the class: a mode that does not parse leaves the key out.
-                cache: KeyCacheMode::parse(&k.cache)?,
-                key_hash: hash,
-                prefix: k.prefix,
-                team_id: k.team_id,
-                environment: k.environment.parse().ok()?,
-                allowed_models: serde_json::from_str(&k.allowed_models).unwrap_or_default(),
-                revoked: k.revoked_at.is_some(),
-                expires_at: k.expires_at.map(|t| t.timestamp()),
-                name: k.name,
-                id: k.id,
-            })
-        })
-        .collect();
+/// Every section but the keys, read in full (each is small next to the keys).
+async fn load_policy_tables(s: &Services) -> Result<Config, ServiceError> {
+    let key_hash_secret = bootstrap::key_hash_secret(s).await?;
 
     let mut providers = Vec::new();
     for p in provider_account::Entity::find().all(&s.db).await? {
@@ -536,7 +568,7 @@ pub(crate) async fn load_config(s: &Services) -> Result<Config, ServiceError> {
 
     Ok(Config {
         key_hash_secret,
-        keys,
+        keys: Vec::new(),
         providers,
         prices,
         groups,

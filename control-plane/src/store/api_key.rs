@@ -37,6 +37,8 @@ pub struct Model {
     pub cache: String,
     /// Bumped by every update (`If-Match`).
     pub version: i64,
+    /// The `key_revision` counter's value taken by the last write (`snapshot::keys`).
+    pub revision: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -34,6 +34,11 @@ fn check(name: &str, change: impl FnOnce(&mut Config)) -> ConfigDelta {
     let to = Snapshot::new(5, to);
     let to_digest = ConfigDigest::of(&to.config);
     let delta = compute(&from, &to, &to_digest).unwrap();
+    assert_eq!(
+        advance_digest(&from.config, &ConfigDigest::of(&from.config), &delta),
+        to_digest,
+        "{name}: the base's digest advanced by the delta = the target's from scratch"
+    );
     let received = ConfigDelta::try_from(delta.to_wire()).unwrap();
     assert_eq!(received, delta, "{name}: wire round trip");
 
