@@ -174,9 +174,9 @@ pub async fn fleet_view(s: &Services, limit_ids: &[String]) -> Result<(Ledger, i
         .filter(R::LimitId.is_in(limit_ids.iter().map(String::as_str)))
         .all(&s.db)
         .await?;
-    // By limit and measure: the marker's window, and every holder's lease in it.
-    let mut windows: HashMap<(String, String), (i64, Vec<(String, StoredLease, i64)>)> =
-        HashMap::new();
+    // By limit and measure: the marker's window, and every holder's lease with its window.
+    type Leases = Vec<(String, StoredLease, i64)>;
+    let mut windows: HashMap<(String, String), (i64, Leases)> = HashMap::new();
     for r in rows {
         let w = windows
             .entry((r.limit_id.clone(), r.measure.clone()))
