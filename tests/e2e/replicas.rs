@@ -931,6 +931,7 @@ async fn a_node_whose_replica_is_killed_stops_being_shown_as_live() {
     )
     .await;
     b.kill_9();
+    let killed = std::time::Instant::now();
     let gone = eventually(
         Duration::from_secs(60),
         "replica A to stop showing the node of the killed replica as connected",
@@ -940,6 +941,10 @@ async fn a_node_whose_replica_is_killed_stops_being_shown_as_live() {
         },
     )
     .await;
+    eprintln!(
+        "a killed replica's node shown disconnected by the other replica {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(gone["drifting"], false, "{gone}");
     assert_eq!(gone["request_rate"].as_f64(), Some(0.0), "{gone}");
     // Shown as last connected to B.

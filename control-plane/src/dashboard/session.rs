@@ -339,6 +339,35 @@ mod tests {
             .is_none());
     }
 
+    #[tokio::test]
+    async fn a_session_unused_past_the_idle_bound_is_over_and_deleted() {
+        let clock = modelgate_shared::clock::SettableClock::new();
+        let db = crate::store::connect("sqlite::memory:").await.unwrap();
+        let sessions = Sessions::new(Services::new(
+            db,
+            crate::crypto::Sealer::from_hex(&crate::crypto::Sealer::generate_master_key_hex())
+                .unwrap(),
+            clock.clone(),
+        ));
+        let id = sessions.open("h".into()).await.unwrap();
+        let start = Utc::now();
+        // Used within the idle bound: still live, and its last use moves on.
+        clock.set(start + chrono::Duration::minutes(29));
+        assert!(sessions.current(&id).await.unwrap().is_some());
+        clock.set(start + chrono::Duration::minutes(58));
+        assert!(sessions.current(&id).await.unwrap().is_some());
+        // Then idle for longer than the bound.
+        clock.set(start + chrono::Duration::minutes(89));
+        assert!(sessions.current(&id).await.unwrap().is_none());
+        assert_eq!(
+            row::Entity::find()
+                .count(&sessions.services.db)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
     #[test]
     fn cookies_are_read_by_name_and_set_with_their_attributes() {
         let mut h = axum::http::HeaderMap::new();
