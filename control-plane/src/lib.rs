@@ -240,6 +240,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
     let leases_task = tokio::spawn(replica::hold_leases(services.clone(), shutdown.clone()));
     let listen_task = tokio::spawn(replica::listen(services.clone(), shutdown.clone()));
     let refresh_task = tokio::spawn(replica::refresh(services.clone(), shutdown.clone()));
+    let nodes_task = tokio::spawn(service::nodes::keep_fresh(
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     let statements_task = tokio::spawn(service::statements::run_closer(
         services.clone(),
@@ -258,6 +262,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningControlPlane> {
         revocations_task,
         insecure_task,
         rollout_task,
+        nodes_task,
         leases_task,
         listen_task,
         refresh_task,

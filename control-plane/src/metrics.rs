@@ -325,6 +325,13 @@ impl CpMetrics {
     }
 
     /// Whether a connected data plane is drifting now.
+    /// A node of another replica is no longer shown: its drift series goes.
+    pub fn forget_node_drift(&self, node: &str) {
+        self.node_drift.remove(&NodeLabels {
+            node: node.to_owned(),
+        });
+    }
+
     pub fn node_drift(&self, node: &str, drifting: bool) {
         self.node_drift
             .get_or_create(&NodeLabels {

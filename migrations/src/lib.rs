@@ -32,6 +32,8 @@ mod m20261207_000037_usage_sequence_blocks;
 mod m20261207_000038_request_log_provider_index;
 mod m20261208_000039_rollout_requests;
 mod m20261208_000040_node_reports;
+mod m20261208_000041_fleet_view;
+mod m20261208_000042_dashboard_sessions;
 mod m20261209_000045_key_revisions;
 pub mod usage_partitions;
 
@@ -73,6 +75,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000038_request_log_provider_index::Migration),
             Box::new(m20261208_000039_rollout_requests::Migration),
             Box::new(m20261208_000040_node_reports::Migration),
+            Box::new(m20261208_000041_fleet_view::Migration),
+            Box::new(m20261208_000042_dashboard_sessions::Migration),
             Box::new(m20261209_000045_key_revisions::Migration),
         ]
     }

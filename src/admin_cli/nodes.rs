@@ -78,6 +78,10 @@ const LIST_COLUMNS: &[Column] = &[
         cell: |v| field(v, "software_version"),
     },
     Column {
+        header: "REPLICA",
+        cell: |v| field(v, "replica"),
+    },
+    Column {
         header: "LAST SEEN",
         cell: |v| time(v, "last_seen"),
     },

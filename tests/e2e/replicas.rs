@@ -746,3 +746,374 @@ async fn a_canary_connected_to_the_replica_that_does_not_drive_rollouts_still_fa
     b.shutdown().await;
     gw.shutdown().await;
 }
+
+/// `GET /admin/v1{path}` on a replica's admin API.
+async fn admin_get(
+    cp: &modelgate_control_plane::RunningControlPlane,
+    token: &str,
+    path: &str,
+) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/admin/v1{path}", cp.admin_addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// Node `id` as replica `cp`'s `GET /nodes` shows it.
+async fn node_on(
+    cp: &modelgate_control_plane::RunningControlPlane,
+    token: &str,
+    id: &str,
+) -> Option<Value> {
+    admin_get(cp, token, "/nodes").await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_connected_to_one_replica_is_shown_by_the_other_with_its_versions_and_rates() {
+    let upstream = upstream::MockUpstream::start().await;
+    let (gw, b) = two_replicas().await;
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    let (on_b, node) = data_plane_on(&[b.grpc_addr]).await;
+    let version = newest(gw.cp());
+    applied(&on_b, version, "the node on replica B").await;
+    for _ in 0..5 {
+        let status = ask(&gw.http, on_b.addr, &p.key)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+
+    // Replica A, which the node never talked to, shows it as B sees it.
+    let shown = eventually(
+        Duration::from_secs(30),
+        "replica A to show the node on B with its traffic",
+        || async {
+            let n = node_on(gw.cp(), &gw.admin_token, &node).await?;
+            (n["request_rate"].as_f64().unwrap() > 0.0
+                && n["applied_version"].as_u64() >= Some(version))
+            .then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(shown["connected"], true, "{shown}");
+    assert_eq!(shown["replica"], b.services.replica.id.as_str(), "{shown}");
+    assert_eq!(shown["drifting"], false, "{shown}");
+    assert_eq!(
+        shown["assigned_version"], shown["applied_version"],
+        "{shown}"
+    );
+    assert!(
+        !shown["applied_hash"].as_str().unwrap().is_empty()
+            && shown["applied_hash"] == shown["assigned_hash"],
+        "{shown}"
+    );
+    assert_eq!(shown["target_version"], shown["applied_version"], "{shown}");
+    assert_eq!(shown["error_rate"].as_f64(), Some(0.0), "{shown}");
+    // And B agrees on what it holds in memory.
+    let on_b_view = node_on(&b, &gw.admin_token, &node).await.unwrap();
+    assert_eq!(on_b_view["replica"], shown["replica"]);
+    assert_eq!(on_b_view["applied_hash"], shown["applied_hash"]);
+
+    on_b.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_on_one_replica_that_stops_applying_is_flagged_drifting_by_the_other() {
+    use modelgate_proto::config::v1::{
+        config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello,
+        SubscribeRequest,
+    };
+
+    let bound = Duration::from_secs(1);
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_with(db, url, |s| s.config_drift_after = bound).await;
+    let b = crate::support::start_control_plane_custom(
+        &gw.cp_db_url,
+        &gw.master_key,
+        "127.0.0.1:0".parse().unwrap(),
+        |s| s.config_drift_after = bound,
+    )
+    .await;
+    // A node on B that says hello, receives its assignment, and never applies it.
+    let labels = [("region", "test")];
+    let channel = crate::support::pki::node_channel(Pki::shared(), b.grpc_addr, "stuck", &labels);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(SubscribeRequest {
+        kind: Some(Kind::Hello(Hello {
+            node_id: "stuck".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            software_version: "test".into(),
+            current_version: 0,
+            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+            current_hash: String::new(),
+            features: Vec::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = ConfigServiceClient::new(channel)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let assigned = stream.message().await.unwrap().unwrap();
+
+    let stuck = eventually(
+        Duration::from_secs(30),
+        "replica A to flag the node on B as drifting",
+        || async {
+            let n = node_on(gw.cp(), &gw.admin_token, "stuck").await?;
+            (n["drifting"] == true).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(stuck["assigned_version"], assigned.version, "{stuck}");
+    assert_eq!(stuck["applied_version"], 0, "{stuck}");
+    assert_eq!(stuck["replica"], b.services.replica.id.as_str(), "{stuck}");
+    // A's drift metric covers it too.
+    let metrics = format!("http://{}/metrics", gw.cp().metrics_addr.unwrap());
+    eventually(
+        Duration::from_secs(30),
+        "replica A's drift gauge of the node on B",
+        || async {
+            let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l == "modelgate_cp_node_config_drift{node=\"stuck\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+
+    drop(tx);
+    drop(stream);
+    b.shutdown().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_replica_is_killed_stops_being_shown_as_live() {
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let gw = Gateway::start_on(db, url).await;
+    let mut b = tokio::task::spawn_blocking({
+        let (url, key) = (gw.cp_db_url.clone(), gw.master_key.clone());
+        move || ControlPlaneProcess::spawn(&url, &key)
+    })
+    .await
+    .unwrap();
+    // The node knows only B: it cannot move when B dies.
+    let (on_b, node) = data_plane_on(&[b.grpc_addr]).await;
+    applied(&on_b, newest(gw.cp()), "the node on replica B").await;
+    let live = eventually(
+        Duration::from_secs(30),
+        "replica A to show the node on B connected",
+        || async {
+            let n = node_on(gw.cp(), &gw.admin_token, &node).await?;
+            (n["connected"] == true).then_some(n)
+        },
+    )
+    .await;
+    b.kill_9();
+    let killed = std::time::Instant::now();
+    let gone = eventually(
+        Duration::from_secs(60),
+        "replica A to stop showing the node of the killed replica as connected",
+        || async {
+            let n = node_on(gw.cp(), &gw.admin_token, &node).await?;
+            (n["connected"] == false).then_some(n)
+        },
+    )
+    .await;
+    eprintln!(
+        "a killed replica's node shown disconnected by the other replica {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(gone["drifting"], false, "{gone}");
+    assert_eq!(gone["request_rate"].as_f64(), Some(0.0), "{gone}");
+    // Shown as last connected to B.
+    assert_eq!(gone["replica"], live["replica"], "{gone}");
+    assert!(
+        gone["replica"].is_string() && gone["replica"] != gw.cp().services.replica.id.as_str(),
+        "{gone}"
+    );
+
+    on_b.shutdown().await;
+    gw.shutdown().await;
+}
+
+/// The `value` of the first hidden `csrf` field in a page.
+fn csrf_field(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\"")
+        .expect("a form with a csrf field");
+    let rest = &page[at..];
+    let v = &rest[rest.find("value=\"").unwrap() + 7..];
+    v[..v.find('"').unwrap()].to_owned()
+}
+
+/// The value a response sets cookie `name` to.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.split(';')
+                .next()?
+                .strip_prefix(&format!("{name}="))
+                .map(str::to_owned)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dashboard_session_opened_on_one_replica_is_accepted_and_ended_on_the_other() {
+    let (gw, b) = two_replicas().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (a_url, b_url) = (gw.admin_url.clone(), format!("http://{}", b.admin_addr));
+
+    // Sign in on A.
+    let form = http.get(format!("{a_url}/login")).send().await.unwrap();
+    let login_csrf = set_cookie(&form, "mg_login").unwrap();
+    let signed_in = http
+        .post(format!("{a_url}/login"))
+        .header("cookie", format!("mg_login={login_csrf}"))
+        .form(&[
+            ("token", gw.admin_token.as_str()),
+            ("csrf", login_csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = set_cookie(&signed_in, "mg_session").unwrap();
+    let cookie = format!("mg_session={session}");
+
+    // B accepts the session: it shows the overview, not the sign-in form.
+    let page = http
+        .get(format!("{b_url}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "replica B accepts A's session");
+    let csrf = csrf_field(&page.text().await.unwrap());
+    // The database holds no cookie value and no admin token.
+    let db = &gw.cp().services.db;
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id_hash, token_hash FROM dashboard_sessions",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    for column in ["id_hash", "token_hash"] {
+        let v: String = rows[0].try_get("", column).unwrap();
+        assert!(v != session && v != gw.admin_token, "{column}");
+    }
+
+    // Sign out on B ends it on A.
+    let out = http
+        .post(format!("{b_url}/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let after = http
+        .get(format!("{a_url}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status(),
+        303,
+        "replica A sends the ended session to sign in"
+    );
+    assert_eq!(after.headers()["location"], "/login");
+
+    b.shutdown().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_shares_seen_from_either_replica_agree() {
+    let upstream = upstream::MockUpstream::start().await;
+    let (gw, b) = two_replicas().await;
+    let p = gw.provision(&upstream.base_url(), "smart", "gpt-x").await;
+    let (on_b, node_b) = data_plane_on(&[b.grpc_addr]).await;
+    let limit = crate::rate_limits::limit(
+        &gw,
+        json!({"scope": {"key_id": p.key_id}, "rpm": 1000, "when_unreachable": "fail_closed"}),
+    )
+    .await;
+    applied(
+        &on_b,
+        newest(gw.cp()),
+        "the node on replica B to have the limit",
+    )
+    .await;
+    crate::rate_limits::fresh_window(40).await;
+    for dp in [gw.dp().addr, on_b.addr] {
+        for _ in 0..3 {
+            let status = ask(&gw.http, dp, &p.key).send().await.unwrap().status();
+            assert_eq!(status, 200);
+        }
+    }
+
+    let shares = |v: &Value| -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = v["state"][0]["allocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["node"].as_str().unwrap().to_owned(),
+                    a["granted"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let path = format!("/rate-limits/{limit}");
+    let from_a = shares(&admin_get(gw.cp(), &gw.admin_token, &path).await);
+    let from_b = shares(&admin_get(&b, &gw.admin_token, &path).await);
+    let nodes: Vec<&str> = from_a.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        nodes.iter().any(|n| n.starts_with(node_b.as_str())) && nodes.len() >= 2,
+        "replica A shows the shares of both nodes: {from_a:?}"
+    );
+    assert_eq!(from_a, from_b, "both replicas show the same shares");
+    let granted: i64 = from_a.iter().map(|(_, g)| g).sum();
+    let total = admin_get(gw.cp(), &gw.admin_token, &path).await["state"][0]["granted"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(total, granted);
+
+    on_b.shutdown().await;
+    b.shutdown().await;
+    gw.shutdown().await;
+}

@@ -4,9 +4,9 @@
 //! the signed-in admin token, so roles and team scope apply exactly as they do over REST;
 //! links and forms an actor may not use are left out, but the service layer is what refuses.
 //!
-//! - `session`: sign-in sessions in memory (random id in an `HttpOnly`, `SameSite=Strict`
-//!   cookie; the token stays on the server and is re-checked on every request), per-session
-//!   CSRF tokens and flash messages.
+//! - `session`: sign-in sessions in the database, shared by every replica (random id in an
+//!   `HttpOnly`, `SameSite=Strict` cookie; the server keeps hashes of the id and of the token,
+//!   and re-checks the token on every request), per-session CSRF tokens and flash messages.
 //! - `guard`: the security headers of every response (a strict Content-Security-Policy with no
 //!   inline script or style, `frame-ancestors 'none'`, `nosniff`, `no-store`) and the check of
 //!   every POST: its `Origin` (when sent) must be this host, and its form's `csrf` field the
@@ -30,7 +30,6 @@ use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use secrecy::ExposeSecret;
 
 use crate::service::authz::Actor;
 use crate::service::bootstrap::{self, Authentication};
@@ -50,8 +49,8 @@ pub struct Dash {
 /// The dashboard's routes (merged beside `/admin/v1` on the admin listener).
 pub fn router(services: Services, secure: bool) -> Router {
     let dash = Dash {
-        services,
-        sessions: Arc::new(Sessions::default()),
+        services: services.clone(),
+        sessions: Arc::new(Sessions::new(services.clone())),
         secure,
     };
     Router::new()
@@ -119,15 +118,21 @@ pub struct Ctx {
 
 impl Ctx {
     /// Leaves a message for the next page (post/redirect/get).
-    fn flash(&self, dash: &Dash, ok: bool, message: impl Into<String>, secret: Option<String>) {
-        dash.sessions.flash(
-            &self.session_id,
-            Flash {
-                ok,
-                message: message.into(),
-                secret,
-            },
-        );
+    async fn flash(
+        &self,
+        dash: &Dash,
+        ok: bool,
+        message: impl Into<String>,
+        secret: Option<String>,
+    ) {
+        let flash = Flash {
+            ok,
+            message: message.into(),
+            secret,
+        };
+        if let Err(e) = dash.sessions.flash(&self.session_id, flash).await {
+            tracing::warn!(error = %e, "could not leave a message for the session's next page");
+        }
     }
 }
 
@@ -139,13 +144,13 @@ impl FromRequestParts<Dash> for Ctx {
         let Some(id) = session::cookie(&parts.headers, COOKIE).map(str::to_owned) else {
             return Err(to_login());
         };
-        let Some(current) = dash.sessions.current(&id) else {
-            return Err(to_login());
+        let current = match dash.sessions.current(&id).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Err(to_login()),
+            Err(e) => return Err(Failure::from(e).into_response()),
         };
         let request_id = modelgate_shared::new_id().to_string();
-        match bootstrap::authenticate(&dash.services, current.token.expose_secret(), &request_id)
-            .await
-        {
+        match bootstrap::authenticate_hash(&dash.services, &current.token_hash, &request_id).await {
             Ok(Authentication::Actor(actor)) => Ok(Ctx {
                 actor,
                 csrf: current.csrf,
@@ -154,7 +159,9 @@ impl FromRequestParts<Dash> for Ctx {
             }),
             Ok(Authentication::Unknown | Authentication::Expired(_)) => {
                 // The token was revoked or expired since sign-in: the session ends with it.
-                dash.sessions.close(&id);
+                if let Err(e) = dash.sessions.close(&id).await {
+                    return Err(Failure::from(e).into_response());
+                }
                 Err(to_login())
             }
             Err(e) => Err(Failure::from(e).into_response()),
@@ -207,7 +214,7 @@ type PageResult = Result<Response, Failure>;
 /// After a change: back to `to` with the outcome as a flash. A refusal by role or scope, a
 /// missing resource and an internal error answer with their status instead (a forged or stale
 /// form learns its status, not a cheerful redirect).
-fn after_change(
+async fn after_change(
     dash: &Dash,
     ctx: &Ctx,
     to: &str,
@@ -215,11 +222,11 @@ fn after_change(
 ) -> Response {
     match outcome {
         Ok((message, secret)) => {
-            ctx.flash(dash, true, message, secret);
+            ctx.flash(dash, true, message, secret).await;
             Redirect::to(to).into_response()
         }
         Err(e @ (ServiceError::Invalid { .. } | ServiceError::Conflict(_))) => {
-            ctx.flash(dash, false, Failure::from(e).message, None);
+            ctx.flash(dash, false, Failure::from(e).message, None).await;
             Redirect::to(to).into_response()
         }
         Err(e) => Failure::from(e).into_response(),

@@ -1,28 +1,40 @@
-//! Dashboard sessions, kept in this control plane's memory. The browser holds only a random
-//! session id (256 bits, hex) in an `HttpOnly`, `SameSite=Strict` cookie; the admin token it
-//! signed in with stays here and is re-checked on every request (a revoked or expired token
-//! ends its sessions at once). The map is keyed by the SHA-256 of the id, so the table never
-//! holds a cookie value. Each session has its own CSRF token, which every form carries.
+//! Dashboard sessions, kept in the database (`dashboard_sessions`) so that every control-plane
+//! replica accepts a session another one opened. The browser holds only a random session id
+//! (256 bits, hex) in an `HttpOnly`, `SameSite=Strict` cookie. A row is keyed by the SHA-256
+//! of that id (the table never holds a cookie value) and names the admin token the session
+//! signed in with by its SHA-256, as `admin_tokens` stores it (never the token): each request
+//! authenticates that hash again, so a revoked or expired token ends its sessions at once.
+//! Each session's CSRF token, which every form carries, is derived from its id
+//! ([`csrf_of`]): only the holder of the cookie knows it, and no replica needs to store it.
+//! The message for a session's next page (which may carry a new key's secret, shown once) is
+//! sealed with the master key, bound to the row.
 //!
-//! A session ends after [`IDLE`] without a request, after [`LIFETIME`] in any case, on sign-out,
-//! and when the control plane restarts. At most [`MAX_SESSIONS`] are kept: signing in past that
-//! drops the least recently used.
+//! A session ends after [`IDLE`] without a request (its last use is written at most every
+//! [`TOUCH_EVERY`]), after [`LIFETIME`] in any case, and on sign-out (the row is deleted). At
+//! most [`MAX_SESSIONS`] are kept: signing in past that drops the least recently used.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
+use chrono::{DateTime, Utc};
 use rand::RngCore;
-use secrecy::SecretString;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::service::{ServiceError, Services};
+use crate::store::dashboard_session as row;
+
 /// A session unused for this long is over.
-pub const IDLE: Duration = Duration::from_secs(30 * 60);
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// A session is over this long after sign-in, used or not.
-pub const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-/// Sessions kept at most (each is a few hundred bytes).
-pub const MAX_SESSIONS: usize = 10_000;
+pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 60 * 60);
+/// How stale a session's stored last use may get before a request writes it again (so a page
+/// view is a read, and at most one write a minute per session).
+pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sessions kept at most.
+pub const MAX_SESSIONS: u64 = 10_000;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "mg_session";
@@ -30,7 +42,7 @@ pub const COOKIE: &str = "mg_session";
 pub const LOGIN_COOKIE: &str = "mg_login";
 
 /// A message for the next page the session shows, then gone (post/redirect/get).
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Flash {
     pub ok: bool,
     pub message: String,
@@ -48,27 +60,20 @@ impl std::fmt::Debug for Flash {
     }
 }
 
-struct Entry {
-    token: SecretString,
-    csrf: String,
-    created: Instant,
-    last_used: Instant,
-    flash: Option<Flash>,
-}
-
 /// What a request learns from its session.
 pub struct Current {
-    /// The admin token the session signed in with (re-authenticated per request).
-    pub token: SecretString,
+    /// The SHA-256 (hex) of the admin token the session signed in with (re-authenticated per
+    /// request).
+    pub token_hash: String,
     pub csrf: String,
     /// The flash left by the previous request, taken.
     pub flash: Option<Flash>,
 }
 
-/// Every live session of this control plane.
-#[derive(Default)]
+/// The sessions of every replica, in the database.
+#[derive(Clone)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Entry>>,
+    services: Services,
 }
 
 /// 32 random bytes as 64 hex characters.
@@ -82,92 +87,145 @@ fn key_of(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
+/// The CSRF token of the session with this id: a hash of the id under its own label, so it
+/// differs from the row's key and reveals nothing of the id.
+pub fn csrf_of(id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"modelgate/dashboard-csrf\0");
+    h.update(id.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Equal in constant time (for CSRF tokens).
 pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn flash_binding(key: &str) -> crate::crypto::Binding {
+    crate::crypto::Binding::cell("dashboard_sessions", "flash", &[key])
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock cannot leave a session half-written (every update is
-        // one insert or field store), so a poisoned map is still sound to use.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(services: Services) -> Sessions {
+        Sessions { services }
     }
 
-    /// Opens a session for `token`; returns the id for the cookie.
-    pub fn open(&self, token: SecretString) -> String {
-        let id = random_token();
-        let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, e| live(e, now));
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
+    fn now_ms(&self) -> i64 {
+        let now: DateTime<Utc> = self.services.clock.now();
+        now.timestamp_millis()
+    }
+
+    /// Opens a session for the admin token whose SHA-256 is `token_hash`; returns the id for
+    /// the cookie. Sessions past their end are deleted first.
+    pub async fn open(&self, token_hash: String) -> Result<String, ServiceError> {
+        let db = &self.services.db;
+        let now = self.now_ms();
+        row::Entity::delete_many()
+            .filter(
+                row::Column::LastUsedAtMs
+                    .lte(now - ms(IDLE))
+                    .or(row::Column::CreatedAtMs.lte(now - ms(LIFETIME))),
+            )
+            .exec(db)
+            .await?;
+        if row::Entity::find().count(db).await? >= MAX_SESSIONS {
+            if let Some(oldest) = row::Entity::find()
+                .order_by_asc(row::Column::LastUsedAtMs)
+                .one(db)
+                .await?
             {
-                map.remove(&oldest);
+                row::Entity::delete_by_id(oldest.id_hash).exec(db).await?;
             }
         }
-        map.insert(
-            key_of(&id),
-            Entry {
-                token,
-                csrf: random_token(),
-                created: now,
-                last_used: now,
-                flash: None,
-            },
-        );
-        id
+        let id = random_token();
+        row::Entity::insert(row::ActiveModel {
+            id_hash: Set(key_of(&id)),
+            token_hash: Set(token_hash),
+            created_at_ms: Set(now),
+            last_used_at_ms: Set(now),
+            flash: Set(None),
+        })
+        .exec_without_returning(db)
+        .await?;
+        Ok(id)
     }
 
     /// The live session with this id (marking it used), taking its flash.
-    pub fn current(&self, id: &str) -> Option<Current> {
-        let now = Instant::now();
-        let mut map = self.lock();
+    pub async fn current(&self, id: &str) -> Result<Option<Current>, ServiceError> {
+        let db = &self.services.db;
+        let now = self.now_ms();
         let key = key_of(id);
-        let entry = map.get_mut(&key)?;
-        if !live(entry, now) {
-            map.remove(&key);
-            return None;
+        let Some(found) = row::Entity::find_by_id(key.as_str()).one(db).await? else {
+            return Ok(None);
+        };
+        if now - found.last_used_at_ms >= ms(IDLE) || now - found.created_at_ms >= ms(LIFETIME) {
+            row::Entity::delete_by_id(key.as_str()).exec(db).await?;
+            return Ok(None);
         }
-        entry.last_used = now;
-        Some(Current {
-            token: entry.token.clone(),
-            csrf: entry.csrf.clone(),
-            flash: entry.flash.take(),
-        })
+        let mut flash = None;
+        if let Some(sealed) = &found.flash {
+            // Taken by whichever request clears it first (a flash is shown once).
+            let taken = row::Entity::update_many()
+                .col_expr(row::Column::Flash, Expr::value(Option::<String>::None))
+                .filter(row::Column::IdHash.eq(key.as_str()))
+                .filter(row::Column::Flash.eq(sealed.as_str()))
+                .exec(db)
+                .await?;
+            if taken.rows_affected == 1 {
+                let plain = self
+                    .services
+                    .sealer
+                    .open_bound(sealed, &flash_binding(&key))?;
+                flash = serde_json::from_slice(&plain).ok();
+            }
+        }
+        if now - found.last_used_at_ms >= ms(TOUCH_EVERY) {
+            row::Entity::update_many()
+                .col_expr(row::Column::LastUsedAtMs, Expr::value(now))
+                .filter(row::Column::IdHash.eq(key.as_str()))
+                .exec(db)
+                .await?;
+        }
+        Ok(Some(Current {
+            token_hash: found.token_hash,
+            csrf: csrf_of(id),
+            flash,
+        }))
     }
 
-    /// Is `presented` this live session's CSRF token?
+    /// Is `presented` the CSRF token of the session with this id? (Whether that session is
+    /// live, the handler's extractor decides.)
     pub fn csrf_matches(&self, id: &str, presented: &str) -> bool {
-        let now = Instant::now();
-        let map = self.lock();
-        map.get(&key_of(id))
-            .filter(|e| live(e, now))
-            .is_some_and(|e| same(&e.csrf, presented))
+        same(&csrf_of(id), presented)
     }
 
     /// Leaves a message for the session's next page.
-    pub fn flash(&self, id: &str, flash: Flash) {
-        if let Some(e) = self.lock().get_mut(&key_of(id)) {
-            e.flash = Some(flash);
-        }
+    pub async fn flash(&self, id: &str, flash: Flash) -> Result<(), ServiceError> {
+        let key = key_of(id);
+        let plain = serde_json::to_vec(&flash).unwrap_or_default();
+        let sealed = self
+            .services
+            .sealer
+            .seal_bound(&plain, &flash_binding(&key));
+        row::Entity::update_many()
+            .col_expr(row::Column::Flash, Expr::value(Some(sealed)))
+            .filter(row::Column::IdHash.eq(key.as_str()))
+            .exec(&self.services.db)
+            .await?;
+        Ok(())
     }
 
-    pub fn close(&self, id: &str) {
-        self.lock().remove(&key_of(id));
+    /// Ends the session (on every replica).
+    pub async fn close(&self, id: &str) -> Result<(), ServiceError> {
+        row::Entity::delete_by_id(key_of(id).as_str())
+            .exec(&self.services.db)
+            .await?;
+        Ok(())
     }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
-fn live(e: &Entry, now: Instant) -> bool {
-    now.duration_since(e.last_used) < IDLE && now.duration_since(e.created) < LIFETIME
 }
 
 /// The value of cookie `name` in a request's `Cookie` headers.
@@ -205,42 +263,109 @@ pub fn set_cookie(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_session_holds_its_token_and_csrf_and_is_keyed_by_a_hash_of_its_id() {
-        let sessions = Sessions::default();
-        let id = sessions.open(SecretString::from("mga-secret"));
+    async fn sessions() -> Sessions {
+        let db = crate::store::connect("sqlite::memory:").await.unwrap();
+        Sessions::new(Services::new(
+            db,
+            crate::crypto::Sealer::from_hex(&crate::crypto::Sealer::generate_master_key_hex())
+                .unwrap(),
+            modelgate_shared::clock::system(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_session_is_stored_by_hashes_only_and_ends_on_close() {
+        let sessions = sessions().await;
+        let token_hash = hex::encode(Sha256::digest(b"mga-secret"));
+        let id = sessions.open(token_hash.clone()).await.unwrap();
         assert_eq!(id.len(), 64);
-        let map = sessions.lock();
-        assert!(
-            !map.contains_key(&id),
+        let rows = row::Entity::find()
+            .all(&sessions.services.db)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id_hash, key_of(&id));
+        assert_ne!(
+            rows[0].id_hash, id,
             "the table must not hold the cookie value"
         );
-        drop(map);
-        let cur = sessions.current(&id).unwrap();
+        let cur = sessions.current(&id).await.unwrap().unwrap();
+        assert_eq!(cur.token_hash, token_hash);
+        assert_ne!(cur.csrf, rows[0].id_hash);
         assert!(sessions.csrf_matches(&id, &cur.csrf));
         assert!(!sessions.csrf_matches(&id, &random_token()));
         assert!(!sessions.csrf_matches(&random_token(), &cur.csrf));
-        sessions.close(&id);
-        assert!(sessions.current(&id).is_none());
-        assert_eq!(sessions.len(), 0);
+        sessions.close(&id).await.unwrap();
+        assert!(sessions.current(&id).await.unwrap().is_none());
+        assert_eq!(
+            row::Entity::find()
+                .count(&sessions.services.db)
+                .await
+                .unwrap(),
+            0
+        );
     }
 
-    #[test]
-    fn a_flash_is_shown_once() {
-        let sessions = Sessions::default();
-        let id = sessions.open(SecretString::from("t"));
-        sessions.flash(
-            &id,
-            Flash {
-                ok: true,
-                message: "made".into(),
-                secret: Some("mg-sk-123".into()),
-            },
-        );
-        let first = sessions.current(&id).unwrap().flash.unwrap();
+    #[tokio::test]
+    async fn a_flash_is_sealed_and_shown_once() {
+        let sessions = sessions().await;
+        let id = sessions.open("h".into()).await.unwrap();
+        sessions
+            .flash(
+                &id,
+                Flash {
+                    ok: true,
+                    message: "made".into(),
+                    secret: Some("mg-sk-123".into()),
+                },
+            )
+            .await
+            .unwrap();
+        let stored = row::Entity::find()
+            .one(&sessions.services.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!stored.flash.unwrap().contains("mg-sk-123"));
+        let first = sessions.current(&id).await.unwrap().unwrap().flash.unwrap();
         assert_eq!(first.secret.as_deref(), Some("mg-sk-123"));
         assert!(!format!("{first:?}").contains("mg-sk-123"));
-        assert!(sessions.current(&id).unwrap().flash.is_none());
+        assert!(sessions
+            .current(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .flash
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_unused_past_the_idle_bound_is_over_and_deleted() {
+        let clock = modelgate_shared::clock::SettableClock::new();
+        let db = crate::store::connect("sqlite::memory:").await.unwrap();
+        let sessions = Sessions::new(Services::new(
+            db,
+            crate::crypto::Sealer::from_hex(&crate::crypto::Sealer::generate_master_key_hex())
+                .unwrap(),
+            clock.clone(),
+        ));
+        let id = sessions.open("h".into()).await.unwrap();
+        let start = Utc::now();
+        // Used within the idle bound: still live, and its last use moves on.
+        clock.set(start + chrono::Duration::minutes(29));
+        assert!(sessions.current(&id).await.unwrap().is_some());
+        clock.set(start + chrono::Duration::minutes(58));
+        assert!(sessions.current(&id).await.unwrap().is_some());
+        // Then idle for longer than the bound.
+        clock.set(start + chrono::Duration::minutes(89));
+        assert!(sessions.current(&id).await.unwrap().is_none());
+        assert_eq!(
+            row::Entity::find()
+                .count(&sessions.services.db)
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -278,6 +278,19 @@ impl NodeStates {
         Some(live_view(n, now, bound))
     }
 
+    /// The fleet view of every node connected here, by node id.
+    pub fn views(&self, now: DateTime<Utc>, bound: Duration) -> Vec<(String, LiveView)> {
+        self.read()
+            .iter()
+            .map(|(id, n)| (id.clone(), live_view(n, now, bound)))
+            .collect()
+    }
+
+    /// Whether `node_id` is connected to this replica.
+    pub fn is_connected(&self, node_id: &str) -> bool {
+        self.read().contains_key(node_id)
+    }
+
     /// `(node, drifting)` for every connected node.
     pub fn drift(&self, now: DateTime<Utc>, bound: Duration) -> Vec<(String, bool)> {
         self.read()

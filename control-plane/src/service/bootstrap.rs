@@ -148,8 +148,18 @@ pub async fn authenticate(
     presented: &str,
     request_id: &str,
 ) -> Result<Authentication, ServiceError> {
+    authenticate_hash(s, &keys::sha256_hex(presented), request_id).await
+}
+
+/// [`authenticate`] by the token's SHA-256 (hex), as stored: how a dashboard session, which
+/// keeps only that hash, re-authenticates its token on every request.
+pub async fn authenticate_hash(
+    s: &Services,
+    token_hash: &str,
+    request_id: &str,
+) -> Result<Authentication, ServiceError> {
     let found = admin_token::Entity::find()
-        .filter(admin_token::Column::TokenHash.eq(keys::sha256_hex(presented)))
+        .filter(admin_token::Column::TokenHash.eq(token_hash))
         .filter(admin_token::Column::RevokedAt.is_null())
         .one(&s.db)
         .await?;

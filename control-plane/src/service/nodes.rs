@@ -2,6 +2,15 @@
 //! version applied (with content hashes), status, last seen, and for a connected node its
 //! request and error rates and whether it drifts (its applied config has differed from its
 //! assignment for longer than `Services::config_drift_after`).
+//!
+//! Across control-plane replicas (Postgres) every replica answers for the whole fleet: a node's
+//! row in `data_plane_nodes` names the replica it is connected to, and that replica refreshes
+//! the row every [`REFRESH_EVERY`] with what its config stream knows (last seen, rates, since
+//! when the applied config differs from the assignment; [`refresh`]). Another replica shows the
+//! row as it is, with drift judged against its own bound; a row not refreshed for
+//! [`STALE_AFTER`] (its replica died without saying so) shows the node disconnected, as a node
+//! whose stream closed. On SQLite (one control plane) nothing is refreshed: the nodes connected
+//! here are overlaid from memory, as before.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +21,17 @@ use serde::Serialize;
 
 use super::{page, Page, PageParams, ServiceError, Services};
 use crate::store::node;
+
+/// How often a replica refreshes the rows of the nodes connected to it (Postgres).
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A connected node's row not refreshed for this long is shown disconnected: the replica it
+/// was connected to is gone (its nodes notice within the 20 s keepalive too, and move).
+pub const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(20);
+
+fn rate_milli(rate: f64) -> i64 {
+    // Rounded to thousandths; a rate is far below i64's range.
+    (rate * 1000.0).round() as i64
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Node {
@@ -32,6 +52,8 @@ pub struct Node {
     pub last_error: Option<String>,
     pub connected: bool,
     pub last_seen: DateTime<Utc>,
+    /// The control-plane replica the node is connected to (or was last), by replica id.
+    pub replica: Option<String>,
     /// Connected, and its applied config has differed from its assignment for longer than the
     /// drift bound.
     pub drifting: bool,
@@ -58,27 +80,27 @@ impl From<node::Model> for Node {
             last_error: m.last_error,
             connected: m.connected,
             last_seen: m.last_seen,
+            replica: m.replica,
             drifting: false,
-            differs_since: None,
-            request_rate: 0.0,
-            error_rate: 0.0,
+            differs_since: m.differs_since,
+            request_rate: m.request_rate_milli as f64 / 1000.0,
+            error_rate: m.error_rate_milli as f64 / 1000.0,
         }
     }
 }
 
 impl Node {
-    /// Overlays what the node's open config stream knows now.
+    /// Overlays what the node's open config stream knows now: from this replica's memory when
+    /// the node is connected here, else (replicas sharing a database) from the row its replica
+    /// refreshes, shown disconnected once that row is stale.
     fn with_live(mut self, s: &Services) -> Self {
         if !self.connected {
-            return self;
+            return self.disconnected();
         }
+        let now = s.clock.now();
         let bound = chrono::Duration::from_std(s.config_drift_after)
             .unwrap_or(chrono::Duration::seconds(60));
-        if let Some(distribution) = s.publisher.distribution() {
-            let (published, _) = distribution.for_node(&self.labels);
-            self.target_version = i64::try_from(published.version()).unwrap_or(i64::MAX);
-        }
-        if let Some(live) = s.node_states.view(&self.node_id, s.clock.now(), bound) {
+        if let Some(live) = s.node_states.view(&self.node_id, now, bound) {
             if let Some((v, h)) = live.assigned {
                 self.assigned_version = i64::try_from(v).unwrap_or(i64::MAX);
                 self.assigned_hash = h;
@@ -90,7 +112,32 @@ impl Node {
             self.last_seen = self.last_seen.max(live.last_seen);
             self.request_rate = live.request_rate;
             self.error_rate = live.error_rate;
+            self.replica = Some(s.replica.id.clone());
+        } else if s.replica.shared_database() {
+            if now - self.last_seen > STALE_AFTER {
+                self.connected = false;
+                return self.disconnected();
+            }
+            self.drifting = self.differs_since.is_some_and(|t| now - t > bound);
+        } else {
+            // One control plane: a row it does not hold in memory has no live stream.
+            self.differs_since = None;
+            self.request_rate = 0.0;
+            self.error_rate = 0.0;
         }
+        if let Some(distribution) = s.publisher.distribution() {
+            let (published, _) = distribution.for_node(&self.labels);
+            self.target_version = i64::try_from(published.version()).unwrap_or(i64::MAX);
+        }
+        self
+    }
+
+    /// A node with no open stream: no live figures.
+    fn disconnected(mut self) -> Self {
+        self.differs_since = None;
+        self.drifting = false;
+        self.request_rate = 0.0;
+        self.error_rate = 0.0;
         self
     }
 }
@@ -119,7 +166,11 @@ pub async fn connected(
         status: Set("connected".to_owned()),
         last_error: Set(None),
         connected: Set(true),
-        last_seen: Set(Utc::now()),
+        last_seen: Set(s.clock.now()),
+        replica: Set(Some(s.replica.id.clone())),
+        differs_since: Set(None),
+        request_rate_milli: Set(0),
+        error_rate_milli: Set(0),
     };
     node::Entity::insert(row)
         .on_conflict(
@@ -133,6 +184,10 @@ pub async fn connected(
                     node::Column::LastError,
                     node::Column::Connected,
                     node::Column::LastSeen,
+                    node::Column::Replica,
+                    node::Column::DiffersSince,
+                    node::Column::RequestRateMilli,
+                    node::Column::ErrorRateMilli,
                 ])
                 .to_owned(),
         )
@@ -169,7 +224,7 @@ pub async fn acknowledged(
     error: Option<String>,
 ) -> Result<(), ServiceError> {
     let mut update = node::Entity::update_many()
-        .col_expr(node::Column::LastSeen, Utc::now().into())
+        .col_expr(node::Column::LastSeen, s.clock.now().into())
         .filter(node::Column::NodeId.eq(node_id));
     update = match error {
         None => update
@@ -194,14 +249,120 @@ pub async fn acknowledged(
     Ok(())
 }
 
+/// The node's stream to this replica closed. A row another replica took over since (the node
+/// moved) is left alone.
 pub async fn disconnected(s: &Services, node_id: &str) -> Result<(), ServiceError> {
     node::Entity::update_many()
         .col_expr(node::Column::Connected, false.into())
-        .col_expr(node::Column::LastSeen, Utc::now().into())
+        .col_expr(node::Column::LastSeen, s.clock.now().into())
+        .col_expr(
+            node::Column::DiffersSince,
+            Option::<DateTime<Utc>>::None.into(),
+        )
+        .col_expr(node::Column::RequestRateMilli, 0i64.into())
+        .col_expr(node::Column::ErrorRateMilli, 0i64.into())
         .filter(node::Column::NodeId.eq(node_id))
+        .filter(node::Column::Replica.eq(s.replica.id.as_str()))
         .exec(&s.db)
         .await?;
     Ok(())
+}
+
+/// Writes what this replica's config streams know of its nodes into their rows (last seen,
+/// rates, since when the applied config differs from the assignment), so the other replicas
+/// show them: one transaction of one update per connected node. Rows another replica took
+/// over are left alone.
+pub async fn refresh(s: &Services) -> Result<(), ServiceError> {
+    use sea_orm::TransactionTrait;
+    let now = s.clock.now();
+    let bound =
+        chrono::Duration::from_std(s.config_drift_after).unwrap_or(chrono::Duration::seconds(60));
+    let views = s.node_states.views(now, bound);
+    if views.is_empty() {
+        return Ok(());
+    }
+    let txn = s.db.begin().await?;
+    for (id, live) in views {
+        node::Entity::update_many()
+            .col_expr(node::Column::LastSeen, now.max(live.last_seen).into())
+            .col_expr(node::Column::DiffersSince, live.drifting_since.into())
+            .col_expr(
+                node::Column::RequestRateMilli,
+                rate_milli(live.request_rate).into(),
+            )
+            .col_expr(
+                node::Column::ErrorRateMilli,
+                rate_milli(live.error_rate).into(),
+            )
+            .filter(node::Column::NodeId.eq(id.as_str()))
+            .filter(node::Column::Replica.eq(s.replica.id.as_str()))
+            .filter(node::Column::Connected.eq(true))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The drift of the nodes connected to other replicas, by their rows: `(node, drifting)` for
+/// each one shown connected (its row refreshed within [`STALE_AFTER`]).
+pub async fn remote_drift(s: &Services) -> Result<Vec<(String, bool)>, ServiceError> {
+    let now = s.clock.now();
+    let bound =
+        chrono::Duration::from_std(s.config_drift_after).unwrap_or(chrono::Duration::seconds(60));
+    let rows = node::Entity::find()
+        .filter(node::Column::Connected.eq(true))
+        .filter(node::Column::LastSeen.gte(now - STALE_AFTER))
+        .all(&s.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| {
+            r.replica.as_deref() != Some(s.replica.id.as_str())
+                && !s.node_states.is_connected(&r.node_id)
+        })
+        .map(|r| {
+            let drifting = r.differs_since.is_some_and(|t| now - t > bound);
+            (r.node_id, drifting)
+        })
+        .collect())
+}
+
+/// On replicas sharing a database, every [`REFRESH_EVERY`] until `shutdown`: refreshes the rows
+/// of this replica's nodes, and sets `modelgate_cp_node_config_drift` of the other replicas'
+/// nodes (removed once such a node leaves or moves here). A no-op on SQLite.
+pub async fn keep_fresh(s: Services, shutdown: tokio_util::sync::CancellationToken) {
+    if !s.replica.shared_database() {
+        return;
+    }
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = refresh(&s).await {
+            tracing::warn!(error = %e, "could not refresh the rows of this replica's nodes");
+        }
+        match remote_drift(&s).await {
+            Ok(remote) => {
+                let now: std::collections::HashSet<String> =
+                    remote.iter().map(|(n, _)| n.clone()).collect();
+                for gone in shown.difference(&now) {
+                    if !s.node_states.is_connected(gone) {
+                        s.metrics.forget_node_drift(gone);
+                    }
+                }
+                for (node, drifting) in remote {
+                    s.metrics.node_drift(&node, drifting);
+                }
+                shown = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the other replicas' nodes"),
+        }
+    }
 }
 
 pub async fn list(

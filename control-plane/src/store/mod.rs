@@ -11,6 +11,7 @@ pub mod budget_grant;
 pub mod budget_period;
 pub mod config_version;
 pub mod counter;
+pub mod dashboard_session;
 pub mod export_sink;
 pub mod idempotency;
 pub mod model_price;

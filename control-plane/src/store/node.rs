@@ -19,6 +19,13 @@ pub struct Model {
     pub assigned_hash: String,
     /// The content hash of the version the node last applied, as it reported it.
     pub applied_hash: String,
+    /// The replica the node is connected to (or was last, when not `connected`).
+    pub replica: Option<String>,
+    /// Since when its applied config differs from its assignment (while connected).
+    pub differs_since: Option<DateTimeUtc>,
+    /// Requests and 5xx answers per second over the last minute of reports, in thousandths.
+    pub request_rate_milli: i64,
+    pub error_rate_milli: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

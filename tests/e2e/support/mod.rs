@@ -129,7 +129,9 @@ impl Gateway {
         Gateway::start_with(db, url, customize).await
     }
 
-    async fn start_with(
+    /// A gateway on `db` whose control plane reaches it through `cp_db_url` and whose settings
+    /// `customize` adjusts (its clock is the gateway's).
+    pub async fn start_with(
         db: TestDb,
         cp_db_url: String,
         customize: impl FnOnce(&mut modelgate_control_plane::Settings),

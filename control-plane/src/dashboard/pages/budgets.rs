@@ -192,5 +192,5 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<BudgetForm
         ))
     }
     .await;
-    after_change(&dash, &ctx, "/budgets", outcome)
+    after_change(&dash, &ctx, "/budgets", outcome).await
 }

@@ -1,5 +1,6 @@
 //! The fleet: every data-plane node that has connected, with its software version, the config
-//! version it applied against the latest published one, its status and when it was last seen;
+//! version it applied against the latest published one, its status, the control-plane replica
+//! it is connected to (every replica shows the whole fleet) and when it was last seen;
 //! then each deployment's health as the connected nodes report it.
 
 use axum::extract::State;
@@ -35,7 +36,7 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx) -> PageResult {
                     thead { tr {
                         th scope="col" { "Node" } th scope="col" { "Labels" } th scope="col" { "Version" }
                         th scope="col" { "Config applied" } th scope="col" { "Status" } th scope="col" { "Connected" }
-                        th scope="col" { "Last seen" } th scope="col" { "Last error" }
+                        th scope="col" { "Control plane" } th scope="col" { "Last seen" } th scope="col" { "Last error" }
                     } }
                     tbody {
                         @for n in &list {
@@ -50,6 +51,7 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx) -> PageResult {
                                 }
                                 td { span class={ "badge " (if n.status == "acked" || n.status == "connected" { "active" } else { "disabled" }) } { (n.status) } }
                                 td { @if n.connected { span.badge.active { "yes" } } @else { span.badge.unknown { "no" } } }
+                                td { @match &n.replica { Some(r) => code { (r) }, None => "—" } }
                                 td { (format::when(&n.last_seen)) }
                                 td { (n.last_error.as_deref().unwrap_or("—")) }
                             }

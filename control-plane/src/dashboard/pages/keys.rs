@@ -173,7 +173,7 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<CreateForm
                 Some(c.key_secret),
             )
         });
-    after_change(&dash, &ctx, "/keys", outcome)
+    after_change(&dash, &ctx, "/keys", outcome).await
 }
 
 pub async fn act(
@@ -219,5 +219,5 @@ pub async fn act(
             .map(|k| (format!("Key “{}” revoked.", k.name), None)),
         _ => Err(ServiceError::NotFound(format!("key action `{verb}`"))),
     };
-    after_change(&dash, &ctx, "/keys", outcome)
+    after_change(&dash, &ctx, "/keys", outcome).await
 }

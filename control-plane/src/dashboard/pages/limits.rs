@@ -189,5 +189,5 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<LimitForm>
         Ok(("Rate limit created.".to_owned(), None))
     }
     .await;
-    after_change(&dash, &ctx, "/rate-limits", outcome)
+    after_change(&dash, &ctx, "/rate-limits", outcome).await
 }

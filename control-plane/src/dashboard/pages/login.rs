@@ -57,8 +57,10 @@ fn fresh_form(dash: &Dash, status: StatusCode, error: Option<&str>) -> Response 
 
 pub async fn form(State(dash): State<Dash>, headers: HeaderMap) -> Response {
     // Already signed in: straight to the overview.
-    if session::cookie(&headers, COOKIE).is_some_and(|id| dash.sessions.current(id).is_some()) {
-        return Redirect::to("/").into_response();
+    if let Some(id) = session::cookie(&headers, COOKIE) {
+        if matches!(dash.sessions.current(id).await, Ok(Some(_))) {
+            return Redirect::to("/").into_response();
+        }
     }
     fresh_form(&dash, StatusCode::OK, None)
 }
@@ -75,7 +77,14 @@ pub async fn sign_in(State(dash): State<Dash>, Form(input): Form<SignIn>) -> Res
     let request_id = modelgate_shared::new_id().to_string();
     match bootstrap::authenticate(&dash.services, token.expose_secret(), &request_id).await {
         Ok(Authentication::Actor(_)) => {
-            let id = dash.sessions.open(token);
+            let id = match dash
+                .sessions
+                .open(modelgate_shared::keys::sha256_hex(token.expose_secret()))
+                .await
+            {
+                Ok(id) => id,
+                Err(e) => return super::super::Failure::from(e).into_response(),
+            };
             let mut resp = Redirect::to("/").into_response();
             let h = resp.headers_mut();
             for c in [
@@ -99,7 +108,9 @@ pub async fn sign_in(State(dash): State<Dash>, Form(input): Form<SignIn>) -> Res
 
 pub async fn sign_out(State(dash): State<Dash>, headers: HeaderMap) -> Response {
     if let Some(id) = session::cookie(&headers, COOKIE) {
-        dash.sessions.close(id);
+        if let Err(e) = dash.sessions.close(id).await {
+            return super::super::Failure::from(e).into_response();
+        }
     }
     let mut resp = Redirect::to("/login").into_response();
     if let Ok(v) =

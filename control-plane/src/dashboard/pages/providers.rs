@@ -96,5 +96,5 @@ pub async fn create(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<ProviderFo
     let outcome = providers::create(&dash.services, &ctx.actor, input)
         .await
         .map(|p| (format!("Provider “{}” added.", p.name), None));
-    after_change(&dash, &ctx, "/providers", outcome)
+    after_change(&dash, &ctx, "/providers", outcome).await
 }

@@ -126,7 +126,7 @@ pub async fn create_team(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<TeamF
     )
     .await
     .map(|t| (format!("Team “{}” created.", t.name), None));
-    after_change(&dash, &ctx, "/teams", outcome)
+    after_change(&dash, &ctx, "/teams", outcome).await
 }
 
 #[derive(Deserialize)]
@@ -144,7 +144,7 @@ pub async fn create_user(State(dash): State<Dash>, ctx: Ctx, Form(f): Form<UserF
     let outcome = users::create(&dash.services, &ctx.actor, input)
         .await
         .map(|u| (format!("User {} created.", u.email), None));
-    after_change(&dash, &ctx, "/teams", outcome)
+    after_change(&dash, &ctx, "/teams", outcome).await
 }
 
 #[derive(Deserialize)]
@@ -166,5 +166,5 @@ pub async fn add_member(
     let outcome = users::add_member(&dash.services, &ctx.actor, &team_id, input)
         .await
         .map(|m| (format!("Added as {} of the team.", m.role), None));
-    after_change(&dash, &ctx, "/teams", outcome)
+    after_change(&dash, &ctx, "/teams", outcome).await
 }

@@ -141,14 +141,13 @@ pub fn to_domain(m: &rate_limit::Model) -> Option<modelgate_shared::limits::Rate
     })
 }
 
-fn shape(s: &Services, m: rate_limit::Model, now: i64) -> RateLimit {
+fn shape(ledger: &Ledger, m: rate_limit::Model, now: i64) -> RateLimit {
     let state = to_domain(&m)
         .map(|d| {
             d.measures()
                 .map(|measure| {
                     let start = window_start(measure, now);
-                    let (granted, consumed, allocations) =
-                        s.rate_ledger.state(&m.id, measure, start);
+                    let (granted, consumed, allocations) = ledger.state(&m.id, measure, start);
                     MeasureState {
                         measure: measure.as_str().to_owned(),
                         limit: d.amount(measure),
@@ -224,7 +223,7 @@ pub async fn create(
     let model = rate_limit::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
-    let view = shape(s, model, Utc::now().timestamp());
+    let view = shape(&s.rate_ledger, model, Utc::now().timestamp());
     audit::record(
         &txn,
         actor,
@@ -256,7 +255,8 @@ async fn find(s: &Services, actor: &Actor, id: &str) -> Result<rate_limit::Model
 pub async fn get(s: &Services, actor: &Actor, id: &str) -> Result<RateLimit, ServiceError> {
     actor.require(Action::ReadConfig)?;
     let model = find(s, actor, id).await?;
-    Ok(shape(s, model, Utc::now().timestamp()))
+    let (ledger, now) = shown(s, std::slice::from_ref(&model.id)).await?;
+    Ok(shape(ledger.as_ref().unwrap_or(&s.rate_ledger), model, now))
 }
 
 pub async fn list(
@@ -279,14 +279,21 @@ pub async fn list(
         ));
     }
     let rows = q.limit(limit + 1).all(&s.db).await?;
-    let now = Utc::now().timestamp();
-    Ok(page(rows, limit, |r| r.id.clone(), |r| shape(s, r, now)))
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let (ledger, now) = shown(s, &ids).await?;
+    let ledger = ledger.as_ref().unwrap_or(&s.rate_ledger);
+    Ok(page(
+        rows,
+        limit,
+        |r| r.id.clone(),
+        |r| shape(ledger, r, now),
+    ))
 }
 
 pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), ServiceError> {
     actor.require(Action::ManageOrg)?;
     let model = find(s, actor, id).await?;
-    let before = shape(s, model.clone(), Utc::now().timestamp());
+    let before = shape(&s.rate_ledger, model.clone(), Utc::now().timestamp());
     let txn = s.db.begin().await?;
     model.delete(&txn).await?;
     audit::record(
@@ -309,14 +316,27 @@ pub async fn delete(s: &Services, actor: &Actor, id: &str) -> Result<(), Service
 
 /// The current view of each limit id (definitions with their fleet-wide windows), for explain.
 pub async fn views(s: &Services, ids: &[&str]) -> Result<Vec<RateLimit>, ServiceError> {
-    let now = Utc::now().timestamp();
-    let mut out = Vec::with_capacity(ids.len());
+    let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(m) = rate_limit::Entity::find_by_id(*id).one(&s.db).await? {
-            out.push(shape(s, m, now));
+            rows.push(m);
         }
     }
-    Ok(out)
+    let found: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let (ledger, now) = shown(s, &found).await?;
+    let ledger = ledger.as_ref().unwrap_or(&s.rate_ledger);
+    Ok(rows.into_iter().map(|m| shape(ledger, m, now)).collect())
+}
+
+/// The ledger the admin view shows, and the time (Unix seconds) naming its windows: where
+/// replicas share the database, the stored ledger as every replica granted from it (`None`
+/// when there is nothing to read); else this control plane's own (`None`: `s.rate_ledger`).
+async fn shown(s: &Services, ids: &[String]) -> Result<(Option<Ledger>, i64), ServiceError> {
+    if !s.replica.shared_database() || ids.is_empty() {
+        return Ok((None, Utc::now().timestamp()));
+    }
+    let (view, now) = stored::fleet_view(s, ids).await?;
+    Ok((Some(view), now))
 }
 
 /// `QuotaService.AllocateRate`: a data plane reports what it took of one measure and asks for

@@ -160,3 +160,51 @@ async fn database_now_ms(db: &impl ConnectionTrait) -> Result<i64, ServiceError>
         .ok_or_else(|| ServiceError::Unavailable("the database did not tell its time".into()))?;
     Ok(row.try_get::<i64>("", "now_ms")?)
 }
+
+/// What the admin view shows of `limit_ids` where replicas share the database: the stored
+/// ledger (every holder's lease, whichever replica granted it), not the windows this replica
+/// last allocated. One read of those limits' rows; lease ends by the database's clock. Returns
+/// the view and the database's time (Unix seconds), which names the current windows.
+pub async fn fleet_view(s: &Services, limit_ids: &[String]) -> Result<(Ledger, i64), ServiceError> {
+    use rate_grant::Column as R;
+    use std::collections::HashMap;
+    let now_ms = database_now_ms(&s.db).await?;
+    let now = Instant::now();
+    let rows = rate_grant::Entity::find()
+        .filter(R::LimitId.is_in(limit_ids.iter().map(String::as_str)))
+        .all(&s.db)
+        .await?;
+    // By limit and measure: the marker's window, and every holder's lease with its window.
+    type Leases = Vec<(String, StoredLease, i64)>;
+    let mut windows: HashMap<(String, String), (i64, Leases)> = HashMap::new();
+    for r in rows {
+        let w = windows
+            .entry((r.limit_id.clone(), r.measure.clone()))
+            .or_insert((i64::MIN, Vec::new()));
+        if r.holder == MARKER {
+            w.0 = r.window_start;
+        } else {
+            let lease = StoredLease {
+                granted: r.granted,
+                consumed: r.consumed,
+                expires: instant_at(now, now_ms, r.expires_at_ms),
+            };
+            w.1.push((r.holder, lease, r.window_start));
+        }
+    }
+    let view = Ledger::default();
+    for ((limit_id, measure), (start, leases)) in windows {
+        let Some(measure) = modelgate_shared::limits::Measure::ALL
+            .into_iter()
+            .find(|m| m.as_str() == measure)
+        else {
+            continue;
+        };
+        let leases = leases
+            .into_iter()
+            .filter(|(_, _, at)| *at == start)
+            .map(|(holder, lease, _)| (holder, lease));
+        view.install(&limit_id, measure, start, leases);
+    }
+    Ok((view, now_ms.div_euclid(1000)))
+}
