@@ -32,6 +32,7 @@ mod m20261207_000037_usage_sequence_blocks;
 mod m20261207_000038_request_log_provider_index;
 mod m20261208_000039_rollout_requests;
 mod m20261208_000040_node_reports;
+mod m20261208_000043_usage_index_diet;
 pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
@@ -72,6 +73,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000038_request_log_provider_index::Migration),
             Box::new(m20261208_000039_rollout_requests::Migration),
             Box::new(m20261208_000040_node_reports::Migration),
+            Box::new(m20261208_000043_usage_index_diet::Migration),
         ]
     }
 }
