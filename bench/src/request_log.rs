@@ -165,7 +165,7 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
             filter(&[("key_id", "key-123"), ("model", "model-3")]),
         ),
         (
-            "key without events (its team's whole range)",
+            "key without events",
             &admin,
             None,
             filter(&[("key_id", "key-2000")]),

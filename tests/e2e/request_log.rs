@@ -186,8 +186,7 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
             let k = keys[1].0.clone();
             Box::new(move |e| e.key_id == k)
         }),
-        // A key page reads its team's index range (the key's team is added to the condition):
-        // with an alias, and with the key's own team named too.
+        // A key with an alias, and with its own team named too.
         (format!("key_id={}&model=fast", keys[1].0), {
             let k = keys[1].0.clone();
             Box::new(move |e| e.key_id == k && e.requested_model == "fast")

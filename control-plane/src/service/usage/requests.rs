@@ -13,19 +13,17 @@
 //!
 //! **Indexes** (migrations `m20261206_000014_request_log`, `…_000038_…` and
 //! `m20261208_000043_usage_index_diet`): `(started_at_ms, seq)` for the unfiltered log and the
-//! filters no index serves; `(user_id | requested_model, started_at_ms, seq)`; `(team_id,
-//! started_at_ms, seq, requested_model, key_id)` for a team, a team and an alias, and a key
-//! (which always names its team: the condition adds the key's team, so the page reads that
-//! team's range and checks the key in each index entry); and a partial `(error_class,
-//! started_at_ms, seq)` over failed requests. Each filtered page is then one index range read
-//! backwards from the cursor (or from `to`), stopping after `limit + 1` matches. The figures at
-//! 10M rows are in ARCHITECTURE.md ("The request log").
+//! filters no index serves; `(key_id | user_id | requested_model, started_at_ms, seq)`;
+//! `(team_id, started_at_ms, seq, requested_model)` for a team, and a team and an alias (the
+//! page reads the team's range and checks the alias in each index entry); and a partial
+//! `(error_class, started_at_ms, seq)` over failed requests. Each filtered page is then one
+//! index range read backwards from the cursor (or from `to`), stopping after `limit + 1`
+//! matches. The figures at 10M rows are in ARCHITECTURE.md ("The request log").
 //!
 //! **Scope**: a team-scoped actor sees its team's requests only; another team's request is
 //! "not found", as everywhere else.
 
 use modelgate_shared::usage::ErrorClass;
-use sea_orm::sea_query::SimpleExpr;
 use sea_orm::{
     ColumnTrait, Condition, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait, Select, Statement,
@@ -35,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use super::query::UsageRow;
 use crate::service::authz::{Action, Actor};
 use crate::service::{page, Page, PageParams, ServiceError, Services};
-use crate::store::api_key;
 use crate::store::usage_event::{self, Column as C};
 
 /// The request log's filters. Every field is optional; given ones are combined with AND.
@@ -235,20 +232,6 @@ fn condition(actor: &Actor, f: &RequestFilter) -> Result<Condition, ServiceError
     }
     if let Some(ms) = to {
         c = c.add(C::StartedAtMs.lt(ms));
-    }
-    if let Some(key) = &f.key_id {
-        // A key belongs to one team for ever and ingest stores its events only under that
-        // team, so this adds nothing to the answer; it lets the page read the team index
-        // (whose entries carry the key) instead of needing a key index of its own.
-        let team_of_key = sea_orm::sea_query::Query::select()
-            .column(api_key::Column::TeamId)
-            .from(api_key::Entity)
-            .and_where(api_key::Column::Id.eq(key.as_str()))
-            .to_owned();
-        c = c.add(C::TeamId.into_expr().eq(SimpleExpr::SubQuery(
-            None,
-            Box::new(team_of_key.into_sub_query_statement()),
-        )));
     }
     for (col, value) in [
         (C::KeyId, &f.key_id),
