@@ -12,8 +12,8 @@
 //! fetch).
 //!
 //! On a partitioned ledger each statement reaches every partition. The new index is built before
-//! the old ones are dropped (on a large existing ledger it takes a while: 30 s at 10M rows on a
-//! 2-core machine); the rollback builds the two dropped indexes again.
+//! the old ones are dropped (on a large existing ledger it takes a while: about 30 s at 10M rows
+//! on a 2-core machine); the rollback builds the two dropped indexes again.
 
 use sea_orm_migration::prelude::*;
 
