@@ -96,6 +96,21 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
         );
         count = scalar(&db, "SELECT count(*) FROM usage_events").await?;
     }
+    // The keys and teams the rows name: a key page adds its key's team to the condition.
+    db.execute_unprepared(
+        "INSERT INTO teams (id, name, created_at, version) \
+         SELECT 'team-' || t, 'team-' || t, now(), 1 FROM generate_series(0, 49) AS t \
+         ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    db.execute_unprepared(
+        "INSERT INTO api_keys (id, team_id, name, key_hash, prefix, environment, \
+           allowed_models, created_at) \
+         SELECT 'key-' || k, 'team-' || (k % 50), 'key-' || k, 'synthetic-' || k, 'mg-', \
+           'prod', '[]', now() FROM generate_series(0, 2000) AS k \
+         ON CONFLICT DO NOTHING",
+    )
+    .await?;
     let newest = scalar(&db, "SELECT max(started_at_ms) FROM usage_events").await?;
     let oldest = scalar(&db, "SELECT min(started_at_ms) FROM usage_events").await?;
     let size = scalar(&db, "SELECT pg_total_relation_size('usage_events')").await?;
@@ -143,6 +158,18 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
             filter(&[]),
         ),
         ("key", &admin, None, filter(&[("key_id", "key-123")])),
+        (
+            "key + model alias",
+            &admin,
+            None,
+            filter(&[("key_id", "key-123"), ("model", "model-3")]),
+        ),
+        (
+            "key without events",
+            &admin,
+            None,
+            filter(&[("key_id", "key-2000")]),
+        ),
         ("user", &admin, None, filter(&[("user_id", "user-42")])),
         (
             "application",
@@ -200,6 +227,12 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
             &admin,
             None,
             filter(&[("min_cost_micros", "19000")]),
+        ),
+        (
+            "team + model alias",
+            &admin,
+            None,
+            filter(&[("team_id", "team-7"), ("model", "model-1")]),
         ),
         (
             "team + model + 5xx",
@@ -282,11 +315,6 @@ async fn statements_at_scale(
     newest_ms: i64,
 ) -> anyhow::Result<()> {
     use modelgate_control_plane::service::statements::{self, Month, StatementQuery};
-    db.execute_unprepared(
-        "INSERT INTO teams (id, name, created_at, version) \
-         VALUES ('team-7', 'team-7', now(), 1) ON CONFLICT DO NOTHING",
-    )
-    .await?;
     let s = modelgate_control_plane::service::Services::new(
         db.clone(),
         modelgate_control_plane::crypto::Sealer::from_hex(

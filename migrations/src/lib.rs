@@ -34,6 +34,7 @@ mod m20261208_000039_rollout_requests;
 mod m20261208_000040_node_reports;
 mod m20261208_000041_fleet_view;
 mod m20261208_000042_dashboard_sessions;
+mod m20261208_000043_usage_index_diet;
 mod m20261209_000045_key_revisions;
 pub mod usage_partitions;
 
@@ -77,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000040_node_reports::Migration),
             Box::new(m20261208_000041_fleet_view::Migration),
             Box::new(m20261208_000042_dashboard_sessions::Migration),
+            Box::new(m20261208_000043_usage_index_diet::Migration),
             Box::new(m20261209_000045_key_revisions::Migration),
         ]
     }

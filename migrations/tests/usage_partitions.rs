@@ -141,7 +141,7 @@ async fn an_existing_ledger_is_partitioned_by_week_with_its_rows_and_indexes_and
             "usage_events_pkey",
             "idx_usage_events_seq",
             "idx_usage_events_request_id",
-            "idx_usage_events_team_started_seq",
+            "idx_usage_events_team_started_model",
             "idx_usage_events_errors_started",
         ] {
             assert!(indexes.iter().any(|i| i == name), "{name}: {indexes:?}");

@@ -186,6 +186,15 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
             let k = keys[1].0.clone();
             Box::new(move |e| e.key_id == k)
         }),
+        // A key with an alias, and with its own team named too.
+        (format!("key_id={}&model=fast", keys[1].0), {
+            let k = keys[1].0.clone();
+            Box::new(move |e| e.key_id == k && e.requested_model == "fast")
+        }),
+        (format!("key_id={}&team_id={team_b}", keys[2].0), {
+            let k = keys[2].0.clone();
+            Box::new(move |e| e.key_id == k)
+        }),
         (format!("team_id={team_b}"), {
             let t = team_b.clone();
             Box::new(move |e| e.team_id == t)
@@ -254,6 +263,13 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
         let want = expected(&events, keep);
         assert!(!want.is_empty(), "the case {query:?} selects something");
         assert_eq!(walk(&gw, &admin, query, 7).await, want, "filter {query:?}");
+    }
+    // A key with another team, and a key that does not exist: nothing, not an error.
+    for query in [
+        format!("key_id={}&team_id={team_b}", keys[0].0),
+        "key_id=no-such-key".to_owned(),
+    ] {
+        assert!(walk(&gw, &admin, &query, 7).await.is_empty(), "{query}");
     }
 
     // A page's rows carry what the log shows.

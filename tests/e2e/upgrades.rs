@@ -195,6 +195,18 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
             (row.input_tokens, row.output_tokens, row.cost_micros),
             (21, 7, 123)
         );
+        // Listed under a key and alias filter too: that page reads the team index, which
+        // migration 43 rebuilt with the alias and key in each entry.
+        let filter = requests::RequestFilter {
+            key_id: Some("upg-key".into()),
+            model: Some("upg-route".into()),
+            ..Default::default()
+        };
+        let page = requests::list(&cp.services, &Actor::system(), Default::default(), filter)
+            .await
+            .unwrap_or_else(|e| panic!("from index {k}: the request log failed: {e}"));
+        let listed: Vec<&str> = page.data.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(listed, ["upg-request"], "from index {k}");
         conn.close().await.unwrap();
         cp.shutdown().await;
         db.drop_database().await;

@@ -11,12 +11,14 @@
 //! first page's top is simply not in this walk, one that started earlier (a late batch) appears
 //! where it belongs if the walk has not passed it yet.
 //!
-//! **Indexes** (migration `m20261206_000014_request_log`): `(started_at_ms, seq)` for the
-//! unfiltered log and the filters no index serves, and `(column, started_at_ms, seq)` for team,
-//! key, user, model alias and provider, plus a partial `(error_class, started_at_ms, seq)` over
-//! failed requests. Each filtered page is then one index range read backwards from the cursor
-//! (or from `to`), stopping after `limit + 1` matches. The figures at 10M rows are in
-//! ARCHITECTURE.md ("The request log").
+//! **Indexes** (migrations `m20261206_000014_request_log`, `…_000038_…` and
+//! `m20261208_000043_usage_index_diet`): `(started_at_ms, seq)` for the unfiltered log and the
+//! filters no index serves; `(key_id | user_id | requested_model, started_at_ms, seq)`;
+//! `(team_id, started_at_ms, seq, requested_model)` for a team, and a team and an alias (the
+//! page reads the team's range and checks the alias in each index entry); and a partial
+//! `(error_class, started_at_ms, seq)` over failed requests. Each filtered page is then one
+//! index range read backwards from the cursor (or from `to`), stopping after `limit + 1`
+//! matches. The figures at 10M rows are in ARCHITECTURE.md ("The request log").
 //!
 //! **Scope**: a team-scoped actor sees its team's requests only; another team's request is
 //! "not found", as everywhere else.
