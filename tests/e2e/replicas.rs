@@ -832,11 +832,6 @@ async fn a_node_connected_to_one_replica_is_shown_by_the_other_with_its_versions
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_on_one_replica_that_stops_applying_is_flagged_drifting_by_the_other() {
-    use modelgate_proto::config::v1::{
-        config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello,
-        SubscribeRequest,
-    };
-
     let bound = Duration::from_secs(1);
     let db = TestDb::postgres().await;
     let url = db.url.clone();
@@ -850,30 +845,8 @@ async fn a_node_on_one_replica_that_stops_applying_is_flagged_drifting_by_the_ot
     .await;
     // A node on B that says hello, receives its assignment, and never applies it.
     let labels = [("region", "test")];
-    let channel = crate::support::pki::node_channel(Pki::shared(), b.grpc_addr, "stuck", &labels);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(SubscribeRequest {
-        kind: Some(Kind::Hello(Hello {
-            node_id: "stuck".into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            software_version: "test".into(),
-            current_version: 0,
-            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
-            current_hash: String::new(),
-            features: Vec::new(),
-        })),
-    })
-    .await
-    .unwrap();
-    let mut stream = ConfigServiceClient::new(channel)
-        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let assigned = stream.message().await.unwrap().unwrap();
+    let (assigned, stream, tx) =
+        crate::support::pki::node_that_never_applies(b.grpc_addr, "stuck", &labels).await;
 
     let stuck = eventually(
         Duration::from_secs(30),

@@ -564,38 +564,11 @@ async fn disabling_a_key_ending_a_rotation_and_replacing_a_credential_during_a_p
 
 #[tokio::test]
 async fn a_node_that_stops_applying_is_flagged_as_drifting() {
-    use modelgate_proto::config::v1::{
-        config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello,
-        SubscribeRequest,
-    };
-
     let gw = Gateway::start_custom(|s| s.config_drift_after = Duration::from_secs(1)).await;
     // A node that says hello, receives its assignment, and never applies (never ACKs).
     let labels = [("region", "test")];
-    let channel = pki::node_channel(pki::Pki::shared(), gw.grpc_addr, "stuck-node", &labels);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(SubscribeRequest {
-        kind: Some(Kind::Hello(Hello {
-            node_id: "stuck-node".into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            software_version: "test".into(),
-            current_version: 0,
-            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
-            current_hash: String::new(),
-            features: Vec::new(),
-        })),
-    })
-    .await
-    .unwrap();
-    let mut stream = ConfigServiceClient::new(channel)
-        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let assigned = stream.message().await.unwrap().unwrap();
+    let (assigned, stream, _tx) =
+        pki::node_that_never_applies(gw.grpc_addr, "stuck-node", &labels).await;
 
     let nodes = eventually(
         Duration::from_secs(10),

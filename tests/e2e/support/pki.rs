@@ -101,3 +101,47 @@ pub fn node_channel(
 ) -> tonic::transport::Channel {
     modelgate_data_plane::channel::connect(&grpc_url(addr), &pki.node_security(id, labels)).unwrap()
 }
+
+/// A node that connects as `id` with `labels`, says hello, receives its assignment and never
+/// applies it (never ACKs): what drift looks like. Returns the first message received, and the
+/// stream and its sender, which the test keeps alive for as long as the node should stay
+/// connected.
+pub async fn node_that_never_applies(
+    addr: std::net::SocketAddr,
+    id: &str,
+    labels: &[(&str, &str)],
+) -> (
+    modelgate_proto::config::v1::Snapshot,
+    tonic::Streaming<modelgate_proto::config::v1::Snapshot>,
+    tokio::sync::mpsc::Sender<modelgate_proto::config::v1::SubscribeRequest>,
+) {
+    use modelgate_proto::config::v1::{
+        config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello,
+        SubscribeRequest,
+    };
+    let channel = node_channel(Pki::shared(), addr, id, labels);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(SubscribeRequest {
+        kind: Some(Kind::Hello(Hello {
+            node_id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            software_version: "test".into(),
+            current_version: 0,
+            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+            current_hash: String::new(),
+            features: Vec::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = ConfigServiceClient::new(channel)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let assigned = stream.message().await.unwrap().unwrap();
+    (assigned, stream, tx)
+}
