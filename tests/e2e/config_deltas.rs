@@ -13,7 +13,7 @@ use crate::support::scripted::against_script;
 use crate::support::{gateway_with_smart_route, pki, Gateway};
 use modelgate_proto::config::v1::config_service_client::ConfigServiceClient;
 use modelgate_proto::config::v1::{
-    subscribe_request::Kind, Ack, Hello, Resync, Snapshot as WireSnapshot, SubscribeRequest,
+    subscribe_request::Kind, Ack, Resync, Snapshot as WireSnapshot, SubscribeRequest,
 };
 use modelgate_shared::delta::{self, FEATURE_CONFIG_DELTA};
 use modelgate_shared::digest::ConfigDigest;
@@ -100,22 +100,9 @@ async fn raw_stream(
     let labels = [("region", "test")];
     let channel = pki::node_channel(pki::Pki::shared(), gw.grpc_addr, node, &labels);
     let (tx, rx) = mpsc::channel(4);
-    tx.send(SubscribeRequest {
-        kind: Some(Kind::Hello(Hello {
-            node_id: node.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            software_version: "test".into(),
-            current_version: 0,
-            protocol_version: protocol,
-            current_hash: String::new(),
-            features: features.iter().map(|f| (*f).to_owned()).collect(),
-        })),
-    })
-    .await
-    .unwrap();
+    tx.send(pki::hello(node, &labels, protocol, features))
+        .await
+        .unwrap();
     let stream = ConfigServiceClient::new(channel)
         .subscribe(ReceiverStream::new(rx))
         .await

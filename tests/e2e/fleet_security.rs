@@ -3,13 +3,11 @@
 //! refusal is checked on what the control plane stored (nodes, usage rows, budget leases), not
 //! only on the error.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modelgate_proto::config::v1::{
-    config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello, Snapshot,
-    SubscribeRequest,
+    config_service_client::ConfigServiceClient, Snapshot, SubscribeRequest,
 };
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
 use modelgate_proto::usage::v1::{
@@ -48,20 +46,12 @@ async fn subscribe(
     labels: &[(&str, &str)],
 ) -> Result<(tonic::Streaming<Snapshot>, mpsc::Sender<SubscribeRequest>), tonic::Status> {
     let (tx, rx) = mpsc::channel(4);
-    tx.send(SubscribeRequest {
-        kind: Some(Kind::Hello(Hello {
-            node_id: node_id.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<HashMap<_, _>>(),
-            software_version: "test".into(),
-            current_version: 0,
-            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
-            current_hash: String::new(),
-            features: Vec::new(),
-        })),
-    })
+    tx.send(crate::support::pki::hello(
+        node_id,
+        labels,
+        modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+        &[],
+    ))
     .await
     .unwrap();
     let mut client = ConfigServiceClient::new(channel);

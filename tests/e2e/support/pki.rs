@@ -115,26 +115,15 @@ pub async fn node_that_never_applies(
     tonic::Streaming<modelgate_proto::config::v1::Snapshot>,
     tokio::sync::mpsc::Sender<modelgate_proto::config::v1::SubscribeRequest>,
 ) {
-    use modelgate_proto::config::v1::{
-        config_service_client::ConfigServiceClient, subscribe_request::Kind, Hello,
-        SubscribeRequest,
-    };
+    use modelgate_proto::config::v1::config_service_client::ConfigServiceClient;
     let channel = node_channel(Pki::shared(), addr, id, labels);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(SubscribeRequest {
-        kind: Some(Kind::Hello(Hello {
-            node_id: id.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            software_version: "test".into(),
-            current_version: 0,
-            protocol_version: modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
-            current_hash: String::new(),
-            features: Vec::new(),
-        })),
-    })
+    tx.send(hello(
+        id,
+        labels,
+        modelgate_shared::SNAPSHOT_PROTOCOL_VERSION,
+        &[],
+    ))
     .await
     .unwrap();
     let mut stream = ConfigServiceClient::new(channel)
@@ -144,4 +133,28 @@ pub async fn node_that_never_applies(
         .into_inner();
     let assigned = stream.message().await.unwrap().unwrap();
     (assigned, stream, tx)
+}
+
+/// The hello a node `id` with `labels` opens its config stream with, serving nothing yet.
+pub fn hello(
+    id: &str,
+    labels: &[(&str, &str)],
+    protocol: u32,
+    features: &[&str],
+) -> modelgate_proto::config::v1::SubscribeRequest {
+    use modelgate_proto::config::v1::{subscribe_request::Kind, Hello, SubscribeRequest};
+    SubscribeRequest {
+        kind: Some(Kind::Hello(Hello {
+            node_id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            software_version: "test".into(),
+            current_version: 0,
+            protocol_version: protocol,
+            current_hash: String::new(),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+        })),
+    }
 }
