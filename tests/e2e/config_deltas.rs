@@ -340,6 +340,6 @@ async fn a_good_delta_from_a_scripted_control_plane_is_applied_and_a_message_nee
     assert_eq!(dp.config_version(), 2);
     assert_eq!(dp.config_updates().deltas(), 1);
     let rt = dp.runtime.load_full();
-    assert!(rt.keys_by_id.get("k1").unwrap().0.revoked);
+    assert!(rt.keys_by_id.get("k1").unwrap().0.to_api_key().revoked);
     dp.shutdown().await;
 }

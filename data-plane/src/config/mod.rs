@@ -3,23 +3,23 @@
 //! last-known-good file by [`lkg`]. A request loads one `Arc<Runtime>` at its start and uses it
 //! to the end, so no request sees half a config.
 
+pub mod compact;
 pub mod delta;
 mod key_index;
 mod labels;
 pub mod lkg;
 pub mod subscriber;
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-pub use key_index::{KeyIndex, KeysById};
+pub use compact::Key;
+pub use key_index::{ById, Found, KeyIndex, KeysById};
 
 use arc_swap::ArcSwap;
 use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::{ApiKey, ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
+use modelgate_shared::snapshot::{ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
 
 use crate::providers::{Clients, Endpoint, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
@@ -41,40 +41,6 @@ pub struct GroupIndex {
     pub client: HttpClient,
 }
 
-/// A key in the by-id index: hashed and compared by its id, and found by `&str`, so the index
-/// holds one pointer per key.
-#[derive(Debug, Clone)]
-pub struct ById(pub Arc<ApiKey>);
-
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As `str` hashes, which `Borrow<str>` requires.
-        self.0.id.as_str().hash(state);
-    }
-}
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
-    }
-}
-
-impl Eq for ById {}
-
-impl Borrow<str> for ById {
-    fn borrow(&self) -> &str {
-        &self.0.id
-    }
-}
-
-/// A key as found by one of its secrets.
-#[derive(Debug, Clone)]
-pub struct KeyEntry {
-    pub key: Arc<ApiKey>,
-    /// Set when found by a rotated-away secret: it works until then (unix seconds).
-    pub valid_until: Option<i64>,
-}
-
 /// A snapshot indexed for O(1) lookups on the request path.
 #[derive(Debug, Default)]
 pub struct Runtime {
@@ -92,6 +58,9 @@ pub struct Runtime {
     /// Every key by id (the same `Arc`s, no copy of the id): where a delta finds the key it
     /// changes or removes.
     pub keys_by_id: KeysById,
+    /// The keys' interned strings and policies, shared with the runtimes deltas derive from
+    /// this one (a full snapshot starts afresh).
+    pub interner: compact::SharedInterner,
     pub providers: HashMap<String, ProviderAccount>,
     /// Catalog rows by (provider kind, model), whole.
     pub price_rows: HashMap<(String, String), ModelPrice>,
@@ -135,18 +104,17 @@ impl Runtime {
             c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
         let groups: HashMap<String, RoutingGroup> =
             c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
-        let mut keys_by_id = KeysById::for_keys(c.keys.len());
-        for k in c.keys {
-            keys_by_id.replace(ById(Arc::new(k)));
-        }
+        let interner = compact::SharedInterner::default();
+        let (keys, keys_by_id) = interner.with(|strings| index_keys(c.keys, strings));
         let mut runtime = Runtime {
             version: snapshot.version,
             content_hash: snapshot.content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
-            keys: index_keys(keys_by_id.len(), keys_by_id.iter().map(|k| &k.0)),
+            keys,
             keys_by_id,
+            interner,
             providers,
             price_rows,
             prices: HashMap::new(),
@@ -247,45 +215,22 @@ fn price_for(
         .copied()
 }
 
-fn index_keys<'a>(count: usize, keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> KeyIndex {
-    let mut index = KeyIndex::for_keys(count);
-    for key in keys {
-        index_key(&mut index, key);
-    }
-    index
-}
-
-/// Indexes `key` under its secrets' hashes.
-fn index_key(index: &mut KeyIndex, key: &Arc<ApiKey>) {
-    if let Some((previous, until)) = key.previous {
-        // The current secret of another key wins should the two ever collide.
-        if index.get(&previous).is_none_or(|e| e.valid_until.is_some()) {
-            index.insert(
-                previous,
-                KeyEntry {
-                    key: key.clone(),
-                    valid_until: Some(until),
-                },
-            );
+/// The keys in their compact form, indexed by secret hash and by id. Each `ApiKey` is dropped
+/// as soon as its compact form is made.
+fn index_keys(
+    keys: Vec<modelgate_shared::snapshot::ApiKey>,
+    interner: &mut compact::Interner,
+) -> (KeyIndex, KeysById) {
+    let mut by_hash = KeyIndex::for_keys(keys.len());
+    let mut by_id = KeysById::for_keys(keys.len());
+    for k in keys {
+        let key = Arc::new(Key::new(k, interner));
+        if let Some(ById(replaced)) = by_id.replace(ById(key.clone())) {
+            by_hash.remove(&replaced);
         }
+        by_hash.insert(&key);
     }
-    index.insert(
-        key.key_hash,
-        KeyEntry {
-            key: key.clone(),
-            valid_until: None,
-        },
-    );
-}
-
-/// Removes `key`'s entries (those that name this key) from the index.
-fn unindex_key(index: &mut KeyIndex, key: &ApiKey) {
-    let hashes = [Some(key.key_hash), key.previous.map(|(h, _)| h)];
-    for hash in hashes.into_iter().flatten() {
-        if index.get(&hash).is_some_and(|e| e.key.id == key.id) {
-            index.remove(&hash);
-        }
-    }
+    (by_hash, by_id)
 }
 
 /// The shared, atomically swapped current config.

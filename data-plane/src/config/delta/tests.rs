@@ -6,6 +6,7 @@ use modelgate_shared::snapshot::{
 };
 
 use super::*;
+use modelgate_shared::key_view::KeyView;
 
 pub(in crate::config) fn key(n: u8) -> ApiKey {
     ApiKey {
@@ -94,12 +95,12 @@ fn check(name: &str, change: impl FnOnce(&mut Config)) {
     let mut hashes: Vec<_> = applied
         .keys
         .iter()
-        .map(|(h, e)| (*h, e.key.id.clone(), e.valid_until))
+        .map(|(h, e)| (h, e.key.id().to_owned(), e.valid_until))
         .collect();
     let mut want: Vec<_> = built
         .keys
         .iter()
-        .map(|(h, e)| (*h, e.key.id.clone(), e.valid_until))
+        .map(|(h, e)| (h, e.key.id().to_owned(), e.valid_until))
         .collect();
     hashes.sort();
     want.sort();
@@ -155,7 +156,7 @@ fn a_delta_whose_result_differs_is_refused_and_the_served_runtime_is_untouched()
     let served = Runtime::build(from);
     let err = served.after_delta(delta).unwrap_err();
     assert!(matches!(err, DeltaError::DigestMismatch { .. }), "{err}");
-    assert!(!served.keys_by_id.get("key-000").unwrap().0.revoked);
+    assert!(!served.keys_by_id.get("key-000").unwrap().0.is_revoked());
     assert_eq!(served.version, 1);
 }
 
