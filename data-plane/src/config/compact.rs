@@ -99,27 +99,34 @@ impl SharedInterner {
 pub struct Key {
     /// id ‖ name ‖ prefix.
     text: Box<str>,
-    name_at: usize,
-    prefix_at: usize,
+    name_at: u32,
+    prefix_at: u32,
     /// The hash of the current secret.
     pub key_hash: KeyHash,
     policy: Arc<Policy>,
     owner_user_id: Sym,
-    /// Unix seconds.
-    expires_at: Option<i64>,
+    /// Unix seconds, when `expires` (apart, so the two pack with the flags below).
+    expires_at: i64,
+    expires: bool,
     /// The secret replaced by a rotation, and until when (unix seconds) it still works.
     previous: Option<Box<(KeyHash, i64)>>,
     revoked: bool,
     disabled: bool,
 }
 
+/// An offset into a key's text: its strings come from a snapshot message, which is far below
+/// 4 GiB (`subscriber::MAX_SNAPSHOT_BYTES`).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
 impl Key {
     pub fn new(k: ApiKey, interner: &mut Interner) -> Key {
         let mut text = String::with_capacity(k.id.len() + k.name.len() + k.prefix.len());
         text.push_str(&k.id);
-        let name_at = text.len();
+        let name_at = offset(text.len());
         text.push_str(&k.name);
-        let prefix_at = text.len();
+        let prefix_at = offset(text.len());
         text.push_str(&k.prefix);
         let policy = Policy {
             team_id: interner.sym(&k.team_id),
@@ -139,7 +146,8 @@ impl Key {
             key_hash: k.key_hash,
             policy: interner.policy(policy),
             owner_user_id: interner.sym(&k.owner_user_id),
-            expires_at: k.expires_at,
+            expires_at: k.expires_at.unwrap_or_default(),
+            expires: k.expires_at.is_some(),
             previous: k.previous.map(Box::new),
             revoked: k.revoked,
             disabled: k.disabled,
@@ -160,7 +168,7 @@ impl Key {
             environment: p.environment,
             allowed_models: strings(&p.allowed_models),
             revoked: self.revoked,
-            expires_at: self.expires_at,
+            expires_at: KeyView::expires_at(self),
             disabled: self.disabled,
             previous: self.previous(),
             owner_user_id: self.owner_user_id.to_string(),
@@ -174,17 +182,17 @@ impl Key {
     }
 
     pub fn id(&self) -> &str {
-        self.text.get(..self.name_at).unwrap_or_default()
+        self.text.get(..self.name_at as usize).unwrap_or_default()
     }
 
     pub fn name(&self) -> &str {
         self.text
-            .get(self.name_at..self.prefix_at)
+            .get(self.name_at as usize..self.prefix_at as usize)
             .unwrap_or_default()
     }
 
     pub fn prefix(&self) -> &str {
-        self.text.get(self.prefix_at..).unwrap_or_default()
+        self.text.get(self.prefix_at as usize..).unwrap_or_default()
     }
 
     pub fn application(&self) -> &str {
@@ -238,7 +246,7 @@ impl KeyView for Key {
         self.disabled
     }
     fn expires_at(&self) -> Option<i64> {
-        self.expires_at
+        self.expires.then_some(self.expires_at)
     }
     fn may_use(&self, alias: &str) -> bool {
         let allowed = &self.policy.allowed_models;

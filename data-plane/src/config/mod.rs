@@ -8,6 +8,7 @@ pub mod delta;
 mod key_index;
 mod labels;
 pub mod lkg;
+pub mod parts;
 pub mod subscriber;
 
 use std::collections::HashMap;
@@ -18,8 +19,12 @@ pub use key_index::{ById, Found, KeyIndex, KeysById};
 
 use arc_swap::ArcSwap;
 use modelgate_shared::digest::ConfigDigest;
+use modelgate_shared::digest::{Leaf, Section};
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::{ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
+use modelgate_shared::snapshot::{
+    check_compatible, ApiKey, Config, InvalidSnapshot, ModelPrice, ProviderAccount, RoutingGroup,
+    Snapshot,
+};
 
 use crate::providers::{Clients, Endpoint, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
@@ -94,7 +99,109 @@ impl Runtime {
 
     fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let digest = ConfigDigest::of(&snapshot.config);
-        let c = snapshot.config;
+        let mut c = snapshot.config;
+        let interner = compact::SharedInterner::default();
+        let (keys, keys_by_id) =
+            interner.with(|strings| index_keys(std::mem::take(&mut c.keys), strings));
+        Self::assemble(
+            Indexed {
+                version: snapshot.version,
+                content_hash: snapshot.content_hash,
+                digest,
+                keys,
+                keys_by_id,
+                interner,
+            },
+            c,
+            health,
+            clients,
+        )
+    }
+
+    /// The runtime of a full snapshot received in parts ([`parts`]), following `previous`:
+    /// validated as `Snapshot::try_from` validates a whole one (protocol, every field, the
+    /// content hash), each key decoded, checked, hashed into the digest and made compact on its
+    /// own, and the content hash taken over the compact keys (turned back into `ApiKey`s one at a
+    /// time, in canonical order), so what is served is what was hashed.
+    pub fn build_from_parts(
+        parts: parts::Parts,
+        previous: &Runtime,
+    ) -> Result<Runtime, InvalidSnapshot> {
+        let parts::Parts { top, keys } = parts;
+        let version = top.version;
+        check_compatible(&top)?;
+        if top.delta.is_some() {
+            return Err(InvalidSnapshot::UnexpectedDelta { version });
+        }
+        let rest = top
+            .config
+            .ok_or(InvalidSnapshot::MissingConfig { version })?;
+        let mut c = Config::from_wire(version, rest)?;
+        c.canonicalize();
+        let mut digest = ConfigDigest::of(&c);
+        let interner = compact::SharedInterner::default();
+        let (by_hash, by_id) = interner.with(|strings| {
+            let mut by_hash = KeyIndex::for_keys(keys.len());
+            let mut by_id = KeysById::for_keys(keys.len());
+            for (i, bytes) in keys.into_iter().enumerate() {
+                let key = decode_key(version, i, bytes)?;
+                digest.add(Section::Keys, &Leaf::key(&key));
+                let key = Arc::new(Key::new(key, strings));
+                if by_id.replace(ById(key.clone())).is_some() {
+                    return Err(InvalidSnapshot::Field {
+                        version,
+                        field: format!("keys[{i}].id"),
+                        problem: "another key has this id".into(),
+                    });
+                }
+                by_hash.insert(&key);
+            }
+            Ok((by_hash, by_id))
+        })?;
+        let mut sorted: Vec<&Key> = by_id.iter().map(|k| &*k.0).collect();
+        sorted.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        let computed = modelgate_shared::canonical::content_hash_with_keys(
+            &c,
+            sorted.iter().map(|k| k.to_api_key()),
+        );
+        drop(sorted);
+        if computed != top.content_hash {
+            return Err(InvalidSnapshot::HashMismatch {
+                version,
+                declared: top.content_hash,
+                computed,
+            });
+        }
+        Ok(Self::assemble(
+            Indexed {
+                version,
+                content_hash: top.content_hash,
+                digest,
+                keys: by_hash,
+                keys_by_id: by_id,
+                interner,
+            },
+            c,
+            previous.health.clone(),
+            previous.clients.clone(),
+        ))
+    }
+
+    /// A runtime from its indexed keys and the rest of its config (`c.keys` is not read).
+    fn assemble(
+        indexed: Indexed,
+        c: Config,
+        health: Arc<HealthTable>,
+        clients: Arc<Clients>,
+    ) -> Self {
+        let Indexed {
+            version,
+            content_hash,
+            digest,
+            keys,
+            keys_by_id,
+            interner,
+        } = indexed;
         let price_rows: HashMap<(String, String), ModelPrice> = c
             .prices
             .into_iter()
@@ -104,11 +211,9 @@ impl Runtime {
             c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
         let groups: HashMap<String, RoutingGroup> =
             c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
-        let interner = compact::SharedInterner::default();
-        let (keys, keys_by_id) = interner.with(|strings| index_keys(c.keys, strings));
         let mut runtime = Runtime {
-            version: snapshot.version,
-            content_hash: snapshot.content_hash,
+            version,
+            content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
@@ -215,12 +320,52 @@ fn price_for(
         .copied()
 }
 
+/// What a runtime is built from besides the rest of its config.
+struct Indexed {
+    version: u64,
+    content_hash: String,
+    digest: ConfigDigest,
+    keys: KeyIndex,
+    keys_by_id: KeysById,
+    interner: compact::SharedInterner,
+}
+
+/// Key `i` of snapshot `version` from its encoding, validated as in a whole config.
+fn decode_key(version: u64, i: usize, bytes: bytes::Bytes) -> Result<ApiKey, InvalidSnapshot> {
+    use prost::Message;
+    let at = |field: String| field.replacen("keys[0]", &format!("keys[{i}]"), 1);
+    let key =
+        modelgate_proto::config::v1::ApiKey::decode(bytes).map_err(|e| InvalidSnapshot::Field {
+            version,
+            field: format!("keys[{i}]"),
+            problem: e.to_string(),
+        })?;
+    let one = modelgate_proto::config::v1::Config {
+        keys: vec![key],
+        ..Default::default()
+    };
+    let mut c = Config::from_wire(version, one).map_err(|e| match e {
+        InvalidSnapshot::Field {
+            version,
+            field,
+            problem,
+        } => InvalidSnapshot::Field {
+            version,
+            field: at(field),
+            problem,
+        },
+        other => other,
+    })?;
+    c.keys.pop().ok_or(InvalidSnapshot::Field {
+        version,
+        field: format!("keys[{i}]"),
+        problem: "not decoded".into(),
+    })
+}
+
 /// The keys in their compact form, indexed by secret hash and by id. Each `ApiKey` is dropped
 /// as soon as its compact form is made.
-fn index_keys(
-    keys: Vec<modelgate_shared::snapshot::ApiKey>,
-    interner: &mut compact::Interner,
-) -> (KeyIndex, KeysById) {
+fn index_keys(keys: Vec<ApiKey>, interner: &mut compact::Interner) -> (KeyIndex, KeysById) {
     let mut by_hash = KeyIndex::for_keys(keys.len());
     let mut by_id = KeysById::for_keys(keys.len());
     for k in keys {

@@ -196,3 +196,14 @@ fn a_delta_on_compact_keys_gives_the_digest_and_hash_computed_from_scratch() {
         varied()[0]
     );
 }
+
+#[test]
+fn a_key_fits_a_128_byte_allocation_with_its_reference_counts() {
+    // glibc rounds a request up to 16 bytes past 8 of header: `Arc<Key>` (16 + 104) takes a
+    // 128-byte chunk; 8 bytes more would take 144 (1.6 MB at 100k keys).
+    assert!(
+        std::mem::size_of::<Key>() <= 104,
+        "{}",
+        std::mem::size_of::<Key>()
+    );
+}
