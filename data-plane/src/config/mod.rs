@@ -87,17 +87,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The runtime of a whole snapshot (the last-known-good at start, tests, benches), with
+    /// fresh deployment health and upstream clients.
     pub fn build(snapshot: Snapshot) -> Self {
-        Self::build_with(snapshot, Arc::default(), Arc::default())
-    }
-
-    /// Builds the runtime that follows `previous`, keeping its deployment health and its
-    /// upstream connection pools.
-    pub fn build_after(snapshot: Snapshot, previous: &Runtime) -> Self {
-        Self::build_with(snapshot, previous.health.clone(), previous.clients.clone())
-    }
-
-    fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let digest = ConfigDigest::of(&snapshot.config);
         let mut c = snapshot.config;
         let interner = compact::SharedInterner::default();
@@ -113,8 +105,8 @@ impl Runtime {
                 interner,
             },
             c,
-            health,
-            clients,
+            Arc::default(),
+            Arc::default(),
         )
     }
 

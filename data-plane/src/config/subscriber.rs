@@ -59,7 +59,15 @@ impl Subscriber {
                 () = self.shutdown.cancelled() => return,
             };
             match outcome {
-                Ok(()) => {
+                Ok(Ended::Renew) => {
+                    tracing::info!(
+                        "config stream closed after a large snapshot to free its receive \
+                         buffer; subscribing again"
+                    );
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                Ok(Ended::Closed) => {
                     tracing::info!("config stream ended; reconnecting");
                     backoff = MIN_BACKOFF;
                 }
@@ -76,7 +84,7 @@ impl Subscriber {
         }
     }
 
-    async fn session(&self) -> Result<(), tonic::Status> {
+    async fn session(&self) -> Result<Ended, tonic::Status> {
         let (tx, rx) = mpsc::channel(8);
         let serving = self.runtime.load_full();
         let hello = SubscribeRequest {
@@ -161,6 +169,7 @@ impl Subscriber {
                 tokio::task::spawn_blocking(move || prepare(raw, parts, &previous, &dir, &sealer))
                     .await
                     .map_err(|e| tonic::Status::internal(format!("snapshot apply failed: {e}")))?;
+            let applied = prepared.is_ok();
             let reply = match prepared {
                 Ok(next) => {
                     let keys = next.keys.len();
@@ -209,10 +218,37 @@ impl Subscriber {
             {
                 break;
             }
+            if applied && bytes >= RENEW_AFTER_BYTES {
+                // tonic keeps a stream's receive buffer as large as the largest message the
+                // stream carried (21 MB at 100k keys), for as long as the stream lives. End this
+                // stream politely — no more requests from this side, so the ACK already queued
+                // goes out first; the control plane then closes its side — and subscribe again
+                // at once: the hello names the version now served, so the control plane sends
+                // nothing until the next change, and then a delta from this version. Anything
+                // it sent meanwhile is dropped here and sent again on the new stream.
+                drop(_stop_reporter);
+                drop(tx);
+                let drain = async { while let Ok(Some(_)) = stream.message().await {} };
+                let _ = tokio::time::timeout(RENEW_DRAIN, drain).await;
+                return Ok(Ended::Renew);
+            }
         }
-        Ok(())
+        Ok(Ended::Closed)
     }
 }
+
+/// How a session ended without an error.
+enum Ended {
+    /// The control plane closed the stream (or the node could no longer send on it).
+    Closed,
+    /// The node ended it after a large full snapshot, to subscribe again at once.
+    Renew,
+}
+
+/// A full snapshot at least this large is followed by a new stream (see `Subscriber::session`).
+pub const RENEW_AFTER_BYTES: usize = 1024 * 1024;
+/// How long a stream being renewed waits for the control plane to close its side.
+const RENEW_DRAIN: Duration = Duration::from_secs(5);
 
 /// Opens the `Subscribe` stream with the codec that hands snapshots over undecoded
 /// ([`RawSnapshots`]), as the generated client would open it otherwise.

@@ -4,6 +4,7 @@ use modelgate_shared::snapshot::{Config, Snapshot};
 
 use super::*;
 use crate::config::Runtime;
+use modelgate_shared::keys::KeyHash;
 
 fn base(n: u8) -> ApiKey {
     crate::config::delta::tests::key(n)
@@ -205,5 +206,103 @@ fn a_key_fits_a_128_byte_allocation_with_its_reference_counts() {
         std::mem::size_of::<Key>() <= 104,
         "{}",
         std::mem::size_of::<Key>()
+    );
+}
+
+/// Not an assertion: prints what the request path does with a key at 100k keys — the keyed
+/// hash and lookup (`auth::find_key`), the key's own admission (`admit_key`), its model policy
+/// and the fields the usage event and budgets read — per request, in process. For the figures:
+/// `cargo test --release -p modelgate-data-plane --lib config::compact::tests::request_path_timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints figures; run in release"]
+fn request_path_timing() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    let secret = vec![1; 32];
+    let presented: Vec<String> = (0..100_000).map(|n| format!("mg-secret-{n:08}")).collect();
+    let mut c = config(
+        presented
+            .iter()
+            .enumerate()
+            .map(|(n, s)| {
+                let mut k = base(0);
+                k.id = format!("0193b7c2-{n:08x}-7000-8000-000000000000");
+                k.name = format!("key number {n}");
+                k.key_hash = modelgate_shared::keys::hash_key(&secret, s);
+                k.team_id = format!("team-{:03}", n % 100);
+                k.application = ["checkout", "search", "docs"][n % 3].into();
+                if n % 2 == 1 {
+                    k.allowed_models = vec![format!("route-{}", n % 1000), "a".into()];
+                }
+                k
+            })
+            .collect(),
+    );
+    c.key_hash_secret = secret;
+    let rt = Runtime::build(Snapshot::new(1, c));
+    let rounds = 5;
+    let per_round = 200_000;
+    let mut ns = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for i in 0..per_round {
+            let s = &presented[(i * 7919) % presented.len()];
+            let key = crate::auth::find_key(&rt, Some(s), 1_000).unwrap();
+            let admitted = modelgate_shared::admission::admit_key(key, "chat", 1_000).unwrap();
+            let k = admitted.key();
+            black_box((
+                k.may_use("a"),
+                KeyView::team_id(k).len(),
+                KeyView::owner_user_id(k).len(),
+                k.application().len(),
+                KeyView::environment(k),
+                k.id().len(),
+            ));
+        }
+        ns.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+    }
+    // The layout before compact keys, in the same binary for comparison: shards of maps from
+    // the secret's hash to the whole `ApiKey` (`Arc`) and its grace, the same lookups and reads.
+    let shards = 2048;
+    type Shard = std::collections::HashMap<KeyHash, (Arc<ApiKey>, Option<i64>)>;
+    let mut before: Vec<Shard> = vec![Shard::default(); shards];
+    for k in rt.keys_by_id.iter() {
+        let k = Arc::new(k.0.to_api_key());
+        let slot = u64::from_le_bytes(k.key_hash[..8].try_into().unwrap()) as usize;
+        before[slot & (shards - 1)].insert(k.key_hash, (k, None));
+    }
+    let mut ns_before = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for i in 0..per_round {
+            let s = &presented[(i * 7919) % presented.len()];
+            let hash = modelgate_shared::keys::hash_key(&rt.key_hash_secret, s);
+            let slot = u64::from_le_bytes(hash[..8].try_into().unwrap()) as usize;
+            let (key, until) = before[slot & (shards - 1)].get(&hash).unwrap();
+            assert!(until.is_none());
+            let admitted = modelgate_shared::admission::admit_key(&**key, "chat", 1_000).unwrap();
+            let k = admitted.key();
+            black_box((
+                k.may_use("a"),
+                k.team_id.len(),
+                k.owner_user_id.len(),
+                k.application.len(),
+                k.environment,
+                k.id.len(),
+            ));
+        }
+        ns_before.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+    }
+    let show = |ns: &[f64]| {
+        ns.iter()
+            .map(|n| format!("{n:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "100k keys: per request, find_key + admit_key + policy reads: compact keys {} ns; \
+         the layout before (whole ApiKey in the map) {} ns",
+        show(&ns),
+        show(&ns_before)
     );
 }
