@@ -150,7 +150,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
                 version = snapshot.version,
                 "serving from the last-known-good snapshot until the control plane answers"
             );
-            Runtime::build(snapshot)
+            let runtime = Runtime::build(snapshot);
+            // The whole file, its decoded message and config are gone: give their pages back.
+            config::subscriber::release_free_memory();
+            runtime
         }
         Ok(None) => Runtime::default(),
         Err(e) => {

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, RateRequest};
+use modelgate_shared::key_view::KeyView;
 use modelgate_shared::limits::{retry_after_secs, window_start, LimitFallback, Measure, RateLimit};
-use modelgate_shared::snapshot::ApiKey;
 use tonic::transport::Channel;
 
 /// A share is asked for in chunks of this fraction of the limit (at least what is needed).
@@ -283,7 +283,7 @@ impl Limits {
     pub async fn admit(
         self: &Arc<Self>,
         limits: &[Arc<RateLimit>],
-        key: &ApiKey,
+        key: &(impl KeyView + ?Sized + Sync),
         alias: &str,
         tokens: u64,
         now_secs: i64,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
+use modelgate_shared::key_view::KeyView;
 use modelgate_shared::quota::{period_start, Budget, BudgetKind, Enforcement, WhenUnreachable};
-use modelgate_shared::snapshot::ApiKey;
 use tonic::transport::Channel;
 
 /// A slice is asked for in chunks of this fraction of the budget (at least the request's need).
@@ -123,7 +123,7 @@ fn lock(m: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
 }
 
 /// Whether `budget` applies to requests made with `key`.
-pub fn applies(budget: &Budget, key: &ApiKey) -> bool {
+pub fn applies<K: KeyView + ?Sized>(budget: &Budget, key: &K) -> bool {
     budget.applies_to(key)
 }
 
@@ -173,7 +173,7 @@ impl Quotas {
     pub async fn reserve(
         self: &Arc<Self>,
         budgets: &[Budget],
-        key: &ApiKey,
+        key: &(impl KeyView + ?Sized + Sync),
         cost: i64,
         now: DateTime<Utc>,
     ) -> Result<Reservation, Refusal> {
@@ -214,7 +214,7 @@ impl Quotas {
 
     /// What the control plane last said is left of the key's tightest hard budget, less what
     /// this node holds reserved — for the `x-modelgate-budget-remaining` header.
-    pub fn remaining(&self, budgets: &[Budget], key: &ApiKey) -> Option<i64> {
+    pub fn remaining<K: KeyView + ?Sized>(&self, budgets: &[Budget], key: &K) -> Option<i64> {
         let states = self.states.read().ok()?;
         budgets
             .iter()

@@ -22,6 +22,7 @@
 //! needs state — rate-limit shares, budget reservations, deployment health — follows the
 //! decision, in the data plane (explain reads the fleet's figures instead).
 
+use crate::key_view::KeyView;
 use crate::pricing::Price;
 use crate::quota::{worst_case_cost, WorstCase};
 use crate::routing::TrafficClass;
@@ -133,9 +134,10 @@ pub struct Request<'a> {
 }
 
 /// A key that may call the endpoint family: the only way to a decision on a request.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyAdmitted<'a> {
-    key: &'a ApiKey,
+/// `K`: the key's form (the control plane's `ApiKey`, the data plane's compact key).
+#[derive(Debug)]
+pub struct KeyAdmitted<'a, K: ?Sized = ApiKey> {
+    key: &'a K,
 }
 
 /// An admitted request, with what the next stages need.
@@ -161,18 +163,18 @@ pub enum Cost {
 }
 
 /// Steps 1–2: the key's own state, then the endpoint family it calls.
-pub fn admit_key<'a>(
-    key: &'a ApiKey,
+pub fn admit_key<'a, K: KeyView + ?Sized>(
+    key: &'a K,
     family: &'a str,
     now_unix: i64,
-) -> Result<KeyAdmitted<'a>, Refusal<'a>> {
-    if key.revoked {
+) -> Result<KeyAdmitted<'a, K>, Refusal<'a>> {
+    if key.is_revoked() {
         return Err(Refusal::KeyRevoked);
     }
-    if key.disabled {
+    if key.is_disabled() {
         return Err(Refusal::KeyDisabled);
     }
-    if key.expires_at.is_some_and(|t| t <= now_unix) {
+    if key.expires_at().is_some_and(|t| t <= now_unix) {
         return Err(Refusal::KeyExpired);
     }
     if !key.may_call(family) {
@@ -181,8 +183,16 @@ pub fn admit_key<'a>(
     Ok(KeyAdmitted { key })
 }
 
-impl<'k> KeyAdmitted<'k> {
-    pub fn key(&self) -> &'k ApiKey {
+impl<K: ?Sized> Clone for KeyAdmitted<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K: ?Sized> Copy for KeyAdmitted<'_, K> {}
+
+impl<'k, K: KeyView + ?Sized> KeyAdmitted<'k, K> {
+    pub fn key(&self) -> &'k K {
         self.key
     }
 
@@ -209,11 +219,11 @@ impl<'k> KeyAdmitted<'k> {
                 .ok_or(Refusal::TrafficClassNotAllowed {
                     requested: requested.unwrap_or_default(),
                 })?;
-        let data_class = data_class_rank(&key.data_class);
+        let data_class = data_class_rank(key.data_class());
         if data_class > group.group.policy.max_data_class {
             return Err(Refusal::DataClassNotAllowed {
                 alias,
-                data_class: &key.data_class,
+                data_class: key.data_class(),
             });
         }
         let cost = cost(&group, request)?;

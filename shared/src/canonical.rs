@@ -31,9 +31,28 @@ const TAG: &[u8] = b"modelgate.config.canonical.v1";
 
 /// Hex SHA-256 of the canonical encoding of the whole config.
 pub fn content_hash(config: &Config) -> String {
+    content_hash_with(config, |e| e.list(&config.keys, Encoder::key))
+}
+
+/// [`content_hash`] of `config` with `keys` (in canonical order: by id) in place of
+/// `config.keys`, for a reader that does not hold its keys as one list of `ApiKey`s (the data
+/// plane keeps them in a compact form and hands them here one at a time).
+pub fn content_hash_with_keys<K: std::borrow::Borrow<ApiKey>>(
+    config: &Config,
+    keys: impl ExactSizeIterator<Item = K>,
+) -> String {
+    content_hash_with(config, |e| {
+        e.u64(keys.len() as u64);
+        for k in keys {
+            e.key(k.borrow());
+        }
+    })
+}
+
+fn content_hash_with(config: &Config, keys: impl FnOnce(&mut Encoder)) -> String {
     let mut e = Encoder::new("content");
     e.bytes(&config.key_hash_secret);
-    e.list(&config.keys, Encoder::key);
+    keys(&mut e);
     e.list(&config.providers, |e, p| e.provider(p, true));
     policy_sections(&mut e, config);
     // Prepaid balances are money, not policy: a top-up reaches every node at once.

@@ -8,6 +8,8 @@
 //! - [`digest`]: the structured digest of a config, kept one resource at a time.
 //! - [`delta`]: the changes between two configs, computed and applied resource by resource.
 //! - [`rollout`]: the version model, staged-rollout plans, health gates, policy diffs.
+//! - [`key_view`]: what the request path reads of a key (an `ApiKey`, or the data plane's
+//!   compact form).
 //! - [`keys`]: gateway key generation and keyed hashing (HMAC-SHA-256).
 //! - [`pricing`]: exact cost arithmetic in integer micro-USD.
 //! - [`routing`]: traffic classes and the cost guardrail (used by routing and by explain).
@@ -55,6 +57,7 @@ pub mod clock;
 pub mod crypto;
 pub mod delta;
 pub mod digest;
+pub mod key_view;
 pub mod keys;
 pub mod limits;
 pub mod pricing;

@@ -5,7 +5,7 @@
 //! Minutes are calendar minutes (fixed windows starting at :00 UTC), so every node and the
 //! control plane agree on which window a request falls in without talking to each other.
 
-use crate::snapshot::ApiKey;
+use crate::key_view::KeyView;
 
 /// The length of a rate window.
 pub const WINDOW_SECS: i64 = 60;
@@ -91,11 +91,11 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Whether a request made with `key` for `alias` counts against this limit.
-    pub fn applies_to(&self, key: &ApiKey, alias: &str) -> bool {
+    pub fn applies_to<K: KeyView + ?Sized>(&self, key: &K, alias: &str) -> bool {
         let id = match self.scope {
-            LimitScope::Key => key.id.as_str(),
-            LimitScope::Team => key.team_id.as_str(),
-            LimitScope::User => key.owner_user_id.as_str(),
+            LimitScope::Key => key.id(),
+            LimitScope::Team => key.team_id(),
+            LimitScope::User => key.owner_user_id(),
             LimitScope::Model => alias,
         };
         !id.is_empty() && id == self.scope_id && self.model.as_deref().is_none_or(|m| m == alias)
@@ -141,6 +141,7 @@ pub fn retry_after_secs(measure: Measure, unix_secs: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::ApiKey;
 
     fn key() -> ApiKey {
         ApiKey {

@@ -65,12 +65,12 @@ pub struct Budget {
 impl Budget {
     /// Whether this budget applies to requests made with `key` (its key, team, owner user or
     /// environment is the budget's scope).
-    pub fn applies_to(&self, key: &crate::snapshot::ApiKey) -> bool {
+    pub fn applies_to<K: crate::key_view::KeyView + ?Sized>(&self, key: &K) -> bool {
         let id = match self.scope {
-            ScopeKind::Key => key.id.as_str(),
-            ScopeKind::Team => key.team_id.as_str(),
-            ScopeKind::User => key.owner_user_id.as_str(),
-            ScopeKind::Environment => key.environment.as_str(),
+            ScopeKind::Key => key.id(),
+            ScopeKind::Team => key.team_id(),
+            ScopeKind::User => key.owner_user_id(),
+            ScopeKind::Environment => key.environment().as_str(),
         };
         !id.is_empty() && id == self.scope_id
     }
@@ -97,7 +97,7 @@ pub fn period_start(now: DateTime<Utc>, period: Period) -> i64 {
 
 /// Whether some hard budget applies to requests made with `key` (only then is a request's
 /// worst case needed, and reserved).
-pub fn any_hard(budgets: &[Budget], key: &crate::snapshot::ApiKey) -> bool {
+pub fn any_hard<K: crate::key_view::KeyView + ?Sized>(budgets: &[Budget], key: &K) -> bool {
     budgets
         .iter()
         .any(|b| b.enforcement == Enforcement::Hard && b.applies_to(key))

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::support::scripted::against_script;
-use crate::support::{gateway_with_smart_route, pki, Gateway};
+use crate::support::{eventually, gateway_with_smart_route, pki, Gateway};
 use modelgate_proto::config::v1::config_service_client::ConfigServiceClient;
 use modelgate_proto::config::v1::{
     subscribe_request::Kind, Ack, Resync, Snapshot as WireSnapshot, SubscribeRequest,
@@ -327,6 +327,56 @@ async fn a_good_delta_from_a_scripted_control_plane_is_applied_and_a_message_nee
     assert_eq!(dp.config_version(), 2);
     assert_eq!(dp.config_updates().deltas(), 1);
     let rt = dp.runtime.load_full();
-    assert!(rt.keys_by_id.get("k1").unwrap().0.revoked);
+    assert!(rt.keys_by_id.get("k1").unwrap().0.to_api_key().revoked);
+    dp.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_large_full_snapshot_the_node_subscribes_again_naming_the_version_it_serves() {
+    let (v1, _, _) = versions();
+    let mut config = v1.config.clone();
+    config.keys = (0..12_000u32)
+        .map(|n| {
+            let mut k = config.keys[0].clone();
+            k.id = format!("k{n:05}");
+            k.name = format!("key number {n}");
+            k.key_hash = [0; 32];
+            k.key_hash[..4].copy_from_slice(&n.to_le_bytes());
+            k
+        })
+        .collect();
+    let large = Snapshot::new(1, config);
+    // About 1.2 MB on the wire: past `subscriber::RENEW_AFTER_BYTES` (1 MiB).
+    let wire = large.to_wire();
+    // The scripted control plane sends its script on every subscription: the second time the
+    // node already serves the version and only ACKs it.
+    let (cp, dp) = against_script("renew-after-large", vec![(wire, 1)]).await;
+    let (hellos, replies) = (cp.hellos.clone(), cp.replies.clone());
+    eventually(
+        Duration::from_secs(10),
+        "a second subscription, answered",
+        || async {
+            (hellos.lock().unwrap().len() >= 2 && replies.lock().unwrap().len() >= 2).then_some(())
+        },
+    )
+    .await;
+    let hellos = cp.hellos.lock().unwrap().clone();
+    assert_eq!(hellos[0].current_version, 0);
+    assert_eq!(
+        (hellos[1].current_version, &hellos[1].current_hash),
+        (1, &large.content_hash)
+    );
+    let replies = cp.replies.lock().unwrap().clone();
+    assert!(
+        replies.iter().all(
+            |r| matches!(r, Kind::Ack(a) if a.version == 1 && a.content_hash == large.content_hash)
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(dp.config_updates().full(), 1, "applied once");
+    assert_eq!(dp.runtime.load_full().keys.len(), 12_000);
+    // Once the node serves it, the version comes no more: it stays on its second stream.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cp.hellos.lock().unwrap().len(), 2);
     dp.shutdown().await;
 }

@@ -5,9 +5,8 @@
 
 use axum::http::HeaderMap;
 use modelgate_shared::keys::hash_key;
-use modelgate_shared::snapshot::ApiKey;
 
-use crate::config::Runtime;
+use crate::config::{Key, Runtime};
 use crate::error::ProxyError;
 
 /// The presented key: `Authorization: Bearer …` (OpenAI style), else `x-api-key` (Anthropic
@@ -47,7 +46,7 @@ pub fn presented_google_key<'h>(
 #[derive(Debug)]
 pub struct Refused<'r> {
     pub error: ProxyError,
-    pub key: Option<&'r ApiKey>,
+    pub key: Option<&'r Key>,
 }
 
 impl Refused<'_> {
@@ -61,14 +60,14 @@ pub fn find_key<'r>(
     runtime: &'r Runtime,
     presented: Option<&str>,
     now_unix: i64,
-) -> Result<&'r ApiKey, Refused<'r>> {
+) -> Result<&'r Key, Refused<'r>> {
     let presented = presented.ok_or_else(|| Refused::anonymous(ProxyError::missing_key()))?;
     let hash = hash_key(&runtime.key_hash_secret, presented);
     let entry = runtime
         .keys
         .get(&hash)
         .ok_or_else(|| Refused::anonymous(ProxyError::invalid_key()))?;
-    let key = &*entry.key;
+    let key: &Key = entry.key;
     let refused = |error| {
         Err(Refused {
             error,

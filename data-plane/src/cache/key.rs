@@ -9,7 +9,7 @@
 //! or a `seed` — providers default temperature to 1); embeddings always are.
 
 use modelgate_shared::cache::CachePartition;
-use modelgate_shared::snapshot::ApiKey;
+use modelgate_shared::key_view::KeyView;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -113,13 +113,13 @@ fn write_scalar(v: &Value, out: &mut Vec<u8>) {
 }
 
 /// The identity the partition names for `key` (empty for `none`).
-pub fn partition_id(partition: CachePartition, key: &ApiKey) -> String {
+pub fn partition_id(partition: CachePartition, key: &crate::config::Key) -> String {
     match partition {
-        CachePartition::Team => format!("team:{}", key.team_id),
-        CachePartition::Key => format!("key:{}", key.id),
+        CachePartition::Team => format!("team:{}", key.team_id()),
+        CachePartition::Key => format!("key:{}", key.id()),
         // A key without an owner is a partition of its own, never "every ownerless key".
-        CachePartition::User if key.owner_user_id.is_empty() => format!("key:{}", key.id),
-        CachePartition::User => format!("user:{}", key.owner_user_id),
+        CachePartition::User if key.owner_user_id().is_empty() => format!("key:{}", key.id()),
+        CachePartition::User => format!("user:{}", key.owner_user_id()),
         CachePartition::None => String::new(),
     }
 }

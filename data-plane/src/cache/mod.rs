@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
 use modelgate_shared::cache::{CachePolicy, KeyCacheMode};
-use modelgate_shared::snapshot::ApiKey;
 use thiserror::Error;
 
 use crate::metrics::Metrics;
@@ -205,7 +204,7 @@ impl Cache {
     pub fn plan(
         surface: Surface,
         policy: &CachePolicy,
-        api_key: &ApiKey,
+        api_key: &crate::config::Key,
         directive: Directive,
         alias: &str,
         body: &[u8],
@@ -214,8 +213,8 @@ impl Cache {
         if !policy.enabled || !cached_surface(surface) {
             return Err(Skip::Off);
         }
-        let refresh = directive == Directive::Refresh || api_key.cache == KeyCacheMode::Refresh;
-        if directive == Directive::Bypass || api_key.cache == KeyCacheMode::Off {
+        let refresh = directive == Directive::Refresh || api_key.cache() == KeyCacheMode::Refresh;
+        if directive == Directive::Bypass || api_key.cache() == KeyCacheMode::Off {
             return Err(Skip::Bypass);
         }
         let Some(canonical) = key::canonical(surface, body) else {

@@ -1,5 +1,6 @@
 //! Applying a delta (`modelgate_shared::delta`) to the served [`Runtime`]: the next runtime is
-//! the current one's indexes cloned (the keys themselves are shared `Arc`s, not copied), changed
+//! the current one's indexes cloned (the keys themselves are shared `Arc`s, not copied, in their
+//! compact form: `super::compact`), changed
 //! resource by resource through the shared `apply`, which keeps the structured digest and checks
 //! it; then only what the delta touched is re-derived — a group's routing index, every index
 //! when providers or prices changed, the video job key when the secret did. So a one-key change
@@ -22,7 +23,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::subscriber::{health_report, Subscriber};
-use super::{index_key, lkg, unindex_key, ById, Runtime};
+use super::{lkg, ById, Key, Runtime};
 
 /// How this node's config changed since it started: full snapshots and deltas applied, full
 /// snapshots it asked for (`modelgate_dp_config_updates_total`, `…_resyncs_total`).
@@ -68,6 +69,7 @@ impl Runtime {
                 video_job_key: self.video_job_key.clone(),
                 keys: self.keys.clone(),
                 keys_by_id: self.keys_by_id.clone(),
+                interner: self.interner.clone(),
                 providers: self.providers.clone(),
                 price_rows: self.price_rows.clone(),
                 prices: self.prices.clone(),
@@ -121,7 +123,7 @@ impl Runtime {
     pub fn to_config(&self) -> Config {
         let mut c = Config {
             key_hash_secret: self.key_hash_secret.clone(),
-            keys: self.keys_by_id.iter().map(|k| (*k.0).clone()).collect(),
+            keys: self.keys_by_id.iter().map(|k| k.0.to_api_key()).collect(),
             providers: self.providers.values().cloned().collect(),
             prices: self.price_rows.values().cloned().collect(),
             groups: self.groups.values().cloned().collect(),
@@ -287,21 +289,23 @@ fn persist(
     }
 }
 
+/// A key's leaf is over the shared `ApiKey`'s canonical encoding: the compact key being
+/// replaced or removed is turned back into one for the hash (once per changed key).
 impl Store<ApiKey> for Working {
     fn remove(&mut self, id: &String) -> Option<Leaf> {
         let ById(old) = self.rt.keys_by_id.take(id.as_str())?;
-        unindex_key(&mut self.rt.keys, &old);
-        Some(Leaf::key(&old))
+        self.rt.keys.remove(&old);
+        Some(Leaf::key(&old.to_api_key()))
     }
 
     fn put(&mut self, key: ApiKey) -> Option<Leaf> {
-        let key = Arc::new(key);
+        let key = Arc::new(self.rt.interner.with(|strings| Key::new(key, strings)));
         let replaced = self.rt.keys_by_id.replace(ById(key.clone()));
         let leaf = replaced.map(|ById(old)| {
-            unindex_key(&mut self.rt.keys, &old);
-            Leaf::key(&old)
+            self.rt.keys.remove(&old);
+            Leaf::key(&old.to_api_key())
         });
-        index_key(&mut self.rt.keys, &key);
+        self.rt.keys.insert(&key);
         leaf
     }
 }
@@ -419,7 +423,7 @@ impl Target for Working {
 /// The keys of a runtime by id, for tests that compare an applied runtime with a built one.
 #[cfg(test)]
 pub(crate) fn key_ids(rt: &Runtime) -> Vec<String> {
-    let mut ids: Vec<String> = rt.keys_by_id.iter().map(|k| k.0.id.clone()).collect();
+    let mut ids: Vec<String> = rt.keys_by_id.iter().map(|k| k.0.id().to_owned()).collect();
     ids.sort();
     ids
 }

@@ -3,23 +3,28 @@
 //! last-known-good file by [`lkg`]. A request loads one `Arc<Runtime>` at its start and uses it
 //! to the end, so no request sees half a config.
 
+pub mod compact;
 pub mod delta;
 mod key_index;
 mod labels;
 pub mod lkg;
+pub mod parts;
 pub mod subscriber;
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-pub use key_index::{KeyIndex, KeysById};
+pub use compact::Key;
+pub use key_index::{ById, Found, KeyIndex, KeysById};
 
 use arc_swap::ArcSwap;
 use modelgate_shared::digest::ConfigDigest;
+use modelgate_shared::digest::{Leaf, Section};
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::{ApiKey, ModelPrice, ProviderAccount, RoutingGroup, Snapshot};
+use modelgate_shared::snapshot::{
+    check_compatible, ApiKey, Config, InvalidSnapshot, ModelPrice, ProviderAccount, RoutingGroup,
+    Snapshot,
+};
 
 use crate::providers::{Clients, Endpoint, HttpClient};
 use crate::routing::health::{DeploymentHealth, HealthTable};
@@ -41,40 +46,6 @@ pub struct GroupIndex {
     pub client: HttpClient,
 }
 
-/// A key in the by-id index: hashed and compared by its id, and found by `&str`, so the index
-/// holds one pointer per key.
-#[derive(Debug, Clone)]
-pub struct ById(pub Arc<ApiKey>);
-
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As `str` hashes, which `Borrow<str>` requires.
-        self.0.id.as_str().hash(state);
-    }
-}
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
-    }
-}
-
-impl Eq for ById {}
-
-impl Borrow<str> for ById {
-    fn borrow(&self) -> &str {
-        &self.0.id
-    }
-}
-
-/// A key as found by one of its secrets.
-#[derive(Debug, Clone)]
-pub struct KeyEntry {
-    pub key: Arc<ApiKey>,
-    /// Set when found by a rotated-away secret: it works until then (unix seconds).
-    pub valid_until: Option<i64>,
-}
-
 /// A snapshot indexed for O(1) lookups on the request path.
 #[derive(Debug, Default)]
 pub struct Runtime {
@@ -92,6 +63,9 @@ pub struct Runtime {
     /// Every key by id (the same `Arc`s, no copy of the id): where a delta finds the key it
     /// changes or removes.
     pub keys_by_id: KeysById,
+    /// The keys' interned strings and policies, shared with the runtimes deltas derive from
+    /// this one (a full snapshot starts afresh).
+    pub interner: compact::SharedInterner,
     pub providers: HashMap<String, ProviderAccount>,
     /// Catalog rows by (provider kind, model), whole.
     pub price_rows: HashMap<(String, String), ModelPrice>,
@@ -113,19 +87,113 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The runtime of a whole snapshot (the last-known-good at start, tests, benches), with
+    /// fresh deployment health and upstream clients.
     pub fn build(snapshot: Snapshot) -> Self {
-        Self::build_with(snapshot, Arc::default(), Arc::default())
-    }
-
-    /// Builds the runtime that follows `previous`, keeping its deployment health and its
-    /// upstream connection pools.
-    pub fn build_after(snapshot: Snapshot, previous: &Runtime) -> Self {
-        Self::build_with(snapshot, previous.health.clone(), previous.clients.clone())
-    }
-
-    fn build_with(snapshot: Snapshot, health: Arc<HealthTable>, clients: Arc<Clients>) -> Self {
         let digest = ConfigDigest::of(&snapshot.config);
-        let c = snapshot.config;
+        let mut c = snapshot.config;
+        let interner = compact::SharedInterner::default();
+        let (keys, keys_by_id) =
+            interner.with(|strings| index_keys(std::mem::take(&mut c.keys), strings));
+        Self::assemble(
+            Indexed {
+                version: snapshot.version,
+                content_hash: snapshot.content_hash,
+                digest,
+                keys,
+                keys_by_id,
+                interner,
+            },
+            c,
+            Arc::default(),
+            Arc::default(),
+        )
+    }
+
+    /// The runtime of a full snapshot received in parts ([`parts`]), following `previous`:
+    /// validated as `Snapshot::try_from` validates a whole one (protocol, every field, the
+    /// content hash), each key decoded, checked, hashed into the digest and made compact on its
+    /// own, and the content hash taken over the compact keys (turned back into `ApiKey`s one at a
+    /// time, in canonical order), so what is served is what was hashed.
+    pub fn build_from_parts(
+        parts: parts::Parts,
+        previous: &Runtime,
+    ) -> Result<Runtime, InvalidSnapshot> {
+        let parts::Parts { top, keys } = parts;
+        let version = top.version;
+        check_compatible(&top)?;
+        if top.delta.is_some() {
+            return Err(InvalidSnapshot::UnexpectedDelta { version });
+        }
+        let rest = top
+            .config
+            .ok_or(InvalidSnapshot::MissingConfig { version })?;
+        let mut c = Config::from_wire(version, rest)?;
+        c.canonicalize();
+        let mut digest = ConfigDigest::of(&c);
+        let interner = compact::SharedInterner::default();
+        let (by_hash, by_id) = interner.with(|strings| {
+            let mut by_hash = KeyIndex::for_keys(keys.len());
+            let mut by_id = KeysById::for_keys(keys.len());
+            for (i, bytes) in keys.into_iter().enumerate() {
+                let key = decode_key(version, i, bytes)?;
+                digest.add(Section::Keys, &Leaf::key(&key));
+                let key = Arc::new(Key::new(key, strings));
+                if by_id.replace(ById(key.clone())).is_some() {
+                    return Err(InvalidSnapshot::Field {
+                        version,
+                        field: format!("keys[{i}].id"),
+                        problem: "another key has this id".into(),
+                    });
+                }
+                by_hash.insert(&key);
+            }
+            Ok((by_hash, by_id))
+        })?;
+        let mut sorted: Vec<&Key> = by_id.iter().map(|k| &*k.0).collect();
+        sorted.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        let computed = modelgate_shared::canonical::content_hash_with_keys(
+            &c,
+            sorted.iter().map(|k| k.to_api_key()),
+        );
+        drop(sorted);
+        if computed != top.content_hash {
+            return Err(InvalidSnapshot::HashMismatch {
+                version,
+                declared: top.content_hash,
+                computed,
+            });
+        }
+        Ok(Self::assemble(
+            Indexed {
+                version,
+                content_hash: top.content_hash,
+                digest,
+                keys: by_hash,
+                keys_by_id: by_id,
+                interner,
+            },
+            c,
+            previous.health.clone(),
+            previous.clients.clone(),
+        ))
+    }
+
+    /// A runtime from its indexed keys and the rest of its config (`c.keys` is not read).
+    fn assemble(
+        indexed: Indexed,
+        c: Config,
+        health: Arc<HealthTable>,
+        clients: Arc<Clients>,
+    ) -> Self {
+        let Indexed {
+            version,
+            content_hash,
+            digest,
+            keys,
+            keys_by_id,
+            interner,
+        } = indexed;
         let price_rows: HashMap<(String, String), ModelPrice> = c
             .prices
             .into_iter()
@@ -135,18 +203,15 @@ impl Runtime {
             c.providers.into_iter().map(|p| (p.id.clone(), p)).collect();
         let groups: HashMap<String, RoutingGroup> =
             c.groups.into_iter().map(|g| (g.alias.clone(), g)).collect();
-        let mut keys_by_id = KeysById::for_keys(c.keys.len());
-        for k in c.keys {
-            keys_by_id.replace(ById(Arc::new(k)));
-        }
         let mut runtime = Runtime {
-            version: snapshot.version,
-            content_hash: snapshot.content_hash,
+            version,
+            content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
-            keys: index_keys(keys_by_id.len(), keys_by_id.iter().map(|k| &k.0)),
+            keys,
             keys_by_id,
+            interner,
             providers,
             price_rows,
             prices: HashMap::new(),
@@ -247,45 +312,62 @@ fn price_for(
         .copied()
 }
 
-fn index_keys<'a>(count: usize, keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> KeyIndex {
-    let mut index = KeyIndex::for_keys(count);
-    for key in keys {
-        index_key(&mut index, key);
-    }
-    index
+/// What a runtime is built from besides the rest of its config.
+struct Indexed {
+    version: u64,
+    content_hash: String,
+    digest: ConfigDigest,
+    keys: KeyIndex,
+    keys_by_id: KeysById,
+    interner: compact::SharedInterner,
 }
 
-/// Indexes `key` under its secrets' hashes.
-fn index_key(index: &mut KeyIndex, key: &Arc<ApiKey>) {
-    if let Some((previous, until)) = key.previous {
-        // The current secret of another key wins should the two ever collide.
-        if index.get(&previous).is_none_or(|e| e.valid_until.is_some()) {
-            index.insert(
-                previous,
-                KeyEntry {
-                    key: key.clone(),
-                    valid_until: Some(until),
-                },
-            );
-        }
-    }
-    index.insert(
-        key.key_hash,
-        KeyEntry {
-            key: key.clone(),
-            valid_until: None,
+/// Key `i` of snapshot `version` from its encoding, validated as in a whole config.
+fn decode_key(version: u64, i: usize, bytes: bytes::Bytes) -> Result<ApiKey, InvalidSnapshot> {
+    use prost::Message;
+    let at = |field: String| field.replacen("keys[0]", &format!("keys[{i}]"), 1);
+    let key =
+        modelgate_proto::config::v1::ApiKey::decode(bytes).map_err(|e| InvalidSnapshot::Field {
+            version,
+            field: format!("keys[{i}]"),
+            problem: e.to_string(),
+        })?;
+    let one = modelgate_proto::config::v1::Config {
+        keys: vec![key],
+        ..Default::default()
+    };
+    let mut c = Config::from_wire(version, one).map_err(|e| match e {
+        InvalidSnapshot::Field {
+            version,
+            field,
+            problem,
+        } => InvalidSnapshot::Field {
+            version,
+            field: at(field),
+            problem,
         },
-    );
+        other => other,
+    })?;
+    c.keys.pop().ok_or(InvalidSnapshot::Field {
+        version,
+        field: format!("keys[{i}]"),
+        problem: "not decoded".into(),
+    })
 }
 
-/// Removes `key`'s entries (those that name this key) from the index.
-fn unindex_key(index: &mut KeyIndex, key: &ApiKey) {
-    let hashes = [Some(key.key_hash), key.previous.map(|(h, _)| h)];
-    for hash in hashes.into_iter().flatten() {
-        if index.get(&hash).is_some_and(|e| e.key.id == key.id) {
-            index.remove(&hash);
+/// The keys in their compact form, indexed by secret hash and by id. Each `ApiKey` is dropped
+/// as soon as its compact form is made.
+fn index_keys(keys: Vec<ApiKey>, interner: &mut compact::Interner) -> (KeyIndex, KeysById) {
+    let mut by_hash = KeyIndex::for_keys(keys.len());
+    let mut by_id = KeysById::for_keys(keys.len());
+    for k in keys {
+        let key = Arc::new(Key::new(k, interner));
+        if let Some(ById(replaced)) = by_id.replace(ById(key.clone())) {
+            by_hash.remove(&replaced);
         }
+        by_hash.insert(&key);
     }
+    (by_hash, by_id)
 }
 
 /// The shared, atomically swapped current config.

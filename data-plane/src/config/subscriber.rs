@@ -10,17 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use modelgate_proto::config::v1::{
-    config_service_client::ConfigServiceClient, subscribe_request::Kind, Ack, DeploymentHealth,
-    HealthReport, Hello, Nack, RolloutTraffic, SubscribeRequest,
+    self as wire, subscribe_request::Kind, Ack, DeploymentHealth, HealthReport, Hello, Nack,
+    RolloutTraffic, SubscribeRequest,
 };
-use modelgate_shared::snapshot::{should_apply, Decision, Snapshot};
+use modelgate_shared::snapshot::{should_apply, Decision};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::parts::{self, Parts, RawSnapshots};
 use super::{lkg, Runtime, SharedRuntime};
 
 pub struct Subscriber {
@@ -57,7 +59,15 @@ impl Subscriber {
                 () = self.shutdown.cancelled() => return,
             };
             match outcome {
-                Ok(()) => {
+                Ok(Ended::Renew) => {
+                    tracing::info!(
+                        "config stream closed after a large snapshot to free its receive \
+                         buffer; subscribing again"
+                    );
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                Ok(Ended::Closed) => {
                     tracing::info!("config stream ended; reconnecting");
                     backoff = MIN_BACKOFF;
                 }
@@ -74,9 +84,7 @@ impl Subscriber {
         }
     }
 
-    async fn session(&self) -> Result<(), tonic::Status> {
-        let mut client = ConfigServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+    async fn session(&self) -> Result<Ended, tonic::Status> {
         let (tx, rx) = mpsc::channel(8);
         let serving = self.runtime.load_full();
         let hello = SubscribeRequest {
@@ -103,21 +111,25 @@ impl Subscriber {
             self.health_report_interval,
         ));
         let _stop_reporter = AbortOnDrop(reporter);
-        let mut stream = client
-            .subscribe(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut stream = subscribe(self.channel.clone(), rx).await?;
         tracing::info!("config stream connected");
-        while let Some(wire) = stream.message().await? {
-            if wire.delta.is_some() {
-                if self.on_delta(wire, &tx).await.is_err() {
+        while let Some(raw) = stream.message().await? {
+            let received = std::time::Instant::now();
+            let malformed = |e: &dyn std::fmt::Display| {
+                tonic::Status::invalid_argument(format!("undecodable snapshot message: {e}"))
+            };
+            let parts = parts::split(&raw).map_err(|e| malformed(&e))?;
+            if parts.top.delta.is_some() {
+                // A delta is small: decoded whole.
+                drop(parts);
+                let delta = wire::Snapshot::decode(raw).map_err(|e| malformed(&e))?;
+                if self.on_delta(delta, &tx).await.is_err() {
                     break;
                 }
                 continue;
             }
-            let received = std::time::Instant::now();
-            let version = wire.version;
-            let bytes = wire.encoded_len();
+            let version = parts.top.version;
+            let bytes = raw.len();
             let served = self.runtime.load().version;
             match should_apply(served, version) {
                 Decision::Apply => {}
@@ -154,9 +166,10 @@ impl Subscriber {
             let dir = self.data_dir.clone();
             let sealer = self.lkg_sealer.clone();
             let prepared =
-                tokio::task::spawn_blocking(move || prepare(wire, &previous, &dir, &sealer))
+                tokio::task::spawn_blocking(move || prepare(raw, parts, &previous, &dir, &sealer))
                     .await
                     .map_err(|e| tonic::Status::internal(format!("snapshot apply failed: {e}")))?;
+            let applied = prepared.is_ok();
             let reply = match prepared {
                 Ok(next) => {
                     let keys = next.keys.len();
@@ -205,27 +218,77 @@ impl Subscriber {
             {
                 break;
             }
+            if applied && bytes >= RENEW_AFTER_BYTES {
+                // tonic keeps a stream's receive buffer as large as the largest message the
+                // stream carried (21 MB at 100k keys), for as long as the stream lives. End this
+                // stream politely — no more requests from this side, so the ACK already queued
+                // goes out first; the control plane then closes its side — and subscribe again
+                // at once: the hello names the version now served, so the control plane sends
+                // nothing until the next change, and then a delta from this version. Anything
+                // it sent meanwhile is dropped here and sent again on the new stream.
+                drop(_stop_reporter);
+                drop(tx);
+                let drain = async { while let Ok(Some(_)) = stream.message().await {} };
+                let _ = tokio::time::timeout(RENEW_DRAIN, drain).await;
+                return Ok(Ended::Renew);
+            }
         }
-        Ok(())
+        Ok(Ended::Closed)
     }
 }
 
-/// Validates `wire`, indexes it as the runtime that follows `previous`, and persists it as the
-/// last-known-good before it may be served: a node that serves a version boots back into it (or
-/// a newer one), even when it is restarted right after the swap. Runs on a blocking thread.
+/// How a session ended without an error.
+enum Ended {
+    /// The control plane closed the stream (or the node could no longer send on it).
+    Closed,
+    /// The node ended it after a large full snapshot, to subscribe again at once.
+    Renew,
+}
+
+/// A full snapshot at least this large is followed by a new stream (see `Subscriber::session`).
+pub const RENEW_AFTER_BYTES: usize = 1024 * 1024;
+/// How long a stream being renewed waits for the control plane to close its side.
+const RENEW_DRAIN: Duration = Duration::from_secs(5);
+
+/// Opens the `Subscribe` stream with the codec that hands snapshots over undecoded
+/// ([`RawSnapshots`]), as the generated client would open it otherwise.
+async fn subscribe(
+    channel: tonic::transport::Channel,
+    rx: mpsc::Receiver<SubscribeRequest>,
+) -> Result<tonic::Streaming<Bytes>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static("/modelgate.config.v1.ConfigService/Subscribe");
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "modelgate.config.v1.ConfigService",
+        "Subscribe",
+    ));
+    Ok(grpc
+        .streaming(request, path, RawSnapshots)
+        .await?
+        .into_inner())
+}
+
+/// Validates the snapshot received as `raw` (split into `parts`), indexes it as the runtime that
+/// follows `previous` (decoding its keys one at a time: see [`parts`]), and persists `raw` as
+/// the last-known-good before it may be served: a node that serves a version boots back into
+/// it (or a newer one), even when it is restarted right after the swap. Runs on a blocking
+/// thread.
 fn prepare(
-    wire: modelgate_proto::config::v1::Snapshot,
+    raw: Bytes,
+    parts: Parts,
     previous: &Runtime,
     dir: &std::path::Path,
     sealer: &modelgate_shared::crypto::Sealer,
 ) -> Result<Runtime, modelgate_shared::snapshot::InvalidSnapshot> {
-    let encoded = wire.encode_to_vec();
-    let snapshot = Snapshot::try_from(wire)?;
-    let next = Runtime::build_after(snapshot, previous);
-    if let Err(e) = lkg::save(dir, sealer, &encoded) {
+    let next = Runtime::build_from_parts(parts, previous)?;
+    if let Err(e) = lkg::save(dir, sealer, &raw) {
         tracing::error!(error = %e, "could not persist last-known-good");
     }
-    drop(encoded);
+    drop(raw);
     release_free_memory();
     Ok(next)
 }

@@ -2,8 +2,8 @@
 //! The [`Recorder`] owns the event through the request's life (every stage tells it what it
 //! learned); this stage opens it, names who is calling, and writes it.
 
+use crate::config::Key;
 use modelgate_shared::pricing::Price;
-use modelgate_shared::snapshot::ApiKey;
 
 use super::context::App;
 use crate::auth;
@@ -29,9 +29,9 @@ pub fn open(
 /// (revoked, disabled, expired): such a refusal is billable to the key's team.
 pub fn identify<'r>(
     rec: &mut Recorder,
-    auth: Result<&'r ApiKey, auth::Refused<'r>>,
+    auth: Result<&'r Key, auth::Refused<'r>>,
     check: bool,
-) -> Result<&'r ApiKey, ProxyError> {
+) -> Result<&'r Key, ProxyError> {
     let (key, result) = match auth {
         Ok(key) => (Some(key), Ok(key)),
         Err(refused) => (refused.key, Err(refused.error)),

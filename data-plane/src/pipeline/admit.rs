@@ -14,14 +14,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use modelgate_shared::admission::{self, Cost, KeyAdmitted, Refusal};
-use modelgate_shared::snapshot::{ApiKey, RoutingGroup};
+use modelgate_shared::snapshot::RoutingGroup;
 
 use super::account;
 use super::context::App;
 use super::parse;
 use crate::auth;
 use crate::cache::{Directive, CACHE_HEADER};
-use crate::config::Runtime;
+use crate::config::{Key, Runtime};
 use crate::error::ProxyError;
 use crate::routing::TrafficClass;
 use crate::surfaces::openai_audio::Media;
@@ -34,7 +34,7 @@ pub struct Prepared<'r> {
     /// The format the client speaks (requests in, answers and errors out).
     pub surface: Surface,
     /// The key the request was admitted under.
-    pub key: &'r ApiKey,
+    pub key: &'r Key,
     pub group: &'r RoutingGroup,
     /// The client's body, as received.
     pub raw: Bytes,
@@ -177,7 +177,7 @@ pub fn authenticate<'r>(
     presented: Option<&str>,
     headers: &HeaderMap,
     family: &'static str,
-) -> Result<KeyAdmitted<'r>, ProxyError> {
+) -> Result<KeyAdmitted<'r, Key>, ProxyError> {
     let now = unix_now();
     let check = account::is_check(headers);
     let key = account::identify(rec, auth::find_key(runtime, presented, now), check)?;
@@ -216,7 +216,7 @@ async fn reserve(
     app: &App,
     runtime: &Runtime,
     rec: &mut Recorder,
-    key: &ApiKey,
+    key: &Key,
     cost: Cost,
 ) -> Result<Option<i64>, ProxyError> {
     // The event's time is the time the budget check used, so the spend lands in the period

@@ -3,6 +3,7 @@
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use modelgate_shared::key_view::KeyView;
 
 use super::account;
 use super::admit;

@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
+use modelgate_shared::key_view::KeyView;
 use modelgate_shared::snapshot::ProviderKind;
 use modelgate_shared::usage::{Attempt, ErrorClass};
 
@@ -345,7 +346,7 @@ pub async fn job_request(
     };
     // A forged or edited id, or another team's job, is not found: no upstream call.
     let Some(job) = GatewayJobId::decode(&id, &runtime.video_job_key)
-        .filter(|job| job.team_id == key.team_id.as_str())
+        .filter(|job| job.team_id == key.team_id())
     else {
         return reject(SURFACE, rec, ProxyError::video_not_found(&id)).await;
     };

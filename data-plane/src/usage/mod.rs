@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use modelgate_shared::admission::Cost;
+use modelgate_shared::key_view::KeyView;
 use modelgate_shared::pricing::{cost_micros, Price, Tokens};
 use modelgate_shared::routing::TrafficClass;
-use modelgate_shared::snapshot::ApiKey;
 use modelgate_shared::usage::{Attempt, CostFlag, ErrorClass, UsageEvent, USAGE_SCHEMA_VERSION};
 
 use self::spool::{Admission, Spool, SpoolError};
@@ -184,13 +184,13 @@ impl Recorder {
     /// Who is calling: the key, its team, owner, application and environment. A key known but
     /// refused (revoked, disabled, expired, rotated away) is described too: its refusal is
     /// billable to its team.
-    pub fn describe_key(&mut self, key: &ApiKey) {
+    pub fn describe_key(&mut self, key: &crate::config::Key) {
         let e = self.event_mut();
-        e.key_id.clone_from(&key.id);
-        e.team_id.clone_from(&key.team_id);
-        e.user_id.clone_from(&key.owner_user_id);
-        e.application.clone_from(&key.application);
-        e.environment = Some(key.environment);
+        key.id().clone_into(&mut e.key_id);
+        key.team_id().clone_into(&mut e.team_id);
+        key.owner_user_id().clone_into(&mut e.user_id);
+        key.application().clone_into(&mut e.application);
+        e.environment = Some(key.environment());
     }
 
     /// The request is check traffic (`x-modelgate-check: 1`): its event carries
@@ -398,7 +398,7 @@ mod tests {
     async fn each_stage_fills_its_part_of_the_event_through_a_named_method() {
         let mut rec = recorder();
         assert!(!rec.identified());
-        let key = ApiKey {
+        let key = modelgate_shared::snapshot::ApiKey {
             id: "k1".into(),
             name: String::new(),
             key_hash: [0; 32],
@@ -418,6 +418,7 @@ mod tests {
             allowed_traffic_classes: vec![],
             cache: Default::default(),
         };
+        let key = crate::config::Key::new(key, &mut Default::default());
         rec.describe_key(&key);
         rec.requested_model("smart");
         rec.admitted(TrafficClass::Batch, true, Cost::Unbounded);

@@ -64,3 +64,18 @@ fn adjacent_strings_cannot_collide() {
     b.keys[0].prefix = "bc".into();
     assert_ne!(content_hash(&a), content_hash(&b));
 }
+
+#[test]
+fn the_content_hash_with_keys_given_apart_is_the_content_hash() {
+    let mut c = sample();
+    c.keys.push(ApiKey {
+        id: "k0".into(),
+        ..c.keys[0].clone()
+    });
+    c.canonicalize();
+    let keys = std::mem::take(&mut c.keys);
+    let apart = content_hash_with_keys(&c, keys.iter());
+    assert_ne!(apart, content_hash(&c));
+    c.keys = keys;
+    assert_eq!(apart, content_hash(&c));
+}

@@ -24,6 +24,8 @@ pub struct ScriptedControlPlane {
     script: Arc<Vec<(WireSnapshot, usize)>>,
     pub replies: Arc<Mutex<Vec<Kind>>>,
     pub hello: Arc<Mutex<Option<Hello>>>,
+    /// Every subscription's hello, in order.
+    pub hellos: Arc<Mutex<Vec<Hello>>>,
 }
 
 #[tonic::async_trait]
@@ -44,6 +46,7 @@ impl ConfigService for ScriptedControlPlane {
             else {
                 return;
             };
+            me.hellos.lock().unwrap().push(hello.clone());
             *me.hello.lock().unwrap() = Some(hello);
             for (message, expected) in me.script.iter() {
                 if tx.send(Ok(message.clone())).await.is_err() {
@@ -79,6 +82,7 @@ pub async fn against_script(
         script: Arc::new(script),
         replies: Arc::default(),
         hello: Arc::default(),
+        hellos: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
