@@ -22,6 +22,21 @@ pub enum TrafficClass {
 }
 
 impl TrafficClass {
+    /// The class of a request that asked for `requested` (by header) on a key whose class is
+    /// `default` and which allows `allowed` (empty: any), if the key allows it; a request that
+    /// asked for nothing gets the key's class. One rule for every form of key.
+    pub fn for_request(
+        default: TrafficClass,
+        allowed: &[TrafficClass],
+        requested: Option<TrafficClass>,
+    ) -> Option<TrafficClass> {
+        match requested {
+            None => Some(default),
+            Some(c) if c == default || allowed.is_empty() || allowed.contains(&c) => Some(c),
+            Some(_) => None,
+        }
+    }
+
     pub const ALL: [TrafficClass; 4] = [Self::Interactive, Self::Batch, Self::Eval, Self::Media];
 
     pub fn parse(s: &str) -> Option<Self> {

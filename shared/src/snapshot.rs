@@ -73,17 +73,7 @@ impl ApiKey {
     /// The traffic class of a request that asked for `requested` (by header), if the key allows
     /// it; a request that asked for nothing gets the key's class.
     pub fn traffic_class_for(&self, requested: Option<TrafficClass>) -> Option<TrafficClass> {
-        match requested {
-            None => Some(self.traffic_class),
-            Some(c)
-                if c == self.traffic_class
-                    || self.allowed_traffic_classes.is_empty()
-                    || self.allowed_traffic_classes.contains(&c) =>
-            {
-                Some(c)
-            }
-            Some(_) => None,
-        }
+        TrafficClass::for_request(self.traffic_class, &self.allowed_traffic_classes, requested)
     }
 
     pub fn may_use(&self, alias: &str) -> bool {

@@ -258,17 +258,7 @@ impl KeyView for Key {
     }
     fn traffic_class_for(&self, requested: Option<TrafficClass>) -> Option<TrafficClass> {
         let p = &*self.policy;
-        match requested {
-            None => Some(p.traffic_class),
-            Some(c)
-                if c == p.traffic_class
-                    || p.allowed_traffic_classes.is_empty()
-                    || p.allowed_traffic_classes.contains(&c) =>
-            {
-                Some(c)
-            }
-            Some(_) => None,
-        }
+        TrafficClass::for_request(p.traffic_class, &p.allowed_traffic_classes, requested)
     }
 }
 
