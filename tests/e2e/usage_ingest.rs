@@ -149,6 +149,207 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
 }
 
 #[tokio::test]
+async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once() {
+    // On Postgres the first attempt at such a group (binary COPY) fails on the stored ids and
+    // the group is stored again by INSERT … ON CONFLICT; the outcome must be the same as on
+    // SQLite: the new events stored once, the old ones counted as duplicates, nothing doubled.
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let request_id = format!("mixed-{}", uuid::Uuid::now_v7());
+    let old = vec![event(&k, &request_id, 100), event(&k, &request_id, 20)];
+    let batch = |id: &str, events: Vec<UsageEvent>| UsageBatch {
+        batch_id: id.into(),
+        node_id: "test-node".into(),
+        events,
+    };
+    let acks = send(&gw, vec![batch("old", old.clone())]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (2, 0));
+    let new: Vec<UsageEvent> = (1..=3).map(|c| event(&k, &request_id, c)).collect();
+    let mixed = [old.clone(), new.clone()].concat();
+    let acks = send(&gw, vec![batch("mixed", mixed)]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 2));
+
+    let (_, page) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/usage/events?request_id={request_id}&limit=100"),
+            None,
+        )
+        .await;
+    let rows = page["data"].as_array().unwrap();
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let sent: HashSet<&str> = old.iter().chain(&new).map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, sent, "every event stored, each once");
+    let seqs: HashSet<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs.len(),
+        5,
+        "each stored event has its own sequence number"
+    );
+    let day = daily(&gw, &format!("key_id={}", k.id)).await;
+    assert_eq!(day[0]["requests"], 5);
+    assert_eq!(day[0]["cost_micros"], 126);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
+    use modelgate_proto::usage::v1::Attempt;
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let request_id = format!("fields-{}", uuid::Uuid::now_v7());
+    let started = 1_763_900_000_123;
+    let attempt = |deployment: &str, status: u32, class: &str, message: &str| Attempt {
+        deployment_id: deployment.into(),
+        provider_id: "p1".into(),
+        model: "m1".into(),
+        status,
+        error_class: class.into(),
+        latency_us: 700,
+        started_at_ms: started + 1,
+        error_message: message.into(),
+    };
+    let sent = UsageEvent {
+        request_id: request_id.clone(),
+        first_byte_at_ms: started + 40,
+        ended_at_ms: started + 1_234,
+        region: "eu-west".into(),
+        user_id: "user-7".into(),
+        application: "app \"quoted\" \\ tab\there".into(),
+        requested_model: "alias-1".into(),
+        provider_id: "p1".into(),
+        served_model: "m1".into(),
+        deployment_id: "p1/m1".into(),
+        attempts: vec![
+            attempt("p0/m0", 503, "provider_error", "503"),
+            attempt("p1/m1", 200, "", ""),
+        ],
+        status: 429,
+        error_class: "rate_limited".into(),
+        // Postgres text cannot hold NUL: it is stored as U+FFFD.
+        error_message: "slow down\0now, ünïcode ✓".into(),
+        latency_us: 1_234_567,
+        ttfb_us: 40_001,
+        input_tokens: 11,
+        output_tokens: 12,
+        cached_input_tokens: 13,
+        reasoning_tokens: 14,
+        images: 15,
+        media_ms: 16,
+        characters: 17,
+        cost_micros: 999_999_999_999,
+        price_version: 18,
+        streamed: true,
+        estimated: true,
+        fallback_used: true,
+        traffic_class: "batch".into(),
+        cost_flag: "price_missing".into(),
+        cache_hit: true,
+        trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        ..event_at(&k, &request_id, 0, started)
+    };
+    let acks = send(
+        &gw,
+        vec![UsageBatch {
+            batch_id: "fields".into(),
+            node_id: "test-node".into(),
+            events: vec![sent.clone()],
+        }],
+    )
+    .await;
+    assert_eq!(acks[0].inserted, 1, "{:?}", acks[0]);
+    let (_, page) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/usage/events?request_id={request_id}"),
+            None,
+        )
+        .await;
+    let row = &page["data"][0];
+    let expected = json!({
+        "id": sent.id,
+        "schema_version": 2,
+        "request_id": request_id,
+        "started_at_ms": started,
+        "first_byte_at_ms": started + 40,
+        "ended_at_ms": started + 1_234,
+        "node_id": "test-node",
+        "region": "eu-west",
+        "key_id": k.id,
+        "team_id": k.team_id,
+        "user_id": "user-7",
+        "application": "app \"quoted\" \\ tab\there",
+        "environment": "prod",
+        "endpoint": "chat.completions",
+        "requested_model": "alias-1",
+        "provider_id": "p1",
+        "served_model": "m1",
+        "deployment_id": "p1/m1",
+        "status": 429,
+        "error_class": "rate_limited",
+        "error_message": "slow down\u{FFFD}now, ünïcode ✓",
+        "latency_us": 1_234_567,
+        "ttfb_us": 40_001,
+        "input_tokens": 11,
+        "output_tokens": 12,
+        "cached_input_tokens": 13,
+        "reasoning_tokens": 14,
+        "images": 15,
+        "media_ms": 16,
+        "characters": 17,
+        "cost_micros": 999_999_999_999i64,
+        "price_version": 18,
+        "streamed": true,
+        "estimated": true,
+        "fallback_used": true,
+        "traffic_class": "batch",
+        "cost_flag": "price_missing",
+        "cache_hit": true,
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    });
+    for (field, value) in expected.as_object().unwrap() {
+        assert_eq!(&row[field], value, "field {field} of {row}");
+    }
+    let attempts = row["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{row}");
+    assert_eq!(attempts[0]["deployment_id"], "p0/m0");
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[0]["error_class"], "provider_error");
+    assert_eq!(attempts[0]["error_message"], "503");
+    assert_eq!(attempts[0]["started_at_ms"], started + 1);
+    assert_eq!(attempts[1]["deployment_id"], "p1/m1");
+    assert_eq!(attempts[1]["latency_us"], 700);
+    assert!(row["seq"].as_i64().unwrap() > 0);
+
+    // A success has no error class: stored as NULL, read back as null.
+    let ok = event(&k, &request_id, 1);
+    send(
+        &gw,
+        vec![UsageBatch {
+            batch_id: "ok".into(),
+            node_id: "test-node".into(),
+            events: vec![ok.clone()],
+        }],
+    )
+    .await;
+    let (_, page) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/usage/events?request_id={request_id}&limit=10"),
+            None,
+        )
+        .await;
+    let ok_row = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == ok.id.as_str())
+        .unwrap();
+    assert_eq!(ok_row["error_class"], Value::Null, "{ok_row}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_id_repeated_inside_one_batch_is_counted_once() {
     let gw = Gateway::start().await;
     let k = new_key(&gw, None).await;

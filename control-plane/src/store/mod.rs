@@ -19,6 +19,7 @@ pub mod model_price_version;
 pub mod node;
 pub mod node_report;
 pub mod node_revocation;
+pub mod pg_txn;
 pub mod provider_account;
 pub mod rate_grant;
 pub mod rate_limit;

@@ -18,6 +18,7 @@
 //! quarantined the same way, with the field and the value as its reason, never stored under a
 //! guessed value.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -30,10 +31,12 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::copy;
 use super::quarantine;
 use super::sequence::{self, Block};
 use super::validate::{self, Refusal};
 use crate::service::{ServiceError, Services};
+use crate::store::pg_txn::{CopyError, PgTxn};
 use crate::store::{api_key, budget, budget_period, usage_daily, usage_event};
 
 /// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
@@ -252,6 +255,10 @@ async fn store_group(
 /// block of sequence numbers. An id that two batches of the group both carry is stored once and
 /// counted for the first. Returns each batch's outcome, in order, and the number of budget
 /// alerts queued.
+///
+/// On Postgres the events go in by binary `COPY` ([`super::copy`]); if one of them is already
+/// stored (a replay) the `COPY` fails and the group is stored again, under a new block, by
+/// `INSERT … ON CONFLICT (id) DO NOTHING`, which skips it.
 async fn store(
     db: &DatabaseConnection,
     batches: &[&Batch],
@@ -262,82 +269,178 @@ async fn store(
     let mut events: Vec<&UsageEvent> = Vec::new();
     for (i, b) in batches.iter().enumerate() {
         for e in &b.events {
-            if seen.insert(clean(&e.id)) {
+            if seen.insert(cleaned(&e.id)) {
                 events.push(e);
                 owner.push(i);
             }
         }
     }
-    // Postgres: the block is taken first, in its own transaction (see `super::sequence`).
-    let block = match db.get_database_backend() {
-        DbBackend::Postgres if !events.is_empty() => Some(sequence::take(db, events.len()).await?),
-        _ => None,
+    let group = Group {
+        batches,
+        events: &events,
+        owner: &owner,
+        now,
     };
-    let stored = store_in(db, batches, &events, &owner, block, now).await;
-    if let (Err(_), Some(block)) = (&stored, block) {
-        sequence::release(db, block).await;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return store_sqlite(db, &group).await;
     }
-    stored
+    for load in [Load::Copy, Load::Insert] {
+        // The block is taken first, in its own transaction (see `super::sequence`).
+        let block = match events.is_empty() {
+            true => None,
+            false => Some(sequence::take(db, events.len()).await?),
+        };
+        let stored = store_postgres(db, &group, block, load).await;
+        if let (false, Some(block)) = (matches!(stored, Ok(Some(_))), block) {
+            sequence::release(db, block).await;
+        }
+        if let Some(done) = stored? {
+            return Ok(done);
+        }
+    }
+    Err(ServiceError::Unavailable(
+        "a usage group could not be stored: a duplicate id even without COPY".into(),
+    ))
 }
 
-/// [`store`]'s transaction: `events` (each from batch `owner[i]`) under `block` (Postgres) or
-/// under numbers taken inside it (SQLite).
-async fn store_in(
-    db: &DatabaseConnection,
-    batches: &[&Batch],
-    events: &[&UsageEvent],
-    owner: &[usize],
-    block: Option<Block>,
+/// A group of batches on its way into one transaction: its distinct events, each with the
+/// index of the batch it came from.
+struct Group<'a> {
+    batches: &'a [&'a Batch],
+    events: &'a [&'a UsageEvent],
+    owner: &'a [usize],
     now: chrono::DateTime<Utc>,
-) -> Result<(Vec<Stored>, usize), ServiceError> {
+}
+
+/// How a group's events go into the ledger on Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// Binary `COPY`: fails as a whole if an id is already stored.
+    Copy,
+    /// `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id`: skips ids already stored.
+    Insert,
+}
+
+/// Which of a group's events its insert stored.
+enum Inserted {
+    All,
+    Ids(HashSet<String>),
+}
+
+impl Inserted {
+    fn contains(&self, e: &UsageEvent) -> bool {
+        match self {
+            Inserted::All => true,
+            Inserted::Ids(ids) => ids.contains(cleaned(&e.id).as_ref()),
+        }
+    }
+}
+
+/// [`store`]'s transaction on Postgres, under `block` (`None`: the group has only quarantined
+/// events). `Ok(None)`: `COPY` met an id already stored, and nothing was stored.
+async fn store_postgres(
+    db: &DatabaseConnection,
+    group: &Group<'_>,
+    block: Option<Block>,
+    load: Load,
+) -> Result<Option<(Vec<Stored>, usize)>, ServiceError> {
+    // Built before the transaction begins. Numbered in arrival order, inserted in id order:
+    // concurrent groups that share ids (a batch replayed to two control planes) then wait on
+    // each other's rows in one order and never deadlock.
     let insert = block.map(|b| {
-        // Numbered in arrival order, inserted in id order: concurrent groups that share ids (a
-        // batch replayed to two control planes) then wait on each other's rows in one order and
-        // never deadlock.
-        let mut rows: Vec<(&UsageEvent, i64)> = events.iter().copied().zip(b.first..).collect();
+        let mut rows: Vec<(&UsageEvent, i64)> =
+            group.events.iter().copied().zip(b.first..).collect();
         rows.sort_by(|x, y| x.0.id.cmp(&y.0.id));
-        insert_unnest(&rows, now)
+        match load {
+            Load::Copy => Ok(copy::encode(&rows, group.now)),
+            Load::Insert => Err(insert_unnest(&rows, group.now)),
+        }
     });
-    let txn = db.begin().await?;
+    let txn = PgTxn::begin(db).await?;
     if let Some(block) = block {
         sequence::claim(&txn, block).await?;
     }
-    let mut quarantined = Vec::with_capacity(batches.len());
-    for b in batches {
-        quarantined.push(quarantine::store(&txn, &b.node_id, &b.refused, now).await?);
+    let quarantined = quarantine_all(&txn, group).await?;
+    let inserted = match insert {
+        None => Inserted::Ids(HashSet::new()),
+        Some(Ok(rows)) => match txn.copy_in(&copy::statement(), &rows).await {
+            Ok(_) => Inserted::All,
+            Err(CopyError::Duplicate(why)) => {
+                tracing::debug!(%why, "a usage group replays a stored event; storing it again without COPY");
+                return Ok(None);
+            }
+            Err(CopyError::Db(e)) => return Err(e.into()),
+        },
+        Some(Err(statement)) => Inserted::Ids(insert_returning(&txn, statement).await?),
+    };
+    let done = account(&txn, group, &inserted, quarantined).await?;
+    txn.commit().await?;
+    Ok(Some(done))
+}
+
+/// [`store`]'s transaction on SQLite (one writer at a time): the sequence numbers are taken
+/// inside it.
+async fn store_sqlite(
+    db: &DatabaseConnection,
+    group: &Group<'_>,
+) -> Result<(Vec<Stored>, usize), ServiceError> {
+    let txn = db.begin().await?;
+    let quarantined = quarantine_all(&txn, group).await?;
+    let mut inserted = Inserted::Ids(HashSet::new());
+    if !group.events.is_empty() {
+        let first_seq = sequence::take_in(&txn, group.events.len()).await?;
+        inserted = Inserted::Ids(insert_rows(&txn, group.events, first_seq, group.now).await?);
     }
-    let mut inserted = vec![0u64; batches.len()];
+    let done = account(&txn, group, &inserted, quarantined).await?;
+    txn.commit().await?;
+    Ok(done)
+}
+
+/// Stores each batch's refused events; returns how many each newly quarantined.
+async fn quarantine_all<C: ConnectionTrait>(
+    txn: &C,
+    group: &Group<'_>,
+) -> Result<Vec<u64>, ServiceError> {
+    let mut quarantined = Vec::with_capacity(group.batches.len());
+    for b in group.batches {
+        quarantined.push(quarantine::store(txn, &b.node_id, &b.refused, group.now).await?);
+    }
+    Ok(quarantined)
+}
+
+/// Adds exactly the `inserted` events to the aggregates and budgets, in `txn`; returns each
+/// batch's outcome and the number of budget alerts queued.
+async fn account<C: ConnectionTrait>(
+    txn: &C,
+    group: &Group<'_>,
+    inserted: &Inserted,
+    quarantined: Vec<u64>,
+) -> Result<(Vec<Stored>, usize), ServiceError> {
+    let batches = group.batches;
+    let mut counted = vec![0u64; batches.len()];
     let mut ended_at_ms = vec![Vec::new(); batches.len()];
     let mut alerts = 0;
-    if !events.is_empty() {
-        let inserted_ids = match insert {
-            Some(statement) => insert_returning(&txn, statement).await?,
-            None => {
-                let first_seq = sequence::take_in(&txn, events.len()).await?;
-                insert_rows(&txn, events, first_seq, now).await?
-            }
-        };
-        let mut stored = Vec::with_capacity(inserted_ids.len());
-        for (e, &i) in events.iter().zip(owner) {
-            if inserted_ids.contains(&clean(&e.id)) {
+    if !group.events.is_empty() {
+        let mut stored = Vec::with_capacity(group.events.len());
+        for (e, &i) in group.events.iter().zip(group.owner) {
+            if inserted.contains(e) {
                 stored.push(*e);
-                inserted[i] += 1;
+                counted[i] += 1;
                 ended_at_ms[i].push(e.ended_at_ms);
             }
         }
-        add_to_aggregates(&txn, &stored).await?;
-        alerts = add_to_budgets(&txn, &stored, now).await?;
+        add_to_aggregates(txn, &stored).await?;
+        alerts = add_to_budgets(txn, &stored, group.now).await?;
     }
-    txn.commit().await?;
     let results = batches
         .iter()
         .zip(ended_at_ms)
         .enumerate()
         .map(|(i, (b, ended_at_ms))| Stored {
             counts: Ingested {
-                inserted: inserted[i],
+                inserted: counted[i],
                 quarantined: quarantined[i],
-                duplicates: b.received - inserted[i] - quarantined[i],
+                duplicates: b.received - counted[i] - quarantined[i],
             },
             ended_at_ms,
         })
@@ -561,8 +664,8 @@ fn insert_unnest(rows: &[(&UsageEvent, i64)], now: chrono::DateTime<Utc>) -> Sta
 }
 
 /// Runs [`insert_unnest`]'s statement; returns the ids it inserted.
-async fn insert_returning(
-    txn: &DatabaseTransaction,
+async fn insert_returning<C: ConnectionTrait>(
+    txn: &C,
     statement: Statement,
 ) -> Result<HashSet<String>, ServiceError> {
     let rows = txn.query_all(statement).await?;
@@ -577,16 +680,17 @@ fn attempts_json(e: &UsageEvent) -> String {
     serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())
 }
 
-/// The aggregate row an event counts towards.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct DailyKey {
-    day: String,
-    key_id: String,
-    team_id: String,
-    user_id: String,
-    model: String,
-    provider_id: String,
-}
+/// The aggregate row an event counts towards: its UTC day (days since the Unix epoch) and the
+/// event's key, team, user, model and provider as stored ([`cleaned`]: borrowed unless a NUL
+/// had to be replaced) — a row's strings are made once per aggregate row, not per event.
+type DailyKey<'a> = (
+    i64,
+    Cow<'a, str>,
+    Cow<'a, str>,
+    Cow<'a, str>,
+    Cow<'a, str>,
+    Cow<'a, str>,
+);
 
 #[derive(Debug, Default)]
 struct DailySums {
@@ -602,6 +706,8 @@ struct DailySums {
     cost_micros: i64,
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 /// The UTC day of a millisecond timestamp, `YYYY-MM-DD`.
 pub(crate) fn day_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -610,28 +716,28 @@ pub(crate) fn day_of(ms: i64) -> String {
         .to_string()
 }
 
-async fn add_to_aggregates(
-    txn: &DatabaseTransaction,
+async fn add_to_aggregates<C: ConnectionTrait>(
+    txn: &C,
     events: &[&UsageEvent],
 ) -> Result<(), ServiceError> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut sums: BTreeMap<DailyKey, DailySums> = BTreeMap::new();
+    let mut sums: BTreeMap<DailyKey<'_>, DailySums> = BTreeMap::new();
     for e in events {
         let model = if e.served_model.is_empty() {
             &e.requested_model
         } else {
             &e.served_model
         };
-        let key = DailyKey {
-            day: day_of(e.started_at_ms),
-            key_id: clean(&e.key_id),
-            team_id: clean(&e.team_id),
-            user_id: clean(&e.user_id),
-            model: clean(model),
-            provider_id: clean(&e.provider_id),
-        };
+        let key = (
+            e.started_at_ms.div_euclid(DAY_MS),
+            cleaned(&e.key_id),
+            cleaned(&e.team_id),
+            cleaned(&e.user_id),
+            cleaned(model),
+            cleaned(&e.provider_id),
+        );
         let s = sums.entry(key).or_default();
         s.requests += 1;
         s.errors += i64::from(e.status >= 400);
@@ -675,24 +781,26 @@ async fn add_to_aggregates(
     }
     let rows: Vec<usage_daily::ActiveModel> = sums
         .into_iter()
-        .map(|(k, s)| usage_daily::ActiveModel {
-            day: Set(k.day),
-            key_id: Set(k.key_id),
-            team_id: Set(k.team_id),
-            user_id: Set(k.user_id),
-            model: Set(k.model),
-            provider_id: Set(k.provider_id),
-            requests: Set(s.requests),
-            errors: Set(s.errors),
-            input_tokens: Set(s.input_tokens),
-            output_tokens: Set(s.output_tokens),
-            cached_input_tokens: Set(s.cached_input_tokens),
-            reasoning_tokens: Set(s.reasoning_tokens),
-            images: Set(s.images),
-            media_ms: Set(s.media_ms),
-            characters: Set(s.characters),
-            cost_micros: Set(s.cost_micros),
-        })
+        .map(
+            |((day, key_id, team_id, user_id, model, provider_id), s)| usage_daily::ActiveModel {
+                day: Set(day_of(day * DAY_MS)),
+                key_id: Set(key_id.into_owned()),
+                team_id: Set(team_id.into_owned()),
+                user_id: Set(user_id.into_owned()),
+                model: Set(model.into_owned()),
+                provider_id: Set(provider_id.into_owned()),
+                requests: Set(s.requests),
+                errors: Set(s.errors),
+                input_tokens: Set(s.input_tokens),
+                output_tokens: Set(s.output_tokens),
+                cached_input_tokens: Set(s.cached_input_tokens),
+                reasoning_tokens: Set(s.reasoning_tokens),
+                images: Set(s.images),
+                media_ms: Set(s.media_ms),
+                characters: Set(s.characters),
+                cost_micros: Set(s.cost_micros),
+            },
+        )
         .collect();
     let mut rows = rows;
     while !rows.is_empty() {
@@ -712,8 +820,8 @@ async fn add_to_aggregates(
 ///
 /// Then claims the alert thresholds the touched periods crossed (`service::budget_alerts`),
 /// in this same transaction.
-async fn add_to_budgets(
-    txn: &DatabaseTransaction,
+async fn add_to_budgets<C: ConnectionTrait>(
+    txn: &C,
     events: &[&UsageEvent],
     now: chrono::DateTime<Utc>,
 ) -> Result<usize, ServiceError> {
@@ -772,10 +880,15 @@ async fn add_to_budgets(
 
 /// Postgres text cannot hold NUL; one such event must never block its batch forever.
 pub(super) fn clean(s: &str) -> String {
+    cleaned(s).into_owned()
+}
+
+/// [`clean`] without a copy when there is nothing to replace.
+fn cleaned(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {
-        s.to_owned()
+        Cow::Borrowed(s)
     }
 }
 

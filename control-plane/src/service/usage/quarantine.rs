@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use modelgate_shared::usage::{Field, UnknownValue, UsageEvent};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, QuerySelect,
-    QueryTrait,
+    ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder, QuerySelect, QueryTrait,
 };
 use serde::Serialize;
 
@@ -84,8 +83,8 @@ fn put_back(json: &mut serde_json::Value, u: &UnknownValue) {
 }
 
 /// Stores the refused events; returns how many were not already quarantined.
-pub(super) async fn store(
-    txn: &DatabaseTransaction,
+pub(super) async fn store<C: ConnectionTrait>(
+    txn: &C,
     node_id: &str,
     refused: &[(UsageEvent, Refusal)],
     now: DateTime<Utc>,

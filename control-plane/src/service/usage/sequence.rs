@@ -84,7 +84,7 @@ pub async fn take(db: &DatabaseConnection, n: usize) -> Result<Block, ServiceErr
 
 /// Postgres: claims `block` for `txn` by deleting its pending row (the row stays locked, and
 /// pending to every reader, until `txn` ends). Fails if the block was deleted as abandoned.
-pub async fn claim(txn: &DatabaseTransaction, block: Block) -> Result<(), ServiceError> {
+pub async fn claim<C: ConnectionTrait>(txn: &C, block: Block) -> Result<(), ServiceError> {
     let done = txn
         .execute(Statement::from_sql_and_values(
             DbBackend::Postgres,
