@@ -4,6 +4,7 @@
 //! The ledger's ingest uses it to store a group's events by binary `COPY` and then count them
 //! into the aggregates, in one transaction.
 
+use sea_orm::sea_query::Values;
 use sea_orm::sqlx::{self, postgres::PgRow, Postgres};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
@@ -18,12 +19,13 @@ pub struct PgTxn {
     txn: Mutex<sqlx::Transaction<'static, Postgres>>,
 }
 
-/// Why a `COPY` failed.
+/// Why a `COPY` failed; either way the transaction is void.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    /// A row's primary key (or another unique key) is already taken: the transaction is void.
-    #[error("a copied row duplicates a unique key: {0}")]
-    Duplicate(String),
+    /// Postgres refused a row's values: a unique key already taken (SQLSTATE 23505) or text it
+    /// cannot hold, such as a NUL (22021).
+    #[error("Postgres refused a copied row: {0}")]
+    Refused(String),
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -55,8 +57,8 @@ impl PgTxn {
         }
         .await;
         copied.map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => {
-                CopyError::Duplicate(d.message().to_owned())
+            sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505" | "22021")) => {
+                CopyError::Refused(d.message().to_owned())
             }
             _ => CopyError::Db(exec_err(e)),
         })
@@ -79,12 +81,9 @@ fn conn_err(e: sqlx::Error) -> DbErr {
     DbErr::Conn(RuntimeErr::SqlxError(e))
 }
 
-fn bound(statement: &Statement) -> sqlx::query::Query<'_, Postgres, SqlxValues> {
-    let values = statement
-        .values
-        .clone()
-        .unwrap_or_else(|| sea_orm::sea_query::Values(Vec::new()));
-    sqlx::query_with(&statement.sql, SqlxValues(values))
+/// `sql` with its values bound (moved, not copied).
+fn bound(sql: &str, values: Option<Values>) -> sqlx::query::Query<'_, Postgres, SqlxValues> {
+    sqlx::query_with(sql, SqlxValues(values.unwrap_or(Values(Vec::new()))))
 }
 
 #[async_trait::async_trait]
@@ -95,7 +94,10 @@ impl ConnectionTrait for PgTxn {
 
     async fn execute(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         let mut txn = self.txn.lock().await;
-        let done = bound(&stmt).execute(&mut **txn).await.map_err(exec_err)?;
+        let done = bound(&stmt.sql, stmt.values)
+            .execute(&mut **txn)
+            .await
+            .map_err(exec_err)?;
         Ok(done.into())
     }
 
@@ -108,7 +110,7 @@ impl ConnectionTrait for PgTxn {
 
     async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         let mut txn = self.txn.lock().await;
-        let row: Option<PgRow> = bound(&stmt)
+        let row: Option<PgRow> = bound(&stmt.sql, stmt.values)
             .fetch_optional(&mut **txn)
             .await
             .map_err(query_err)?;
@@ -117,7 +119,7 @@ impl ConnectionTrait for PgTxn {
 
     async fn query_all(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         let mut txn = self.txn.lock().await;
-        let rows: Vec<PgRow> = bound(&stmt)
+        let rows: Vec<PgRow> = bound(&stmt.sql, stmt.values)
             .fetch_all(&mut **txn)
             .await
             .map_err(query_err)?;

@@ -75,14 +75,21 @@ pub async fn ingest_received(
 ) -> Result<Ingested, ServiceError> {
     let received = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
-    let mut seen = HashSet::with_capacity(events.len());
-    events.retain(|e| {
-        let id = match e {
-            Ok(e) => &e.id,
-            Err(u) => &u.event.id,
-        };
-        seen.insert(clean(id))
-    });
+    let first: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(events.len());
+        events
+            .iter()
+            .map(|e| {
+                let id = match e {
+                    Ok(e) => &e.id,
+                    Err(u) => &u.event.id,
+                };
+                seen.insert(cleaned(id))
+            })
+            .collect()
+    };
+    let mut first = first.into_iter();
+    events.retain(|_| first.next().unwrap_or(false));
     if events.is_empty() {
         return Ok(Ingested::default());
     }
@@ -257,8 +264,8 @@ async fn store_group(
 /// alerts queued.
 ///
 /// On Postgres the events go in by binary `COPY` ([`super::copy`]); if one of them is already
-/// stored (a replay) the `COPY` fails and the group is stored again, under a new block, by
-/// `INSERT … ON CONFLICT (id) DO NOTHING`, which skips it.
+/// stored (a replay) or holds a NUL, the `COPY` fails and the group is stored again, under a new
+/// block, by `INSERT … ON CONFLICT (id) DO NOTHING`, which skips the one and cleans the other.
 async fn store(
     db: &DatabaseConnection,
     batches: &[&Batch],
@@ -299,7 +306,7 @@ async fn store(
         }
     }
     Err(ServiceError::Unavailable(
-        "a usage group could not be stored: a duplicate id even without COPY".into(),
+        "a usage group could not be stored: refused by COPY and by INSERT".into(),
     ))
 }
 
@@ -337,7 +344,8 @@ impl Inserted {
 }
 
 /// [`store`]'s transaction on Postgres, under `block` (`None`: the group has only quarantined
-/// events). `Ok(None)`: `COPY` met an id already stored, and nothing was stored.
+/// events). `Ok(None)`: Postgres refused a copied row (an id already stored, a NUL in text),
+/// and nothing was stored.
 async fn store_postgres(
     db: &DatabaseConnection,
     group: &Group<'_>,
@@ -365,8 +373,8 @@ async fn store_postgres(
         None => Inserted::Ids(HashSet::new()),
         Some(Ok(rows)) => match txn.copy_in(&copy::statement(), &rows).await {
             Ok(_) => Inserted::All,
-            Err(CopyError::Duplicate(why)) => {
-                tracing::debug!(%why, "a usage group replays a stored event; storing it again without COPY");
+            Err(CopyError::Refused(why)) => {
+                tracing::debug!(%why, "a usage group replays a stored event or holds a NUL; storing it again without COPY");
                 return Ok(None);
             }
             Err(CopyError::Db(e)) => return Err(e.into()),
@@ -463,10 +471,10 @@ async fn screen(
             Err(u) => refused.push((*u.event, Refusal::UnknownValues(u.unknown))),
         }
     }
-    let key_ids: Vec<String> = events
+    let key_ids: Vec<&str> = events
         .iter()
         .filter(|e| !e.key_id.is_empty())
-        .map(|e| e.key_id.clone())
+        .map(|e| e.key_id.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -476,7 +484,7 @@ async fn screen(
             .select_only()
             .column(api_key::Column::Id)
             .column(api_key::Column::TeamId)
-            .filter(api_key::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .filter(api_key::Column::Id.is_in(chunk.iter().copied()))
             .into_tuple()
             .all(&s.db)
             .await?;
