@@ -20,6 +20,8 @@ use modelgate_shared::tls::{issue, Reloading, TlsFiles};
 use modelgate_shared::usage::{Attempt, UsageEvent as DomainEvent, USAGE_SCHEMA_VERSION};
 use sea_orm::{ConnectionTrait, Database};
 
+use crate::procstat;
+
 #[derive(Args, Debug)]
 pub struct IngestArgs {
     /// A Postgres server URL (a fresh database is created on it and dropped afterwards), or a
@@ -182,6 +184,12 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let channel = channel::connect(&endpoint, &ControlPlaneSecurity::Tls(files(&node)))?;
         work.push((channel, batches));
     }
+    let me = std::process::id();
+    let cpu_before = (
+        procstat::cpu_ticks(me)?,
+        procstat::cpu_ticks_named("postgres"),
+        procstat::machine_ticks(),
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (channel, batches) in work {
@@ -211,6 +219,11 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         latencies.extend(t.await??);
     }
     let elapsed = started.elapsed();
+    let cpu_after = (
+        procstat::cpu_ticks(me)?,
+        procstat::cpu_ticks_named("postgres"),
+        procstat::machine_ticks(),
+    );
     latencies.sort();
     let total = per_stream * args.streams;
     let pct = |p: f64| {
@@ -226,6 +239,22 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         pct(0.5),
         pct(0.99)
+    );
+    // Where the CPU went, per event: Postgres (every `postgres` process on the machine), this
+    // process (the control plane and the clients standing in for data planes), and how busy
+    // the whole machine was (other work included).
+    let per_event_us =
+        |ticks: u64| ticks as f64 / procstat::CLOCK_TICKS_PER_SEC * 1e6 / total.max(1) as f64;
+    let busy = match (cpu_before.2, cpu_after.2) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            format!("{:.0} %", (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64)
+        }
+        _ => "unknown".into(),
+    };
+    println!(
+        "ingest CPU per event: Postgres {:.1} µs, control plane + clients {:.1} µs; machine busy {busy}",
+        per_event_us(cpu_after.1.saturating_sub(cpu_before.1)),
+        per_event_us(cpu_after.0.saturating_sub(cpu_before.0)),
     );
     cp.shutdown().await;
     let _ = std::fs::remove_dir_all(&pki);

@@ -63,6 +63,38 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(tree(pid).into_iter().filter_map(stat).map(|(_, t)| t).sum())
 }
 
+/// Total utime + stime (ticks) of every process whose command name is `comm` (e.g. all of a
+/// Postgres server's backends and background workers, `postgres`), alive now.
+pub fn cpu_ticks_named(comm: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .filter_map(stat)
+        .map(|(_, t)| t)
+        .sum()
+}
+
+/// (busy, total) ticks of the whole machine since boot, from `/proc/stat`'s `cpu` line (busy:
+/// everything but idle and iowait).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
 /// Total resident set size (MiB) of `pid` and its descendants.
 pub fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     let mut kb_total: u64 = 0;
@@ -94,5 +126,8 @@ mod tests {
         assert!(cpu_ticks(me).is_ok());
         assert!(rss_mb(me).map(|m| m > 0.0).unwrap_or(false));
         assert!(cpu_ticks(u32::MAX).is_err());
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(busy <= total && total > 0);
+        assert_eq!(cpu_ticks_named("no-such-command-name"), 0);
     }
 }
