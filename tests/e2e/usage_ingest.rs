@@ -105,6 +105,28 @@ pub async fn daily(gw: &Gateway, query: &str) -> Vec<Value> {
     v["data"].as_array().unwrap().clone()
 }
 
+/// The stored events of `request_id` (one page of up to 100).
+async fn stored_events(gw: &Gateway, request_id: &str) -> Vec<Value> {
+    let (status, page) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/usage/events?request_id={request_id}&limit=100"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().clone()
+}
+
+/// A batch from the node `test-node`.
+fn batch(batch_id: &str, events: Vec<UsageEvent>) -> UsageBatch {
+    UsageBatch {
+        batch_id: batch_id.into(),
+        node_id: "test-node".into(),
+        events,
+    }
+}
+
 #[tokio::test]
 async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
     let gw = Gateway::start().await;
@@ -115,12 +137,7 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
         event(&k, &request_id, 250),
         event(&k, &request_id, 7),
     ];
-    let batch = |id: &str| UsageBatch {
-        batch_id: id.into(),
-        node_id: "test-node".into(),
-        events: events.clone(),
-    };
-    let acks = send(&gw, vec![batch("first")]).await;
+    let acks = send(&gw, vec![batch("first", events.clone())]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 0));
     let key = format!("key_id={}", k.id);
     let after_first = daily(&gw, &key).await;
@@ -128,18 +145,12 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
     assert_eq!(after_first[0]["requests"], 3);
     assert_eq!(after_first[0]["cost_micros"], 357);
 
-    let acks = send(&gw, vec![batch("again"), batch("and-again")]).await;
+    let again = vec![batch("again", events.clone()), batch("and-again", events)];
+    let acks = send(&gw, again).await;
     for ack in &acks {
         assert_eq!((ack.inserted, ack.duplicates), (0, 3), "{}", ack.batch_id);
     }
-    let (_, page) = gw
-        .admin(
-            reqwest::Method::GET,
-            &format!("/usage/events?request_id={request_id}"),
-            None,
-        )
-        .await;
-    assert_eq!(page["data"].as_array().unwrap().len(), 3);
+    assert_eq!(stored_events(&gw, &request_id).await.len(), 3);
     assert_eq!(
         daily(&gw, &key).await,
         after_first,
@@ -157,11 +168,6 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_count
     let k = new_key(&gw, None).await;
     let request_id = format!("mixed-{}", uuid::Uuid::now_v7());
     let old = vec![event(&k, &request_id, 100), event(&k, &request_id, 20)];
-    let batch = |id: &str, events: Vec<UsageEvent>| UsageBatch {
-        batch_id: id.into(),
-        node_id: "test-node".into(),
-        events,
-    };
     let acks = send(&gw, vec![batch("old", old.clone())]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (2, 0));
     let new: Vec<UsageEvent> = (1..=3).map(|c| event(&k, &request_id, c)).collect();
@@ -169,14 +175,7 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_count
     let acks = send(&gw, vec![batch("mixed", mixed)]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 2));
 
-    let (_, page) = gw
-        .admin(
-            reqwest::Method::GET,
-            &format!("/usage/events?request_id={request_id}&limit=100"),
-            None,
-        )
-        .await;
-    let rows = page["data"].as_array().unwrap();
+    let rows = stored_events(&gw, &request_id).await;
     let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     let sent: HashSet<&str> = old.iter().chain(&new).map(|e| e.id.as_str()).collect();
     assert_eq!(ids, sent, "every event stored, each once");
@@ -248,24 +247,10 @@ async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
         ..event_at(&k, &request_id, 0, started)
     };
-    let acks = send(
-        &gw,
-        vec![UsageBatch {
-            batch_id: "fields".into(),
-            node_id: "test-node".into(),
-            events: vec![sent.clone()],
-        }],
-    )
-    .await;
+    let acks = send(&gw, vec![batch("fields", vec![sent.clone()])]).await;
     assert_eq!(acks[0].inserted, 1, "{:?}", acks[0]);
-    let (_, page) = gw
-        .admin(
-            reqwest::Method::GET,
-            &format!("/usage/events?request_id={request_id}"),
-            None,
-        )
-        .await;
-    let row = &page["data"][0];
+    let rows = stored_events(&gw, &request_id).await;
+    let row = &rows[0];
     let expected = json!({
         "id": sent.id,
         "schema_version": 2,
@@ -323,28 +308,9 @@ async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
 
     // A success has no error class: stored as NULL, read back as null.
     let ok = event(&k, &request_id, 1);
-    send(
-        &gw,
-        vec![UsageBatch {
-            batch_id: "ok".into(),
-            node_id: "test-node".into(),
-            events: vec![ok.clone()],
-        }],
-    )
-    .await;
-    let (_, page) = gw
-        .admin(
-            reqwest::Method::GET,
-            &format!("/usage/events?request_id={request_id}&limit=10"),
-            None,
-        )
-        .await;
-    let ok_row = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == ok.id.as_str())
-        .unwrap();
+    send(&gw, vec![batch("ok", vec![ok.clone()])]).await;
+    let rows = stored_events(&gw, &request_id).await;
+    let ok_row = rows.iter().find(|r| r["id"] == ok.id.as_str()).unwrap();
     assert_eq!(ok_row["error_class"], Value::Null, "{ok_row}");
     gw.shutdown().await;
 }
