@@ -80,6 +80,41 @@ impl SseSplitter {
         out
     }
 
+    /// Like [`SseSplitter::push`], for a chunk already in a `Bytes` (an HTTP body's read):
+    /// while no partial event is held, the chunk's whole events are handed out as slices of the
+    /// chunk itself, not copied, and only an unfinished tail is kept. (Copying every event into
+    /// the splitter's buffer cost a copy and, since the events handed out still share that
+    /// buffer, a fresh allocation per read.)
+    pub fn push_bytes(&mut self, chunk: Bytes) -> Vec<Bytes> {
+        if self.too_large || !self.buf.is_empty() {
+            return self.push(&chunk);
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let (end, resume) = find_event_end(&chunk[start..], 0);
+            #[cfg(test)]
+            {
+                self.scanned_total += end.unwrap_or(chunk.len() - start);
+            }
+            let Some(end) = end else {
+                // The unfinished tail, searched up to `resume` already.
+                self.buf.extend_from_slice(&chunk[start..]);
+                self.searched = resume;
+                break;
+            };
+            if end > self.max_event {
+                return self.stop(out);
+            }
+            out.push(chunk.slice(start..start + end));
+            start += end;
+        }
+        if self.buf.len() > self.max_event {
+            return self.stop(out);
+        }
+        out
+    }
+
     fn stop(&mut self, out: Vec<Bytes>) -> Vec<Bytes> {
         self.too_large = true;
         self.buf = BytesMut::new();
@@ -225,6 +260,48 @@ mod tests {
             assert_eq!(events.len(), 2, "split at {split}");
             assert_eq!(&*data_of(&events[0]).unwrap(), b"a");
         }
+    }
+
+    #[test]
+    fn events_pushed_as_bytes_are_cut_from_the_chunk_and_match_the_copying_push() {
+        let stream: &[u8] =
+            b"data: {\"a\":1}\n\ndata: b\r\n\r\nevent: x\ndata: one\ndata: two\n\ndata: [DONE]\n\n";
+        for size in [1, 2, 3, 5, 8, 13, stream.len()] {
+            let (mut copying, mut slicing) = (SseSplitter::default(), SseSplitter::default());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for piece in stream.chunks(size) {
+                a.extend(copying.push(piece));
+                b.extend(slicing.push_bytes(Bytes::copy_from_slice(piece)));
+            }
+            a.extend(copying.remainder());
+            b.extend(slicing.remainder());
+            assert_eq!(a, b, "chunks of {size}");
+            assert_eq!(b.len(), 4);
+        }
+        // A whole chunk of events: each is a slice of the chunk, not a copy.
+        let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\n");
+        let events = SseSplitter::default().push_bytes(chunk.clone());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].as_ptr(), chunk.as_ptr());
+        assert_eq!(events[1].as_ptr(), chunk[9..].as_ptr());
+    }
+
+    #[test]
+    fn an_event_over_the_cap_stops_the_splitter_when_pushed_as_bytes_too() {
+        let mut s = SseSplitter::with_max_event(16);
+        let at_cap = "data: 12345678\n\n";
+        let events = s.push_bytes(Bytes::from(format!(
+            "{at_cap}data: 1234567890\n\ndata: x\n\n"
+        )));
+        assert_eq!(events, vec![Bytes::from(at_cap)]);
+        assert_eq!(s.too_large(), Some(EventTooLarge { max: 16 }));
+        assert!(s.push_bytes(Bytes::from_static(b"data: y\n\n")).is_empty());
+        // An unterminated tail past the cap, in one read.
+        let mut s = SseSplitter::with_max_event(16);
+        assert!(s
+            .push_bytes(Bytes::from_static(b"data: 1234567890123"))
+            .is_empty());
+        assert!(s.too_large().is_some());
     }
 
     #[test]

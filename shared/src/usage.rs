@@ -2,9 +2,12 @@
 //!
 //! Fields that hold a closed set of values are enums here ([`ErrorClass`], [`TrafficClass`],
 //! [`Environment`], [`CostFlag`]); they become strings only at the edges: the wire
-//! (`From<&UsageEvent> for wire::UsageEvent` and `TryFrom<wire::UsageEvent>`) and the control
+//! (`From<&UsageEvent> for wire::UsageEvent`, [`UsageEvent::encode_wire`] which writes the same
+//! bytes without building the wire message, and `TryFrom<wire::UsageEvent>`) and the control
 //! plane's database rows. A wire event naming a value this build does not know is not decoded
 //! into a guess: [`Undecodable`] says which field held what, so ingest can quarantine it.
+
+mod encode;
 
 use std::fmt;
 

@@ -63,7 +63,7 @@ pub(crate) async fn pump(
         // into one client write.
         loop {
             let events = match next {
-                Some(Ok(chunk)) => splitter.push(&chunk),
+                Some(Ok(chunk)) => splitter.push_bytes(chunk),
                 Some(Err(e)) => {
                     failure = Some(e.to_string());
                     break;

@@ -9,9 +9,7 @@
 mod anonymous;
 mod metrics;
 
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -56,80 +54,71 @@ pub fn metrics_router(app: App, certificates: Option<modelgate_shared::tls::TlsF
         .with_state((app, certificates.map(std::sync::Arc::new)))
 }
 
-/// The surfaces whose model is in the body: the URI says nothing more.
-async fn serve(app: App, surface: Surface, headers: HeaderMap, body: Body) -> Response {
-    pipeline::serve(app, surface, headers, &http::Uri::from_static("/"), body).await
+/// A request of `surface`, its head taken apart from its body by value: axum's `HeaderMap` and
+/// `Uri` extractors would copy them for every request. The URI matters to Gemini only (it
+/// names the model there); the other surfaces read the model from the body.
+async fn serve(app: App, surface: Surface, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    pipeline::serve(app, surface, parts.headers, &parts.uri, body).await
 }
 
-async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiChat, headers, body).await
+async fn chat_completions(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiChat, req).await
 }
 
-async fn messages(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::AnthropicMessages, headers, body).await
+async fn messages(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::AnthropicMessages, req).await
 }
 
-async fn responses(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiResponses, headers, body).await
+async fn responses(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiResponses, req).await
 }
 
-async fn embeddings(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiEmbeddings, headers, body).await
+async fn embeddings(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiEmbeddings, req).await
 }
 
-async fn images_generations(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiImages, headers, body).await
+async fn images_generations(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiImages, req).await
 }
 
-async fn audio_transcriptions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiTranscriptions, headers, body).await
+async fn audio_transcriptions(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiTranscriptions, req).await
 }
 
-async fn audio_translations(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiTranslations, headers, body).await
+async fn audio_translations(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiTranslations, req).await
 }
 
-async fn audio_speech(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    serve(app, Surface::OpenAiSpeech, headers, body).await
+async fn audio_speech(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::OpenAiSpeech, req).await
 }
 
-async fn generate_content(
-    State(app): State<App>,
-    uri: http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    pipeline::serve(app, Surface::Gemini, headers, &uri, body).await
+async fn generate_content(State(app): State<App>, req: Request) -> Response {
+    serve(app, Surface::Gemini, req).await
 }
 
-async fn videos_create(
-    State(app): State<App>,
-    uri: http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    videos::create(app, uri, headers, body).await
+async fn videos_create(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    videos::create(app, parts.uri, parts.headers, body).await
 }
 
-async fn videos_retrieve(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    videos::job_request(app, id, headers, None).await
+async fn videos_retrieve(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    videos::job_request(app, id, req.into_parts().0.headers, None).await
 }
 
 async fn videos_content(
     State(app): State<App>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    let headers = req.into_parts().0.headers;
     videos::job_request(app, id, headers, Some(query.unwrap_or_default())).await
 }
 
-async fn list_models(State(app): State<App>, headers: HeaderMap) -> Response {
-    models::list(app, headers).await
+async fn list_models(State(app): State<App>, req: Request) -> Response {
+    models::list(app, req.into_parts().0.headers).await
 }
 
 async fn unknown_route(State(app): State<App>, req: Request) -> Response {

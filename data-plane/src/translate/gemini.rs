@@ -22,9 +22,11 @@
 //!   (they are the model's own scratch text, not a parameter).
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::StatusCode;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -1041,10 +1043,21 @@ impl OpenAiToGemini {
     }
 }
 
+/// Searchers for what a Gemini stream event is checked for, built once (building one costs more
+/// than searching an event with it): `usageMetadata` (as its name ends, with its quote)...
+pub static USAGE_METADATA: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"sageMetadata\""));
+/// ... and a finish reason, in either spelling.
+static FINISH_REASON: LazyLock<[Finder<'static>; 2]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"finishReason\""),
+        Finder::new(b"\"finish_reason\""),
+    ]
+});
+
 /// Whether a Gemini chunk carries a finish reason (cheap check on the raw bytes).
 pub fn has_finish_reason(data: &[u8]) -> bool {
-    memchr::memmem::find(data, b"\"finishReason\"").is_some()
-        || memchr::memmem::find(data, b"\"finish_reason\"").is_some()
+    FINISH_REASON.iter().any(|f| f.find(data).is_some())
 }
 
 #[cfg(test)]

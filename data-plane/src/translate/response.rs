@@ -64,7 +64,7 @@ struct CompletionDetails {
 /// `completion_tokens_details.reasoning_tokens` inside `completion_tokens`, which is the
 /// convention [`Usage`] keeps.
 pub fn openai_usage(json: &[u8]) -> Option<Usage> {
-    if super::scan::every_member_null(json, b"usage") {
+    if super::scan::every_member_null(json, &super::scan::QUOTED_USAGE) {
         // Most chunks of a stream that reports usage say `"usage":null`.
         return None;
     }

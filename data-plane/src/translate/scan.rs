@@ -8,6 +8,10 @@
 //! When it cannot find the member — absent, a key written with escapes, or a body that is not
 //! an object — callers fall back to a full parse, so the answer never depends on the shortcut.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 /// The raw bytes of the value of `key` among the members of the top-level object in `json`.
 pub fn member<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
     let mut i = skip_ws(json, 0);
@@ -41,16 +45,18 @@ pub fn member<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
     }
 }
 
-/// Every member named `key`, at any depth, has the value `null` — or there is none. Exact for
-/// JSON: the bytes `"key"` followed by `:` can only be a member's name (inside a string every
-/// quote is escaped), and an occurrence followed by anything else is a string value.
-pub fn every_member_null(json: &[u8], key: &[u8]) -> bool {
-    let mut quoted = Vec::with_capacity(key.len() + 2);
-    quoted.push(b'"');
-    quoted.extend_from_slice(key);
-    quoted.push(b'"');
-    for at in memchr::memmem::find_iter(json, &quoted) {
-        let i = skip_ws(json, at + quoted.len());
+/// A searcher for `"usage"` (the name quoted), built once: building a `memmem` searcher costs
+/// more than searching a stream event with it, and a stream is searched event by event.
+pub static QUOTED_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+
+/// Every member of the name `quoted` searches for (the name in quotes, e.g. [`QUOTED_USAGE`]),
+/// at any depth, has the value `null` — or there is none. Exact for JSON: the bytes `"key"`
+/// followed by `:` can only be a member's name (inside a string every quote is escaped), and an
+/// occurrence followed by anything else is a string value.
+pub fn every_member_null(json: &[u8], quoted: &Finder<'_>) -> bool {
+    let len = quoted.needle().len();
+    for at in quoted.find_iter(json) {
+        let i = skip_ws(json, at + len);
         if json.get(i) != Some(&b':') {
             continue;
         }
@@ -143,25 +149,26 @@ mod tests {
     #[test]
     fn null_members_are_told_apart_from_present_ones_at_any_depth() {
         use super::every_member_null;
-        assert!(every_member_null(br#"{"id":"x","usage":null}"#, b"usage"));
-        assert!(every_member_null(br#"{"id":"x"}"#, b"usage"));
+        let usage = &super::QUOTED_USAGE;
+        assert!(every_member_null(br#"{"id":"x","usage":null}"#, usage));
+        assert!(every_member_null(br#"{"id":"x"}"#, usage));
         // A string value "usage" is not a member.
         assert!(every_member_null(
             br#"{"reason":"usage","usage" : null}"#,
-            b"usage"
+            usage
         ));
         // Escaped inside a string, it is neither.
         assert!(every_member_null(
             br#"{"c":"\"usage\": 5","usage":null}"#,
-            b"usage"
+            usage
         ));
         assert!(!every_member_null(
             br#"{"usage":{"prompt_tokens":1}}"#,
-            b"usage"
+            usage
         ));
         assert!(!every_member_null(
             br#"{"a":{"usage":null},"usage":{"x":1}}"#,
-            b"usage"
+            usage
         ));
     }
 

@@ -121,7 +121,7 @@ impl StreamTranslator {
                 }
                 self.streamed.push(&data);
                 let mut forward = true;
-                if memchr::memmem::find(&data, b"\"usage\"").is_some() {
+                if super::scan::QUOTED_USAGE.find(&data).is_some() {
                     if let Some(u) = openai_usage(&data) {
                         self.usage = Some(u);
                         forward = *client_wants_usage || !usage_only(&data);
@@ -200,7 +200,7 @@ impl StreamTranslator {
             }
             Mode::GeminiPass { held, finished } => {
                 self.streamed.push(&data);
-                if memchr::memmem::find(&data, b"sageMetadata\"").is_some() {
+                if gemini::USAGE_METADATA.find(&data).is_some() {
                     if let Some(u) = gemini::gemini_usage(&data) {
                         self.usage = Some(u);
                     }

@@ -487,17 +487,18 @@ impl Spool {
     }
 }
 
-/// An event as a spool record: `len | crc32 | payload`, in one buffer.
+/// An event as a spool record: `len | crc32 | payload`, in one buffer. The payload is encoded
+/// straight from the event (`UsageEvent::encode_wire`: the wire message's bytes, its strings
+/// copied once, into the record).
 fn frame(event: &UsageEvent) -> Result<Vec<u8>, SpoolError> {
-    let wire = wire::UsageEvent::from(event);
-    let len = wire.encoded_len();
+    let len = event.wire_len();
     if len > MAX_RECORD as usize {
         return Err(SpoolError::TooLarge(len));
     }
     let mut record = Vec::with_capacity(HEADER + len);
     record.extend_from_slice(&[0; HEADER]);
-    // Encoding into a Vec with room for the whole message cannot fail.
-    let _ = wire.encode(&mut record);
+    event.encode_wire(&mut record);
+    debug_assert_eq!(record.len(), HEADER + len);
     let crc = crc32fast::hash(&record[HEADER..]);
     record[..4].copy_from_slice(&(len as u32).to_le_bytes());
     record[4..HEADER].copy_from_slice(&crc.to_le_bytes());

@@ -165,3 +165,95 @@ fn an_unknown_environment_or_cost_flag_is_refused_too() {
     w.environment = "Prod".into();
     assert!(UsageEvent::try_from(w).is_err());
 }
+
+/// Every field set to a value other than its default: listed in full (no `..Default`), so a
+/// field added to the event must be added here, and so to the encoding check below.
+fn every_field_set() -> UsageEvent {
+    let attempt = |n: u8| Attempt {
+        deployment_id: format!("p{n}/gpt"),
+        provider_id: format!("p{n}"),
+        model: "gpt".into(),
+        status: 503,
+        error_class: Some(ErrorClass::ProviderError),
+        latency_us: 1_234,
+        started_at_ms: 1_700_000_000_000,
+        error_message: "503".into(),
+    };
+    UsageEvent {
+        schema_version: USAGE_SCHEMA_VERSION,
+        id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+        request_id: "req-1".into(),
+        started_at_ms: 1_700_000_000_000,
+        first_byte_at_ms: 1_700_000_000_010,
+        ended_at_ms: 1_700_000_000_020,
+        node_id: "node-1".into(),
+        region: "eu-west".into(),
+        key_id: "k1".into(),
+        team_id: "t1".into(),
+        user_id: "u1".into(),
+        application: "app".into(),
+        environment: Some(Environment::Staging),
+        endpoint: "chat.completions".into(),
+        requested_model: "smart".into(),
+        provider_id: "p2".into(),
+        served_model: "gpt".into(),
+        deployment_id: "p2/gpt".into(),
+        attempts: vec![attempt(1), attempt(2)],
+        status: 429,
+        error_class: Some(ErrorClass::RateLimited),
+        error_message: "é".repeat(200),
+        latency_us: 20_000,
+        ttfb_us: 10_000,
+        input_tokens: 300,
+        output_tokens: 40,
+        cached_input_tokens: 3,
+        reasoning_tokens: 4,
+        images: 1,
+        media_ms: 1_500,
+        characters: 77,
+        cost_micros: 1 << 40,
+        price_version: 7,
+        streamed: true,
+        estimated: true,
+        fallback_used: true,
+        traffic_class: Some(TrafficClass::Batch),
+        cost_flag: CostFlag::PriceMissing,
+        cache_hit: true,
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+    }
+}
+
+/// The bytes `encode_wire` writes, checked against prost's encoding of the wire message.
+fn assert_encodes_as_the_wire_message(e: &UsageEvent) {
+    use prost::Message;
+    let expected = wire::UsageEvent::from(e).encode_to_vec();
+    let mut bytes = vec![0xAA];
+    e.encode_wire(&mut bytes);
+    assert_eq!(
+        &bytes[1..],
+        expected.as_slice(),
+        "appended after what was there"
+    );
+    assert_eq!(bytes[0], 0xAA);
+    assert_eq!(e.wire_len(), expected.len());
+}
+
+#[test]
+fn an_event_encoded_directly_is_byte_for_byte_the_wire_message() {
+    assert_encodes_as_the_wire_message(&every_field_set());
+    // Defaults are left out, as prost leaves them out.
+    assert_encodes_as_the_wire_message(&UsageEvent::default());
+    // A negative int64 is ten bytes of two's complement on the wire.
+    let mut negative = every_field_set();
+    negative.cost_micros = -5;
+    negative.attempts[0].started_at_ms = -1;
+    assert_encodes_as_the_wire_message(&negative);
+    // Each optional typed field at `None`, and an attempt with nothing but its defaults.
+    let mut sparse = every_field_set();
+    sparse.environment = None;
+    sparse.error_class = None;
+    sparse.traffic_class = None;
+    sparse.cost_flag = CostFlag::None;
+    sparse.attempts = vec![Attempt::default()];
+    assert_encodes_as_the_wire_message(&sparse);
+}
