@@ -11,7 +11,7 @@ mod metrics;
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use crate::error::ProxyError;
@@ -20,20 +20,26 @@ use crate::surfaces::Surface;
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(messages))
-        .route("/v1/responses", post(responses))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/images/generations", post(images_generations))
-        .route("/v1/audio/transcriptions", post(audio_transcriptions))
-        .route("/v1/audio/translations", post(audio_translations))
-        .route("/v1/audio/speech", post(audio_speech))
+        .route("/v1/chat/completions", serving(Surface::OpenAiChat))
+        .route("/v1/messages", serving(Surface::AnthropicMessages))
+        .route("/v1/responses", serving(Surface::OpenAiResponses))
+        .route("/v1/embeddings", serving(Surface::OpenAiEmbeddings))
+        .route("/v1/images/generations", serving(Surface::OpenAiImages))
+        .route(
+            "/v1/audio/transcriptions",
+            serving(Surface::OpenAiTranscriptions),
+        )
+        .route(
+            "/v1/audio/translations",
+            serving(Surface::OpenAiTranslations),
+        )
+        .route("/v1/audio/speech", serving(Surface::OpenAiSpeech))
         .route("/v1/videos", post(videos_create))
         .route("/v1/videos/{id}", get(videos_retrieve))
         .route("/v1/videos/{id}/content", get(videos_content))
-        .route("/v1beta/models/{*rest}", post(generate_content))
+        .route("/v1beta/models/{*rest}", serving(Surface::Gemini))
         // Google's stable version (the google-genai SDK's default) has the same wire format.
-        .route("/v1/models/{*rest}", post(generate_content))
+        .route("/v1/models/{*rest}", serving(Surface::Gemini))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(unknown_route)
@@ -62,40 +68,9 @@ async fn serve(app: App, surface: Surface, req: Request) -> Response {
     pipeline::serve(app, surface, parts.headers, &parts.uri, body).await
 }
 
-async fn chat_completions(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiChat, req).await
-}
-
-async fn messages(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::AnthropicMessages, req).await
-}
-
-async fn responses(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiResponses, req).await
-}
-
-async fn embeddings(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiEmbeddings, req).await
-}
-
-async fn images_generations(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiImages, req).await
-}
-
-async fn audio_transcriptions(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiTranscriptions, req).await
-}
-
-async fn audio_translations(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiTranslations, req).await
-}
-
-async fn audio_speech(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::OpenAiSpeech, req).await
-}
-
-async fn generate_content(State(app): State<App>, req: Request) -> Response {
-    serve(app, Surface::Gemini, req).await
+/// The `POST` route of a surface served by the pipeline as it is.
+fn serving(surface: Surface) -> MethodRouter<App> {
+    post(move |State(app): State<App>, req: Request| serve(app, surface, req))
 }
 
 async fn videos_create(State(app): State<App>, req: Request) -> Response {
