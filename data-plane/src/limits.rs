@@ -456,8 +456,12 @@ impl Limits {
         let task = tokio::spawn(async move {
             let counter = &counters.measures[slot(measure)];
             let _g = counter.call.lock().await;
-            if need > 0 {
-                // Someone else's call may already have covered this.
+            // Someone else's call may already have covered this: a minute's share comes in
+            // chunks that serve many requests. Not a slot: a concurrency share grows one slot
+            // at a time, and the slot another request's call just brought is that request's;
+            // taking it here would send that one round again, and a request whose round
+            // brought nothing new is refused (seen as a 429 under a limit with slots free).
+            if need > 0 && measure.windowed() {
                 let l = lock(&counter.local);
                 if l.lease_live(Instant::now()) && l.consumed.saturating_add(need) <= l.granted {
                     return true;
