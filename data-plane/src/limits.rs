@@ -656,3 +656,6 @@ fn chunk(limit: &RateLimit, measure: Measure, need: i64) -> i64 {
         base.max(need)
     }
 }
+
+#[cfg(test)]
+mod tests;
