@@ -293,9 +293,10 @@ async fn store(
     }
     for load in [Load::Copy, Load::Insert] {
         // The block is taken first, in its own transaction (see `super::sequence`).
-        let block = match events.is_empty() {
-            true => None,
-            false => Some(sequence::take(db, events.len()).await?),
+        let block = if events.is_empty() {
+            None
+        } else {
+            Some(sequence::take(db, events.len()).await?)
         };
         let stored = store_postgres(db, &group, block, load).await;
         if let (false, Some(block)) = (matches!(stored, Ok(Some(_))), block) {
