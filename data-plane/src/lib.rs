@@ -208,7 +208,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
     let cache = Arc::new(
         cache::Cache::new(&settings.cache, metrics.clone()).context("the response cache")?,
     );
-    let app = pipeline::App {
+    let app = Arc::new(pipeline::AppState {
         config_updates: config_updates.clone(),
         cache,
         runtime: runtime.clone(),
@@ -228,7 +228,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         limits: limits::Limits::new(&settings.node_id, control_plane),
         clock: settings.clock.clone(),
         security: security::Guard::start(&settings.data_dir, &settings.security),
-    };
+    });
     let app_limits = app.limits.clone();
     let listener = Listener::bind(settings.listen, settings.http.clone())
         .await

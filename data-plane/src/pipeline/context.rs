@@ -9,9 +9,13 @@ use crate::usage::metered::MeteredJobs;
 use crate::usage::spool::Spool;
 use crate::usage::Origin;
 
-/// What every handler and stage shares.
-#[derive(Clone)]
-pub struct App {
+/// What every handler and stage shares: one reference-counted handle, so that the two clones
+/// a request makes (axum's state for the guard and for the handler) are one atomic increment
+/// each rather than one per field.
+pub type App = Arc<AppState>;
+
+/// The node's state behind [`App`].
+pub struct AppState {
     pub runtime: SharedRuntime,
     pub spool: Spool,
     pub origin: Arc<Origin>,

@@ -39,7 +39,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-pub use context::App;
+pub use context::{App, AppState};
 
 use crate::cache::CACHE_HEADER;
 use crate::surfaces::Surface;
