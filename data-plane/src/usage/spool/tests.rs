@@ -280,3 +280,41 @@ fn a_detached_append_is_written_before_it_returns_when_no_write_is_in_progress()
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, "event-7");
 }
+
+#[tokio::test]
+async fn batches_read_past_the_read_step_come_back_whole_in_order_and_without_gaps() {
+    let dir = temp_dir("steps");
+    let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
+    // Small records around a record larger than one read step, the whole well past two steps.
+    let big = UsageEvent {
+        error_message: "x".repeat(READ_STEP + 1000),
+        ..event(1000)
+    };
+    let small = |n| UsageEvent {
+        error_message: "y".repeat(100),
+        ..event(n)
+    };
+    for n in 0..6000 {
+        spool.append(&small(n)).await.unwrap();
+        if n == 1000 {
+            spool.append(&big).await.unwrap();
+        }
+    }
+    let committed = *spool.committed().borrow();
+    assert!(committed.offset > 2 * READ_STEP as u64);
+
+    let (mut offset, mut ids) = (0, Vec::new());
+    loop {
+        let (events, end) = read_records(&dir, committed.segment, offset, 700).unwrap();
+        if events.is_empty() {
+            break;
+        }
+        assert!(events.len() <= 700);
+        ids.extend(events.into_iter().map(|e| e.id));
+        offset = end;
+    }
+    let mut expected: Vec<String> = (0..6000).map(|n| format!("event-{n}")).collect();
+    expected.insert(1001, "event-1000".into());
+    assert_eq!(ids, expected);
+    assert_eq!(offset, committed.offset);
+}
