@@ -46,6 +46,14 @@ pub struct IngestArgs {
     /// sending prost-encoded batches of `--batch` events).
     #[arg(long, value_enum, default_value_t = Sender::Shipper)]
     pub sender: Sender,
+    /// Ingest into `--database-url` as it is, kept afterwards (e.g. the scratch database the
+    /// request-log bench filled with 10M rows), instead of a fresh database dropped at the end.
+    #[arg(long)]
+    pub existing_database: bool,
+    /// The control plane's master key (64 hex digits); a new one each run by default. An
+    /// `--existing-database` needs the same key on every run after its first.
+    #[arg(long, env = "MODELGATE_MASTER_KEY")]
+    pub master_key: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,15 +104,17 @@ fn sample_event(i: usize, keys: &[(String, String)]) -> DomainEvent {
     }
 }
 
-/// 50 keys in 5 teams, made through the service layer: (key id, team id).
+/// 50 keys in 5 teams, made through the service layer: (key id, team id). Team names carry the
+/// run's own suffix, so runs can share an `--existing-database`.
 async fn bench_keys(
     s: &modelgate_control_plane::service::Services,
 ) -> anyhow::Result<Vec<(String, String)>> {
     use modelgate_control_plane::service::{authz::Actor, keys, teams};
     let actor = Actor::system();
     let mut teams_made = Vec::new();
+    let run = modelgate_shared::new_id().simple().to_string();
     for t in 0..5 {
-        let name = format!("bench-team-{t}");
+        let name = format!("bench-team-{t}-{}", &run[run.len() - 8..]);
         teams_made.push(
             teams::create(s, &actor, teams::CreateTeam { name })
                 .await?
@@ -126,7 +136,7 @@ async fn bench_keys(
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (url, cleanup) = if args.database_url.starts_with("postgres") {
+    let (url, cleanup) = if args.database_url.starts_with("postgres") && !args.existing_database {
         let name = format!("mg_bench_{}", modelgate_shared::new_id().simple());
         let admin = Database::connect(&args.database_url)
             .await
@@ -157,7 +167,11 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     };
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url,
-        master_key_hex: modelgate_control_plane::crypto::Sealer::generate_master_key_hex().into(),
+        master_key_hex: args
+            .master_key
+            .clone()
+            .unwrap_or_else(modelgate_control_plane::crypto::Sealer::generate_master_key_hex)
+            .into(),
         admin_listen: "127.0.0.1:0".parse()?,
         admin_http: Default::default(),
         grpc_listen: "127.0.0.1:0".parse()?,
