@@ -420,3 +420,41 @@ async fn statements_are_read_by_the_teams_billing_role_and_refuse_a_malformed_mo
     );
     gw.shutdown().await;
 }
+
+/// One team's month of more than a page of events (a statement reads 10,000 at a time), 1,500
+/// of them in each of seven milliseconds, so that a page ends inside a millisecond: every event
+/// is counted once, and the lines add up to the ledger.
+#[tokio::test]
+async fn a_month_of_more_than_a_page_of_events_sharing_milliseconds_counts_each_event_once() {
+    use crate::usage_ingest::{event_at, new_key, send};
+    use modelgate_proto::usage::v1::UsageBatch;
+
+    let gw = Gateway::start().await;
+    let k = new_key(&gw, None).await;
+    let noon = at("2026-03-10T12:00:00Z").timestamp_millis();
+    let events: Vec<_> = (0..10_500)
+        .map(|i| event_at(&k, "paged", 1 + i % 3, noon + i % 7))
+        .collect();
+    let ledger: i64 = events.iter().map(|e| e.cost_micros).sum();
+    let batches = events
+        .chunks(1_000)
+        .enumerate()
+        .map(|(n, chunk)| UsageBatch {
+            batch_id: format!("paged-{n}"),
+            node_id: "test-node".into(),
+            events: chunk.to_vec(),
+        })
+        .collect();
+    let stored: u64 = send(&gw, batches)
+        .await
+        .iter()
+        .map(|a| u64::from(a.inserted))
+        .sum();
+    assert_eq!(stored, 10_500);
+
+    let st = statement(&gw, &k.team_id, "2026-03").await;
+    assert_eq!(st["requests"], 10_500, "{st}");
+    assert_eq!(st["usage_micros"], ledger);
+    assert_eq!(lines_total(&st), ledger);
+    gw.shutdown().await;
+}

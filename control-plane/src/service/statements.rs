@@ -466,55 +466,81 @@ async fn build(s: &Services, team_id: &str, month: Month) -> Result<Statement, S
         .map(|p| (p.id, p.kind))
         .collect();
 
-    // covers(M), see the module doc.
-    let in_month = Condition::all()
-        .add(E::StartedAtMs.gte(start.timestamp_millis()))
-        .add(E::StartedAtMs.lt(end.timestamp_millis()));
-    let mut covered = Condition::any().add(in_month);
-    if let Some(cs) = prev_close {
-        covered = covered.add(
-            Condition::all()
-                .add(E::StartedAtMs.lt(start.timestamp_millis()))
-                .add(E::Seq.gt(cs)),
-        );
-    }
-    let mut cond = Condition::all()
+    // covers(M), see the module doc, read as two scans the team index `(team_id, started_at_ms,
+    // seq, …)` serves: the month's own events, in time order, and the late ones (started
+    // before M, stored after M−1 closed), with `seq` checked on the index entries. One scan
+    // ordered by `seq` over both made every page merge the partitions' `seq` indexes from the
+    // cursor, reading a partition with none of the team's events to its end each time.
+    let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
+    let mut team = Condition::all()
         .add(E::TeamId.eq(team_id))
-        .add(E::Seq.is_not_null())
-        .add(covered);
+        .add(E::Seq.is_not_null());
     if let Some(c) = this_close {
-        cond = cond.add(E::Seq.lte(c.close_seq));
+        team = team.add(E::Seq.lte(c.close_seq));
     }
-
     let mut sums: BTreeMap<LineKey, Sum> = BTreeMap::new();
     let (mut requests, mut late, mut usage, mut deducted) = (0u64, 0u64, 0i64, 0i64);
-    let mut after = i64::MIN;
+    let mut count = |e: &usage_event::Model| {
+        requests += 1;
+        usage += e.cost_micros;
+        if opened_seq.is_some_and(|o| e.seq.is_some_and(|seq| seq > o)) {
+            deducted += e.cost_micros;
+        }
+        let original_day = (e.started_at_ms < start_ms).then(|| {
+            late += 1;
+            day(e.started_at_ms)
+        });
+        itemise(&mut sums, e, original_day, &catalog, &kinds);
+    };
+
+    let in_month = team
+        .clone()
+        .add(E::StartedAtMs.gte(start_ms))
+        .add(E::StartedAtMs.lt(end_ms));
+    let mut after: Option<(i64, i64)> = None;
     loop {
+        let mut cond = in_month.clone();
+        if let Some((at, seq)) = after {
+            // The first bound starts the index range at the cursor; the second breaks the tie
+            // on the millisecond.
+            cond = cond.add(E::StartedAtMs.gte(at)).add(
+                Condition::any()
+                    .add(E::StartedAtMs.gt(at))
+                    .add(E::Seq.gt(seq)),
+            );
+        }
         let page = usage_event::Entity::find()
-            .filter(cond.clone())
-            .filter(E::Seq.gt(after))
+            .filter(cond)
+            .order_by_asc(E::StartedAtMs)
             .order_by_asc(E::Seq)
             .limit(PAGE)
             .all(&s.db)
             .await?;
-        let Some(last) = page.last().and_then(|e| e.seq) else {
-            break;
-        };
-        after = last;
-        for e in &page {
-            requests += 1;
-            usage += e.cost_micros;
-            if opened_seq.is_some_and(|o| e.seq.is_some_and(|seq| seq > o)) {
-                deducted += e.cost_micros;
+        page.iter().for_each(&mut count);
+        match page.last() {
+            Some(e) if page.len() as u64 == PAGE => {
+                after = Some((e.started_at_ms, e.seq.unwrap_or(0)))
             }
-            let original_day = (e.started_at_ms < start.timestamp_millis()).then(|| {
-                late += 1;
-                day(e.started_at_ms)
-            });
-            itemise(&mut sums, e, original_day, &catalog, &kinds);
+            _ => break,
         }
-        if (page.len() as u64) < PAGE {
-            break;
+    }
+
+    if let Some(cs) = prev_close {
+        let late_ones = team.add(E::StartedAtMs.lt(start_ms)).add(E::Seq.gt(cs));
+        let mut after = cs;
+        loop {
+            let page = usage_event::Entity::find()
+                .filter(late_ones.clone())
+                .filter(E::Seq.gt(after))
+                .order_by_asc(E::Seq)
+                .limit(PAGE)
+                .all(&s.db)
+                .await?;
+            page.iter().for_each(&mut count);
+            match page.last().and_then(|e| e.seq) {
+                Some(last) if page.len() as u64 == PAGE => after = last,
+                _ => break,
+            }
         }
     }
 
