@@ -135,6 +135,34 @@ async fn bench_keys(
     Ok(out)
 }
 
+/// The bench's fleet: a throwaway CA and certificates under `pki`, the control plane's gRPC
+/// endpoint, and the keys the events name.
+struct Fleet {
+    pki: std::path::PathBuf,
+    endpoint: String,
+    keys: Vec<(String, String)>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Fleet {
+    fn files(&self, name: &str) -> TlsFiles {
+        TlsFiles {
+            ca: self.pki.join("ca.pem"),
+            cert: self.pki.join(format!("{name}.pem")),
+            key: self.pki.join(format!("{name}-key.pem")),
+        }
+    }
+
+    /// A channel to the control plane as data plane `node`, with a certificate of its own.
+    fn node_channel(&self, node: &str) -> anyhow::Result<tonic::transport::Channel> {
+        issue::issue_node(&self.pki, node, &Default::default(), self.now)?;
+        Ok(channel::connect(
+            &self.endpoint,
+            &ControlPlaneSecurity::Tls(self.files(node)),
+        )?)
+    }
+}
+
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let (url, cleanup) = if args.database_url.starts_with("postgres") && !args.existing_database {
         let name = format!("mg_bench_{}", modelgate_shared::new_id().simple());
@@ -160,10 +188,11 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     issue::init_ca(&pki, now)?;
     issue::issue_control_plane(&pki, &["localhost".to_owned()], &[], now)?;
-    let files = |name: &str| TlsFiles {
-        ca: pki.join("ca.pem"),
-        cert: pki.join(format!("{name}.pem")),
-        key: pki.join(format!("{name}-key.pem")),
+    let mut fleet = Fleet {
+        pki,
+        endpoint: String::new(),
+        keys: Vec::new(),
+        now,
     };
     let cp = modelgate_control_plane::start(modelgate_control_plane::Settings {
         database_url: url,
@@ -175,7 +204,9 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         admin_listen: "127.0.0.1:0".parse()?,
         admin_http: Default::default(),
         grpc_listen: "127.0.0.1:0".parse()?,
-        grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(files("control-plane"))?)),
+        grpc_security: GrpcSecurity::Tls(Arc::new(Reloading::server(
+            fleet.files("control-plane"),
+        )?)),
         grpc_limits: Default::default(),
         metrics_listen: None,
         clock: modelgate_shared::clock::system(),
@@ -184,13 +215,13 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         statement_grace: modelgate_control_plane::service::statements::DEFAULT_GRACE,
     })
     .await?;
-    let keys = bench_keys(&cp.services).await?;
-    let endpoint = format!("https://localhost:{}", cp.grpc_addr.port());
+    fleet.keys = bench_keys(&cp.services).await?;
+    fleet.endpoint = format!("https://localhost:{}", cp.grpc_addr.port());
     let per_stream = args.events / args.streams.max(1);
     let total = per_stream * args.streams;
     let measured = match args.sender {
-        Sender::Shipper => ship_from_spools(&args, &keys, &pki, &endpoint, &files, now).await?,
-        Sender::Client => send_batches(&args, &keys, &pki, &endpoint, &files, now).await?,
+        Sender::Shipper => ship_from_spools(&args, &fleet).await?,
+        Sender::Client => send_batches(&args, &fleet).await?,
     };
     let Measured {
         elapsed,
@@ -238,7 +269,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         per_event_us(cpu_after.0.saturating_sub(cpu_before.0)),
     );
     cp.shutdown().await;
-    let _ = std::fs::remove_dir_all(&pki);
+    let _ = std::fs::remove_dir_all(&fleet.pki);
     if let Some((admin, name)) = cleanup {
         admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -270,29 +301,21 @@ struct Measured {
 /// `--sender shipper`: each stream is a node's spool, filled with its share of the events
 /// before the clock starts, and the node's own shipper sending it to the control plane. The
 /// clock stops when every spool is acknowledged to its end.
-async fn ship_from_spools(
-    args: &IngestArgs,
-    keys: &[(String, String)],
-    pki: &std::path::Path,
-    endpoint: &str,
-    files: &impl Fn(&str) -> TlsFiles,
-    now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Measured> {
+async fn ship_from_spools(args: &IngestArgs, fleet: &Fleet) -> anyhow::Result<Measured> {
     use modelgate_data_plane::usage::shipper::{backlog_bytes, Shipper};
     let per_stream = args.events / args.streams.max(1);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut nodes = Vec::new();
     for s in 0..args.streams {
         let node = format!("bench-{s}");
-        let dir = pki.join(format!("spool-{s}"));
+        let dir = fleet.pki.join(format!("spool-{s}"));
         let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never))?;
         for j in 0..per_stream {
-            let mut e = sample_event(s * per_stream + j, keys);
+            let mut e = sample_event(s * per_stream + j, &fleet.keys);
             e.node_id.clone_from(&node);
             spool.append(&e).await?;
         }
-        issue::issue_node(pki, &node, &Default::default(), now)?;
-        let channel = channel::connect(endpoint, &ControlPlaneSecurity::Tls(files(&node)))?;
+        let channel = fleet.node_channel(&node)?;
         nodes.push((node, spool, channel));
     }
     let cpu_before = cpu_now()?;
@@ -344,14 +367,7 @@ async fn ship_from_spools(
 
 /// `--sender client`: prost-built batches of `--batch` events sent through the generated
 /// client, one call and one batch in flight per stream.
-async fn send_batches(
-    args: &IngestArgs,
-    keys: &[(String, String)],
-    pki: &std::path::Path,
-    endpoint: &str,
-    files: &impl Fn(&str) -> TlsFiles,
-    now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Measured> {
+async fn send_batches(args: &IngestArgs, fleet: &Fleet) -> anyhow::Result<Measured> {
     let per_stream = args.events / args.streams.max(1);
     // Build every batch first so the measurement is the ingest, not the generator.
     let mut work = Vec::new();
@@ -362,7 +378,7 @@ async fn send_batches(
             let n = args.batch.min(per_stream - i);
             let events: Vec<UsageEvent> = (i..i + n)
                 .map(|j| {
-                    let mut e = UsageEvent::from(&sample_event(s * per_stream + j, keys));
+                    let mut e = UsageEvent::from(&sample_event(s * per_stream + j, &fleet.keys));
                     e.node_id = format!("bench-{s}");
                     e
                 })
@@ -375,8 +391,7 @@ async fn send_batches(
             i += n;
         }
         let node = format!("bench-{s}");
-        issue::issue_node(pki, &node, &Default::default(), now)?;
-        let channel = channel::connect(endpoint, &ControlPlaneSecurity::Tls(files(&node)))?;
+        let channel = fleet.node_channel(&node)?;
         work.push((channel, batches));
     }
     let cpu_before = cpu_now()?;
