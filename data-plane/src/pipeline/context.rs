@@ -1,5 +1,5 @@
-//! What every stage of the pipeline shares: the node's state, built once at start and cloned
-//! (cheaply: every field is a handle) into each request. The lowest stage: it names no other.
+//! What every stage of the pipeline shares: the node's state, built once at start and shared
+//! with each request through one `Arc`. The lowest stage: it names no other.
 
 use std::sync::Arc;
 
