@@ -386,6 +386,7 @@ async fn send_batches(args: &IngestArgs, fleet: &Fleet) -> anyhow::Result<Measur
             batches.push(UsageBatch {
                 batch_id: modelgate_shared::new_id().to_string(),
                 node_id: format!("bench-{s}"),
+                resent: false,
                 events,
             });
             i += n;

@@ -106,6 +106,7 @@ pub struct CpMetrics {
     scrape: Mutex<()>,
     usage_events: Family<OutcomeLabels, Counter>,
     usage_batches: Counter,
+    copy_refused: Counter,
     ingest_lag: Histogram,
     snapshots_published: Counter,
     snapshot_version: Gauge,
@@ -147,6 +148,14 @@ impl Default for CpMetrics {
             "modelgate_cp_usage_batches",
             "Usage batches committed and acknowledged",
             usage_batches.clone(),
+        );
+        let copy_refused = Counter::default();
+        r.register(
+            "modelgate_cp_usage_copy_refused",
+            "Usage batches whose group Postgres refused to take by binary COPY (an event already \
+             stored, a NUL in its text) and that were stored again by INSERT; a batch the node \
+             marked as resent skips COPY and is not counted",
+            copy_refused.clone(),
         );
         let ingest_lag = Histogram::new(LAG_BUCKETS);
         r.register_with_unit(
@@ -243,6 +252,7 @@ impl Default for CpMetrics {
             scrape: Mutex::new(()),
             usage_events,
             usage_batches,
+            copy_refused,
             ingest_lag,
             snapshots_published,
             snapshot_version,
@@ -290,6 +300,11 @@ impl CpMetrics {
             self.ingest_lag
                 .observe((now_ms - ended).max(0) as f64 / 1000.0);
         }
+    }
+
+    /// A usage batch was stored by `INSERT` after its group's binary `COPY` was refused.
+    pub fn copy_refused(&self) {
+        self.copy_refused.inc();
     }
 
     /// A new snapshot version was published.

@@ -775,6 +775,7 @@ async fn cli_lists_the_usage_quarantine_with_node_and_reason() {
         vec![UsageBatch {
             batch_id: "b".into(),
             node_id: "node-cli".into(),
+            resent: false,
             events: vec![bad.clone()],
         }],
     )

@@ -83,6 +83,7 @@ async fn report(
     let batch = UsageBatch {
         batch_id: uuid::Uuid::now_v7().to_string(),
         node_id: batch_node.to_owned(),
+        resent: false,
         events: vec![UsageEvent {
             id: uuid::Uuid::now_v7().to_string(),
             request_id: uuid::Uuid::now_v7().to_string(),

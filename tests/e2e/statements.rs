@@ -442,6 +442,7 @@ async fn a_month_of_more_than_a_page_of_events_sharing_milliseconds_counts_each_
         .map(|(n, chunk)| UsageBatch {
             batch_id: format!("paged-{n}"),
             node_id: "test-node".into(),
+            resent: false,
             events: chunk.to_vec(),
         })
         .collect();

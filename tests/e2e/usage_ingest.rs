@@ -123,6 +123,7 @@ fn batch(batch_id: &str, events: Vec<UsageEvent>) -> UsageBatch {
     UsageBatch {
         batch_id: batch_id.into(),
         node_id: "test-node".into(),
+        resent: false,
         events,
     }
 }
@@ -188,6 +189,65 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_count
     let day = daily(&gw, &format!("key_id={}", k.id)).await;
     assert_eq!(day[0]["requests"], 5);
     assert_eq!(day[0]["cost_micros"], 126);
+    gw.shutdown().await;
+}
+
+/// The control plane's count of usage batches whose binary `COPY` Postgres refused.
+async fn refused_copies(gw: &Gateway) -> u64 {
+    let addr = gw
+        .cp()
+        .metrics_addr
+        .expect("the test control plane serves metrics");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("modelgate_cp_usage_copy_refused_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("the refused-COPY counter is exported")
+}
+
+#[tokio::test]
+async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
+    use sea_orm::ConnectionTrait;
+    let gw = Gateway::start().await;
+    let postgres = gw.cp().services.db.get_database_backend() == sea_orm::DbBackend::Postgres;
+    let k = new_key(&gw, None).await;
+    let request_id = format!("resent-{}", uuid::Uuid::now_v7());
+    let events = vec![event(&k, &request_id, 100), event(&k, &request_id, 250)];
+    let acks = send(&gw, vec![batch("first", events.clone())]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (2, 0));
+    let before = refused_copies(&gw).await;
+
+    let resent = UsageBatch {
+        resent: true,
+        ..batch("sent-again", events.clone())
+    };
+    let acks = send(&gw, vec![resent]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (0, 2));
+    assert_eq!(
+        refused_copies(&gw).await,
+        before,
+        "a batch marked as resent goes straight to INSERT"
+    );
+
+    // The same replay unmarked: on Postgres its COPY is refused first, then INSERT stores it.
+    let acks = send(&gw, vec![batch("unmarked", events)]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (0, 2));
+    assert_eq!(refused_copies(&gw).await, before + u64::from(postgres));
+
+    assert_eq!(stored_events(&gw, &request_id).await.len(), 2);
+    let day = daily(&gw, &format!("key_id={}", k.id)).await;
+    assert_eq!(
+        (&day[0]["requests"], &day[0]["cost_micros"]),
+        (&json!(2), &json!(350))
+    );
     gw.shutdown().await;
 }
 
@@ -326,6 +386,7 @@ async fn an_id_repeated_inside_one_batch_is_counted_once() {
         vec![UsageBatch {
             batch_id: "b".into(),
             node_id: "n".into(),
+            resent: false,
             events: vec![e.clone(), e.clone(), e],
         }],
     )
@@ -348,6 +409,7 @@ async fn usage_events_page_forward_with_a_cursor() {
         vec![UsageBatch {
             batch_id: "b".into(),
             node_id: "n".into(),
+            resent: false,
             events,
         }],
     )
@@ -463,6 +525,7 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
         batches.push(UsageBatch {
             batch_id: format!("b{}", batches.len()),
             node_id: "n".into(),
+            resent: false,
             events,
         });
         if rng.below(4) == 0 {
@@ -588,6 +651,7 @@ async fn batches_from_many_nodes_at_once_are_each_stored_once_and_page_in_one_in
                 UsageBatch {
                     batch_id: format!("node-{n}-batch-{b}"),
                     node_id: format!("node-{n}"),
+                    resent: false,
                     events,
                 }
             })
@@ -678,6 +742,7 @@ async fn ship(
             .map(|b| UsageBatch {
                 batch_id: format!("round-{round}-node-{n}-batch-{b}"),
                 node_id: format!("node-{n}"),
+                resent: false,
                 events: (0..40).map(|i| event(key, request_id, i)).collect(),
             })
             .collect();

@@ -33,6 +33,7 @@ fn batch(node: &str, events: Vec<UsageEvent>) -> UsageBatch {
     UsageBatch {
         batch_id: uuid::Uuid::now_v7().to_string(),
         node_id: node.to_owned(),
+        resent: false,
         events,
     }
 }

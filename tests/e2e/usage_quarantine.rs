@@ -22,6 +22,7 @@ fn batch(id: &str, events: Vec<UsageEvent>) -> UsageBatch {
     UsageBatch {
         batch_id: id.into(),
         node_id: "node-reporting".into(),
+        resent: false,
         events,
     }
 }

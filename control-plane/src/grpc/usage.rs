@@ -63,7 +63,12 @@ impl UsageService for UsageIngest {
                 // An event naming a value this build does not know is quarantined by ingest.
                 let events: Vec<usage::Received> =
                     batch.events.into_iter().map(UsageEvent::try_from).collect();
-                match usage::ingest_received(&services, &batch.node_id, events).await {
+                let delivery = if batch.resent {
+                    usage::Delivery::Resent
+                } else {
+                    usage::Delivery::New
+                };
+                match usage::ingest_received(&services, &batch.node_id, events, delivery).await {
                     Ok(done) => {
                         let ack = UsageAck {
                             batch_id: batch.batch_id,

@@ -93,6 +93,8 @@ struct RawBatch {
     batch_id: String,
     node_id: String,
     events: Vec<Bytes>,
+    /// `UsageBatch.resent`: these events may have been sent before.
+    resent: bool,
 }
 
 impl prost::Message for RawBatch {
@@ -107,6 +109,9 @@ impl prost::Message for RawBatch {
         }
         for event in &self.events {
             bytes::encode(3, event, buf);
+        }
+        if self.resent {
+            prost::encoding::bool::encode(4, &self.resent, buf);
         }
     }
 
@@ -130,6 +135,9 @@ impl prost::Message for RawBatch {
         if !self.node_id.is_empty() {
             len += string::encoded_len(2, &self.node_id);
         }
+        if self.resent {
+            len += prost::encoding::bool::encoded_len(4, &self.resent);
+        }
         len + bytes::encoded_len_repeated(3, &self.events)
     }
 
@@ -143,6 +151,11 @@ impl Shipper {
         let mut cursor = load_cursor(self.spool.dir());
         let mut conn: Option<Connection> = None;
         let mut backoff = Duration::from_millis(100);
+        // Whether the next batch may have been sent before: after a failed send, and for the
+        // first batch of this process (the one before it may have sent it and crashed before
+        // the acknowledgement moved the cursor). The control plane then stores it without
+        // first trying the statement that fails on an id already stored.
+        let mut resent = true;
         loop {
             let next = match self.next_batch(cursor).await {
                 Ok(Some(b)) => b,
@@ -174,10 +187,12 @@ impl Shipper {
                 batch_id: modelgate_shared::new_id().to_string(),
                 node_id: self.node_id.clone(),
                 events,
+                resent,
             };
             match self.send(&mut conn, batch).await {
                 Ok(()) => {
                     tracing::debug!(count, "usage batch acknowledged");
+                    resent = false;
                     self.advance(&mut cursor, end);
                     backoff = Duration::from_millis(100);
                     // A short batch means the shipper has caught up: let the next one form
@@ -192,6 +207,7 @@ impl Shipper {
                 }
                 Err(e) => {
                     conn = None;
+                    resent = true;
                     tracing::warn!(error = %e, "usage shipping failed; will resend");
                     let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
                     tokio::select! {
@@ -311,10 +327,20 @@ impl Shipper {
 
 #[cfg(test)]
 mod tests {
-    use modelgate_proto::usage::v1 as wire;
-    use prost::Message;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::RawBatch;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+
+    use modelgate_proto::usage::v1 as wire;
+    use modelgate_proto::usage::v1::usage_service_server::{UsageService, UsageServiceServer};
+    use modelgate_shared::usage::UsageEvent;
+    use prost::Message;
+    use tokio_stream::{Stream, StreamExt};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::{RawBatch, Shipper};
+    use crate::usage::spool::{FsyncPolicy, Spool, SpoolOptions};
 
     #[test]
     fn a_raw_batch_encodes_exactly_as_the_usage_batch_of_its_events() {
@@ -326,24 +352,118 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let decoded = wire::UsageBatch {
-            batch_id: "batch-1".into(),
-            node_id: "node-a".into(),
-            events: events.clone(),
-        };
-        let raw = RawBatch {
-            batch_id: "batch-1".into(),
-            node_id: "node-a".into(),
-            events: events
-                .iter()
-                .map(|e| bytes::Bytes::from(e.encode_to_vec()))
-                .collect(),
-        };
-        assert_eq!(raw.encoded_len(), decoded.encoded_len());
-        assert_eq!(raw.encode_to_vec(), decoded.encode_to_vec());
-        assert_eq!(
-            wire::UsageBatch::decode(raw.encode_to_vec().as_slice()).unwrap(),
-            decoded
+        for resent in [false, true] {
+            let decoded = wire::UsageBatch {
+                batch_id: "batch-1".into(),
+                node_id: "node-a".into(),
+                events: events.clone(),
+                resent,
+            };
+            let raw = RawBatch {
+                batch_id: "batch-1".into(),
+                node_id: "node-a".into(),
+                events: events
+                    .iter()
+                    .map(|e| bytes::Bytes::from(e.encode_to_vec()))
+                    .collect(),
+                resent,
+            };
+            assert_eq!(raw.encoded_len(), decoded.encoded_len());
+            assert_eq!(raw.encode_to_vec(), decoded.encode_to_vec());
+            assert_eq!(
+                wire::UsageBatch::decode(raw.encode_to_vec().as_slice()).unwrap(),
+                decoded
+            );
+        }
+    }
+
+    /// A control plane that records each batch it receives (its size and `resent` flag) and
+    /// fails the stream instead of acknowledging the second batch of all.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        seen: Arc<Mutex<Vec<(usize, bool)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl UsageService for Recorder {
+        type ReportStream = Pin<Box<dyn Stream<Item = Result<wire::UsageAck, Status>> + Send>>;
+
+        async fn report(
+            &self,
+            request: Request<Streaming<wire::UsageBatch>>,
+        ) -> Result<Response<Self::ReportStream>, Status> {
+            let seen = self.seen.clone();
+            let acks = request.into_inner().map(move |batch| {
+                let batch = batch?;
+                let mut seen = seen.lock().unwrap();
+                seen.push((batch.events.len(), batch.resent));
+                if seen.len() == 2 {
+                    return Err(Status::unavailable("lost before the acknowledgement"));
+                }
+                Ok(wire::UsageAck {
+                    batch_id: batch.batch_id,
+                    ..Default::default()
+                })
+            });
+            Ok(Response::new(Box::pin(acks)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_marked_resent_when_first_after_a_start_or_sent_again_after_a_failure() {
+        let dir = std::env::temp_dir().join(format!("mg-shipper-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spool = Spool::open(&dir, SpoolOptions::with_fsync(FsyncPolicy::Never)).unwrap();
+        // Three batches' worth: full, full, and 500.
+        for n in 0..2 * super::BATCH + 500 {
+            let event = UsageEvent {
+                id: format!("event-{n}"),
+                request_id: format!("req-{n}"),
+                status: 200,
+                ..Default::default()
+            };
+            spool.append(&event).await.unwrap();
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(UsageServiceServer::new(recorder.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let shipper = tokio::spawn(
+            Shipper {
+                channel: tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect_lazy(),
+                node_id: "node-a".into(),
+                committed: spool.committed(),
+                spool: spool.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while recorder.seen.lock().unwrap().len() < 4 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        shipper.await.unwrap();
+        server.abort();
+
+        let seen = recorder.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (super::BATCH, true),  // the first batch since this shipper started
+                (super::BATCH, false), // a new batch, lost before its acknowledgement
+                (super::BATCH, true),  // the same batch again
+                (500, false),          // the next new one
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

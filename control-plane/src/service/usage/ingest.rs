@@ -55,13 +55,32 @@ pub struct Ingested {
 /// An event as a node reported it: decoded, or naming values this build does not know.
 pub type Received = Result<UsageEvent, Undecodable>;
 
+/// Whether a batch's events may have been sent before (`UsageBatch.resent`). Deduplication by
+/// event id never depends on it; it picks how the batch is stored on Postgres: a batch sent
+/// again goes straight to the statement that skips stored ids, instead of a binary `COPY` that
+/// would fail on them and be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent for the first time, as far as its sender knows.
+    New,
+    /// Sent again after a failure, or the first batch of a node that may have sent it before a
+    /// restart.
+    Resent,
+}
+
 /// Stores a batch of decoded events (see [`ingest_received`]).
 pub async fn ingest(
     s: &Services,
     node_id: &str,
     events: Vec<UsageEvent>,
 ) -> Result<Ingested, ServiceError> {
-    ingest_received(s, node_id, events.into_iter().map(Ok).collect()).await
+    ingest_received(
+        s,
+        node_id,
+        events.into_iter().map(Ok).collect(),
+        Delivery::New,
+    )
+    .await
 }
 
 /// Stores a batch reported by `node_id`; events whose id is already stored are skipped, events
@@ -72,6 +91,7 @@ pub async fn ingest_received(
     s: &Services,
     node_id: &str,
     mut events: Vec<Received>,
+    delivery: Delivery,
 ) -> Result<Ingested, ServiceError> {
     let received = events.len() as u64;
     // An id repeated within the batch is stored and counted once.
@@ -100,8 +120,12 @@ pub async fn ingest_received(
         received,
         events,
         refused,
+        delivery,
     };
     let stored = s.ingest_writer.write(batch).await?;
+    if stored.copy_refused {
+        s.metrics.copy_refused();
+    }
     let done = stored.counts;
     s.metrics.ingested(
         done.inserted,
@@ -128,6 +152,7 @@ pub(super) struct Batch {
     received: u64,
     events: Vec<UsageEvent>,
     refused: Vec<(UsageEvent, Refusal)>,
+    delivery: Delivery,
 }
 
 /// Group commit: the task that writes usage batches. It takes every batch that is waiting,
@@ -158,6 +183,8 @@ struct Job {
 struct Stored {
     counts: Ingested,
     ended_at_ms: Vec<i64>,
+    /// Its group's binary `COPY` was refused and the group stored again by `INSERT`.
+    copy_refused: bool,
 }
 
 /// Events in one group at most: beyond this the next transaction takes the rest.
@@ -266,6 +293,7 @@ async fn store_group(
 /// On Postgres the events go in by binary `COPY` ([`super::copy`]); if one of them is already
 /// stored (a replay) or holds a NUL, the `COPY` fails and the group is stored again, under a new
 /// block, by `INSERT … ON CONFLICT (id) DO NOTHING`, which skips the one and cleans the other.
+/// A group holding a batch [`Delivery::Resent`] skips the `COPY`: it would likely fail.
 async fn store(
     db: &DatabaseConnection,
     batches: &[&Batch],
@@ -291,7 +319,12 @@ async fn store(
     if db.get_database_backend() != DbBackend::Postgres {
         return store_sqlite(db, &group).await;
     }
-    for load in [Load::Copy, Load::Insert] {
+    let loads: &[Load] = if batches.iter().any(|b| b.delivery == Delivery::Resent) {
+        &[Load::Insert]
+    } else {
+        &[Load::Copy, Load::Insert]
+    };
+    for &load in loads {
         // The block is taken first, in its own transaction (see `super::sequence`).
         let block = if events.is_empty() {
             None
@@ -302,8 +335,13 @@ async fn store(
         if let (false, Some(block)) = (matches!(stored, Ok(Some(_))), block) {
             sequence::release(db, block).await;
         }
-        if let Some(done) = stored? {
-            return Ok(done);
+        if let Some((mut done, alerts)) = stored? {
+            if load == Load::Insert && loads.len() > 1 {
+                for batch in &mut done {
+                    batch.copy_refused = true;
+                }
+            }
+            return Ok((done, alerts));
         }
     }
     Err(ServiceError::Unavailable(
@@ -452,6 +490,7 @@ async fn account<C: ConnectionTrait>(
                 duplicates: b.received - counted[i] - quarantined[i],
             },
             ended_at_ms,
+            copy_refused: false,
         })
         .collect();
     Ok((results, alerts))

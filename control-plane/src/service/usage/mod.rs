@@ -17,5 +17,5 @@ pub mod sequence;
 pub mod sinks;
 pub mod validate;
 
-pub use ingest::{ingest, ingest_received, Ingested, Received, Writer};
+pub use ingest::{ingest, ingest_received, Delivery, Ingested, Received, Writer};
 pub use query::{daily, events_after, list, DailyFilter, DailyRow, UsageFilter, UsageRow};
