@@ -281,6 +281,11 @@ pub struct DataPlaneArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: SocketAddr,
+    /// Threads serving the proxy port, each accepting its own connections and serving them to
+    /// their end on a single-threaded runtime (no request is handed between threads); 0: one
+    /// per CPU the process may use.
+    #[arg(long, env = "MODELGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]

@@ -263,6 +263,8 @@ async fn up(args: cli::UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         http: args.http.options(None),
         metrics_listen: args.metrics_listen,
+        // `up` is the laptop path: one thread per CPU, as in production.
+        workers: 0,
         control_plane_url: format!("https://{grpc_dial}"),
         grpc_security: ControlPlaneSecurity::Tls(node_tls),
         node_id: "local".into(),
@@ -501,6 +503,7 @@ async fn data_plane(args: cli::DataPlaneArgs) -> anyhow::Result<()> {
         listen: args.listen,
         http: args.http.options(Some(&args.http_tls)),
         metrics_listen: args.metrics_listen,
+        workers: args.workers,
         control_plane_url: args.control_plane_url,
         grpc_security: match files {
             Some(f) => ControlPlaneSecurity::Tls(f),

@@ -75,6 +75,9 @@ pub struct Settings {
     pub http: HttpOptions,
     /// Where `/metrics` is served (loopback by default; not on the proxy port).
     pub metrics_listen: SocketAddr,
+    /// Threads serving the proxy listener, each with its own single-threaded runtime (see
+    /// [`server::workers`]); 0: one per CPU.
+    pub workers: usize,
     /// The control plane's gRPC endpoint, e.g. `https://cp.internal:9091`, or several replicas'
     /// comma-separated (see [`channel::connect`]).
     pub control_plane_url: String,
@@ -113,7 +116,7 @@ pub struct RunningDataPlane {
     pub runtime: config::SharedRuntime,
     pub spool: Spool,
     shutdown: CancellationToken,
-    server: JoinHandle<()>,
+    workers: server::workers::Workers,
     streams: tokio_util::task::TaskTracker,
     /// The usage shipper, stopped by its own token after the drain (see [`Self::shutdown`]).
     shipper: JoinHandle<()>,
@@ -253,7 +256,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         server::metrics_router(app.clone(), certificates),
         shutdown.clone(),
     ));
-    let server = tokio::spawn(listener.serve(server::router(app), shutdown.clone()));
+    let worker_count = match settings.workers {
+        0 => server::workers::default_count(),
+        n => n,
+    };
+    let workers =
+        server::workers::Workers::start(listener, worker_count, server::router(app), &shutdown)
+            .context("the proxy's worker threads")?;
     let shipper = tokio::spawn(shipper.run());
     let background = vec![
         metrics_task,
@@ -264,7 +273,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
             shutdown.clone(),
         )),
     ];
-    tracing::info!(%addr, %metrics_addr, node = %settings.node_id, "data plane started");
+    tracing::info!(%addr, %metrics_addr, node = %settings.node_id, workers = worker_count, "data plane started");
     Ok(RunningDataPlane {
         config_updates,
         addr,
@@ -274,7 +283,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         runtime,
         spool,
         shutdown,
-        server,
+        workers,
         streams: tasks,
         shipper,
         stop_shipping,
@@ -321,10 +330,11 @@ impl RunningDataPlane {
     /// stay on disk and are shipped by the next start.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        let abort = self.server.abort_handle();
-        if tokio::time::timeout(DRAIN, self.server).await.is_err() {
+        if tokio::time::timeout(DRAIN, self.workers.drained())
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests still running after the drain period");
-            abort.abort();
         }
         self.streams.close();
         if tokio::time::timeout(DRAIN, self.streams.wait())
@@ -361,6 +371,7 @@ impl RunningDataPlane {
         for task in self.background {
             task.abort();
         }
+        self.workers.stop().await;
     }
 
     /// Bytes of usage events spooled and not yet acknowledged by the control plane.

@@ -160,6 +160,32 @@ pub struct Listener {
     tls: Option<TlsAcceptor>,
     options: HttpOptions,
     nodelay: bool,
+    /// The connection cap, shared by the parts of a [`Listener::split`] listener.
+    permits: Arc<Semaphore>,
+}
+
+/// One part of a [`Listener::split`] listener: its socket not yet registered with a runtime.
+pub struct Detached {
+    tcp: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    options: HttpOptions,
+    nodelay: bool,
+    permits: Arc<Semaphore>,
+}
+
+impl Detached {
+    /// The listener, registered with the runtime this is called in (or entered by): the one
+    /// that will serve it.
+    pub fn attach(self) -> std::io::Result<Listener> {
+        self.tcp.set_nonblocking(true)?;
+        Ok(Listener {
+            tcp: TcpListener::from_std(self.tcp)?,
+            tls: self.tls,
+            options: self.options,
+            nodelay: self.nodelay,
+            permits: self.permits,
+        })
+    }
 }
 
 impl Listener {
@@ -172,12 +198,40 @@ impl Listener {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| ListenError::Bind { addr, source })?;
+        let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
         Ok(Listener {
             tcp,
             tls,
             options,
             nodelay: false,
+            permits,
         })
+    }
+
+    /// Splits into `parts` listeners on the one socket (each holds a duplicate of its
+    /// descriptor), for as many runtimes to accept from: whichever is waiting takes the next
+    /// connection. They share the connection cap and stop accepting, each, when their own
+    /// `serve` is told to stop.
+    pub fn split(self, parts: usize) -> std::io::Result<Vec<Detached>> {
+        let tcp = self.tcp.into_std()?;
+        let mut out = Vec::with_capacity(parts.max(1));
+        for _ in 1..parts.max(1) {
+            out.push(Detached {
+                tcp: tcp.try_clone()?,
+                tls: self.tls.clone(),
+                options: self.options.clone(),
+                nodelay: self.nodelay,
+                permits: self.permits.clone(),
+            });
+        }
+        out.push(Detached {
+            tcp,
+            tls: self.tls,
+            options: self.options,
+            nodelay: self.nodelay,
+            permits: self.permits,
+        });
+        Ok(out)
     }
 
     /// Sets TCP_NODELAY on every accepted connection (streams are many small writes: without
@@ -199,6 +253,7 @@ impl Listener {
             tls,
             options,
             nodelay,
+            permits,
         } = self;
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
@@ -215,7 +270,6 @@ impl Listener {
             options,
             shutdown: shutdown.clone(),
         });
-        let permits = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
         let connections = TaskTracker::new();
         loop {
             let permit = tokio::select! {

@@ -183,3 +183,114 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// Serves each part of `listener` split in `parts` on a thread of its own with its own
+/// single-threaded runtime; returns the threads, which end once `shutdown` has drained them.
+fn serve_split(
+    listener: Listener,
+    parts: usize,
+    router: Router,
+    shutdown: &CancellationToken,
+) -> Vec<std::thread::JoinHandle<()>> {
+    listener
+        .split(parts)
+        .unwrap()
+        .into_iter()
+        .map(|part| {
+            let (router, shutdown) = (router.clone(), shutdown.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    part.attach().unwrap().serve(router, shutdown).await;
+                });
+            })
+        })
+        .collect()
+}
+
+async fn thread_of_request() -> String {
+    format!("{:?}", std::thread::current().id())
+}
+
+#[tokio::test]
+async fn a_split_listener_serves_every_connection_from_each_parts_own_thread_and_drains_them_all() {
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), HttpOptions::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let router = router().route("/thread", get(thread_of_request));
+    let threads = serve_split(listener, 2, router, &shutdown);
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(exchange(
+                addr,
+                "GET /thread HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            ))
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in requests {
+        answers.push(r.await.unwrap());
+    }
+    let mut served_by = std::collections::BTreeSet::new();
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        served_by.insert(a.rsplit("\r\n").next().unwrap().to_owned());
+    }
+    let test_thread = format!("{:?}", std::thread::current().id());
+    assert!(!served_by.contains(&test_thread), "{served_by:?}");
+    assert!(served_by.len() <= 2, "{served_by:?}");
+
+    // An in-flight request on either part finishes; then every part has stopped accepting.
+    let slow = tokio::spawn(exchange(
+        addr,
+        "GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    let out = slow.await.unwrap();
+    assert!(out.ends_with("done"), "{out}");
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+        .await
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_parts_of_a_split_listener_share_one_connection_cap() {
+    let options = HttpOptions {
+        max_connections: 1,
+        ..HttpOptions::default()
+    };
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let _threads = serve_split(listener, 2, router(), &shutdown);
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(first.read(&mut buf).await.unwrap() > 0);
+    // The other part is idle, but the cap is taken: the second connection waits.
+    let second = tokio::spawn(exchange(
+        addr,
+        "GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+    drop(first);
+    let out = tokio::time::timeout(Duration::from_secs(3), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    shutdown.cancel();
+}

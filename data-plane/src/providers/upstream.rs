@@ -1,5 +1,5 @@
 //! The upstream HTTP client: keep-alive HTTP/1.1 connections (plain, or TLS with rustls),
-//! pooled per origin, each driven by the request that holds it.
+//! pooled per origin and per thread, each driven by the request that holds it.
 //!
 //! hyper's pooled client runs every connection in a task of its own and, for each HTTP/1
 //! request whose answer has a body, spawns one more task that hands the connection back to the
@@ -17,6 +17,11 @@
 //! decides about retries). Idle connections live at most [`IDLE_TIMEOUT`], at most
 //! [`MAX_IDLE_PER_ORIGIN`] per origin, the most recently used leased first.
 //!
+//! A connection is registered with the runtime of the thread that opened it, so it is only
+//! leased again on that thread: the proxy's workers (`crate::server::workers`) each run a
+//! single-threaded runtime, and a connection polled from another thread would have its
+//! readiness delivered by the opener's runtime, a cross-thread wake-up per read.
+//!
 //! TLS offers only `http/1.1` in ALPN: an HTTP/2 connection multiplexes its streams through a
 //! task of its own, which is the cost this client exists to avoid.
 
@@ -26,6 +31,7 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,8 +73,8 @@ struct Inner {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
 }
 
-/// Where a connection goes: scheme and authority (host and port), compared and hashed as
-/// written. `http`'s own types compare case-insensitively and hash the authority a lowercased
+/// Where a connection goes, and from which thread: scheme and authority (host and port),
+/// compared and hashed as written. `http`'s own types compare case-insensitively and hash the authority a lowercased
 /// byte at a time (a thousand instructions per pool lookup, two lookups per request); a
 /// deployment's base URL is one string, so its requests always spell the origin alike, and two
 /// spellings of one host would only keep two pools.
@@ -76,11 +82,13 @@ struct Inner {
 struct Origin {
     scheme: Scheme,
     authority: Authority,
+    thread: ThreadId,
 }
 
 impl PartialEq for Origin {
     fn eq(&self, other: &Self) -> bool {
-        self.scheme.as_str() == other.scheme.as_str()
+        self.thread == other.thread
+            && self.scheme.as_str() == other.scheme.as_str()
             && self.authority.as_str() == other.authority.as_str()
     }
 }
@@ -89,16 +97,19 @@ impl Eq for Origin {}
 
 impl Hash for Origin {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.thread.hash(state);
         self.scheme.as_str().hash(state);
         self.authority.as_str().hash(state);
     }
 }
 
 impl Origin {
+    /// `uri`'s origin, as seen from the current thread.
     fn of(uri: &Uri) -> Option<Origin> {
         Some(Origin {
             scheme: uri.scheme()?.clone(),
             authority: uri.authority()?.clone(),
+            thread: std::thread::current().id(),
         })
     }
 }
@@ -502,6 +513,55 @@ mod tests {
                 .unwrap();
             drop(client.request(req).await.unwrap());
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Runs `f` on a new thread with a single-threaded runtime of its own, as a proxy worker.
+    fn on_own_thread<F>(f: F) -> std::thread::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_leased_again_only_on_the_thread_that_opened_it() {
+        let (uri, accepted, _) = server("here", false).await;
+        let client = http_client(Duration::from_secs(1));
+        let (a_called, b_waits) = tokio::sync::oneshot::channel::<()>();
+        let (b_called, a_waits) = tokio::sync::oneshot::channel::<()>();
+        let a = on_own_thread({
+            let (client, uri) = (client.clone(), uri.clone());
+            async move {
+                assert_eq!(call(&client, &uri).await.unwrap(), "here");
+                a_called.send(()).unwrap();
+                // Idle in its runtime while the other thread calls the same origin.
+                a_waits.await.unwrap();
+                assert_eq!(call(&client, &uri).await.unwrap(), "here");
+            }
+        });
+        let b = on_own_thread({
+            let (client, uri) = (client.clone(), uri.clone());
+            async move {
+                b_waits.await.unwrap();
+                assert_eq!(call(&client, &uri).await.unwrap(), "here");
+                assert_eq!(call(&client, &uri).await.unwrap(), "here");
+                b_called.send(()).unwrap();
+            }
+        });
+        tokio::task::spawn_blocking(move || {
+            a.join().unwrap();
+            b.join().unwrap();
+        })
+        .await
+        .unwrap();
+        // One connection per thread, each reused by its own thread's later call.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 

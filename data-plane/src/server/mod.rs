@@ -1,6 +1,6 @@
 //! The HTTP edge: the proxy's routes, each a thin handler over the pipeline (`crate::pipeline`),
-//! the anonymous guard in front of them (`anonymous`), and the metrics listener's `/metrics`
-//! (`metrics`). Routes: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
+//! the anonymous guard in front of them (`anonymous`), the metrics listener's `/metrics`
+//! (`metrics`), and the worker threads that serve the proxy listener (`workers`). Routes: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
 //! `POST /v1/responses`, `POST /v1/embeddings`, `POST /v1/images/generations`,
 //! `POST /v1/audio/transcriptions`, `/v1/audio/translations`, `/v1/audio/speech` (OpenAI,
 //! pass-through), video jobs under `/v1/videos`, Gemini's `generateContent` and
@@ -8,6 +8,7 @@
 
 mod anonymous;
 mod metrics;
+pub mod workers;
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::response::Response;

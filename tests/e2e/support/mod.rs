@@ -506,6 +506,7 @@ pub async fn start_data_plane_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         http: Default::default(),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
         control_plane_url: pki::grpc_url(grpc_addr),
         grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
         node_id,
@@ -563,6 +564,8 @@ pub async fn start_data_plane_custom(
         listen: "127.0.0.1:0".parse().unwrap(),
         http: Default::default(),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        // Two, whatever the machine: the tests run the listener split as production does.
+        workers: 2,
         control_plane_url: pki::grpc_url(grpc_addr),
         grpc_security: pki::Pki::shared().node_security(&node_id, &[("region", "test")]),
         node_id,
