@@ -252,6 +252,46 @@ async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
 }
 
 #[tokio::test]
+async fn a_sequence_block_abandoned_in_an_outage_stops_holding_back_the_pull_api_without_new_ingest(
+) {
+    use sea_orm::ConnectionTrait;
+    let gw = Gateway::start().await;
+    let db = &gw.cp().services.db;
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        // SQLite numbers events inside its one write transaction: no block is ever pending.
+        gw.shutdown().await;
+        return;
+    }
+    let k = new_key(&gw, None).await;
+    let request_id = format!("abandoned-{}", uuid::Uuid::now_v7());
+    let acks = send(&gw, vec![batch("b", vec![event(&k, &request_id, 5)])]).await;
+    assert_eq!(acks[0].inserted, 1);
+    let seq = stored_events(&gw, &request_id).await[0]["seq"]
+        .as_i64()
+        .unwrap();
+    // What a writer leaves behind when the database goes away between taking a block and
+    // storing under it: a pending block, taken two minutes ago, at or below the stored event.
+    db.execute_unprepared(&format!(
+        "INSERT INTO usage_seq_pending (first_seq, last_seq, taken_at_ms) VALUES ({seq}, {seq}, \
+         (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::int8 - 120000)"
+    ))
+    .await
+    .unwrap();
+    assert!(
+        stored_events(&gw, &request_id).await.is_empty(),
+        "readers wait for a pending block below an event"
+    );
+    // No batch arrives after it: the writer's sweep alone gives the block up.
+    crate::support::eventually(
+        std::time::Duration::from_secs(20),
+        "the abandoned block to be swept",
+        || async { (stored_events(&gw, &request_id).await.len() == 1).then_some(()) },
+    )
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
     use modelgate_proto::usage::v1::Attempt;
     let gw = Gateway::start().await;

@@ -172,6 +172,9 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// How often the writer sweeps the pending sequence blocks on Postgres ([`sequence::sweep`]).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Job {
     batch: Batch,
     done: oneshot::Sender<Result<Stored, ServiceError>>,
@@ -230,7 +233,30 @@ async fn run(
     groups: usize,
 ) {
     let slots = Arc::new(Semaphore::new(groups));
-    while let Some(first) = rx.recv().await {
+    let unreleased = Arc::new(sequence::Unreleased::default());
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let sweeping = Arc::new(Semaphore::new(1));
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            _ = sweep.tick(), if postgres => {
+                // One sweep at a time, beside the groups (it may wait on an unreachable
+                // database).
+                if let Ok(one) = sweeping.clone().try_acquire_owned() {
+                    let (db, unreleased) = (db.clone(), unreleased.clone());
+                    tokio::spawn(async move {
+                        sequence::sweep(&db, &unreleased).await;
+                        drop(one);
+                    });
+                }
+                continue;
+            }
+        };
         // A group is formed once it may start, so it takes every batch that arrived meanwhile.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -242,7 +268,13 @@ async fn run(
             size += job.batch.events.len() + job.batch.refused.len();
             group.push(job);
         }
-        tokio::spawn(store_group(db.clone(), alert_wakeup.clone(), group, slot));
+        tokio::spawn(store_group(
+            db.clone(),
+            alert_wakeup.clone(),
+            unreleased.clone(),
+            group,
+            slot,
+        ));
     }
 }
 
@@ -250,12 +282,13 @@ async fn run(
 async fn store_group(
     db: DatabaseConnection,
     alert_wakeup: Arc<Notify>,
+    unreleased: Arc<sequence::Unreleased>,
     mut group: Vec<Job>,
     slot: OwnedSemaphorePermit,
 ) {
     let _slot = slot;
     let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-    let outcome = store(&db, &batches).await;
+    let outcome = store(&db, &unreleased, &batches).await;
     match outcome {
         Ok((results, alerts)) => {
             if alerts > 0 {
@@ -273,12 +306,14 @@ async fn store_group(
         Err(e) => {
             tracing::warn!(batches = group.len(), error = %e, "a usage group failed; storing its batches one by one");
             for job in group {
-                let result = store(&db, &[&job.batch]).await.map(|(mut r, alerts)| {
-                    if alerts > 0 {
-                        alert_wakeup.notify_one();
-                    }
-                    r.pop().unwrap_or_default()
-                });
+                let result = store(&db, &unreleased, &[&job.batch])
+                    .await
+                    .map(|(mut r, alerts)| {
+                        if alerts > 0 {
+                            alert_wakeup.notify_one();
+                        }
+                        r.pop().unwrap_or_default()
+                    });
                 let _ = job.done.send(result);
             }
         }
@@ -296,6 +331,7 @@ async fn store_group(
 /// A group holding a batch [`Delivery::Resent`] skips the `COPY`: it would likely fail.
 async fn store(
     db: &DatabaseConnection,
+    unreleased: &sequence::Unreleased,
     batches: &[&Batch],
 ) -> Result<(Vec<Stored>, usize), ServiceError> {
     let now = Utc::now();
@@ -333,7 +369,7 @@ async fn store(
         };
         let stored = store_postgres(db, &group, block, load).await;
         if let (false, Some(block)) = (matches!(stored, Ok(Some(_))), block) {
-            sequence::release(db, block).await;
+            sequence::release(db, block, unreleased).await;
         }
         if let Some((mut done, alerts)) = stored? {
             if load == Load::Insert && loads.len() > 1 {

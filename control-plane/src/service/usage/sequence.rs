@@ -17,7 +17,9 @@
 //! has committed or never will. A block whose transaction failed is released by its writer
 //! ([`release`]); one whose writer died before claiming it (or whose release was lost) is
 //! abandoned and deleted after [`ABANDONED_AFTER_MS`] by the next writer, unless some
-//! transaction has claimed it meanwhile (`SKIP LOCKED`). A writer whose block was deleted that
+//! transaction has claimed it meanwhile (`SKIP LOCKED`). A release that fails (the database
+//! away just then) is retried, and abandoned blocks are also swept every few seconds
+//! ([`sweep`]), so a ledger that falls quiet after an outage is not held back. A writer whose block was deleted that
 //! way finds nothing to claim and fails its batch, which its node sends again: its numbers can
 //! never become visible behind a consumer.
 //!
@@ -101,9 +103,33 @@ pub async fn claim<C: ConnectionTrait>(txn: &C, block: Block) -> Result<(), Serv
     Ok(())
 }
 
+/// Blocks whose release failed (the database was unreachable just when their transaction
+/// failed), released again by the writer's next [`sweep`].
+#[derive(Debug, Default)]
+pub struct Unreleased(std::sync::Mutex<Vec<Block>>);
+
+impl Unreleased {
+    fn push(&self, block: Block) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(block);
+    }
+
+    fn take(&self) -> Vec<Block> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// Postgres: gives up `block` after its ingest transaction failed, so consumers need not wait
-/// for it to be found abandoned. Best effort: if this fails too, the block is deleted later.
-pub async fn release(db: &DatabaseConnection, block: Block) {
+/// for it. If the database cannot be reached now, the block goes to `unreleased` for the next
+/// [`sweep`].
+pub async fn release(db: &DatabaseConnection, block: Block, unreleased: &Unreleased) {
     let gone = db
         .execute(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -112,7 +138,32 @@ pub async fn release(db: &DatabaseConnection, block: Block) {
         ))
         .await;
     if let Err(e) = gone {
-        tracing::warn!(first = block.first, error = %e, "could not release a usage sequence block");
+        tracing::warn!(first = block.first, error = %e, "could not release a usage sequence block; will retry");
+        unreleased.push(block);
+    }
+}
+
+/// Postgres, every few seconds from the writer: releases the blocks whose release failed and
+/// deletes abandoned ones (as [`take`] does), so that after an outage the pull API's consumers
+/// are not held back until the next ingest comes along.
+pub async fn sweep(db: &DatabaseConnection, unreleased: &Unreleased) {
+    for block in unreleased.take() {
+        release(db, block, unreleased).await;
+    }
+    let now = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::int8";
+    let abandoned = db
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "DELETE FROM usage_seq_pending WHERE first_seq IN \
+                 (SELECT first_seq FROM usage_seq_pending WHERE taken_at_ms < {now} - $1 \
+                  FOR UPDATE SKIP LOCKED)"
+            ),
+            [ABANDONED_AFTER_MS.into()],
+        ))
+        .await;
+    if let Err(e) = abandoned {
+        tracing::debug!(error = %e, "could not sweep abandoned usage sequence blocks");
     }
 }
 
