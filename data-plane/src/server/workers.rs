@@ -54,7 +54,8 @@ impl Workers {
         router: Router,
         shutdown: &CancellationToken,
     ) -> std::io::Result<Workers> {
-        let stop = CancellationToken::new();
+        // Stops the threads already started if a later one cannot be.
+        let stop = StopOnDrop(CancellationToken::new());
         let mut drained = Vec::new();
         let mut exited = Vec::new();
         for (n, part) in listener.split(count.max(1))?.into_iter().enumerate() {
@@ -69,7 +70,7 @@ impl Workers {
             };
             let (drained_tx, drained_rx) = oneshot::channel();
             let (exited_tx, exited_rx) = oneshot::channel();
-            let (router, shutdown, stop) = (router.clone(), shutdown.clone(), stop.clone());
+            let (router, shutdown, stop) = (router.clone(), shutdown.clone(), stop.0.clone());
             std::thread::Builder::new()
                 .name(format!("mg-proxy-{n}"))
                 .spawn(move || {
@@ -92,13 +93,13 @@ impl Workers {
         Ok(Workers {
             drained,
             exited,
-            stop: StopOnDrop(stop),
+            stop,
         })
     }
 
     /// Waits until every worker's listener has drained (after `shutdown` was cancelled).
     pub async fn drained(&mut self) {
-        for rx in &mut self.drained {
+        for rx in self.drained.drain(..) {
             let _ = rx.await;
         }
     }
