@@ -123,7 +123,8 @@ async fn a_database_connection_cut_during_ingest_loses_and_duplicates_nothing() 
     gw.shutdown().await;
 }
 
-async fn metric(base: &str, name: &str) -> u64 {
+/// The value of the metric sample `name` (exactly as rendered) served at `base`/metrics.
+pub async fn metric(base: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()

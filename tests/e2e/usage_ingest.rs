@@ -198,19 +198,11 @@ async fn refused_copies(gw: &Gateway) -> u64 {
         .cp()
         .metrics_addr
         .expect("the test control plane serves metrics");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("modelgate_cp_usage_copy_refused_total ")?
-                .parse()
-                .ok()
-        })
-        .expect("the refused-COPY counter is exported")
+    crate::metering::metric(
+        &format!("http://{addr}"),
+        "modelgate_cp_usage_copy_refused_total",
+    )
+    .await
 }
 
 #[tokio::test]
