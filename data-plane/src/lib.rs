@@ -22,7 +22,7 @@
 //!   admit (the decision is `modelgate_shared::admission`) → plan → attempt → answer or pump →
 //!   account;
 //! - `server/`: the HTTP edge (routes over the pipeline, the anonymous guard, the metrics
-//!   listener's `/metrics`).
+//!   listener's `/metrics`, the worker threads that serve the proxy port).
 //!
 //! `trace` (OpenTelemetry spans and the W3C trace context, R-7.3) sits beside `metrics`, at the
 //! bottom: the usage recorder owns a request's trace, the attempt stage starts each attempt's.
