@@ -88,8 +88,14 @@ impl Fleet {
             eu,
             us,
         };
-        let want = fleet.gw.cp().services.publisher.latest().unwrap().version();
-        for n in fleet.nodes() {
+        fleet.on_latest_version().await;
+        fleet
+    }
+
+    /// Waits until every node serves the latest published version.
+    async fn on_latest_version(&self) {
+        let want = self.gw.cp().services.publisher.latest().unwrap().version();
+        for n in self.nodes() {
             eventually(
                 Duration::from_secs(10),
                 "every node on the config",
@@ -97,7 +103,6 @@ impl Fleet {
             )
             .await;
         }
-        fleet
     }
 
     fn nodes(&self) -> [&Node; 3] {
@@ -133,6 +138,10 @@ impl Fleet {
                 json!({"name": format!("up-{}", uuid::Uuid::now_v7().simple()), "kind": "openai-compatible", "base_url": base_url, "credential": "sk-upstream-secret-5678"}),
             )
             .await;
+        // A new provider is a new version for every node (no rollout policy yet): let it
+        // arrive everywhere, so that a scenario reading the nodes' versions next reads them
+        // settled.
+        self.on_latest_version().await;
         v["id"].as_str().unwrap().to_owned()
     }
 
