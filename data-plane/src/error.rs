@@ -185,6 +185,16 @@ impl ProxyError {
             format!("Unknown request URL: {path}."),
         )
     }
+    /// A path the proxy serves, asked with another method (`allow` names the one it takes).
+    pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorClass::BadRequest,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{path} does not take {method}."),
+        )
+    }
     /// A hard budget would be crossed by this request's worst-case cost.
     pub fn budget_exceeded(budget_id: &str, retry_after_secs: u64) -> Self {
         let mut e = Self::new(

@@ -261,7 +261,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningDataPlane> {
         n => n,
     };
     let workers =
-        server::workers::Workers::start(listener, worker_count, server::router(app), &shutdown)
+        server::workers::Workers::start(listener, worker_count, server::Proxy::new(app), &shutdown)
             .context("the proxy's worker threads")?;
     let shipper = tokio::spawn(shipper.run());
     let background = vec![

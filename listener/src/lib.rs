@@ -22,11 +22,14 @@
 //!   did here), so no connection waits in protocol sniffing outside a timer.
 //! - **Graceful shutdown**: on cancellation the listener closes, every connection is told to
 //!   finish what is in flight and close, and [`Listener::serve`] returns once all have.
-//! - The peer address goes into each request as `axum::extract::ConnectInfo<SocketAddr>`.
+//! - **What serves the requests** is a [`Handler`]: an axum [`Router`] (the peer address goes
+//!   into each request as `axum::extract::ConnectInfo<SocketAddr>`), or a handler of its own
+//!   that is given the peer address as an argument and whose future hyper holds as it is
+//!   (the proxy port's: no routing table, boxed service or extension map per request).
 //!
-//! Per request the loop adds one relaxed atomic increment, the `ConnectInfo` extension (the
-//! request's extension map) and, for a request with a body, a timer entry inside the body's
-//! existing box.
+//! Per request the loop adds one relaxed atomic increment and, for a request with a body, a
+//! timer entry inside the body's existing box; a `Router` adds its `ConnectInfo` extension
+//! (the request's extension map).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +55,35 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+
+/// What serves a listener's requests. `call` returns a future that owns what it needs: hyper
+/// keeps it in the connection's one allocation while the request is served.
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        req: http::Request<TimedBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = axum::response::Response> + Send + use<Self>;
+}
+
+/// An axum router, with the peer address as its `ConnectInfo` extension.
+impl Handler for Router {
+    fn call(
+        &self,
+        mut req: http::Request<TimedBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = axum::response::Response> + Send + use<> {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        // A `Router` is always ready: `poll_ready` is a no-op for it.
+        let response = Service::call(&mut self.clone(), req);
+        async move {
+            match response.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
 
 /// How a listener treats its connections. [`Default`] holds the defaults the command line
 /// shows.
@@ -245,9 +277,9 @@ impl Listener {
         self.tcp.local_addr()
     }
 
-    /// Serves `router` until `shutdown` is cancelled, then drains: returns once every
+    /// Serves `handler` until `shutdown` is cancelled, then drains: returns once every
     /// connection has finished what it had in flight.
-    pub async fn serve(self, router: Router, shutdown: CancellationToken) {
+    pub async fn serve<H: Handler>(self, handler: H, shutdown: CancellationToken) {
         let Listener {
             tcp,
             tls,
@@ -263,7 +295,7 @@ impl Listener {
         h2.timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(20)));
         let shared = Arc::new(Shared {
-            router,
+            handler,
             tls,
             h1,
             h2,
@@ -307,8 +339,8 @@ impl Listener {
 }
 
 /// What every connection of one listener shares.
-struct Shared {
-    router: Router,
+struct Shared<H> {
+    handler: H,
     tls: Option<TlsAcceptor>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
@@ -330,18 +362,16 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+async fn connection<H: Handler>(shared: &Shared<H>, stream: TcpStream, peer: SocketAddr) {
     let started = Arc::new(AtomicU64::new(0));
     let service = {
-        let router = shared.router.clone();
+        let handler = shared.handler.clone();
         let started = started.clone();
         let body_timeout = shared.options.body_timeout;
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             started.fetch_add(1, Ordering::Relaxed);
-            let mut req = req.map(|body| TimedBody::new(body, body_timeout));
-            req.extensions_mut().insert(ConnectInfo(peer));
-            // A `Router` is always ready: `poll_ready` is a no-op for it.
-            shared_call(&router, req)
+            let response = handler.call(req.map(|body| TimedBody::new(body, body_timeout)), peer);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
         })
     };
     let result = match &shared.tls {
@@ -379,19 +409,12 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-fn shared_call(
-    router: &Router,
-    req: http::Request<TimedBody>,
-) -> <Router as Service<http::Request<TimedBody>>>::Future {
-    router.clone().call(req)
-}
-
 /// Runs one connection to its end, shutting it down gracefully when the listener stops or when
 /// no request started within the idle timeout.
-async fn drive<C>(
+async fn drive<C, H>(
     mut conn: Pin<&mut C>,
     graceful: fn(Pin<&mut C>),
-    shared: &Shared,
+    shared: &Shared<H>,
     started: &AtomicU64,
 ) -> hyper::Result<()>
 where

@@ -185,6 +185,41 @@ async fn unknown_model_for_an_unrestricted_key_is_a_404_model_not_found() {
 }
 
 #[tokio::test]
+async fn a_known_path_asked_with_another_method_is_a_405_naming_the_allowed_one_with_a_security_record(
+) {
+    let (upstream, gw, p) = gateway_with_smart_route().await;
+    let resp = gw
+        .http
+        .get(format!("{}/chat/completions", gw.base_url()))
+        .header("authorization", format!("Bearer {}", p.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let request_id = request_id(&resp);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    // Refused before the key is read: no upstream call, a security record, no usage row.
+    assert_eq!(upstream.calls(), 0);
+    assert_security_logged(&gw, &[(request_id.clone(), "bad_request")]).await;
+    assert_eq!(metric(&gw, &refused_metric("bad_request")).await, 1);
+    assert_no_usage_rows(&gw, &p.key, "smart", &[request_id]).await;
+
+    // A `GET` route names both methods it takes.
+    let resp = gw
+        .http
+        .post(format!("{}/models", gw.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_surface_is_a_404_in_openai_format_with_a_security_record_and_no_usage_row() {
     let (_upstream, gw, p) = gateway_with_smart_route().await;
     let resp = gw

@@ -50,16 +50,16 @@ use attempt::Failed;
 pub async fn serve(
     app: App,
     surface: Surface,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     uri: &http::Uri,
     body: Body,
 ) -> Response {
     // Accept: from here on the request leaves one usage event, and sees one config.
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, surface.endpoint(), &request_id, &headers);
+    let mut rec = account::open(&app, surface.endpoint(), &request_id, headers);
     let runtime = app.runtime.load_full();
     // Authenticate, parse what is needed, admit.
-    let p = match admit::prepare(&app, &runtime, surface, &headers, uri, body, &mut rec).await {
+    let p = match admit::prepare(&app, &runtime, surface, headers, uri, body, &mut rec).await {
         Ok(p) => p,
         Err(e) => return answer::reject(surface, rec, e).await,
     };

@@ -13,15 +13,15 @@ use crate::auth;
 use crate::error::ProxyError;
 use crate::surfaces::Surface;
 
-pub async fn list(app: App, headers: HeaderMap) -> Response {
+pub async fn list(app: App, headers: &HeaderMap) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, "models", &request_id, &headers);
+    let mut rec = account::open(&app, "models", &request_id, headers);
     if rec.refused() {
         return reject(Surface::OpenAiChat, rec, ProxyError::metering_unavailable()).await;
     }
     let runtime = app.runtime.load_full();
-    let presented = auth::presented_key(&headers);
-    let key = match admit::authenticate(&mut rec, &runtime, presented, &headers, "models") {
+    let presented = auth::presented_key(headers);
+    let key = match admit::authenticate(&mut rec, &runtime, presented, headers, "models") {
         Ok(k) => k.key(),
         Err(e) => return reject(Surface::OpenAiChat, rec, e).await,
     };

@@ -134,11 +134,11 @@ fn pass_through(status: StatusCode, content_type: Option<HeaderValue>, body: Byt
 }
 
 /// `POST /v1/videos`: creates a job on the first deployment of the plan that takes it.
-pub async fn create(app: App, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn create(app: App, uri: &http::Uri, headers: &HeaderMap, body: Body) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
-    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id, &headers);
+    let mut rec = account::open(&app, SURFACE.endpoint(), &request_id, headers);
     let runtime = app.runtime.load_full();
-    let p = match prepare(&app, &runtime, SURFACE, &headers, &uri, body, &mut rec).await {
+    let p = match prepare(&app, &runtime, SURFACE, headers, uri, body, &mut rec).await {
         Ok(p) => p,
         Err(e) => return reject(SURFACE, rec, e).await,
     };
@@ -322,7 +322,7 @@ fn content_variant(query: &str) -> Option<&str> {
 pub async fn job_request(
     app: App,
     id: String,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     content: Option<String>,
 ) -> Response {
     let request_id = modelgate_shared::new_id().to_string();
@@ -331,7 +331,7 @@ pub async fn job_request(
     } else {
         "videos.retrieve"
     };
-    let mut rec = account::open(&app, endpoint, &request_id, &headers);
+    let mut rec = account::open(&app, endpoint, &request_id, headers);
     let runtime = app.runtime.load_full();
     if rec.refused() {
         return reject(SURFACE, rec, ProxyError::metering_unavailable()).await;
@@ -339,8 +339,8 @@ pub async fn job_request(
     if runtime.version == 0 {
         return reject(SURFACE, rec, ProxyError::no_config()).await;
     }
-    let presented = auth::presented_key(&headers);
-    let key = match authenticate(&mut rec, &runtime, presented, &headers, SURFACE.family()) {
+    let presented = auth::presented_key(headers);
+    let key = match authenticate(&mut rec, &runtime, presented, headers, SURFACE.family()) {
         Ok(k) => k.key(),
         Err(e) => return reject(SURFACE, rec, e).await,
     };

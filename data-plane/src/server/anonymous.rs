@@ -1,4 +1,4 @@
-//! The HTTP end of `crate::security`: a middleware that refuses a throttled source before any
+//! The HTTP end of `crate::security`: a guard around the proxy's routes that refuses a throttled source before any
 //! handler runs, and, after a handler refused a request, counts failed authentications and
 //! logs refusals not tied to a key. The pipeline says what it refused by putting a [`Refusal`]
 //! on the response ([`Refusal::of`], in `pipeline::answer::reject`).
@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
+use http::Request;
+use modelgate_listener::TimedBody;
 
 use crate::error::ProxyError;
 use crate::pipeline::answer::{with_request_id, REQUEST_ID_HEADER};
@@ -17,6 +17,8 @@ use crate::security::log::Record;
 use crate::security::refusal::Refusal;
 use crate::security::{Reason, Source};
 use crate::surfaces::Surface;
+
+use super::route;
 
 /// The surface whose error format a path's client reads.
 fn surface_of(path: &str) -> Surface {
@@ -34,27 +36,25 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/metrics")
 }
 
-pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
-    if exempt(req.uri().path()) {
-        return next.run(req).await;
+/// Refuses a throttled source before the request is routed; after it was served, counts a
+/// failed authentication and logs a refusal not tied to a key. The request's head stays here,
+/// lent to the route, so that a refusal's record is built from it only when there is one.
+pub(super) async fn guard(app: App, req: Request<TimedBody>, peer: SocketAddr) -> Response {
+    let (parts, body) = req.into_parts();
+    if exempt(parts.uri.path()) {
+        return route(app, &parts, body).await;
     }
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let bucket = Source::of(source);
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let user_agent = req.headers().get(http::header::USER_AGENT).cloned();
-    let record = |reason: Reason, request_id: &str| {
+    let bucket = Source::of(Some(peer.ip()));
+    let record = |app: &App, reason: Reason, request_id: &str| {
         Record::new(
             app.clock.now(),
-            &source.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
-            method.as_str(),
-            uri.path(),
+            &peer.ip().to_string(),
+            parts.method.as_str(),
+            parts.uri.path(),
             reason.as_str(),
-            user_agent
-                .as_ref()
+            parts
+                .headers
+                .get(http::header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .as_deref()
                 .unwrap_or_default(),
@@ -64,12 +64,13 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
     if let Some(wait) = app.security.throttled(bucket) {
         let request_id = modelgate_shared::new_id().to_string();
         app.security.refused(bucket, Reason::Throttled, || {
-            record(Reason::Throttled, &request_id)
+            record(&app, Reason::Throttled, &request_id)
         });
         let e = ProxyError::auth_throttled(whole_seconds(wait));
-        return with_request_id(surface_of(uri.path()).error_response(&e), &request_id);
+        let surface = surface_of(parts.uri.path());
+        return with_request_id(surface.error_response(&e), &request_id);
     }
-    let resp = next.run(req).await;
+    let resp = route(app.clone(), &parts, body).await;
     if let Some(refusal) = resp.extensions().get::<Refusal>() {
         if refusal.auth_failed {
             app.security.auth_failed(bucket);
@@ -81,7 +82,7 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             app.security
-                .refused(bucket, reason, || record(reason, request_id));
+                .refused(bucket, reason, || record(&app, reason, request_id));
         }
     }
     resp

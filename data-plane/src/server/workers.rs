@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use super::Proxy;
 use modelgate_listener::Listener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -46,12 +46,12 @@ pub fn default_count() -> usize {
 }
 
 impl Workers {
-    /// Splits `listener` in `count` parts (at least one) and serves `router` on each from a
+    /// Splits `listener` in `count` parts (at least one) and serves the proxy on each from a
     /// thread of its own, until `shutdown` is cancelled.
     pub fn start(
         listener: Listener,
         count: usize,
-        router: Router,
+        proxy: Proxy,
         shutdown: &CancellationToken,
     ) -> std::io::Result<Workers> {
         // Stops the threads already started if a later one cannot be.
@@ -70,13 +70,13 @@ impl Workers {
             };
             let (drained_tx, drained_rx) = oneshot::channel();
             let (exited_tx, exited_rx) = oneshot::channel();
-            let (router, shutdown, stop) = (router.clone(), shutdown.clone(), stop.0.clone());
+            let (proxy, shutdown, stop) = (proxy.clone(), shutdown.clone(), stop.0.clone());
             std::thread::Builder::new()
                 .name(format!("mg-proxy-{n}"))
                 .spawn(move || {
                     runtime.block_on(async {
                         tokio::select! {
-                            () = listener.serve(router, shutdown) => {}
+                            () = listener.serve(proxy, shutdown) => {}
                             () = stop.cancelled() => return,
                         }
                         let _ = drained_tx.send(());

@@ -92,7 +92,7 @@ impl ArrayFramer {
 
 /// `%xx` escapes decoded (model names and keys are ASCII in practice); a malformed escape is
 /// kept as is.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     if !s.contains('%') {
         return s.to_owned();
     }
