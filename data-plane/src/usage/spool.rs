@@ -228,6 +228,11 @@ pub fn read_raw_records(
     max: usize,
 ) -> std::io::Result<(Vec<bytes::Bytes>, u64)> {
     let mut file = File::open(segment_path(dir, segment))?;
+    // What the segment holds past `offset` now (records appended while this batch is read
+    // are the next batch's): a step is never larger, so a batch of a few records at a low
+    // request rate costs a buffer of their size, not a step's, and the read that would only
+    // find the end is not made.
+    let mut left = file.metadata()?.len().saturating_sub(offset);
     file.seek(SeekFrom::Start(offset))?;
     // Read a step at a time until `max` records are whole in the buffer: reading a fixed 5 MiB
     // per batch of ~0.5 MB cost the shipper more in copying and allocating than the batch's
@@ -248,12 +253,18 @@ pub fn read_raw_records(
         if records.len() >= max || buf.len() - pos >= HEADER + MAX_RECORD as usize {
             break;
         }
-        let before = buf.len();
-        buf.reserve(READ_STEP);
-        (&mut file).take(READ_STEP as u64).read_to_end(&mut buf)?;
-        if buf.len() == before {
+        let step = left.min(READ_STEP as u64);
+        if step == 0 {
             break; // the segment's end
         }
+        let before = buf.len();
+        buf.reserve_exact(step as usize);
+        (&mut file).take(step).read_to_end(&mut buf)?;
+        let read = (buf.len() - before) as u64;
+        if read == 0 {
+            break; // shorter than it was (never, for an append-only segment)
+        }
+        left -= read;
     }
     let buf = bytes::Bytes::from(buf);
     let payloads = records.into_iter().map(|r| buf.slice(r)).collect();
