@@ -35,6 +35,8 @@ pub const REPLY_PRIMING: u64 = 3;
 /// The most upstream stream payload kept for an estimate; beyond it the count of the kept
 /// part is scaled up by the bytes seen.
 pub const STREAM_KEEP_BYTES: usize = 1 << 20;
+/// What a stream's kept payloads are given at first (a few dozen chunks).
+const STREAM_FIRST_KEEP: usize = 8 * 1024;
 
 /// An OpenAI BPE encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +127,10 @@ impl Streamed {
     pub fn push(&mut self, payload: &[u8]) {
         self.seen += payload.len();
         if self.kept.len() + payload.len() < STREAM_KEEP_BYTES {
+            if self.kept.capacity() == 0 {
+                // A typical answer's events in one allocation, rather than a dozen doublings.
+                self.kept.reserve(STREAM_FIRST_KEEP.max(payload.len() + 1));
+            }
             self.kept.extend_from_slice(payload);
             self.kept_payload += payload.len();
             // Payloads are JSON values; whitespace separates them for the reader at the end.
