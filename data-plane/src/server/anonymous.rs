@@ -1,6 +1,6 @@
-//! The HTTP end of `crate::security`: a guard around the proxy's routes that refuses a throttled source before any
-//! handler runs, and, after a handler refused a request, counts failed authentications and
-//! logs refusals not tied to a key. The pipeline says what it refused by putting a [`Refusal`]
+//! The HTTP end of `crate::security`: a guard around the proxy's routes that refuses a
+//! throttled source before any route runs, and, after a route refused a request, counts failed
+//! authentications and logs refusals not tied to a key. The pipeline says what it refused by putting a [`Refusal`]
 //! on the response ([`Refusal::of`], in `pipeline::answer::reject`).
 
 use std::net::SocketAddr;
@@ -18,16 +18,14 @@ use crate::security::refusal::Refusal;
 use crate::security::{Reason, Source};
 use crate::surfaces::Surface;
 
-use super::route;
+use super::{route, Route};
 
-/// The surface whose error format a path's client reads.
+/// The surface whose error format a path's client reads: the surface its route serves, else
+/// OpenAI's.
 fn surface_of(path: &str) -> Surface {
-    if path == "/v1/messages" {
-        Surface::AnthropicMessages
-    } else if path.starts_with("/v1beta/models/") || path.starts_with("/v1/models/") {
-        Surface::Gemini
-    } else {
-        Surface::OpenAiChat
+    match Route::of(path) {
+        Some((Route::Surface(surface), _)) => surface,
+        _ => Surface::OpenAiChat,
     }
 }
 
@@ -45,7 +43,7 @@ pub(super) async fn guard(app: App, req: Request<TimedBody>, peer: SocketAddr) -
         return route(app, &parts, body).await;
     }
     let bucket = Source::of(Some(peer.ip()));
-    let record = |app: &App, reason: Reason, request_id: &str| {
+    let record = |reason: Reason, request_id: &str| {
         Record::new(
             app.clock.now(),
             &peer.ip().to_string(),
@@ -64,7 +62,7 @@ pub(super) async fn guard(app: App, req: Request<TimedBody>, peer: SocketAddr) -
     if let Some(wait) = app.security.throttled(bucket) {
         let request_id = modelgate_shared::new_id().to_string();
         app.security.refused(bucket, Reason::Throttled, || {
-            record(&app, Reason::Throttled, &request_id)
+            record(Reason::Throttled, &request_id)
         });
         let e = ProxyError::auth_throttled(whole_seconds(wait));
         let surface = surface_of(parts.uri.path());
@@ -82,7 +80,7 @@ pub(super) async fn guard(app: App, req: Request<TimedBody>, peer: SocketAddr) -
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             app.security
-                .refused(bucket, reason, || record(&app, reason, request_id));
+                .refused(bucket, reason, || record(reason, request_id));
         }
     }
     resp
