@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use modelgate_control_plane::service::authz::{Actor, Role};
+use modelgate_control_plane::service::usage::partitions;
 use modelgate_control_plane::service::usage::requests::{self, RequestFilter};
 use modelgate_control_plane::service::PageParams;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -75,7 +76,14 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
     );
     let mut count = scalar(&db, "SELECT count(*) FROM usage_events").await?;
     if count == 0 {
-        let end_ms = chrono::Utc::now().timestamp_millis();
+        let now = chrono::Utc::now();
+        // A ledger that took these 30 days of traffic had its weekly partitions made as the
+        // weeks came (the control plane's maintenance makes each ahead of time): make them for
+        // the loaded span, so each row lands in its week's partition, not the default one.
+        for weeks_ago in (0..=5).rev() {
+            partitions::maintain(&db, now - chrono::Duration::weeks(weeks_ago), None).await?;
+        }
+        let end_ms = now.timestamp_millis();
         let sql = LOAD_SQL
             .replace(":rows", &args.rows.to_string())
             .replace(":end_ms", &end_ms.to_string());
@@ -113,11 +121,24 @@ pub async fn run(args: RequestLogArgs) -> anyhow::Result<()> {
     .await?;
     let newest = scalar(&db, "SELECT max(started_at_ms) FROM usage_events").await?;
     let oldest = scalar(&db, "SELECT min(started_at_ms) FROM usage_events").await?;
-    let size = scalar(&db, "SELECT pg_total_relation_size('usage_events')").await?;
-    println!(
-        "usage_events: {count} rows, {:.1} GB with indexes",
-        size as f64 / 1e9
-    );
+    println!("usage_events: {count} rows");
+    // Where they are: each week's partition (and the default one), with its indexes' size.
+    let mut tables: Vec<String> = partitions::list(&db)
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    tables.push("usage_events_default".to_owned());
+    for table in tables {
+        let rows = scalar(&db, &format!("SELECT count(*) FROM {table}")).await?;
+        let heap = scalar(&db, &format!("SELECT pg_table_size('{table}')")).await?;
+        let indexes = scalar(&db, &format!("SELECT pg_indexes_size('{table}')")).await?;
+        println!(
+            "  {table}: {rows} rows, table {:.0} MB, indexes {:.0} MB",
+            heap as f64 / 1e6,
+            indexes as f64 / 1e6
+        );
+    }
 
     let day = 86_400_000;
     let rfc = |ms: i64| {
