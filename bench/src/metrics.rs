@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use modelgate_data_plane::metrics::{LabelSource, Metrics, Names, NodeReadings};
+use modelgate_data_plane::metrics::{Caller, LabelSource, Metrics, Names, NodeReadings};
 use modelgate_shared::usage::{Attempt, ErrorClass, UsageEvent};
 
 #[derive(Args, Debug)]
@@ -87,6 +87,7 @@ fn run_one(metrics: &Metrics, events: &[UsageEvent], iterations: u64) -> f64 {
                 "chat.completions"
             },
             e,
+            Caller::Client,
         );
     }
     started.elapsed().as_secs_f64()

@@ -59,6 +59,20 @@ impl Node {
             .status()
             .as_u16()
     }
+
+    /// A chat request marked as check traffic, as `modelgate check` sends its requests.
+    async fn check_chat(&self, key: &str, alias: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/chat/completions", self.dp.addr))
+            .bearer_auth(key)
+            .header(modelgate_shared::usage::CHECK_HEADER, "1")
+            .json(&json!({"model": alias, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
 }
 
 /// A gateway (its own data plane is `region=test`) with the alias `smart` on a healthy
@@ -689,5 +703,64 @@ async fn a_restarted_control_plane_resumes_the_rollout_where_it_was() {
         calls + 1,
         "the canary routes to the old upstream again"
     );
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_acceptance_runs_deliberate_failures_on_the_canary_do_not_fail_its_gate() {
+    let fleet = Fleet::start().await;
+    // What `modelgate check` asks of a gateway includes a request that must fail upstream:
+    // here an alias whose only deployment answers 500, under a key of its own.
+    let unreachable = MockUpstream::start().await;
+    unreachable.fail_with(Some(500));
+    let check = fleet
+        .gw
+        .provision(&unreachable.base_url(), "check-failure", "check-model")
+        .await;
+    fleet.on_latest_version().await;
+    let next = MockUpstream::start().await;
+    let next_provider = fleet.provider(&next.base_url()).await;
+    fleet.set_policy(1, 5, "rollback").await;
+    let old_version = fleet.canary.version();
+
+    fleet.reroute(&next_provider).await;
+    let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the canary on the new version",
+        || async { (fleet.canary.version() > old_version).then_some(()) },
+    )
+    .await;
+
+    // On the canary, half the requests fail, all of them check traffic.
+    for _ in 0..8 {
+        assert!(fleet.canary.check_chat(&check.key, "check-failure").await >= 500);
+        assert_eq!(fleet.canary.chat(&fleet.p.key, "smart").await, 200);
+    }
+    // The first went upstream (with a retry); once ejected, the deployment was not called.
+    assert!(unreachable.calls() > 0, "the check requests went upstream");
+
+    let done = eventually(
+        Duration::from_secs(20),
+        "the rollout to finish one way or the other",
+        || async {
+            let r = fleet.rollout_by_id(&id).await;
+            (r["status"] == "completed" || r["status"] == "rolled_back").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // The failures are in the ledger all the same, marked as check traffic.
+    eventually(Duration::from_secs(10), "the check rows", || async {
+        let rows = crate::budgets::usage_rows(&fleet.gw, &check.key_id).await;
+        (rows.len() == 8
+            && rows.iter().all(|r| {
+                r["application"] == modelgate_shared::usage::CHECK_APPLICATION
+                    && r["status"].as_u64().unwrap_or(0) >= 500
+            }))
+        .then_some(())
+    })
+    .await;
     fleet.shutdown().await;
 }

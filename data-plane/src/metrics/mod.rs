@@ -6,7 +6,8 @@
 //! - **per request**, recorded in one place only: when a request's usage event is sealed
 //!   (`usage::Recorder`), from the event itself ([`Metrics::record`]). So every request that
 //!   reached a handler is counted exactly once, served, refused, cancelled or unmetered alike,
-//!   and the figures agree with the usage ledger. Label values are `&'static str`, small enums or
+//!   and the figures agree with the usage ledger: a client's in the request series, an
+//!   acceptance run's (`modelgate check`, [`Caller::Check`]) in its own counter. Label values are `&'static str`, small enums or
 //!   names interned once per config version ([`labels`]): recording allocates nothing.
 //! - **read at scrape time** from the state other modules own (spool, retry budget, security
 //!   guard, deployment health): the scrape handler (`crate::scrape`) reads them into
@@ -60,6 +61,19 @@ fn upstream_histogram() -> Histogram {
     Histogram::new(UPSTREAM_BUCKETS)
 }
 
+/// Whose request a sealed usage event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Caller {
+    #[default]
+    Client,
+    /// Check traffic (`x-modelgate-check: 1`, sent by `modelgate check`). An acceptance run
+    /// fails some requests on purpose (an unreachable deployment): its requests are counted in
+    /// `modelgate_check_requests_total` only, not in the request series, the upstream timings
+    /// or the rollout gates' readings, so that they neither trip an alert nor fail a rollout.
+    /// What they spent (tokens, cost) is counted as any other spend.
+    Check,
+}
+
 /// The registry and the handles the request path records into.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +90,7 @@ pub struct Metrics {
     tokens: [Counter; TokenType::ALL.len()],
     cost: Counter,
     fallbacks: Family<ModelLabels, Counter>,
+    check_requests: Counter,
     cache: CacheCounters,
     /// Requests, 5xx answers and latencies for the rollout gates (see [`traffic`]).
     traffic: Arc<traffic::ServedTraffic>,
@@ -174,6 +189,13 @@ impl Metrics {
              requested alias",
             fallbacks.clone(),
         );
+        let check_requests = Counter::default();
+        registry.register(
+            "modelgate_check_requests",
+            "Requests marked as check traffic (`modelgate check`), left out of the other request \
+             series; their tokens and cost are counted with everyone's",
+            check_requests.clone(),
+        );
         let cache = CacheCounters::default();
         registry.register(
             "modelgate_cache_hits",
@@ -216,6 +238,7 @@ impl Metrics {
             tokens,
             cost,
             fallbacks,
+            check_requests,
             cache,
             traffic: Arc::default(),
         }
@@ -252,9 +275,15 @@ impl Metrics {
     }
 
     /// Counts a finished request from its sealed usage event (`surface`: the endpoint family it
-    /// came in on). Called exactly once per [`Metrics::started`]. Allocates nothing.
-    pub fn record(&self, surface: &'static str, e: &UsageEvent) {
+    /// came in on; `caller`: whose request it was). Called exactly once per
+    /// [`Metrics::started`]. Allocates nothing.
+    pub fn record(&self, surface: &'static str, e: &UsageEvent, caller: Caller) {
         self.in_flight.dec();
+        self.spent(e);
+        if caller == Caller::Check {
+            self.check_requests.inc();
+            return;
+        }
         self.traffic.record(e.status, e.latency_us);
         let names = self.interner.current();
         let model = names.model(&e.requested_model);
@@ -281,6 +310,13 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(upstream_duration_us(e, i == last, a) as f64 / 1e6);
         }
+        if e.fallback_used {
+            self.fallbacks.get_or_create(&ModelLabels { model }).inc();
+        }
+    }
+
+    /// The tokens and cost a request's event metered.
+    fn spent(&self, e: &UsageEvent) {
         let counts = [
             e.input_tokens,
             e.output_tokens,
@@ -294,9 +330,6 @@ impl Metrics {
         }
         if e.cost_micros > 0 {
             self.cost.inc_by(e.cost_micros.unsigned_abs());
-        }
-        if e.fallback_used {
-            self.fallbacks.get_or_create(&ModelLabels { model }).inc();
         }
     }
 

@@ -56,7 +56,7 @@ fn rate_limited(model: &str) -> UsageEvent {
 fn record(m: &Metrics, surface: &'static str, events: &[UsageEvent]) {
     for e in events {
         m.started();
-        m.record(surface, e);
+        m.record(surface, e, Caller::Client);
     }
 }
 
@@ -165,7 +165,7 @@ fn requests_in_flight_are_those_started_and_not_yet_recorded() {
     let m = Metrics::default();
     m.started();
     m.started();
-    m.record("responses", &served());
+    m.record("responses", &served(), Caller::Client);
     let text = m.render(NodeReadings::default());
     assert!(
         lines(&text).contains(&"modelgate_requests_in_flight 1"),
@@ -286,4 +286,41 @@ fn the_serving_attempt_holds_its_upstream_until_the_request_ends_and_a_failed_on
     ] {
         assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
     }
+}
+
+#[test]
+fn check_traffic_is_counted_apart_from_the_request_series_and_the_rollout_gates() {
+    let m = Metrics::new(config(1, vec!["smart"]));
+    let failed = UsageEvent {
+        status: 502,
+        error_class: Some(ErrorClass::ProviderError),
+        ..served()
+    };
+    for (e, caller) in [
+        (served(), Caller::Client),
+        (served(), Caller::Check),
+        (failed, Caller::Check),
+    ] {
+        m.started();
+        m.record("chat.completions", &e, caller);
+    }
+
+    // The gates see the client's request only: no 5xx.
+    let gates = m.traffic().read();
+    assert_eq!((gates.requests, gates.errors), (1, 0), "{gates:?}");
+    let text = m.render(NodeReadings::default());
+    let lines = lines(&text);
+    for want in [
+        "modelgate_check_requests_total 2",
+        r#"modelgate_requests_total{surface="chat.completions",model="smart",provider="p1",status="200",error_class="none"} 1"#,
+        r#"modelgate_request_duration_seconds_count{surface="chat.completions"} 1"#,
+        r#"modelgate_upstream_ttfb_seconds_count{provider="p1"} 1"#,
+        // What the three spent is spent all the same.
+        r#"modelgate_tokens_total{type="input"} 30"#,
+        "modelgate_cost_micro_usd_total 126",
+        "modelgate_requests_in_flight 0",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains(r#"status="502""#), "{text}");
 }

@@ -69,6 +69,8 @@ pub struct Recorder {
     limits: Option<crate::limits::Admission>,
     /// The request's trace: its span (export on), or the client's trace context to pass on.
     trace: crate::trace::RequestTrace,
+    /// Whose request this is, for the metrics (check traffic is counted apart).
+    caller: crate::metrics::Caller,
 }
 
 impl Recorder {
@@ -98,6 +100,7 @@ impl Recorder {
             reservation: None,
             limits: None,
             trace: crate::trace::RequestTrace::Off,
+            caller: crate::metrics::Caller::Client,
         }
     }
 
@@ -194,9 +197,11 @@ impl Recorder {
     }
 
     /// The request is check traffic (`x-modelgate-check: 1`): its event carries
-    /// [`CHECK_APPLICATION`](modelgate_shared::usage::CHECK_APPLICATION) as its application.
+    /// [`CHECK_APPLICATION`](modelgate_shared::usage::CHECK_APPLICATION) as its application,
+    /// and the metrics count it apart ([`crate::metrics::Caller::Check`]).
     pub fn check_traffic(&mut self) {
         modelgate_shared::usage::CHECK_APPLICATION.clone_into(&mut self.event_mut().application);
+        self.caller = crate::metrics::Caller::Check;
     }
 
     /// The model alias the request names.
@@ -341,7 +346,7 @@ impl Recorder {
         e.ended_at_ms = now_ms().max(e.started_at_ms);
         e.latency_us = latency;
         std::mem::take(&mut self.trace).end(&e);
-        self.metrics.record(self.surface, &e);
+        self.metrics.record(self.surface, &e, self.caller);
         Some(e)
     }
 
