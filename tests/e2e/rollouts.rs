@@ -179,12 +179,7 @@ impl Fleet {
         let old_version = self.canary.version();
         self.reroute(provider_id).await;
         let id = self.rollout().await["id"].as_str().unwrap().to_owned();
-        eventually(
-            Duration::from_secs(10),
-            "the canary on the new version",
-            || async { (self.canary.version() > old_version).then_some(()) },
-        )
-        .await;
+        self.canary_past(old_version).await;
         let (status, paused) = self
             .gw
             .admin(Method::POST, &format!("/rollouts/{id}/pause"), None)
@@ -192,6 +187,16 @@ impl Fleet {
         assert_eq!(status, 200, "{paused}");
         assert_eq!(paused["status"], "paused");
         id
+    }
+
+    /// Waits until the canary serves a version above `old_version` (a rollout reached it).
+    async fn canary_past(&self, old_version: u64) {
+        eventually(
+            Duration::from_secs(10),
+            "the canary on the new version",
+            || async { (self.canary.version() > old_version).then_some(()) },
+        )
+        .await;
     }
 
     /// The rollout the last change started.
@@ -325,12 +330,7 @@ async fn a_healthy_rollout_completes_wave_by_wave() {
         json!([{"kind": "route", "id": "smart", "change": "changed"}])
     );
 
-    eventually(
-        Duration::from_secs(10),
-        "the canary on the new version",
-        || async { (fleet.canary.version() > old_version).then_some(()) },
-    )
-    .await;
+    fleet.canary_past(old_version).await;
     assert_eq!(
         fleet.eu.version(),
         old_version,
@@ -725,12 +725,7 @@ async fn an_acceptance_runs_deliberate_failures_on_the_canary_do_not_fail_its_ga
 
     fleet.reroute(&next_provider).await;
     let id = fleet.rollout().await["id"].as_str().unwrap().to_owned();
-    eventually(
-        Duration::from_secs(10),
-        "the canary on the new version",
-        || async { (fleet.canary.version() > old_version).then_some(()) },
-    )
-    .await;
+    fleet.canary_past(old_version).await;
 
     // On the canary, half the requests fail, all of them check traffic.
     for _ in 0..8 {
