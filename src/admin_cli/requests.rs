@@ -64,6 +64,10 @@ pub struct ListRequests {
     /// Only requests that cost at least this many micro-USD.
     #[arg(long)]
     min_cost_micros: Option<u64>,
+    /// Only check traffic, `modelgate check`'s requests (true), or every request but those
+    /// (false).
+    #[arg(long)]
+    check_traffic: Option<bool>,
     /// Print at most this many requests.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     limit: u64,
@@ -98,6 +102,7 @@ impl ListRequests {
                 "min_cost_micros",
                 self.min_cost_micros.map(|n| n.to_string()),
             ),
+            ("check_traffic", self.check_traffic.map(|b| b.to_string())),
         ];
         f.extend(other.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         (

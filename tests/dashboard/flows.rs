@@ -212,6 +212,23 @@ async fn an_admin_creates_a_key_sees_its_traffic_and_attempts_then_revokes_it() 
     assert_eq!(count(&client, "table.log tbody tr").await, 3);
     let url = client.current_url().await.unwrap();
     assert!(url.query().unwrap().contains("status=200"), "{url}");
+    // None of them is check traffic: the log shows none when asked for it alone, all three
+    // when it is left out.
+    for (check, rows) in [("true", 0), ("false", 3)] {
+        client
+            .find(Locator::Css("#f-check"))
+            .await
+            .unwrap()
+            .select_by_value(check)
+            .await
+            .unwrap();
+        click_and_wait(&client, "form.filters button[type=submit]").await;
+        assert_eq!(
+            count(&client, "table.log tbody tr").await,
+            rows,
+            "check_traffic={check}"
+        );
+    }
     screenshot(&client, "04-requests").await;
     click_and_wait(&client, &format!("a[href='/requests/{}']", ids[0])).await;
     let attempts = text(&client, "table.attempts tbody").await;

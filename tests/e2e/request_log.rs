@@ -50,7 +50,9 @@ fn event(n: u32, key: &(String, String), base_ms: i64) -> UsageEvent {
             "user-odd"
         }
         .into(),
-        application: if n.is_multiple_of(4) {
+        application: if n % 9 == 5 {
+            modelgate_shared::usage::CHECK_APPLICATION
+        } else if n.is_multiple_of(4) {
             "checkout"
         } else {
             "search"
@@ -246,6 +248,17 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
             "min_cost_micros=5000".into(),
             Box::new(|e| e.cost_micros >= 5000),
         ),
+        // `modelgate check`'s requests, alone or left out.
+        (
+            "check_traffic=true".into(),
+            Box::new(|e| e.application == modelgate_shared::usage::CHECK_APPLICATION),
+        ),
+        (format!("check_traffic=false&team_id={team_a}"), {
+            let t = team_a.clone();
+            Box::new(move |e| {
+                e.application != modelgate_shared::usage::CHECK_APPLICATION && e.team_id == t
+            })
+        }),
         (
             format!("model=fast&status=2xx&team_id={team_a}&min_latency_ms=100"),
             {
@@ -360,6 +373,7 @@ async fn the_request_log_filters_pages_stably_and_keeps_a_team_token_to_its_team
         ("status=6xx", "status"),
         ("error_class=teapot", "error_class"),
         ("streamed=yes", "streamed"),
+        ("check_traffic=maybe", "check_traffic"),
         ("min_latency_ms=-1", "min_latency_ms"),
         ("min_cost_micros=x", "min_cost_micros"),
         ("from=yesterday", "from"),

@@ -31,6 +31,7 @@ pub struct LogQuery {
     streamed: String,
     min_latency_ms: String,
     min_cost_micros: String,
+    check_traffic: String,
     after: Option<String>,
 }
 
@@ -67,6 +68,7 @@ impl LogQuery {
             streamed: some(&self.streamed),
             min_latency_ms: some(&self.min_latency_ms),
             min_cost_micros: some(&self.min_cost_micros),
+            check_traffic: some(&self.check_traffic),
         }
     }
 
@@ -88,6 +90,7 @@ impl LogQuery {
             ("streamed", &self.streamed),
             ("min_latency_ms", &self.min_latency_ms),
             ("min_cost_micros", &self.min_cost_micros),
+            ("check_traffic", &self.check_traffic),
             ("after", cursor),
         ])
     }
@@ -180,6 +183,7 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<LogQuery>)
             (choice("f-streamed", "Streamed", "streamed", &q.streamed, &yes_no))
             (text_field("f-latency", "Min latency (ms)", "min_latency_ms", &q.min_latency_ms, "number"))
             (text_field("f-cost", "Min cost (µ$)", "min_cost_micros", &q.min_cost_micros, "number"))
+            (choice("f-check", "Check traffic", "check_traffic", &q.check_traffic, &[("", "shown"), ("false", "hidden"), ("true", "only")]))
             div.actions { button type="submit" { "Filter" } a href="/requests" { "Clear" } }
         }
         @if list.data.is_empty() { p.empty { "No request matches." } } @else {

@@ -68,6 +68,9 @@ pub struct RequestFilter {
     pub min_latency_ms: Option<String>,
     /// Only requests that cost at least this many micro-USD.
     pub min_cost_micros: Option<String>,
+    /// `true`: only check traffic (`modelgate check`'s requests, application
+    /// `modelgate-check`); `false`: every request but those.
+    pub check_traffic: Option<String>,
 }
 
 /// One request in the log (its attempts are counted here, listed by [`get`]).
@@ -281,6 +284,14 @@ fn condition(actor: &Actor, f: &RequestFilter) -> Result<Condition, ServiceError
     }
     if let Some(v) = &f.min_cost_micros {
         c = c.add(C::CostMicros.gte(whole("min_cost_micros", v)?));
+    }
+    if let Some(v) = &f.check_traffic {
+        let check = modelgate_shared::usage::CHECK_APPLICATION;
+        c = c.add(if flag("check_traffic", v)? {
+            C::Application.eq(check)
+        } else {
+            C::Application.ne(check)
+        });
     }
     Ok(c)
 }
