@@ -7,8 +7,9 @@
 //!   (`usage::Recorder`), from the event itself ([`Metrics::record`]). So every request that
 //!   reached a handler is counted exactly once, served, refused, cancelled or unmetered alike,
 //!   and the figures agree with the usage ledger: a client's in the request series, an
-//!   acceptance run's (`modelgate check`, [`Caller::Check`]) in its own counter. Label values are `&'static str`, small enums or
-//!   names interned once per config version ([`labels`]): recording allocates nothing.
+//!   acceptance run's (`modelgate check`, [`Caller::Check`]) in its own counter. Label values
+//!   are `&'static str`, small enums or names interned once per config version ([`labels`]):
+//!   recording allocates nothing.
 //! - **read at scrape time** from the state other modules own (spool, retry budget, security
 //!   guard, deployment health): the scrape handler (`crate::scrape`) reads them into
 //!   [`NodeReadings`] and [`Metrics::render`] encodes them with the registry ([`node`]).
