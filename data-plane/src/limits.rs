@@ -13,11 +13,11 @@
 //! plane only when a share runs low (in the background, ahead of running out) or is empty
 //! (inline, single-flight per measure).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, RateRequest};
 use modelgate_shared::key_view::KeyView;
 use modelgate_shared::limits::{retry_after_secs, window_start, LimitFallback, Measure, RateLimit};

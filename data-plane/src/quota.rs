@@ -12,11 +12,11 @@
 //! additions under it); it calls the control plane only when a slice runs low (in the
 //! background, ahead of running out) or is empty (inline, once per refill, single-flight).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use foldhash::HashMap;
 use modelgate_proto::quota::v1::{quota_service_client::QuotaServiceClient, AllocateRequest};
 use modelgate_shared::key_view::KeyView;
 use modelgate_shared::quota::{period_start, Budget, BudgetKind, Enforcement, WhenUnreachable};

@@ -6,10 +6,10 @@
 //! of keys; a lookup costs one more index into the shard array.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet};
 use modelgate_shared::keys::KeyHash;
 
 use super::compact::Key;

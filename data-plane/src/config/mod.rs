@@ -11,13 +11,13 @@ pub mod lkg;
 pub mod parts;
 pub mod subscriber;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use compact::Key;
 pub use key_index::{ById, Found, KeyIndex, KeysById};
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt};
 use modelgate_shared::digest::ConfigDigest;
 use modelgate_shared::digest::{Leaf, Section};
 use modelgate_shared::pricing::Price;

@@ -7,11 +7,11 @@
 //! none at all (refused before the body was read) is `none`. No key, team or request id is a
 //! label: those belong to the usage events.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use modelgate_shared::usage::ErrorClass;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 

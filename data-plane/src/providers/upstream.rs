@@ -25,7 +25,6 @@
 //! TLS offers only `http/1.1` in ALPN: an HTTP/2 connection multiplexes its streams through a
 //! task of its own, which is the cost this client exists to avoid.
 
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
@@ -35,6 +34,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri};

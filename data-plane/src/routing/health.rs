@@ -4,10 +4,10 @@
 //! with `retry-after` parks the deployment until then without counting as a failure. State is
 //! atomics per deployment; the table is only written when a deployment is first seen.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use foldhash::HashMap;
 use modelgate_shared::snapshot::RoutePolicy;
 
 #[derive(Debug, Default)]
