@@ -49,29 +49,23 @@ impl Node {
     }
 
     async fn chat(&self, key: &str, alias: &str) -> u16 {
-        reqwest::Client::new()
-            .post(format!("http://{}/v1/chat/completions", self.dp.addr))
-            .bearer_auth(key)
-            .json(&json!({"model": alias, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.send_chat(key, alias, false).await
     }
 
     /// A chat request marked as check traffic, as `modelgate check` sends its requests.
     async fn check_chat(&self, key: &str, alias: &str) -> u16 {
-        reqwest::Client::new()
+        self.send_chat(key, alias, true).await
+    }
+
+    async fn send_chat(&self, key: &str, alias: &str, check: bool) -> u16 {
+        let mut req = reqwest::Client::new()
             .post(format!("http://{}/v1/chat/completions", self.dp.addr))
             .bearer_auth(key)
-            .header(modelgate_shared::usage::CHECK_HEADER, "1")
-            .json(&json!({"model": alias, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .json(&json!({"model": alias, "messages": [{"role": "user", "content": "hi"}]}));
+        if check {
+            req = req.header(modelgate_shared::usage::CHECK_HEADER, "1");
+        }
+        req.send().await.unwrap().status().as_u16()
     }
 }
 
