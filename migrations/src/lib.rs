@@ -36,6 +36,7 @@ mod m20261208_000041_fleet_view;
 mod m20261208_000042_dashboard_sessions;
 mod m20261208_000043_usage_index_diet;
 mod m20261209_000045_key_revisions;
+mod m20261210_000046_usage_daily_check_traffic;
 pub mod usage_partitions;
 
 /// The settings row recording whether sealed values are bound (`bound`) or not yet (`unbound`).
@@ -80,6 +81,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000042_dashboard_sessions::Migration),
             Box::new(m20261208_000043_usage_index_diet::Migration),
             Box::new(m20261209_000045_key_revisions::Migration),
+            Box::new(m20261210_000046_usage_daily_check_traffic::Migration),
         ]
     }
 }

@@ -586,6 +586,58 @@ async fn page_text(http: &reqwest::Client, gw: &Gateway, cookie: &str, path: &st
     resp.text().await.unwrap()
 }
 
+/// The overview's request and error totals: `(requests, errors)` as its KPIs print them.
+fn overview_totals(page: &str) -> (String, String) {
+    let kpi = |label: &str| {
+        let at = page
+            .find(&format!("{label}</span><span class=\"kpi-value\">"))
+            .unwrap_or_else(|| panic!("no {label} figure in {page}"));
+        let rest = &page[at + label.len() + "</span><span class=\"kpi-value\">".len()..];
+        rest[..rest.find('<').unwrap()].to_owned()
+    };
+    (kpi("Requests"), kpi("Errors"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_overview_leaves_check_traffic_out_unless_asked_to_show_it() {
+    let (_upstream, gw, a) = gateway_with_smart_route().await;
+    let served = request_id(&gw.say_hi(&a.key, "smart").await);
+    // An acceptance run's deliberate failure, marked as check traffic: a body that is not JSON.
+    let check = gw
+        .chat(&a.key, json!({}))
+        .header("x-modelgate-check", "1")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 400);
+    let check = request_id(&check);
+    gw.usage_row(&served).await;
+    let row = gw.usage_row(&check).await;
+    assert_eq!(row["application"], "modelgate-check", "{row}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = http_sign_in(&http, &gw, &gw.admin_token).await;
+
+    let default = page_text(&http, &gw, &cookie, "/").await;
+    assert_eq!(overview_totals(&default), ("1".into(), "0 (0.0%)".into()));
+    assert!(
+        default.contains("href=\"/?days=14&amp;check_traffic=false\" aria-current=\"page\">hidden"),
+        "the page says check traffic is hidden: {default}"
+    );
+    let shown = page_text(&http, &gw, &cookie, "/?days=14&check_traffic=all").await;
+    assert_eq!(overview_totals(&shown), ("2".into(), "1 (50.0%)".into()));
+    let only = page_text(&http, &gw, &cookie, "/?days=7&check_traffic=true").await;
+    assert_eq!(overview_totals(&only), ("1".into(), "1 (100.0%)".into()));
+    assert!(
+        only.contains("href=\"/?days=30&amp;check_traffic=true\""),
+        "the range links keep the choice: {only}"
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_team_scoped_token_sees_only_its_team_on_every_screen() {
     let (upstream, gw, a) = gateway_with_smart_route().await;

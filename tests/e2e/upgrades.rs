@@ -4,18 +4,19 @@
 //! For each migration index k: a fresh database is migrated one migration at a time up to k,
 //! and after each migration the rows that release could have written are inserted with plain
 //! SQL valid at that schema (a team, key, provider with a credential sealed as releases of the
-//! time sealed it, price, route, usage event, admin token, node, export sink, user and
-//! membership, audit row, budget with its period, grant and alert, rate limit, quarantined
-//! event, node revocation). Then a control plane starts on it — which runs the remaining
+//! time sealed it, price, route, usage event, admin token, node, export sink, a check-traffic
+//! usage event added to the first one's daily aggregate, user and membership, audit row, budget
+//! with its period, grant and alert, rate limit, quarantined event, node revocation). Then a control plane starts on it — which runs the remaining
 //! migrations — and the test checks that every row is still there and that the control plane
 //! reads them: its published snapshot holds the seeded key, route, price and provider (with
-//! its credential opened under the master key), and the request log serves the seeded event.
+//! its credential opened under the master key), the request log serves the seeded event, and
+//! the daily aggregates hold the check traffic apart.
 //!
 //! A migration added later gets the same treatment from every earlier index without a change
 //! here; a migration that adds a table should add its rows to `SEEDS`.
 
 use modelgate_control_plane::service::authz::Actor;
-use modelgate_control_plane::service::usage::requests;
+use modelgate_control_plane::service::usage::{self, requests};
 use modelgate_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -52,6 +53,13 @@ fn seeds(migration: &str) -> Vec<(&'static str, &'static str, &'static str, Stri
         "m20261123_000002_metering" => vec![
             ("export_sinks", "id", "upg-sink", "INSERT INTO export_sinks (id, name, kind, url, created_at) \
               VALUES ('upg-sink', 'upgrade-sink', 'webhook', 'http://127.0.0.1:9/hook', {at})"),
+            // A failed request of an acceptance run (`modelgate check`), counted in the same
+            // daily aggregate as `upg-event` (see `aggregated_with_it`).
+            ("usage_events", "id", "upg-check-event", "INSERT INTO usage_events (id, request_id, started_at_ms, ended_at_ms, node_id, key_id, team_id, endpoint, \
+              requested_model, provider_id, served_model, status, error_class, error_message, latency_us, ttfb_us, input_tokens, output_tokens, \
+              cost_micros, price_version, streamed, estimated, ingested_at, application) \
+              VALUES ('upg-check-event', 'upg-check-request', 1763632900000, 1763632900100, 'upg-node', 'upg-key', 'upg-team', 'chat.completions', \
+              'upg-check-route', 'upg-provider', 'upg-model', 502, NULL, '', 100000, 0, 5, 0, 40, 1, FALSE, FALSE, {at}, 'modelgate-check')"),
         ],
         "m20261123_000003_identity" => vec![
             ("users", "id", "upg-user", "INSERT INTO users (id, email, created_at) VALUES ('upg-user', 'upgrade@example.com', {at})"),
@@ -88,6 +96,20 @@ fn seeds(migration: &str) -> Vec<(&'static str, &'static str, &'static str, Stri
     rows.into_iter()
         .map(|(t, c, id, sql)| (t, c, id, sql.replace("{at}", AT)))
         .collect()
+}
+
+/// What that release's ingest did beside storing a seeded event: `upg-check-event` was added to
+/// the daily aggregate `upg-event` is in (the same day, key, team, user, model and provider).
+fn aggregated_with_it(migration: &str) -> &'static str {
+    match migration {
+        "m20261123_000002_metering" => {
+            "UPDATE usage_daily SET requests = requests + 1, errors = errors + 1, \
+             input_tokens = input_tokens + 5, cost_micros = cost_micros + 40 \
+             WHERE day = '2025-11-20' AND key_id = 'upg-key' AND user_id = '' \
+             AND model = 'upg-model' AND provider_id = 'upg-provider'"
+        }
+        _ => "",
+    }
 }
 
 async fn exec(db: &DatabaseConnection, sql: &str) {
@@ -141,6 +163,10 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
             for (table, column, id, sql) in seeds(name) {
                 exec(&conn, &sql.replace("{sealed}", &sealed)).await;
                 seeded.push((table, column, id));
+            }
+            match aggregated_with_it(name) {
+                "" => {}
+                sql => exec(&conn, sql).await,
             }
         }
         let applied = Migrator::get_applied_migrations(&conn).await.unwrap().len();
@@ -207,6 +233,31 @@ async fn every_earlier_schema_with_data_migrates_forward_on_start_and_is_served(
             .unwrap_or_else(|e| panic!("from index {k}: the request log failed: {e}"));
         let listed: Vec<&str> = page.data.iter().map(|r| r.request_id.as_str()).collect();
         assert_eq!(listed, ["upg-request"], "from index {k}");
+        // The daily aggregates hold the acceptance run's request apart (migration 46), with
+        // the ordinary request's counts as they were.
+        let daily = usage::daily(
+            &cp.services,
+            &Actor::system(),
+            usage::DailyFilter {
+                key_id: Some("upg-key".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let rows: Vec<(bool, i64, i64, i64, i64)> = daily
+            .iter()
+            .map(|r| {
+                let counts = (r.requests, r.errors, r.input_tokens, r.cost_micros);
+                (r.check_traffic, counts.0, counts.1, counts.2, counts.3)
+            })
+            .collect();
+        let check_seeded = seeded.iter().any(|(_, _, id)| *id == "upg-check-event");
+        let mut expected = vec![(false, 1, 0, 21, 123)];
+        if check_seeded {
+            expected.push((true, 1, 1, 5, 40));
+        }
+        assert_eq!(rows, expected, "from index {k}");
         conn.close().await.unwrap();
         cp.shutdown().await;
         db.drop_database().await;

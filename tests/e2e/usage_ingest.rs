@@ -479,7 +479,8 @@ async fn usage_events_page_forward_with_a_cursor() {
 }
 
 /// (day, key, team, user, model, provider): the dimensions of an aggregate row.
-type DailyKey = (String, String, String, String, String, String);
+/// Day, key, team, user, model, provider, and whether it is check traffic.
+type DailyKey = (String, String, String, String, String, String, bool);
 
 /// xorshift64*: a seeded generator, so a failing run can be replayed from its printed seed.
 struct Rng(u64);
@@ -497,7 +498,8 @@ impl Rng {
 }
 
 #[tokio::test]
-async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload() {
+async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart(
+) {
     let gw = Gateway::start().await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -541,6 +543,12 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
             images: rng.below(2),
             media_ms: rng.below(3000),
             cost_micros: rng.below(1_000_000) as i64,
+            // One request in six from an acceptance run (`modelgate check`).
+            application: if rng.below(6) == 0 {
+                modelgate_shared::usage::CHECK_APPLICATION.into()
+            } else {
+                format!("app-{}", rng.below(2))
+            },
             ..Default::default()
         });
     }
@@ -606,6 +614,7 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
                     s("user_id"),
                     model.to_owned(),
                     s("provider_id"),
+                    r["application"] == modelgate_shared::usage::CHECK_APPLICATION,
                 ))
                 .or_default();
             let n = |k: &str| r[k].as_i64().unwrap();
@@ -630,8 +639,36 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
     }
     assert_eq!(ids.len(), all.len());
 
+    // Every row, then check traffic left out, then check traffic alone.
+    for (query, shown) in [
+        ("", None),
+        ("check_traffic=false", Some(false)),
+        ("check_traffic=true", Some(true)),
+    ] {
+        let wanted: BTreeMap<DailyKey, [i64; 9]> = expected
+            .iter()
+            .filter(|(k, _)| shown.is_none_or(|c| k.6 == c))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        assert!(!wanted.is_empty(), "seed {seed}: {query} selects rows");
+        assert_eq!(daily_sums(&gw, query).await, wanted, "seed {seed}: {query}");
+    }
+    let (status, refused) = gw
+        .admin(
+            reqwest::Method::GET,
+            "/usage/daily?check_traffic=maybe",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("check_traffic"), "{refused}");
+    gw.shutdown().await;
+}
+
+/// The daily aggregates the admin API answers for `query`, by their key.
+async fn daily_sums(gw: &Gateway, query: &str) -> BTreeMap<DailyKey, [i64; 9]> {
     let mut actual = BTreeMap::new();
-    for r in daily(&gw, "").await {
+    for r in daily(gw, query).await {
         let s = |k: &str| r[k].as_str().unwrap().to_owned();
         let n = |k: &str| r[k].as_i64().unwrap();
         actual.insert(
@@ -642,6 +679,7 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
                 s("user_id"),
                 s("model"),
                 s("provider_id"),
+                r["check_traffic"].as_bool().unwrap(),
             ),
             [
                 n("requests"),
@@ -656,8 +694,7 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload(
             ],
         );
     }
-    assert_eq!(actual, expected, "seed {seed}");
-    gw.shutdown().await;
+    actual
 }
 
 #[tokio::test]

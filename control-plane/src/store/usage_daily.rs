@@ -1,5 +1,6 @@
-//! Usage aggregated per UTC day, key, team, user, model and provider. Updated in the same
-//! transaction as the events it counts, only for events actually inserted.
+//! Usage aggregated per UTC day, key, team, user, model, provider and whether it is check
+//! traffic. Updated in the same transaction as the events it counts, only for events actually
+//! inserted.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -19,6 +20,9 @@ pub struct Model {
     pub model: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub provider_id: String,
+    /// Requests of acceptance runs (application `modelgate-check`), counted apart.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub check_traffic: bool,
     pub requests: i64,
     pub errors: i64,
     pub input_tokens: i64,

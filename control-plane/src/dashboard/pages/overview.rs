@@ -1,7 +1,9 @@
 //! The overview: requests, errors, p50/p99 latency, tokens and spend per day over the last 7,
 //! 14 or 30 days, and the same broken down by team, model and provider. Counts, tokens and
 //! spend come from the ledger's daily aggregates (`usage::daily`, exact); latency from
-//! `usage::latency` (the events themselves, percentiles need them).
+//! `usage::latency` (the events themselves, percentiles need them). Check traffic (the
+//! requests of `modelgate check`'s acceptance runs, some failing on purpose) is left out unless
+//! the page is asked to show it, or to show it alone.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +21,60 @@ use crate::service::{providers, PageParams};
 #[derive(Deserialize, Default)]
 pub struct RangeQuery {
     days: Option<u32>,
+    /// `all` shows check traffic with the rest, `true` alone; anything else leaves it out.
+    check_traffic: Option<String>,
 }
 
 const RANGES: [u32; 3] = [7, 14, 30];
+
+/// What the page shows of check traffic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckTraffic {
+    Hidden,
+    Shown,
+    Only,
+}
+
+impl CheckTraffic {
+    const ALL: [CheckTraffic; 3] = [
+        CheckTraffic::Hidden,
+        CheckTraffic::Shown,
+        CheckTraffic::Only,
+    ];
+
+    fn from_query(v: Option<&str>) -> Self {
+        match v {
+            Some("all") => CheckTraffic::Shown,
+            Some("true") => CheckTraffic::Only,
+            _ => CheckTraffic::Hidden,
+        }
+    }
+
+    /// The page's query parameter, and the aggregates' and events' filter.
+    fn param(self) -> &'static str {
+        match self {
+            CheckTraffic::Hidden => "false",
+            CheckTraffic::Shown => "all",
+            CheckTraffic::Only => "true",
+        }
+    }
+
+    fn filter(self) -> Option<bool> {
+        match self {
+            CheckTraffic::Hidden => Some(false),
+            CheckTraffic::Shown => None,
+            CheckTraffic::Only => Some(true),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            CheckTraffic::Hidden => "hidden",
+            CheckTraffic::Shown => "shown",
+            CheckTraffic::Only => "only",
+        }
+    }
+}
 
 #[derive(Default, Clone, Copy)]
 struct Totals {
@@ -46,6 +99,7 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
     let s = &dash.services;
     let a = &ctx.actor;
     let days = q.days.filter(|d| RANGES.contains(d)).unwrap_or(14);
+    let check = CheckTraffic::from_query(q.check_traffic.as_deref());
     let to = s.clock.now().date_naive();
     let from = to - Duration::days(i64::from(days) - 1);
     let rows = usage::daily(
@@ -54,11 +108,12 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
         DailyFilter {
             from: Some(from.format("%Y-%m-%d").to_string()),
             to: Some(to.format("%Y-%m-%d").to_string()),
+            check_traffic: check.filter().map(|c| c.to_string()),
             ..Default::default()
         },
     )
     .await?;
-    let lat = latency::latency_by_day(s, a, from, to).await?;
+    let lat = latency::latency_by_day(s, a, from, to, check.filter()).await?;
 
     // Names where the actor may read them (a billing token reads usage, not configuration).
     let (teams, provs) = if a.may(Action::ReadConfig) {
@@ -140,7 +195,13 @@ pub async fn show(State(dash): State<Dash>, ctx: Ctx, Query(q): Query<RangeQuery
         nav.range aria-label="Time range" {
             "Last "
             @for d in RANGES {
-                a href={ "/?days=" (d) } aria-current=[(d == days).then_some("page")] { (d) " days" } " "
+                a href={ "/?days=" (d) "&check_traffic=" (check.param()) } aria-current=[(d == days).then_some("page")] { (d) " days" } " "
+            }
+        }
+        nav.range #check-traffic aria-label="Check traffic" {
+            "Check traffic (" code { "modelgate check" } "): "
+            @for c in CheckTraffic::ALL {
+                a href={ "/?days=" (days) "&check_traffic=" (c.param()) } aria-current=[(c == check).then_some("page")] { (c.label()) } " "
             }
         }
         section.kpis aria-label="Totals for the range" {
@@ -309,6 +370,7 @@ mod tests {
             user_id: String::new(),
             model: "m".into(),
             provider_id: "p".into(),
+            check_traffic: false,
             requests: 1,
             errors: 0,
             input_tokens: 0,

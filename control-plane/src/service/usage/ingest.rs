@@ -766,7 +766,8 @@ fn attempts_json(e: &UsageEvent) -> String {
 
 /// The aggregate row an event counts towards: its UTC day (days since the Unix epoch) and the
 /// event's key, team, user, model and provider as stored ([`cleaned`]: borrowed unless a NUL
-/// had to be replaced) — a row's strings are made once per aggregate row, not per event.
+/// had to be replaced) — a row's strings are made once per aggregate row, not per event — and
+/// whether it is check traffic.
 type DailyKey<'a> = (
     i64,
     Cow<'a, str>,
@@ -774,6 +775,7 @@ type DailyKey<'a> = (
     Cow<'a, str>,
     Cow<'a, str>,
     Cow<'a, str>,
+    bool,
 );
 
 #[derive(Debug, Default)]
@@ -821,6 +823,7 @@ async fn add_to_aggregates<C: ConnectionTrait>(
             cleaned(&e.user_id),
             cleaned(model),
             cleaned(&e.provider_id),
+            e.application == modelgate_shared::usage::CHECK_APPLICATION,
         );
         let s = sums.entry(key).or_default();
         s.requests += 1;
@@ -854,6 +857,7 @@ async fn add_to_aggregates<C: ConnectionTrait>(
         C::UserId,
         C::Model,
         C::ProviderId,
+        C::CheckTraffic,
     ]);
     for c in counters {
         // An increment, never an overwrite.
@@ -866,23 +870,26 @@ async fn add_to_aggregates<C: ConnectionTrait>(
     let rows: Vec<usage_daily::ActiveModel> = sums
         .into_iter()
         .map(
-            |((day, key_id, team_id, user_id, model, provider_id), s)| usage_daily::ActiveModel {
-                day: Set(day_of(day * DAY_MS)),
-                key_id: Set(key_id.into_owned()),
-                team_id: Set(team_id.into_owned()),
-                user_id: Set(user_id.into_owned()),
-                model: Set(model.into_owned()),
-                provider_id: Set(provider_id.into_owned()),
-                requests: Set(s.requests),
-                errors: Set(s.errors),
-                input_tokens: Set(s.input_tokens),
-                output_tokens: Set(s.output_tokens),
-                cached_input_tokens: Set(s.cached_input_tokens),
-                reasoning_tokens: Set(s.reasoning_tokens),
-                images: Set(s.images),
-                media_ms: Set(s.media_ms),
-                characters: Set(s.characters),
-                cost_micros: Set(s.cost_micros),
+            |((day, key_id, team_id, user_id, model, provider_id, check), s)| {
+                usage_daily::ActiveModel {
+                    day: Set(day_of(day * DAY_MS)),
+                    key_id: Set(key_id.into_owned()),
+                    team_id: Set(team_id.into_owned()),
+                    user_id: Set(user_id.into_owned()),
+                    model: Set(model.into_owned()),
+                    provider_id: Set(provider_id.into_owned()),
+                    check_traffic: Set(check),
+                    requests: Set(s.requests),
+                    errors: Set(s.errors),
+                    input_tokens: Set(s.input_tokens),
+                    output_tokens: Set(s.output_tokens),
+                    cached_input_tokens: Set(s.cached_input_tokens),
+                    reasoning_tokens: Set(s.reasoning_tokens),
+                    images: Set(s.images),
+                    media_ms: Set(s.media_ms),
+                    characters: Set(s.characters),
+                    cost_micros: Set(s.cost_micros),
+                }
             },
         )
         .collect();

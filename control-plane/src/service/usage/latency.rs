@@ -47,12 +47,14 @@ pub fn percentile(sorted: &[i64], p: u32) -> i64 {
 }
 
 /// Percentiles of request latency for each day from `from` to `to` (inclusive, UTC), and over
-/// the whole range; a team-scoped actor's team only.
+/// the whole range; a team-scoped actor's team only. `check_traffic`: `Some(false)` leaves out
+/// `modelgate check`'s requests, `Some(true)` reads only those.
 pub async fn latency_by_day(
     s: &Services,
     actor: &Actor,
     from: NaiveDate,
     to: NaiveDate,
+    check_traffic: Option<bool>,
 ) -> Result<Latency, ServiceError> {
     actor.require(Action::ReadUsage)?;
     if to < from {
@@ -76,6 +78,12 @@ pub async fn latency_by_day(
         .filter(usage_event::Column::StartedAtMs.lt(end_ms));
     if let Some(team) = actor.scope() {
         q = q.filter(usage_event::Column::TeamId.eq(team));
+    }
+    let check = modelgate_shared::usage::CHECK_APPLICATION;
+    match check_traffic {
+        Some(true) => q = q.filter(usage_event::Column::Application.eq(check)),
+        Some(false) => q = q.filter(usage_event::Column::Application.ne(check)),
+        None => {}
     }
     let rows: Vec<(i64, i64)> = q
         .order_by_desc(usage_event::Column::StartedAtMs)

@@ -198,6 +198,9 @@ pub struct DailyRow {
     pub user_id: String,
     pub model: String,
     pub provider_id: String,
+    /// Requests of acceptance runs (`modelgate check`, application `modelgate-check`), which
+    /// are aggregated apart from the rest.
+    pub check_traffic: bool,
     pub requests: i64,
     pub errors: i64,
     pub input_tokens: i64,
@@ -220,6 +223,7 @@ impl From<usage_daily::Model> for DailyRow {
             user_id: m.user_id,
             model: m.model,
             provider_id: m.provider_id,
+            check_traffic: m.check_traffic,
             requests: m.requests,
             errors: m.errors,
             input_tokens: m.input_tokens,
@@ -244,6 +248,9 @@ pub struct DailyFilter {
     pub from: Option<String>,
     /// Last day, inclusive (`YYYY-MM-DD`).
     pub to: Option<String>,
+    /// `true`: only check traffic (`modelgate check`'s requests); `false`: every request but
+    /// those. Both by default.
+    pub check_traffic: Option<String>,
 }
 
 fn check_day(param: &str, v: &str) -> Result<(), ServiceError> {
@@ -262,7 +269,8 @@ pub async fn daily(
     let mut q = usage_daily::Entity::find()
         .order_by_asc(usage_daily::Column::Day)
         .order_by_asc(usage_daily::Column::KeyId)
-        .order_by_asc(usage_daily::Column::Model);
+        .order_by_asc(usage_daily::Column::Model)
+        .order_by_asc(usage_daily::Column::CheckTraffic);
     if let Some(team) = actor.scope() {
         q = q.filter(usage_daily::Column::TeamId.eq(team));
     }
@@ -282,6 +290,10 @@ pub async fn daily(
     if let Some(v) = &f.to {
         check_day("to", v)?;
         q = q.filter(usage_daily::Column::Day.lte(v.as_str()));
+    }
+    if let Some(v) = &f.check_traffic {
+        let check = super::requests::flag("check_traffic", v)?;
+        q = q.filter(usage_daily::Column::CheckTraffic.eq(check));
     }
     // A day-range bound keeps this from being an unbounded scan in practice; cap regardless.
     let rows = q.limit(10_000).all(&s.db).await?;

@@ -181,7 +181,7 @@ fn time_ms(param: &str, v: &str) -> Result<i64, ServiceError> {
         })
 }
 
-fn flag(param: &str, v: &str) -> Result<bool, ServiceError> {
+pub(super) fn flag(param: &str, v: &str) -> Result<bool, ServiceError> {
     match v {
         "true" => Ok(true),
         "false" => Ok(false),
