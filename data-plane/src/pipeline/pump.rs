@@ -91,9 +91,9 @@ pub(crate) async fn pump(
             if ended || translator.terminal.is_some() || batch.full() {
                 break;
             }
-            // The provider's connection task decodes one HTTP chunk per poll of the body: let it
-            // run once, then take what it has ready without waiting.
-            tokio::task::yield_now().await;
+            // The provider's connection is driven by this task (`providers::upstream`): polling
+            // the body decodes the next chunk already read, so take what is ready without
+            // waiting (no yield to the scheduler, no system call per chunk).
             match upstream.next().now_or_never() {
                 Some(n) => next = n,
                 None => break,
