@@ -23,6 +23,8 @@ use modelgate_shared::key_view::KeyView;
 use modelgate_shared::limits::{retry_after_secs, window_start, LimitFallback, Measure, RateLimit};
 use tonic::transport::Channel;
 
+use crate::time::unix_now;
+
 /// A share is asked for in chunks of this fraction of the limit (at least what is needed).
 const CHUNK_DIVISOR: i64 = 10;
 /// How long a lease call may take before the control plane counts as unreachable.
@@ -634,10 +636,6 @@ impl Limits {
             }
         }
     }
-}
-
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// The end (unix seconds) of the minute starting at `window`.
