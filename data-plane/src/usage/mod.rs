@@ -73,6 +73,65 @@ pub struct Recorder {
     caller: crate::metrics::Caller,
 }
 
+/// Usage events already written, kept per thread with their strings' room, so that a later
+/// request's event fills them without allocating (a dozen allocations a request).
+const SPARE_EVENTS: usize = 64;
+
+thread_local! {
+    // The boxes are what is kept: the Recorder holds its event boxed, so a spare one costs no
+    // allocation either.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<UsageEvent>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty event: a spare one of this thread's, or a new one.
+fn spare_event() -> Box<UsageEvent> {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Keeps a written event's room for a later request of this thread.
+fn recycle(mut event: Box<UsageEvent>) {
+    *event = emptied(std::mem::take(&mut *event));
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if spare.len() < SPARE_EVENTS {
+            spare.push(event);
+        }
+    });
+}
+
+/// `old` with every field at its default, its strings and attempt list empty but keeping their
+/// room. Built on `Default`: a field not named here is reset all the same, it only loses its
+/// room.
+fn emptied(old: UsageEvent) -> UsageEvent {
+    fn room(mut s: String) -> String {
+        s.clear();
+        s
+    }
+    let mut attempts = old.attempts;
+    attempts.clear();
+    UsageEvent {
+        id: room(old.id),
+        request_id: room(old.request_id),
+        node_id: room(old.node_id),
+        region: room(old.region),
+        key_id: room(old.key_id),
+        team_id: room(old.team_id),
+        user_id: room(old.user_id),
+        application: room(old.application),
+        endpoint: room(old.endpoint),
+        requested_model: room(old.requested_model),
+        provider_id: room(old.provider_id),
+        served_model: room(old.served_model),
+        deployment_id: room(old.deployment_id),
+        attempts,
+        error_message: room(old.error_message),
+        trace_id: room(old.trace_id),
+        ..UsageEvent::default()
+    }
+}
+
 impl Recorder {
     /// Starts a request's event. When the spool is at its disk bound the request is either
     /// refused ([`Recorder::refused`]) or served unmetered, per the spool's policy; in both cases
@@ -80,18 +139,21 @@ impl Recorder {
     pub fn start(spool: Spool, origin: &Origin, endpoint: &'static str, request_id: &str) -> Self {
         let admission = spool.admit();
         origin.metrics.started();
+        let mut event = spare_event();
+        event.schema_version = USAGE_SCHEMA_VERSION;
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = modelgate_shared::new_id()
+            .hyphenated()
+            .encode_lower(&mut id);
+        event.id.push_str(id);
+        event.request_id.push_str(request_id);
+        event.started_at_ms = now_ms();
+        event.node_id.push_str(&origin.node_id);
+        event.region.push_str(&origin.region);
+        event.endpoint.push_str(endpoint);
+        event.traffic_class = Some(TrafficClass::Interactive);
         Recorder {
-            event: Some(Box::new(UsageEvent {
-                schema_version: USAGE_SCHEMA_VERSION,
-                id: modelgate_shared::new_id().to_string(),
-                request_id: request_id.to_owned(),
-                started_at_ms: now_ms(),
-                node_id: origin.node_id.clone(),
-                region: origin.region.clone(),
-                endpoint: endpoint.to_owned(),
-                traffic_class: Some(TrafficClass::Interactive),
-                ..Default::default()
-            })),
+            event: Some(event),
             surface: endpoint,
             metrics: origin.metrics.clone(),
             started: Instant::now(),
@@ -358,10 +420,16 @@ impl Recorder {
 
     /// Writes the event to the spool and waits for the write.
     pub async fn finish(mut self) -> Result<(), SpoolError> {
-        match self.seal() {
-            Some(e) if self.metered() => self.spool.append(&e).await,
-            _ => Ok(()),
-        }
+        let Some(e) = self.seal() else {
+            return Ok(());
+        };
+        let written = if self.metered() {
+            self.spool.append(&e).await
+        } else {
+            Ok(())
+        };
+        recycle(e);
+        written
     }
 }
 
@@ -392,6 +460,97 @@ mod tests {
 
     use super::spool::SpoolOptions;
     use super::*;
+
+    /// Every field set (no `..Default::default()`: a field added to the event must be added
+    /// here, and so be checked to be reset).
+    fn every_field_set() -> UsageEvent {
+        use modelgate_shared::usage::Attempt;
+        UsageEvent {
+            schema_version: USAGE_SCHEMA_VERSION,
+            id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            request_id: "req-0".into(),
+            started_at_ms: 1,
+            first_byte_at_ms: 2,
+            ended_at_ms: 3,
+            node_id: "node".into(),
+            region: "eu".into(),
+            key_id: "k".into(),
+            team_id: "t".into(),
+            user_id: "u".into(),
+            application: "app".into(),
+            environment: Some(Environment::Staging),
+            endpoint: "chat.completions".into(),
+            requested_model: "smart".into(),
+            provider_id: "p".into(),
+            served_model: "gpt".into(),
+            deployment_id: "p/gpt".into(),
+            attempts: vec![Attempt {
+                deployment_id: "p/gpt".into(),
+                provider_id: "p".into(),
+                model: "gpt".into(),
+                status: 503,
+                error_class: Some(ErrorClass::ProviderError),
+                latency_us: 4,
+                started_at_ms: 5,
+                error_message: "503".into(),
+            }],
+            status: 429,
+            error_class: Some(ErrorClass::RateLimited),
+            error_message: "slow down".into(),
+            latency_us: 6,
+            ttfb_us: 7,
+            input_tokens: 8,
+            output_tokens: 9,
+            cached_input_tokens: 10,
+            reasoning_tokens: 11,
+            images: 12,
+            media_ms: 13,
+            characters: 14,
+            cost_micros: 15,
+            price_version: 16,
+            streamed: true,
+            estimated: true,
+            fallback_used: true,
+            traffic_class: Some(TrafficClass::Batch),
+            cost_flag: CostFlag::PriceMissing,
+            cache_hit: true,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        }
+    }
+
+    #[test]
+    fn a_recycled_event_carries_nothing_of_the_request_before_it() {
+        let emptied = emptied(every_field_set());
+        assert_eq!(emptied, UsageEvent::default());
+        assert!(emptied.key_id.capacity() > 0, "the strings keep their room");
+        assert!(emptied.attempts.capacity() > 0);
+
+        // The next request of this thread starts from it, with only its own fields set.
+        SPARE.with(|s| s.borrow_mut().clear());
+        recycle(Box::new(every_field_set()));
+        let rec = recorder();
+        let e = rec.event().unwrap();
+        assert!(
+            SPARE.with(|s| s.borrow().is_empty()),
+            "the spare event was taken"
+        );
+        assert_eq!(
+            UsageEvent {
+                id: String::new(),
+                started_at_ms: 0,
+                ..e.clone()
+            },
+            UsageEvent {
+                schema_version: USAGE_SCHEMA_VERSION,
+                request_id: "req-1".into(),
+                endpoint: "chat.completions".into(),
+                traffic_class: Some(TrafficClass::Interactive),
+                ..UsageEvent::default()
+            }
+        );
+        assert!(uuid::Uuid::parse_str(&e.id).is_ok_and(|id| id.get_version_num() == 7));
+        assert!(e.started_at_ms > 0);
+    }
 
     fn recorder() -> Recorder {
         let dir = std::env::temp_dir().join(format!("mg-recorder-{}", uuid::Uuid::now_v7()));
