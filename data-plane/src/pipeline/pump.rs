@@ -27,7 +27,8 @@ use crate::usage::Recorder;
 ///
 /// The upstream reads at hand go to the client as one write: the events they held are forwarded
 /// together as soon as they are translated (nothing waits for reads still to come), so a
-/// provider that sends many events per packet costs one client write, not one per event.
+/// provider that sends many events per packet costs one client write, not one per event. The
+/// first read's events go out alone, with the answer's head, before the pump reads on.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pump(
     mut upstream: futures_util::stream::BoxStream<'static, Result<Bytes, providers::UpstreamError>>,
@@ -48,6 +49,9 @@ pub(crate) async fn pump(
     let mut out: Vec<Bytes> = Vec::with_capacity(4);
     let mut batch = Batch::default();
     let mut ended = false;
+    // The first write goes out with the first read's events alone, and before the pump reads
+    // on: the client sees the answer begin as soon as the provider's does.
+    let mut first_write = true;
     loop {
         let mut next = tokio::select! {
             n = tokio::time::timeout(idle_timeout, upstream.next()) => match n {
@@ -88,7 +92,7 @@ pub(crate) async fn pump(
                 keep(&mut capture, &out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
             }
-            if ended || translator.terminal.is_some() || batch.full() {
+            if ended || translator.terminal.is_some() || batch.full() || first_write {
                 break;
             }
             // The provider's connection is driven by this task (`providers::upstream`): polling
@@ -103,6 +107,12 @@ pub(crate) async fn pump(
             if tx.send(Ok(write)).await.is_err() {
                 client_gone = true;
                 break;
+            }
+            if std::mem::take(&mut first_write) {
+                // Lets the client connection's task (on this thread) write the answer's head
+                // with these events now; the pump would otherwise run on through every read at
+                // hand first.
+                tokio::task::yield_now().await;
             }
         }
         // The last event is in: what follows (a lingering connection) cannot change the answer.
@@ -361,21 +371,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_read_together_reach_the_client_in_one_write() {
-        let chunks: Vec<Chunk> = [HELLO, WORLD]
+    async fn the_first_read_goes_out_at_once_and_the_reads_at_hand_after_it_in_one_write() {
+        let chunks: Vec<Chunk> = [HELLO, WORLD, HELLO]
             .into_iter()
             .map(|c| Ok(Bytes::from_static(c.as_bytes())))
             .collect();
-        // Both chunks are ready at once; the stream then ends with `[DONE]` on its own.
+        // The three chunks are ready at once; the stream then ends with `[DONE]` on its own.
         let ready = futures_util::stream::iter(chunks);
         let done = futures_util::stream::once(async { Ok(Bytes::from_static(DONE.as_bytes())) });
         let mut rx = start(ready.chain(done).boxed());
         let first = next_write(&mut rx).await;
+        assert_eq!(first, HELLO, "the first read's event goes out alone");
+        let second = next_write(&mut rx).await;
         assert!(
-            first.starts_with(&format!("{HELLO}{WORLD}")),
-            "one write carries both events: {first:?}"
+            second.starts_with(&format!("{WORLD}{HELLO}")),
+            "one write carries both events read after it: {second:?}"
         );
-        let mut rest = first[HELLO.len() + WORLD.len()..].to_owned();
+        let mut rest = second[WORLD.len() + HELLO.len()..].to_owned();
         while let Some(Ok(w)) = rx.recv().await {
             rest.push_str(std::str::from_utf8(&w).unwrap());
         }
