@@ -721,8 +721,12 @@ pub fn gemini_usage(json: &[u8]) -> Option<Usage> {
     let peek: UsagePeek = serde_json::from_slice(json).ok()?;
     let u = peek.usage?;
     Some(Usage {
-        input: u.prompt_token_count + u.tool_use_prompt_token_count,
-        output: u.candidates_token_count + u.thoughts_token_count,
+        input: u
+            .prompt_token_count
+            .saturating_add(u.tool_use_prompt_token_count),
+        output: u
+            .candidates_token_count
+            .saturating_add(u.thoughts_token_count),
         cached_input: u.cached_content_token_count,
         reasoning: u.thoughts_token_count,
         ..Usage::default()

@@ -26,12 +26,13 @@ pub(crate) struct AnthropicUsage {
 }
 
 impl AnthropicUsage {
-    /// The whole prompt and its cached part.
+    /// The whole prompt and its cached part. A sum past `u64` (no provider sends one, but the
+    /// numbers are the provider's) is held at the maximum rather than overflowing.
     pub fn input(&self) -> Option<(u64, u64)> {
         let base = self.input_tokens?;
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let created = self.cache_creation_input_tokens.unwrap_or(0);
-        Some((base + read + created, read))
+        Some((base.saturating_add(read).saturating_add(created), read))
     }
 }
 
@@ -133,7 +134,7 @@ pub fn openai_usage_json(u: Usage) -> Value {
     json!({
         "prompt_tokens": u.input,
         "completion_tokens": u.output,
-        "total_tokens": u.input + u.output,
+        "total_tokens": u.input.saturating_add(u.output),
         "prompt_tokens_details": {"cached_tokens": u.cached_input},
     })
 }

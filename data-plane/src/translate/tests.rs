@@ -530,6 +530,30 @@ fn openai_usage_without_details_or_with_null_ones_has_no_parts() {
 }
 
 #[test]
+fn provider_token_counts_adding_up_past_u64_are_held_at_the_maximum_instead_of_overflowing() {
+    // The three input counts add up to the whole prompt; numbers this large are a provider's
+    // mistake, and must not panic the request (debug) or wrap to a small charge (release).
+    let body = format!(
+        r#"{{"usage": {{"input_tokens": {}, "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 1, "output_tokens": 2}}}}"#,
+        u64::MAX - 3
+    );
+    let t = crate::translate::response::anthropic_usage(body.as_bytes()).unwrap();
+    assert_eq!((t.input, t.cached_input, t.output), (u64::MAX, 7, 2));
+    // Translated to OpenAI's format, the total is held too.
+    let json = crate::translate::response::openai_usage_json(t);
+    assert_eq!(json["total_tokens"], u64::MAX);
+    // Gemini's parts add up the same way.
+    let body = format!(
+        r#"{{"usageMetadata": {{"promptTokenCount": {max}, "toolUsePromptTokenCount": 5,
+            "candidatesTokenCount": {max}, "thoughtsTokenCount": 9}}}}"#,
+        max = u64::MAX
+    );
+    let t = crate::translate::gemini::gemini_usage(body.as_bytes()).unwrap();
+    assert_eq!((t.input, t.output, t.reasoning), (u64::MAX, u64::MAX, 9));
+}
+
+#[test]
 fn a_tool_call_whose_chunks_repeat_its_id_stays_one_block_and_an_error_ends_the_stream() {
     let chunk = |delta: Value| {
         format!(
