@@ -232,7 +232,10 @@ pub async fn served(
             let capture = cache
                 .filter(|plan| plan.write && status.is_success())
                 .map(|plan| Capture::new(app.cache.clone(), plan.clone()));
-            let pumped = pump(
+            // Boxed where it is made: the pump's state (the usage event, the translator, the
+            // splitter) is kilobytes, and unboxed it was copied three times on its way into
+            // the task (into the spawned block, into the task's cell, and over by its output).
+            let pumped = Box::pin(pump(
                 upstream,
                 tx,
                 rec,
@@ -243,7 +246,7 @@ pub async fn served(
                 idle,
                 p.json_array,
                 capture,
-            );
+            ));
             app.tasks.spawn(async move {
                 pumped.await;
                 drop(in_flight);
