@@ -13,7 +13,7 @@
 #   STREAM_CONC [8; 0 = no streaming phase]  REPS [1]
 #   MOCK_LISTEN [127.0.0.1:18080]  GW_LISTEN [127.0.0.1:18090]  ADMIN_LISTEN [127.0.0.1:18091]
 #   GRPC_LISTEN [127.0.0.1:18092]  DP_LISTEN [127.0.0.1:18093]  metrics: UP_METRICS_LISTEN
-#   [127.0.0.1:18094]  DP_METRICS_LISTEN [127.0.0.1:18095]  SKIP_BUILD [0]  PROFILE [production]  KEEP_WORK [0: delete the temp dir on success]
+#   [127.0.0.1:18094]  DP_METRICS_LISTEN [127.0.0.1:18095]  SKIP_BUILD [0]  KEEP_WORK [0: delete the temp dir on success]
 #   HOLD [0; 1 = keep mock + gateway running after the comparison until Ctrl-C]
 #   SLOWLORIS [0; 1 = instead of the comparison, run `modelgate-bench slowloris`: $RATE rps of
 #     normal clients for $DUR alone, then while SLOW_CONNS [1000] connections drip a request head]
@@ -35,10 +35,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-# The gateway as deployed: the `production` profile (Cargo.toml; slower to build than `release`).
-PROFILE="${PROFILE:-production}"
-BENCH="$TARGET_DIR/$PROFILE/modelgate-bench"
-GATEWAY="$TARGET_DIR/$PROFILE/modelgate"
+BENCH="$TARGET_DIR/release/modelgate-bench"
+GATEWAY="$TARGET_DIR/release/modelgate"
 
 DUR="${DUR:-10s}"; WARM="${WARM:-2s}"; CONC="${CONC:-32}"; RATE="${RATE:-200}"
 ROUTE_POLICY="${ROUTE_POLICY:-}"; [ -n "$ROUTE_POLICY" ] || ROUTE_POLICY='{}'
@@ -110,8 +108,8 @@ var_from() { # file NAME -> value of the last `NAME=value` line (tolerates `expo
 
 # ---------------------------------------------------------------- build
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  log "building modelgate and modelgate-bench (profile $PROFILE)"
-  cargo build --profile "$PROFILE" -p modelgate -p modelgate-bench
+  log "building modelgate and modelgate-bench (release)"
+  cargo build --release -p modelgate -p modelgate-bench
 fi
 [ -x "$BENCH" ] || die "$BENCH not found (build failed?)"
 [ -x "$GATEWAY" ] || die "$GATEWAY not found (build failed?)"
