@@ -121,11 +121,11 @@ impl StreamTranslator {
                 }
                 self.streamed.push(&data);
                 let mut forward = true;
-                if super::scan::QUOTED_USAGE.find(&data).is_some() {
-                    if let Some(u) = openai_usage(&data) {
-                        self.usage = Some(u);
-                        forward = *client_wants_usage || !usage_only(&data);
-                    }
+                // `openai_usage` searches for the name first: a chunk without it, or with
+                // `"usage":null`, costs one search.
+                if let Some(u) = openai_usage(&data) {
+                    self.usage = Some(u);
+                    forward = *client_wants_usage || !usage_only(&data);
                 }
                 if is_openai_error(&data) {
                     self.upstream_error = Some(super::response::error_message(&data));
