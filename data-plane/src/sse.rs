@@ -54,8 +54,15 @@ impl SseSplitter {
     /// After an over-cap event, returns nothing (see [`SseSplitter::too_large`]).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
+        self.push_into(chunk, &mut out);
+        out
+    }
+
+    /// [`SseSplitter::push`], appending the events to `out`: a caller that splits a stream read
+    /// by read keeps one vector for all of them.
+    pub fn push_into(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) {
         if self.too_large {
-            return out;
+            return;
         }
         self.buf.extend_from_slice(chunk);
         loop {
@@ -69,15 +76,14 @@ impl SseSplitter {
                 break;
             };
             if end > self.max_event {
-                return self.stop(out);
+                return self.stop();
             }
             out.push(self.buf.split_to(end).freeze());
             self.searched = 0;
         }
         if self.buf.len() > self.max_event {
-            return self.stop(out);
+            self.stop();
         }
-        out
     }
 
     /// Like [`SseSplitter::push`], for a chunk already in a `Bytes` (an HTTP body's read):
@@ -86,10 +92,17 @@ impl SseSplitter {
     /// the splitter's buffer cost a copy and, since the events handed out still share that
     /// buffer, a fresh allocation per read.)
     pub fn push_bytes(&mut self, chunk: Bytes) -> Vec<Bytes> {
-        if self.too_large || !self.buf.is_empty() {
-            return self.push(&chunk);
-        }
         let mut out = Vec::new();
+        self.push_bytes_into(chunk, &mut out);
+        out
+    }
+
+    /// [`SseSplitter::push_bytes`], appending the events to `out` (see
+    /// [`SseSplitter::push_into`]).
+    pub fn push_bytes_into(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if self.too_large || !self.buf.is_empty() {
+            return self.push_into(&chunk, out);
+        }
         let mut start = 0;
         loop {
             let (end, resume) = find_event_end(&chunk[start..], 0);
@@ -104,22 +117,21 @@ impl SseSplitter {
                 break;
             };
             if end > self.max_event {
-                return self.stop(out);
+                return self.stop();
             }
             out.push(chunk.slice(start..start + end));
             start += end;
         }
         if self.buf.len() > self.max_event {
-            return self.stop(out);
+            self.stop();
         }
-        out
     }
 
-    fn stop(&mut self, out: Vec<Bytes>) -> Vec<Bytes> {
+    /// An over-cap event: nothing more is split (the events before it were handed out).
+    fn stop(&mut self) {
         self.too_large = true;
         self.buf = BytesMut::new();
         self.searched = 0;
-        out
     }
 
     /// Set once an event longer than the cap arrived: the stream must end as failed.
@@ -277,6 +289,14 @@ mod tests {
             b.extend(slicing.remainder());
             assert_eq!(a, b, "chunks of {size}");
             assert_eq!(b.len(), 4);
+            // Into one vector kept across reads (as the pump does): the same events, in order.
+            let mut kept = SseSplitter::default();
+            let mut c = Vec::new();
+            for piece in stream.chunks(size) {
+                kept.push_bytes_into(Bytes::copy_from_slice(piece), &mut c);
+            }
+            c.extend(kept.remainder());
+            assert_eq!(c, b, "chunks of {size}, one vector");
         }
         // A whole chunk of events: each is a slice of the chunk, not a copy.
         let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\n");

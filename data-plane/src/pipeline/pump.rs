@@ -47,7 +47,13 @@ pub(crate) async fn pump(
     let mut failure: Option<String> = None;
     let mut client_gone = false;
     let mut out: Vec<Bytes> = Vec::with_capacity(4);
-    let mut batch = Batch::default();
+    // One vector for the events of every read, and room in the batch for a typical answer's
+    // events: no allocation per upstream read.
+    let mut events: Vec<Bytes> = Vec::with_capacity(8);
+    let mut batch = Batch {
+        events: Vec::with_capacity(32),
+        ..Batch::default()
+    };
     let mut ended = false;
     // The first write goes out with the first read's events alone, and before the pump reads
     // on: the client sees the answer begin as soon as the provider's does.
@@ -66,8 +72,8 @@ pub(crate) async fn pump(
         // Take this read and every one already waiting (an HTTP chunk per event is common)
         // into one client write.
         loop {
-            let events = match next {
-                Some(Ok(chunk)) => splitter.push_bytes(chunk),
+            match next {
+                Some(Ok(chunk)) => splitter.push_bytes_into(chunk, &mut events),
                 Some(Err(e)) => {
                     failure = Some(e.to_string());
                     break;
@@ -75,10 +81,10 @@ pub(crate) async fn pump(
                 // The stream is over; an unterminated last event still counts.
                 None => {
                     ended = true;
-                    splitter.remainder().into_iter().collect()
+                    events.extend(splitter.remainder());
                 }
-            };
-            for event in events {
+            }
+            for event in events.drain(..) {
                 translator.event(event, &mut out);
                 keep(&mut capture, &out);
                 batch.extend(out.drain(..).filter_map(|e| frame(&mut framer, e)));
