@@ -58,9 +58,8 @@ impl SseSplitter {
         out
     }
 
-    /// [`SseSplitter::push`], appending the events to `out`: a caller that splits a stream read
-    /// by read keeps one vector for all of them.
-    pub fn push_into(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) {
+    /// [`SseSplitter::push`], appending the events to `out`.
+    fn push_into(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) {
         if self.too_large {
             return;
         }
@@ -86,20 +85,13 @@ impl SseSplitter {
         }
     }
 
-    /// Like [`SseSplitter::push`], for a chunk already in a `Bytes` (an HTTP body's read):
-    /// while no partial event is held, the chunk's whole events are handed out as slices of the
-    /// chunk itself, not copied, and only an unfinished tail is kept. (Copying every event into
-    /// the splitter's buffer cost a copy and, since the events handed out still share that
-    /// buffer, a fresh allocation per read.)
-    pub fn push_bytes(&mut self, chunk: Bytes) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        self.push_bytes_into(chunk, &mut out);
-        out
-    }
-
-    /// [`SseSplitter::push_bytes`], appending the events to `out` (see
-    /// [`SseSplitter::push_into`]).
-    pub fn push_bytes_into(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+    /// Like [`SseSplitter::push`], for a chunk already in a `Bytes` (an HTTP body's read), the
+    /// events appended to `out`, which a caller splitting a stream read by read keeps for all
+    /// of them: while no partial event is held, the chunk's whole events are handed out as
+    /// slices of the chunk itself, not copied, and only an unfinished tail is kept. (Copying
+    /// every event into the splitter's buffer cost a copy and, since the events handed out
+    /// still share that buffer, a fresh allocation per read.)
+    pub fn push_bytes(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
         if self.too_large || !self.buf.is_empty() {
             return self.push_into(&chunk, out);
         }
@@ -201,6 +193,13 @@ pub fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
 mod tests {
     use super::*;
 
+    /// The events of one read, into a vector of their own.
+    fn split(s: &mut SseSplitter, chunk: Bytes) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        s.push_bytes(chunk, &mut out);
+        out
+    }
+
     #[test]
     fn events_split_across_chunks_are_reassembled() {
         let mut s = SseSplitter::default();
@@ -283,7 +282,7 @@ mod tests {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for piece in stream.chunks(size) {
                 a.extend(copying.push(piece));
-                b.extend(slicing.push_bytes(Bytes::copy_from_slice(piece)));
+                b.extend(split(&mut slicing, Bytes::copy_from_slice(piece)));
             }
             a.extend(copying.remainder());
             b.extend(slicing.remainder());
@@ -293,14 +292,14 @@ mod tests {
             let mut kept = SseSplitter::default();
             let mut c = Vec::new();
             for piece in stream.chunks(size) {
-                kept.push_bytes_into(Bytes::copy_from_slice(piece), &mut c);
+                kept.push_bytes(Bytes::copy_from_slice(piece), &mut c);
             }
             c.extend(kept.remainder());
             assert_eq!(c, b, "chunks of {size}, one vector");
         }
         // A whole chunk of events: each is a slice of the chunk, not a copy.
         let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\n");
-        let events = SseSplitter::default().push_bytes(chunk.clone());
+        let events = split(&mut SseSplitter::default(), chunk.clone());
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].as_ptr(), chunk.as_ptr());
         assert_eq!(events[1].as_ptr(), chunk[9..].as_ptr());
@@ -310,17 +309,16 @@ mod tests {
     fn an_event_over_the_cap_stops_the_splitter_when_pushed_as_bytes_too() {
         let mut s = SseSplitter::with_max_event(16);
         let at_cap = "data: 12345678\n\n";
-        let events = s.push_bytes(Bytes::from(format!(
-            "{at_cap}data: 1234567890\n\ndata: x\n\n"
-        )));
+        let events = split(
+            &mut s,
+            Bytes::from(format!("{at_cap}data: 1234567890\n\ndata: x\n\n")),
+        );
         assert_eq!(events, vec![Bytes::from(at_cap)]);
         assert_eq!(s.too_large(), Some(EventTooLarge { max: 16 }));
-        assert!(s.push_bytes(Bytes::from_static(b"data: y\n\n")).is_empty());
+        assert!(split(&mut s, Bytes::from_static(b"data: y\n\n")).is_empty());
         // An unterminated tail past the cap, in one read.
         let mut s = SseSplitter::with_max_event(16);
-        assert!(s
-            .push_bytes(Bytes::from_static(b"data: 1234567890123"))
-            .is_empty());
+        assert!(split(&mut s, Bytes::from_static(b"data: 1234567890123")).is_empty());
         assert!(s.too_large().is_some());
     }
 

@@ -73,7 +73,7 @@ pub(crate) async fn pump(
         // into one client write.
         loop {
             match next {
-                Some(Ok(chunk)) => splitter.push_bytes_into(chunk, &mut events),
+                Some(Ok(chunk)) => splitter.push_bytes(chunk, &mut events),
                 Some(Err(e)) => {
                     failure = Some(e.to_string());
                     break;
