@@ -3,10 +3,12 @@
 //! may depend on the other.
 //!
 //! What it adds over `axum::serve`:
-//! - **Header-read timeout** (hyper's `header_read_timeout`, driven by a tokio timer): a client
-//!   must finish each request head within it. Hyper starts the timer whenever it waits for a
-//!   head, so on HTTP/1.1 it also bounds the idle time of a keep-alive connection between
-//!   requests. On TLS listeners the handshake is bounded by the same timeout.
+//! - **Header-read timeout** (hyper's `header_read_timeout`): a client must finish each request
+//!   head within it. Hyper starts the timer whenever it waits for a head, so on HTTP/1.1 it also
+//!   bounds the idle time of a keep-alive connection between requests. Its deadlines are kept by
+//!   a coarse timer of the listener's own ([`timer`]: they fire up to a twentieth of the timeout
+//!   late), not in tokio's wheel, where each would cost a request a system call. On TLS
+//!   listeners the handshake is bounded by the same timeout.
 //! - **Idle timeout**: a connection on which no request started for this long is shut down
 //!   gracefully (what is in flight, a long stream included, finishes first). This is what bounds
 //!   idle HTTP/2 connections.
@@ -30,6 +32,8 @@
 //! Per request the loop adds one relaxed atomic increment and, for a request with a body, a
 //! timer entry inside the body's existing box; a `Router` adds its `ConnectInfo` extension
 //! (the request's extension map).
+
+mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -288,9 +292,11 @@ impl Listener {
             permits,
         } = self;
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(options.header_timeout)
-            .keep_alive(true);
+        h1.timer(timer::CoarseTimer::start(timer::tick_for(
+            options.header_timeout,
+        )))
+        .header_read_timeout(options.header_timeout)
+        .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(20)));
