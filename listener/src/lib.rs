@@ -6,9 +6,9 @@
 //! - **Header-read timeout** (hyper's `header_read_timeout`): a client must finish each request
 //!   head within it. Hyper starts the timer whenever it waits for a head, so on HTTP/1.1 it also
 //!   bounds the idle time of a keep-alive connection between requests. Its deadlines are kept by
-//!   a coarse timer of the listener's own ([`timer`]: they fire up to a twentieth of the timeout
-//!   late), not in tokio's wheel, where each would cost a request a system call. On TLS
-//!   listeners the handshake is bounded by the same timeout.
+//!   a coarse timer of the listener's own ([`timer`]: they fire up to one tick late, a twentieth
+//!   of the timeout held between 5 and 250 ms), not in tokio's wheel, where each would cost a
+//!   request a system call. On TLS listeners the handshake is bounded by the same timeout.
 //! - **Idle timeout**: a connection on which no request started for this long is shut down
 //!   gracefully (what is in flight, a long stream included, finishes first). This is what bounds
 //!   idle HTTP/2 connections.
