@@ -152,9 +152,10 @@ impl Default for CpMetrics {
         let copy_refused = Counter::default();
         r.register(
             "modelgate_cp_usage_copy_refused",
-            "Usage batches whose group Postgres refused to take by binary COPY (an event already \
-             stored, a NUL in its text) and that were stored again by INSERT; a batch the node \
-             marked as resent skips COPY and is not counted",
+            "Usage batches whose group the database refused to take in bulk (binary COPY on \
+             Postgres, plain INSERTs on SQLite: an event already stored, on Postgres a NUL in \
+             its text) and that were stored again by INSERT ... ON CONFLICT; a batch the node \
+             marked as resent skips the bulk load and is not counted",
             copy_refused.clone(),
         );
         let ingest_lag = Histogram::new(LAG_BUCKETS);

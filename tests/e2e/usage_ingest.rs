@@ -7,7 +7,7 @@ use modelgate_proto::usage::v1::{UsageAck, UsageBatch, UsageEvent};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use crate::support::Gateway;
+use crate::support::{Gateway, TestDb};
 
 /// A gateway key that exists (ingest quarantines events of unknown keys).
 pub struct Key {
@@ -130,7 +130,21 @@ fn batch(batch_id: &str, events: Vec<UsageEvent>) -> UsageBatch {
 
 #[tokio::test]
 async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
-    let gw = Gateway::start().await;
+    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(Gateway::start().await)
+        .await;
+}
+
+#[tokio::test]
+async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on_sqlite() {
+    let db = TestDb::sqlite();
+    let url = db.url.clone();
+    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(
+        Gateway::start_on(db, url).await,
+    )
+    .await;
+}
+
+async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(gw: Gateway) {
     let k = new_key(&gw, None).await;
     let request_id = format!("replay-{}", uuid::Uuid::now_v7());
     let events = vec![
@@ -162,10 +176,29 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
 
 #[tokio::test]
 async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once() {
-    // On Postgres the first attempt at such a group (binary COPY) fails on the stored ids and
-    // the group is stored again by INSERT … ON CONFLICT; the outcome must be the same as on
-    // SQLite: the new events stored once, the old ones counted as duplicates, nothing doubled.
-    let gw = Gateway::start().await;
+    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
+        Gateway::start().await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on_sqlite(
+) {
+    let db = TestDb::sqlite();
+    let url = db.url.clone();
+    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
+        Gateway::start_on(db, url).await,
+    )
+    .await;
+}
+
+async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
+    gw: Gateway,
+) {
+    // The first attempt at such a group (binary COPY on Postgres, plain INSERTs on SQLite)
+    // fails on the stored ids and the group is stored again by INSERT … ON CONFLICT: the new
+    // events stored once, the old ones counted as duplicates, nothing doubled.
     let k = new_key(&gw, None).await;
     let request_id = format!("mixed-{}", uuid::Uuid::now_v7());
     let old = vec![event(&k, &request_id, 100), event(&k, &request_id, 20)];
@@ -192,7 +225,7 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_count
     gw.shutdown().await;
 }
 
-/// The control plane's count of usage batches whose binary `COPY` Postgres refused.
+/// The control plane's count of usage batches whose bulk load the database refused.
 async fn refused_copies(gw: &Gateway) -> u64 {
     let addr = gw
         .cp()
@@ -207,9 +240,21 @@ async fn refused_copies(gw: &Gateway) -> u64 {
 
 #[tokio::test]
 async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
-    use sea_orm::ConnectionTrait;
-    let gw = Gateway::start().await;
-    let postgres = gw.cp().services.db.get_database_backend() == sea_orm::DbBackend::Postgres;
+    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(Gateway::start().await)
+        .await;
+}
+
+#[tokio::test]
+async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on_sqlite() {
+    let db = TestDb::sqlite();
+    let url = db.url.clone();
+    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(
+        Gateway::start_on(db, url).await,
+    )
+    .await;
+}
+
+async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(gw: Gateway) {
     let k = new_key(&gw, None).await;
     let request_id = format!("resent-{}", uuid::Uuid::now_v7());
     let events = vec![event(&k, &request_id, 100), event(&k, &request_id, 250)];
@@ -229,10 +274,11 @@ async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
         "a batch marked as resent goes straight to INSERT"
     );
 
-    // The same replay unmarked: on Postgres its COPY is refused first, then INSERT stores it.
+    // The same replay unmarked: its bulk load (COPY on Postgres, a plain INSERT on SQLite) is
+    // refused first, then INSERT … ON CONFLICT stores it.
     let acks = send(&gw, vec![batch("unmarked", events)]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (0, 2));
-    assert_eq!(refused_copies(&gw).await, before + u64::from(postgres));
+    assert_eq!(refused_copies(&gw).await, before + 1);
 
     assert_eq!(stored_events(&gw, &request_id).await.len(), 2);
     let day = daily(&gw, &format!("key_id={}", k.id)).await;
@@ -285,8 +331,22 @@ async fn a_sequence_block_abandoned_in_an_outage_stops_holding_back_the_pull_api
 
 #[tokio::test]
 async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
+    every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(Gateway::start().await)
+        .await;
+}
+
+#[tokio::test]
+async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on_sqlite() {
+    let db = TestDb::sqlite();
+    let url = db.url.clone();
+    every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(
+        Gateway::start_on(db, url).await,
+    )
+    .await;
+}
+
+async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(gw: Gateway) {
     use modelgate_proto::usage::v1::Attempt;
-    let gw = Gateway::start().await;
     let k = new_key(&gw, None).await;
     let request_id = format!("fields-{}", uuid::Uuid::now_v7());
     let started = 1_763_900_000_123;

@@ -50,13 +50,17 @@ impl TestDb {
     pub async fn new() -> TestDb {
         match std::env::var("MODELGATE_TEST_DATABASE_URL") {
             Ok(base) if !base.is_empty() => TestDb::on_postgres(base).await,
-            _ => {
-                let dir = temp_dir("sqlite");
-                TestDb {
-                    url: format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
-                    postgres: None,
-                }
-            }
+            _ => TestDb::sqlite(),
+        }
+    }
+
+    /// A fresh SQLite file database, whatever the environment names (for what must hold on
+    /// the zero-setup store too).
+    pub fn sqlite() -> TestDb {
+        let dir = temp_dir("sqlite");
+        TestDb {
+            url: format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
+            postgres: None,
         }
     }
 

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, UsageEvent};
 
 /// The columns a row carries, in the order [`encode`] writes them.
-const COLUMNS: [&str; 42] = [
+pub(super) const COLUMNS: [&str; 42] = [
     "id",
     "seq",
     "schema_version",

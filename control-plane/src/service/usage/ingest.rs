@@ -1,7 +1,8 @@
 //! Ingest: each batch is screened by its caller, then stored by the [`Writer`] (group commit,
 //! several groups at once on Postgres) in one transaction per group of waiting batches that
-//! (1) stores the events under a block of ingest sequence numbers ([`super::sequence`]) with
-//! `ON CONFLICT (id) DO NOTHING RETURNING id`, and (2) adds exactly the inserted events to the
+//! (1) stores the events under a block of ingest sequence numbers ([`super::sequence`]) in bulk
+//! (binary `COPY` on Postgres, plain multi-row `INSERT`s on SQLite) or, for a group that replays
+//! a stored event, with `ON CONFLICT (id) DO NOTHING RETURNING id`, and (2) adds exactly the inserted events to the
 //! daily aggregates and budget periods. A replayed batch inserts nothing and so changes no
 //! aggregate; there is no window between "stored" and "counted".
 //!
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use super::copy;
 use super::quarantine;
 use super::sequence::{self, Block};
+use super::sqlite_load;
 use super::validate::{self, Refusal};
 use crate::service::{ServiceError, Services};
 use crate::store::pg_txn::{CopyError, PgTxn};
@@ -352,14 +354,26 @@ async fn store(
         owner: &owner,
         now,
     };
-    if db.get_database_backend() != DbBackend::Postgres {
-        return store_sqlite(db, &group).await;
-    }
     let loads: &[Load] = if batches.iter().any(|b| b.delivery == Delivery::Resent) {
         &[Load::Insert]
     } else {
         &[Load::Copy, Load::Insert]
     };
+    if db.get_database_backend() != DbBackend::Postgres {
+        for &load in loads {
+            if let Some((mut done, alerts)) = store_sqlite(db, &group, load).await? {
+                if load == Load::Insert && loads.len() > 1 {
+                    for batch in &mut done {
+                        batch.copy_refused = true;
+                    }
+                }
+                return Ok((done, alerts));
+            }
+        }
+        return Err(ServiceError::Unavailable(
+            "a usage group could not be stored: refused by the bulk INSERT and by INSERT … ON CONFLICT".into(),
+        ));
+    }
     for &load in loads {
         // The block is taken first, in its own transaction (see `super::sequence`).
         let block = if events.is_empty() {
@@ -394,10 +408,11 @@ struct Group<'a> {
     now: chrono::DateTime<Utc>,
 }
 
-/// How a group's events go into the ledger on Postgres.
+/// How a group's events go into the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
-    /// Binary `COPY`: fails as a whole if an id is already stored.
+    /// In bulk: binary `COPY` on Postgres ([`copy`]), plain multi-row `INSERT`s of a few fixed
+    /// sizes on SQLite ([`sqlite_load`]). Fails as a whole if an id is already stored.
     Copy,
     /// `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id`: skips ids already stored.
     Insert,
@@ -462,21 +477,39 @@ async fn store_postgres(
 }
 
 /// [`store`]'s transaction on SQLite (one writer at a time): the sequence numbers are taken
-/// inside it.
+/// inside it. `Ok(None)`: SQLite refused a row of the bulk insert (an id already stored), and
+/// nothing was stored.
 async fn store_sqlite(
     db: &DatabaseConnection,
     group: &Group<'_>,
-) -> Result<(Vec<Stored>, usize), ServiceError> {
+    load: Load,
+) -> Result<Option<(Vec<Stored>, usize)>, ServiceError> {
     let txn = db.begin().await?;
     let quarantined = quarantine_all(&txn, group).await?;
     let mut inserted = Inserted::Ids(HashSet::new());
     if !group.events.is_empty() {
         let first_seq = sequence::take_in(&txn, group.events.len()).await?;
-        inserted = Inserted::Ids(insert_rows(&txn, group.events, first_seq, group.now).await?);
+        inserted = match load {
+            Load::Copy => {
+                let rows: Vec<(&UsageEvent, i64)> =
+                    group.events.iter().copied().zip(first_seq..).collect();
+                match sqlite_load::insert(&txn, &rows, group.now).await {
+                    Ok(()) => Inserted::All,
+                    Err(sqlite_load::LoadError::Refused(why)) => {
+                        tracing::debug!(%why, "a usage group replays a stored event; storing it again with ON CONFLICT");
+                        return Ok(None);
+                    }
+                    Err(sqlite_load::LoadError::Db(e)) => return Err(e.into()),
+                }
+            }
+            Load::Insert => {
+                Inserted::Ids(insert_rows(&txn, group.events, first_seq, group.now).await?)
+            }
+        };
     }
     let done = account(&txn, group, &inserted, quarantined).await?;
     txn.commit().await?;
-    Ok(done)
+    Ok(Some(done))
 }
 
 /// Stores each batch's refused events; returns how many each newly quarantined.

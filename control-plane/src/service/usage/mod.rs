@@ -15,6 +15,7 @@ mod query;
 pub mod requests;
 pub mod sequence;
 pub mod sinks;
+mod sqlite_load;
 pub mod validate;
 
 pub use ingest::{ingest, ingest_received, Delivery, Ingested, Received, Writer};
