@@ -27,8 +27,8 @@ use chrono::Utc;
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, Undecodable, UsageEvent};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, QueryTrait, Statement,
 };
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -38,7 +38,7 @@ use super::sequence::{self, Block};
 use super::sqlite_load;
 use super::validate::{self, Refusal};
 use crate::service::{ServiceError, Services};
-use crate::store::pg_txn::{CopyError, PgTxn};
+use crate::store::raw_txn::{CopyError, PgTxn, SqliteTxn};
 use crate::store::{api_key, budget, budget_period, usage_daily, usage_event};
 
 /// Rows per INSERT statement (38 columns each stays under SQLite's bound-parameter limit).
@@ -484,7 +484,7 @@ async fn store_sqlite(
     group: &Group<'_>,
     load: Load,
 ) -> Result<Option<(Vec<Stored>, usize)>, ServiceError> {
-    let txn = db.begin().await?;
+    let txn = SqliteTxn::begin(db).await?;
     let quarantined = quarantine_all(&txn, group).await?;
     let mut inserted = Inserted::Ids(HashSet::new());
     if !group.events.is_empty() {
@@ -612,8 +612,8 @@ async fn screen(
 }
 
 /// Portable path: multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id` in chunks.
-async fn insert_rows(
-    txn: &DatabaseTransaction,
+async fn insert_rows<C: ConnectionTrait>(
+    txn: &C,
     events: &[&UsageEvent],
     first_seq: i64,
     now: chrono::DateTime<Utc>,
@@ -1008,7 +1008,7 @@ pub(super) fn clean(s: &str) -> String {
 }
 
 /// [`clean`] without a copy when there is nothing to replace.
-fn cleaned(s: &str) -> Cow<'_, str> {
+pub(super) fn cleaned(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {

@@ -27,10 +27,7 @@
 //! inside the ingest transaction ([`take_in`]) and `usage_seq_pending` stays empty.
 
 use sea_orm::sea_query::{Expr, Query};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 
 use crate::service::ServiceError;
 use crate::store::counter;
@@ -168,7 +165,7 @@ pub async fn sweep(db: &DatabaseConnection, unreleased: &Unreleased) {
 }
 
 /// SQLite (one writer at a time): reserves `n` numbers inside `txn` and returns the first.
-pub(crate) async fn take_in(txn: &DatabaseTransaction, n: usize) -> Result<i64, ServiceError> {
+pub(crate) async fn take_in<C: ConnectionTrait>(txn: &C, n: usize) -> Result<i64, ServiceError> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
     let mut update = Query::update();
     update

@@ -9,17 +9,21 @@
 //! `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id` (see `super::ingest`). A replay is rare,
 //! a new event the rule.
 //!
-//! The values are the ones the entity path binds (same types, same text for the enums, NUL
-//! replaced by U+FFFD), so a row reads back the same whichever path stored it.
+//! The values are bound straight from the event's text (borrowed; sqlx copies each once on its
+//! way to SQLite's thread) with the types the entity path binds (same text for the enums and
+//! the time, NUL replaced by U+FFFD), so a row reads back the same whichever path stored it.
 
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use modelgate_shared::usage::{Environment, ErrorClass, TrafficClass, UsageEvent};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, SqlErr, Statement, Value};
+use sea_orm::sqlx::sqlite::{Sqlite, SqliteArguments};
+use sea_orm::sqlx::{self, query::Query};
+use sea_orm::{DbErr, SqlErr};
 
 use super::copy::COLUMNS;
-use super::ingest::clean;
+use super::ingest::cleaned;
+use crate::store::raw_txn::SqliteTxn;
 
 /// Rows in the largest statement: 256 × 42 values stays well under SQLite's bound-parameter
 /// limit (32,766).
@@ -59,84 +63,90 @@ fn next_size(left: usize) -> usize {
 }
 
 /// Inserts `rows` (each event with its sequence number), stored at `now`, in `txn`.
-pub(super) async fn insert<C: ConnectionTrait>(
-    txn: &C,
+pub(super) async fn insert(
+    txn: &SqliteTxn,
     rows: &[(&UsageEvent, i64)],
     now: DateTime<Utc>,
 ) -> Result<(), LoadError> {
     let mut left = rows;
+    // The attempts' JSON is made per row; it outlives the statement it is bound in.
+    let mut attempts = Vec::with_capacity(left.len().min(MAX_ROWS));
     while !left.is_empty() {
         let n = next_size(left.len());
         let (these, rest) = left.split_at(n);
         left = rest;
-        let mut values = Vec::with_capacity(n * COLUMNS.len());
-        for &(e, seq) in these {
-            push_row(&mut values, e, seq, now);
+        attempts.clear();
+        attempts.extend(
+            these
+                .iter()
+                .map(|(e, _)| serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())),
+        );
+        let mut query = sqlx::query(&STATEMENTS[n.trailing_zeros() as usize]);
+        for (&(e, seq), attempts) in these.iter().zip(&attempts) {
+            query = bind_row(query, e, seq, attempts, now);
         }
-        let sql = &STATEMENTS[n.trailing_zeros() as usize];
-        let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql.as_str(), values);
-        match txn.execute(statement).await {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(match e.sql_err() {
-                    Some(SqlErr::UniqueConstraintViolation(why)) => LoadError::Refused(why),
-                    _ => LoadError::Db(e),
-                })
-            }
+        if let Err(e) = txn.execute_query(query).await {
+            return Err(match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(why)) => LoadError::Refused(why),
+                _ => LoadError::Db(e),
+            });
         }
     }
     Ok(())
 }
 
-/// One row's values, in [`COLUMNS`] order.
-fn push_row(values: &mut Vec<Value>, e: &UsageEvent, seq: i64, now: DateTime<Utc>) {
-    let text = |s: &str| Value::from(clean(s));
-    let count = |v: u64| Value::from(i64::try_from(v).unwrap_or(i64::MAX));
-    let attempts = serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into());
-    values.extend([
-        text(&e.id),
-        Value::from(seq),
-        Value::from(i32::try_from(e.schema_version).unwrap_or(i32::MAX)),
-        text(&e.request_id),
-        Value::from(e.started_at_ms),
-        Value::from(e.first_byte_at_ms),
-        Value::from(e.ended_at_ms),
-        text(&e.node_id),
-        text(&e.region),
-        text(&e.key_id),
-        text(&e.team_id),
-        text(&e.user_id),
-        text(&e.application),
-        Value::from(e.environment.map_or("", Environment::as_str)),
-        text(&e.endpoint),
-        text(&e.requested_model),
-        text(&e.provider_id),
-        text(&e.served_model),
-        text(&e.deployment_id),
-        text(&attempts),
-        Value::from(i32::from(e.status)),
-        Value::from(e.error_class.map(|c| ErrorClass::as_str(c).to_owned())),
-        text(&e.error_message),
-        count(e.latency_us),
-        count(e.ttfb_us),
-        count(e.input_tokens),
-        count(e.output_tokens),
-        count(e.cached_input_tokens),
-        count(e.reasoning_tokens),
-        count(e.images),
-        count(e.media_ms),
-        count(e.characters),
-        Value::from(e.cost_micros),
-        count(e.price_version),
-        Value::from(e.streamed),
-        Value::from(e.estimated),
-        Value::from(e.fallback_used),
-        Value::from(e.traffic_class.map_or("", TrafficClass::as_str)),
-        Value::from(e.cost_flag.as_str()),
-        Value::from(e.cache_hit),
-        Value::from(e.trace_id.clone()),
-        Value::from(now),
-    ]);
+/// Binds one row's values, in [`COLUMNS`] order.
+fn bind_row<'q>(
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    e: &'q UsageEvent,
+    seq: i64,
+    attempts: &'q str,
+    now: DateTime<Utc>,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    query
+        .bind(cleaned(&e.id))
+        .bind(seq)
+        .bind(i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+        .bind(cleaned(&e.request_id))
+        .bind(e.started_at_ms)
+        .bind(e.first_byte_at_ms)
+        .bind(e.ended_at_ms)
+        .bind(cleaned(&e.node_id))
+        .bind(cleaned(&e.region))
+        .bind(cleaned(&e.key_id))
+        .bind(cleaned(&e.team_id))
+        .bind(cleaned(&e.user_id))
+        .bind(cleaned(&e.application))
+        .bind(e.environment.map_or("", Environment::as_str))
+        .bind(cleaned(&e.endpoint))
+        .bind(cleaned(&e.requested_model))
+        .bind(cleaned(&e.provider_id))
+        .bind(cleaned(&e.served_model))
+        .bind(cleaned(&e.deployment_id))
+        .bind(cleaned(attempts))
+        .bind(i32::from(e.status))
+        .bind(e.error_class.map(ErrorClass::as_str))
+        .bind(cleaned(&e.error_message))
+        .bind(count(e.latency_us))
+        .bind(count(e.ttfb_us))
+        .bind(count(e.input_tokens))
+        .bind(count(e.output_tokens))
+        .bind(count(e.cached_input_tokens))
+        .bind(count(e.reasoning_tokens))
+        .bind(count(e.images))
+        .bind(count(e.media_ms))
+        .bind(count(e.characters))
+        .bind(e.cost_micros)
+        .bind(count(e.price_version))
+        .bind(e.streamed)
+        .bind(e.estimated)
+        .bind(e.fallback_used)
+        .bind(e.traffic_class.map_or("", TrafficClass::as_str))
+        .bind(e.cost_flag.as_str())
+        .bind(e.cache_hit)
+        .bind(e.trace_id.as_str())
+        .bind(now)
 }
 
 #[cfg(test)]
@@ -161,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn every_statement_has_one_placeholder_per_value_it_is_given() {
+    fn every_statement_has_one_placeholder_per_column_of_each_row() {
         for (log, sql) in STATEMENTS.iter().enumerate() {
             let rows = 1usize << log;
             assert_eq!(
@@ -170,8 +180,5 @@ mod tests {
                 "{rows} rows"
             );
         }
-        let mut values = Vec::new();
-        push_row(&mut values, &UsageEvent::default(), 1, Utc::now());
-        assert_eq!(values.len(), COLUMNS.len());
     }
 }
