@@ -560,7 +560,20 @@ impl Rng {
 #[tokio::test]
 async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart(
 ) {
-    let gw = Gateway::start().await;
+    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start().await).await;
+}
+
+#[tokio::test]
+async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on_sqlite(
+) {
+    let db = TestDb::sqlite();
+    let url = db.url.clone();
+    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start_on(db, url).await).await;
+}
+
+async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(
+    gw: Gateway,
+) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
