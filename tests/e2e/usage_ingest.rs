@@ -7,7 +7,7 @@ use modelgate_proto::usage::v1::{UsageAck, UsageBatch, UsageEvent};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use crate::support::{Gateway, TestDb};
+use crate::support::Gateway;
 
 /// A gateway key that exists (ingest quarantines events of unknown keys).
 pub struct Key {
@@ -136,10 +136,8 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
 
 #[tokio::test]
 async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on_sqlite() {
-    let db = TestDb::sqlite();
-    let url = db.url.clone();
     the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(
-        Gateway::start_on(db, url).await,
+        Gateway::start_on_sqlite().await,
     )
     .await;
 }
@@ -185,10 +183,8 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_count
 #[tokio::test]
 async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on_sqlite(
 ) {
-    let db = TestDb::sqlite();
-    let url = db.url.clone();
     a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
-        Gateway::start_on(db, url).await,
+        Gateway::start_on_sqlite().await,
     )
     .await;
 }
@@ -246,10 +242,8 @@ async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
 
 #[tokio::test]
 async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on_sqlite() {
-    let db = TestDb::sqlite();
-    let url = db.url.clone();
     a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(
-        Gateway::start_on(db, url).await,
+        Gateway::start_on_sqlite().await,
     )
     .await;
 }
@@ -337,10 +331,8 @@ async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
 
 #[tokio::test]
 async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on_sqlite() {
-    let db = TestDb::sqlite();
-    let url = db.url.clone();
     every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(
-        Gateway::start_on(db, url).await,
+        Gateway::start_on_sqlite().await,
     )
     .await;
 }
@@ -566,9 +558,7 @@ async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_
 #[tokio::test]
 async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on_sqlite(
 ) {
-    let db = TestDb::sqlite();
-    let url = db.url.clone();
-    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start_on(db, url).await).await;
+    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start_on_sqlite().await).await;
 }
 
 async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(

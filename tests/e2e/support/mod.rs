@@ -118,6 +118,13 @@ impl Gateway {
         Gateway::start_on(db, url).await
     }
 
+    /// A gateway on a fresh SQLite file database, whatever the environment names.
+    pub async fn start_on_sqlite() -> Gateway {
+        let db = TestDb::sqlite();
+        let url = db.url.clone();
+        Gateway::start_on(db, url).await
+    }
+
     /// A gateway whose control plane reaches the test database through `cp_db_url`.
     pub async fn start_on(db: TestDb, cp_db_url: String) -> Gateway {
         Gateway::start_with(db, cp_db_url, |_| {}).await
