@@ -37,6 +37,24 @@ pub enum CopyError {
 }
 
 impl<DB: sqlx::Database> RawTxn<DB> {
+    /// Begins a transaction on a connection of `pool`, which must be the pool of a sea-orm
+    /// connection of `backend`.
+    async fn begin_on(
+        db: &DatabaseConnection,
+        backend: DbBackend,
+        pool: impl FnOnce(&DatabaseConnection) -> &sqlx::Pool<DB>,
+    ) -> Result<Self, DbErr> {
+        if db.get_database_backend() != backend {
+            return Err(DbErr::Custom(format!(
+                "a raw {backend:?} transaction needs a {backend:?} connection"
+            )));
+        }
+        let txn = pool(db).begin().await.map_err(conn_err)?;
+        Ok(RawTxn {
+            txn: Mutex::new(txn),
+        })
+    }
+
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.into_inner().commit().await.map_err(exec_err)
     }
@@ -45,17 +63,10 @@ impl<DB: sqlx::Database> RawTxn<DB> {
 impl PgTxn {
     /// Begins a transaction on a connection of `db`'s pool. `db` must be a Postgres connection.
     pub async fn begin(db: &DatabaseConnection) -> Result<Self, DbErr> {
-        if db.get_database_backend() != DbBackend::Postgres {
-            return Err(DbErr::Custom("a PgTxn needs a Postgres connection".into()));
-        }
-        let txn = db
-            .get_postgres_connection_pool()
-            .begin()
-            .await
-            .map_err(conn_err)?;
-        Ok(RawTxn {
-            txn: Mutex::new(txn),
+        Self::begin_on(db, DbBackend::Postgres, |db| {
+            db.get_postgres_connection_pool()
         })
+        .await
     }
 
     /// Runs `statement` (a `COPY … FROM STDIN`) with `data` as its input; returns the rows
@@ -80,19 +91,7 @@ impl PgTxn {
 impl SqliteTxn {
     /// Begins a transaction on `db`'s connection. `db` must be a SQLite connection.
     pub async fn begin(db: &DatabaseConnection) -> Result<Self, DbErr> {
-        if db.get_database_backend() != DbBackend::Sqlite {
-            return Err(DbErr::Custom(
-                "a SqliteTxn needs a SQLite connection".into(),
-            ));
-        }
-        let txn = db
-            .get_sqlite_connection_pool()
-            .begin()
-            .await
-            .map_err(conn_err)?;
-        Ok(RawTxn {
-            txn: Mutex::new(txn),
-        })
+        Self::begin_on(db, DbBackend::Sqlite, |db| db.get_sqlite_connection_pool()).await
     }
 
     /// Runs `query` (its values bound by the caller, borrowed where they can be); returns the

@@ -2,8 +2,8 @@
 //! several groups at once on Postgres) in one transaction per group of waiting batches that
 //! (1) stores the events under a block of ingest sequence numbers ([`super::sequence`]) in bulk
 //! (binary `COPY` on Postgres, plain multi-row `INSERT`s on SQLite) or, for a group that replays
-//! a stored event, with `ON CONFLICT (id) DO NOTHING RETURNING id`, and (2) adds exactly the inserted events to the
-//! daily aggregates and budget periods. A replayed batch inserts nothing and so changes no
+//! a stored event, with `ON CONFLICT (id) DO NOTHING RETURNING id`, and (2) adds exactly the
+//! inserted events to the daily aggregates and budget periods. A replayed batch inserts nothing and so changes no
 //! aggregate; there is no window between "stored" and "counted".
 //!
 //! Groups commit in any order; a consumer paging by `seq` still never skips an event committed
@@ -361,17 +361,12 @@ async fn store(
     };
     if db.get_database_backend() != DbBackend::Postgres {
         for &load in loads {
-            if let Some((mut done, alerts)) = store_sqlite(db, &group, load).await? {
-                if load == Load::Insert && loads.len() > 1 {
-                    for batch in &mut done {
-                        batch.copy_refused = true;
-                    }
-                }
-                return Ok((done, alerts));
+            if let Some(stored) = store_sqlite(db, &group, load).await? {
+                return Ok(refused_in_bulk(stored, load, loads));
             }
         }
         return Err(ServiceError::Unavailable(
-            "a usage group could not be stored: refused by the bulk INSERT and by INSERT … ON CONFLICT".into(),
+            "a usage group could not be stored: refused in bulk and by INSERT … ON CONFLICT".into(),
         ));
     }
     for &load in loads {
@@ -385,18 +380,28 @@ async fn store(
         if let (false, Some(block)) = (matches!(stored, Ok(Some(_))), block) {
             sequence::release(db, block, unreleased).await;
         }
-        if let Some((mut done, alerts)) = stored? {
-            if load == Load::Insert && loads.len() > 1 {
-                for batch in &mut done {
-                    batch.copy_refused = true;
-                }
-            }
-            return Ok((done, alerts));
+        if let Some(stored) = stored? {
+            return Ok(refused_in_bulk(stored, load, loads));
         }
     }
     Err(ServiceError::Unavailable(
         "a usage group could not be stored: refused by COPY and by INSERT".into(),
     ))
+}
+
+/// `stored` as [`store`] answers it: when the group went in by `INSERT` after its bulk load was
+/// refused, each batch says so (counted in `modelgate_cp_usage_copy_refused_total`).
+fn refused_in_bulk(
+    (mut done, alerts): (Vec<Stored>, usize),
+    load: Load,
+    loads: &[Load],
+) -> (Vec<Stored>, usize) {
+    if load == Load::Insert && loads.len() > 1 {
+        for batch in &mut done {
+            batch.copy_refused = true;
+        }
+    }
+    (done, alerts)
 }
 
 /// A group of batches on its way into one transaction: its distinct events, each with the
@@ -491,9 +496,7 @@ async fn store_sqlite(
         let first_seq = sequence::take_in(&txn, group.events.len()).await?;
         inserted = match load {
             Load::Copy => {
-                let rows: Vec<(&UsageEvent, i64)> =
-                    group.events.iter().copied().zip(first_seq..).collect();
-                match sqlite_load::insert(&txn, &rows, group.now).await {
+                match sqlite_load::insert(&txn, group.events, first_seq, group.now).await {
                     Ok(()) => Inserted::All,
                     Err(sqlite_load::LoadError::Refused(why)) => {
                         tracing::debug!(%why, "a usage group replays a stored event; storing it again with ON CONFLICT");

@@ -27,7 +27,7 @@ use crate::store::raw_txn::SqliteTxn;
 
 /// Rows in the largest statement: 256 × 42 values stays well under SQLite's bound-parameter
 /// limit (32,766).
-pub(super) const MAX_ROWS: usize = 256;
+const MAX_ROWS: usize = 256;
 
 /// The statement texts, by the base-2 logarithm of their row count (1, 2, 4, … 256 rows).
 static STATEMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -62,13 +62,15 @@ fn next_size(left: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
-/// Inserts `rows` (each event with its sequence number), stored at `now`, in `txn`.
+/// Inserts `events` numbered from `first_seq` in their order, stored at `now`, in `txn`.
 pub(super) async fn insert(
     txn: &SqliteTxn,
-    rows: &[(&UsageEvent, i64)],
+    events: &[&UsageEvent],
+    first_seq: i64,
     now: DateTime<Utc>,
 ) -> Result<(), LoadError> {
-    let mut left = rows;
+    let mut left = events;
+    let mut seq = first_seq;
     // The attempts' JSON is made per row; it outlives the statement it is bound in.
     let mut attempts = Vec::with_capacity(left.len().min(MAX_ROWS));
     while !left.is_empty() {
@@ -79,11 +81,12 @@ pub(super) async fn insert(
         attempts.extend(
             these
                 .iter()
-                .map(|(e, _)| serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())),
+                .map(|e| serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into())),
         );
         let mut query = sqlx::query(&STATEMENTS[n.trailing_zeros() as usize]);
-        for (&(e, seq), attempts) in these.iter().zip(&attempts) {
+        for (&e, attempts) in these.iter().zip(&attempts) {
             query = bind_row(query, e, seq, attempts, now);
+            seq += 1;
         }
         if let Err(e) = txn.execute_query(query).await {
             return Err(match e.sql_err() {
