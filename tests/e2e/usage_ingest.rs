@@ -128,21 +128,29 @@ fn batch(batch_id: &str, events: Vec<UsageEvent>) -> UsageBatch {
     }
 }
 
-#[tokio::test]
-async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once() {
-    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(Gateway::start().await)
-        .await;
+/// Runs one scenario as two tests: on the test database (Postgres in CI) and on a SQLite file,
+/// whatever the environment names — ingest takes a different path on each.
+macro_rules! on_both_databases {
+    ($scenario:ident => $on_test_db:ident, $on_sqlite:ident) => {
+        #[tokio::test]
+        async fn $on_test_db() {
+            $scenario(Gateway::start().await).await;
+        }
+
+        #[tokio::test]
+        async fn $on_sqlite() {
+            $scenario(Gateway::start_on_sqlite().await).await;
+        }
+    };
 }
 
-#[tokio::test]
-async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on_sqlite() {
-    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(
-        Gateway::start_on_sqlite().await,
-    )
-    .await;
-}
+on_both_databases!(
+    sent_three_times =>
+    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once,
+    the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on_sqlite
+);
 
-async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(gw: Gateway) {
+async fn sent_three_times(gw: Gateway) {
     let k = new_key(&gw, None).await;
     let request_id = format!("replay-{}", uuid::Uuid::now_v7());
     let events = vec![
@@ -172,26 +180,13 @@ async fn the_same_usage_batch_sent_three_times_is_stored_and_aggregated_once_on(
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once() {
-    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
-        Gateway::start().await,
-    )
-    .await;
-}
+on_both_databases!(
+    mixing_stored_and_new =>
+    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once,
+    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on_sqlite
+);
 
-#[tokio::test]
-async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on_sqlite(
-) {
-    a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
-        Gateway::start_on_sqlite().await,
-    )
-    .await;
-}
-
-async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones_and_counts_them_once_on(
-    gw: Gateway,
-) {
+async fn mixing_stored_and_new(gw: Gateway) {
     // The first attempt at such a group (binary COPY on Postgres, plain INSERTs on SQLite)
     // fails on the stored ids and the group is stored again by INSERT … ON CONFLICT: the new
     // events stored once, the old ones counted as duplicates, nothing doubled.
@@ -234,21 +229,13 @@ async fn refused_copies(gw: &Gateway) -> u64 {
     .await
 }
 
-#[tokio::test]
-async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy() {
-    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(Gateway::start().await)
-        .await;
-}
+on_both_databases!(
+    replayed_marked_and_unmarked =>
+    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy,
+    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on_sqlite
+);
 
-#[tokio::test]
-async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on_sqlite() {
-    a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(
-        Gateway::start_on_sqlite().await,
-    )
-    .await;
-}
-
-async fn a_replay_its_node_marks_as_resent_is_stored_without_a_refused_copy_on(gw: Gateway) {
+async fn replayed_marked_and_unmarked(gw: Gateway) {
     let k = new_key(&gw, None).await;
     let request_id = format!("resent-{}", uuid::Uuid::now_v7());
     let events = vec![event(&k, &request_id, 100), event(&k, &request_id, 250)];
@@ -323,21 +310,13 @@ async fn a_sequence_block_abandoned_in_an_outage_stops_holding_back_the_pull_api
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it() {
-    every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(Gateway::start().await)
-        .await;
-}
+on_both_databases!(
+    every_field_read_back =>
+    every_field_of_a_stored_event_reads_back_as_the_node_reported_it,
+    every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on_sqlite
+);
 
-#[tokio::test]
-async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on_sqlite() {
-    every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(
-        Gateway::start_on_sqlite().await,
-    )
-    .await;
-}
-
-async fn every_field_of_a_stored_event_reads_back_as_the_node_reported_it_on(gw: Gateway) {
+async fn every_field_read_back(gw: Gateway) {
     use modelgate_proto::usage::v1::Attempt;
     let k = new_key(&gw, None).await;
     let request_id = format!("fields-{}", uuid::Uuid::now_v7());
@@ -549,21 +528,13 @@ impl Rng {
     }
 }
 
-#[tokio::test]
-async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart(
-) {
-    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start().await).await;
-}
+on_both_databases!(
+    randomized_workload =>
+    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart,
+    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on_sqlite
+);
 
-#[tokio::test]
-async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on_sqlite(
-) {
-    daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(Gateway::start_on_sqlite().await).await;
-}
-
-async fn daily_aggregates_equal_the_sum_of_raw_rows_after_a_randomized_workload_with_check_traffic_apart_on(
-    gw: Gateway,
-) {
+async fn randomized_workload(gw: Gateway) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
