@@ -4,7 +4,6 @@
 //! decision's (`modelgate_shared::admission::admit_key`), which every caller asks next.
 
 use axum::http::HeaderMap;
-use modelgate_shared::keys::hash_key;
 
 use crate::config::{Key, Runtime};
 use crate::error::ProxyError;
@@ -62,7 +61,7 @@ pub fn find_key<'r>(
     now_unix: i64,
 ) -> Result<&'r Key, Refused<'r>> {
     let presented = presented.ok_or_else(|| Refused::anonymous(ProxyError::missing_key()))?;
-    let hash = hash_key(&runtime.key_hash_secret, presented);
+    let hash = runtime.key_hasher.hash(presented);
     let entry = runtime
         .keys
         .get(&hash)

@@ -66,6 +66,7 @@ impl Runtime {
                 content_hash: delta.content_hash.clone(),
                 digest,
                 key_hash_secret: self.key_hash_secret.clone(),
+                key_hasher: self.key_hasher.clone(),
                 video_job_key: self.video_job_key.clone(),
                 keys: self.keys.clone(),
                 keys_by_id: self.keys_by_id.clone(),
@@ -90,6 +91,7 @@ impl Runtime {
         let mut rt = w.rt;
         rt.digest = digest;
         if w.secret {
+            rt.key_hasher = modelgate_shared::keys::KeyHasher::new(&rt.key_hash_secret);
             rt.video_job_key =
                 crate::surfaces::openai_videos::JobIdKey::derive(&rt.key_hash_secret);
         }

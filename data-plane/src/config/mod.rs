@@ -56,6 +56,8 @@ pub struct Runtime {
     /// The served config's structured digest, kept across deltas (`modelgate_shared::digest`).
     pub digest: ConfigDigest,
     pub key_hash_secret: Vec<u8>,
+    /// Hashes a presented secret under `key_hash_secret`; keyed once per snapshot.
+    pub key_hasher: modelgate_shared::keys::KeyHasher,
     /// Signs video job ids; derived from `key_hash_secret` once per snapshot.
     pub video_job_key: crate::surfaces::openai_videos::JobIdKey,
     /// Every live secret's hash: a key's current one, and a rotated-away one in its grace period.
@@ -208,6 +210,7 @@ impl Runtime {
             content_hash,
             digest,
             video_job_key: crate::surfaces::openai_videos::JobIdKey::derive(&c.key_hash_secret),
+            key_hasher: modelgate_shared::keys::KeyHasher::new(&c.key_hash_secret),
             key_hash_secret: c.key_hash_secret,
             keys,
             keys_by_id,

@@ -117,6 +117,12 @@ fn check(name: &str, change: impl FnOnce(&mut Config)) {
         );
     }
     assert_eq!(applied.routes.len(), built.routes.len(), "{name}");
+    // A presented secret hashes alike under both: the hasher follows the secret.
+    assert_eq!(
+        applied.key_hasher.hash("mg-presented"),
+        built.key_hasher.hash("mg-presented"),
+        "{name}: key hasher"
+    );
     assert_eq!(applied.prices, built.prices, "{name}");
     assert_eq!(applied.endpoints.len(), built.endpoints.len(), "{name}");
 }
