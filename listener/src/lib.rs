@@ -33,6 +33,7 @@
 //! timer entry inside the body's existing box; a `Router` adds its `ConnectInfo` extension
 //! (the request's extension map).
 
+mod balance;
 mod timer;
 
 use std::future::Future;
@@ -52,7 +53,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
@@ -198,6 +199,8 @@ pub struct Listener {
     nodelay: bool,
     /// The connection cap, shared by the parts of a [`Listener::split`] listener.
     permits: Arc<Semaphore>,
+    /// A part of a split listener: its share of the connections, kept even with the others'.
+    part: Option<balance::Part>,
 }
 
 /// One part of a [`Listener::split`] listener: its socket not yet registered with a runtime.
@@ -207,6 +210,7 @@ pub struct Detached {
     options: HttpOptions,
     nodelay: bool,
     permits: Arc<Semaphore>,
+    part: balance::Part,
 }
 
 impl Detached {
@@ -220,6 +224,7 @@ impl Detached {
             options: self.options,
             nodelay: self.nodelay,
             permits: self.permits,
+            part: Some(self.part),
         })
     }
 }
@@ -241,33 +246,34 @@ impl Listener {
             options,
             nodelay: false,
             permits,
+            part: None,
         })
     }
 
     /// Splits into `parts` listeners on the one socket (each holds a duplicate of its
     /// descriptor), for as many runtimes to accept from: whichever is waiting takes the next
-    /// connection. They share the connection cap and stop accepting, each, when their own
-    /// `serve` is told to stop.
+    /// connection, and hands it on to the part serving the fewest connections when it serves
+    /// two or more above that part (see [`balance`]). They share the connection cap and stop
+    /// accepting, each, when their own `serve` is told to stop.
     pub fn split(self, parts: usize) -> std::io::Result<Vec<Detached>> {
+        let parts = parts.max(1);
         let tcp = self.tcp.into_std()?;
-        let mut out = Vec::with_capacity(parts.max(1));
-        for _ in 1..parts.max(1) {
-            out.push(Detached {
-                tcp: tcp.try_clone()?,
+        let mut sockets = (1..parts)
+            .map(|_| tcp.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        sockets.push(tcp);
+        Ok(sockets
+            .into_iter()
+            .zip(balance::parts(parts))
+            .map(|(tcp, part)| Detached {
+                tcp,
                 tls: self.tls.clone(),
                 options: self.options.clone(),
                 nodelay: self.nodelay,
                 permits: self.permits.clone(),
-            });
-        }
-        out.push(Detached {
-            tcp,
-            tls: self.tls,
-            options: self.options,
-            nodelay: self.nodelay,
-            permits: self.permits,
-        });
-        Ok(out)
+                part,
+            })
+            .collect())
     }
 
     /// Sets TCP_NODELAY on every accepted connection (streams are many small writes: without
@@ -290,6 +296,7 @@ impl Listener {
             options,
             nodelay,
             permits,
+            part,
         } = self;
         let mut h1 = http1::Builder::new();
         h1.timer(timer::CoarseTimer::start(timer::tick_for(
@@ -309,23 +316,34 @@ impl Listener {
             shutdown: shutdown.clone(),
         });
         let connections = TaskTracker::new();
+        let mut part = part;
         loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+            let (stream, peer, permit, counted) = tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
-            };
-            let (stream, peer) = tokio::select! {
-                r = tcp.accept() => match r {
-                    Ok(accepted) => accepted,
+                Some(handed) = handed(&mut part) => match handed {
+                    Ok(connection) => connection,
                     Err(e) => {
-                        accept_error(e).await;
+                        tracing::warn!(error = %e, "a connection handed over could not be served");
                         continue;
                     }
                 },
-                () = shutdown.cancelled() => break,
+                next = accept(&tcp, &permits) => match next {
+                    Accepted::Connection(stream, peer, permit) => match &part {
+                        None => (stream, peer, permit, None),
+                        Some(part) => match part.place(stream, peer, permit) {
+                            balance::Placed::Here(stream, permit, counted) => {
+                                (stream, peer, permit, Some(counted))
+                            }
+                            balance::Placed::Away => continue,
+                        },
+                    },
+                    Accepted::Failed(e) => {
+                        accept_error(e).await;
+                        continue;
+                    }
+                    Accepted::CapClosed => break,
+                },
             };
             if nodelay {
                 if let Err(e) = stream.set_nodelay(true) {
@@ -335,12 +353,53 @@ impl Listener {
             let shared = shared.clone();
             connections.spawn(async move {
                 connection(&shared, stream, peer).await;
-                drop(permit);
+                drop((permit, counted));
             });
         }
         drop(tcp);
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// A connection to serve: its socket, peer, permit of the connection cap and, on a part of a
+/// split listener, its place in the part's count.
+type ToServe = (
+    TcpStream,
+    SocketAddr,
+    OwnedSemaphorePermit,
+    Option<balance::Counted>,
+);
+
+/// What waiting for the next connection on the socket gave.
+enum Accepted {
+    Connection(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    Failed(std::io::Error),
+    /// The connection cap's semaphore was closed: the listener stops.
+    CapClosed,
+}
+
+/// Takes a permit of the connection cap, then the next connection from the socket. At the cap
+/// new connections wait in the kernel's queue.
+async fn accept(tcp: &TcpListener, permits: &Arc<Semaphore>) -> Accepted {
+    let Ok(permit) = permits.clone().acquire_owned().await else {
+        return Accepted::CapClosed;
+    };
+    match tcp.accept().await {
+        Ok((stream, peer)) => Accepted::Connection(stream, peer, permit),
+        Err(e) => Accepted::Failed(e),
+    }
+}
+
+/// The next connection another part of a split listener handed to this one; never, for a
+/// listener that is not split.
+async fn handed(part: &mut Option<balance::Part>) -> Option<std::io::Result<ToServe>> {
+    match part {
+        Some(part) => part
+            .handed()
+            .await
+            .map(|r| r.map(|(s, peer, permit, counted)| (s, peer, permit, Some(counted)))),
+        None => std::future::pending().await,
     }
 }
 

@@ -57,6 +57,31 @@ async fn exchange(addr: SocketAddr, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one `200` response with a `content-length` off a keep-alive connection; its body.
+async fn read_body(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .parse()
+            .unwrap();
+        if body.len() >= length {
+            return body.to_owned();
+        }
+    }
+}
+
 /// Waits until the server closes `s` and returns how long that took.
 async fn time_to_close(s: &mut TcpStream) -> Duration {
     let t = Instant::now();
@@ -201,19 +226,26 @@ fn serve_split(
         .split(parts)
         .unwrap()
         .into_iter()
-        .map(|part| {
-            let (router, shutdown) = (router.clone(), shutdown.clone());
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    part.attach().unwrap().serve(router, shutdown).await;
-                });
-            })
-        })
+        .map(|part| serve_part(part, router.clone(), shutdown))
         .collect()
+}
+
+/// Serves one part of a split listener on a thread of its own, as the proxy's workers do.
+fn serve_part(
+    part: Detached,
+    router: Router,
+    shutdown: &CancellationToken,
+) -> std::thread::JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            part.attach().unwrap().serve(router, shutdown).await;
+        });
+    })
 }
 
 async fn thread_of_request() -> String {
@@ -263,6 +295,63 @@ async fn a_split_listener_serves_every_connection_from_each_parts_own_thread_and
         .await
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn connections_one_part_accepts_in_a_burst_are_shared_with_the_other_part() {
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), HttpOptions::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let router = router().route("/thread", get(thread_of_request));
+    let mut parts = listener.split(2).unwrap();
+    let second = parts.pop().unwrap();
+    // Only the first part is accepting: it takes every connection of the burst.
+    let first = serve_part(parts.pop().unwrap(), router.clone(), &shutdown);
+    let mut answers = Vec::new();
+    // Keep-alive connections, each open until the end: a pool's.
+    for _ in 0..16 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /thread HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        answers.push(tokio::spawn(async move {
+            let body = read_body(&mut s).await;
+            (body, s)
+        }));
+    }
+    // The last connection stays with the first part (nine kept, seven handed on, in turn);
+    // once it is answered, the first part has accepted all sixteen.
+    let last = answers.pop().unwrap();
+    let (last, _open) = tokio::time::timeout(Duration::from_secs(5), last)
+        .await
+        .expect("the burst's last connection is served by the part that accepted it")
+        .unwrap();
+    // The second part starts, and serves what it was handed.
+    let second = serve_part(second, router, &shutdown);
+    let mut served_by = std::collections::BTreeMap::<String, usize>::new();
+    let mut open = Vec::new();
+    for answer in answers {
+        let (thread, s) = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .unwrap()
+            .unwrap();
+        *served_by.entry(thread).or_default() += 1;
+        open.push(s);
+    }
+    *served_by.entry(last).or_default() += 1;
+    let counts: Vec<usize> = served_by.values().copied().collect();
+    assert_eq!(counts.len(), 2, "both parts serve: {served_by:?}");
+    assert!(counts[0].abs_diff(counts[1]) <= 2, "{served_by:?}");
+    drop((open, _open));
+    shutdown.cancel();
+    tokio::task::spawn_blocking(move || {
+        first.join().unwrap();
+        second.join().unwrap();
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! The proxy's worker threads. Each runs a single-threaded tokio runtime that accepts from its
 //! own part of the proxy listener (`modelgate_listener::Listener::split`: a duplicate of the one
-//! socket) and serves its connections to their end. A request, its upstream call (the upstream
-//! client pools its connections per thread, `crate::providers::upstream`) and its stream pump
-//! all run on the thread that accepted the connection: nothing on the request path hands work
-//! to another thread, so no request pays a cross-thread wake-up or a work-stealing search.
-//! Under a multi-threaded runtime those were about a quarter of a JSON request's CPU on two
-//! cores shared with the load (see ARCHITECTURE.md, "The hot path").
+//! socket; a worker serving two or more connections above the least busy one hands what it
+//! accepts to that one) and serves its connections to their end. A request, its upstream call
+//! (the upstream client pools its connections per thread, `crate::providers::upstream`) and its
+//! stream pump all run on the thread that accepted the connection: nothing on the request path
+//! hands work to another thread, so no request pays a cross-thread wake-up or a work-stealing
+//! search. Under a multi-threaded runtime those were about a quarter of a JSON request's CPU on
+//! two cores shared with the load (see ARCHITECTURE.md, "The hot path").
 //!
 //! What is not per request stays on the main runtime: the config stream, the usage shipper, the
 //! control-plane channel the limits and budgets lease through, the metrics listener.
