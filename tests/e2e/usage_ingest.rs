@@ -199,20 +199,31 @@ async fn mixing_stored_and_new(gw: Gateway) {
     let mixed = [old.clone(), new.clone()].concat();
     let acks = send(&gw, vec![batch("mixed", mixed)]).await;
     assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 2));
+    // New events ahead of stored ones: the first attempt's statement has written the new rows
+    // when it meets a stored id, and its whole transaction is void all the same.
+    let newer: Vec<UsageEvent> = (4..=6).map(|c| event(&k, &request_id, c)).collect();
+    let mixed = [newer.clone(), old.clone()].concat();
+    let acks = send(&gw, vec![batch("new-first", mixed)]).await;
+    assert_eq!((acks[0].inserted, acks[0].duplicates), (3, 2));
 
     let rows = stored_events(&gw, &request_id).await;
     let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    let sent: HashSet<&str> = old.iter().chain(&new).map(|e| e.id.as_str()).collect();
+    let sent: HashSet<&str> = old
+        .iter()
+        .chain(&new)
+        .chain(&newer)
+        .map(|e| e.id.as_str())
+        .collect();
     assert_eq!(ids, sent, "every event stored, each once");
     let seqs: HashSet<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
     assert_eq!(
         seqs.len(),
-        5,
+        8,
         "each stored event has its own sequence number"
     );
     let day = daily(&gw, &format!("key_id={}", k.id)).await;
-    assert_eq!(day[0]["requests"], 5);
-    assert_eq!(day[0]["cost_micros"], 126);
+    assert_eq!(day[0]["requests"], 8);
+    assert_eq!(day[0]["cost_micros"], 141);
     gw.shutdown().await;
 }
 
