@@ -252,14 +252,20 @@ async fn thread_of_request() -> String {
     format!("{:?}", std::thread::current().id())
 }
 
-#[tokio::test]
-async fn a_split_listener_serves_every_connection_from_each_parts_own_thread_and_drains_them_all() {
+/// A bound listener, its address, its shutdown token, and a router whose `/thread` answers
+/// with the id of the thread that served the request.
+async fn thread_reporting() -> (Listener, SocketAddr, CancellationToken, Router) {
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), HttpOptions::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
     let router = router().route("/thread", get(thread_of_request));
+    (listener, addr, CancellationToken::new(), router)
+}
+
+#[tokio::test]
+async fn a_split_listener_serves_every_connection_from_each_parts_own_thread_and_drains_them_all() {
+    let (listener, addr, shutdown, router) = thread_reporting().await;
     let threads = serve_split(listener, 2, router, &shutdown);
     let requests: Vec<_> = (0..40)
         .map(|_| {
@@ -299,12 +305,7 @@ async fn a_split_listener_serves_every_connection_from_each_parts_own_thread_and
 
 #[tokio::test]
 async fn connections_one_part_accepts_in_a_burst_are_shared_with_the_other_part() {
-    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), HttpOptions::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let router = router().route("/thread", get(thread_of_request));
+    let (listener, addr, shutdown, router) = thread_reporting().await;
     let mut parts = listener.split(2).unwrap();
     let second = parts.pop().unwrap();
     // Only the first part is accepting: it takes every connection of the burst.
