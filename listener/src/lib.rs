@@ -253,7 +253,7 @@ impl Listener {
     /// Splits into `parts` listeners on the one socket (each holds a duplicate of its
     /// descriptor), for as many runtimes to accept from: whichever is waiting takes the next
     /// connection, and hands it on to the part serving the fewest connections when it serves
-    /// two or more above that part (see [`balance`]). They share the connection cap and stop
+    /// well above that part (see [`balance`]). They share the connection cap and stop
     /// accepting, each, when their own `serve` is told to stop.
     pub fn split(self, parts: usize) -> std::io::Result<Vec<Detached>> {
         let parts = parts.max(1);

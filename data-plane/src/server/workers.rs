@@ -1,7 +1,7 @@
 //! The proxy's worker threads. Each runs a single-threaded tokio runtime that accepts from its
 //! own part of the proxy listener (`modelgate_listener::Listener::split`: a duplicate of the one
-//! socket; a worker serving two or more connections above the least busy one hands what it
-//! accepts to that one) and serves its connections to their end. A request, its upstream call
+//! socket; a worker serving well above the least busy one hands what it accepts to that
+//! one) and serves its connections to their end. A request, its upstream call
 //! (the upstream client pools its connections per thread, `crate::providers::upstream`) and its
 //! stream pump all run on the thread that accepted the connection: nothing on the request path
 //! hands work to another thread, so no request pays a cross-thread wake-up or a work-stealing
