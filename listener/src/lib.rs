@@ -296,7 +296,7 @@ impl Listener {
             options,
             nodelay,
             permits,
-            part,
+            mut part,
         } = self;
         let mut h1 = http1::Builder::new();
         h1.timer(timer::CoarseTimer::start(timer::tick_for(
@@ -316,7 +316,6 @@ impl Listener {
             shutdown: shutdown.clone(),
         });
         let connections = TaskTracker::new();
-        let mut part = part;
         loop {
             let (stream, peer, permit, counted) = tokio::select! {
                 biased;
